@@ -1,0 +1,158 @@
+//! A hostile job for sandbox tests: its data names one misbehaviour
+//! (`{"op": "loop"}`, `{"op": "alloc", "mb": 512}`, ...), and each host test
+//! asserts the exact outcome of one of them.
+
+use quartzite_sdk::{Context, Job, JobInfo, Outcome, Result, fatal, info, kv, lock};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+enum Op {
+    /// Returns at once.
+    Ok,
+    /// Burns CPU forever without calling the host.
+    Loop,
+    /// Polls `cancelled()` in a busy loop and returns when told to.
+    LoopUntilCancelled,
+    /// Sleeps in a host call (WASI poll) for `ms`.
+    Sleep { ms: u64 },
+    /// Allocates and touches `mb` MiB.
+    Alloc { mb: usize },
+    /// Reads a host file.
+    ReadFile { path: String },
+    /// Lists the environment and arguments.
+    Env,
+    /// Lists a directory.
+    ListDir { path: String },
+    /// Opens a TCP connection.
+    Connect { addr: String },
+    /// Panics with `message`.
+    Panic { message: String },
+    /// Executes `unreachable`.
+    Trap,
+    /// Recurses without bound.
+    StackOverflow,
+    /// Takes lock `name` and leaks the guard.
+    LeakLock { name: String },
+    /// Takes lock `name`, then panics while holding it.
+    LockThenPanic { name: String },
+    /// Takes lock `name` with `timeout_ms` and reports the token.
+    Lock { name: String, timeout_ms: u64 },
+    /// Logs `lines` lines of `len` bytes.
+    SpamLog { lines: usize, len: usize },
+    /// Prints `lines` lines to stdout and stderr.
+    Print { lines: usize },
+    /// Returns details of `bytes` bytes.
+    BigOutput { bytes: usize },
+    /// Writes a kv value of `bytes` bytes.
+    BigKv { bytes: usize },
+}
+
+struct Hostile;
+
+impl Job for Hostile {
+    fn info() -> JobInfo {
+        JobInfo::new("hostile", "0.1.0").description("misbehaves on request")
+    }
+
+    fn run(ctx: &Context) -> Result<Outcome> {
+        let op: Op = ctx.data()?;
+        match op {
+            Op::Ok => Ok(Outcome::none()),
+            Op::Loop => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            Op::LoopUntilCancelled => {
+                let mut spins: u64 = 0;
+                while !quartzite_sdk::cancelled() {
+                    spins = std::hint::black_box(spins + 1);
+                }
+                Outcome::details(&json!({ "stopped": "cancelled", "spins": spins }))
+            }
+            Op::Sleep { ms } => {
+                std::thread::sleep(Duration::from_millis(ms));
+                Outcome::details(&json!({ "slept_ms": ms }))
+            }
+            Op::Alloc { mb } => {
+                let mut chunks = Vec::new();
+                for i in 0..mb {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    chunk[i % (1 << 20)] = 1;
+                    chunks.push(chunk);
+                }
+                Outcome::details(&json!({ "allocated_mb": chunks.len() }))
+            }
+            Op::ReadFile { path } => Outcome::details(&match std::fs::read(&path) {
+                Ok(bytes) => json!({ "read": bytes.len() }),
+                Err(e) => json!({ "error": e.to_string() }),
+            }),
+            Op::Env => {
+                let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                let args: Vec<String> = std::env::args().collect();
+                let cwd = std::env::current_dir().map(|p| p.display().to_string()).ok();
+                Outcome::details(&json!({ "vars": vars, "args": args, "cwd": cwd }))
+            }
+            Op::ListDir { path } => Outcome::details(&match std::fs::read_dir(&path) {
+                Ok(entries) => json!({ "entries": entries.count() }),
+                Err(e) => json!({ "error": e.to_string() }),
+            }),
+            Op::Connect { addr } => Outcome::details(&match std::net::TcpStream::connect(&addr) {
+                Ok(_) => json!({ "connected": true }),
+                Err(e) => json!({ "error": e.to_string() }),
+            }),
+            Op::Panic { message } => panic!("{message}"),
+            #[allow(unreachable_code)]
+            Op::Trap => {
+                #[cfg(target_arch = "wasm32")]
+                core::arch::wasm32::unreachable();
+                Err(fatal("trap is only reachable in wasm"))
+            }
+            Op::StackOverflow => Outcome::details(&recurse(std::hint::black_box(1))),
+            Op::LeakLock { name } => {
+                let guard = lock(&name, Duration::from_millis(100))?;
+                let token = guard.fencing_token();
+                std::mem::forget(guard);
+                Outcome::details(&json!({ "leaked": name, "token": token }))
+            }
+            Op::LockThenPanic { name } => {
+                let _guard = lock(&name, Duration::from_millis(100))?;
+                panic!("panicking while holding {name}");
+            }
+            Op::Lock { name, timeout_ms } => {
+                let guard = lock(&name, Duration::from_millis(timeout_ms))?;
+                Outcome::details(&json!({ "token": guard.fencing_token() }))
+            }
+            Op::SpamLog { lines, len } => {
+                let line = "x".repeat(len);
+                for _ in 0..lines {
+                    info!("{line}");
+                }
+                Ok(Outcome::none())
+            }
+            Op::Print { lines } => {
+                for i in 0..lines {
+                    println!("stdout line {i}");
+                    eprintln!("stderr line {i}");
+                }
+                Ok(Outcome::none())
+            }
+            Op::BigOutput { bytes } => Outcome::details(&"y".repeat(bytes)),
+            Op::BigKv { bytes } => {
+                kv::set("big", &vec![7u8; bytes])?;
+                Ok(Outcome::none())
+            }
+        }
+    }
+}
+
+fn recurse(n: u64) -> u64 {
+    let pad = std::hint::black_box([n; 64]);
+    if n == 0 { pad[3] } else { recurse(n + 1).wrapping_add(pad[5]) }
+}
+
+quartzite_sdk::export_job!(Hostile);
