@@ -35,7 +35,11 @@ impl Context {
     ///
     /// [`Error::Fatal`]: data that does not match `T` will not match on retry either.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T> {
-        let text = if self.data_json.trim().is_empty() { "null" } else { &self.data_json };
+        let text = if self.data_json.trim().is_empty() {
+            "null"
+        } else {
+            &self.data_json
+        };
         serde_json::from_str(text)
             .map_err(|e| Error::Fatal(format!("job data does not match the expected shape: {e}")))
     }
@@ -121,7 +125,9 @@ impl Outcome {
 
     /// The details parsed as JSON.
     pub fn details_json(&self) -> Option<serde_json::Value> {
-        self.details.as_deref().and_then(|d| serde_json::from_str(d).ok())
+        self.details
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
     }
 
     /// The new job data as JSON text.
@@ -130,7 +136,10 @@ impl Outcome {
     }
 
     pub(crate) fn into_wit(self) -> wit::Outcome {
-        wit::Outcome { details: self.details, new_data: self.new_data }
+        wit::Outcome {
+            details: self.details,
+            new_data: self.new_data,
+        }
     }
 }
 

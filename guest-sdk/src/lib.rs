@@ -243,9 +243,11 @@ pub mod kv {
     pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>> {
         match get(key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Fatal(format!("kv key {key:?} does not hold the expected JSON: {e}"))),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Fatal(format!(
+                    "kv key {key:?} does not hold the expected JSON: {e}"
+                ))
+            }),
         }
     }
 

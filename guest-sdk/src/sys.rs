@@ -57,10 +57,16 @@ mod imp {
     pub fn lock(name: &str, timeout: Duration) -> Result<LockGuard> {
         let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         let guard = host::lock(name, ms).map_err(|e| match e {
-            HostError::Timeout => Error::Retry(format!("lock {name:?} not acquired within {ms} ms")),
+            HostError::Timeout => {
+                Error::Retry(format!("lock {name:?} not acquired within {ms} ms"))
+            }
             other => convert(other),
         })?;
-        Ok(LockGuard { name: guard.name(), fencing_token: guard.fencing_token(), inner: guard })
+        Ok(LockGuard {
+            name: guard.name(),
+            fencing_token: guard.fencing_token(),
+            inner: guard,
+        })
     }
 }
 
@@ -97,7 +103,11 @@ mod imp {
 
     pub fn lock(name: &str, timeout: Duration) -> Result<LockGuard> {
         let (token, handle) = testing::with_host(|h| h.lock(name, timeout))?;
-        Ok(LockGuard { name: name.to_string(), fencing_token: token, inner: handle })
+        Ok(LockGuard {
+            name: name.to_string(),
+            fencing_token: token,
+            inner: handle,
+        })
     }
 }
 

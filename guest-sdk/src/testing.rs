@@ -186,7 +186,10 @@ impl TestHost {
         let ctx = Context {
             job_key: self.job_key.clone(),
             trigger_key: self.trigger_key.clone(),
-            fire_id: self.fire_id.clone().unwrap_or_else(|| format!("test-fire-{}", self.runs)),
+            fire_id: self
+                .fire_id
+                .clone()
+                .unwrap_or_else(|| format!("test-fire-{}", self.runs)),
             scheduled_at_ms: millis(self.clock),
             fired_at_ms: millis(self.clock),
             attempt: self.attempt,
@@ -237,7 +240,10 @@ impl TestHost {
     }
 
     pub(crate) fn log(&mut self, level: Level, message: &str) {
-        self.logs.push(LogLine { level, message: message.to_string() });
+        self.logs.push(LogLine {
+            level,
+            message: message.to_string(),
+        });
     }
 
     pub(crate) fn check_cancelled(&mut self) -> bool {
@@ -282,7 +288,13 @@ impl TestHost {
         table.next_token += 1;
         let token = table.next_token;
         table.held.insert(name.to_string(), token);
-        Ok((token, LockHandle { name: name.to_string(), table: Rc::clone(&self.locks) }))
+        Ok((
+            token,
+            LockHandle {
+                name: name.to_string(),
+                table: Rc::clone(&self.locks),
+            },
+        ))
     }
 }
 

@@ -27,8 +27,14 @@ impl Job for Flaky {
         let data: Option<Data> = ctx.data()?;
         let failures = data.map_or_else(default_failures, |d| d.failures);
         if ctx.attempt <= failures {
-            warn!("attempt {} of fire {} fails on purpose", ctx.attempt, ctx.fire_id);
-            return Err(retry(format!("planned failure {} of {failures}", ctx.attempt)));
+            warn!(
+                "attempt {} of fire {} fails on purpose",
+                ctx.attempt, ctx.fire_id
+            );
+            return Err(retry(format!(
+                "planned failure {} of {failures}",
+                ctx.attempt
+            )));
         }
         Outcome::details(&json!({ "succeeded_on_attempt": ctx.attempt }))
     }
@@ -44,10 +50,17 @@ mod tests {
     #[test]
     fn fails_then_succeeds() {
         for attempt in 1..=2 {
-            let err = TestHost::new().data(r#"{"failures":2}"#).attempt(attempt).run::<Flaky>();
+            let err = TestHost::new()
+                .data(r#"{"failures":2}"#)
+                .attempt(attempt)
+                .run::<Flaky>();
             assert!(err.unwrap_err().is_retryable());
         }
-        let out = TestHost::new().data(r#"{"failures":2}"#).attempt(3).run::<Flaky>().unwrap();
+        let out = TestHost::new()
+            .data(r#"{"failures":2}"#)
+            .attempt(3)
+            .run::<Flaky>()
+            .unwrap();
         assert_eq!(out.details_json().unwrap()["succeeded_on_attempt"], 3);
     }
 }

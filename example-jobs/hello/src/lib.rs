@@ -21,7 +21,9 @@ impl Job for Hello {
 
     fn run(ctx: &Context) -> Result<Outcome> {
         let data: Option<Data> = ctx.data()?;
-        let name = data.and_then(|d| d.name).unwrap_or_else(|| "world".to_string());
+        let name = data
+            .and_then(|d| d.name)
+            .unwrap_or_else(|| "world".to_string());
         let greeting = format!("hello, {name}");
         info!("{greeting} (fire {}, attempt {})", ctx.fire_id, ctx.attempt);
         Outcome::details(&json!({

@@ -3,7 +3,9 @@
 //! stops early when the host cancels the run (timeout or shutdown). A retry of
 //! the same fire resumes from the checkpoint.
 
-use quartzite_sdk::{Context, Job, JobInfo, Outcome, Overlap, Result, cancelled, info, kv, lock, retry};
+use quartzite_sdk::{
+    Context, Job, JobInfo, Outcome, Overlap, Result, cancelled, info, kv, lock, retry,
+};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -18,7 +20,11 @@ struct Data {
 
 impl Default for Data {
     fn default() -> Self {
-        Data { steps: 5, step_ms: 100, lock_timeout_ms: 2_000 }
+        Data {
+            steps: 5,
+            step_ms: 100,
+            lock_timeout_ms: 2_000,
+        }
     }
 }
 
@@ -42,7 +48,10 @@ impl Job for Report {
         while done < data.steps {
             if cancelled() {
                 info!("cancelled after {done} of {} steps", data.steps);
-                return Err(retry(format!("cancelled after {done} of {} steps", data.steps)));
+                return Err(retry(format!(
+                    "cancelled after {done} of {} steps",
+                    data.steps
+                )));
             }
             std::thread::sleep(Duration::from_millis(data.step_ms));
             done += 1;
@@ -85,7 +94,11 @@ mod tests {
         let mut host = host.cancel_after_checks(100).attempt(2);
         let out = host.run::<Report>().unwrap();
         assert_eq!(out.details_json().unwrap()["steps"], 5);
-        assert!(host.logs().iter().any(|l| l.message == "resuming fire fire-1 at step 2"));
+        assert!(
+            host.logs()
+                .iter()
+                .any(|l| l.message == "resuming fire fire-1 at step 2")
+        );
         assert_eq!(host.kv("checkpoint/fire-1"), None);
     }
 

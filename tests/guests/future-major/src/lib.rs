@@ -8,7 +8,10 @@ struct FutureJob;
 
 impl Guest for FutureJob {
     fn describe() -> JobInfo {
-        JobInfo { name: "future-major".into(), version: "2.0.0".into() }
+        JobInfo {
+            name: "future-major".into(),
+            version: "2.0.0".into(),
+        }
     }
 
     fn run(ctx: Context) -> Result<String, String> {

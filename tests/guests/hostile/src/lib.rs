@@ -94,7 +94,9 @@ impl Job for Hostile {
             Op::Env => {
                 let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
                 let args: Vec<String> = std::env::args().collect();
-                let cwd = std::env::current_dir().map(|p| p.display().to_string()).ok();
+                let cwd = std::env::current_dir()
+                    .map(|p| p.display().to_string())
+                    .ok();
                 Outcome::details(&json!({ "vars": vars, "args": args, "cwd": cwd }))
             }
             Op::ListDir { path } => Outcome::details(&match std::fs::read_dir(&path) {
@@ -152,7 +154,11 @@ impl Job for Hostile {
 
 fn recurse(n: u64) -> u64 {
     let pad = std::hint::black_box([n; 64]);
-    if n == 0 { pad[3] } else { recurse(n + 1).wrapping_add(pad[5]) }
+    if n == 0 {
+        pad[3]
+    } else {
+        recurse(n + 1).wrapping_add(pad[5])
+    }
 }
 
 quartzite_sdk::export_job!(Hostile);

@@ -21,7 +21,10 @@ impl Guest for NeedsTelemetry {
 
     fn run(_ctx: Context) -> Result<Outcome, Failure> {
         let pings = acme::thing::telemetry::ping();
-        Ok(Outcome { details: Some(pings.to_string()), new_data: None })
+        Ok(Outcome {
+            details: Some(pings.to_string()),
+            new_data: None,
+        })
     }
 }
 

@@ -1,0 +1,313 @@
+//! The `quartzite` command line: argument parsing and output formatting only;
+//! the work is done by the library modules it calls.
+//!
+//! Exit codes scripts can rely on: 0 success, 1 the job ran and did not succeed,
+//! 2 bad usage or input, 3 the module cannot run (NoOp skip / rejected).
+
+use crate::runtime::{
+    EngineConfig, HostServices, JobImpl, Limits, RunOutcome, RunRequest, Runtime, RuntimeConfig,
+    WIT_PACKAGE, WIT_VERSION, parse_size,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code: the job ran and did not succeed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad usage or input.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the module cannot run.
+pub const EXIT_SKIPPED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quartzite",
+    version,
+    about = "A durable job scheduler for WebAssembly jobs"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "QUARTZITE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing syntax, e.g. `info` or `quartzite=debug`).
+    #[arg(long, global = true, env = "QUARTZITE_LOG")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a module once, as one fire, and print the outcome as JSON.
+    RunOnce(RunOnceArgs),
+    /// Work with modules.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// Print a module's digest, contract version, self-description and imports,
+    /// or exactly why it cannot run.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Directory for compiled modules [default: ~/.cache/quartzite/modules].
+    #[arg(long, env = "QUARTZITE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every time; read and write no cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunOnceArgs {
+    /// The component to run (a `.wasm` file).
+    pub module: PathBuf,
+    /// Job data, JSON text.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Timeout, e.g. `30s`, `500ms`, `2m`.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub timeout: Duration,
+    /// Memory cap, e.g. `64MiB`.
+    #[arg(long, value_parser = parse_size, default_value = "128MiB")]
+    pub max_memory: u64,
+    /// Fuel budget (roughly, wasm instructions); turns fuel metering on.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// The attempt number the job sees (retries start at 2).
+    #[arg(long, default_value_t = 1)]
+    pub attempt: u32,
+    /// The job key the job sees, `group/name`.
+    #[arg(long, default_value = "local/run-once")]
+    pub job: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The module file.
+    pub module: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?}: {e} (use e.g. 30s, 500ms, 2m)"))
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("quartzite").join("modules"))
+}
+
+fn build_runtime(args: &RuntimeArgs, engine: EngineConfig) -> Result<Runtime, String> {
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    Runtime::new(
+        RuntimeConfig {
+            engine,
+            cache_dir,
+            node_id: "run-once".into(),
+        },
+        HostServices::in_memory(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Sets up logging for the CLI. Commands that print JSON on stdout keep stderr quiet
+/// unless asked: the default filter shows errors only.
+pub fn init_logging(cli: &Cli) {
+    let filter = cli.log.clone().unwrap_or_else(|| "error".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::RunOnce(args) => run_once(args).await,
+        Command::Module(ModuleCommand::Inspect(args)) => inspect(args).await,
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("quartzite: {message}");
+    ExitCode::from(code)
+}
+
+async fn run_once(args: RunOnceArgs) -> ExitCode {
+    let data = args.data.clone().unwrap_or_default();
+    if !data.is_empty()
+        && let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&data)
+    {
+        return fail(EXIT_USAGE, &format!("--data is not JSON: {e}"));
+    }
+    let engine = EngineConfig {
+        fuel: args.fuel.is_some(),
+        max_memory_per_run: args.max_memory.max(1 << 20),
+        ..EngineConfig::default()
+    };
+    let runtime = match build_runtime(&args.runtime, engine) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_FAILED, &e),
+    };
+    let job = runtime.resolve_file(&args.module);
+    let module = match &job {
+        JobImpl::Wasm(m) => json!({
+            "digest": m.digest,
+            "wit_version": m.wit_version.to_string(),
+            "origin": m.origin,
+        }),
+        JobImpl::NoOp(_) => serde_json::Value::Null,
+    };
+    let request = RunRequest {
+        data,
+        attempt: args.attempt.max(1),
+        limits: Limits {
+            timeout: args.timeout,
+            max_memory: args.max_memory,
+            fuel: args.fuel,
+            ..Limits::default()
+        },
+        ..RunRequest::new(args.job.clone())
+    };
+    let report = runtime.execute(&job, request).await;
+    let mut out =
+        serde_json::to_value(&report).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    if let Some(obj) = out.as_object_mut() {
+        obj.insert("module".into(), module);
+        // Details and data are JSON text in the contract; show them as JSON.
+        for key in ["details", "new_data"] {
+            if let Some(text) = obj.get(key).and_then(|v| v.as_str()).map(str::to_string)
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                obj.insert(key.into(), value);
+            }
+        }
+    }
+    println!("{out}");
+    let name = args.module.display();
+    match &report.outcome {
+        RunOutcome::Completed { .. } => ExitCode::SUCCESS,
+        RunOutcome::Skipped { .. } => fail(
+            EXIT_SKIPPED,
+            &format!("{name}: {}", report.outcome.summary()),
+        ),
+        other => fail(EXIT_FAILED, &format!("{name}: {}", other.summary())),
+    }
+}
+
+async fn inspect(args: InspectArgs) -> ExitCode {
+    let runtime = match build_runtime(&args.runtime, EngineConfig::default()) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_FAILED, &e),
+    };
+    let name = args.module.display().to_string();
+    let bytes = match std::fs::read(&args.module) {
+        Ok(b) => b,
+        Err(e) => return reject(&args, "module-missing", &format!("cannot read {name}: {e}")),
+    };
+    let digest = crate::runtime::module::digest(&bytes);
+    let module = match runtime.load_bytes(&bytes) {
+        Ok(m) => m,
+        Err(r) => return reject(&args, r.code.as_str(), &r.detail),
+    };
+    let info = match runtime.describe(&module).await {
+        Ok(info) => info,
+        Err(outcome) => {
+            return reject(
+                &args,
+                "module-invalid",
+                &format!("describe() did not return: {}", outcome.summary()),
+            );
+        }
+    };
+    if args.json {
+        let out = json!({
+            "file": name,
+            "digest": digest,
+            "size": module.size,
+            "wit_version": module.wit_version.to_string(),
+            "host_wit_version": WIT_VERSION.to_string(),
+            "compatible": true,
+            "info": info,
+            "imports": module.imports,
+            "exports": module.exports,
+        });
+        println!("{out}");
+    } else {
+        println!("file:        {name}");
+        println!("digest:      sha256:{digest}");
+        println!("size:        {} bytes", module.size);
+        println!(
+            "contract:    {WIT_PACKAGE}@{} (this host: {WIT_VERSION}, compatible)",
+            module.wit_version
+        );
+        println!("name:        {}", info.name);
+        println!("version:     {}", info.version);
+        if let Some(d) = &info.description {
+            println!("description: {d}");
+        }
+        if let Some(s) = &info.default_schedule {
+            println!("schedule:    {s}");
+        }
+        if let Some(o) = &info.overlap {
+            println!(
+                "overlap:     {}",
+                serde_json::to_value(o)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            );
+        }
+        println!("imports:");
+        for i in &module.imports {
+            println!("  {i}");
+        }
+        println!("exports:");
+        for e in &module.exports {
+            println!("  {e}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn reject(args: &InspectArgs, code: &str, detail: &str) -> ExitCode {
+    let name = args.module.display().to_string();
+    if args.json {
+        println!(
+            "{}",
+            json!({ "file": name, "compatible": false, "reason": code, "detail": detail })
+        );
+    }
+    fail(EXIT_SKIPPED, &format!("{name}: {code}: {detail}"))
+}

@@ -1,0 +1,140 @@
+//! The one place that configures wasmtime. Every knob set here says why.
+//!
+//! One `Engine` serves every run of the node: compiled code, the pooling
+//! allocator's slots and the epoch counter are shared; each run gets a fresh
+//! `Store`. A background thread advances the epoch every [`TICK`], which is what
+//! lets a run be time-sliced and stopped at its deadline.
+
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of timeouts and time slices.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Engine-wide settings (per node, not per job).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Runs that may be instantiated at once; sizes the pooling allocator. Default 256.
+    pub max_concurrent_runs: u32,
+    /// The largest memory cap any job may ask for, in bytes. Default 1 GiB.
+    pub max_memory_per_run: u64,
+    /// Meter fuel so jobs can have a deterministic instruction budget. Costs guest
+    /// speed on every run, so it is off unless asked for. Default false.
+    pub fuel: bool,
+    /// Wasm stack per run, in bytes. Default 512 KiB (wasmtime's default).
+    pub max_wasm_stack: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_concurrent_runs: 256,
+            max_memory_per_run: 1 << 30,
+            fuel: false,
+            max_wasm_stack: 512 << 10,
+        }
+    }
+}
+
+/// Builds the engine.
+///
+/// # Errors
+///
+/// When wasmtime rejects the configuration (e.g. the pooling allocator cannot
+/// reserve its address space).
+pub(crate) fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    // Jobs are components (the WIT contract), never bare core modules.
+    config.wasm_component_model(true);
+    // Host imports (kv, locks, WASI sleep) await the store or cluster: runs are
+    // async so a waiting guest does not hold an OS thread.
+    // Stopping guests at a deadline and time-slicing them: epochs are a cheap
+    // counter check, unlike fuel, and are meant for untrusted code.
+    config.epoch_interruption(true);
+    config.consume_fuel(cfg.fuel);
+    // A fresh instance per run is the isolation model; pooling makes it ~20 us.
+    let mut pool = PoolingAllocationConfig::default();
+    let runs = cfg.max_concurrent_runs.max(1);
+    // A Rust wasip2 component instantiates a handful of core instances, memories
+    // and tables; leave room for a few times that per run.
+    pool.total_component_instances(runs);
+    pool.total_core_instances(runs.saturating_mul(8));
+    pool.total_memories(runs.saturating_mul(2));
+    pool.total_tables(runs.saturating_mul(4));
+    pool.total_stacks(runs);
+    pool.max_memory_size(usize::try_from(cfg.max_memory_per_run).unwrap_or(usize::MAX));
+    pool.max_memories_per_component(8);
+    pool.max_tables_per_component(16);
+    pool.max_core_instances_per_component(32);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.max_wasm_stack(cfg.max_wasm_stack);
+    // The async fiber stack must hold the wasm stack plus host frames.
+    config.async_stack_size(cfg.max_wasm_stack + (1 << 20));
+    // Pooled fiber stacks are not zeroed between runs: wasm cannot address the
+    // native stack, and zeroing ~1.5 MiB per run would cost more than the run.
+    // Compile once per module and keep it; optimize for speed of the jobs.
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    Engine::new(&config)
+}
+
+/// The thread that advances the engine's epoch every [`TICK`] until dropped.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("quartzite-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A stable fingerprint of everything that makes compiled code valid for this
+/// engine (wasmtime version, target, settings), for naming the on-disk cache.
+pub(crate) fn fingerprint(engine: &Engine) -> String {
+    use sha2::{Digest, Sha256};
+    use std::hash::{Hash, Hasher};
+
+    struct Sha(Sha256);
+    impl Hasher for Sha {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut h = Sha(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut h);
+    hex::encode(&h.0.finalize()[..8])
+}

@@ -1,0 +1,177 @@
+//! Per-run limits and the `ResourceLimiter` that enforces the memory cap.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What one run may use. Every field has a default fit for untrusted guests.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock time for instantiation and `run`. At this point `cancelled()`
+    /// turns true; `grace` later the guest is stopped. Default 60 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Time between `cancelled()` turning true and the guest being stopped. Default 1 s.
+    #[serde(with = "humantime_serde_compat")]
+    pub grace: Duration,
+    /// Linear memory the guest may grow to, in bytes, summed over its memories. Default 128 MiB.
+    pub max_memory: u64,
+    /// Wasm instructions (roughly) the guest may execute, when the engine meters fuel.
+    pub fuel: Option<u64>,
+    /// Bytes of log lines and stdout/stderr kept per run; more are dropped and counted. Default 64 KiB.
+    pub max_log_bytes: usize,
+    /// Bytes of `details` plus `new-data` a run may return. Default 1 MiB.
+    pub max_output_bytes: usize,
+    /// Bytes of one kv value. Default 1 MiB.
+    pub max_kv_value_bytes: usize,
+    /// Locks a run may hold at once. Default 16.
+    pub max_locks_held: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(1),
+            max_memory: 128 << 20,
+            fuel: None,
+            max_log_bytes: 64 << 10,
+            max_output_bytes: 1 << 20,
+            max_kv_value_bytes: 1 << 20,
+            max_locks_held: 16,
+        }
+    }
+}
+
+/// Longest accepted kv key, in bytes.
+pub(crate) const MAX_KV_KEY: usize = 256;
+/// Longest accepted lock name, in bytes.
+pub(crate) const MAX_LOCK_NAME: usize = 256;
+/// Longest accepted log message, in bytes, before the log cap applies.
+pub(crate) const MAX_LOG_MESSAGE: usize = 64 << 10;
+
+/// Enforces the memory cap and remembers whether it had to refuse a growth, so a
+/// trap that follows is reported as a memory limit rather than a mystery.
+#[derive(Debug)]
+pub(crate) struct RunLimiter {
+    max_memory: usize,
+    used_memory: usize,
+    pub(crate) denied_memory: Option<usize>,
+}
+
+impl RunLimiter {
+    pub(crate) fn new(max_memory: u64) -> Self {
+        RunLimiter {
+            max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
+            used_memory: 0,
+            denied_memory: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for RunLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // A component has several memories (one per core instance that defines one);
+        // the cap is on their sum.
+        let total = self
+            .used_memory
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_memory {
+            self.denied_memory = Some(total);
+            return Ok(false);
+        }
+        self.used_memory = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        100
+    }
+
+    fn tables(&self) -> usize {
+        100
+    }
+
+    fn memories(&self) -> usize {
+        100
+    }
+}
+
+/// `Duration` fields in config files read like `30s` or `1m 30s`.
+pub(crate) mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+/// Parses a size such as `64MiB`, `512KiB`, `1GiB`, `2000000` (bytes).
+///
+/// # Errors
+///
+/// A message quoting the input when it is not a size.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. 64MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("invalid size {text:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12XB").unwrap_err().contains("\"12XB\""));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn the_memory_cap_counts_all_memories_and_remembers_a_refusal() {
+        let mut l = RunLimiter::new(100);
+        assert!(l.memory_growing(0, 60, None).unwrap());
+        assert!(l.memory_growing(0, 40, None).unwrap());
+        assert!(!l.memory_growing(40, 41, None).unwrap());
+        assert_eq!(l.denied_memory, Some(101));
+    }
+}

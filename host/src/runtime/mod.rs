@@ -1,0 +1,601 @@
+//! The sandboxed WebAssembly runtime: admits modules, runs one fire of a job in
+//! a fresh store under its limits, and reports the outcome as data.
+//!
+//! It owns the wasmtime `Engine`, the linker (WASI p2 with nothing granted plus
+//! the `quartzite:job/host` interface), the compiled-module caches, and the NoOp
+//! fallback. It knows nothing of SQL, schedules or clusters: kv state and locks
+//! reach it through the [`services`] traits.
+//!
+//! Guarantees: no module bytes and no guest behaviour make the host panic; a run
+//! ends by its timeout plus grace whatever the guest does (CPU loops through epoch
+//! interruption, blocking host calls through an async timeout); a lock a guest
+//! holds is released when its run ends, however it ends.
+
+pub(crate) mod bindings;
+pub mod engine;
+pub mod limits;
+mod logs;
+pub mod module;
+pub mod outcome;
+pub mod services;
+mod state;
+
+pub use bindings::{WIT_PACKAGE, WIT_VERSION, WitVersion};
+pub use engine::EngineConfig;
+pub use limits::{Limits, parse_size};
+pub use module::{LoadOrigin, LoadedModule};
+pub use outcome::{
+    JobInfo, LimitKind, LogLevel, LogLine, LogSource, ModuleRejection, Overlap, RunOutcome,
+    RunReport, SkipCode,
+};
+pub use services::HostServices;
+pub use state::NodeState;
+
+use bindings::wit;
+use module::{DiskCache, error_chain};
+use state::{HostData, RunState};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// Errors building a runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot start the epoch thread: {0}")]
+    Ticker(#[from] std::io::Error),
+}
+
+/// Node-wide runtime settings.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeConfig {
+    pub engine: EngineConfig,
+    /// Where compiled modules are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// This node's id, recorded as the holder of locks its guests take.
+    pub node_id: String,
+}
+
+/// One fire to run.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub job_key: String,
+    pub trigger_key: String,
+    pub fire_id: String,
+    pub scheduled_at: SystemTime,
+    pub attempt: u32,
+    pub recovering: bool,
+    /// The job data, JSON text.
+    pub data: String,
+    pub limits: Limits,
+}
+
+impl RunRequest {
+    /// A request with defaults for everything but the job key: fire id `manual`,
+    /// due now, attempt 1, no data, default limits.
+    pub fn new(job_key: impl Into<String>) -> Self {
+        RunRequest {
+            job_key: job_key.into(),
+            trigger_key: "manual/run-once".into(),
+            fire_id: "manual".into(),
+            scheduled_at: SystemTime::now(),
+            attempt: 1,
+            recovering: false,
+            data: String::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a job resolves to: its module, or the NoOp job and the reason.
+#[derive(Clone, Debug)]
+pub enum JobImpl {
+    Wasm(Arc<LoadedModule>),
+    NoOp(ModuleRejection),
+}
+
+/// The runtime. One per node; cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    cache: Option<DiskCache>,
+    modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
+    services: HostServices,
+    node: watch::Sender<NodeState>,
+    node_id: Arc<str>,
+    fuel: bool,
+    _ticker: engine::EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine, the linker and the caches.
+    ///
+    /// # Errors
+    ///
+    /// When wasmtime rejects the engine configuration or the epoch thread cannot start.
+    pub fn new(config: RuntimeConfig, services: HostServices) -> Result<Runtime, RuntimeError> {
+        let engine =
+            engine::build(&config.engine).map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        bindings::Job::add_to_linker::<RunState, HostData>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| DiskCache::new(dir, &engine::fingerprint(&engine)));
+        let ticker = engine::EpochTicker::start(&engine)?;
+        let node_id = if config.node_id.is_empty() {
+            "local".to_string()
+        } else {
+            config.node_id
+        };
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            modules: Mutex::new(HashMap::new()),
+            services,
+            node: watch::Sender::new(NodeState::Running),
+            node_id: node_id.into(),
+            fuel: config.engine.fuel,
+            _ticker: ticker,
+        })
+    }
+
+    /// Admits module bytes: checks, compiles (or loads the cached artifact) and
+    /// links them. Modules already loaded are returned from memory by digest.
+    ///
+    /// Compiling takes milliseconds to seconds: call it off the async executor
+    /// (`spawn_blocking`) on a busy node.
+    ///
+    /// # Errors
+    ///
+    /// A [`ModuleRejection`] with the reason code and the exact cause.
+    pub fn load_bytes(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, ModuleRejection> {
+        let started = Instant::now();
+        module::check_header(bytes)?;
+        let digest = module::digest(bytes);
+        if let Some(m) = self.cached(&digest) {
+            return Ok(m);
+        }
+        let from_disk = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &digest));
+        let (component, origin) = match from_disk {
+            Some(c) => (c, LoadOrigin::DiskCache),
+            None => {
+                let component = module::compile(&self.engine, bytes)?;
+                // Admit first, so the cache never holds a component we refuse.
+                module::scan(&self.engine, &component)?;
+                if let Some(cache) = &self.cache {
+                    cache.store(&digest, &component);
+                }
+                (component, LoadOrigin::Compiled)
+            }
+        };
+        let loaded = module::admit(
+            &self.engine,
+            &self.linker,
+            &component,
+            digest.clone(),
+            bytes.len(),
+            origin,
+            started,
+        )?;
+        let loaded = Arc::new(loaded);
+        self.modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// Reads and admits a module file.
+    ///
+    /// # Errors
+    ///
+    /// `module-missing` when the file cannot be read, else as [`Runtime::load_bytes`].
+    pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedModule>, ModuleRejection> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            ModuleRejection::new(
+                SkipCode::ModuleMissing,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        self.load_bytes(&bytes)
+    }
+
+    /// Resolves a module file for a job, falling back to the NoOp job.
+    pub fn resolve_file(&self, path: &Path) -> JobImpl {
+        match self.load_file(path) {
+            Ok(m) => JobImpl::Wasm(m),
+            Err(r) => JobImpl::NoOp(r),
+        }
+    }
+
+    fn cached(&self, digest: &str) -> Option<Arc<LoadedModule>> {
+        self.modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(digest)
+            .cloned()
+    }
+
+    /// Forgets in-memory modules (the disk cache stays): the next load of each
+    /// comes from disk.
+    pub fn clear_memory_cache(&self) {
+        self.modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Asks every run to stop (`cancelled()` turns true); runs go on until they return.
+    pub fn drain(&self) {
+        self.node
+            .send_if_modified(|s| raise(s, NodeState::Draining));
+    }
+
+    /// Stops every run now; they end as `cancelled`.
+    pub fn abort(&self) {
+        self.node
+            .send_if_modified(|s| raise(s, NodeState::Aborting));
+    }
+
+    /// Runs one fire of a resolved job. The NoOp job runs nothing and reports `skipped`.
+    pub async fn execute(&self, job: &JobImpl, request: RunRequest) -> RunReport {
+        match job {
+            JobImpl::Wasm(module) => self.run(module, request).await,
+            JobImpl::NoOp(rejection) => {
+                tracing::warn!(
+                    job = %request.job_key,
+                    fire = %request.fire_id,
+                    reason = rejection.code.as_str(),
+                    detail = %rejection.detail,
+                    "module cannot run; the NoOp job skips this fire"
+                );
+                RunReport {
+                    outcome: RunOutcome::Skipped {
+                        reason: rejection.code,
+                        detail: rejection.detail.clone(),
+                    },
+                    started_at: SystemTime::now(),
+                    duration: Duration::ZERO,
+                    logs: Vec::new(),
+                    logs_dropped: 0,
+                }
+            }
+        }
+    }
+
+    /// Runs one fire of `module` in a fresh store under `request.limits`.
+    pub async fn run(&self, module: &LoadedModule, request: RunRequest) -> RunReport {
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let limits = request.limits.clone();
+        let job_key: Arc<str> = request.job_key.as_str().into();
+        let log = RunLog::new(
+            limits.max_log_bytes,
+            Arc::clone(&job_key),
+            request.fire_id.as_str().into(),
+        );
+        if limits.fuel.is_some() && !self.fuel {
+            return self.report(
+                RunOutcome::Failed {
+                    retryable: false,
+                    message: "the job sets a fuel limit, but this node runs without fuel metering \
+                              (enable runtime fuel)"
+                        .into(),
+                },
+                started_at,
+                start,
+                &log,
+            );
+        }
+        let mut store = self.new_store(&request, &limits, &log, start);
+        let ctx = wit::Context {
+            job_key: request.job_key.clone(),
+            trigger_key: request.trigger_key.clone(),
+            fire_id: request.fire_id.clone(),
+            scheduled_at: millis(request.scheduled_at),
+            fired_at: millis(started_at),
+            attempt: request.attempt,
+            recovering: request.recovering,
+            data: request.data.clone(),
+        };
+        let hard_deadline = start + limits.timeout + limits.grace;
+        let mut aborted = self.node.subscribe();
+        let result = {
+            let call = async {
+                let job = module.pre.instantiate_async(&mut store).await?;
+                job.quartzite_job_runner().call_run(&mut store, &ctx).await
+            };
+            // Epochs stop guest code; this timeout also ends host calls that block
+            // (WASI sleep, lock waits), which epochs cannot interrupt.
+            tokio::select! {
+                r = tokio::time::timeout_at((hard_deadline + engine::TICK * 5).into(), call) => r.ok(),
+                _ = aborted.wait_for(|s| *s == NodeState::Aborting) => None,
+            }
+        };
+        let node_state = *self.node.borrow();
+        let timed_out = Instant::now() >= start + limits.timeout;
+        let outcome = match result {
+            None if node_state == NodeState::Aborting => RunOutcome::Cancelled,
+            None => RunOutcome::TimedOut {
+                timeout_ms: duration_ms(limits.timeout),
+            },
+            Some(Ok(Ok(out))) => completed(out, &limits, &log),
+            Some(Ok(Err(failure))) if timed_out => {
+                let _ = failure;
+                RunOutcome::TimedOut {
+                    timeout_ms: duration_ms(limits.timeout),
+                }
+            }
+            Some(Ok(Err(_))) if node_state >= NodeState::Draining => RunOutcome::Cancelled,
+            Some(Ok(Err(failure))) => match failure {
+                wit::Failure::Retry(m) => RunOutcome::Failed {
+                    retryable: true,
+                    message: cap(m),
+                },
+                wit::Failure::Fatal(m) => RunOutcome::Failed {
+                    retryable: false,
+                    message: cap(m),
+                },
+            },
+            Some(Err(err)) => classify_trap(&err, store.data(), node_state, &limits, &log),
+        };
+        drop(store);
+        self.report(outcome, started_at, start, &log)
+    }
+
+    /// Calls the module's `describe` in a fresh store with default limits.
+    ///
+    /// # Errors
+    ///
+    /// The outcome of the failed call (trap, timeout, ...).
+    pub async fn describe(&self, module: &LoadedModule) -> Result<JobInfo, RunOutcome> {
+        let limits = Limits {
+            timeout: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let request = RunRequest {
+            limits: limits.clone(),
+            ..RunRequest::new("describe/describe")
+        };
+        let start = Instant::now();
+        let log = RunLog::new(
+            limits.max_log_bytes,
+            "describe/describe".into(),
+            "describe".into(),
+        );
+        let mut store = self.new_store(&request, &limits, &log, start);
+        let call = async {
+            let job = module.pre.instantiate_async(&mut store).await?;
+            job.quartzite_job_runner().call_describe(&mut store).await
+        };
+        let result = tokio::time::timeout(limits.timeout + limits.grace, call).await;
+        match result {
+            Err(_) => Err(RunOutcome::TimedOut {
+                timeout_ms: duration_ms(limits.timeout),
+            }),
+            Ok(Ok(info)) => Ok(info.into()),
+            Ok(Err(err)) => Err(classify_trap(
+                &err,
+                store.data(),
+                NodeState::Running,
+                &limits,
+                &log,
+            )),
+        }
+    }
+
+    fn new_store(
+        &self,
+        request: &RunRequest,
+        limits: &Limits,
+        log: &RunLog,
+        start: Instant,
+    ) -> Store<RunState> {
+        // Nothing is granted: no preopened directories, no environment, no
+        // arguments, no sockets or name lookups. Output goes to the run's log.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(log.stream(0))
+            .stderr(log.stream(1))
+            .build();
+        let state = RunState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: limits::RunLimiter::new(limits.max_memory),
+            log: log.clone(),
+            services: self.services.clone(),
+            job_key: request.job_key.as_str().into(),
+            holder: format!("{}/{}", self.node_id, request.fire_id).into(),
+            soft_deadline: start + limits.timeout,
+            node: self.node.subscribe(),
+            max_kv_value: limits.max_kv_value_bytes,
+            max_locks: limits.max_locks_held,
+            locks_held: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.fuel {
+            // With metering on, a store without fuel traps at once: no limit means "all of it".
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        let hard_deadline = start + limits.timeout + limits.grace;
+        let node = self.node.subscribe();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= hard_deadline || *node.borrow() == NodeState::Aborting {
+                return Err(Trap::Interrupt.into());
+            }
+            // Hand the thread back to the executor every tick, so a busy guest
+            // cannot starve other runs on the same worker.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    fn report(
+        &self,
+        outcome: RunOutcome,
+        started_at: SystemTime,
+        start: Instant,
+        log: &RunLog,
+    ) -> RunReport {
+        let (logs, logs_dropped) = log.finish();
+        RunReport {
+            outcome,
+            started_at,
+            duration: start.elapsed(),
+            logs,
+            logs_dropped,
+        }
+    }
+
+    /// The engine's compatibility fingerprint (names the disk cache directory).
+    pub fn fingerprint(&self) -> String {
+        engine::fingerprint(&self.engine)
+    }
+}
+
+use logs::RunLog;
+
+fn raise(state: &mut NodeState, to: NodeState) -> bool {
+    if *state < to {
+        *state = to;
+        true
+    } else {
+        false
+    }
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Failure messages are stored in history: keep them to a sane size.
+fn cap(mut message: String) -> String {
+    const MAX: usize = 4096;
+    if message.len() > MAX {
+        let mut end = MAX;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+fn completed(out: wit::Outcome, limits: &Limits, log: &RunLog) -> RunOutcome {
+    let size =
+        out.details.as_ref().map_or(0, String::len) + out.new_data.as_ref().map_or(0, String::len);
+    if size > limits.max_output_bytes {
+        return RunOutcome::LimitExceeded {
+            limit: LimitKind::Output,
+            message: format!(
+                "the run returned {size} bytes of details and data; the limit is {}",
+                limits.max_output_bytes
+            ),
+        };
+    }
+    if let Some(data) = &out.new_data
+        && serde_json::from_str::<serde::de::IgnoredAny>(data).is_err()
+    {
+        return RunOutcome::Failed {
+            retryable: false,
+            message: "the run returned new job data that is not JSON".into(),
+        };
+    }
+    // History stores details as JSON: text that is not JSON is kept as a JSON string.
+    let details = out.details.map(|d| {
+        if serde_json::from_str::<serde::de::IgnoredAny>(&d).is_ok() {
+            d
+        } else {
+            log.push(
+                LogLevel::Warn,
+                LogSource::Log,
+                "details were not JSON; stored as a string",
+            );
+            serde_json::Value::String(d).to_string()
+        }
+    });
+    RunOutcome::Completed {
+        details,
+        new_data: out.new_data,
+    }
+}
+
+fn classify_trap(
+    err: &wasmtime::Error,
+    state: &RunState,
+    node: NodeState,
+    limits: &Limits,
+    log: &RunLog,
+) -> RunOutcome {
+    let trap = err.downcast_ref::<Trap>().copied();
+    match trap {
+        Some(Trap::Interrupt) if node == NodeState::Aborting => return RunOutcome::Cancelled,
+        Some(Trap::Interrupt) => {
+            return RunOutcome::TimedOut {
+                timeout_ms: duration_ms(limits.timeout),
+            };
+        }
+        Some(Trap::OutOfFuel) => {
+            return RunOutcome::LimitExceeded {
+                limit: LimitKind::Fuel,
+                message: format!("the run used up its fuel ({})", limits.fuel.unwrap_or(0)),
+            };
+        }
+        Some(Trap::StackOverflow) => {
+            return RunOutcome::LimitExceeded {
+                limit: LimitKind::Stack,
+                message: "the guest's call stack overflowed".into(),
+            };
+        }
+        _ => {}
+    }
+    if let Some(wanted) = state.limiter.denied_memory {
+        return RunOutcome::LimitExceeded {
+            limit: LimitKind::Memory,
+            message: format!(
+                "the guest tried to grow its memory to {wanted} bytes; the cap is {} bytes",
+                limits.max_memory
+            ),
+        };
+    }
+    let mut message = match trap {
+        Some(t) => t.to_string(),
+        None => err.root_cause().to_string(),
+    };
+    if let Some(p) = log.panic_message() {
+        message.push_str("; guest ");
+        message.push_str(&p);
+    }
+    RunOutcome::Trapped {
+        message: cap(message),
+    }
+}

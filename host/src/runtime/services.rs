@@ -1,0 +1,251 @@
+//! The seams between a running guest and the rest of the node: durable kv state
+//! and cluster locks. The runtime only knows these traits; the in-process
+//! implementations here serve `run-once` and tests, and the store and cluster
+//! replace them with database-backed ones.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Why a kv or lock call failed on the host side. Shown to guests without
+/// internals: `Unavailable` carries a short, safe message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("timed out")]
+    Timeout,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Per-job durable key-value state.
+///
+/// Implementations scope keys by `job_key`: one job never sees another's keys.
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// Reads `key` of `job_key`'s state.
+    async fn kv_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, ServiceError>;
+    /// Writes `key` of `job_key`'s state.
+    async fn kv_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), ServiceError>;
+    /// Deletes `key`; returns whether it existed.
+    async fn kv_delete(&self, job_key: &str, key: &str) -> Result<bool, ServiceError>;
+}
+
+/// What a lock acquisition asks for.
+#[derive(Clone, Debug)]
+pub struct LockAcquire {
+    pub name: String,
+    /// Who will hold it: node and fire, for operators listing holders.
+    pub holder: String,
+    /// How long to wait for a holder to release it.
+    pub timeout: Duration,
+}
+
+/// A held lock. `token` grows every time the lock changes hands (fencing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub token: u64,
+}
+
+/// Named cluster-wide locks.
+#[async_trait]
+pub trait LockService: Send + Sync + 'static {
+    /// Waits up to `params.timeout` for the lock.
+    async fn lock_acquire(&self, params: &LockAcquire) -> Result<Lease, ServiceError>;
+
+    /// Releases a lease. Synchronous because it runs from `Drop` when a run's store
+    /// is torn down; implementations that need I/O queue it and return at once.
+    /// Releasing a lease that is no longer held (expired, taken over) does nothing.
+    fn lock_release(&self, lease: &Lease);
+}
+
+/// In-memory kv state, for one process.
+#[derive(Debug, Default)]
+pub struct MemoryKv {
+    values: Mutex<HashMap<(String, String), Vec<u8>>>,
+}
+
+impl MemoryKv {
+    pub fn new() -> Self {
+        MemoryKv::default()
+    }
+}
+
+#[async_trait]
+impl KvStore for MemoryKv {
+    async fn kv_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
+        let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(values.get(&(job_key.to_string(), key.to_string())).cloned())
+    }
+
+    async fn kv_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), ServiceError> {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        values.insert((job_key.to_string(), key.to_string()), value.to_vec());
+        Ok(())
+    }
+
+    async fn kv_delete(&self, job_key: &str, key: &str) -> Result<bool, ServiceError> {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(values
+            .remove(&(job_key.to_string(), key.to_string()))
+            .is_some())
+    }
+}
+
+/// In-process locks: exclusive within this process only.
+#[derive(Debug, Default)]
+pub struct LocalLocks {
+    held: Mutex<HashMap<String, Lease>>,
+    next_token: AtomicU64,
+    released: Notify,
+}
+
+impl LocalLocks {
+    pub fn new() -> Self {
+        LocalLocks::default()
+    }
+
+    /// The leases held right now, sorted by name.
+    pub fn holders(&self) -> Vec<Lease> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut leases: Vec<Lease> = held.values().cloned().collect();
+        leases.sort_by(|a, b| a.name.cmp(&b.name));
+        leases
+    }
+
+    fn try_take(&self, params: &LockAcquire) -> Option<Lease> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.contains_key(&params.name) {
+            return None;
+        }
+        let lease = Lease {
+            name: params.name.clone(),
+            holder: params.holder.clone(),
+            token: self.next_token.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        held.insert(params.name.clone(), lease.clone());
+        Some(lease)
+    }
+}
+
+#[async_trait]
+impl LockService for LocalLocks {
+    async fn lock_acquire(&self, params: &LockAcquire) -> Result<Lease, ServiceError> {
+        let deadline = tokio::time::Instant::now() + params.timeout;
+        loop {
+            // Register for the wake-up before looking, so a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(lease) = self.try_take(params) {
+                return Ok(lease);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(ServiceError::Timeout);
+            }
+        }
+    }
+
+    fn lock_release(&self, lease: &Lease) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held
+            .get(&lease.name)
+            .is_some_and(|l| l.token == lease.token)
+        {
+            held.remove(&lease.name);
+            drop(held);
+            self.released.notify_waiters();
+        }
+    }
+}
+
+/// The kv store and lock service a runtime hands to its guests.
+#[derive(Clone)]
+pub struct HostServices {
+    pub kv: Arc<dyn KvStore>,
+    pub locks: Arc<dyn LockService>,
+}
+
+impl HostServices {
+    /// In-process kv and locks: what `run-once` and single-process tests use.
+    pub fn in_memory() -> Self {
+        HostServices {
+            kv: Arc::new(MemoryKv::new()),
+            locks: Arc::new(LocalLocks::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for HostServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostServices").finish_non_exhaustive()
+    }
+}
+
+/// A lock held by a guest, living in the run's resource table.
+///
+/// Its `Drop` releases the lease, so a guard the guest dropped, leaked or held while
+/// trapping is released at the latest when the run's store is dropped.
+pub struct LockGuardEntry {
+    pub(crate) lease: Lease,
+    pub(crate) locks: Arc<dyn LockService>,
+}
+
+impl Drop for LockGuardEntry {
+    fn drop(&mut self) {
+        self.locks.lock_release(&self.lease);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(name: &str, timeout_ms: u64) -> LockAcquire {
+        LockAcquire {
+            name: name.into(),
+            holder: "test".into(),
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_times_out_then_is_granted_after_release_with_a_higher_token() {
+        let locks = LocalLocks::new();
+        let first = locks.lock_acquire(&params("a", 0)).await.unwrap();
+        assert_eq!(
+            locks.lock_acquire(&params("a", 20)).await,
+            Err(ServiceError::Timeout)
+        );
+        locks.lock_release(&first);
+        let second = locks.lock_acquire(&params("a", 0)).await.unwrap();
+        assert!(second.token > first.token);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_woken_by_the_release() {
+        let locks = Arc::new(LocalLocks::new());
+        let first = locks.lock_acquire(&params("a", 0)).await.unwrap();
+        let waiter = {
+            let locks = Arc::clone(&locks);
+            tokio::spawn(async move { locks.lock_acquire(&params("a", 5_000)).await })
+        };
+        tokio::task::yield_now().await;
+        locks.lock_release(&first);
+        assert!(waiter.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stale_release_does_not_free_the_new_holder() {
+        let locks = LocalLocks::new();
+        let first = locks.lock_acquire(&params("a", 0)).await.unwrap();
+        locks.lock_release(&first);
+        let _second = locks.lock_acquire(&params("a", 0)).await.unwrap();
+        locks.lock_release(&first);
+        assert_eq!(locks.holders().len(), 1);
+    }
+}

@@ -1,0 +1,238 @@
+//! A run's store data and the host side of the `quartzite:job/host` interface.
+//!
+//! Every argument a guest passes is bounded before the host acts on it, and every
+//! error a guest sees is a `host-error` without host internals.
+
+use super::bindings::quartzite::job::host::{Host, HostLockGuard};
+use super::bindings::quartzite::job::types::{self as wit, HostError, LogLevel as WitLevel};
+use super::limits::{MAX_KV_KEY, MAX_LOCK_NAME, MAX_LOG_MESSAGE, RunLimiter};
+use super::logs::RunLog;
+use super::outcome::{LogLevel, LogSource};
+use super::services::{HostServices, LockAcquire, LockGuardEntry, ServiceError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use wasmtime::component::{HasData, Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The node's state as runs see it: running, draining (runs are asked to stop),
+/// or aborting (runs are stopped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeState {
+    Running,
+    Draining,
+    Aborting,
+}
+
+/// Everything a run's `Store` holds.
+pub(crate) struct RunState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: RunLimiter,
+    pub(crate) log: RunLog,
+    pub(crate) services: HostServices,
+    pub(crate) job_key: Arc<str>,
+    pub(crate) holder: Arc<str>,
+    /// When `cancelled()` turns true.
+    pub(crate) soft_deadline: Instant,
+    pub(crate) node: watch::Receiver<NodeState>,
+    pub(crate) max_kv_value: usize,
+    pub(crate) max_locks: usize,
+    pub(crate) locks_held: usize,
+}
+
+impl RunState {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        Instant::now() >= self.soft_deadline || *self.node.borrow() >= NodeState::Draining
+    }
+
+    fn time_left(&self) -> Duration {
+        self.soft_deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Marker for `add_to_linker`: the host interface is implemented on `RunState` itself.
+pub(crate) struct HostData;
+
+impl HasData for HostData {
+    type Data<'a> = &'a mut RunState;
+}
+
+fn invalid(msg: impl Into<String>) -> HostError {
+    HostError::InvalidArgument(msg.into())
+}
+
+fn service_error(e: ServiceError) -> HostError {
+    match e {
+        ServiceError::Timeout => HostError::Timeout,
+        // The store's own message may name tables or hosts: keep it in our logs only.
+        ServiceError::Unavailable(detail) => {
+            tracing::warn!(%detail, "host service unavailable during a guest call");
+            HostError::Unavailable("state store unavailable".into())
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), HostError> {
+    if key.is_empty() {
+        Err(invalid("kv key is empty"))
+    } else if key.len() > MAX_KV_KEY {
+        Err(invalid(format!(
+            "kv key is {} bytes; the limit is {MAX_KV_KEY}",
+            key.len()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+impl wit::Host for RunState {}
+
+impl Host for RunState {
+    async fn log(&mut self, level: WitLevel, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            WitLevel::Trace => LogLevel::Trace,
+            WitLevel::Debug => LogLevel::Debug,
+            WitLevel::Info => LogLevel::Info,
+            WitLevel::Warn => LogLevel::Warn,
+            WitLevel::Error => LogLevel::Error,
+        };
+        let message = if message.len() > MAX_LOG_MESSAGE {
+            &message[..floor_char(&message, MAX_LOG_MESSAGE)]
+        } else {
+            &message
+        };
+        self.log.push(level, LogSource::Log, message);
+        Ok(())
+    }
+
+    async fn cancelled(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.is_cancelled())
+    }
+
+    async fn kv_get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        Ok(self
+            .services
+            .kv
+            .kv_get(&self.job_key, &key)
+            .await
+            .map_err(service_error))
+    }
+
+    async fn kv_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        if value.len() > self.max_kv_value {
+            return Ok(Err(HostError::LimitExceeded(format!(
+                "kv value is {} bytes; the limit is {}",
+                value.len(),
+                self.max_kv_value
+            ))));
+        }
+        Ok(self
+            .services
+            .kv
+            .kv_set(&self.job_key, &key, &value)
+            .await
+            .map_err(service_error))
+    }
+
+    async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        Ok(self
+            .services
+            .kv
+            .kv_delete(&self.job_key, &key)
+            .await
+            .map_err(service_error))
+    }
+
+    async fn lock(
+        &mut self,
+        name: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Resource<LockGuardEntry>, HostError>> {
+        if name.is_empty() || name.len() > MAX_LOCK_NAME {
+            return Ok(Err(invalid(format!(
+                "lock name must be 1 to {MAX_LOCK_NAME} bytes"
+            ))));
+        }
+        if self.locks_held >= self.max_locks {
+            return Ok(Err(HostError::LimitExceeded(format!(
+                "a run may hold at most {} locks",
+                self.max_locks
+            ))));
+        }
+        if self.is_cancelled() {
+            return Ok(Err(HostError::Cancelled));
+        }
+        // Never wait past the point where the run is asked to stop.
+        let timeout = Duration::from_millis(u64::from(timeout_ms)).min(self.time_left());
+        let params = LockAcquire {
+            name,
+            holder: self.holder.to_string(),
+            timeout,
+        };
+        let lease = match self.services.locks.lock_acquire(&params).await {
+            Ok(lease) => lease,
+            Err(ServiceError::Timeout) if self.is_cancelled() => {
+                return Ok(Err(HostError::Cancelled));
+            }
+            Err(e) => return Ok(Err(service_error(e))),
+        };
+        let entry = LockGuardEntry {
+            lease,
+            locks: Arc::clone(&self.services.locks),
+        };
+        // If the table refuses the entry, dropping it releases the lock at once.
+        let resource = self.table.push(entry)?;
+        self.locks_held += 1;
+        Ok(Ok(resource))
+    }
+}
+
+impl HostLockGuard for RunState {
+    async fn name(&mut self, guard: Resource<LockGuardEntry>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&guard)?.lease.name.clone())
+    }
+
+    async fn fencing_token(&mut self, guard: Resource<LockGuardEntry>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&guard)?.lease.token)
+    }
+
+    async fn drop(&mut self, guard: Resource<LockGuardEntry>) -> wasmtime::Result<()> {
+        // Removing the entry drops it, and its Drop releases the lease.
+        self.table.delete(guard)?;
+        self.locks_held = self.locks_held.saturating_sub(1);
+        Ok(())
+    }
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
