@@ -1,7 +1,9 @@
 //! The one place that talks to the host: the WIT imports inside a component,
 //! the thread-local [`crate::testing::TestHost`] in native builds.
 
-use crate::error::{Error, Result};
+#[cfg(target_arch = "wasm32")]
+use crate::error::Error;
+use crate::error::Result;
 use crate::{Level, LockGuard};
 use std::time::{Duration, SystemTime};
 

@@ -3,6 +3,8 @@
 //!
 //! The guests must be built first (`./dev.sh guests`, which `./dev.sh test` runs).
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use quartzite::runtime::services::{LocalLocks, LockAcquire, LockService, MemoryKv};
 use quartzite::runtime::{
     EngineConfig, HostServices, JobImpl, LimitKind, Limits, LoadOrigin, LogSource, RunOutcome,

@@ -11,6 +11,8 @@
 //! interruption, blocking host calls through an async timeout); a lock a guest
 //! holds is released when its run ends, however it ends.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub(crate) mod bindings;
 pub mod engine;
 pub mod limits;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Quartzite's developer entry point.
+#
+#   ./dev.sh demo     set up, build, and run the example jobs (embedded default)
+#   ./dev.sh test     set up, build, and run the whole test suite (what CI runs)
+#   ./dev.sh guests   build the example jobs and test guests for wasm32-wasip2
+#
+# Each command installs what it needs (the wasm32-wasip2 target, a C toolchain)
+# and stops with a clear message when something it needs cannot be had.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+GUESTS=(hello counter flaky report guest-hostile guest-noop guest-future-major guest-unknown-import)
+WASM_DIR="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $*"
+  fi
+}
+
+ensure_toolchain() {
+  command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup (https://rustup.rs) first"
+  command -v rustup >/dev/null || die "rustup is not installed: it is needed to add the wasm32-wasip2 target"
+  if ! command -v cc >/dev/null; then
+    say "installing a C toolchain (build-essential)"
+    as_root apt-get update -qq && as_root apt-get install -y -qq build-essential >/dev/null
+    command -v cc >/dev/null || die "no C compiler (cc) after installing build-essential"
+  fi
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    say "adding the wasm32-wasip2 target"
+    rustup target add wasm32-wasip2
+  fi
+  rustup target list --installed | grep -qx wasm32-wasip2 || die "the wasm32-wasip2 target could not be installed"
+}
+
+ensure_postgres() {
+  # The store and cluster tests use the machine's PostgreSQL on 127.0.0.1:5432.
+  if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    say "starting PostgreSQL"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return; sleep 1; done
+  fi
+  die "PostgreSQL is not reachable on 127.0.0.1:5432 and could not be started"
+}
+
+build_guests() {
+  say "building guests for wasm32-wasip2 (release)"
+  local args=()
+  for g in "${GUESTS[@]}"; do args+=(-p "$g"); done
+  cargo build --release --target wasm32-wasip2 "${args[@]}"
+  for g in "${GUESTS[@]}"; do
+    [ -f "$WASM_DIR/${g//-/_}.wasm" ] || die "guest $g was not built: $WASM_DIR/${g//-/_}.wasm is missing"
+  done
+}
+
+cmd_demo() {
+  ensure_toolchain
+  build_guests
+  say "building the quartzite binary"
+  cargo build -p quartzite
+  local q="${CARGO_TARGET_DIR:-target}/debug/quartzite"
+  say "quartzite module inspect $WASM_DIR/hello.wasm"
+  "$q" module inspect "$WASM_DIR/hello.wasm"
+  for run in \
+    "hello.wasm --data {\"name\":\"Quartzite\"}" \
+    "counter.wasm" \
+    "flaky.wasm --data {\"failures\":1} --attempt 1" \
+    "flaky.wasm --data {\"failures\":1} --attempt 2" \
+    "report.wasm --data {\"steps\":3,\"step_ms\":50}" \
+    "report.wasm --data {\"steps\":100,\"step_ms\":50} --timeout 300ms" \
+    "guest_future_major.wasm"; do
+    set -- $run
+    local file="$1"; shift
+    say "quartzite run-once $WASM_DIR/$file $*"
+    "$q" run-once "$WASM_DIR/$file" "$@" --log info || true
+  done
+  say "done: every example ran in the sandbox (the last two show a timeout and a NoOp skip)"
+}
+
+cmd_test() {
+  ensure_toolchain
+  ensure_postgres
+  build_guests
+  say "cargo fmt --check"
+  cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
+  say "cargo clippy"
+  cargo clippy --workspace --all-targets -- -D warnings
+  say "cargo test"
+  cargo test --workspace
+}
+
+case "${1:-}" in
+  demo) cmd_demo ;;
+  test) cmd_test ;;
+  guests) ensure_toolchain; build_guests ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

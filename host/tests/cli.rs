@@ -1,0 +1,245 @@
+//! The `quartzite` binary as a job author uses it: `run-once` and `module inspect`.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn wasm(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `./dev.sh guests`",
+        path.display()
+    );
+    path
+}
+
+fn quartzite(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env_remove("QUARTZITE_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_once_prints_the_outcome_as_json_and_exits_zero() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = wasm("hello");
+    let out = quartzite(
+        &[
+            "run-once",
+            hello.to_str().unwrap(),
+            "--data",
+            r#"{"name":"CLI"}"#,
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json = stdout_json(&out);
+    assert_eq!(json["status"], "completed");
+    assert_eq!(json["details"]["greeting"], "hello, CLI");
+    assert_eq!(
+        json["logs"][0]["message"],
+        "hello, CLI (fire manual, attempt 1)"
+    );
+    assert!(json["duration_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["module"]["wit_version"], "1.0.0");
+    assert_eq!(json["module"]["digest"].as_str().unwrap().len(), 64);
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn run_once_exits_one_with_a_one_line_reason_when_the_job_fails() {
+    let cache = tempfile::tempdir().unwrap();
+    let flaky = wasm("flaky");
+    let out = quartzite(
+        &[
+            "run-once",
+            flaky.to_str().unwrap(),
+            "--data",
+            r#"{"failures":1}"#,
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_json(&out)["status"], "failed");
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("failed (retryable): planned failure 1 of 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_once_enforces_timeout_and_memory_flags() {
+    let cache = tempfile::tempdir().unwrap();
+    let hostile = wasm("guest_hostile");
+    let h = hostile.to_str().unwrap();
+    let out = quartzite(
+        &[
+            "run-once",
+            h,
+            "--data",
+            r#"{"op":"loop"}"#,
+            "--timeout",
+            "200ms",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_json(&out)["status"], "timed-out");
+    assert!(stderr(&out).contains("timed out after 200 ms"));
+
+    let out = quartzite(
+        &[
+            "run-once",
+            h,
+            "--data",
+            r#"{"op":"alloc","mb":64}"#,
+            "--max-memory",
+            "16MiB",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let json = stdout_json(&out);
+    assert_eq!(json["status"], "limit-exceeded");
+    assert_eq!(json["limit"], "memory");
+}
+
+#[test]
+fn run_once_exits_three_when_the_module_cannot_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let future = wasm("guest_future_major");
+    let out = quartzite(&["run-once", future.to_str().unwrap()], cache.path());
+    assert_eq!(out.status.code(), Some(3));
+    let json = stdout_json(&out);
+    assert_eq!(json["status"], "skipped");
+    assert_eq!(json["reason"], "module-incompatible");
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("quartzite:job@2.0.0"), "{err}");
+
+    let out = quartzite(&["run-once", "/no/such/file.wasm"], cache.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout_json(&out)["reason"], "module-missing");
+}
+
+#[test]
+fn bad_arguments_are_usage_errors_that_say_what_is_wrong() {
+    let cache = tempfile::tempdir().unwrap();
+    let hello = wasm("hello");
+    let h = hello.to_str().unwrap();
+    let out = quartzite(&["run-once", h, "--data", "{not json"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--data is not JSON"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = quartzite(&["run-once", h, "--timeout", "soon"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid duration \"soon\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = quartzite(&["run-once", h, "--max-memory", "lots"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid size \"lots\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn module_inspect_shows_what_the_module_is() {
+    let cache = tempfile::tempdir().unwrap();
+    let report = wasm("report");
+    let out = quartzite(
+        &["module", "inspect", report.to_str().unwrap(), "--json"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json = stdout_json(&out);
+    assert_eq!(json["wit_version"], "1.0.0");
+    assert_eq!(json["info"]["name"], "report");
+    assert_eq!(json["info"]["overlap"], "forbid");
+    let imports: Vec<&str> = json["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(imports.contains(&"quartzite:job/host@1.0.0"), "{imports:?}");
+    assert_eq!(json["exports"][0], "quartzite:job/runner@1.0.0");
+    let digest = json["digest"].as_str().unwrap();
+    let text = quartzite(
+        &["module", "inspect", report.to_str().unwrap()],
+        cache.path(),
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("sha256:{digest}")), "{text}");
+    assert!(
+        text.contains("description: builds a report in steps"),
+        "{text}"
+    );
+}
+
+#[test]
+fn module_inspect_says_exactly_why_a_module_is_incompatible() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
+    let out = quartzite(&["module", "inspect", core.to_str().unwrap()], cache.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("module-incompatible: is a core WebAssembly module, not a component"),
+        "{}",
+        stderr(&out)
+    );
+
+    let unknown = wasm("guest_unknown_import");
+    let out = quartzite(
+        &["module", "inspect", unknown.to_str().unwrap(), "--json"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let json = stdout_json(&out);
+    assert_eq!(json["compatible"], false);
+    assert_eq!(json["reason"], "module-incompatible");
+    assert!(
+        json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("acme:thing/telemetry@1.0.0")
+    );
+}
