@@ -243,3 +243,65 @@ fn module_inspect_says_exactly_why_a_module_is_incompatible() {
             .contains("acme:thing/telemetry@1.0.0")
     );
 }
+
+#[test]
+fn trigger_preview_prints_utc_fire_times_and_dst_gaps_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let preview = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["trigger", "preview"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = preview(&[
+        "--cron",
+        "0 30 2 * * ?",
+        "--tz",
+        "America/New_York",
+        "--after",
+        "2027-03-13T00:00:00Z",
+        "--count",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout_json(&out),
+        serde_json::json!([
+            { "fire_at": "2027-03-13T07:30:00.000Z" },
+            { "skipped_at": "2027-03-14T07:00:00.000Z", "reason": "dst-gap", "local_time": "2027-03-14 02:30:00" },
+            { "fire_at": "2027-03-15T06:30:00.000Z" },
+        ])
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "preview touches no database"
+    );
+
+    let out = preview(&[
+        "--cron",
+        "0 0 12 ? * 6#3",
+        "--tz",
+        "Europe/Berlin",
+        "--after",
+        "2030-01-01T00:00:00Z",
+        "--count",
+        "2",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2030-01-18T11:00:00.000Z\n2030-02-15T11:00:00.000Z\n"
+    );
+
+    let out = preview(&["--cron", "0 0 25 * * ?"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid cron expression \"0 0 25 * * ?\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hours"), "{}", stderr(&out));
+}

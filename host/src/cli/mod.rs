@@ -4,6 +4,8 @@
 //! Exit codes scripts can rely on: 0 success, 1 the job ran and did not succeed,
 //! 2 bad usage or input, 3 the module cannot run (NoOp skip / rejected).
 
+mod preview;
+
 use crate::runtime::{
     EngineConfig, HostServices, JobImpl, Limits, RunOutcome, RunRequest, Runtime, RuntimeConfig,
     WIT_PACKAGE, WIT_VERSION, parse_size,
@@ -51,6 +53,15 @@ pub enum Command {
     /// Work with modules.
     #[command(subcommand)]
     Module(ModuleCommand),
+    /// Work with triggers.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Print the next fire times of a cron expression or interval, as UTC instants.
+    Preview(preview::PreviewArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +167,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::RunOnce(args) => run_once(args).await,
         Command::Module(ModuleCommand::Inspect(args)) => inspect(args).await,
+        Command::Trigger(TriggerCommand::Preview(args)) => preview::run(args),
     }
 }
 
