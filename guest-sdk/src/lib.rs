@@ -91,6 +91,9 @@ pub trait Job {
 #[macro_export]
 macro_rules! export_job {
     ($job:ty) => {
+        // Natively (unit tests, `cargo build --workspace`) there is no component to
+        // export to, and the WIT export names are not valid native symbol names.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __QuartziteRunner;
 
@@ -110,6 +113,11 @@ macro_rules! export_job {
             }
 
             $crate::__bindings::__export_runner!(__QuartziteRunner with_types_in $crate::__bindings);
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = || {
+            fn is_a_job<J: $crate::Job>() {}
+            is_a_job::<$job>();
         };
     };
 }

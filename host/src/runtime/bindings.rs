@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use quartzite::job::types as wit;
+pub use self::quartzite::job::types as wit;
 
 /// The version of `quartzite:job` this host implements.
 pub const WIT_VERSION: WitVersion = WitVersion {

@@ -19,4 +19,6 @@ impl Guest for FutureJob {
     }
 }
 
+// Only a component has somewhere to export to.
+#[cfg(target_arch = "wasm32")]
 export!(FutureJob);

@@ -28,4 +28,6 @@ impl Guest for NeedsTelemetry {
     }
 }
 
+// Only a component has somewhere to export to.
+#[cfg(target_arch = "wasm32")]
 export!(NeedsTelemetry);
