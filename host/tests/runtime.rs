@@ -327,6 +327,29 @@ mod noop {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupted_components_are_rejected_or_run_but_never_panic_the_host() {
+        let f = fixture();
+        let original = bytes("hello");
+        // A deterministic spread of single-byte corruptions over the whole file.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..30 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut corrupt = original.clone();
+            let at = (seed % corrupt.len() as u64) as usize;
+            corrupt[at] ^= (seed >> 32) as u8 | 1;
+            if let Ok(module) = f.runtime.load_bytes(&corrupt) {
+                // Some bytes (names, custom sections) do not matter; such a module must still run safely.
+                let report = f.runtime.run(&module, quick(json!({}), 2_000)).await;
+                assert!(!matches!(report.outcome, RunOutcome::Skipped { .. }));
+            }
+        }
+        let report = f.run("hello", request(json!({}))).await;
+        assert!(report.outcome.is_success());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_core_module_is_incompatible() {
         let f = fixture();
         let core = wat::parse_str(r#"(module (func (export "run")))"#).unwrap();
