@@ -6,5 +6,7 @@
 //! operator surface ([`cli`]) to the [`runtime`], which knows no SQL.
 
 pub mod cli;
+pub mod engine;
 pub mod runtime;
 pub mod schedule;
+pub mod store;

@@ -305,3 +305,37 @@ fn trigger_preview_prints_utc_fire_times_and_dst_gaps_without_a_database() {
     );
     assert!(stderr(&out).contains("hours"), "{}", stderr(&out));
 }
+
+#[test]
+fn db_migrate_creates_the_sqlite_default_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["db", "migrate"])
+            .env_remove("QUARTZITE_DB")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.path().join("quartzite.db").is_file());
+    assert_eq!(run().status.code(), Some(0), "migrating again is a no-op");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args([
+            "db",
+            "migrate",
+            "--db",
+            "postgres://nobody:hunter2@127.0.0.1:1/none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot connect to postgres://nobody:***@127.0.0.1:1/none"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}

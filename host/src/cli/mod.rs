@@ -36,6 +36,9 @@ pub struct Cli {
     /// Log filter (tracing syntax, e.g. `info` or `quartzite=debug`).
     #[arg(long, global = true, env = "QUARTZITE_LOG")]
     pub log: Option<String>,
+    /// The database: `sqlite://PATH` or `postgres://USER@HOST/DB`.
+    #[arg(long, global = true, env = "QUARTZITE_DB", default_value = crate::store::DEFAULT_URL)]
+    pub db: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +59,15 @@ pub enum Command {
     /// Work with triggers.
     #[command(subcommand)]
     Trigger(TriggerCommand),
+    /// Work with the database.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create or upgrade the schema of the database given by `--db`.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +180,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::RunOnce(args) => run_once(args).await,
         Command::Module(ModuleCommand::Inspect(args)) => inspect(args).await,
         Command::Trigger(TriggerCommand::Preview(args)) => preview::run(args),
+        Command::Db(DbCommand::Migrate) => match crate::store::open(&cli.db).await {
+            Ok(_) => {
+                println!("{}: schema is up to date", crate::store::redact(&cli.db));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_FAILED, &e.to_string()),
+        },
     }
 }
 

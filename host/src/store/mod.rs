@@ -1,0 +1,161 @@
+//! The durable store: one trait, a SQLite implementation (the embedded
+//! default) and a PostgreSQL one (the cluster store), both reached through sqlx
+//! and migrated from `migrations/`.
+//!
+//! All SQL lives under this module. It knows nothing of wasm: modules are bytes
+//! with a name, a version and a digest. Methods read noun-then-verb
+//! (`state_get`, `module_put`). Times come from the database clock.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Errors of the store. Messages name what failed, never credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid database URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A module to record.
+#[derive(Clone, Debug)]
+pub struct ModulePut {
+    pub name: String,
+    pub version: String,
+    /// Lowercase hex sha256 of `bytes`.
+    pub digest: String,
+    /// The `quartzite:job` version the component was built for.
+    pub wit_version: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Which module a job means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleRef {
+    /// The most recently pushed version of `name`.
+    Latest(String),
+    /// One pinned version of a module.
+    Version { name: String, version: String },
+    /// Exactly these bytes.
+    Digest(String),
+}
+
+/// A stored module, without its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModuleRecord {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub wit_version: String,
+    pub size: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The store. See the module docs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn dialect(&self) -> Dialect;
+
+    /// Applies the migrations that have not run yet.
+    ///
+    /// # Errors
+    ///
+    /// When a migration fails or the database has migrations this build does not know.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Reads one key of a job's state.
+    async fn state_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes one key of a job's state.
+    async fn state_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Deletes one key of a job's state; returns whether it existed.
+    async fn state_delete(&self, job_key: &str, key: &str) -> Result<bool, StoreError>;
+    /// The keys of a job's state, sorted.
+    async fn state_keys(&self, job_key: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Records a module version. Pushing the same bytes under the same name and
+    /// version again is a no-op that returns the existing record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when that name and version already hold other bytes:
+    /// a version, once pushed, never changes.
+    async fn module_put(&self, module: &ModulePut) -> Result<ModuleRecord, StoreError>;
+    /// Finds a module's record.
+    async fn module_get(&self, module: &ModuleRef) -> Result<Option<ModuleRecord>, StoreError>;
+    /// Reads the bytes of a module by digest.
+    async fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every stored version, of one module or of all, newest first.
+    async fn module_list(&self, name: Option<&str>) -> Result<Vec<ModuleRecord>, StoreError>;
+}
+
+/// The default database: `quartzite.db` in the working directory.
+pub const DEFAULT_URL: &str = "sqlite://quartzite.db";
+
+/// Opens the store named by `url` (`sqlite://PATH` or `postgres://...`) and
+/// migrates it.
+///
+/// # Errors
+///
+/// When the URL is not understood, the database cannot be reached, or migrating fails.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(url).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PgStore::connect(url).await?)
+    } else {
+        return Err(StoreError::Url {
+            url: redact(url),
+            reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+        });
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// The URL without a password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
