@@ -4,3 +4,4 @@
 
 pub mod cron;
 pub mod interval;
+pub mod trigger;

@@ -1,0 +1,473 @@
+//! Trigger kinds, and the plan for a trigger that has come due: which fires to
+//! create, which were missed (misfire policy), which wall times did not exist
+//! (DST gaps), and the next fire time. Pure: every instant comes in as an argument.
+
+use super::cron::{CronEvent, CronSchedule};
+use super::interval::IntervalSchedule;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What to do with fires missed by more than the misfire threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MisfirePolicy {
+    /// Run the most recent missed fires, up to the catch-up limit; older ones are recorded as misfired.
+    FireNow,
+    /// Run none of them; record them as misfired and go on with the next fire.
+    Skip,
+    /// Run one fire for all of them; record the others as misfired.
+    FireOnce,
+}
+
+impl MisfirePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MisfirePolicy::FireNow => "fire-now",
+            MisfirePolicy::Skip => "skip",
+            MisfirePolicy::FireOnce => "fire-once",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "fire-now" => Some(MisfirePolicy::FireNow),
+            "skip" => Some(MisfirePolicy::Skip),
+            "fire-once" => Some(MisfirePolicy::FireOnce),
+            _ => None,
+        }
+    }
+}
+
+/// When a trigger fires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// Quartz cron in an IANA zone.
+    Cron { expr: String, tz: String },
+    /// Every `period_ms` from the trigger's start, `repeat` more times after the first (or forever).
+    Every { period_ms: i64, repeat: Option<u64> },
+    /// Once, at an instant.
+    At(i64),
+    /// Once each time a node starts.
+    OnStart,
+    /// Once per store for each module version of the job.
+    Once,
+}
+
+impl TriggerKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TriggerKind::Cron { .. } => "cron",
+            TriggerKind::Every { .. } => "every",
+            TriggerKind::At(_) => "at",
+            TriggerKind::OnStart => "on-start",
+            TriggerKind::Once => "once",
+        }
+    }
+}
+
+/// A trigger's schedule, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerSpec {
+    pub kind: TriggerKind,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub misfire: MisfirePolicy,
+}
+
+/// A trigger whose stored schedule can no longer be computed (e.g. a zone removed
+/// from the time zone database): the trigger goes to ERROR with this message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+/// One event of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Fire(i64),
+    /// A wall time that did not exist (spring forward); `at_ms` is when the clock jumped.
+    Gap {
+        at_ms: i64,
+        local: String,
+    },
+}
+
+enum Compiled {
+    Cron(Box<CronSchedule>),
+    Every(IntervalSchedule),
+    At(i64),
+    Never,
+}
+
+fn instant(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl TriggerSpec {
+    fn compile(&self) -> Result<Compiled, SpecError> {
+        Ok(match &self.kind {
+            TriggerKind::Cron { expr, tz } => Compiled::Cron(Box::new(
+                CronSchedule::parse(expr, tz).map_err(|e| SpecError(e.to_string()))?,
+            )),
+            TriggerKind::Every { period_ms, repeat } => {
+                let start = instant(self.start_ms.unwrap_or(0));
+                let period = Duration::from_millis(u64::try_from(*period_ms).unwrap_or(0));
+                Compiled::Every(
+                    IntervalSchedule::new(start, period, *repeat)
+                        .map_err(|e| SpecError(e.to_string()))?,
+                )
+            }
+            TriggerKind::At(ms) => Compiled::At(*ms),
+            TriggerKind::OnStart | TriggerKind::Once => Compiled::Never,
+        })
+    }
+
+    /// Events strictly after `after_ms`, in order, within the trigger's bounds.
+    fn events_after(&self, compiled: &Compiled, after_ms: i64, mut f: impl FnMut(Event) -> bool) {
+        let after_ms = match self.start_ms {
+            Some(start) if after_ms < start => start - 1,
+            _ => after_ms,
+        };
+        let in_bounds = |ms: i64| self.end_ms.is_none_or(|end| ms <= end);
+        match compiled {
+            Compiled::Cron(c) => {
+                for event in c.events_after(instant(after_ms)) {
+                    let e = match event {
+                        CronEvent::Fire(t) => Event::Fire(t.timestamp_millis()),
+                        CronEvent::DstGap { local, at } => Event::Gap {
+                            at_ms: at.timestamp_millis(),
+                            local: local.to_string(),
+                        },
+                    };
+                    let ms = match &e {
+                        Event::Fire(ms) | Event::Gap { at_ms: ms, .. } => *ms,
+                    };
+                    if !in_bounds(ms) || !f(e) {
+                        return;
+                    }
+                }
+            }
+            Compiled::Every(s) => {
+                let mut t = after_ms;
+                while let Some(next) = s.next_after(instant(t)) {
+                    let ms = next.timestamp_millis();
+                    if !in_bounds(ms) || !f(Event::Fire(ms)) {
+                        return;
+                    }
+                    t = ms;
+                }
+            }
+            Compiled::At(at) => {
+                if *at > after_ms && in_bounds(*at) {
+                    f(Event::Fire(*at));
+                }
+            }
+            Compiled::Never => {}
+        }
+    }
+
+    /// The first fire time at or after `from_ms`, or `None` if the trigger never fires.
+    ///
+    /// # Errors
+    ///
+    /// When the stored schedule cannot be computed.
+    pub fn first_fire(&self, from_ms: i64) -> Result<Option<i64>, SpecError> {
+        let compiled = self.compile()?;
+        let mut first = None;
+        self.events_after(&compiled, from_ms - 1, |e| match e {
+            Event::Fire(ms) => {
+                first = Some(ms);
+                false
+            }
+            Event::Gap { .. } => true,
+        });
+        Ok(first)
+    }
+
+    /// Plans a due trigger whose stored next fire is `next_fire_ms` (<= horizon).
+    ///
+    /// # Errors
+    ///
+    /// When the stored schedule cannot be computed.
+    pub fn plan(
+        &self,
+        next_fire_ms: i64,
+        now_ms: i64,
+        horizon_ms: i64,
+        limits: &MisfireLimits,
+    ) -> Result<Plan, SpecError> {
+        let compiled = self.compile()?;
+        let mut due = vec![next_fire_ms];
+        let mut gaps = Vec::new();
+        let mut next = None;
+        let mut truncated = false;
+        // Walk the events up to the horizon, keeping at most MAX_WALK of them; a
+        // long outage of a frequent trigger jumps to "now" instead of walking it all.
+        self.events_after(&compiled, next_fire_ms, |e| match e {
+            Event::Fire(ms) if ms > horizon_ms => {
+                next = Some(ms);
+                false
+            }
+            Event::Fire(ms) => {
+                if due.len() >= MAX_WALK {
+                    truncated = true;
+                    return false;
+                }
+                due.push(ms);
+                true
+            }
+            Event::Gap { at_ms, local } => {
+                if at_ms > horizon_ms {
+                    return true;
+                }
+                if gaps.len() < MAX_RECORDED {
+                    gaps.push((at_ms, local));
+                }
+                true
+            }
+        });
+        let mut uncounted = false;
+        if truncated {
+            // Resume from the horizon; what lies between is missed and only counted.
+            let resume = horizon_ms.max(due.last().copied().unwrap_or(horizon_ms));
+            self.events_after(&compiled, resume, |e| match e {
+                Event::Fire(ms) => {
+                    next = Some(ms);
+                    false
+                }
+                Event::Gap { .. } => true,
+            });
+            uncounted = true;
+        }
+        let threshold = now_ms - limits.threshold_ms;
+        let split = due.partition_point(|&ms| ms < threshold);
+        let (late, on_time) = due.split_at(split);
+        let mut run: Vec<i64> = Vec::new();
+        let mut missed: Vec<i64> = Vec::new();
+        match (late.is_empty(), self.misfire) {
+            (true, _) => {}
+            (false, MisfirePolicy::Skip) => missed.extend_from_slice(late),
+            (false, MisfirePolicy::FireOnce) => {
+                let (last, rest) = late
+                    .split_last()
+                    .map_or((None, &late[..0]), |(l, r)| (Some(*l), r));
+                missed.extend_from_slice(rest);
+                run.extend(last);
+            }
+            (false, MisfirePolicy::FireNow) => {
+                let keep = late.len().saturating_sub(limits.catch_up);
+                missed.extend_from_slice(&late[..keep]);
+                run.extend_from_slice(&late[keep..]);
+            }
+        }
+        run.extend_from_slice(on_time);
+        let missed_count = missed.len() as u64;
+        missed.truncate(MAX_RECORDED);
+        Ok(Plan {
+            run,
+            misfired: missed,
+            misfired_total: missed_count,
+            misfired_uncounted: uncounted,
+            gaps,
+            next,
+        })
+    }
+}
+
+/// Most events walked in one plan.
+const MAX_WALK: usize = 10_000;
+/// Most misfired fires and DST gaps recorded one by one in one plan; the rest are counted.
+const MAX_RECORDED: usize = 100;
+
+/// The misfire settings of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MisfireLimits {
+    /// A fire later than this is misfired (Quartz's default: 60 s).
+    pub threshold_ms: i64,
+    /// With `fire-now`, how many missed fires may still run (the catch-up window).
+    pub catch_up: usize,
+}
+
+impl Default for MisfireLimits {
+    fn default() -> Self {
+        MisfireLimits {
+            threshold_ms: 60_000,
+            catch_up: 10,
+        }
+    }
+}
+
+/// What to do with a due trigger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Scheduled times to create fires for.
+    pub run: Vec<i64>,
+    /// Missed scheduled times to record as misfired (at most 100).
+    pub misfired: Vec<i64>,
+    /// How many were missed in all (beyond those listed).
+    pub misfired_total: u64,
+    /// True when an outage was too long to count every missed fire.
+    pub misfired_uncounted: bool,
+    /// Wall times that did not exist, to record as skipped (`dst-gap`).
+    pub gaps: Vec<(i64, String)>,
+    /// The trigger's next fire time after this plan; `None`: it is complete.
+    pub next: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    fn cron(expr: &str, misfire: MisfirePolicy) -> TriggerSpec {
+        TriggerSpec {
+            kind: TriggerKind::Cron {
+                expr: expr.into(),
+                tz: "UTC".into(),
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire,
+        }
+    }
+
+    #[test]
+    fn an_on_time_trigger_runs_its_due_fire_and_moves_to_the_next() {
+        let spec = cron("0 * * * * ?", MisfirePolicy::FireNow);
+        let now = ms("2030-01-01T10:00:00.010Z");
+        let plan = spec
+            .plan(
+                ms("2030-01-01T10:00:00Z"),
+                now,
+                now + 50,
+                &MisfireLimits::default(),
+            )
+            .unwrap();
+        assert_eq!(plan.run, [ms("2030-01-01T10:00:00Z")]);
+        assert!(plan.misfired.is_empty());
+        assert_eq!(plan.next, Some(ms("2030-01-01T10:01:00Z")));
+    }
+
+    #[test]
+    fn after_downtime_each_policy_bounds_what_runs_and_records_the_rest() {
+        let now = ms("2030-01-01T12:00:30Z");
+        let next = ms("2030-01-01T10:00:00Z"); // two hours of minutely fires missed
+        let limits = MisfireLimits::default();
+        // 12:00:00 is 30 s late, within the threshold: it runs under every policy.
+        let skip = cron("0 * * * * ?", MisfirePolicy::Skip)
+            .plan(next, now, now, &limits)
+            .unwrap();
+        assert_eq!(skip.run, [ms("2030-01-01T12:00:00Z")]);
+        assert_eq!(skip.misfired_total, 120);
+        assert_eq!(skip.misfired.len(), 100);
+        assert_eq!(skip.next, Some(ms("2030-01-01T12:01:00Z")));
+
+        let once = cron("0 * * * * ?", MisfirePolicy::FireOnce)
+            .plan(next, now, now, &limits)
+            .unwrap();
+        assert_eq!(
+            once.run,
+            [ms("2030-01-01T11:59:00Z"), ms("2030-01-01T12:00:00Z")]
+        );
+        assert_eq!(once.misfired_total, 119);
+
+        let now_policy = cron("0 * * * * ?", MisfirePolicy::FireNow)
+            .plan(next, now, now, &limits)
+            .unwrap();
+        assert_eq!(
+            now_policy.run.len(),
+            11,
+            "10 late fires of the catch-up window plus the on-time one"
+        );
+        assert_eq!(now_policy.misfired_total, 110);
+    }
+
+    #[test]
+    fn an_every_second_trigger_after_a_long_outage_does_not_walk_every_second() {
+        let spec = TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms: 1000,
+                repeat: None,
+            },
+            start_ms: Some(0),
+            end_ms: None,
+            misfire: MisfirePolicy::Skip,
+        };
+        let now = ms("2030-01-01T00:00:00Z");
+        let plan = spec
+            .plan(1000, now, now, &MisfireLimits::default())
+            .unwrap();
+        assert!(plan.misfired_uncounted);
+        assert_eq!(plan.next, Some(now + 1000));
+        assert!(plan.run.is_empty());
+    }
+
+    #[test]
+    fn dst_gaps_are_reported_and_one_shots_complete() {
+        let spec = TriggerSpec {
+            kind: TriggerKind::Cron {
+                expr: "0 30 2 * * ?".into(),
+                tz: "America/New_York".into(),
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        };
+        let next = ms("2027-03-13T07:30:00Z");
+        let now = ms("2027-03-15T07:00:00Z");
+        let plan = spec
+            .plan(
+                next,
+                now,
+                now,
+                &MisfireLimits {
+                    threshold_ms: i64::MAX / 4,
+                    catch_up: 10,
+                },
+            )
+            .unwrap();
+        assert_eq!(plan.run, [next, ms("2027-03-15T06:30:00Z")]);
+        assert_eq!(
+            plan.gaps,
+            [(
+                ms("2027-03-14T07:00:00Z"),
+                "2027-03-14 02:30:00".to_string()
+            )]
+        );
+
+        let at = TriggerSpec {
+            kind: TriggerKind::At(5_000),
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        };
+        assert_eq!(at.first_fire(0).unwrap(), Some(5_000));
+        let plan = at
+            .plan(5_000, 5_000, 5_000, &MisfireLimits::default())
+            .unwrap();
+        assert_eq!((plan.run, plan.next), (vec![5_000], None));
+    }
+
+    #[test]
+    fn bounds_limit_the_fires() {
+        let spec = TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms: 60_000,
+                repeat: None,
+            },
+            start_ms: Some(ms("2030-01-01T00:00:00Z")),
+            end_ms: Some(ms("2030-01-01T00:02:00Z")),
+            misfire: MisfirePolicy::FireNow,
+        };
+        assert_eq!(
+            spec.first_fire(0).unwrap(),
+            Some(ms("2030-01-01T00:00:00Z"))
+        );
+        let t = ms("2030-01-01T00:02:00Z");
+        let plan = spec.plan(t, t, t, &MisfireLimits::default()).unwrap();
+        assert_eq!(plan.next, None);
+    }
+}
