@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod manifest;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

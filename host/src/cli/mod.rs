@@ -4,6 +4,7 @@
 //! Exit codes scripts can rely on: 0 success, 1 the job ran and did not succeed,
 //! 2 bad usage or input, 3 the module cannot run (NoOp skip / rejected).
 
+mod ops;
 mod preview;
 
 use crate::runtime::{
@@ -62,6 +63,14 @@ pub enum Command {
     /// Work with the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Run the scheduler: bootstrap from the manifest, then fire jobs until SIGTERM.
+    Serve(ops::ServeArgs),
+    /// Work with jobs.
+    #[command(subcommand)]
+    Job(ops::JobCommand),
+    /// Read the task history.
+    #[command(subcommand)]
+    History(ops::HistoryCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,12 +139,12 @@ pub struct InspectArgs {
     pub runtime: RuntimeArgs,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("invalid duration {text:?}: {e} (use e.g. 30s, 500ms, 2m)"))
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
@@ -162,7 +171,13 @@ fn build_runtime(args: &RuntimeArgs, engine: EngineConfig) -> Result<Runtime, St
 /// Sets up logging for the CLI. Commands that print JSON on stdout keep stderr quiet
 /// unless asked: the default filter shows errors only.
 pub fn init_logging(cli: &Cli) {
-    let filter = cli.log.clone().unwrap_or_else(|| "error".into());
+    // A server logs what it does; one-shot commands keep stderr for errors.
+    let default = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "error"
+    };
+    let filter = cli.log.clone().unwrap_or_else(|| default.into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let builder = tracing_subscriber::fmt()
@@ -180,6 +195,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::RunOnce(args) => run_once(args).await,
         Command::Module(ModuleCommand::Inspect(args)) => inspect(args).await,
         Command::Trigger(TriggerCommand::Preview(args)) => preview::run(args),
+        Command::Serve(args) => ops::serve(&cli.db, args).await,
+        Command::Job(command) => ops::job(&cli.db, command).await,
+        Command::History(command) => ops::history(&cli.db, command).await,
         Command::Db(DbCommand::Migrate) => match crate::store::open(&cli.db).await {
             Ok(_) => {
                 println!("{}: schema is up to date", crate::store::redact(&cli.db));
@@ -190,7 +208,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn fail(code: u8, message: &str) -> ExitCode {
+pub(crate) fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("quartzite: {message}");
     ExitCode::from(code)
 }

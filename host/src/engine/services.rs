@@ -53,3 +53,46 @@ impl KvStore for StoreKv {
             .map_err(unavailable)
     }
 }
+
+/// A kv service whose store is plugged in after the runtime is built; calls
+/// before that answer `unavailable`.
+#[derive(Default)]
+pub struct DeferredKv {
+    inner: std::sync::OnceLock<Arc<dyn KvStore>>,
+}
+
+impl std::fmt::Debug for DeferredKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredKv")
+            .field("set", &self.inner.get().is_some())
+            .finish()
+    }
+}
+
+impl DeferredKv {
+    /// Plugs in the real service; later calls are ignored.
+    pub fn set(&self, kv: Arc<dyn KvStore>) {
+        let _ = self.inner.set(kv);
+    }
+
+    fn get(&self) -> Result<&Arc<dyn KvStore>, ServiceError> {
+        self.inner
+            .get()
+            .ok_or_else(|| ServiceError::Unavailable("state store not connected yet".into()))
+    }
+}
+
+#[async_trait]
+impl KvStore for DeferredKv {
+    async fn kv_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
+        self.get()?.kv_get(job_key, key).await
+    }
+
+    async fn kv_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), ServiceError> {
+        self.get()?.kv_set(job_key, key, value).await
+    }
+
+    async fn kv_delete(&self, job_key: &str, key: &str) -> Result<bool, ServiceError> {
+        self.get()?.kv_delete(job_key, key).await
+    }
+}

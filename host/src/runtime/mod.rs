@@ -232,6 +232,11 @@ impl Runtime {
         }
     }
 
+    /// A module already loaded in memory, by digest.
+    pub fn module_by_digest(&self, digest: &str) -> Option<Arc<LoadedModule>> {
+        self.cached(digest)
+    }
+
     fn cached(&self, digest: &str) -> Option<Arc<LoadedModule>> {
         self.modules
             .lock()

@@ -6,10 +6,13 @@
 //! with a name, a version and a digest. Methods read noun-then-verb
 //! (`state_get`, `module_put`). Times come from the database clock.
 
+pub mod model;
 mod postgres;
+pub mod sched;
 mod sqlite;
 
 pub use postgres::PgStore;
+pub use sched::Scheduling;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -73,9 +76,9 @@ pub struct ModuleRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// The store. See the module docs.
+/// The store. See the module docs; the scheduler's methods are in [`Scheduling`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Scheduling + Send + Sync + 'static {
     fn dialect(&self) -> Dialect;
 
     /// Applies the migrations that have not run yet.

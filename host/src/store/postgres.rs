@@ -190,3 +190,11 @@ impl Store for PgStore {
         rows.iter().map(record).collect()
     }
 }
+
+super::sched::impl_scheduling!(
+    PgStore,
+    "(extract(epoch from clock_timestamp()) * 1000)::bigint",
+    // Concurrent claimers each take rows the others have not locked.
+    " FOR UPDATE SKIP LOCKED",
+    "OFFSET $1"
+);

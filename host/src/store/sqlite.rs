@@ -181,3 +181,11 @@ impl Store for SqliteStore {
         rows.iter().map(record).collect()
     }
 }
+
+super::sched::impl_scheduling!(
+    SqliteStore,
+    "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+    // One writer at a time: a SQLite transaction that writes holds the database.
+    "",
+    "LIMIT -1 OFFSET $1"
+);

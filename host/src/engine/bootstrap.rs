@@ -1,0 +1,271 @@
+//! Starting a node, in order: config -> manifest (parsed and validated) ->
+//! runtime -> module files checked -> connect + migrate -> push modules ->
+//! reconcile jobs -> delete orphaned jobs -> reset ERROR triggers -> recover
+//! fires of dead nodes -> on-start / once fires -> start acquiring.
+//!
+//! Everything that can reject a start (a bad manifest, a module file that does
+//! not load) is checked before the first write, so a rejected start changes
+//! nothing in the store.
+
+use super::modules::{ModuleResolver, PushError, push_file};
+use super::scheduler::{Scheduler, SchedulerConfig};
+use super::services::StoreKv;
+use crate::manifest::{self, Manifest};
+use crate::runtime::services::LocalLocks;
+use crate::runtime::{HostServices, JobImpl, Runtime, RuntimeConfig};
+use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+use crate::store::model::{Backoff, JobDef, Overlap, RetryPolicy, TriggerPut};
+use crate::store::{self, Store, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What `serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub db_url: String,
+    /// The manifest; `None` runs without one.
+    pub manifest: Option<PathBuf>,
+    pub node_id: String,
+    /// Bootstrap, then do not acquire fires (standby / scheduler disabled).
+    pub standby: bool,
+    pub scheduler: SchedulerConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("{0}")]
+    Manifest(#[from] manifest::ManifestErrors),
+    #[error("{file}: module {name:?} ({path}): {reason}")]
+    Module {
+        file: String,
+        name: String,
+        path: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+/// A started node: its store, runtime and scheduler.
+pub struct Node {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<Runtime>,
+    pub scheduler: Arc<Scheduler>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.scheduler.node_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Converts a manifest job to the store's job and triggers.
+pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) {
+    let key = decl.key();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let job = JobDef {
+        job_key: key.clone(),
+        module: decl.module.to_string(),
+        data: decl.data.to_string(),
+        overlap: match decl.overlap {
+            manifest::Overlap::Allow => Overlap::Allow,
+            manifest::Overlap::Forbid => Overlap::Forbid,
+            manifest::Overlap::Skip => Overlap::Skip,
+        },
+        retry: RetryPolicy {
+            max_attempts: decl.retry.max_attempts,
+            backoff: match decl.retry.backoff {
+                manifest::Backoff::Immediate => Backoff::Immediate,
+                manifest::Backoff::Exponential => Backoff::Exponential,
+            },
+            initial_ms: ms(decl.retry.initial),
+            max_ms: ms(decl.retry.max),
+            jitter: decl.retry.jitter,
+        },
+        timeout_ms: ms(decl.timeout),
+        max_memory: decl.max_memory,
+        requests_recovery: decl.requests_recovery,
+        priority: i64::from(decl.priority),
+        paused: decl.paused,
+        source: "manifest".into(),
+    };
+    let triggers = decl
+        .triggers
+        .iter()
+        .map(|t| TriggerPut {
+            trigger_key: format!("{key}:{}", t.name),
+            job_key: key.clone(),
+            spec: TriggerSpec {
+                kind: match &t.kind {
+                    manifest::TriggerKind::Cron { expr, tz } => TriggerKind::Cron {
+                        expr: expr.clone(),
+                        tz: tz.clone(),
+                    },
+                    manifest::TriggerKind::Every { period, repeat } => TriggerKind::Every {
+                        period_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
+                        repeat: *repeat,
+                    },
+                    manifest::TriggerKind::At(at) => TriggerKind::At(at.timestamp_millis()),
+                    manifest::TriggerKind::OnStart => TriggerKind::OnStart,
+                    manifest::TriggerKind::Once => TriggerKind::Once,
+                },
+                start_ms: t.start.map(|s| s.timestamp_millis()),
+                end_ms: t.end.map(|e| e.timestamp_millis()),
+                misfire: match t.misfire {
+                    manifest::MisfirePolicy::FireNow => MisfirePolicy::FireNow,
+                    manifest::MisfirePolicy::Skip => MisfirePolicy::Skip,
+                    manifest::MisfirePolicy::FireOnce => MisfirePolicy::FireOnce,
+                },
+            },
+            priority: i64::from(t.priority.unwrap_or(decl.priority)),
+        })
+        .collect();
+    (job, triggers)
+}
+
+/// Bootstraps a node. See the module docs for the order.
+///
+/// # Errors
+///
+/// A manifest error (every one, with file, line and field), a module file that
+/// cannot be loaded, or a store error.
+pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
+    let manifest = match &options.manifest {
+        Some(path) => Some(Manifest::load(path)?),
+        None => None,
+    };
+    let locks = Arc::new(LocalLocks::new());
+    // The kv service needs the store, and the store must not be touched before
+    // the module files are checked: build the runtime with a deferred kv.
+    let deferred = Arc::new(super::services::DeferredKv::default());
+    let services = HostServices {
+        kv: deferred.clone(),
+        locks,
+    };
+    let runtime = Arc::new(
+        Runtime::new(options.runtime.clone(), services)
+            .map_err(|e| BootError::Runtime(e.to_string()))?,
+    );
+    if let Some(m) = &manifest {
+        for decl in &m.modules {
+            let rt = Arc::clone(&runtime);
+            let path = decl.path.clone();
+            let loaded = tokio::task::spawn_blocking(move || rt.load_file(&path))
+                .await
+                .map_err(|e| BootError::Runtime(e.to_string()))?;
+            if let Err(r) = loaded {
+                return Err(BootError::Module {
+                    file: m.path.display().to_string(),
+                    name: decl.name.clone(),
+                    path: decl.path.display().to_string(),
+                    reason: r.to_string(),
+                });
+            }
+        }
+    }
+    let store = store::open(&options.db_url).await?;
+    deferred.set(Arc::new(StoreKv::new(Arc::clone(&store))));
+
+    if let Some(m) = &manifest {
+        for decl in &m.modules {
+            match push_file(
+                &store,
+                &runtime,
+                &decl.path,
+                Some(&decl.name),
+                decl.version.as_deref(),
+            )
+            .await
+            {
+                Ok((record, _)) => {
+                    tracing::info!(module = %record.name, version = %record.version, digest = %record.digest, "module pushed")
+                }
+                Err(PushError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(BootError::Module {
+                        file: m.path.display().to_string(),
+                        name: decl.name.clone(),
+                        path: decl.path.display().to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        for decl in &m.jobs {
+            let (job, triggers) = job_from_manifest(decl);
+            store.job_put(&job, &triggers).await?;
+        }
+        delete_orphans(&store, &runtime, m).await?;
+    }
+    let reset = store.trigger_reset_errors().await?;
+    if reset > 0 {
+        tracing::info!(triggers = reset, "reset ERROR triggers to WAITING");
+    }
+    let recovered = store.fire_recover(options.scheduler.dead_after_ms).await?;
+    if recovered > 0 {
+        tracing::warn!(
+            fires = recovered,
+            "recovered fires left in flight by a stopped node"
+        );
+    }
+    let startup = store.fire_startup().await?;
+    if startup > 0 {
+        tracing::info!(fires = startup, "on-start and once fires created");
+    }
+    let scheduler = Scheduler::new(
+        Arc::clone(&store),
+        Arc::clone(&runtime),
+        options.node_id.clone(),
+        options.scheduler.clone(),
+    );
+    Ok(Node {
+        store,
+        runtime,
+        scheduler,
+    })
+}
+
+/// Manifest jobs no longer in the manifest whose module is gone are deleted (the
+/// reference's orphan clean-up); those whose module still resolves are kept and
+/// reported, since deleting a job that could still run loses its history link.
+async fn delete_orphans(
+    store: &Arc<dyn Store>,
+    runtime: &Arc<Runtime>,
+    m: &Manifest,
+) -> Result<(), StoreError> {
+    let resolver = ModuleResolver::new(Arc::clone(store), Arc::clone(runtime));
+    let declared: Vec<String> = m.jobs.iter().map(manifest::JobDecl::key).collect();
+    for job in store.job_list().await? {
+        if job.source != "manifest" || declared.contains(&job.job_key) {
+            continue;
+        }
+        match resolver.resolve(&job.module).await? {
+            JobImpl::NoOp(reason) => {
+                store.job_delete(&job.job_key).await?;
+                tracing::warn!(job = %job.job_key, reason = %reason, "deleted orphaned job: not in the manifest and its module is gone");
+            }
+            JobImpl::Wasm(_) => {
+                tracing::warn!(job = %job.job_key, "job is no longer in the manifest; delete it with `quartzite job delete` if it should go");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a started node until `stop` turns true.
+pub async fn run(node: Node, standby: bool, stop: watch::Receiver<bool>) {
+    if standby {
+        tracing::info!("standby: the scheduler is disabled on this node");
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+        return;
+    }
+    Arc::clone(&node.scheduler).run(stop).await;
+}

@@ -1,0 +1,169 @@
+//! From a job's module reference to something the runtime can run: store lookup
+//! by name, version or digest, the runtime's compiled-module cache, and the NoOp
+//! job when the module is missing or cannot run.
+
+use crate::runtime::{JobImpl, JobInfo, ModuleRejection, Runtime, SkipCode};
+use crate::store::{ModulePut, ModuleRecord, ModuleRef, Store, StoreError};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Parses `NAME`, `NAME@VERSION` or `sha256:DIGEST`.
+pub fn parse_ref(spec: &str) -> Option<ModuleRef> {
+    if let Some(digest) = spec.strip_prefix("sha256:") {
+        let ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        return ok.then(|| ModuleRef::Digest(digest.to_ascii_lowercase()));
+    }
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+    };
+    match spec.split_once('@') {
+        Some((name, version)) if valid(name) && valid(version) => Some(ModuleRef::Version {
+            name: name.into(),
+            version: version.into(),
+        }),
+        None if valid(spec) => Some(ModuleRef::Latest(spec.into())),
+        _ => None,
+    }
+}
+
+/// Why a module could not be pushed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Rejected(ModuleRejection),
+    #[error("describe() failed: {0}")]
+    Describe(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Validates a module file (compile, contract check, `describe`) and stores it
+/// under `name`/`version`, by default those `describe` returns.
+///
+/// # Errors
+///
+/// When the file is missing or not a compatible component, `describe` fails, or
+/// the version already exists with other bytes.
+pub async fn push_file(
+    store: &Arc<dyn Store>,
+    runtime: &Arc<Runtime>,
+    path: &Path,
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Result<(ModuleRecord, JobInfo), PushError> {
+    let bytes = tokio::fs::read(path).await.map_err(|e| {
+        PushError::Rejected(ModuleRejection {
+            code: SkipCode::ModuleMissing,
+            detail: format!("cannot read {}: {e}", path.display()),
+        })
+    })?;
+    let rt = Arc::clone(runtime);
+    let load_bytes = bytes.clone();
+    let module = tokio::task::spawn_blocking(move || rt.load_bytes(&load_bytes))
+        .await
+        .map_err(|e| PushError::Describe(e.to_string()))?
+        .map_err(PushError::Rejected)?;
+    let info = runtime
+        .describe(&module)
+        .await
+        .map_err(|o| PushError::Describe(o.summary()))?;
+    let record = store
+        .module_put(&ModulePut {
+            name: name.unwrap_or(&info.name).to_string(),
+            version: version.unwrap_or(&info.version).to_string(),
+            digest: module.digest.clone(),
+            wit_version: module.wit_version.to_string(),
+            bytes,
+        })
+        .await?;
+    Ok((record, info))
+}
+
+/// Resolves module references for runs.
+#[derive(Clone)]
+pub struct ModuleResolver {
+    store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for ModuleResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleResolver").finish_non_exhaustive()
+    }
+}
+
+impl ModuleResolver {
+    pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>) -> Self {
+        ModuleResolver { store, runtime }
+    }
+
+    /// What runs for a job whose module is `spec`.
+    ///
+    /// # Errors
+    ///
+    /// Only when the store cannot be read: the fire should be tried again later,
+    /// not skipped. A missing or unusable module is the NoOp job, not an error.
+    pub async fn resolve(&self, spec: &str) -> Result<JobImpl, StoreError> {
+        let noop = |code, detail: String| Ok(JobImpl::NoOp(ModuleRejection { code, detail }));
+        let Some(reference) = parse_ref(spec) else {
+            return noop(
+                SkipCode::ModuleMissing,
+                format!("{spec:?} is not a module reference (NAME, NAME@VERSION or sha256:DIGEST)"),
+            );
+        };
+        let Some(record) = self.store.module_get(&reference).await? else {
+            return noop(
+                SkipCode::ModuleMissing,
+                format!("no module {spec} in the store"),
+            );
+        };
+        if let Some(module) = self.runtime.module_by_digest(&record.digest) {
+            return Ok(JobImpl::Wasm(module));
+        }
+        let Some(bytes) = self.store.module_bytes(&record.digest).await? else {
+            return noop(
+                SkipCode::ModuleMissing,
+                format!("module {spec} was removed from the store"),
+            );
+        };
+        let runtime = Arc::clone(&self.runtime);
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes)).await;
+        Ok(match loaded {
+            Ok(Ok(module)) => JobImpl::Wasm(module),
+            Ok(Err(rejection)) => JobImpl::NoOp(rejection),
+            Err(e) => JobImpl::NoOp(ModuleRejection {
+                code: SkipCode::ModuleInvalid,
+                detail: format!("loading failed: {e}"),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_by_shape() {
+        assert_eq!(parse_ref("hello"), Some(ModuleRef::Latest("hello".into())));
+        assert_eq!(
+            parse_ref("hello@1.2.0"),
+            Some(ModuleRef::Version {
+                name: "hello".into(),
+                version: "1.2.0".into()
+            })
+        );
+        let d = "a".repeat(64);
+        assert_eq!(
+            parse_ref(&format!("sha256:{d}")),
+            Some(ModuleRef::Digest(d))
+        );
+        assert_eq!(parse_ref("sha256:xyz"), None);
+        assert_eq!(parse_ref("a b"), None);
+        assert_eq!(parse_ref("@1"), None);
+        assert_eq!(parse_ref(""), None);
+    }
+}

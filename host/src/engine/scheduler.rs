@@ -1,0 +1,464 @@
+//! The acquire -> run -> complete loop of one node.
+//!
+//! The loop claims due fires from the store (which decides due-ness and
+//! ownership), runs each on a bounded pool of workers through the runtime, and
+//! hands the ends of runs to a completer that commits them in batches. It sleeps
+//! until the next known due time, a wake-up (a job added or changed through this
+//! node, a run ended) or a short poll, whichever comes first, so changes made by
+//! other processes are seen within the poll interval.
+//!
+//! Guarantees: a fire is started at most once per claim; a run whose claim was
+//! taken over cannot complete (fencing); a node stopped with SIGTERM lets running
+//! fires finish within the grace period, then cancels and releases them.
+
+use super::modules::ModuleResolver;
+use crate::runtime::{JobImpl, Limits, RunOutcome, RunReport, RunRequest, Runtime, WIT_VERSION};
+use crate::schedule::trigger::MisfireLimits;
+use crate::store::Store;
+use crate::store::model::{
+    AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus,
+};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+
+/// Scheduler settings of a node.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Runs at the same time on this node. Default 16.
+    pub workers: usize,
+    /// Fires due within this many ms are claimed early and started on time. Default 100.
+    pub lookahead_ms: i64,
+    /// How long a claim holds without renewal; leases are renewed every third of it. Default 6000.
+    pub lease_ms: i64,
+    /// A node silent for this long is dead and its fires are recovered. Default 2000.
+    pub dead_after_ms: i64,
+    /// Longest sleep when nothing is due: bounds how late a change made by another
+    /// process is seen. Default 500.
+    pub poll_ms: u64,
+    /// A fire later than this is misfired. Default 60000 (Quartz's).
+    pub misfire_threshold_ms: i64,
+    /// With `fire-now`, missed fires still run after an outage, at most. Default 10.
+    pub catch_up: usize,
+    /// On shutdown, how long running fires may finish before being cancelled. Default 10000.
+    pub grace_ms: u64,
+    /// History older than this is deleted by the cleanup job. Default 30 days.
+    pub history_max_age_ms: i64,
+    /// At most this many history rows are kept. Default 1,000,000.
+    pub history_max_rows: i64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            workers: 16,
+            lookahead_ms: 100,
+            lease_ms: 6_000,
+            dead_after_ms: 2_000,
+            poll_ms: 500,
+            misfire_threshold_ms: 60_000,
+            catch_up: 10,
+            grace_ms: 10_000,
+            history_max_age_ms: 30 * 24 * 3_600_000,
+            history_max_rows: 1_000_000,
+        }
+    }
+}
+
+/// One node's scheduler.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
+    resolver: ModuleResolver,
+    node_id: String,
+    config: SchedulerConfig,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn local_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn to_system_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        node_id: String,
+        config: SchedulerConfig,
+    ) -> Arc<Self> {
+        let resolver = ModuleResolver::new(Arc::clone(&store), Arc::clone(&runtime));
+        Arc::new(Scheduler {
+            store,
+            runtime,
+            resolver,
+            node_id,
+            config,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Wakes the loop at once: call after adding or changing jobs or triggers.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Runs until `stop` turns true, then drains: running fires get the grace
+    /// period, then are cancelled and released for the next start.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
+        let completer = tokio::spawn(Arc::clone(&self).complete_loop(done_rx));
+        let upkeep = tokio::spawn(Arc::clone(&self).upkeep_loop(stop.clone()));
+        let mut backoff = Duration::from_millis(100);
+        tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
+        while !*stop.borrow() {
+            let free = workers.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let params = AcquireParams {
+                node_id: self.node_id.clone(),
+                lookahead_ms: self.config.lookahead_ms,
+                max: free,
+                lease_ms: self.config.lease_ms,
+                misfire: MisfireLimits {
+                    threshold_ms: self.config.misfire_threshold_ms,
+                    catch_up: self.config.catch_up,
+                },
+            };
+            let acquired = match self.store.fire_acquire(&params).await {
+                Ok(a) => {
+                    backoff = Duration::from_millis(100);
+                    a
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "acquiring fires failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            // The store's clock decides; this node only converts to its own.
+            let offset = acquired.now_ms - local_ms();
+            let claimed = acquired.fires.len();
+            for fire in acquired.fires {
+                let Ok(permit) = Arc::clone(&workers).try_acquire_owned() else {
+                    break;
+                };
+                let me = Arc::clone(&self);
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let completion = me.run_fire(fire, offset).await;
+                    let _ = done.send(completion).await;
+                    drop(permit);
+                });
+            }
+            if claimed >= free {
+                continue;
+            }
+            let poll = Duration::from_millis(self.config.poll_ms);
+            let sleep = acquired
+                .next_due_ms
+                .map(|due| {
+                    Duration::from_millis(
+                        u64::try_from(due - acquired.now_ms - self.config.lookahead_ms)
+                            .unwrap_or(0),
+                    )
+                })
+                .map_or(poll, |d| d.min(poll));
+            if sleep.is_zero() && claimed == 0 {
+                // Something is due but could not be claimed (a blocked `forbid` fire):
+                // wait for a run to end rather than spin.
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        tracing::info!(node = %self.node_id, "scheduler stopping: waiting for running fires");
+        let all = u32::try_from(self.config.workers.max(1)).unwrap_or(u32::MAX);
+        let grace = Duration::from_millis(self.config.grace_ms);
+        if tokio::time::timeout(grace, workers.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: cancelling running fires");
+            self.runtime.abort();
+            let _ = workers.acquire_many(all).await;
+        }
+        drop(done_tx);
+        let _ = completer.await;
+        upkeep.abort();
+        tracing::info!(node = %self.node_id, "scheduler stopped");
+    }
+
+    async fn run_fire(&self, fire: FireClaim, offset_ms: i64) -> Completion {
+        let wait = fire.due_ms - offset_ms - local_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+        }
+        let started_ms = local_ms() + offset_ms;
+        let job = match self.resolver.resolve(&fire.job.module).await {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(fire = %fire.fire_id, error = %e, "cannot read the module from the store; releasing the fire");
+                let details = json!({ "reason": "store-unavailable", "error": e.to_string() });
+                return self.completion(
+                    &fire,
+                    HistoryStatus::Cancelled,
+                    FireNext::Release,
+                    None,
+                    started_ms,
+                    started_ms,
+                    details,
+                );
+            }
+        };
+        let request = RunRequest {
+            job_key: fire.job_key.clone(),
+            trigger_key: fire.trigger_key.clone(),
+            fire_id: fire.fire_id.clone(),
+            scheduled_at: to_system_time(fire.scheduled_ms),
+            attempt: fire.attempt,
+            recovering: fire.recovering,
+            data: fire.job.data.clone(),
+            limits: Limits {
+                timeout: Duration::from_millis(fire.job.timeout_ms.max(1)),
+                max_memory: fire.job.max_memory,
+                ..Limits::default()
+            },
+        };
+        let report = self.runtime.execute(&job, request).await;
+        let ended_ms = started_ms + i64::try_from(report.duration.as_millis()).unwrap_or(0);
+        let (status, next, new_data) = self.decide(&fire, &report, ended_ms);
+        let details = history_details(&fire, &report, &job, &self.node_id, &next);
+        self.completion(&fire, status, next, new_data, started_ms, ended_ms, details)
+    }
+
+    fn decide(
+        &self,
+        fire: &FireClaim,
+        report: &RunReport,
+        now_ms: i64,
+    ) -> (HistoryStatus, FireNext, Option<String>) {
+        let retry = &fire.job.retry;
+        match &report.outcome {
+            RunOutcome::Completed { new_data, .. } => {
+                (HistoryStatus::Success, FireNext::Done, new_data.clone())
+            }
+            RunOutcome::Skipped { .. } => (HistoryStatus::Skipped, FireNext::Done, None),
+            RunOutcome::Cancelled => (HistoryStatus::Cancelled, FireNext::Release, None),
+            outcome if outcome.is_retryable() && fire.attempt < retry.max_attempts => {
+                let delay =
+                    retry.delay_ms(fire.attempt, jitter_sample(&fire.fire_id, fire.attempt));
+                let due_ms = now_ms + i64::try_from(delay).unwrap_or(i64::MAX / 2);
+                (HistoryStatus::Retried, FireNext::Retry { due_ms }, None)
+            }
+            RunOutcome::TimedOut { .. } => (HistoryStatus::Timeout, FireNext::Done, None),
+            _ => (HistoryStatus::Failed, FireNext::Done, None),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn completion(
+        &self,
+        fire: &FireClaim,
+        status: HistoryStatus,
+        next: FireNext,
+        new_data: Option<String>,
+        started_ms: i64,
+        ended_ms: i64,
+        details: serde_json::Value,
+    ) -> Completion {
+        Completion {
+            fire_id: fire.fire_id.clone(),
+            node_id: self.node_id.clone(),
+            fencing: fire.fencing,
+            next,
+            new_data,
+            history: HistoryEntry {
+                id: crate::store::sched::new_id(),
+                fire_id: Some(fire.fire_id.clone()),
+                job_key: fire.job_key.clone(),
+                trigger_key: Some(fire.trigger_key.clone()),
+                status,
+                attempt: fire.attempt,
+                node_id: Some(self.node_id.clone()),
+                scheduled_ms: Some(fire.scheduled_ms),
+                started_ms,
+                ended_ms,
+                duration_ms: ended_ms - started_ms,
+                details: details.to_string(),
+            },
+        }
+    }
+
+    /// Commits completions in batches: whatever has queued up while the previous
+    /// commit ran goes into the next transaction.
+    async fn complete_loop(self: Arc<Self>, mut done: mpsc::Receiver<Completion>) {
+        let mut batch = Vec::new();
+        while done.recv_many(&mut batch, 512).await > 0 {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.store.fire_complete(&batch).await {
+                    Ok(accepted) => {
+                        for (c, ok) in batch.iter().zip(accepted) {
+                            if !ok {
+                                tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        // Keep trying: a lost completion would make the fire run again.
+                        tracing::warn!(error = %e, fires = batch.len(), "committing completions failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            batch.clear();
+            self.wake.notify_one();
+        }
+    }
+
+    /// Check-ins, lease renewal, recovery of dead nodes' fires, history cleanup.
+    async fn upkeep_loop(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let every = Duration::from_millis(
+            u64::try_from(self.config.lease_ms / 3)
+                .unwrap_or(1000)
+                .clamp(100, 2_000),
+        );
+        let mut tick = tokio::time::interval(every.min(Duration::from_millis(500)));
+        let mut last_cleanup = None::<tokio::time::Instant>;
+        loop {
+            tick.tick().await;
+            if *stop.borrow() {
+                return;
+            }
+            let wit = WIT_VERSION.to_string();
+            if let Err(e) = self
+                .store
+                .node_heartbeat(&self.node_id, env!("CARGO_PKG_VERSION"), &wit)
+                .await
+            {
+                tracing::warn!(error = %e, "check-in failed");
+            }
+            if let Err(e) = self
+                .store
+                .lease_renew(&self.node_id, self.config.lease_ms)
+                .await
+            {
+                tracing::warn!(error = %e, "renewing leases failed");
+            }
+            match self.store.fire_recover(self.config.dead_after_ms).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(fires = n, "recovered fires of a node that stopped");
+                    self.wake.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
+            }
+            if last_cleanup.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                match self
+                    .store
+                    .history_cleanup(self.config.history_max_age_ms, self.config.history_max_rows)
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "history cleanup"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "history cleanup failed"),
+                }
+                last_cleanup = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+}
+
+/// A deterministic jitter sample per fire and attempt, so a recovered fire
+/// computes the same delay.
+fn jitter_sample(fire_id: &str, attempt: u32) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fire_id.hash(&mut h);
+    attempt.hash(&mut h);
+    (h.finish() % 1_000_000) as f64 / 1_000_000.0
+}
+
+fn history_details(
+    fire: &FireClaim,
+    report: &RunReport,
+    job: &JobImpl,
+    node: &str,
+    next: &FireNext,
+) -> serde_json::Value {
+    let mut outcome = serde_json::to_value(&report.outcome).unwrap_or(serde_json::Value::Null);
+    if let Some(obj) = outcome.as_object_mut() {
+        for key in ["details", "new_data"] {
+            if let Some(text) = obj.get(key).and_then(|v| v.as_str()).map(str::to_string)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                obj.insert(key.into(), v);
+            }
+        }
+    }
+    let logs: Vec<&crate::runtime::LogLine> = report
+        .logs
+        .iter()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let mut details = json!({
+        "outcome": outcome,
+        "attempt": fire.attempt,
+        "recovering": fire.recovering,
+        "node": node,
+        "logs": logs,
+        "logs_dropped": report.logs_dropped,
+    });
+    if let JobImpl::Wasm(m) = job {
+        details["module"] = json!({ "digest": m.digest, "wit_version": m.wit_version.to_string() });
+    }
+    if let FireNext::Retry { due_ms } = next {
+        details["retry_at_ms"] = json!(due_ms);
+    }
+    details
+}

@@ -1,0 +1,392 @@
+//! The rows the scheduler keeps, as domain types, and the parameter structs of
+//! the store's scheduler methods.
+
+use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+use serde::Serialize;
+
+/// Overlap policy of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    Allow,
+    Forbid,
+    Skip,
+}
+
+impl Overlap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Forbid => "forbid",
+            Overlap::Skip => "skip",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "allow" => Some(Overlap::Allow),
+            "forbid" => Some(Overlap::Forbid),
+            "skip" => Some(Overlap::Skip),
+            _ => None,
+        }
+    }
+}
+
+/// Retry backoff shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    Immediate,
+    Exponential,
+}
+
+/// How a failed run is retried.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Runs of a fire in all; 1 means no retry.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub initial_ms: u64,
+    pub max_ms: u64,
+    /// Spread of each delay, 0.0 to 1.0 (0.1: +/-10%).
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            backoff: Backoff::Exponential,
+            initial_ms: 1_000,
+            max_ms: 300_000,
+            jitter: 0.1,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the next attempt after attempt `attempt` (1-based) failed.
+    /// `random` is uniform in [0, 1).
+    pub fn delay_ms(&self, attempt: u32, random: f64) -> u64 {
+        match self.backoff {
+            Backoff::Immediate => 0,
+            Backoff::Exponential => {
+                let doublings = attempt.saturating_sub(1).min(62);
+                let base = self
+                    .initial_ms
+                    .saturating_mul(1u64 << doublings)
+                    .min(self.max_ms);
+                let spread =
+                    1.0 + self.jitter.clamp(0.0, 1.0) * (2.0 * random.clamp(0.0, 1.0) - 1.0);
+                (base as f64 * spread).round().max(0.0) as u64
+            }
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobDef {
+    /// `group/name`.
+    pub job_key: String,
+    /// `NAME`, `NAME@VERSION` or `sha256:DIGEST`.
+    pub module: String,
+    /// JSON text.
+    pub data: String,
+    pub overlap: Overlap,
+    pub retry: RetryPolicy,
+    pub timeout_ms: u64,
+    pub max_memory: u64,
+    pub requests_recovery: bool,
+    /// 1..=10, higher first.
+    pub priority: i64,
+    pub paused: bool,
+    /// Who declared it: `manifest` jobs are reconciled at start; `cli`/`api` ones are left alone.
+    pub source: String,
+}
+
+impl JobDef {
+    /// A job with default policies.
+    pub fn new(job_key: impl Into<String>, module: impl Into<String>) -> Self {
+        JobDef {
+            job_key: job_key.into(),
+            module: module.into(),
+            data: "null".into(),
+            overlap: Overlap::Allow,
+            retry: RetryPolicy::default(),
+            timeout_ms: 60_000,
+            max_memory: 128 << 20,
+            requests_recovery: false,
+            priority: 5,
+            paused: false,
+            source: "cli".into(),
+        }
+    }
+}
+
+/// State of a trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TriggerState {
+    #[serde(rename = "WAITING")]
+    Waiting,
+    #[serde(rename = "PAUSED")]
+    Paused,
+    #[serde(rename = "ERROR")]
+    Error,
+    #[serde(rename = "COMPLETE")]
+    Complete,
+}
+
+impl TriggerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerState::Waiting => "WAITING",
+            TriggerState::Paused => "PAUSED",
+            TriggerState::Error => "ERROR",
+            TriggerState::Complete => "COMPLETE",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "WAITING" => Some(TriggerState::Waiting),
+            "PAUSED" => Some(TriggerState::Paused),
+            "ERROR" => Some(TriggerState::Error),
+            "COMPLETE" => Some(TriggerState::Complete),
+            _ => None,
+        }
+    }
+}
+
+/// A trigger to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerPut {
+    /// `job_key:name`.
+    pub trigger_key: String,
+    pub job_key: String,
+    pub spec: TriggerSpec,
+    pub priority: i64,
+}
+
+/// A trigger as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerRow {
+    pub trigger_key: String,
+    pub job_key: String,
+    pub spec: TriggerSpec,
+    pub priority: i64,
+    pub state: TriggerState,
+    pub next_fire_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl TriggerRow {
+    /// A short description of the schedule, for tables.
+    pub fn describe(&self) -> String {
+        match &self.spec.kind {
+            TriggerKind::Cron { expr, tz } => format!("cron \"{expr}\" {tz}"),
+            TriggerKind::Every { period_ms, repeat } => match repeat {
+                Some(r) => format!("every {period_ms} ms, {r} repeats"),
+                None => format!("every {period_ms} ms"),
+            },
+            TriggerKind::At(ms) => format!("at {ms}"),
+            TriggerKind::OnStart => "on start".into(),
+            TriggerKind::Once => "once".into(),
+        }
+    }
+}
+
+/// A fire claimed by a node, with what it needs to run it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FireClaim {
+    pub fire_id: String,
+    pub trigger_key: String,
+    pub job_key: String,
+    pub scheduled_ms: i64,
+    pub due_ms: i64,
+    pub attempt: u32,
+    pub recovering: bool,
+    /// Must accompany the completion; a fire taken over since carries another.
+    pub fencing: i64,
+    pub job: JobDef,
+}
+
+/// What `fire_acquire` asks for.
+#[derive(Clone, Debug)]
+pub struct AcquireParams {
+    pub node_id: String,
+    /// Fires due up to this far ahead are claimed (and waited for by the node).
+    pub lookahead_ms: i64,
+    /// Most fires to claim.
+    pub max: usize,
+    /// How long a claim holds without renewal.
+    pub lease_ms: i64,
+    pub misfire: crate::schedule::trigger::MisfireLimits,
+}
+
+/// What `fire_acquire` returns.
+#[derive(Clone, Debug, Default)]
+pub struct Acquired {
+    pub fires: Vec<FireClaim>,
+    /// The database clock when acquiring.
+    pub now_ms: i64,
+    /// The earliest time anything else becomes due (trigger or waiting fire), if any.
+    pub next_due_ms: Option<i64>,
+    /// Fires recorded without running (misfired, DST gaps, overlap skips).
+    pub recorded: u64,
+}
+
+/// History status of a run or of a fire not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryStatus {
+    Success,
+    Failed,
+    Retried,
+    Timeout,
+    Skipped,
+    Cancelled,
+    Misfired,
+}
+
+impl HistoryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryStatus::Success => "success",
+            HistoryStatus::Failed => "failed",
+            HistoryStatus::Retried => "retried",
+            HistoryStatus::Timeout => "timeout",
+            HistoryStatus::Skipped => "skipped",
+            HistoryStatus::Cancelled => "cancelled",
+            HistoryStatus::Misfired => "misfired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            HistoryStatus::Success,
+            HistoryStatus::Failed,
+            HistoryStatus::Retried,
+            HistoryStatus::Timeout,
+            HistoryStatus::Skipped,
+            HistoryStatus::Cancelled,
+            HistoryStatus::Misfired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// One task history row (the reference's task history).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// UUID.
+    pub id: String,
+    pub fire_id: Option<String>,
+    /// The task name: the job key.
+    pub job_key: String,
+    pub trigger_key: Option<String>,
+    pub status: HistoryStatus,
+    pub attempt: u32,
+    pub node_id: Option<String>,
+    pub scheduled_ms: Option<i64>,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    pub duration_ms: i64,
+    /// JSON: the outcome, the error, the skip reason, ...
+    pub details: String,
+}
+
+/// What happens to a fire when its run ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FireNext {
+    /// The fire is finished.
+    Done,
+    /// Run it again at `due_ms`, as the next attempt.
+    Retry { due_ms: i64 },
+    /// Put it back, same attempt, for any node (a run stopped by shutdown).
+    Release,
+}
+
+/// The end of one run, as committed by `fire_complete`.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub fire_id: String,
+    pub node_id: String,
+    pub fencing: i64,
+    pub next: FireNext,
+    /// Replaces the job's data when present (JSON text).
+    pub new_data: Option<String>,
+    pub history: HistoryEntry,
+}
+
+/// Filters of `history_list`.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryFilter {
+    pub job_key: Option<String>,
+    pub status: Option<HistoryStatus>,
+    pub limit: i64,
+    /// Only rows started before this instant (pagination).
+    pub before_ms: Option<i64>,
+}
+
+pub(crate) fn spec_from_columns(
+    kind: &str,
+    cron: Option<String>,
+    tz: Option<String>,
+    period_ms: Option<i64>,
+    repeat: Option<i64>,
+    at_ms: Option<i64>,
+    misfire: &str,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+) -> Option<TriggerSpec> {
+    let kind = match kind {
+        "cron" => TriggerKind::Cron {
+            expr: cron?,
+            tz: tz.unwrap_or_else(|| "UTC".into()),
+        },
+        "every" => TriggerKind::Every {
+            period_ms: period_ms?,
+            repeat: repeat.and_then(|r| u64::try_from(r).ok()),
+        },
+        "at" => TriggerKind::At(at_ms?),
+        "on-start" => TriggerKind::OnStart,
+        "once" => TriggerKind::Once,
+        _ => return None,
+    };
+    Some(TriggerSpec {
+        kind,
+        start_ms,
+        end_ms,
+        misfire: MisfirePolicy::parse(misfire)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_backoff_doubles_caps_and_jitters_within_bounds() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            backoff: Backoff::Exponential,
+            initial_ms: 1000,
+            max_ms: 5000,
+            jitter: 0.1,
+        };
+        assert_eq!(p.delay_ms(1, 0.5), 1000);
+        assert_eq!(p.delay_ms(2, 0.5), 2000);
+        assert_eq!(p.delay_ms(3, 0.5), 4000);
+        assert_eq!(p.delay_ms(4, 0.5), 5000);
+        assert_eq!(p.delay_ms(u32::MAX, 0.5), 5000);
+        assert_eq!(p.delay_ms(1, 0.0), 900);
+        assert_eq!(p.delay_ms(1, 0.999_999), 1100);
+        let immediate = RetryPolicy {
+            backoff: Backoff::Immediate,
+            ..p
+        };
+        assert_eq!(immediate.delay_ms(3, 0.7), 0);
+    }
+}

@@ -1,0 +1,818 @@
+//! The scheduler's half of the store: jobs, triggers, fires, history, nodes.
+//!
+//! Due-ness and ownership are decided here, in transactions, on the database
+//! clock: a fire is a row unique on (trigger, scheduled time), claimed with a
+//! lease and a fencing token, and completed only by the claim that holds it.
+//! Both dialects share every statement (`$n` placeholders, integer times and
+//! booleans); the macro below differs only in the clock expression and the
+//! row-locking clause.
+
+use super::StoreError;
+use super::model::*;
+use async_trait::async_trait;
+
+/// The scheduler's store methods. See the module docs.
+#[async_trait]
+pub trait Scheduling: Send + Sync {
+    /// The database clock, UTC milliseconds.
+    async fn now_ms(&self) -> Result<i64, StoreError>;
+    /// Creates or replaces a job and its triggers. Triggers whose schedule did not
+    /// change keep their state and next fire; triggers not listed are removed.
+    async fn job_put(&self, job: &JobDef, triggers: &[TriggerPut]) -> Result<(), StoreError>;
+    async fn job_get(&self, job_key: &str) -> Result<Option<JobDef>, StoreError>;
+    async fn job_list(&self) -> Result<Vec<JobDef>, StoreError>;
+    /// Deletes a job, its triggers and its fires not yet running.
+    async fn job_delete(&self, job_key: &str) -> Result<bool, StoreError>;
+    /// Pauses or resumes a job; returns whether it exists.
+    async fn job_pause(&self, job_key: &str, paused: bool) -> Result<bool, StoreError>;
+    /// Pauses or resumes every job of a group; returns how many.
+    async fn group_pause(&self, group: &str, paused: bool) -> Result<u64, StoreError>;
+    async fn trigger_list(&self, job_key: Option<&str>) -> Result<Vec<TriggerRow>, StoreError>;
+    /// Pauses or resumes one trigger; returns whether it exists.
+    async fn trigger_pause(&self, trigger_key: &str, paused: bool) -> Result<bool, StoreError>;
+    /// Makes every ERROR trigger WAITING again (bootstrap).
+    async fn trigger_reset_errors(&self) -> Result<u64, StoreError>;
+    /// Adds a fire of `job_key` due now; returns its id.
+    async fn fire_now(&self, job_key: &str) -> Result<String, StoreError>;
+    /// Creates the fires of `on-start` triggers, and of `once` triggers not yet run
+    /// for their job's module; returns how many.
+    async fn fire_startup(&self) -> Result<u64, StoreError>;
+    /// Turns due triggers into fires and claims due fires for `params.node_id`.
+    async fn fire_acquire(&self, params: &AcquireParams) -> Result<Acquired, StoreError>;
+    /// Commits the ends of runs in one transaction. A completion whose claim was
+    /// taken over (lease expired, fencing token moved on) is refused: `false`.
+    async fn fire_complete(&self, batch: &[Completion]) -> Result<Vec<bool>, StoreError>;
+    /// Extends the leases of a node's claimed fires; returns how many.
+    async fn lease_renew(&self, node_id: &str, lease_ms: i64) -> Result<u64, StoreError>;
+    /// Recovers claimed fires whose lease expired or whose node has not checked in
+    /// for `dead_after_ms`: re-queued with `recovering` when
+    /// the job requests recovery, otherwise recorded as failed. Returns how many.
+    async fn fire_recover(&self, dead_after_ms: i64) -> Result<u64, StoreError>;
+    /// Fires claimed or waiting, oldest first.
+    async fn fire_list(&self) -> Result<Vec<FireClaim>, StoreError>;
+    async fn history_list(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Deletes history older than `max_age_ms` and beyond the newest `max_rows`.
+    async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, StoreError>;
+    /// Records that `node_id` is alive.
+    async fn node_heartbeat(
+        &self,
+        node_id: &str,
+        version: &str,
+        wit_versions: &str,
+    ) -> Result<(), StoreError>;
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub(crate) fn history_row(
+    fire_id: Option<&str>,
+    job_key: &str,
+    trigger_key: Option<&str>,
+    status: HistoryStatus,
+    scheduled_ms: Option<i64>,
+    at_ms: i64,
+    details: serde_json::Value,
+) -> HistoryEntry {
+    HistoryEntry {
+        id: new_id(),
+        fire_id: fire_id.map(str::to_string),
+        job_key: job_key.to_string(),
+        trigger_key: trigger_key.map(str::to_string),
+        status,
+        attempt: 0,
+        node_id: None,
+        scheduled_ms,
+        started_ms: at_ms,
+        ended_ms: at_ms,
+        duration_ms: 0,
+        details: details.to_string(),
+    }
+}
+
+macro_rules! job_columns {
+    () => {
+        "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, backoff_max_ms, jitter, \
+         timeout_ms, max_memory, requests_recovery, priority, paused, source"
+    };
+}
+
+macro_rules! trigger_columns {
+    () => {
+        "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, start_ms, end_ms, \
+         priority, state, next_fire_ms, error"
+    };
+}
+
+pub(crate) fn job_from_row<R: sqlx::Row>(row: &R) -> Result<JobDef, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> f64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let overlap: String = row.try_get("overlap")?;
+    let backoff: String = row.try_get("backoff")?;
+    let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(JobDef {
+        job_key: row.try_get("job_key")?,
+        module: row.try_get("module")?,
+        data: row.try_get("data")?,
+        overlap: Overlap::parse(&overlap).unwrap_or(Overlap::Allow),
+        retry: RetryPolicy {
+            max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?)
+                .unwrap_or(1)
+                .max(1),
+            backoff: if backoff == "immediate" {
+                Backoff::Immediate
+            } else {
+                Backoff::Exponential
+            },
+            initial_ms: u(row.try_get("backoff_initial_ms")?),
+            max_ms: u(row.try_get("backoff_max_ms")?),
+            jitter: row.try_get("jitter")?,
+        },
+        timeout_ms: u(row.try_get("timeout_ms")?),
+        max_memory: u(row.try_get("max_memory")?),
+        requests_recovery: row.try_get::<i64, _>("requests_recovery")? != 0,
+        priority: row.try_get("priority")?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        source: row.try_get("source")?,
+    })
+}
+
+pub(crate) fn trigger_from_row<R: sqlx::Row>(row: &R) -> Result<TriggerRow, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let kind: String = row.try_get("kind")?;
+    let misfire: String = row.try_get("misfire")?;
+    let key: String = row.try_get("trigger_key")?;
+    let spec = spec_from_columns(
+        &kind,
+        row.try_get("cron")?,
+        row.try_get("tz")?,
+        row.try_get("period_ms")?,
+        row.try_get("repeat_count")?,
+        row.try_get("at_ms")?,
+        &misfire,
+        row.try_get("start_ms")?,
+        row.try_get("end_ms")?,
+    )
+    .ok_or_else(|| {
+        StoreError::Conflict(format!("trigger {key} has an unreadable schedule ({kind})"))
+    })?;
+    let state: String = row.try_get("state")?;
+    Ok(TriggerRow {
+        trigger_key: key,
+        job_key: row.try_get("job_key")?,
+        spec,
+        priority: row.try_get("priority")?,
+        state: TriggerState::parse(&state).unwrap_or(TriggerState::Error),
+        next_fire_ms: row.try_get("next_fire_ms")?,
+        error: row.try_get("error")?,
+    })
+}
+
+/// The columns a trigger spec is stored in.
+pub(crate) struct SpecColumns {
+    pub kind: &'static str,
+    pub cron: Option<String>,
+    pub tz: Option<String>,
+    pub period_ms: Option<i64>,
+    pub repeat: Option<i64>,
+    pub at_ms: Option<i64>,
+}
+
+pub(crate) fn spec_columns(spec: &crate::schedule::trigger::TriggerSpec) -> SpecColumns {
+    use crate::schedule::trigger::TriggerKind as K;
+    let mut c = SpecColumns {
+        kind: spec.kind.as_str(),
+        cron: None,
+        tz: None,
+        period_ms: None,
+        repeat: None,
+        at_ms: None,
+    };
+    match &spec.kind {
+        K::Cron { expr, tz } => {
+            c.cron = Some(expr.clone());
+            c.tz = Some(tz.clone());
+        }
+        K::Every { period_ms, repeat } => {
+            c.period_ms = Some(*period_ms);
+            c.repeat = repeat.and_then(|r| i64::try_from(r).ok());
+        }
+        K::At(ms) => c.at_ms = Some(*ms),
+        K::OnStart | K::Once => {}
+    }
+    c
+}
+
+/// Implements [`Scheduling`] for a store type. `$now` is the dialect's clock in
+/// UTC milliseconds; `$lock` its row-locking clause for claims.
+macro_rules! impl_scheduling {
+    ($store:ty, $now:literal, $lock:literal, $all_after:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::sched::Scheduling for $store {
+            async fn now_ms(&self) -> Result<i64, $crate::store::StoreError> {
+                let row = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&self.pool).await?;
+                Ok(sqlx::Row::try_get(&row, "now")?)
+            }
+
+            async fn job_put(
+                &self,
+                job: &$crate::store::model::JobDef,
+                triggers: &[$crate::store::model::TriggerPut],
+            ) -> Result<(), $crate::store::StoreError> {
+                use sqlx::Row;
+                let mut tx = self.pool.begin().await?;
+                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                sqlx::query(concat!(
+                    "INSERT INTO jobs (", $crate::store::sched::job_columns!(), ", created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+                     ON CONFLICT (job_key) DO UPDATE SET module = excluded.module, data = excluded.data, \
+                     overlap = excluded.overlap, max_attempts = excluded.max_attempts, backoff = excluded.backoff, \
+                     backoff_initial_ms = excluded.backoff_initial_ms, backoff_max_ms = excluded.backoff_max_ms, \
+                     jitter = excluded.jitter, timeout_ms = excluded.timeout_ms, max_memory = excluded.max_memory, \
+                     requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
+                     paused = excluded.paused, source = excluded.source, updated_at = excluded.updated_at"
+                ))
+                .bind(&job.job_key)
+                .bind(&job.module)
+                .bind(&job.data)
+                .bind(job.overlap.as_str())
+                .bind(i64::from(job.retry.max_attempts))
+                .bind(match job.retry.backoff {
+                    $crate::store::model::Backoff::Immediate => "immediate",
+                    $crate::store::model::Backoff::Exponential => "exponential",
+                })
+                .bind(i64::try_from(job.retry.initial_ms).unwrap_or(i64::MAX))
+                .bind(i64::try_from(job.retry.max_ms).unwrap_or(i64::MAX))
+                .bind(job.retry.jitter)
+                .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
+                .bind(i64::try_from(job.max_memory).unwrap_or(i64::MAX))
+                .bind(i64::from(job.requests_recovery))
+                .bind(job.priority)
+                .bind(i64::from(job.paused))
+                .bind(&job.source)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+
+                let existing = sqlx::query(concat!("SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers WHERE job_key = $1"))
+                    .bind(&job.job_key)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let existing: Vec<$crate::store::model::TriggerRow> =
+                    existing.iter().map($crate::store::sched::trigger_from_row).collect::<Result<_, _>>()?;
+                for old in &existing {
+                    if !triggers.iter().any(|t| t.trigger_key == old.trigger_key) {
+                        sqlx::query("DELETE FROM triggers WHERE trigger_key = $1").bind(&old.trigger_key).execute(&mut *tx).await?;
+                    }
+                }
+                for t in triggers {
+                    let unchanged = existing.iter().any(|old| old.trigger_key == t.trigger_key && old.spec == t.spec && old.priority == t.priority);
+                    if unchanged {
+                        continue;
+                    }
+                    let mut spec = t.spec.clone();
+                    if matches!(spec.kind, $crate::schedule::trigger::TriggerKind::Every { .. }) && spec.start_ms.is_none() {
+                        // An interval counts from when it was declared.
+                        spec.start_ms = Some(now);
+                    }
+                    let (state, next, error) = match spec.first_fire(now) {
+                        Ok(Some(next)) => ("WAITING", Some(next), None),
+                        Ok(None) if matches!(spec.kind, $crate::schedule::trigger::TriggerKind::OnStart | $crate::schedule::trigger::TriggerKind::Once) => ("WAITING", None, None),
+                        Ok(None) => ("COMPLETE", None, None),
+                        Err(e) => ("ERROR", None, Some(e.to_string())),
+                    };
+                    let c = $crate::store::sched::spec_columns(&spec);
+                    sqlx::query(concat!(
+                        "INSERT INTO triggers (", $crate::store::sched::trigger_columns!(), ", updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                         ON CONFLICT (trigger_key) DO UPDATE SET job_key = excluded.job_key, kind = excluded.kind, \
+                         cron = excluded.cron, tz = excluded.tz, period_ms = excluded.period_ms, \
+                         repeat_count = excluded.repeat_count, at_ms = excluded.at_ms, misfire = excluded.misfire, \
+                         start_ms = excluded.start_ms, end_ms = excluded.end_ms, priority = excluded.priority, \
+                         state = excluded.state, next_fire_ms = excluded.next_fire_ms, error = excluded.error, \
+                         updated_at = excluded.updated_at"
+                    ))
+                    .bind(&t.trigger_key)
+                    .bind(&t.job_key)
+                    .bind(c.kind)
+                    .bind(c.cron)
+                    .bind(c.tz)
+                    .bind(c.period_ms)
+                    .bind(c.repeat)
+                    .bind(c.at_ms)
+                    .bind(spec.misfire.as_str())
+                    .bind(spec.start_ms)
+                    .bind(spec.end_ms)
+                    .bind(t.priority)
+                    .bind(state)
+                    .bind(next)
+                    .bind(error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn job_get(&self, job_key: &str) -> Result<Option<$crate::store::model::JobDef>, $crate::store::StoreError> {
+                let row = sqlx::query(concat!("SELECT ", $crate::store::sched::job_columns!(), " FROM jobs WHERE job_key = $1"))
+                    .bind(job_key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map($crate::store::sched::job_from_row).transpose()
+            }
+
+            async fn job_list(&self) -> Result<Vec<$crate::store::model::JobDef>, $crate::store::StoreError> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::store::sched::job_columns!(), " FROM jobs ORDER BY job_key"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map($crate::store::sched::job_from_row).collect()
+            }
+
+            async fn job_delete(&self, job_key: &str) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM fires WHERE job_key = $1 AND state = 'scheduled'").bind(job_key).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM triggers WHERE job_key = $1").bind(job_key).execute(&mut *tx).await?;
+                let done = sqlx::query("DELETE FROM jobs WHERE job_key = $1").bind(job_key).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn job_pause(&self, job_key: &str, paused: bool) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE jobs SET paused = $1 WHERE job_key = $2")
+                    .bind(i64::from(paused))
+                    .bind(job_key)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn group_pause(&self, group: &str, paused: bool) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE jobs SET paused = $1 WHERE substr(job_key, 1, length($2) + 1) = $2 || '/'")
+                    .bind(i64::from(paused))
+                    .bind(group)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn trigger_list(&self, job_key: Option<&str>) -> Result<Vec<$crate::store::model::TriggerRow>, $crate::store::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers \
+                     WHERE ($1 IS NULL OR job_key = $1) ORDER BY trigger_key"
+                ))
+                .bind(job_key)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map($crate::store::sched::trigger_from_row).collect()
+            }
+
+            async fn trigger_pause(&self, trigger_key: &str, paused: bool) -> Result<bool, $crate::store::StoreError> {
+                let (from, to) = if paused { ("WAITING", "PAUSED") } else { ("PAUSED", "WAITING") };
+                let done = sqlx::query("UPDATE triggers SET state = $1 WHERE trigger_key = $2 AND state = $3")
+                    .bind(to)
+                    .bind(trigger_key)
+                    .bind(from)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() > 0 {
+                    return Ok(true);
+                }
+                let exists = sqlx::query("SELECT 1 AS one FROM triggers WHERE trigger_key = $1").bind(trigger_key).fetch_optional(&self.pool).await?;
+                Ok(exists.is_some())
+            }
+
+            async fn trigger_reset_errors(&self) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE triggers SET state = 'WAITING', error = NULL WHERE state = 'ERROR'").execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn fire_now(&self, job_key: &str) -> Result<String, $crate::store::StoreError> {
+                let id = $crate::store::sched::new_id();
+                let done = sqlx::query(concat!(
+                    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
+                     SELECT $1, job_key || ':manual', job_key, ", $now, ", ", $now, ", priority, 1, 'scheduled', 0, 0 FROM jobs WHERE job_key = $2"
+                ))
+                .bind(&id)
+                .bind(job_key)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::Conflict(format!("no job {job_key:?}")));
+                }
+                Ok(id)
+            }
+
+            async fn fire_startup(&self) -> Result<u64, $crate::store::StoreError> {
+                use sqlx::Row;
+                let mut tx = self.pool.begin().await?;
+                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                let rows = sqlx::query(
+                    "SELECT t.trigger_key, t.job_key, t.kind, t.priority, j.module FROM triggers t JOIN jobs j ON j.job_key = t.job_key \
+                     WHERE t.kind IN ('on-start', 'once') AND t.state = 'WAITING' AND j.paused = 0",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut created = 0;
+                for row in rows {
+                    let trigger_key: String = row.try_get("trigger_key")?;
+                    let job_key: String = row.try_get("job_key")?;
+                    let kind: String = row.try_get("kind")?;
+                    let module: String = row.try_get("module")?;
+                    if kind == "once" {
+                        let first = sqlx::query("INSERT INTO once_runs (job_key, module, ran_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                            .bind(&job_key)
+                            .bind(&module)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        if first.rows_affected() == 0 {
+                            continue;
+                        }
+                    }
+                    let done = sqlx::query(
+                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
+                         VALUES ($1, $2, $3, $4, $4, $5, 1, 'scheduled', 0, 0) ON CONFLICT DO NOTHING",
+                    )
+                    .bind($crate::store::sched::new_id())
+                    .bind(&trigger_key)
+                    .bind(&job_key)
+                    .bind(now)
+                    .bind(row.try_get::<i64, _>("priority")?)
+                    .execute(&mut *tx)
+                    .await?;
+                    created += done.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn fire_acquire(
+                &self,
+                p: &$crate::store::model::AcquireParams,
+            ) -> Result<$crate::store::model::Acquired, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::model::{Acquired, FireClaim, HistoryStatus, Overlap};
+                use $crate::store::sched::history_row;
+                let mut tx = self.pool.begin().await?;
+                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                let horizon = now + p.lookahead_ms;
+                let limit = i64::try_from(p.max.max(1)).unwrap_or(1000);
+                let mut out = Acquired { now_ms: now, ..Acquired::default() };
+                let mut history = Vec::new();
+
+                // 1. Due triggers become fires.
+                let due = sqlx::query(concat!(
+                    "SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers \
+                     WHERE state = 'WAITING' AND next_fire_ms <= $1 \
+                     AND job_key IN (SELECT job_key FROM jobs WHERE paused = 0) \
+                     ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock
+                ))
+                .bind(horizon)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &due {
+                    let t = $crate::store::sched::trigger_from_row(row)?;
+                    let Some(next_fire) = t.next_fire_ms else { continue };
+                    let plan = match t.spec.plan(next_fire, now, horizon, &p.misfire) {
+                        Ok(plan) => plan,
+                        Err(e) => {
+                            sqlx::query("UPDATE triggers SET state = 'ERROR', error = $1, updated_at = $2 WHERE trigger_key = $3")
+                                .bind(e.to_string())
+                                .bind(now)
+                                .bind(&t.trigger_key)
+                                .execute(&mut *tx)
+                                .await?;
+                            continue;
+                        }
+                    };
+                    for scheduled in &plan.run {
+                        sqlx::query(
+                            "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
+                             VALUES ($1, $2, $3, $4, $4, $5, 1, 'scheduled', 0, 0) ON CONFLICT DO NOTHING",
+                        )
+                        .bind($crate::store::sched::new_id())
+                        .bind(&t.trigger_key)
+                        .bind(&t.job_key)
+                        .bind(*scheduled)
+                        .bind(t.priority)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    for missed in &plan.misfired {
+                        history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Misfired, Some(*missed), now,
+                            serde_json::json!({ "reason": "misfire", "policy": t.spec.misfire.as_str() })));
+                    }
+                    let unlisted = plan.misfired_total.saturating_sub(plan.misfired.len() as u64);
+                    if unlisted > 0 || plan.misfired_uncounted {
+                        history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Misfired, None, now,
+                            serde_json::json!({ "reason": "misfire", "policy": t.spec.misfire.as_str(),
+                                "more_not_listed": unlisted, "outage_too_long_to_count": plan.misfired_uncounted })));
+                    }
+                    for (at, local) in &plan.gaps {
+                        history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Skipped, Some(*at), now,
+                            serde_json::json!({ "reason": "dst-gap", "local_time": local })));
+                    }
+                    let state = if plan.next.is_some() { "WAITING" } else { "COMPLETE" };
+                    sqlx::query("UPDATE triggers SET next_fire_ms = $1, state = $2, updated_at = $3 WHERE trigger_key = $4")
+                        .bind(plan.next)
+                        .bind(state)
+                        .bind(now)
+                        .bind(&t.trigger_key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+
+                // 2. Claim due fires, respecting each job's overlap policy.
+                let candidates = sqlx::query(concat!(
+                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, \
+                     (SELECT COUNT(*) FROM fires a WHERE a.job_key = f.job_key AND a.state = 'acquired') AS active \
+                     FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
+                     AND f.job_key IN (SELECT job_key FROM jobs WHERE paused = 0) \
+                     ORDER BY f.due_ms, f.priority DESC LIMIT $2", $lock
+                ))
+                .bind(horizon)
+                .bind(limit.saturating_mul(4))
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
+                let mut busy: std::collections::HashSet<String> = std::collections::HashSet::new();
+                for row in &candidates {
+                    if out.fires.len() >= p.max {
+                        break;
+                    }
+                    let job_key: String = row.try_get("job_key")?;
+                    let fire_id: String = row.try_get("fire_id")?;
+                    if !jobs.contains_key(&job_key) {
+                        let jr = sqlx::query(concat!("SELECT ", $crate::store::sched::job_columns!(), " FROM jobs WHERE job_key = $1"))
+                            .bind(&job_key)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match jr {
+                            Some(jr) => { jobs.insert(job_key.clone(), $crate::store::sched::job_from_row(&jr)?); }
+                            None => continue,
+                        }
+                    }
+                    let Some(job) = jobs.get(&job_key) else { continue };
+                    let active = row.try_get::<i64, _>("active")? > 0 || busy.contains(&job_key);
+                    if active && job.overlap == Overlap::Forbid {
+                        continue; // stays scheduled: blocked until the running fire ends
+                    }
+                    let trigger_key: String = row.try_get("trigger_key")?;
+                    let scheduled_ms: i64 = row.try_get("scheduled_ms")?;
+                    if active && job.overlap == Overlap::Skip {
+                        sqlx::query("DELETE FROM fires WHERE fire_id = $1").bind(&fire_id).execute(&mut *tx).await?;
+                        history.push(history_row(Some(&fire_id), &job_key, Some(&trigger_key), HistoryStatus::Skipped, Some(scheduled_ms), now,
+                            serde_json::json!({ "reason": "overlap", "detail": "the previous fire of this job is still running" })));
+                        continue;
+                    }
+                    let fencing: i64 = row.try_get::<i64, _>("fencing")? + 1;
+                    sqlx::query("UPDATE fires SET state = 'acquired', node_id = $1, lease_until_ms = $2, fencing = $3 WHERE fire_id = $4")
+                        .bind(&p.node_id)
+                        .bind(now + p.lease_ms)
+                        .bind(fencing)
+                        .bind(&fire_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    busy.insert(job_key.clone());
+                    out.fires.push(FireClaim {
+                        fire_id,
+                        trigger_key,
+                        job_key,
+                        scheduled_ms,
+                        due_ms: row.try_get("due_ms")?,
+                        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(1),
+                        recovering: row.try_get::<i64, _>("recovering")? != 0,
+                        fencing,
+                        job: job.clone(),
+                    });
+                }
+                out.recorded = history.len() as u64;
+                $crate::store::sched::insert_history!(&mut *tx, &history);
+
+                let next = sqlx::query(
+                    "SELECT MIN(t) AS next FROM (SELECT MIN(next_fire_ms) AS t FROM triggers WHERE state = 'WAITING' \
+                     UNION ALL SELECT MIN(due_ms) AS t FROM fires WHERE state = 'scheduled') x",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                out.next_due_ms = next.try_get("next")?;
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn fire_complete(&self, batch: &[$crate::store::model::Completion]) -> Result<Vec<bool>, $crate::store::StoreError> {
+                use $crate::store::model::FireNext;
+                let mut tx = self.pool.begin().await?;
+                let mut accepted = Vec::with_capacity(batch.len());
+                let mut history = Vec::new();
+                for c in batch {
+                    let done = match &c.next {
+                        FireNext::Done => sqlx::query("DELETE FROM fires WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
+                            .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?,
+                        FireNext::Retry { due_ms } => sqlx::query(
+                            "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0 \
+                             WHERE fire_id = $2 AND node_id = $3 AND fencing = $4 AND state = 'acquired'")
+                            .bind(*due_ms).bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?,
+                        FireNext::Release => sqlx::query(
+                            "UPDATE fires SET state = 'scheduled', node_id = NULL, lease_until_ms = NULL \
+                             WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
+                            .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?,
+                    };
+                    let ok = done.rows_affected() == 1;
+                    accepted.push(ok);
+                    if !ok {
+                        continue;
+                    }
+                    if let Some(data) = &c.new_data {
+                        sqlx::query("UPDATE jobs SET data = $1 WHERE job_key = $2").bind(data).bind(&c.history.job_key).execute(&mut *tx).await?;
+                    }
+                    history.push(c.history.clone());
+                }
+                $crate::store::sched::insert_history!(&mut *tx, &history);
+                tx.commit().await?;
+                Ok(accepted)
+            }
+
+            async fn lease_renew(&self, node_id: &str, lease_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query(concat!("UPDATE fires SET lease_until_ms = ", $now, " + $1 WHERE node_id = $2 AND state = 'acquired'"))
+                    .bind(lease_ms)
+                    .bind(node_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn fire_recover(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::model::HistoryStatus;
+                let mut tx = self.pool.begin().await?;
+                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                let lost = sqlx::query(concat!(
+                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, \
+                     COALESCE((SELECT j.requests_recovery FROM jobs j WHERE j.job_key = f.job_key), 0) AS requests_recovery \
+                     FROM fires f WHERE f.state = 'acquired' AND (f.lease_until_ms < $1 \
+                     OR f.node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2))", $lock
+                ))
+                .bind(now)
+                .bind(dead_after_ms)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut history = Vec::new();
+                for row in &lost {
+                    let fire_id: String = row.try_get("fire_id")?;
+                    let node: Option<String> = row.try_get("node_id")?;
+                    if row.try_get::<i64, _>("requests_recovery")? != 0 {
+                        // Same attempt, flagged: the guest can tell it may be a re-run.
+                        sqlx::query("UPDATE fires SET state = 'scheduled', recovering = 1, node_id = NULL, lease_until_ms = NULL, due_ms = $1 WHERE fire_id = $2")
+                            .bind(now)
+                            .bind(&fire_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    } else {
+                        sqlx::query("DELETE FROM fires WHERE fire_id = $1").bind(&fire_id).execute(&mut *tx).await?;
+                        let job_key: String = row.try_get("job_key")?;
+                        let trigger_key: String = row.try_get("trigger_key")?;
+                        let mut entry = $crate::store::sched::history_row(Some(&fire_id), &job_key, Some(&trigger_key), HistoryStatus::Failed,
+                            Some(row.try_get("scheduled_ms")?), now,
+                            serde_json::json!({ "reason": "node-lost", "detail": "the node running this fire stopped before it ended; the job does not request recovery", "node": node }));
+                        entry.attempt = u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(0);
+                        entry.node_id = node;
+                        history.push(entry);
+                    }
+                }
+                $crate::store::sched::insert_history!(&mut *tx, &history);
+                tx.commit().await?;
+                Ok(lost.len() as u64)
+            }
+
+            async fn fire_list(&self) -> Result<Vec<$crate::store::model::FireClaim>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(concat!(
+                    "SELECT f.fire_id, f.trigger_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, ",
+                    $crate::store::sched::job_columns!(), " FROM fires f JOIN jobs USING (job_key) ORDER BY f.due_ms"
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let job = $crate::store::sched::job_from_row(row)?;
+                        Ok($crate::store::model::FireClaim {
+                            fire_id: row.try_get("fire_id")?,
+                            trigger_key: row.try_get("trigger_key")?,
+                            job_key: job.job_key.clone(),
+                            scheduled_ms: row.try_get("scheduled_ms")?,
+                            due_ms: row.try_get("due_ms")?,
+                            attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(1),
+                            recovering: row.try_get::<i64, _>("recovering")? != 0,
+                            fencing: row.try_get("fencing")?,
+                            job,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn history_list(&self, f: &$crate::store::model::HistoryFilter) -> Result<Vec<$crate::store::model::HistoryEntry>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, started_ms, ended_ms, duration_ms, details \
+                     FROM task_history WHERE ($1 IS NULL OR job_key = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR started_ms < $3) \
+                     ORDER BY started_ms DESC, id DESC LIMIT $4",
+                )
+                .bind(f.job_key.as_deref())
+                .bind(f.status.map(|s| s.as_str()))
+                .bind(f.before_ms)
+                .bind(if f.limit > 0 { f.limit } else { 100 })
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let status: String = r.try_get("status")?;
+                        Ok($crate::store::model::HistoryEntry {
+                            id: r.try_get("id")?,
+                            fire_id: r.try_get("fire_id")?,
+                            job_key: r.try_get("job_key")?,
+                            trigger_key: r.try_get("trigger_key")?,
+                            status: $crate::store::model::HistoryStatus::parse(&status).unwrap_or($crate::store::model::HistoryStatus::Failed),
+                            attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+                            node_id: r.try_get("node_id")?,
+                            scheduled_ms: r.try_get("scheduled_ms")?,
+                            started_ms: r.try_get("started_ms")?,
+                            ended_ms: r.try_get("ended_ms")?,
+                            duration_ms: r.try_get("duration_ms")?,
+                            details: r.try_get("details")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let aged = sqlx::query(concat!("DELETE FROM task_history WHERE started_ms < ", $now, " - $1"))
+                    .bind(max_age_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let over = sqlx::query(concat!(
+                    "DELETE FROM task_history WHERE id IN (SELECT id FROM task_history ORDER BY started_ms DESC, id DESC ", $all_after, ")"
+                ));
+                let over = over.bind(max_rows).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(aged.rows_affected() + over.rows_affected())
+            }
+
+            async fn node_heartbeat(&self, node_id: &str, version: &str, wit_versions: &str) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO nodes (node_id, started_ms, heartbeat_ms, version, wit_versions) VALUES ($1, ", $now, ", ", $now, ", $2, $3) \
+                     ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, version = excluded.version, wit_versions = excluded.wit_versions"
+                ))
+                .bind(node_id)
+                .bind(version)
+                .bind(wit_versions)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+/// Inserts history rows, 50 per statement.
+macro_rules! insert_history {
+    ($conn:expr, $rows:expr) => {
+        for chunk in $rows.chunks(50) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO task_history (id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, started_ms, ended_ms, duration_ms, details) ",
+            );
+            qb.push_values(chunk, |mut b, h: &$crate::store::model::HistoryEntry| {
+                b.push_bind(h.id.clone())
+                    .push_bind(h.fire_id.clone())
+                    .push_bind(h.job_key.clone())
+                    .push_bind(h.trigger_key.clone())
+                    .push_bind(h.status.as_str())
+                    .push_bind(i64::from(h.attempt))
+                    .push_bind(h.node_id.clone())
+                    .push_bind(h.scheduled_ms)
+                    .push_bind(h.started_ms)
+                    .push_bind(h.ended_ms)
+                    .push_bind(h.duration_ms)
+                    .push_bind(h.details.clone());
+            });
+            qb.build().execute($conn).await?;
+        }
+    };
+}
+
+pub(crate) use {impl_scheduling, insert_history, job_columns, trigger_columns};
