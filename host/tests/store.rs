@@ -308,3 +308,435 @@ async fn an_unknown_database_url_is_a_clear_error() {
     );
     assert!(!msg.contains("secret"), "{msg}");
 }
+
+// ---- scheduling -----------------------------------------------------------
+
+use quartzite::schedule::trigger::{MisfireLimits, MisfirePolicy, TriggerKind, TriggerSpec};
+use quartzite::store::model::{
+    AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryFilter, HistoryStatus,
+    JobDef, Overlap, TriggerPut,
+};
+
+fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<TriggerPut>) {
+    let job = JobDef::new(store_key, "hello");
+    let trigger = TriggerPut {
+        trigger_key: format!("{store_key}:at"),
+        job_key: store_key.into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::At(at_ms),
+            start_ms: None,
+            end_ms: None,
+            misfire,
+        },
+        priority: 5,
+    };
+    (job, vec![trigger])
+}
+
+fn params(node: &str) -> AcquireParams {
+    AcquireParams {
+        node_id: node.into(),
+        lookahead_ms: 0,
+        max: 10,
+        lease_ms: 60_000,
+        misfire: MisfireLimits::default(),
+    }
+}
+
+fn done(fire: &FireClaim, node: &str, status: HistoryStatus, next: FireNext) -> Completion {
+    Completion {
+        fire_id: fire.fire_id.clone(),
+        node_id: node.into(),
+        fencing: fire.fencing,
+        next,
+        new_data: None,
+        history: HistoryEntry {
+            id: quartzite::store::sched::new_id(),
+            fire_id: Some(fire.fire_id.clone()),
+            job_key: fire.job_key.clone(),
+            trigger_key: Some(fire.trigger_key.clone()),
+            status,
+            attempt: fire.attempt,
+            node_id: Some(node.into()),
+            scheduled_ms: Some(fire.scheduled_ms),
+            started_ms: fire.scheduled_ms,
+            ended_ms: fire.scheduled_ms,
+            duration_ms: 0,
+            details: "{}".into(),
+        },
+    }
+}
+
+async fn history_of(store: &Arc<dyn Store>, job: &str) -> Vec<HistoryEntry> {
+    store
+        .history_list(&HistoryFilter {
+            job_key: Some(job.into()),
+            limit: 1000,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn a_due_fire_is_claimed_once_and_completed_once(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (job, triggers) = at_job("g/once", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let first = store.fire_acquire(&params("a")).await.unwrap();
+    assert_eq!(first.fires.len(), 1);
+    let fire = &first.fires[0];
+    assert_eq!(
+        (fire.scheduled_ms, fire.attempt, fire.recovering),
+        (now, 1, false)
+    );
+    assert!(
+        store
+            .fire_acquire(&params("b"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty(),
+        "a claimed fire is not claimed again"
+    );
+    let triggers = store.trigger_list(Some("g/once")).await.unwrap();
+    assert_eq!(triggers[0].state.as_str(), "COMPLETE");
+    assert_eq!(
+        store
+            .fire_complete(&[done(fire, "a", HistoryStatus::Success, FireNext::Done)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(
+        store
+            .fire_complete(&[done(fire, "a", HistoryStatus::Success, FireNext::Done)])
+            .await
+            .unwrap(),
+        [false]
+    );
+    let history = history_of(&store, "g/once").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].status, HistoryStatus::Success);
+    assert!(store.fire_list().await.unwrap().is_empty());
+}
+conformance!(claim_once, a_due_fire_is_claimed_once_and_completed_once);
+
+async fn a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused(
+    store: Arc<dyn Store>,
+) {
+    let now = store.now_ms().await.unwrap();
+    let (mut job, triggers) = at_job("g/recover", now, MisfirePolicy::FireNow);
+    job.requests_recovery = true;
+    store.job_put(&job, &triggers).await.unwrap();
+    let lost = store
+        .fire_acquire(&AcquireParams {
+            lease_ms: -1,
+            ..params("dead")
+        })
+        .await
+        .unwrap()
+        .fires
+        .remove(0);
+    assert_eq!(store.fire_recover(60_000).await.unwrap(), 1);
+    assert_eq!(
+        store.fire_recover(60_000).await.unwrap(),
+        0,
+        "recovered exactly once"
+    );
+    let again = store
+        .fire_acquire(&params("alive"))
+        .await
+        .unwrap()
+        .fires
+        .remove(0);
+    assert_eq!(again.fire_id, lost.fire_id);
+    assert!(again.recovering);
+    assert!(again.fencing > lost.fencing);
+    let late = done(&lost, "dead", HistoryStatus::Success, FireNext::Done);
+    assert_eq!(
+        store.fire_complete(&[late]).await.unwrap(),
+        [false],
+        "the dead node's late completion is refused"
+    );
+    let on_time = done(&again, "alive", HistoryStatus::Success, FireNext::Done);
+    assert_eq!(store.fire_complete(&[on_time]).await.unwrap(), [true]);
+    assert_eq!(history_of(&store, "g/recover").await.len(), 1);
+}
+conformance!(
+    recover,
+    a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused
+);
+
+async fn without_recovery_a_lost_fire_is_recorded_as_failed(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (job, triggers) = at_job("g/lost", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    store
+        .fire_acquire(&AcquireParams {
+            lease_ms: -1,
+            ..params("dead")
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.fire_recover(60_000).await.unwrap(), 1);
+    let history = history_of(&store, "g/lost").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].status, HistoryStatus::Failed);
+    assert!(
+        history[0].details.contains("node-lost"),
+        "{}",
+        history[0].details
+    );
+    assert!(store.fire_list().await.unwrap().is_empty());
+}
+conformance!(lost, without_recovery_a_lost_fire_is_recorded_as_failed);
+
+async fn overlap_forbid_waits_and_skip_records(store: Arc<dyn Store>) {
+    for (key, overlap) in [("g/forbid", Overlap::Forbid), ("g/skip", Overlap::Skip)] {
+        let mut job = JobDef::new(key, "hello");
+        job.overlap = overlap;
+        store.job_put(&job, &[]).await.unwrap();
+        store.fire_now(key).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        store.fire_now(key).await.unwrap();
+    }
+    let claimed = store.fire_acquire(&params("a")).await.unwrap();
+    let keys: Vec<&str> = claimed.fires.iter().map(|f| f.job_key.as_str()).collect();
+    assert_eq!(
+        keys.iter().filter(|k| **k == "g/forbid").count(),
+        1,
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| **k == "g/skip").count(),
+        1,
+        "{keys:?}"
+    );
+    let skipped = history_of(&store, "g/skip").await;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].status, HistoryStatus::Skipped);
+    assert!(skipped[0].details.contains("overlap"));
+    assert!(
+        store
+            .fire_acquire(&params("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty(),
+        "the second forbid fire is blocked"
+    );
+    let first = claimed
+        .fires
+        .iter()
+        .find(|f| f.job_key == "g/forbid")
+        .unwrap();
+    store
+        .fire_complete(&[done(first, "a", HistoryStatus::Success, FireNext::Done)])
+        .await
+        .unwrap();
+    let second = store.fire_acquire(&params("a")).await.unwrap();
+    assert_eq!(second.fires.len(), 1);
+    assert_eq!(second.fires[0].job_key, "g/forbid");
+}
+conformance!(overlap, overlap_forbid_waits_and_skip_records);
+
+async fn retries_come_back_as_the_next_attempt(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (job, triggers) = at_job("g/retry", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let fire = store
+        .fire_acquire(&params("a"))
+        .await
+        .unwrap()
+        .fires
+        .remove(0);
+    let retry = done(
+        &fire,
+        "a",
+        HistoryStatus::Retried,
+        FireNext::Retry { due_ms: now + 200 },
+    );
+    store.fire_complete(&[retry]).await.unwrap();
+    assert!(
+        store
+            .fire_acquire(&params("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty(),
+        "not before its due time"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let second = store
+        .fire_acquire(&params("a"))
+        .await
+        .unwrap()
+        .fires
+        .remove(0);
+    assert_eq!(
+        (second.fire_id.as_str(), second.attempt),
+        (fire.fire_id.as_str(), 2)
+    );
+}
+conformance!(retry, retries_come_back_as_the_next_attempt);
+
+async fn a_fire_missed_past_the_threshold_follows_the_misfire_policy(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let long_ago = now - 3_600_000;
+    let (job, triggers) = at_job("g/skipped", long_ago, MisfirePolicy::Skip);
+    store.job_put(&job, &triggers).await.unwrap();
+    let (job, triggers) = at_job("g/caught-up", long_ago, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let claimed = store.fire_acquire(&params("a")).await.unwrap();
+    let keys: Vec<&str> = claimed.fires.iter().map(|f| f.job_key.as_str()).collect();
+    assert_eq!(keys, ["g/caught-up"]);
+    let skipped = history_of(&store, "g/skipped").await;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].status, HistoryStatus::Misfired);
+    assert_eq!(skipped[0].scheduled_ms, Some(long_ago));
+    assert_eq!(
+        store.trigger_list(Some("g/skipped")).await.unwrap()[0]
+            .state
+            .as_str(),
+        "COMPLETE"
+    );
+}
+conformance!(
+    misfire,
+    a_fire_missed_past_the_threshold_follows_the_misfire_policy
+);
+
+async fn paused_jobs_and_triggers_do_not_fire_until_resumed(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (job, triggers) = at_job("g/paused", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    assert!(store.job_pause("g/paused", true).await.unwrap());
+    assert!(
+        store
+            .fire_acquire(&params("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty()
+    );
+    assert!(store.job_pause("g/paused", false).await.unwrap());
+    assert!(store.trigger_pause("g/paused:at", true).await.unwrap());
+    assert!(
+        store
+            .fire_acquire(&params("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty()
+    );
+    assert!(store.trigger_pause("g/paused:at", false).await.unwrap());
+    assert_eq!(
+        store.fire_acquire(&params("a")).await.unwrap().fires.len(),
+        1
+    );
+    assert_eq!(store.group_pause("g", true).await.unwrap(), 1);
+    assert!(!store.job_pause("g/none", true).await.unwrap());
+}
+conformance!(pause, paused_jobs_and_triggers_do_not_fire_until_resumed);
+
+async fn reconciling_a_job_keeps_unchanged_triggers_and_drops_removed_ones(store: Arc<dyn Store>) {
+    let cron = |expr: &str, name: &str| TriggerPut {
+        trigger_key: format!("g/r:{name}"),
+        job_key: "g/r".into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::Cron {
+                expr: expr.into(),
+                tz: "Europe/Berlin".into(),
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::Skip,
+        },
+        priority: 5,
+    };
+    let job = JobDef::new("g/r", "hello");
+    store
+        .job_put(
+            &job,
+            &[
+                cron("0 0 12 * * ?", "noon"),
+                cron("0 0 0 * * ?", "midnight"),
+            ],
+        )
+        .await
+        .unwrap();
+    store.trigger_pause("g/r:noon", true).await.unwrap();
+    store
+        .job_put(&job, &[cron("0 0 12 * * ?", "noon")])
+        .await
+        .unwrap();
+    let triggers = store.trigger_list(Some("g/r")).await.unwrap();
+    assert_eq!(triggers.len(), 1);
+    assert_eq!(
+        triggers[0].state.as_str(),
+        "PAUSED",
+        "an unchanged trigger keeps its state"
+    );
+    let next = triggers[0].next_fire_ms.unwrap();
+    let noon = chrono::DateTime::from_timestamp_millis(next)
+        .unwrap()
+        .with_timezone(&chrono_tz::Europe::Berlin);
+    assert_eq!(noon.format("%H:%M:%S").to_string(), "12:00:00");
+    assert!(store.job_delete("g/r").await.unwrap());
+    assert!(store.trigger_list(Some("g/r")).await.unwrap().is_empty());
+}
+conformance!(
+    reconcile,
+    reconciling_a_job_keeps_unchanged_triggers_and_drops_removed_ones
+);
+
+async fn history_filters_and_retention(store: Arc<dyn Store>) {
+    for i in 0..5 {
+        store
+            .job_put(&JobDef::new(format!("g/h{i}"), "hello"), &[])
+            .await
+            .unwrap();
+        store.fire_now(&format!("g/h{i}")).await.unwrap();
+    }
+    let fires = store.fire_acquire(&params("a")).await.unwrap().fires;
+    let batch: Vec<Completion> = fires
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            done(
+                f,
+                "a",
+                if i % 2 == 0 {
+                    HistoryStatus::Success
+                } else {
+                    HistoryStatus::Failed
+                },
+                FireNext::Done,
+            )
+        })
+        .collect();
+    assert_eq!(store.fire_complete(&batch).await.unwrap(), [true; 5]);
+    let failed = store
+        .history_list(&HistoryFilter {
+            status: Some(HistoryStatus::Failed),
+            limit: 100,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(history_of(&store, "g/h0").await.len(), 1);
+    assert_eq!(store.history_cleanup(i64::MAX / 2, 3).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .history_list(&HistoryFilter {
+                limit: 100,
+                ..HistoryFilter::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+conformance!(history, history_filters_and_retention);

@@ -172,6 +172,11 @@ impl TriggerSpec {
     ///
     /// When the stored schedule cannot be computed.
     pub fn first_fire(&self, from_ms: i64) -> Result<Option<i64>, SpecError> {
+        if let TriggerKind::At(at) = self.kind {
+            // A one-shot in the past is still its one fire: the misfire policy
+            // decides whether it runs late or is recorded as missed.
+            return Ok(self.end_ms.is_none_or(|end| at <= end).then_some(at));
+        }
         let compiled = self.compile()?;
         let mut first = None;
         self.events_after(&compiled, from_ms - 1, |e| match e {

@@ -62,7 +62,8 @@ pub trait Scheduling: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-pub(crate) fn new_id() -> String {
+/// A new time-ordered UUID (v7) for fires and history rows.
+pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
@@ -701,28 +702,28 @@ macro_rules! impl_scheduling {
 
             async fn fire_list(&self) -> Result<Vec<$crate::store::model::FireClaim>, $crate::store::StoreError> {
                 use sqlx::Row;
-                let rows = sqlx::query(concat!(
-                    "SELECT f.fire_id, f.trigger_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, ",
-                    $crate::store::sched::job_columns!(), " FROM fires f JOIN jobs USING (job_key) ORDER BY f.due_ms"
-                ))
+                let rows = sqlx::query(
+                    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, recovering, fencing FROM fires ORDER BY due_ms",
+                )
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        let job = $crate::store::sched::job_from_row(row)?;
-                        Ok($crate::store::model::FireClaim {
-                            fire_id: row.try_get("fire_id")?,
-                            trigger_key: row.try_get("trigger_key")?,
-                            job_key: job.job_key.clone(),
-                            scheduled_ms: row.try_get("scheduled_ms")?,
-                            due_ms: row.try_get("due_ms")?,
-                            attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(1),
-                            recovering: row.try_get::<i64, _>("recovering")? != 0,
-                            fencing: row.try_get("fencing")?,
-                            job,
-                        })
-                    })
-                    .collect()
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let job_key: String = row.try_get("job_key")?;
+                    let Some(job) = self.job_get(&job_key).await? else { continue };
+                    out.push($crate::store::model::FireClaim {
+                        fire_id: row.try_get("fire_id")?,
+                        trigger_key: row.try_get("trigger_key")?,
+                        job_key,
+                        scheduled_ms: row.try_get("scheduled_ms")?,
+                        due_ms: row.try_get("due_ms")?,
+                        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(1),
+                        recovering: row.try_get::<i64, _>("recovering")? != 0,
+                        fencing: row.try_get("fencing")?,
+                        job,
+                    });
+                }
+                Ok(out)
             }
 
             async fn history_list(&self, f: &$crate::store::model::HistoryFilter) -> Result<Vec<$crate::store::model::HistoryEntry>, $crate::store::StoreError> {
