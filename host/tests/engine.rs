@@ -1,0 +1,375 @@
+//! The scheduler end to end on real components: a node bootstrapped from a
+//! manifest fires jobs on schedule, retries, skips NoOp jobs, and stops
+//! gracefully, on SQLite and on PostgreSQL.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use quartzite::engine::bootstrap::{self, Node, ServeOptions};
+use quartzite::engine::scheduler::SchedulerConfig;
+use quartzite::runtime::{EngineConfig, RuntimeConfig};
+use quartzite::store::Store;
+use quartzite::store::model::{HistoryEntry, HistoryFilter, HistoryStatus};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+fn wasm(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `./dev.sh guests`",
+        path.display()
+    );
+    path
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+async fn env(backend: Backend) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("quartzite.db").display()),
+        Backend::Postgres => {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let schema = format!(
+                "qz_engine_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let base = std::env::var("QUARTZITE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let admin = sqlx::PgPool::connect(&base)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required: {e}"));
+            for sql in [
+                format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                format!("CREATE SCHEMA {schema}"),
+            ] {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+            }
+            format!("{base}?options=-c%20search_path%3D{schema}")
+        }
+    };
+    Env { dir, url }
+}
+
+fn options(env: &Env, manifest: &str, scheduler: SchedulerConfig) -> ServeOptions {
+    let path = env.dir.path().join("jobs.toml");
+    std::fs::write(&path, manifest).unwrap();
+    ServeOptions {
+        db_url: env.url.clone(),
+        manifest: Some(path),
+        node_id: format!("test-{}", quartzite::store::sched::new_id()),
+        standby: false,
+        scheduler,
+        runtime: RuntimeConfig {
+            engine: EngineConfig {
+                max_concurrent_runs: 32,
+                ..EngineConfig::default()
+            },
+            cache_dir: Some(env.dir.path().join("cache")),
+            node_id: "test".into(),
+        },
+    }
+}
+
+struct Running {
+    store: Arc<dyn Store>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn run(options: &ServeOptions) -> Running {
+    let node: Node = bootstrap::start(options).await.unwrap();
+    let store = Arc::clone(&node.store);
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(bootstrap::run(node, false, rx));
+    Running { store, stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+async fn history(store: &Arc<dyn Store>, job: &str) -> Vec<HistoryEntry> {
+    let mut h = store
+        .history_list(&HistoryFilter {
+            job_key: Some(job.into()),
+            limit: 10_000,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    h.reverse();
+    h
+}
+
+/// Polls the store until `done` holds, failing after `limit`.
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn quick() -> SchedulerConfig {
+    SchedulerConfig {
+        poll_ms: 100,
+        grace_ms: 300,
+        ..SchedulerConfig::default()
+    }
+}
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+async fn jobs_fire_on_schedule_retry_and_skip_missing_modules(backend: Backend) {
+    let env = env(backend).await;
+    let manifest = format!(
+        r#"
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[module]]
+name = "flaky"
+path = "{flaky}"
+
+[[job]]
+key = "t/hello"
+module = "hello"
+data = {{ name = "engine" }}
+[[job.trigger]]
+every = "200ms"
+
+[[job]]
+key = "t/flaky"
+module = "flaky"
+data = {{ failures = 2 }}
+[job.retry]
+max_attempts = 3
+backoff = "immediate"
+[[job.trigger]]
+on = "start"
+
+[[job]]
+key = "t/ghost"
+module = "ghost"
+[[job.trigger]]
+every = "300ms"
+"#,
+        hello = wasm("hello").display(),
+        flaky = wasm("flaky").display()
+    );
+    let node = run(&options(&env, &manifest, quick())).await;
+    let store = Arc::clone(&node.store);
+    wait_until(
+        Duration::from_secs(30),
+        "three hello fires, flaky done, two ghost skips",
+        || {
+            let store = Arc::clone(&store);
+            async move {
+                let hello = history(&store, "t/hello").await;
+                let flaky = history(&store, "t/flaky").await;
+                let ghost = history(&store, "t/ghost").await;
+                hello.len() >= 3
+                    && flaky.iter().any(|h| h.status == HistoryStatus::Success)
+                    && ghost.len() >= 2
+            }
+        },
+    )
+    .await;
+    node.stop().await;
+
+    let hello = history(&store, "t/hello").await;
+    assert!(
+        hello.iter().all(|h| h.status == HistoryStatus::Success),
+        "{hello:?}"
+    );
+    let mut ids: Vec<_> = hello.iter().map(|h| h.fire_id.clone().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), hello.len(), "no fire ran twice");
+    let details: serde_json::Value = serde_json::from_str(&hello[0].details).unwrap();
+    assert_eq!(details["outcome"]["details"]["greeting"], "hello, engine");
+
+    let flaky: Vec<(HistoryStatus, u32)> = history(&store, "t/flaky")
+        .await
+        .iter()
+        .map(|h| (h.status, h.attempt))
+        .collect();
+    assert_eq!(
+        flaky,
+        [
+            (HistoryStatus::Retried, 1),
+            (HistoryStatus::Retried, 2),
+            (HistoryStatus::Success, 3)
+        ]
+    );
+
+    let ghost = history(&store, "t/ghost").await;
+    assert!(ghost.iter().all(|h| h.status == HistoryStatus::Skipped));
+    assert!(
+        ghost[0].details.contains("module-missing"),
+        "{}",
+        ghost[0].details
+    );
+    let trigger = &store.trigger_list(Some("t/ghost")).await.unwrap()[0];
+    assert_eq!(
+        trigger.state.as_str(),
+        "WAITING",
+        "a NoOp job's trigger keeps advancing"
+    );
+}
+on_both!(jobs_fire_on_schedule_retry_and_skip_missing_modules);
+
+async fn a_graceful_stop_releases_unfinished_fires_and_the_next_start_runs_them(backend: Backend) {
+    let env = env(backend).await;
+    let manifest = format!(
+        r#"
+[[module]]
+name = "report"
+path = "{report}"
+
+[[job]]
+key = "t/report"
+module = "report"
+data = {{ steps = 30, step_ms = 100 }}
+requests_recovery = true
+[[job.trigger]]
+at = "2020-01-01T00:00:00Z"
+misfire = "fire-now"
+"#,
+        report = wasm("report").display()
+    );
+    let opts = options(&env, &manifest, quick());
+    let node = run(&opts).await;
+    let store = Arc::clone(&node.store);
+    wait_until(
+        Duration::from_secs(20),
+        "the report to start its steps",
+        || {
+            let store = Arc::clone(&store);
+            async move { !store.state_keys("t/report").await.unwrap().is_empty() }
+        },
+    )
+    .await;
+    node.stop().await;
+    let first = history(&store, "t/report").await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].status, HistoryStatus::Cancelled);
+    let pending = store.fire_list().await.unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the unfinished fire is kept for the next start"
+    );
+
+    let node = run(&opts).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the released fire to finish",
+        || {
+            let store = Arc::clone(&store);
+            async move {
+                history(&store, "t/report")
+                    .await
+                    .iter()
+                    .any(|h| h.status == HistoryStatus::Success)
+            }
+        },
+    )
+    .await;
+    node.stop().await;
+    let all = history(&store, "t/report").await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].fire_id, all[1].fire_id, "the same fire, resumed");
+    let details: serde_json::Value = serde_json::from_str(&all[1].details).unwrap();
+    assert_eq!(details["outcome"]["details"]["steps"], 30);
+    assert!(
+        store.state_keys("t/report").await.unwrap().is_empty(),
+        "the checkpoint was cleared"
+    );
+}
+on_both!(a_graceful_stop_releases_unfinished_fires_and_the_next_start_runs_them);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_start_names_the_problem_and_changes_nothing() {
+    let env = env(Backend::Sqlite).await;
+    let manifest = r#"
+[[job]]
+key = "t/bad"
+module = "hello"
+[[job.trigger]]
+cron = "0 0 25 * * ?"
+"#;
+    let err = bootstrap::start(&options(&env, manifest, quick()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("jobs.toml:6:"), "{err}");
+    assert!(err.contains("job[1].trigger[1].cron"), "{err}");
+    assert!(err.contains("\"0 0 25 * * ?\""), "{err}");
+    assert!(
+        !env.dir.path().join("quartzite.db").exists(),
+        "nothing was written"
+    );
+
+    let manifest = format!(
+        "[[module]]\nname = \"junk\"\npath = \"{}\"\n",
+        env.dir.path().join("junk.wasm").display()
+    );
+    std::fs::write(env.dir.path().join("junk.wasm"), b"not wasm").unwrap();
+    let err = bootstrap::start(&options(&env, &manifest, quick()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("module \"junk\""), "{err}");
+    assert!(err.contains("module-invalid"), "{err}");
+    assert!(
+        !env.dir.path().join("quartzite.db").exists(),
+        "nothing was written"
+    );
+}
