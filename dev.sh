@@ -65,22 +65,18 @@ cmd_demo() {
   say "building the quartzite binary"
   cargo build -p quartzite
   local q="${CARGO_TARGET_DIR:-target}/debug/quartzite"
-  say "quartzite module inspect $WASM_DIR/hello.wasm"
-  "$q" module inspect "$WASM_DIR/hello.wasm"
-  for run in \
-    "hello.wasm --data {\"name\":\"Quartzite\"}" \
-    "counter.wasm" \
-    "flaky.wasm --data {\"failures\":1} --attempt 1" \
-    "flaky.wasm --data {\"failures\":1} --attempt 2" \
-    "report.wasm --data {\"steps\":3,\"step_ms\":50}" \
-    "report.wasm --data {\"steps\":100,\"step_ms\":50} --timeout 300ms" \
-    "guest_future_major.wasm"; do
-    set -- $run
-    local file="$1"; shift
-    say "quartzite run-once $WASM_DIR/$file $*"
-    "$q" run-once "$WASM_DIR/$file" "$@" --log info || true
-  done
-  say "done: every example ran in the sandbox (the last two show a timeout and a NoOp skip)"
+  local secs="${DEMO_SECONDS:-15}"
+  say "quartzite serve --manifest example-jobs/jobs.toml (embedded SQLite: ./quartzite.db) for ${secs}s"
+  "$q" serve --manifest example-jobs/jobs.toml &
+  local pid=$!
+  sleep "$secs"
+  kill -TERM "$pid"
+  wait "$pid" || true
+  say "quartzite job list"
+  "$q" job list
+  say "quartzite history list --limit 15"
+  "$q" history list --limit 15
+  say "done: run ./dev.sh demo again and the counter goes on; 'quartzite --help' for more"
 }
 
 cmd_test() {

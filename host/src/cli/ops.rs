@@ -45,25 +45,10 @@ pub struct ServeArgs {
 pub struct ConfigFile {
     /// The manifest, relative to the config file.
     pub manifest: Option<PathBuf>,
-    pub scheduler: SchedulerConfig,
-    pub runtime: RuntimeSection,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimeSection {
+    /// Where compiled modules are cached [default: ~/.cache/quartzite/modules].
     pub cache_dir: Option<PathBuf>,
-    #[serde(flatten)]
-    pub engine: EngineConfig,
-}
-
-impl Default for RuntimeSection {
-    fn default() -> Self {
-        RuntimeSection {
-            cache_dir: None,
-            engine: EngineConfig::default(),
-        }
-    }
+    pub scheduler: SchedulerConfig,
+    pub runtime: EngineConfig,
 }
 
 fn load_config(path: &Path) -> Result<ConfigFile, String> {
@@ -128,8 +113,8 @@ pub async fn serve(db: &str, args: ServeArgs) -> ExitCode {
         standby: args.standby || args.no_scheduler,
         scheduler: config.scheduler,
         runtime: RuntimeConfig {
-            engine: config.runtime.engine,
-            cache_dir: config.runtime.cache_dir.or_else(super::default_cache_dir),
+            engine: config.runtime,
+            cache_dir: config.cache_dir.or_else(super::default_cache_dir),
             node_id: node_id.clone(),
         },
     };
@@ -208,6 +193,8 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+// Parsed once per process: the size of the `add` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Add or replace a job with one trigger.

@@ -330,37 +330,67 @@ pub struct HistoryFilter {
     pub before_ms: Option<i64>,
 }
 
-pub(crate) fn spec_from_columns(
-    kind: &str,
-    cron: Option<String>,
-    tz: Option<String>,
-    period_ms: Option<i64>,
-    repeat: Option<i64>,
-    at_ms: Option<i64>,
-    misfire: &str,
-    start_ms: Option<i64>,
-    end_ms: Option<i64>,
-) -> Option<TriggerSpec> {
-    let kind = match kind {
-        "cron" => TriggerKind::Cron {
-            expr: cron?,
-            tz: tz.unwrap_or_else(|| "UTC".into()),
-        },
-        "every" => TriggerKind::Every {
-            period_ms: period_ms?,
-            repeat: repeat.and_then(|r| u64::try_from(r).ok()),
-        },
-        "at" => TriggerKind::At(at_ms?),
-        "on-start" => TriggerKind::OnStart,
-        "once" => TriggerKind::Once,
-        _ => return None,
-    };
-    Some(TriggerSpec {
-        kind,
-        start_ms,
-        end_ms,
-        misfire: MisfirePolicy::parse(misfire)?,
-    })
+/// A trigger schedule as its table columns, in both directions.
+#[derive(Debug, Default)]
+pub(crate) struct ScheduleColumns {
+    pub kind: String,
+    pub cron: Option<String>,
+    pub tz: Option<String>,
+    pub period_ms: Option<i64>,
+    pub repeat: Option<i64>,
+    pub at_ms: Option<i64>,
+    pub misfire: String,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+impl ScheduleColumns {
+    pub(crate) fn from_spec(spec: &TriggerSpec) -> Self {
+        let mut c = ScheduleColumns {
+            kind: spec.kind.as_str().into(),
+            misfire: spec.misfire.as_str().into(),
+            start_ms: spec.start_ms,
+            end_ms: spec.end_ms,
+            ..ScheduleColumns::default()
+        };
+        match &spec.kind {
+            TriggerKind::Cron { expr, tz } => {
+                c.cron = Some(expr.clone());
+                c.tz = Some(tz.clone());
+            }
+            TriggerKind::Every { period_ms, repeat } => {
+                c.period_ms = Some(*period_ms);
+                c.repeat = repeat.and_then(|r| i64::try_from(r).ok());
+            }
+            TriggerKind::At(ms) => c.at_ms = Some(*ms),
+            TriggerKind::OnStart | TriggerKind::Once => {}
+        }
+        c
+    }
+
+    /// `None` when the columns do not describe a schedule this build knows.
+    pub(crate) fn into_spec(self) -> Option<TriggerSpec> {
+        let kind = match self.kind.as_str() {
+            "cron" => TriggerKind::Cron {
+                expr: self.cron?,
+                tz: self.tz.unwrap_or_else(|| "UTC".into()),
+            },
+            "every" => TriggerKind::Every {
+                period_ms: self.period_ms?,
+                repeat: self.repeat.and_then(|r| u64::try_from(r).ok()),
+            },
+            "at" => TriggerKind::At(self.at_ms?),
+            "on-start" => TriggerKind::OnStart,
+            "once" => TriggerKind::Once,
+            _ => return None,
+        };
+        Some(TriggerSpec {
+            kind,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            misfire: MisfirePolicy::parse(&self.misfire)?,
+        })
+    }
 }
 
 #[cfg(test)]

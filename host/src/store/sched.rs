@@ -151,21 +151,20 @@ where
     for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
-    let kind: String = row.try_get("kind")?;
-    let misfire: String = row.try_get("misfire")?;
     let key: String = row.try_get("trigger_key")?;
-    let spec = spec_from_columns(
-        &kind,
-        row.try_get("cron")?,
-        row.try_get("tz")?,
-        row.try_get("period_ms")?,
-        row.try_get("repeat_count")?,
-        row.try_get("at_ms")?,
-        &misfire,
-        row.try_get("start_ms")?,
-        row.try_get("end_ms")?,
-    )
-    .ok_or_else(|| {
+    let columns = ScheduleColumns {
+        kind: row.try_get("kind")?,
+        cron: row.try_get("cron")?,
+        tz: row.try_get("tz")?,
+        period_ms: row.try_get("period_ms")?,
+        repeat: row.try_get("repeat_count")?,
+        at_ms: row.try_get("at_ms")?,
+        misfire: row.try_get("misfire")?,
+        start_ms: row.try_get("start_ms")?,
+        end_ms: row.try_get("end_ms")?,
+    };
+    let kind = columns.kind.clone();
+    let spec = columns.into_spec().ok_or_else(|| {
         StoreError::Conflict(format!("trigger {key} has an unreadable schedule ({kind})"))
     })?;
     let state: String = row.try_get("state")?;
@@ -178,41 +177,6 @@ where
         next_fire_ms: row.try_get("next_fire_ms")?,
         error: row.try_get("error")?,
     })
-}
-
-/// The columns a trigger spec is stored in.
-pub(crate) struct SpecColumns {
-    pub kind: &'static str,
-    pub cron: Option<String>,
-    pub tz: Option<String>,
-    pub period_ms: Option<i64>,
-    pub repeat: Option<i64>,
-    pub at_ms: Option<i64>,
-}
-
-pub(crate) fn spec_columns(spec: &crate::schedule::trigger::TriggerSpec) -> SpecColumns {
-    use crate::schedule::trigger::TriggerKind as K;
-    let mut c = SpecColumns {
-        kind: spec.kind.as_str(),
-        cron: None,
-        tz: None,
-        period_ms: None,
-        repeat: None,
-        at_ms: None,
-    };
-    match &spec.kind {
-        K::Cron { expr, tz } => {
-            c.cron = Some(expr.clone());
-            c.tz = Some(tz.clone());
-        }
-        K::Every { period_ms, repeat } => {
-            c.period_ms = Some(*period_ms);
-            c.repeat = repeat.and_then(|r| i64::try_from(r).ok());
-        }
-        K::At(ms) => c.at_ms = Some(*ms),
-        K::OnStart | K::Once => {}
-    }
-    c
 }
 
 /// Implements [`Scheduling`] for a store type. `$now` is the dialect's clock in
@@ -293,7 +257,7 @@ macro_rules! impl_scheduling {
                         Ok(None) => ("COMPLETE", None, None),
                         Err(e) => ("ERROR", None, Some(e.to_string())),
                     };
-                    let c = $crate::store::sched::spec_columns(&spec);
+                    let c = $crate::store::model::ScheduleColumns::from_spec(&spec);
                     sqlx::query(concat!(
                         "INSERT INTO triggers (", $crate::store::sched::trigger_columns!(), ", updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
@@ -312,9 +276,9 @@ macro_rules! impl_scheduling {
                     .bind(c.period_ms)
                     .bind(c.repeat)
                     .bind(c.at_ms)
-                    .bind(spec.misfire.as_str())
-                    .bind(spec.start_ms)
-                    .bind(spec.end_ms)
+                    .bind(c.misfire)
+                    .bind(c.start_ms)
+                    .bind(c.end_ms)
                     .bind(t.priority)
                     .bind(state)
                     .bind(next)
