@@ -196,5 +196,6 @@ super::sched::impl_scheduling!(
     "(extract(epoch from clock_timestamp()) * 1000)::bigint",
     // Concurrent claimers each take rows the others have not locked.
     " FOR UPDATE SKIP LOCKED",
-    "OFFSET $1"
+    "OFFSET $1",
+    "BEGIN"
 );

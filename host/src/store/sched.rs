@@ -51,6 +51,8 @@ pub trait Scheduling: Send + Sync {
     /// Fires claimed or waiting, oldest first.
     async fn fire_list(&self) -> Result<Vec<FireClaim>, StoreError>;
     async fn history_list(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// How many history rows match (`limit` and `before_ms` ignored).
+    async fn history_count(&self, filter: &HistoryFilter) -> Result<u64, StoreError>;
     /// Deletes history older than `max_age_ms` and beyond the newest `max_rows`.
     async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, StoreError>;
     /// Records that `node_id` is alive.
@@ -180,9 +182,11 @@ where
 }
 
 /// Implements [`Scheduling`] for a store type. `$now` is the dialect's clock in
-/// UTC milliseconds; `$lock` its row-locking clause for claims.
+/// UTC milliseconds; `$lock` its row-locking clause for claims; `$all_after`
+/// its "every row after the first $1" clause; `$begin` how a writing
+/// transaction starts.
 macro_rules! impl_scheduling {
-    ($store:ty, $now:literal, $lock:literal, $all_after:literal) => {
+    ($store:ty, $now:literal, $lock:literal, $all_after:literal, $begin:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::sched::Scheduling for $store {
             async fn now_ms(&self) -> Result<i64, $crate::store::StoreError> {
@@ -196,7 +200,7 @@ macro_rules! impl_scheduling {
                 triggers: &[$crate::store::model::TriggerPut],
             ) -> Result<(), $crate::store::StoreError> {
                 use sqlx::Row;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 sqlx::query(concat!(
                     "INSERT INTO jobs (", $crate::store::sched::job_columns!(), ", created_at, updated_at) \
@@ -307,7 +311,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn job_delete(&self, job_key: &str) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query("DELETE FROM fires WHERE job_key = $1 AND state = 'scheduled'").bind(job_key).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM triggers WHERE job_key = $1").bind(job_key).execute(&mut *tx).await?;
                 let done = sqlx::query("DELETE FROM jobs WHERE job_key = $1").bind(job_key).execute(&mut *tx).await?;
@@ -382,7 +386,7 @@ macro_rules! impl_scheduling {
 
             async fn fire_startup(&self) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 let rows = sqlx::query(
                     "SELECT t.trigger_key, t.job_key, t.kind, t.priority, j.module FROM triggers t JOIN jobs j ON j.job_key = t.job_key \
@@ -431,7 +435,7 @@ macro_rules! impl_scheduling {
                 use sqlx::Row;
                 use $crate::store::model::{Acquired, FireClaim, HistoryStatus, Overlap};
                 use $crate::store::sched::history_row;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 let horizon = now + p.lookahead_ms;
                 let limit = i64::try_from(p.max.max(1)).unwrap_or(1000);
@@ -581,7 +585,7 @@ macro_rules! impl_scheduling {
 
             async fn fire_complete(&self, batch: &[$crate::store::model::Completion]) -> Result<Vec<bool>, $crate::store::StoreError> {
                 use $crate::store::model::FireNext;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let mut accepted = Vec::with_capacity(batch.len());
                 let mut history = Vec::new();
                 for c in batch {
@@ -624,7 +628,7 @@ macro_rules! impl_scheduling {
             async fn fire_recover(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
                 use $crate::store::model::HistoryStatus;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 let lost = sqlx::query(concat!(
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, \
@@ -724,8 +728,18 @@ macro_rules! impl_scheduling {
                     .collect()
             }
 
+            async fn history_count(&self, f: &$crate::store::model::HistoryFilter) -> Result<u64, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM task_history WHERE ($1 IS NULL OR job_key = $1) AND ($2 IS NULL OR status = $2)")
+                    .bind(f.job_key.as_deref())
+                    .bind(f.status.map(|s| s.as_str()))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+            }
+
             async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let aged = sqlx::query(concat!("DELETE FROM task_history WHERE started_ms < ", $now, " - $1"))
                     .bind(max_age_ms)
                     .execute(&mut *tx)

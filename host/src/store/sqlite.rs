@@ -187,5 +187,8 @@ super::sched::impl_scheduling!(
     "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
     // One writer at a time: a SQLite transaction that writes holds the database.
     "",
-    "LIMIT -1 OFFSET $1"
+    "LIMIT -1 OFFSET $1",
+    // Take the write lock up front: a deferred transaction that reads first and
+    // then writes fails at once with SQLITE_BUSY when another writer got in between.
+    "BEGIN IMMEDIATE"
 );
