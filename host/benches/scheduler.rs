@@ -31,18 +31,32 @@ async fn open(backend: &str, tag: &str) -> (Arc<dyn Store>, Option<String>, temp
     let dir = tempfile::tempdir().expect("temp dir");
     match backend {
         "sqlite" => {
-            let url = format!("sqlite://{}", dir.path().join(format!("{tag}.db")).display());
+            let url = format!(
+                "sqlite://{}",
+                dir.path().join(format!("{tag}.db")).display()
+            );
             (store::open(&url).await.expect("sqlite"), None, dir)
         }
         "postgres" => {
-            let base = std::env::var("QUARTZITE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let base = std::env::var("QUARTZITE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
             let schema = format!("qz_bench_{}_{tag}", std::process::id());
             let admin = sqlx::PgPool::connect(&base).await.expect("postgres");
-            for sql in [format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), format!("CREATE SCHEMA {schema}")] {
-                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.expect("schema");
+            for sql in [
+                format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                format!("CREATE SCHEMA {schema}"),
+            ] {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&admin)
+                    .await
+                    .expect("schema");
             }
             let url = format!("{base}?options=-c%20search_path%3D{schema}");
-            (store::open(&url).await.expect("postgres"), Some(schema), dir)
+            (
+                store::open(&url).await.expect("postgres"),
+                Some(schema),
+                dir,
+            )
         }
         other => panic!("unknown backend {other:?}: use sqlite or postgres"),
     }
@@ -50,16 +64,35 @@ async fn open(backend: &str, tag: &str) -> (Arc<dyn Store>, Option<String>, temp
 
 async fn drop_schema(schema: Option<String>) {
     if let Some(schema) = schema {
-        let base = std::env::var("QUARTZITE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let base = std::env::var("QUARTZITE_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let admin = sqlx::PgPool::connect(&base).await.expect("postgres");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&admin).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await;
     }
 }
 
 fn runtime(store: &Arc<dyn Store>, cache: PathBuf) -> Arc<Runtime> {
-    let services = HostServices { kv: Arc::new(StoreKv::new(Arc::clone(store))), locks: Arc::new(LocalLocks::new()) };
-    let engine = EngineConfig { max_concurrent_runs: 128, ..EngineConfig::default() };
-    Arc::new(Runtime::new(RuntimeConfig { engine, cache_dir: Some(cache), node_id: "bench".into() }, services).expect("runtime"))
+    let services = HostServices {
+        kv: Arc::new(StoreKv::new(Arc::clone(store))),
+        locks: Arc::new(LocalLocks::new()),
+    };
+    let engine = EngineConfig {
+        max_concurrent_runs: 128,
+        ..EngineConfig::default()
+    };
+    Arc::new(
+        Runtime::new(
+            RuntimeConfig {
+                engine,
+                cache_dir: Some(cache),
+                node_id: "bench".into(),
+            },
+            services,
+        )
+        .expect("runtime"),
+    )
 }
 
 fn one_shot(i: usize, at_ms: i64) -> (JobDef, Vec<TriggerPut>) {
@@ -68,22 +101,42 @@ fn one_shot(i: usize, at_ms: i64) -> (JobDef, Vec<TriggerPut>) {
     let trigger = TriggerPut {
         trigger_key: format!("{key}:at"),
         job_key: key,
-        spec: TriggerSpec { kind: TriggerKind::At(at_ms), start_ms: None, end_ms: None, misfire: MisfirePolicy::FireNow },
+        spec: TriggerSpec {
+            kind: TriggerKind::At(at_ms),
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        },
         priority: 5,
     };
     (job, vec![trigger])
 }
 
 async fn history_count(store: &Arc<dyn Store>) -> usize {
-    usize::try_from(store.history_count(&HistoryFilter::default()).await.expect("history")).unwrap_or(0)
+    usize::try_from(
+        store
+            .history_count(&HistoryFilter::default())
+            .await
+            .expect("history"),
+    )
+    .unwrap_or(0)
 }
 
-async fn run_until_done(store: &Arc<dyn Store>, rt: &Arc<Runtime>, n: usize, workers: usize) -> Duration {
+async fn run_until_done(
+    store: &Arc<dyn Store>,
+    rt: &Arc<Runtime>,
+    n: usize,
+    workers: usize,
+) -> Duration {
     let scheduler = Scheduler::new(
         Arc::clone(store),
         Arc::clone(rt),
         "bench-node".into(),
-        SchedulerConfig { workers, poll_ms: 50, ..SchedulerConfig::default() },
+        SchedulerConfig {
+            workers,
+            poll_ms: 50,
+            ..SchedulerConfig::default()
+        },
     );
     let (stop, rx) = tokio::sync::watch::channel(false);
     let start = Instant::now();
@@ -104,17 +157,26 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let backend = args.first().cloned().unwrap_or_else(|| "sqlite".into());
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let noop = noop_path();
-    assert!(noop.is_file(), "{} is missing: ./dev.sh guests", noop.display());
+    assert!(
+        noop.is_file(),
+        "{} is missing: ./dev.sh guests",
+        noop.display()
+    );
     println!("scheduler benchmark on {backend}, N = {n}");
 
     // Bulk load and throughput.
     let (store, schema, dir) = open(&backend, "tp").await;
     let rt = runtime(&store, dir.path().join("cache"));
-    push_file(&store, &rt, &noop, Some("noop"), Some("1")).await.expect("push noop");
+    push_file(&store, &rt, &noop, Some("noop"), Some("1"))
+        .await
+        .expect("push noop");
     let now = store.now_ms().await.expect("clock");
     let start = Instant::now();
     for i in 0..n {
@@ -122,23 +184,40 @@ async fn main() {
         store.job_put(&job, &triggers).await.expect("job_put");
     }
     let load = start.elapsed();
-    println!("| bulk load: {n} one-shot jobs (one transaction each) | {:.0} jobs/s |", n as f64 / load.as_secs_f64());
+    println!(
+        "| bulk load: {n} one-shot jobs (one transaction each) | {:.0} jobs/s |",
+        n as f64 / load.as_secs_f64()
+    );
     let elapsed = run_until_done(&store, &rt, n, 32).await;
-    println!("| throughput: {n} no-op fires due now, end to end with durable history | {:.0} executions/s |", n as f64 / elapsed.as_secs_f64());
+    println!(
+        "| throughput: {n} no-op fires due now, end to end with durable history | {:.0} executions/s |",
+        n as f64 / elapsed.as_secs_f64()
+    );
     drop_schema(schema).await;
 
     // Fire lag: 1,000 fires spread over 30 s at light load.
     let (store, schema, dir) = open(&backend, "lag").await;
     let rt = runtime(&store, dir.path().join("cache"));
-    push_file(&store, &rt, &noop, Some("noop"), Some("1")).await.expect("push noop");
+    push_file(&store, &rt, &noop, Some("noop"), Some("1"))
+        .await
+        .expect("push noop");
     let base = store.now_ms().await.expect("clock") + 2_000;
     for i in 0..1_000 {
         let (job, triggers) = one_shot(i, base + i64::try_from(i).unwrap_or(0) * 30);
         store.job_put(&job, &triggers).await.expect("job_put");
     }
     run_until_done(&store, &rt, 1_000, 16).await;
-    let rows = store.history_list(&HistoryFilter { limit: 2_000, ..HistoryFilter::default() }).await.expect("history");
-    let mut lags: Vec<i64> = rows.iter().filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s)).collect();
+    let rows = store
+        .history_list(&HistoryFilter {
+            limit: 2_000,
+            ..HistoryFilter::default()
+        })
+        .await
+        .expect("history");
+    let mut lags: Vec<i64> = rows
+        .iter()
+        .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
+        .collect();
     lags.sort_unstable();
     println!(
         "| fire lag, 1,000 fires over 30 s (actual start - scheduled) | p50 {} ms, p99 {} ms, max {} ms |",

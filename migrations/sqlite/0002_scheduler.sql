@@ -41,7 +41,7 @@ CREATE TABLE triggers (
     updated_at   INTEGER NOT NULL
 );
 
-CREATE INDEX triggers_due ON triggers (state, next_fire_ms);
+CREATE INDEX triggers_due ON triggers (state, next_fire_ms, priority DESC);
 CREATE INDEX triggers_by_job ON triggers (job_key);
 
 -- One row per fire from the moment it is due until it is completed: the store
@@ -62,7 +62,7 @@ CREATE TABLE fires (
     UNIQUE (trigger_key, scheduled_ms)
 );
 
-CREATE INDEX fires_due ON fires (state, due_ms);
+CREATE INDEX fires_due ON fires (state, due_ms, priority DESC);
 CREATE INDEX fires_by_job ON fires (job_key, state);
 CREATE INDEX fires_by_lease ON fires (state, lease_until_ms);
 

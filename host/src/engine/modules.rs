@@ -82,11 +82,23 @@ pub async fn push_file(
     Ok((record, info))
 }
 
+/// How long a resolved reference is reused before the store is asked again: a
+/// newly pushed "latest" version is picked up within this time.
+const RESOLVED_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Resolves module references for runs.
 #[derive(Clone)]
 pub struct ModuleResolver {
     store: Arc<dyn Store>,
     runtime: Arc<Runtime>,
+    resolved: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<
+                String,
+                (std::time::Instant, Arc<crate::runtime::LoadedModule>),
+            >,
+        >,
+    >,
 }
 
 impl std::fmt::Debug for ModuleResolver {
@@ -97,7 +109,11 @@ impl std::fmt::Debug for ModuleResolver {
 
 impl ModuleResolver {
     pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>) -> Self {
-        ModuleResolver { store, runtime }
+        ModuleResolver {
+            store,
+            runtime,
+            resolved: Arc::default(),
+        }
     }
 
     /// What runs for a job whose module is `spec`.
@@ -107,6 +123,29 @@ impl ModuleResolver {
     /// Only when the store cannot be read: the fire should be tried again later,
     /// not skipped. A missing or unusable module is the NoOp job, not an error.
     pub async fn resolve(&self, spec: &str) -> Result<JobImpl, StoreError> {
+        if let Some((at, module)) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(spec)
+            && at.elapsed() < RESOLVED_TTL
+        {
+            return Ok(JobImpl::Wasm(Arc::clone(module)));
+        }
+        let job = self.resolve_uncached(spec).await?;
+        if let JobImpl::Wasm(module) = &job {
+            self.resolved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(
+                    spec.to_string(),
+                    (std::time::Instant::now(), Arc::clone(module)),
+                );
+        }
+        Ok(job)
+    }
+
+    async fn resolve_uncached(&self, spec: &str) -> Result<JobImpl, StoreError> {
         let noop = |code, detail: String| Ok(JobImpl::NoOp(ModuleRejection { code, detail }));
         let Some(reference) = parse_ref(spec) else {
             return noop(

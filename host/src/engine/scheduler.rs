@@ -86,6 +86,9 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
+/// Fires claimed per worker, counting the one it runs.
+const CLAIM_AHEAD: usize = 4;
+
 fn local_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -127,13 +130,17 @@ impl Scheduler {
     /// period, then are cancelled and released for the next start.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        // Fires are claimed a little ahead of free workers, so each acquisition
+        // commits a batch instead of a handful; the queue is bounded.
+        let claim_limit = self.config.workers.max(1) * CLAIM_AHEAD;
+        let claims = Arc::new(Semaphore::new(claim_limit));
         let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(done_rx));
         let upkeep = tokio::spawn(Arc::clone(&self).upkeep_loop(stop.clone()));
         let mut backoff = Duration::from_millis(100);
         tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
         while !*stop.borrow() {
-            let free = workers.available_permits();
+            let free = claims.available_permits();
             if free == 0 {
                 tokio::select! {
                     _ = self.wake.notified() => {}
@@ -170,15 +177,20 @@ impl Scheduler {
             let offset = acquired.now_ms - local_ms();
             let claimed = acquired.fires.len();
             for fire in acquired.fires {
-                let Ok(permit) = Arc::clone(&workers).try_acquire_owned() else {
+                let Ok(claim) = Arc::clone(&claims).try_acquire_owned() else {
                     break;
                 };
                 let me = Arc::clone(&self);
                 let done = done_tx.clone();
+                let workers = Arc::clone(&workers);
+                let stop = stop.clone();
                 tokio::spawn(async move {
-                    let completion = me.run_fire(fire, offset).await;
+                    let completion = match workers.acquire_owned().await {
+                        Ok(_worker) if !*stop.borrow() => me.run_fire(fire, offset).await,
+                        _ => me.release_unstarted(&fire, offset),
+                    };
                     let _ = done.send(completion).await;
-                    drop(permit);
+                    drop(claim);
                 });
             }
             if claimed >= free {
@@ -211,20 +223,35 @@ impl Scheduler {
             }
         }
         tracing::info!(node = %self.node_id, "scheduler stopping: waiting for running fires");
-        let all = u32::try_from(self.config.workers.max(1)).unwrap_or(u32::MAX);
+        let all = u32::try_from(claim_limit).unwrap_or(u32::MAX);
         let grace = Duration::from_millis(self.config.grace_ms);
-        if tokio::time::timeout(grace, workers.acquire_many(all))
+        if tokio::time::timeout(grace, claims.acquire_many(all))
             .await
             .is_err()
         {
             tracing::warn!("grace period over: cancelling running fires");
             self.runtime.abort();
-            let _ = workers.acquire_many(all).await;
+            let _ = claims.acquire_many(all).await;
         }
         drop(done_tx);
         let _ = completer.await;
         upkeep.abort();
         tracing::info!(node = %self.node_id, "scheduler stopped");
+    }
+
+    /// A claimed fire the node will not start (it is stopping): back to the queue.
+    fn release_unstarted(&self, fire: &FireClaim, offset_ms: i64) -> Completion {
+        let now = local_ms() + offset_ms;
+        let details = json!({ "reason": "node-stopping", "detail": "claimed but not started before the node stopped; released" });
+        self.completion(
+            fire,
+            HistoryStatus::Cancelled,
+            FireNext::Release,
+            None,
+            now,
+            now,
+            details,
+        )
     }
 
     async fn run_fire(&self, fire: FireClaim, offset_ms: i64) -> Completion {

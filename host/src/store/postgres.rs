@@ -46,6 +46,13 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// PostgreSQL has row locks: writers need no queue of their own.
+    pub(crate) async fn writer(&self) -> Option<()> {
+        None
+    }
+}
+
 fn record(row: &PgRow) -> Result<ModuleRecord, StoreError> {
     let size: i64 = row.try_get("size")?;
     Ok(ModuleRecord {

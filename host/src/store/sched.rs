@@ -200,6 +200,7 @@ macro_rules! impl_scheduling {
                 triggers: &[$crate::store::model::TriggerPut],
             ) -> Result<(), $crate::store::StoreError> {
                 use sqlx::Row;
+                let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 sqlx::query(concat!(
@@ -311,6 +312,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn job_delete(&self, job_key: &str) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query("DELETE FROM fires WHERE job_key = $1 AND state = 'scheduled'").bind(job_key).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM triggers WHERE job_key = $1").bind(job_key).execute(&mut *tx).await?;
@@ -386,6 +388,7 @@ macro_rules! impl_scheduling {
 
             async fn fire_startup(&self) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
+                let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 let rows = sqlx::query(
@@ -435,6 +438,7 @@ macro_rules! impl_scheduling {
                 use sqlx::Row;
                 use $crate::store::model::{Acquired, FireClaim, HistoryStatus, Overlap};
                 use $crate::store::sched::history_row;
+                let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 let horizon = now + p.lookahead_ms;
@@ -446,13 +450,15 @@ macro_rules! impl_scheduling {
                 let due = sqlx::query(concat!(
                     "SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers \
                      WHERE state = 'WAITING' AND next_fire_ms <= $1 \
-                     AND job_key IN (SELECT job_key FROM jobs WHERE paused = 0) \
+                     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
                      ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock
                 ))
                 .bind(horizon)
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
+                let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
+                let mut completed: Vec<String> = Vec::new();
                 for row in &due {
                     let t = $crate::store::sched::trigger_from_row(row)?;
                     let Some(next_fire) = t.next_fire_ms else { continue };
@@ -469,17 +475,7 @@ macro_rules! impl_scheduling {
                         }
                     };
                     for scheduled in &plan.run {
-                        sqlx::query(
-                            "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
-                             VALUES ($1, $2, $3, $4, $4, $5, 1, 'scheduled', 0, 0) ON CONFLICT DO NOTHING",
-                        )
-                        .bind($crate::store::sched::new_id())
-                        .bind(&t.trigger_key)
-                        .bind(&t.job_key)
-                        .bind(*scheduled)
-                        .bind(t.priority)
-                        .execute(&mut *tx)
-                        .await?;
+                        new_fires.push((t.trigger_key.clone(), t.job_key.clone(), *scheduled, t.priority));
                     }
                     for missed in &plan.misfired {
                         history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Misfired, Some(*missed), now,
@@ -495,14 +491,47 @@ macro_rules! impl_scheduling {
                         history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Skipped, Some(*at), now,
                             serde_json::json!({ "reason": "dst-gap", "local_time": local })));
                     }
-                    let state = if plan.next.is_some() { "WAITING" } else { "COMPLETE" };
-                    sqlx::query("UPDATE triggers SET next_fire_ms = $1, state = $2, updated_at = $3 WHERE trigger_key = $4")
-                        .bind(plan.next)
-                        .bind(state)
-                        .bind(now)
-                        .bind(&t.trigger_key)
-                        .execute(&mut *tx)
-                        .await?;
+                    match plan.next {
+                        None => completed.push(t.trigger_key.clone()),
+                        Some(next) => {
+                            sqlx::query("UPDATE triggers SET next_fire_ms = $1, updated_at = $2 WHERE trigger_key = $3")
+                                .bind(next)
+                                .bind(now)
+                                .bind(&t.trigger_key)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                for chunk in new_fires.chunks(100) {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) ",
+                    );
+                    qb.push_values(chunk, |mut b, (trigger_key, job_key, scheduled, priority)| {
+                        b.push_bind($crate::store::sched::new_id())
+                            .push_bind(trigger_key.clone())
+                            .push_bind(job_key.clone())
+                            .push_bind(*scheduled)
+                            .push_bind(*scheduled)
+                            .push_bind(*priority)
+                            .push_bind(1i64)
+                            .push_bind("scheduled")
+                            .push_bind(0i64)
+                            .push_bind(0i64);
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for chunk in completed.chunks(200) {
+                    let mut qb = sqlx::QueryBuilder::new("UPDATE triggers SET state = 'COMPLETE', next_fire_ms = NULL, updated_at = ");
+                    qb.push_bind(now);
+                    qb.push(" WHERE trigger_key IN (");
+                    let mut list = qb.separated(", ");
+                    for key in chunk {
+                        list.push_bind(key.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
                 }
 
                 // 2. Claim due fires, respecting each job's overlap policy.
@@ -510,7 +539,7 @@ macro_rules! impl_scheduling {
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, \
                      (SELECT COUNT(*) FROM fires a WHERE a.job_key = f.job_key AND a.state = 'acquired') AS active \
                      FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
-                     AND f.job_key IN (SELECT job_key FROM jobs WHERE paused = 0) \
+                     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND j.paused = 1) \
                      ORDER BY f.due_ms, f.priority DESC LIMIT $2", $lock
                 ))
                 .bind(horizon)
@@ -518,23 +547,35 @@ macro_rules! impl_scheduling {
                 .fetch_all(&mut *tx)
                 .await?;
                 let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
+                {
+                    let mut keys: Vec<String> = Vec::new();
+                    for row in &candidates {
+                        let key: String = row.try_get("job_key")?;
+                        if !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                    for chunk in keys.chunks(200) {
+                        let mut qb = sqlx::QueryBuilder::new(concat!("SELECT ", $crate::store::sched::job_columns!(), " FROM jobs WHERE job_key IN ("));
+                        let mut list = qb.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(")");
+                        for jr in qb.build().fetch_all(&mut *tx).await? {
+                            let job = $crate::store::sched::job_from_row(&jr)?;
+                            jobs.insert(job.job_key.clone(), job);
+                        }
+                    }
+                }
                 let mut busy: std::collections::HashSet<String> = std::collections::HashSet::new();
+                let mut skipped_overlap: Vec<String> = Vec::new();
                 for row in &candidates {
                     if out.fires.len() >= p.max {
                         break;
                     }
                     let job_key: String = row.try_get("job_key")?;
                     let fire_id: String = row.try_get("fire_id")?;
-                    if !jobs.contains_key(&job_key) {
-                        let jr = sqlx::query(concat!("SELECT ", $crate::store::sched::job_columns!(), " FROM jobs WHERE job_key = $1"))
-                            .bind(&job_key)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        match jr {
-                            Some(jr) => { jobs.insert(job_key.clone(), $crate::store::sched::job_from_row(&jr)?); }
-                            None => continue,
-                        }
-                    }
                     let Some(job) = jobs.get(&job_key) else { continue };
                     let active = row.try_get::<i64, _>("active")? > 0 || busy.contains(&job_key);
                     if active && job.overlap == Overlap::Forbid {
@@ -543,19 +584,11 @@ macro_rules! impl_scheduling {
                     let trigger_key: String = row.try_get("trigger_key")?;
                     let scheduled_ms: i64 = row.try_get("scheduled_ms")?;
                     if active && job.overlap == Overlap::Skip {
-                        sqlx::query("DELETE FROM fires WHERE fire_id = $1").bind(&fire_id).execute(&mut *tx).await?;
                         history.push(history_row(Some(&fire_id), &job_key, Some(&trigger_key), HistoryStatus::Skipped, Some(scheduled_ms), now,
                             serde_json::json!({ "reason": "overlap", "detail": "the previous fire of this job is still running" })));
+                        skipped_overlap.push(fire_id);
                         continue;
                     }
-                    let fencing: i64 = row.try_get::<i64, _>("fencing")? + 1;
-                    sqlx::query("UPDATE fires SET state = 'acquired', node_id = $1, lease_until_ms = $2, fencing = $3 WHERE fire_id = $4")
-                        .bind(&p.node_id)
-                        .bind(now + p.lease_ms)
-                        .bind(fencing)
-                        .bind(&fire_id)
-                        .execute(&mut *tx)
-                        .await?;
                     busy.insert(job_key.clone());
                     out.fires.push(FireClaim {
                         fire_id,
@@ -565,9 +598,32 @@ macro_rules! impl_scheduling {
                         due_ms: row.try_get("due_ms")?,
                         attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(1),
                         recovering: row.try_get::<i64, _>("recovering")? != 0,
-                        fencing,
+                        // The claim below increments it in the same transaction.
+                        fencing: row.try_get::<i64, _>("fencing")? + 1,
                         job: job.clone(),
                     });
+                }
+                for chunk in skipped_overlap.chunks(200) {
+                    let mut qb = sqlx::QueryBuilder::new("DELETE FROM fires WHERE fire_id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for chunk in out.fires.chunks(200) {
+                    let mut qb = sqlx::QueryBuilder::new("UPDATE fires SET state = 'acquired', fencing = fencing + 1, node_id = ");
+                    qb.push_bind(p.node_id.clone());
+                    qb.push(", lease_until_ms = ");
+                    qb.push_bind(now + p.lease_ms);
+                    qb.push(" WHERE fire_id IN (");
+                    let mut list = qb.separated(", ");
+                    for f in chunk {
+                        list.push_bind(f.fire_id.clone());
+                    }
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await?;
                 }
                 out.recorded = history.len() as u64;
                 $crate::store::sched::insert_history!(&mut *tx, &history);
@@ -584,26 +640,51 @@ macro_rules! impl_scheduling {
             }
 
             async fn fire_complete(&self, batch: &[$crate::store::model::Completion]) -> Result<Vec<bool>, $crate::store::StoreError> {
+                use sqlx::Row;
                 use $crate::store::model::FireNext;
+                let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
-                let mut accepted = Vec::with_capacity(batch.len());
+                let mut accepted = vec![false; batch.len()];
                 let mut history = Vec::new();
-                for c in batch {
+                // Finished fires, many per statement: the claim must still be ours.
+                let finished: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].next == FireNext::Done).collect();
+                for chunk in finished.chunks(100) {
+                    let mut qb = sqlx::QueryBuilder::new("DELETE FROM fires WHERE state = 'acquired' AND (fire_id, node_id, fencing) IN (VALUES ");
+                    let mut list = qb.separated(", ");
+                    for &i in chunk {
+                        let c = &batch[i];
+                        list.push("(");
+                        list.push_bind_unseparated(c.fire_id.clone());
+                        list.push_unseparated(", ");
+                        list.push_bind_unseparated(c.node_id.clone());
+                        list.push_unseparated(", CAST(");
+                        list.push_bind_unseparated(c.fencing);
+                        list.push_unseparated(" AS BIGINT))");
+                    }
+                    qb.push(") RETURNING fire_id");
+                    let gone = qb.build().fetch_all(&mut *tx).await?;
+                    let gone: std::collections::HashSet<String> =
+                        gone.iter().map(|r| r.try_get::<String, _>("fire_id")).collect::<Result<_, _>>()?;
+                    for &i in chunk {
+                        accepted[i] = gone.contains(&batch[i].fire_id);
+                    }
+                }
+                for (i, c) in batch.iter().enumerate() {
                     let done = match &c.next {
-                        FireNext::Done => sqlx::query("DELETE FROM fires WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
-                            .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?,
-                        FireNext::Retry { due_ms } => sqlx::query(
+                        FireNext::Done => None,
+                        FireNext::Retry { due_ms } => Some(sqlx::query(
                             "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0 \
                              WHERE fire_id = $2 AND node_id = $3 AND fencing = $4 AND state = 'acquired'")
-                            .bind(*due_ms).bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?,
-                        FireNext::Release => sqlx::query(
+                            .bind(*due_ms).bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
+                        FireNext::Release => Some(sqlx::query(
                             "UPDATE fires SET state = 'scheduled', node_id = NULL, lease_until_ms = NULL \
                              WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
-                            .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?,
+                            .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
                     };
-                    let ok = done.rows_affected() == 1;
-                    accepted.push(ok);
-                    if !ok {
+                    if let Some(done) = done {
+                        accepted[i] = done.rows_affected() == 1;
+                    }
+                    if !accepted[i] {
                         continue;
                     }
                     if let Some(data) = &c.new_data {
@@ -628,6 +709,7 @@ macro_rules! impl_scheduling {
             async fn fire_recover(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
                 use $crate::store::model::HistoryStatus;
+                let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 let lost = sqlx::query(concat!(
@@ -739,6 +821,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let aged = sqlx::query(concat!("DELETE FROM task_history WHERE started_ms < ", $now, " - $1"))
                     .bind(max_age_ms)

@@ -17,6 +17,10 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time. Queueing this process's writers here
+    /// hands the lock over at once; left to SQLite's busy handler, each waiter
+    /// sleeps in steps of milliseconds.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -46,7 +50,16 @@ impl SqliteStore {
                 url: url.to_string(),
                 source,
             })?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: std::sync::Arc::default(),
+        })
+    }
+}
+
+impl SqliteStore {
+    pub(crate) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.writer.lock().await)
     }
 }
 
