@@ -86,19 +86,16 @@ pub async fn push_file(
 /// newly pushed "latest" version is picked up within this time.
 const RESOLVED_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Reference -> when it was resolved, and to what.
+type ResolvedCache =
+    std::collections::HashMap<String, (std::time::Instant, Arc<crate::runtime::LoadedModule>)>;
+
 /// Resolves module references for runs.
 #[derive(Clone)]
 pub struct ModuleResolver {
     store: Arc<dyn Store>,
     runtime: Arc<Runtime>,
-    resolved: Arc<
-        std::sync::Mutex<
-            std::collections::HashMap<
-                String,
-                (std::time::Instant, Arc<crate::runtime::LoadedModule>),
-            >,
-        >,
-    >,
+    resolved: Arc<std::sync::Mutex<ResolvedCache>>,
 }
 
 impl std::fmt::Debug for ModuleResolver {
