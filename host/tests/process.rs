@@ -313,6 +313,27 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
         rows[0]["details"]["outcome"]["details"]["greeting"],
         "hello, cli"
     );
+    let triggers = cli(
+        dir.path(),
+        &url,
+        &["trigger", "list", "--job", "t/hello", "--json"],
+    );
+    let triggers: serde_json::Value = serde_json::from_slice(&triggers.stdout).unwrap();
+    assert_eq!(triggers[0]["trigger_key"], "t/hello:every");
+    assert_eq!(triggers[0]["state"], "WAITING");
+    assert!(
+        cli(dir.path(), &url, &["trigger", "pause", "t/hello:every"])
+            .status
+            .success()
+    );
+    let listed = String::from_utf8(cli(dir.path(), &url, &["trigger", "list"]).stdout).unwrap();
+    assert!(listed.contains("PAUSED"), "{listed}");
+    assert_eq!(
+        cli(dir.path(), &url, &["trigger", "pause", "t/nope:x"])
+            .status
+            .code(),
+        Some(1)
+    );
     let paused = cli(dir.path(), &url, &["job", "pause", "t/hello"]);
     assert!(paused.status.success());
     let bad_status = cli(dir.path(), &url, &["history", "list", "--status", "great"]);

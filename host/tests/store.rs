@@ -740,3 +740,68 @@ async fn history_filters_and_retention(store: Arc<dyn Store>) {
     );
 }
 conformance!(history, history_filters_and_retention);
+
+async fn on_start_fires_each_start_and_once_fires_once_per_module_version(store: Arc<dyn Store>) {
+    let startup = |key: &str, kind: TriggerKind| TriggerPut {
+        trigger_key: format!("{key}:{}", kind.as_str()),
+        job_key: key.into(),
+        spec: TriggerSpec {
+            kind,
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        },
+        priority: 5,
+    };
+    store
+        .job_put(
+            &JobDef::new("g/boot", "hello@1"),
+            &[startup("g/boot", TriggerKind::OnStart)],
+        )
+        .await
+        .unwrap();
+    store
+        .job_put(
+            &JobDef::new("g/migrate", "hello@1"),
+            &[startup("g/migrate", TriggerKind::Once)],
+        )
+        .await
+        .unwrap();
+    let run_all = |store: Arc<dyn Store>| async move {
+        let fires = store.fire_acquire(&params("a")).await.unwrap().fires;
+        let batch: Vec<Completion> = fires
+            .iter()
+            .map(|f| done(f, "a", HistoryStatus::Success, FireNext::Done))
+            .collect();
+        store.fire_complete(&batch).await.unwrap();
+        fires.iter().map(|f| f.job_key.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(store.fire_startup().await.unwrap(), 2);
+    let mut first = run_all(Arc::clone(&store)).await;
+    first.sort();
+    assert_eq!(first, ["g/boot", "g/migrate"]);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        store.fire_startup().await.unwrap(),
+        1,
+        "a second start: on-start again, once not"
+    );
+    assert_eq!(run_all(Arc::clone(&store)).await, ["g/boot"]);
+    store
+        .job_put(
+            &JobDef::new("g/migrate", "hello@2"),
+            &[startup("g/migrate", TriggerKind::Once)],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        store.fire_startup().await.unwrap(),
+        2,
+        "a new module version runs `once` again"
+    );
+}
+conformance!(
+    startup,
+    on_start_fires_each_start_and_once_fires_once_per_module_version
+);

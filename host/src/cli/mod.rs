@@ -83,6 +83,18 @@ pub enum DbCommand {
 pub enum TriggerCommand {
     /// Print the next fire times of a cron expression or interval, as UTC instants.
     Preview(preview::PreviewArgs),
+    /// List triggers with their state and next fire time.
+    List {
+        /// Only the triggers of this job.
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause one trigger (`JOB:NAME`, as `trigger list` shows it).
+    Pause { key: String },
+    /// Resume a paused trigger.
+    Resume { key: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +207,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::RunOnce(args) => run_once(args).await,
         Command::Module(ModuleCommand::Inspect(args)) => inspect(args).await,
         Command::Trigger(TriggerCommand::Preview(args)) => preview::run(args),
+        Command::Trigger(command) => ops::trigger(&cli.db, command).await,
         Command::Serve(args) => ops::serve(&cli.db, args).await,
         Command::Job(command) => ops::job(&cli.db, command).await,
         Command::History(command) => ops::history(&cli.db, command).await,

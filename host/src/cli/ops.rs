@@ -282,12 +282,15 @@ fn valid_key(key: &str) -> bool {
 }
 
 pub async fn job(db: &str, command: JobCommand) -> ExitCode {
+    if let JobCommand::Add(args) = command {
+        return job_add(db, args).await;
+    }
     let store = match open(db).await {
         Ok(s) => s,
         Err(code) => return code,
     };
     let result = match command {
-        JobCommand::Add(args) => return job_add(&store, args).await,
+        JobCommand::Add(_) => return fail(EXIT_USAGE, "unreachable"),
         JobCommand::List { json } => job_list(&store, json).await,
         JobCommand::Show { key, json } => job_show(&store, &key, json).await,
         JobCommand::Pause { key, group: true } => group_pause(&store, &key, true).await,
@@ -333,7 +336,8 @@ fn toggle(
     })
 }
 
-async fn job_add(store: &Arc<dyn Store>, args: JobAddArgs) -> ExitCode {
+/// Validates every argument before touching the database.
+async fn job_add(db: &str, args: JobAddArgs) -> ExitCode {
     if !valid_key(&args.key) {
         return fail(
             EXIT_USAGE,
@@ -394,7 +398,22 @@ async fn job_add(store: &Arc<dyn Store>, args: JobAddArgs) -> ExitCode {
     } else {
         return fail(EXIT_USAGE, "give --cron, --every or --at");
     };
-    let module = if Path::new(&args.module).is_file() {
+    let is_file = Path::new(&args.module).is_file();
+    if !is_file && parse_ref(&args.module).is_none() {
+        return fail(
+            EXIT_USAGE,
+            &format!(
+                "--module {:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
+                args.module
+            ),
+        );
+    }
+    let store = match open(db).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let store = &store;
+    let module = if is_file {
         let runtime = match Runtime::new(
             RuntimeConfig {
                 engine: EngineConfig::default(),
@@ -653,4 +672,38 @@ pub async fn history(db: &str, command: HistoryCommand) -> ExitCode {
         }
         Err(e) => fail(EXIT_FAILED, &e.to_string()),
     }
+}
+
+pub async fn trigger(db: &str, command: super::TriggerCommand) -> ExitCode {
+    use super::TriggerCommand;
+    let store = match open(db).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = match command {
+        TriggerCommand::Preview(_) => return fail(EXIT_USAGE, "preview needs no database"),
+        TriggerCommand::List { job, json } => store.trigger_list(job.as_deref()).await.map(|triggers| {
+            if json {
+                let items: Vec<_> = triggers
+                    .iter()
+                    .map(|t| {
+                        json!({ "trigger_key": t.trigger_key, "job_key": t.job_key, "schedule": t.describe(),
+                                "misfire": t.spec.misfire.as_str(), "priority": t.priority, "state": t.state,
+                                "next_fire_ms": t.next_fire_ms, "next_fire": fmt_ms(t.next_fire_ms), "error": t.error })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(items));
+            } else {
+                let rows: Vec<Vec<String>> = triggers
+                    .iter()
+                    .map(|t| vec![t.trigger_key.clone(), t.describe(), t.state.as_str().into(), fmt_ms(t.next_fire_ms), t.error.clone().unwrap_or_default()])
+                    .collect();
+                print_table(&["TRIGGER", "SCHEDULE", "STATE", "NEXT FIRE", "ERROR"], &rows);
+            }
+            ExitCode::SUCCESS
+        }),
+        TriggerCommand::Pause { key } => toggle(store.trigger_pause(&key, true).await, &key, "paused"),
+        TriggerCommand::Resume { key } => toggle(store.trigger_pause(&key, false).await, &key, "resumed"),
+    };
+    result.unwrap_or_else(|e| fail(EXIT_FAILED, &e.to_string()))
 }
