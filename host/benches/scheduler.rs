@@ -202,10 +202,10 @@ async fn main() {
         .await
         .expect("push noop");
     let base = store.now_ms().await.expect("clock") + 2_000;
-    for i in 0..1_000 {
-        let (job, triggers) = one_shot(i, base + i64::try_from(i).unwrap_or(0) * 30);
-        store.job_put(&job, &triggers).await.expect("job_put");
-    }
+    let jobs: Vec<_> = (0..1_000)
+        .map(|i| one_shot(i, base + i64::try_from(i).unwrap_or(0) * 30))
+        .collect();
+    store.jobs_put(&jobs).await.expect("jobs_put");
     run_until_done(&store, &rt, 1_000, 16).await;
     let rows = store
         .history_list(&HistoryFilter {

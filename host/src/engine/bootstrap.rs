@@ -198,10 +198,8 @@ pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
                 }
             }
         }
-        for decl in &m.jobs {
-            let (job, triggers) = job_from_manifest(decl);
-            store.job_put(&job, &triggers).await?;
-        }
+        let jobs: Vec<_> = m.jobs.iter().map(job_from_manifest).collect();
+        store.jobs_put(&jobs).await?;
         delete_orphans(&store, &runtime, m).await?;
     }
     let reset = store.trigger_reset_errors().await?;

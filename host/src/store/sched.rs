@@ -18,7 +18,12 @@ pub trait Scheduling: Send + Sync {
     async fn now_ms(&self) -> Result<i64, StoreError>;
     /// Creates or replaces a job and its triggers. Triggers whose schedule did not
     /// change keep their state and next fire; triggers not listed are removed.
-    async fn job_put(&self, job: &JobDef, triggers: &[TriggerPut]) -> Result<(), StoreError>;
+    async fn job_put(&self, job: &JobDef, triggers: &[TriggerPut]) -> Result<(), StoreError> {
+        self.jobs_put(&[(job.clone(), triggers.to_vec())]).await
+    }
+    /// [`Scheduling::job_put`] for many jobs in one transaction, with multi-row
+    /// statements: how manifests and bulk loads are applied.
+    async fn jobs_put(&self, jobs: &[(JobDef, Vec<TriggerPut>)]) -> Result<(), StoreError>;
     async fn job_get(&self, job_key: &str) -> Result<Option<JobDef>, StoreError>;
     async fn job_list(&self) -> Result<Vec<JobDef>, StoreError>;
     /// Deletes a job, its triggers and its fires not yet running.
@@ -194,103 +199,132 @@ macro_rules! impl_scheduling {
                 Ok(sqlx::Row::try_get(&row, "now")?)
             }
 
-            async fn job_put(
+            async fn jobs_put(
                 &self,
-                job: &$crate::store::model::JobDef,
-                triggers: &[$crate::store::model::TriggerPut],
+                jobs: &[($crate::store::model::JobDef, Vec<$crate::store::model::TriggerPut>)],
             ) -> Result<(), $crate::store::StoreError> {
                 use sqlx::Row;
+                use $crate::schedule::trigger::TriggerKind;
+                use $crate::store::model::{Backoff, ScheduleColumns, TriggerRow};
+                // The last declaration of a key wins, as if put one by one.
+                let mut latest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+                for (i, (job, _)) in jobs.iter().enumerate() {
+                    latest.insert(job.job_key.as_str(), i);
+                }
+                let jobs: Vec<&($crate::store::model::JobDef, Vec<$crate::store::model::TriggerPut>)> =
+                    jobs.iter().enumerate().filter(|(i, (j, _))| latest.get(j.job_key.as_str()) == Some(i)).map(|(_, j)| j).collect();
                 let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
-                sqlx::query(concat!(
-                    "INSERT INTO jobs (", $crate::store::sched::job_columns!(), ", created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-                     ON CONFLICT (job_key) DO UPDATE SET module = excluded.module, data = excluded.data, \
-                     overlap = excluded.overlap, max_attempts = excluded.max_attempts, backoff = excluded.backoff, \
-                     backoff_initial_ms = excluded.backoff_initial_ms, backoff_max_ms = excluded.backoff_max_ms, \
-                     jitter = excluded.jitter, timeout_ms = excluded.timeout_ms, max_memory = excluded.max_memory, \
-                     requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
-                     paused = excluded.paused, source = excluded.source, updated_at = excluded.updated_at"
-                ))
-                .bind(&job.job_key)
-                .bind(&job.module)
-                .bind(&job.data)
-                .bind(job.overlap.as_str())
-                .bind(i64::from(job.retry.max_attempts))
-                .bind(match job.retry.backoff {
-                    $crate::store::model::Backoff::Immediate => "immediate",
-                    $crate::store::model::Backoff::Exponential => "exponential",
-                })
-                .bind(i64::try_from(job.retry.initial_ms).unwrap_or(i64::MAX))
-                .bind(i64::try_from(job.retry.max_ms).unwrap_or(i64::MAX))
-                .bind(job.retry.jitter)
-                .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
-                .bind(i64::try_from(job.max_memory).unwrap_or(i64::MAX))
-                .bind(i64::from(job.requests_recovery))
-                .bind(job.priority)
-                .bind(i64::from(job.paused))
-                .bind(&job.source)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                for chunk in jobs.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::new(concat!("INSERT INTO jobs (", $crate::store::sched::job_columns!(), ", created_at, updated_at) "));
+                    qb.push_values(chunk, |mut b, (job, _)| {
+                        b.push_bind(job.job_key.clone())
+                            .push_bind(job.module.clone())
+                            .push_bind(job.data.clone())
+                            .push_bind(job.overlap.as_str())
+                            .push_bind(i64::from(job.retry.max_attempts))
+                            .push_bind(match job.retry.backoff {
+                                Backoff::Immediate => "immediate",
+                                Backoff::Exponential => "exponential",
+                            })
+                            .push_bind(i64::try_from(job.retry.initial_ms).unwrap_or(i64::MAX))
+                            .push_bind(i64::try_from(job.retry.max_ms).unwrap_or(i64::MAX))
+                            .push_bind(job.retry.jitter)
+                            .push_bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
+                            .push_bind(i64::try_from(job.max_memory).unwrap_or(i64::MAX))
+                            .push_bind(i64::from(job.requests_recovery))
+                            .push_bind(job.priority)
+                            .push_bind(i64::from(job.paused))
+                            .push_bind(job.source.clone())
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    qb.push(
+                        " ON CONFLICT (job_key) DO UPDATE SET module = excluded.module, data = excluded.data, \
+                         overlap = excluded.overlap, max_attempts = excluded.max_attempts, backoff = excluded.backoff, \
+                         backoff_initial_ms = excluded.backoff_initial_ms, backoff_max_ms = excluded.backoff_max_ms, \
+                         jitter = excluded.jitter, timeout_ms = excluded.timeout_ms, max_memory = excluded.max_memory, \
+                         requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
+                         paused = excluded.paused, source = excluded.source, updated_at = excluded.updated_at",
+                    );
+                    qb.build().execute(&mut *tx).await?;
 
-                let existing = sqlx::query(concat!("SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers WHERE job_key = $1"))
-                    .bind(&job.job_key)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let existing: Vec<$crate::store::model::TriggerRow> =
-                    existing.iter().map($crate::store::sched::trigger_from_row).collect::<Result<_, _>>()?;
-                for old in &existing {
-                    if !triggers.iter().any(|t| t.trigger_key == old.trigger_key) {
-                        sqlx::query("DELETE FROM triggers WHERE trigger_key = $1").bind(&old.trigger_key).execute(&mut *tx).await?;
+                    let mut qb = sqlx::QueryBuilder::new(concat!("SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers WHERE job_key IN ("));
+                    let mut list = qb.separated(", ");
+                    for (job, _) in chunk {
+                        list.push_bind(job.job_key.clone());
                     }
-                }
-                for t in triggers {
-                    let unchanged = existing.iter().any(|old| old.trigger_key == t.trigger_key && old.spec == t.spec && old.priority == t.priority);
-                    if unchanged {
-                        continue;
+                    qb.push(")");
+                    let existing: Vec<TriggerRow> = qb
+                        .build()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map($crate::store::sched::trigger_from_row)
+                        .collect::<Result<_, _>>()?;
+                    let wanted: std::collections::HashSet<&str> =
+                        chunk.iter().flat_map(|(_, ts)| ts.iter().map(|t| t.trigger_key.as_str())).collect();
+                    let removed: Vec<&str> = existing.iter().map(|t| t.trigger_key.as_str()).filter(|k| !wanted.contains(k)).collect();
+                    for keys in removed.chunks(500) {
+                        let mut qb = sqlx::QueryBuilder::new("DELETE FROM triggers WHERE trigger_key IN (");
+                        let mut list = qb.separated(", ");
+                        for key in keys {
+                            list.push_bind(key.to_string());
+                        }
+                        qb.push(")");
+                        qb.build().execute(&mut *tx).await?;
                     }
-                    let mut spec = t.spec.clone();
-                    if matches!(spec.kind, $crate::schedule::trigger::TriggerKind::Every { .. }) && spec.start_ms.is_none() {
-                        // An interval counts from when it was declared.
-                        spec.start_ms = Some(now);
+                    let mut rows = Vec::new();
+                    for (_, triggers) in chunk {
+                        for t in triggers {
+                            if existing.iter().any(|old| old.trigger_key == t.trigger_key && old.spec == t.spec && old.priority == t.priority) {
+                                continue; // unchanged: keeps its state and next fire
+                            }
+                            let mut spec = t.spec.clone();
+                            if matches!(spec.kind, TriggerKind::Every { .. }) && spec.start_ms.is_none() {
+                                // An interval counts from when it was declared.
+                                spec.start_ms = Some(now);
+                            }
+                            let (state, next, error) = match spec.first_fire(now) {
+                                Ok(Some(next)) => ("WAITING", Some(next), None),
+                                Ok(None) if matches!(spec.kind, TriggerKind::OnStart | TriggerKind::Once) => ("WAITING", None, None),
+                                Ok(None) => ("COMPLETE", None, None),
+                                Err(e) => ("ERROR", None, Some(e.to_string())),
+                            };
+                            rows.push((t, ScheduleColumns::from_spec(&spec), state, next, error));
+                        }
                     }
-                    let (state, next, error) = match spec.first_fire(now) {
-                        Ok(Some(next)) => ("WAITING", Some(next), None),
-                        Ok(None) if matches!(spec.kind, $crate::schedule::trigger::TriggerKind::OnStart | $crate::schedule::trigger::TriggerKind::Once) => ("WAITING", None, None),
-                        Ok(None) => ("COMPLETE", None, None),
-                        Err(e) => ("ERROR", None, Some(e.to_string())),
-                    };
-                    let c = $crate::store::model::ScheduleColumns::from_spec(&spec);
-                    sqlx::query(concat!(
-                        "INSERT INTO triggers (", $crate::store::sched::trigger_columns!(), ", updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                         ON CONFLICT (trigger_key) DO UPDATE SET job_key = excluded.job_key, kind = excluded.kind, \
-                         cron = excluded.cron, tz = excluded.tz, period_ms = excluded.period_ms, \
-                         repeat_count = excluded.repeat_count, at_ms = excluded.at_ms, misfire = excluded.misfire, \
-                         start_ms = excluded.start_ms, end_ms = excluded.end_ms, priority = excluded.priority, \
-                         state = excluded.state, next_fire_ms = excluded.next_fire_ms, error = excluded.error, \
-                         updated_at = excluded.updated_at"
-                    ))
-                    .bind(&t.trigger_key)
-                    .bind(&t.job_key)
-                    .bind(c.kind)
-                    .bind(c.cron)
-                    .bind(c.tz)
-                    .bind(c.period_ms)
-                    .bind(c.repeat)
-                    .bind(c.at_ms)
-                    .bind(c.misfire)
-                    .bind(c.start_ms)
-                    .bind(c.end_ms)
-                    .bind(t.priority)
-                    .bind(state)
-                    .bind(next)
-                    .bind(error)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    for part in rows.chunks(500) {
+                        let mut qb = sqlx::QueryBuilder::new(concat!("INSERT INTO triggers (", $crate::store::sched::trigger_columns!(), ", updated_at) "));
+                        qb.push_values(part, |mut b, (t, c, state, next, error)| {
+                            b.push_bind(t.trigger_key.clone())
+                                .push_bind(t.job_key.clone())
+                                .push_bind(c.kind.clone())
+                                .push_bind(c.cron.clone())
+                                .push_bind(c.tz.clone())
+                                .push_bind(c.period_ms)
+                                .push_bind(c.repeat)
+                                .push_bind(c.at_ms)
+                                .push_bind(c.misfire.clone())
+                                .push_bind(c.start_ms)
+                                .push_bind(c.end_ms)
+                                .push_bind(t.priority)
+                                .push_bind(*state)
+                                .push_bind(*next)
+                                .push_bind(error.clone())
+                                .push_bind(now);
+                        });
+                        qb.push(
+                            " ON CONFLICT (trigger_key) DO UPDATE SET job_key = excluded.job_key, kind = excluded.kind, \
+                             cron = excluded.cron, tz = excluded.tz, period_ms = excluded.period_ms, \
+                             repeat_count = excluded.repeat_count, at_ms = excluded.at_ms, misfire = excluded.misfire, \
+                             start_ms = excluded.start_ms, end_ms = excluded.end_ms, priority = excluded.priority, \
+                             state = excluded.state, next_fire_ms = excluded.next_fire_ms, error = excluded.error, \
+                             updated_at = excluded.updated_at",
+                        );
+                        qb.build().execute(&mut *tx).await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok(())
