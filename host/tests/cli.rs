@@ -2,24 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn wasm(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `./dev.sh guests`",
-        path.display()
-    );
-    path
-}
+use common::*;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn quartzite(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_quartzite"))

@@ -4,31 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
+use common::*;
+
 use quartzite::engine::bootstrap::{self, Node, ServeOptions};
 use quartzite::engine::scheduler::SchedulerConfig;
 use quartzite::runtime::{EngineConfig, RuntimeConfig};
 use quartzite::store::Store;
 use quartzite::store::model::{HistoryEntry, HistoryFilter, HistoryStatus};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
-
-fn wasm(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `./dev.sh guests`",
-        path.display()
-    );
-    path
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -124,19 +112,6 @@ async fn history(store: &Arc<dyn Store>, job: &str) -> Vec<HistoryEntry> {
         .unwrap();
     h.reverse();
     h
-}
-
-/// Polls the store until `done` holds, failing after `limit`.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn quick() -> SchedulerConfig {

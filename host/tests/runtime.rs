@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
+use common::*;
+
 use quartzite::runtime::services::{LocalLocks, LockAcquire, LockService, MemoryKv};
 use quartzite::runtime::{
     EngineConfig, HostServices, JobImpl, LimitKind, Limits, LoadOrigin, LogSource, RunOutcome,
@@ -14,27 +18,6 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn guest_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("QUARTZITE_GUEST_DIR") {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("wasm32-wasip2/release")
-}
-
-/// The path of a built guest; fails loudly when it was not built.
-fn wasm(name: &str) -> PathBuf {
-    let path = guest_dir().join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the guests with `./dev.sh guests` (the test command does it)",
-        path.display()
-    );
-    path
-}
 
 fn bytes(name: &str) -> Vec<u8> {
     std::fs::read(wasm(name)).unwrap()

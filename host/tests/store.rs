@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use quartzite::engine::services::StoreKv;
 use quartzite::runtime::services::LocalLocks;
 use quartzite::runtime::{
@@ -17,12 +19,6 @@ use sqlx::postgres::PgConnectOptions;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-fn pg_url() -> String {
-    std::env::var("QUARTZITE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 /// A migrated store and what keeps it alive; dropping the PostgreSQL variant's
 /// schema is best effort at the end of each test.
@@ -46,26 +42,9 @@ impl TestStore {
     }
 
     async fn postgres() -> TestStore {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let schema = format!(
-            "qz_test_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let url = pg_url();
-        let admin = sqlx::PgPool::connect(&url)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for the store tests: {e}"));
-        for sql in [
-            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-            format!("CREATE SCHEMA {schema}"),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-        let options = PgConnectOptions::from_str(&url)
+        // Connected with explicit options, the way a caller of the library would.
+        let (url, schema) = common::pg_schema("qz_test").await;
+        let options = PgConnectOptions::from_str(&common::pg_url())
             .unwrap()
             .options([("search_path", schema.as_str())]);
         let store = PgStore::connect_with(options, &url).await.unwrap();
@@ -79,11 +58,7 @@ impl TestStore {
 
     async fn finish(self) {
         if let Some(schema) = self.schema {
-            let admin = sqlx::PgPool::connect(&pg_url()).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&admin)
-                .await
-                .unwrap();
+            common::pg_drop(&schema).await;
         }
     }
 }

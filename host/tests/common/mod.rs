@@ -1,0 +1,86 @@
+//! Helpers shared by the integration test binaries: where the built guests are,
+//! the test PostgreSQL, and waiting on a condition instead of sleeping.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where `./dev.sh guests` puts the components.
+pub fn guest_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("QUARTZITE_GUEST_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("wasm32-wasip2/release")
+}
+
+/// The path of a built guest; fails loudly when it was not built.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = guest_dir().join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the guests with `./dev.sh guests` (the test command does it)",
+        path.display()
+    );
+    path
+}
+
+/// The PostgreSQL the store tests use: `QUARTZITE_TEST_PG` or the machine's.
+pub fn pg_url() -> String {
+    std::env::var("QUARTZITE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Creates an empty schema of its own for one test and returns a URL whose
+/// connections use it.
+pub async fn pg_schema(prefix: &str) -> (String, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let schema = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let base = pg_url();
+    let admin = sqlx::PgPool::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for these tests: {e}"));
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&admin)
+            .await
+            .expect("create the test schema");
+    }
+    (
+        format!("{base}?options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+/// Drops a schema made by [`pg_schema`].
+pub async fn pg_drop(schema: &str) {
+    let admin = sqlx::PgPool::connect(&pg_url()).await.expect("PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .expect("drop the test schema");
+}
+
+/// Polls `done` until it holds, failing after `limit` with `what`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
