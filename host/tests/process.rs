@@ -64,7 +64,7 @@ every = "100ms"
 
     let mut first = serve(dir.path(), &url);
     let store = SqliteStore::connect(&url).await.unwrap();
-    wait_until(Duration::from_secs(30), "the report to be half way", || {
+    wait_until(Duration::from_secs(60), "the report to be half way", || {
         let store = store.clone();
         async move {
             let keys = store.state_keys("p/report").await.unwrap_or_default();
