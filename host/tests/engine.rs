@@ -179,7 +179,7 @@ every = "300ms"
     let node = run(&options(&env, &manifest, quick())).await;
     let store = Arc::clone(&node.store);
     wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "three hello fires, flaky done, two ghost skips",
         || {
             let store = Arc::clone(&store);
@@ -261,7 +261,7 @@ misfire = "fire-now"
     let node = run(&opts).await;
     let store = Arc::clone(&node.store);
     wait_until(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "the report to start its steps",
         || {
             let store = Arc::clone(&store);
@@ -282,7 +282,7 @@ misfire = "fire-now"
 
     let node = run(&opts).await;
     wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the released fire to finish",
         || {
             let store = Arc::clone(&store);

@@ -85,7 +85,7 @@ every = "100ms"
 
     let mut second = serve(dir.path(), &url);
     wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the recovered report to finish",
         || {
             let store = store.clone();
@@ -252,7 +252,7 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
 
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_until(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "the CLI-added job to fire twice",
         || {
             let store = store.clone();
