@@ -160,10 +160,9 @@ every = "100ms"
         .iter()
         .filter(|h| h.details.contains("node-lost"))
         .count() as u64;
-    assert!(
-        lost <= 1,
-        "at most the one run in flight at the kill is lost: {lost}"
-    );
+    // Fires the killed node had claimed are recorded (node-lost), never silent;
+    // it claims at most a few fires ahead.
+    assert!(lost <= 8, "only fires claimed at the kill are lost: {lost}");
     let count: u64 = String::from_utf8(
         store
             .state_get("p/counter", "count")
