@@ -5,6 +5,7 @@
 //! Run (after `./dev.sh guests`):
 //!   cargo bench -p quartzite --bench scheduler -- sqlite [N]
 //!   cargo bench -p quartzite --bench scheduler -- postgres [N]
+//!   cargo bench -p quartzite --bench scheduler -- sqlite scale [STORED]   (default 1,000,000)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
