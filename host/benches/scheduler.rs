@@ -156,6 +156,88 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// Peak resident memory of this process, from /proc (Linux).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `stored` far-future triggers plus 10,000 fires due at 1,000/s: throughput,
+/// fire lag, start-up work and peak memory.
+async fn scale(backend: &str, stored: usize) {
+    let (store, schema, dir) = open(backend, &format!("scale{stored}")).await;
+    let rt = runtime(&store, dir.path().join("cache"));
+    push_file(&store, &rt, &noop_path(), Some("noop"), Some("1"))
+        .await
+        .expect("push noop");
+    let far = store.now_ms().await.expect("clock") + 3_650 * 86_400_000;
+    let load = Instant::now();
+    for start in (0..stored).step_by(50_000) {
+        let jobs: Vec<_> = (start..(start + 50_000).min(stored))
+            .map(|i| one_shot(1_000_000 + i, far + i64::try_from(i).unwrap_or(0)))
+            .collect();
+        store.jobs_put(&jobs).await.expect("jobs_put");
+    }
+    let load = load.elapsed();
+    // What a restart does before acquiring, on this table.
+    let boot = Instant::now();
+    let reopened: Arc<dyn Store> = match &schema {
+        None => store::open(&format!(
+            "sqlite://{}",
+            dir.path().join(format!("scale{stored}.db")).display()
+        ))
+        .await
+        .expect("reopen"),
+        Some(s) => {
+            let base = std::env::var("QUARTZITE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            store::open(&format!("{base}?options=-c%20search_path%3D{s}"))
+                .await
+                .expect("reopen")
+        }
+    };
+    reopened.trigger_reset_errors().await.expect("reset");
+    reopened.fire_recover(2_000).await.expect("recover");
+    reopened.fire_startup().await.expect("startup");
+    let boot = boot.elapsed();
+    let base = store.now_ms().await.expect("clock") + 1_000;
+    let due: Vec<_> = (0..10_000)
+        .map(|i| one_shot(i, base + i64::try_from(i).unwrap_or(0)))
+        .collect();
+    store.jobs_put(&due).await.expect("jobs_put");
+    let elapsed = run_until_done(&store, &rt, 10_000, 32).await;
+    let rows = store
+        .history_list(&HistoryFilter {
+            limit: 20_000,
+            ..HistoryFilter::default()
+        })
+        .await
+        .expect("history");
+    let mut lags: Vec<i64> = rows
+        .iter()
+        .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
+        .collect();
+    lags.sort_unstable();
+    println!(
+        "| scale: {stored} stored (loaded in {:.1} s) + 10,000 due at 1,000/s | {:.0} executions/s over the run; lag p50 {} ms, p99 {} ms, max {} ms; start-up work {:.2} s; peak RSS {:.0} MiB |",
+        load.as_secs_f64(),
+        10_000.0 / elapsed.as_secs_f64(),
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(0),
+        boot.as_secs_f64(),
+        peak_rss_mib()
+    );
+    drop_schema(schema).await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args()
@@ -163,6 +245,14 @@ async fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let backend = args.first().cloned().unwrap_or_else(|| "sqlite".into());
+    if args.get(1).map(String::as_str) == Some("scale") {
+        let stored: usize = args
+            .get(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        scale(&backend, stored).await;
+        return;
+    }
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let noop = noop_path();
     assert!(
