@@ -491,6 +491,17 @@ macro_rules! impl_scheduling {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
+                let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
+                {
+                    let mut keys: Vec<String> = Vec::new();
+                    for row in &due {
+                        let key: String = row.try_get("job_key")?;
+                        if !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs);
+                }
                 let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
                 let mut completed: Vec<String> = Vec::new();
                 for row in &due {
@@ -537,7 +548,57 @@ macro_rules! impl_scheduling {
                         }
                     }
                 }
-                for chunk in new_fires.chunks(100) {
+                // Fires of `allow` jobs are claimed as they are created: one statement
+                // instead of insert, select and update. Others wait as `scheduled`.
+                let (direct, queued): (Vec<_>, Vec<_>) = {
+                    let mut budget = p.max;
+                    new_fires.into_iter().partition(|(_, job_key, _, _)| {
+                        let allow = jobs.get(job_key).is_some_and(|j| j.overlap == Overlap::Allow);
+                        if allow && budget > 0 {
+                            budget -= 1;
+                            true
+                        } else {
+                            false
+                        }
+                    })
+                };
+                for chunk in direct.chunks(100) {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) ",
+                    );
+                    qb.push_values(chunk, |mut b, (trigger_key, job_key, scheduled, priority)| {
+                        b.push_bind($crate::store::sched::new_id())
+                            .push_bind(trigger_key.clone())
+                            .push_bind(job_key.clone())
+                            .push_bind(*scheduled)
+                            .push_bind(*scheduled)
+                            .push_bind(*priority)
+                            .push_bind(1i64)
+                            .push_bind("acquired")
+                            .push_bind(0i64)
+                            .push_bind(1i64)
+                            .push_bind(p.node_id.clone())
+                            .push_bind(now + p.lease_ms);
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING RETURNING fire_id, trigger_key, job_key, scheduled_ms");
+                    for row in qb.build().fetch_all(&mut *tx).await? {
+                        let job_key: String = row.try_get("job_key")?;
+                        let Some(job) = jobs.get(&job_key) else { continue };
+                        let scheduled_ms: i64 = row.try_get("scheduled_ms")?;
+                        out.fires.push(FireClaim {
+                            fire_id: row.try_get("fire_id")?,
+                            trigger_key: row.try_get("trigger_key")?,
+                            job_key,
+                            scheduled_ms,
+                            due_ms: scheduled_ms,
+                            attempt: 1,
+                            recovering: false,
+                            fencing: 1,
+                            job: job.clone(),
+                        });
+                    }
+                }
+                for chunk in queued.chunks(100) {
                     let mut qb = sqlx::QueryBuilder::new(
                         "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) ",
                     );
@@ -569,7 +630,8 @@ macro_rules! impl_scheduling {
                 }
 
                 // 2. Claim due fires, respecting each job's overlap policy.
-                let candidates = sqlx::query(concat!(
+                let budget = p.max.saturating_sub(out.fires.len());
+                let candidates = if budget == 0 { Vec::new() } else { sqlx::query(concat!(
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, \
                      (SELECT COUNT(*) FROM fires a WHERE a.job_key = f.job_key AND a.state = 'acquired') AS active \
                      FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
@@ -577,33 +639,22 @@ macro_rules! impl_scheduling {
                      ORDER BY f.due_ms, f.priority DESC LIMIT $2", $lock
                 ))
                 .bind(horizon)
-                .bind(limit.saturating_mul(4))
+                .bind(i64::try_from(budget).unwrap_or(1).saturating_mul(4))
                 .fetch_all(&mut *tx)
-                .await?;
-                let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
+                .await? };
                 {
                     let mut keys: Vec<String> = Vec::new();
                     for row in &candidates {
                         let key: String = row.try_get("job_key")?;
-                        if !keys.contains(&key) {
+                        if !keys.contains(&key) && !jobs.contains_key(&key) {
                             keys.push(key);
                         }
                     }
-                    for chunk in keys.chunks(200) {
-                        let mut qb = sqlx::QueryBuilder::new(concat!("SELECT ", $crate::store::sched::job_columns!(), " FROM jobs WHERE job_key IN ("));
-                        let mut list = qb.separated(", ");
-                        for key in chunk {
-                            list.push_bind(key.clone());
-                        }
-                        qb.push(")");
-                        for jr in qb.build().fetch_all(&mut *tx).await? {
-                            let job = $crate::store::sched::job_from_row(&jr)?;
-                            jobs.insert(job.job_key.clone(), job);
-                        }
-                    }
+                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs);
                 }
-                let mut busy: std::collections::HashSet<String> = std::collections::HashSet::new();
+                let mut busy: std::collections::HashSet<String> = out.fires.iter().map(|f| f.job_key.clone()).collect();
                 let mut skipped_overlap: Vec<String> = Vec::new();
+                let first_claimed = out.fires.len();
                 for row in &candidates {
                     if out.fires.len() >= p.max {
                         break;
@@ -646,7 +697,7 @@ macro_rules! impl_scheduling {
                     qb.push(")");
                     qb.build().execute(&mut *tx).await?;
                 }
-                for chunk in out.fires.chunks(200) {
+                for chunk in out.fires[first_claimed..].chunks(200) {
                     let mut qb = sqlx::QueryBuilder::new("UPDATE fires SET state = 'acquired', fencing = fencing + 1, node_id = ");
                     qb.push_bind(p.node_id.clone());
                     qb.push(", lease_until_ms = ");
@@ -885,6 +936,28 @@ macro_rules! impl_scheduling {
     };
 }
 
+/// Loads the jobs of `keys` into a map, 200 per statement.
+macro_rules! load_jobs {
+    ($conn:expr, $keys:expr, $map:expr) => {
+        for chunk in $keys.chunks(200) {
+            let mut qb = sqlx::QueryBuilder::new(concat!(
+                "SELECT ",
+                $crate::store::sched::job_columns!(),
+                " FROM jobs WHERE job_key IN ("
+            ));
+            let mut list = qb.separated(", ");
+            for key in chunk {
+                list.push_bind(key.clone());
+            }
+            qb.push(")");
+            for jr in qb.build().fetch_all($conn).await? {
+                let job = $crate::store::sched::job_from_row(&jr)?;
+                $map.insert(job.job_key.clone(), job);
+            }
+        }
+    };
+}
+
 /// Inserts history rows, 50 per statement.
 macro_rules! insert_history {
     ($conn:expr, $rows:expr) => {
@@ -911,4 +984,4 @@ macro_rules! insert_history {
     };
 }
 
-pub(crate) use {impl_scheduling, insert_history, job_columns, trigger_columns};
+pub(crate) use {impl_scheduling, insert_history, job_columns, load_jobs, trigger_columns};
