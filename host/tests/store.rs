@@ -780,3 +780,130 @@ conformance!(
     startup,
     on_start_fires_each_start_and_once_fires_once_per_module_version
 );
+
+async fn cluster_locks_exclude_expire_fence_and_release(store: Arc<dyn Store>) {
+    let a = store
+        .lock_try("report", "node-a/fire-1", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .lock_try("report", "node-b/fire-2", 60_000)
+            .await
+            .unwrap(),
+        None,
+        "held: fails like a unique key"
+    );
+    let held = store.lock_list().await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].holder.as_deref(), Some("node-a/fire-1"));
+    assert!(store.lock_renew("report", a, 60_000).await.unwrap());
+    assert!(store.lock_release("report", a).await.unwrap());
+    assert!(
+        !store.lock_release("report", a).await.unwrap(),
+        "a second release does nothing"
+    );
+    let b = store
+        .lock_try("report", "node-b/fire-2", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b > a, "the fencing token grows");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let c = store
+        .lock_try("report", "node-c/fire-3", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c > b, "an expired lease is taken over");
+    assert!(
+        !store.lock_renew("report", b, 60_000).await.unwrap(),
+        "the old holder lost its lease"
+    );
+    assert!(
+        !store.lock_release("report", b).await.unwrap(),
+        "and cannot release the new holder's lock"
+    );
+    assert_eq!(
+        store.lock_list().await.unwrap()[0].holder.as_deref(),
+        Some("node-c/fire-3")
+    );
+}
+conformance!(locks, cluster_locks_exclude_expire_fence_and_release);
+
+async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
+    use quartzite::engine::locks::StoreLocks;
+    use quartzite::runtime::services::{LockAcquire, LockService};
+    let locks = StoreLocks::new(Arc::clone(&store), 60_000);
+    let other = locks
+        .lock_acquire(&LockAcquire {
+            name: "report".into(),
+            holder: "elsewhere".into(),
+            timeout: std::time::Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    let services = HostServices {
+        kv: Arc::new(StoreKv::new(Arc::clone(&store))),
+        locks: locks.clone(),
+    };
+    let engine = EngineConfig {
+        max_concurrent_runs: 4,
+        ..EngineConfig::default()
+    };
+    let runtime = Runtime::new(
+        RuntimeConfig {
+            engine,
+            cache_dir: None,
+            node_id: "store-test".into(),
+        },
+        services,
+    )
+    .unwrap();
+    let module = runtime.load_file(&common::wasm("report")).unwrap();
+    let blocked = runtime
+        .run(
+            &module,
+            RunRequest {
+                data: r#"{"lock_timeout_ms":200}"#.into(),
+                ..RunRequest::new("jobs/report")
+            },
+        )
+        .await;
+    assert!(
+        matches!(&blocked.outcome, RunOutcome::Failed { retryable: true, message } if message.contains("not acquired")),
+        "{:?}",
+        blocked.outcome
+    );
+    locks.lock_release(&other);
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the release to reach the store",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.lock_list().await.unwrap().is_empty() }
+        },
+    )
+    .await;
+    let ran = runtime
+        .run(
+            &module,
+            RunRequest {
+                data: r#"{"steps":1,"step_ms":0}"#.into(),
+                ..RunRequest::new("jobs/report")
+            },
+        )
+        .await;
+    assert!(ran.outcome.is_success(), "{:?}", ran.outcome);
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "the guest's guard to be released",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.lock_list().await.unwrap().is_empty() }
+        },
+    )
+    .await;
+}
+conformance!(guest_locks, guests_share_locks_through_the_store);

@@ -71,6 +71,9 @@ pub enum Command {
     /// Read the task history.
     #[command(subcommand)]
     History(ops::HistoryCommand),
+    /// See the nodes and locks of the cluster sharing this database.
+    #[command(subcommand)]
+    Cluster(ops::ClusterCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +214,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => ops::serve(&cli.db, args).await,
         Command::Job(command) => ops::job(&cli.db, command).await,
         Command::History(command) => ops::history(&cli.db, command).await,
+        Command::Cluster(command) => ops::cluster(&cli.db, command).await,
         Command::Db(DbCommand::Migrate) => match crate::store::open(&cli.db).await {
             Ok(_) => {
                 println!("{}: schema is up to date", crate::store::redact(&cli.db));

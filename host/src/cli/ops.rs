@@ -707,3 +707,88 @@ pub async fn trigger(db: &str, command: super::TriggerCommand) -> ExitCode {
     };
     result.unwrap_or_else(|e| fail(EXIT_FAILED, &e.to_string()))
 }
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes with their version, contract versions, last check-in and running fires.
+    Nodes {
+        /// A node silent for longer than this many ms is shown dead.
+        #[arg(long, default_value_t = 2_000)]
+        dead_after_ms: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cluster locks held now, with holder, fencing token and lease.
+    Locks {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn cluster(db: &str, command: ClusterCommand) -> ExitCode {
+    let store = match open(db).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = match command {
+        ClusterCommand::Nodes {
+            dead_after_ms,
+            json,
+        } => store.node_list(dead_after_ms).await.map(|nodes| {
+            if json {
+                println!("{}", serde_json::to_value(&nodes).unwrap_or_default());
+            } else {
+                let rows: Vec<Vec<String>> = nodes
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.node_id.clone(),
+                            if n.alive {
+                                "alive".into()
+                            } else {
+                                "dead".into()
+                            },
+                            n.version.clone(),
+                            n.wit_versions.clone(),
+                            fmt_ms(Some(n.heartbeat_ms)),
+                            n.running.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "NODE",
+                        "STATE",
+                        "VERSION",
+                        "WIT",
+                        "LAST CHECK-IN",
+                        "RUNNING",
+                    ],
+                    &rows,
+                );
+            }
+            ExitCode::SUCCESS
+        }),
+        ClusterCommand::Locks { json } => store.lock_list().await.map(|locks| {
+            if json {
+                println!("{}", serde_json::to_value(&locks).unwrap_or_default());
+            } else {
+                let rows: Vec<Vec<String>> = locks
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            l.name.clone(),
+                            l.holder.clone().unwrap_or_default(),
+                            l.token.to_string(),
+                            fmt_ms(l.acquired_ms),
+                            fmt_ms(l.lease_until_ms),
+                        ]
+                    })
+                    .collect();
+                print_table(&["LOCK", "HOLDER", "TOKEN", "SINCE", "LEASE UNTIL"], &rows);
+            }
+            ExitCode::SUCCESS
+        }),
+    };
+    result.unwrap_or_else(|e| fail(EXIT_FAILED, &e.to_string()))
+}

@@ -7,11 +7,11 @@
 //! not load) is checked before the first write, so a rejected start changes
 //! nothing in the store.
 
+use super::locks::StoreLocks;
 use super::modules::{ModuleResolver, PushError, push_file};
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::services::StoreKv;
 use crate::manifest::{self, Manifest};
-use crate::runtime::services::LocalLocks;
 use crate::runtime::{HostServices, JobImpl, Runtime, RuntimeConfig};
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use crate::store::model::{Backoff, JobDef, Overlap, RetryPolicy, TriggerPut};
@@ -141,21 +141,14 @@ pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
         Some(path) => Some(Manifest::load(path)?),
         None => None,
     };
-    let locks = Arc::new(LocalLocks::new());
-    // The kv service needs the store, and the store must not be touched before
-    // the module files are checked: build the runtime with a deferred kv.
-    let deferred = Arc::new(super::services::DeferredKv::default());
-    let services = HostServices {
-        kv: deferred.clone(),
-        locks,
-    };
-    let runtime = Arc::new(
-        Runtime::new(options.runtime.clone(), services)
-            .map_err(|e| BootError::Runtime(e.to_string()))?,
-    );
+    // Module files are checked with a runtime of their own before the store is
+    // touched; the disk cache makes the real runtime's loads below cheap.
     if let Some(m) = &manifest {
+        let checker = Runtime::new(options.runtime.clone(), HostServices::in_memory())
+            .map_err(|e| BootError::Runtime(e.to_string()))?;
+        let checker = Arc::new(checker);
         for decl in &m.modules {
-            let rt = Arc::clone(&runtime);
+            let rt = Arc::clone(&checker);
             let path = decl.path.clone();
             let loaded = tokio::task::spawn_blocking(move || rt.load_file(&path))
                 .await
@@ -171,7 +164,17 @@ pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
         }
     }
     let store = store::open(&options.db_url).await?;
-    deferred.set(Arc::new(StoreKv::new(Arc::clone(&store))));
+    let services = HostServices {
+        kv: Arc::new(StoreKv::new(Arc::clone(&store))),
+        locks: StoreLocks::new(
+            Arc::clone(&store),
+            options.scheduler.lease_ms.max(2_000) * 5,
+        ),
+    };
+    let runtime = Arc::new(
+        Runtime::new(options.runtime.clone(), services)
+            .map_err(|e| BootError::Runtime(e.to_string()))?,
+    );
 
     if let Some(m) = &manifest {
         for decl in &m.modules {

@@ -330,6 +330,31 @@ pub struct HistoryFilter {
     pub before_ms: Option<i64>,
 }
 
+/// A named cluster lock as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LockRow {
+    pub name: String,
+    /// `None` when released.
+    pub holder: Option<String>,
+    pub token: i64,
+    pub acquired_ms: Option<i64>,
+    pub lease_until_ms: Option<i64>,
+}
+
+/// A node as it last checked in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    pub node_id: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    pub version: String,
+    pub wit_versions: String,
+    /// Fires this node holds now.
+    pub running: i64,
+    /// Whether it checked in within the dead-after interval.
+    pub alive: bool,
+}
+
 /// A trigger schedule as its table columns, in both directions.
 #[derive(Debug, Default)]
 pub(crate) struct ScheduleColumns {

@@ -60,6 +60,22 @@ pub trait Scheduling: Send + Sync {
     async fn history_count(&self, filter: &HistoryFilter) -> Result<u64, StoreError>;
     /// Deletes history older than `max_age_ms` and beyond the newest `max_rows`.
     async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, StoreError>;
+    /// Takes lock `name` for `holder` unless someone else holds an unexpired lease;
+    /// returns the new fencing token.
+    async fn lock_try(
+        &self,
+        name: &str,
+        holder: &str,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Extends a held lease; false when the lease was lost (expired and taken).
+    async fn lock_renew(&self, name: &str, token: i64, lease_ms: i64) -> Result<bool, StoreError>;
+    /// Releases a lease; a stale token releases nothing.
+    async fn lock_release(&self, name: &str, token: i64) -> Result<bool, StoreError>;
+    /// Locks held now.
+    async fn lock_list(&self) -> Result<Vec<LockRow>, StoreError>;
+    /// Nodes that checked in, with whether each is alive.
+    async fn node_list(&self, dead_after_ms: i64) -> Result<Vec<NodeRow>, StoreError>;
     /// Records that `node_id` is alive.
     async fn node_heartbeat(
         &self,
@@ -811,6 +827,14 @@ macro_rules! impl_scheduling {
                 for row in &lost {
                     let fire_id: String = row.try_get("fire_id")?;
                     let node: Option<String> = row.try_get("node_id")?;
+                    // Locks the lost run held (holder `node/fire`) go with it, so
+                    // the re-run is not blocked by its own predecessor.
+                    if let Some(node) = &node {
+                        sqlx::query("UPDATE cluster_locks SET holder = NULL, lease_until_ms = NULL WHERE holder = $1")
+                            .bind(format!("{node}/{fire_id}"))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     if row.try_get::<i64, _>("requests_recovery")? != 0 {
                         // Same attempt, flagged: the guest can tell it may be a re-run.
                         sqlx::query("UPDATE fires SET state = 'scheduled', recovering = 1, node_id = NULL, lease_until_ms = NULL, due_ms = $1 WHERE fire_id = $2")
@@ -918,6 +942,93 @@ macro_rules! impl_scheduling {
                 let over = over.bind(max_rows).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(aged.rows_affected() + over.rows_affected())
+            }
+
+            async fn lock_try(&self, name: &str, holder: &str, lease_ms: i64) -> Result<Option<i64>, $crate::store::StoreError> {
+                use sqlx::Row;
+                // Insert, or take over a released or expired lock; a live holder makes
+                // the statement change nothing and return no row.
+                let row = sqlx::query(concat!(
+                    "INSERT INTO cluster_locks (name, holder, token, acquired_ms, lease_until_ms) VALUES ($1, $2, 1, ", $now, ", ", $now, " + $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = cluster_locks.token + 1, \
+                     acquired_ms = excluded.acquired_ms, lease_until_ms = excluded.lease_until_ms \
+                     WHERE cluster_locks.holder IS NULL OR cluster_locks.lease_until_ms < excluded.acquired_ms \
+                     RETURNING token"
+                ))
+                .bind(name)
+                .bind(holder)
+                .bind(lease_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|r| r.try_get("token")).transpose()?)
+            }
+
+            async fn lock_renew(&self, name: &str, token: i64, lease_ms: i64) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(concat!(
+                    "UPDATE cluster_locks SET lease_until_ms = ", $now, " + $1 WHERE name = $2 AND token = $3 AND holder IS NOT NULL"
+                ))
+                .bind(lease_ms)
+                .bind(name)
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn lock_release(&self, name: &str, token: i64) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE cluster_locks SET holder = NULL, lease_until_ms = NULL WHERE name = $1 AND token = $2 AND holder IS NOT NULL")
+                    .bind(name)
+                    .bind(token)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn lock_list(&self) -> Result<Vec<$crate::store::model::LockRow>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(concat!(
+                    "SELECT name, holder, token, acquired_ms, lease_until_ms FROM cluster_locks \
+                     WHERE holder IS NOT NULL AND lease_until_ms >= ", $now, " ORDER BY name"
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::store::model::LockRow {
+                            name: r.try_get("name")?,
+                            holder: r.try_get("holder")?,
+                            token: r.try_get("token")?,
+                            acquired_ms: r.try_get("acquired_ms")?,
+                            lease_until_ms: r.try_get("lease_until_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn node_list(&self, dead_after_ms: i64) -> Result<Vec<$crate::store::model::NodeRow>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(concat!(
+                    "SELECT n.node_id, n.started_ms, n.heartbeat_ms, n.version, n.wit_versions, \
+                     (SELECT COUNT(*) FROM fires f WHERE f.node_id = n.node_id AND f.state = 'acquired') AS running, \
+                     CASE WHEN n.heartbeat_ms >= ", $now, " - $1 THEN 1 ELSE 0 END AS alive \
+                     FROM nodes n ORDER BY n.node_id"
+                ))
+                .bind(dead_after_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::store::model::NodeRow {
+                            node_id: r.try_get("node_id")?,
+                            started_ms: r.try_get("started_ms")?,
+                            heartbeat_ms: r.try_get("heartbeat_ms")?,
+                            version: r.try_get("version")?,
+                            wit_versions: r.try_get("wit_versions")?,
+                            running: r.try_get("running")?,
+                            alive: r.try_get::<i32, _>("alive")? != 0,
+                        })
+                    })
+                    .collect()
             }
 
             async fn node_heartbeat(&self, node_id: &str, version: &str, wit_versions: &str) -> Result<(), $crate::store::StoreError> {

@@ -1,0 +1,9 @@
+-- Named cluster locks (the reference's cluster lock) with a lease and a fencing
+-- token. A row stays after release, so the token only ever grows.
+CREATE TABLE cluster_locks (
+    name           TEXT    NOT NULL PRIMARY KEY,
+    holder         TEXT,
+    token          INTEGER NOT NULL,
+    acquired_ms    INTEGER,
+    lease_until_ms INTEGER
+);
