@@ -412,7 +412,17 @@ async fn a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused(
         .unwrap()
         .fires
         .remove(0);
+    let lock_of_lost_run = format!("dead/{}", lost.fire_id);
+    store
+        .lock_try("shared", &lock_of_lost_run, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(store.fire_recover(60_000).await.unwrap(), 1);
+    assert!(
+        store.lock_list().await.unwrap().is_empty(),
+        "the lost run's locks are released with it"
+    );
     assert_eq!(
         store.fire_recover(60_000).await.unwrap(),
         0,
