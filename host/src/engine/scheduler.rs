@@ -34,7 +34,7 @@ pub struct SchedulerConfig {
     pub lookahead_ms: i64,
     /// How long a claim holds without renewal; leases are renewed every third of it. Default 6000.
     pub lease_ms: i64,
-    /// A node silent for this long is dead and its fires are recovered. Default 2000.
+    /// A node silent for this long is dead and its fires are recovered. Default 1500.
     pub dead_after_ms: i64,
     /// Longest sleep when nothing is due: bounds how late a change made by another
     /// process is seen. Default 500.
@@ -57,7 +57,7 @@ impl Default for SchedulerConfig {
             workers: 16,
             lookahead_ms: 100,
             lease_ms: 6_000,
-            dead_after_ms: 2_000,
+            dead_after_ms: 1_500,
             poll_ms: 500,
             misfire_threshold_ms: 60_000,
             catch_up: 10,
@@ -391,7 +391,15 @@ impl Scheduler {
                 .unwrap_or(1000)
                 .clamp(100, 2_000),
         );
-        let mut tick = tokio::time::interval(every.min(Duration::from_millis(500)));
+        // Check-ins must be well inside `dead_after_ms`, so a live node is never
+        // taken for dead, and recovery passes frequent, so failover is quick.
+        let mut tick = tokio::time::interval(
+            every.min(Duration::from_millis(
+                u64::try_from(self.config.dead_after_ms / 6)
+                    .unwrap_or(250)
+                    .max(50),
+            )),
+        );
         let mut last_cleanup = None::<tokio::time::Instant>;
         loop {
             tick.tick().await;
