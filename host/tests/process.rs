@@ -310,6 +310,48 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
             .code(),
         Some(1)
     );
+    let rejected = cli(
+        dir.path(),
+        &url,
+        &[
+            "module",
+            "push",
+            wasm("guest_future_major").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(rejected.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&rejected.stderr).contains("module-incompatible"));
+    let pushed = cli(
+        dir.path(),
+        &url,
+        &[
+            "module",
+            "push",
+            wasm("counter").to_str().unwrap(),
+            "--version",
+            "7",
+        ],
+    );
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let modules = cli(dir.path(), &url, &["module", "list", "--json"]);
+    let modules: serde_json::Value = serde_json::from_slice(&modules.stdout).unwrap();
+    let names: Vec<String> = modules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}@{}",
+                m["name"].as_str().unwrap(),
+                m["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(names, ["counter@7", "hello@1.0.0"]);
     let nodes = cli(dir.path(), &url, &["cluster", "nodes", "--json"]);
     let nodes: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
     assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");

@@ -2,7 +2,7 @@
 -- Times are UTC milliseconds since the Unix epoch, from the database clock.
 -- Booleans are 0/1 integers and times BIGINT milliseconds, so both dialects share their SQL.
 
-CREATE TABLE jobs (
+CREATE TABLE IF NOT EXISTS jobs (
     job_key            TEXT    NOT NULL PRIMARY KEY,
     module             TEXT    NOT NULL,
     data               TEXT    NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE jobs (
     updated_at         BIGINT NOT NULL
 );
 
-CREATE TABLE triggers (
+CREATE TABLE IF NOT EXISTS triggers (
     trigger_key  TEXT    NOT NULL PRIMARY KEY,
     job_key      TEXT    NOT NULL REFERENCES jobs (job_key) ON DELETE CASCADE,
     kind         TEXT    NOT NULL CHECK (kind IN ('cron', 'every', 'at', 'on-start', 'once')),
@@ -41,12 +41,12 @@ CREATE TABLE triggers (
     updated_at   BIGINT NOT NULL
 );
 
-CREATE INDEX triggers_due ON triggers (state, next_fire_ms, priority DESC);
-CREATE INDEX triggers_by_job ON triggers (job_key);
+CREATE INDEX IF NOT EXISTS triggers_due ON triggers (state, next_fire_ms, priority DESC);
+CREATE INDEX IF NOT EXISTS triggers_by_job ON triggers (job_key);
 
 -- One row per fire from the moment it is due until it is completed: the store
 -- itself makes a double fire impossible through the unique key.
-CREATE TABLE fires (
+CREATE TABLE IF NOT EXISTS fires (
     fire_id        TEXT    NOT NULL PRIMARY KEY,
     trigger_key    TEXT    NOT NULL,
     job_key        TEXT    NOT NULL,
@@ -62,11 +62,11 @@ CREATE TABLE fires (
     UNIQUE (trigger_key, scheduled_ms)
 );
 
-CREATE INDEX fires_due ON fires (state, due_ms, priority DESC);
-CREATE INDEX fires_by_job ON fires (job_key, state);
-CREATE INDEX fires_by_lease ON fires (state, lease_until_ms);
+CREATE INDEX IF NOT EXISTS fires_due ON fires (state, due_ms, priority DESC);
+CREATE INDEX IF NOT EXISTS fires_by_job ON fires (job_key, state);
+CREATE INDEX IF NOT EXISTS fires_by_lease ON fires (state, lease_until_ms);
 
-CREATE TABLE task_history (
+CREATE TABLE IF NOT EXISTS task_history (
     id           TEXT    NOT NULL PRIMARY KEY,
     fire_id      TEXT,
     job_key      TEXT    NOT NULL,
@@ -81,18 +81,18 @@ CREATE TABLE task_history (
     details      TEXT    NOT NULL
 );
 
-CREATE INDEX history_by_job ON task_history (job_key, started_ms);
-CREATE INDEX history_by_started ON task_history (started_ms);
+CREATE INDEX IF NOT EXISTS history_by_job ON task_history (job_key, started_ms);
+CREATE INDEX IF NOT EXISTS history_by_started ON task_history (started_ms);
 
 -- `once` triggers run once per store for each module version of their job.
-CREATE TABLE once_runs (
+CREATE TABLE IF NOT EXISTS once_runs (
     job_key TEXT    NOT NULL,
     module  TEXT    NOT NULL,
     ran_at  BIGINT NOT NULL,
     PRIMARY KEY (job_key, module)
 );
 
-CREATE TABLE nodes (
+CREATE TABLE IF NOT EXISTS nodes (
     node_id      TEXT    NOT NULL PRIMARY KEY,
     started_ms   BIGINT NOT NULL,
     heartbeat_ms BIGINT NOT NULL,

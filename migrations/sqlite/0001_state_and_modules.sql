@@ -1,7 +1,7 @@
 -- Per-job durable key-value state and the module registry.
 -- Times are UTC, milliseconds since the Unix epoch, set from the database clock.
 
-CREATE TABLE job_state (
+CREATE TABLE IF NOT EXISTS job_state (
     job_key    TEXT    NOT NULL,
     key        TEXT    NOT NULL,
     value      BLOB    NOT NULL,
@@ -9,7 +9,7 @@ CREATE TABLE job_state (
     PRIMARY KEY (job_key, key)
 ) WITHOUT ROWID;
 
-CREATE TABLE modules (
+CREATE TABLE IF NOT EXISTS modules (
     name        TEXT    NOT NULL,
     version     TEXT    NOT NULL,
     digest      TEXT    NOT NULL,
@@ -20,5 +20,5 @@ CREATE TABLE modules (
     PRIMARY KEY (name, version)
 );
 
-CREATE INDEX modules_by_digest ON modules (digest);
-CREATE INDEX modules_by_name_created ON modules (name, created_at);
+CREATE INDEX IF NOT EXISTS modules_by_digest ON modules (digest);
+CREATE INDEX IF NOT EXISTS modules_by_name_created ON modules (name, created_at);

@@ -105,6 +105,22 @@ pub enum ModuleCommand {
     /// Print a module's digest, contract version, self-description and imports,
     /// or exactly why it cannot run.
     Inspect(InspectArgs),
+    /// Validate a module (compile, contract, describe) and store it in the database,
+    /// where every node finds it. A rejected module changes nothing.
+    Push {
+        file: std::path::PathBuf,
+        /// Name to store it under [default: what describe() says].
+        #[arg(long)]
+        name: Option<String>,
+        /// Version to store it as [default: what describe() says].
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List stored modules and versions, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +225,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::RunOnce(args) => run_once(args).await,
         Command::Module(ModuleCommand::Inspect(args)) => inspect(args).await,
+        Command::Module(command) => ops::module(&cli.db, command).await,
         Command::Trigger(TriggerCommand::Preview(args)) => preview::run(args),
         Command::Trigger(command) => ops::trigger(&cli.db, command).await,
         Command::Serve(args) => ops::serve(&cli.db, args).await,

@@ -792,3 +792,77 @@ pub async fn cluster(db: &str, command: ClusterCommand) -> ExitCode {
     };
     result.unwrap_or_else(|e| fail(EXIT_FAILED, &e.to_string()))
 }
+
+pub async fn module(db: &str, command: super::ModuleCommand) -> ExitCode {
+    use super::ModuleCommand;
+    let store = match open(db).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match command {
+        ModuleCommand::Inspect(_) => fail(EXIT_USAGE, "inspect needs no database"),
+        ModuleCommand::Push {
+            file,
+            name,
+            version,
+        } => {
+            let runtime = match Runtime::new(
+                RuntimeConfig {
+                    engine: EngineConfig::default(),
+                    cache_dir: super::default_cache_dir(),
+                    node_id: "cli".into(),
+                },
+                HostServices::in_memory(),
+            ) {
+                Ok(r) => Arc::new(r),
+                Err(e) => return fail(EXIT_FAILED, &e.to_string()),
+            };
+            match push_file(&store, &runtime, &file, name.as_deref(), version.as_deref()).await {
+                Ok((record, info)) => {
+                    println!(
+                        "pushed {}@{} sha256:{} (contract {}, describe: {} {})",
+                        record.name,
+                        record.version,
+                        record.digest,
+                        record.wit_version,
+                        info.name,
+                        info.version
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(crate::engine::modules::PushError::Rejected(r)) => fail(
+                    super::EXIT_SKIPPED,
+                    &format!("{}: rejected: {r}", file.display()),
+                ),
+                Err(e) => fail(EXIT_FAILED, &format!("{}: {e}", file.display())),
+            }
+        }
+        ModuleCommand::List { json } => match store.module_list(None).await {
+            Ok(modules) if json => {
+                println!("{}", serde_json::to_value(&modules).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Ok(modules) => {
+                let rows: Vec<Vec<String>> = modules
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.name.clone(),
+                            m.version.clone(),
+                            format!("sha256:{}", &m.digest[..16.min(m.digest.len())]),
+                            m.wit_version.clone(),
+                            m.size.to_string(),
+                            m.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["MODULE", "VERSION", "DIGEST", "WIT", "BYTES", "PUSHED"],
+                    &rows,
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_FAILED, &e.to_string()),
+        },
+    }
+}

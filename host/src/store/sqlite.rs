@@ -17,6 +17,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file (`None` for an in-memory database).
+    path: Option<std::path::PathBuf>,
     /// SQLite has one writer at a time. Queueing this process's writers here
     /// hands the lock over at once; left to SQLite's busy handler, each waiter
     /// sleeps in steps of milliseconds.
@@ -42,6 +44,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let path = Some(options.get_filename().to_path_buf())
+            .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -52,6 +56,7 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             pool,
+            path,
             writer: std::sync::Arc::default(),
         })
     }
@@ -83,9 +88,33 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&self.pool)
-            .await?;
+        // Two processes opening a new file at once (a server and a CLI call) would
+        // race to apply the same migration: take a lock file next to the database.
+        let guard = match &self.path {
+            Some(path) => {
+                let lock_path = path.with_extension("migrate-lock");
+                let file =
+                    tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                        let file = std::fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(false)
+                            .write(true)
+                            .open(&lock_path)?;
+                        file.lock()?;
+                        Ok(file)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Conflict(format!("migration lock: {e}")))?
+                    .map_err(|e| {
+                        StoreError::Conflict(format!("cannot lock the database for migration: {e}"))
+                    })?;
+                Some(file)
+            }
+            None => None,
+        };
+        let result = sqlx::migrate!("../migrations/sqlite").run(&self.pool).await;
+        drop(guard);
+        result?;
         Ok(())
     }
 
