@@ -6,6 +6,7 @@
 //! with a name, a version and a digest. Methods read noun-then-verb
 //! (`state_get`, `module_put`). Times come from the database clock.
 
+mod common;
 pub mod model;
 mod postgres;
 pub mod sched;

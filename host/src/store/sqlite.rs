@@ -1,12 +1,8 @@
 //! The SQLite store: one file in WAL mode, the embedded default.
 
-use super::{Dialect, ModulePut, ModuleRecord, ModuleRef, Store, StoreError};
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::Row;
+use super::StoreError;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::str::FromStr;
 use std::time::Duration;
@@ -68,26 +64,8 @@ impl SqliteStore {
     }
 }
 
-fn record(row: &SqliteRow) -> Result<ModuleRecord, StoreError> {
-    let created: i64 = row.try_get("created_at")?;
-    let size: i64 = row.try_get("size")?;
-    Ok(ModuleRecord {
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        digest: row.try_get("digest")?,
-        wit_version: row.try_get("wit_version")?,
-        size: u64::try_from(size).unwrap_or(0),
-        created_at: DateTime::<Utc>::from_timestamp_millis(created).unwrap_or_default(),
-    })
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
+impl SqliteStore {
+    async fn migrate_schema(&self) -> Result<(), StoreError> {
         // Two processes opening a new file at once (a server and a CLI call) would
         // race to apply the same migration: take a lock file next to the database.
         let guard = match &self.path {
@@ -117,112 +95,13 @@ impl Store for SqliteStore {
         result?;
         Ok(())
     }
-
-    async fn state_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query("SELECT value FROM job_state WHERE job_key = ? AND key = ?")
-            .bind(job_key)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("value")).transpose()?)
-    }
-
-    async fn state_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO job_state (job_key, key, value, updated_at) VALUES (?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER)) \
-             ON CONFLICT (job_key, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
-        .bind(job_key)
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn state_delete(&self, job_key: &str, key: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM job_state WHERE job_key = ? AND key = ?")
-            .bind(job_key)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn state_keys(&self, job_key: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT key FROM job_state WHERE job_key = ? ORDER BY key")
-            .bind(job_key)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get("key").map_err(StoreError::from))
-            .collect()
-    }
-
-    async fn module_put(&self, m: &ModulePut) -> Result<ModuleRecord, StoreError> {
-        sqlx::query("INSERT INTO modules (name, version, digest, wit_version, size, bytes, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER)) ON CONFLICT (name, version) DO NOTHING")
-        .bind(&m.name)
-        .bind(&m.version)
-        .bind(&m.digest)
-        .bind(&m.wit_version)
-        .bind(i64::try_from(m.bytes.len()).unwrap_or(i64::MAX))
-        .bind(&m.bytes)
-        .execute(&self.pool)
-        .await?;
-        let version = ModuleRef::Version {
-            name: m.name.clone(),
-            version: m.version.clone(),
-        };
-        let stored = self.module_get(&version).await?.ok_or_else(|| {
-            StoreError::Conflict(format!(
-                "module {}@{} vanished while being stored",
-                m.name, m.version
-            ))
-        })?;
-        if stored.digest != m.digest {
-            return Err(StoreError::Conflict(format!(
-                "module {}@{} already exists with digest {}; a pushed version never changes, push a new version",
-                m.name, m.version, stored.digest
-            )));
-        }
-        Ok(stored)
-    }
-
-    async fn module_get(&self, module: &ModuleRef) -> Result<Option<ModuleRecord>, StoreError> {
-        let query = match module {
-            ModuleRef::Latest(name) => sqlx::query("SELECT name, version, digest, wit_version, size, created_at FROM modules WHERE name = ? ORDER BY created_at DESC, rowid DESC LIMIT 1")
-            .bind(name),
-            ModuleRef::Version { name, version } => sqlx::query("SELECT name, version, digest, wit_version, size, created_at FROM modules WHERE name = ? AND version = ?")
-            .bind(name)
-            .bind(version),
-            ModuleRef::Digest(digest) => sqlx::query("SELECT name, version, digest, wit_version, size, created_at FROM modules WHERE digest = ? ORDER BY created_at DESC LIMIT 1")
-            .bind(digest),
-        };
-        query
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(record)
-            .transpose()
-    }
-
-    async fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query("SELECT bytes FROM modules WHERE digest = ? LIMIT 1")
-            .bind(digest)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("bytes")).transpose()?)
-    }
-
-    async fn module_list(&self, name: Option<&str>) -> Result<Vec<ModuleRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, version, digest, wit_version, size, created_at FROM modules WHERE (? IS NULL OR name = ?) \
-             ORDER BY name, created_at DESC, rowid DESC")
-        .bind(name)
-        .bind(name)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(record).collect()
-    }
 }
+
+super::common::impl_store!(
+    SqliteStore,
+    crate::store::Dialect::Sqlite,
+    "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
+);
 
 super::sched::impl_scheduling!(
     SqliteStore,

@@ -1,0 +1,151 @@
+//! The `Store` methods whose SQL is the same in both dialects (`$n`
+//! placeholders, times as UTC milliseconds), implemented once for each store type.
+
+use super::ModuleRecord;
+use chrono::{DateTime, Utc};
+
+pub(crate) fn module_from_row<R: sqlx::Row>(row: &R) -> Result<ModuleRecord, super::StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let created: i64 = row.try_get("created_at")?;
+    let size: i64 = row.try_get("size")?;
+    Ok(ModuleRecord {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        digest: row.try_get("digest")?,
+        wit_version: row.try_get("wit_version")?,
+        size: u64::try_from(size).unwrap_or(0),
+        created_at: DateTime::<Utc>::from_timestamp_millis(created).unwrap_or_default(),
+    })
+}
+
+/// Implements [`super::Store`] for a store type whose inherent methods provide
+/// `migrate_schema()`; `$dialect` names it and `$now` is its clock in UTC ms.
+macro_rules! impl_store {
+    ($store:ty, $dialect:expr, $now:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn dialect(&self) -> $crate::store::Dialect {
+                $dialect
+            }
+
+            async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
+                self.migrate_schema().await
+            }
+
+            async fn state_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT value FROM job_state WHERE job_key = $1 AND key = $2")
+                    .bind(job_key)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.try_get("value")).transpose()?)
+            }
+
+            async fn state_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO job_state (job_key, key, value, updated_at) VALUES ($1, $2, $3, ", $now, ") \
+                     ON CONFLICT (job_key, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+                ))
+                .bind(job_key)
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn state_delete(&self, job_key: &str, key: &str) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM job_state WHERE job_key = $1 AND key = $2")
+                    .bind(job_key)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn state_keys(&self, job_key: &str) -> Result<Vec<String>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT key FROM job_state WHERE job_key = $1 ORDER BY key")
+                    .bind(job_key)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| r.try_get("key").map_err($crate::store::StoreError::from)).collect()
+            }
+
+            async fn module_put(&self, m: &$crate::store::ModulePut) -> Result<$crate::store::ModuleRecord, $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO modules (name, version, digest, wit_version, size, bytes, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, ", $now, ") ON CONFLICT (name, version) DO NOTHING"
+                ))
+                .bind(&m.name)
+                .bind(&m.version)
+                .bind(&m.digest)
+                .bind(&m.wit_version)
+                .bind(i64::try_from(m.bytes.len()).unwrap_or(i64::MAX))
+                .bind(&m.bytes)
+                .execute(&self.pool)
+                .await?;
+                let version = $crate::store::ModuleRef::Version { name: m.name.clone(), version: m.version.clone() };
+                let stored = self.module_get(&version).await?.ok_or_else(|| {
+                    $crate::store::StoreError::Conflict(format!("module {}@{} vanished while being stored", m.name, m.version))
+                })?;
+                if stored.digest != m.digest {
+                    return Err($crate::store::StoreError::Conflict(format!(
+                        "module {}@{} already exists with digest {}; a pushed version never changes, push a new version",
+                        m.name, m.version, stored.digest
+                    )));
+                }
+                Ok(stored)
+            }
+
+            async fn module_get(&self, module: &$crate::store::ModuleRef) -> Result<Option<$crate::store::ModuleRecord>, $crate::store::StoreError> {
+                use $crate::store::ModuleRef;
+                let query = match module {
+                    ModuleRef::Latest(name) => sqlx::query(
+                        "SELECT name, version, digest, wit_version, size, created_at FROM modules \
+                         WHERE name = $1 ORDER BY created_at DESC, version DESC LIMIT 1",
+                    )
+                    .bind(name),
+                    ModuleRef::Version { name, version } => sqlx::query(
+                        "SELECT name, version, digest, wit_version, size, created_at FROM modules WHERE name = $1 AND version = $2",
+                    )
+                    .bind(name)
+                    .bind(version),
+                    ModuleRef::Digest(digest) => sqlx::query(
+                        "SELECT name, version, digest, wit_version, size, created_at FROM modules \
+                         WHERE digest = $1 ORDER BY created_at DESC LIMIT 1",
+                    )
+                    .bind(digest),
+                };
+                query.fetch_optional(&self.pool).await?.as_ref().map($crate::store::common::module_from_row).transpose()
+            }
+
+            async fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT bytes FROM modules WHERE digest = $1 LIMIT 1")
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.try_get("bytes")).transpose()?)
+            }
+
+            async fn module_list(&self, name: Option<&str>) -> Result<Vec<$crate::store::ModuleRecord>, $crate::store::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT name, version, digest, wit_version, size, created_at FROM modules \
+                     WHERE ($1 IS NULL OR name = $1) ORDER BY name, created_at DESC, version DESC",
+                )
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map($crate::store::common::module_from_row).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
