@@ -578,60 +578,47 @@ macro_rules! impl_scheduling {
                         }
                     })
                 };
-                for chunk in direct.chunks(100) {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) ",
-                    );
-                    qb.push_values(chunk, |mut b, (trigger_key, job_key, scheduled, priority)| {
-                        b.push_bind($crate::store::sched::new_id())
-                            .push_bind(trigger_key.clone())
-                            .push_bind(job_key.clone())
-                            .push_bind(*scheduled)
-                            .push_bind(*scheduled)
-                            .push_bind(*priority)
-                            .push_bind(1i64)
-                            .push_bind("acquired")
-                            .push_bind(0i64)
-                            .push_bind(1i64)
-                            .push_bind(p.node_id.clone())
-                            .push_bind(now + p.lease_ms);
-                    });
-                    qb.push(" ON CONFLICT DO NOTHING RETURNING fire_id, trigger_key, job_key, scheduled_ms");
-                    for row in qb.build().fetch_all(&mut *tx).await? {
-                        let job_key: String = row.try_get("job_key")?;
-                        let Some(job) = jobs.get(&job_key) else { continue };
-                        let scheduled_ms: i64 = row.try_get("scheduled_ms")?;
-                        out.fires.push(FireClaim {
-                            fire_id: row.try_get("fire_id")?,
-                            trigger_key: row.try_get("trigger_key")?,
-                            job_key,
-                            scheduled_ms,
-                            due_ms: scheduled_ms,
-                            attempt: 1,
-                            recovering: false,
-                            fencing: 1,
-                            job: job.clone(),
+                for (batch, claim) in [(&direct, true), (&queued, false)] {
+                    for chunk in batch.chunks(100) {
+                        let mut qb = sqlx::QueryBuilder::new(
+                            "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) ",
+                        );
+                        qb.push_values(chunk, |mut b, (trigger_key, job_key, scheduled, priority)| {
+                            b.push_bind($crate::store::sched::new_id())
+                                .push_bind(trigger_key.clone())
+                                .push_bind(job_key.clone())
+                                .push_bind(*scheduled)
+                                .push_bind(*scheduled)
+                                .push_bind(*priority)
+                                .push_bind(1i64)
+                                .push_bind(if claim { "acquired" } else { "scheduled" })
+                                .push_bind(0i64)
+                                .push_bind(i64::from(claim))
+                                .push_bind(claim.then(|| p.node_id.clone()))
+                                .push_bind(claim.then_some(now + p.lease_ms));
                         });
+                        qb.push(" ON CONFLICT DO NOTHING RETURNING fire_id, trigger_key, job_key, scheduled_ms");
+                        let created = qb.build().fetch_all(&mut *tx).await?;
+                        if !claim {
+                            continue;
+                        }
+                        for row in created {
+                            let job_key: String = row.try_get("job_key")?;
+                            let Some(job) = jobs.get(&job_key) else { continue };
+                            let scheduled_ms: i64 = row.try_get("scheduled_ms")?;
+                            out.fires.push(FireClaim {
+                                fire_id: row.try_get("fire_id")?,
+                                trigger_key: row.try_get("trigger_key")?,
+                                job_key,
+                                scheduled_ms,
+                                due_ms: scheduled_ms,
+                                attempt: 1,
+                                recovering: false,
+                                fencing: 1,
+                                job: job.clone(),
+                            });
+                        }
                     }
-                }
-                for chunk in queued.chunks(100) {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) ",
-                    );
-                    qb.push_values(chunk, |mut b, (trigger_key, job_key, scheduled, priority)| {
-                        b.push_bind($crate::store::sched::new_id())
-                            .push_bind(trigger_key.clone())
-                            .push_bind(job_key.clone())
-                            .push_bind(*scheduled)
-                            .push_bind(*scheduled)
-                            .push_bind(*priority)
-                            .push_bind(1i64)
-                            .push_bind("scheduled")
-                            .push_bind(0i64)
-                            .push_bind(0i64);
-                    });
-                    qb.push(" ON CONFLICT DO NOTHING");
-                    qb.build().execute(&mut *tx).await?;
                 }
                 for chunk in completed.chunks(200) {
                     let mut qb = sqlx::QueryBuilder::new("UPDATE triggers SET state = 'COMPLETE', next_fire_ms = NULL, updated_at = ");
