@@ -66,8 +66,14 @@ cmd_demo() {
   cargo build -p quartzite
   local q="${CARGO_TARGET_DIR:-target}/debug/quartzite"
   local secs="${DEMO_SECONDS:-15}"
-  say "quartzite serve --manifest example-jobs/jobs.toml (embedded SQLite: ./quartzite.db) for ${secs}s"
-  "$q" serve --manifest example-jobs/jobs.toml &
+  local manifest=example-jobs/jobs.toml
+  if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    # The manifest names modules under ../target; point it at the real target dir.
+    manifest="$(mktemp --suffix=.toml)"
+    sed "s#\.\./target/#$(realpath "$CARGO_TARGET_DIR")/#" example-jobs/jobs.toml > "$manifest"
+  fi
+  say "quartzite serve --manifest $manifest (embedded SQLite: ./quartzite.db) for ${secs}s"
+  "$q" serve --manifest "$manifest" &
   local pid=$!
   sleep "$secs"
   kill -TERM "$pid"
