@@ -182,34 +182,9 @@ async fn a_killed_nodes_recoverable_fire_is_rerun_on_another_node() {
         "failover: the fire was re-queued {} ms after kill -9",
         killed.elapsed().as_millis()
     );
-    wait_until(
-        Duration::from_secs(60),
-        "the recovered report to finish on node-b",
-        || {
-            let store = store.clone();
-            async move {
-                let h = store
-                    .history_list(&HistoryFilter {
-                        job_key: Some("f/report".into()),
-                        limit: 10,
-                        ..HistoryFilter::default()
-                    })
-                    .await
-                    .unwrap();
-                h.iter().any(|h| h.status == HistoryStatus::Success)
-            }
-        },
-    )
-    .await;
+    wait_for_success(&store, "f/report", Duration::from_secs(60)).await;
     stop(b);
-    let history = store
-        .history_list(&HistoryFilter {
-            job_key: Some("f/report".into()),
-            limit: 10,
-            ..HistoryFilter::default()
-        })
-        .await
-        .unwrap();
+    let history = history_of(&store, "f/report").await;
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].node_id.as_deref(), Some("node-b"));
     let details: serde_json::Value = serde_json::from_str(&history[0].details).unwrap();

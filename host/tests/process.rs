@@ -84,25 +84,7 @@ every = "100ms"
     first.wait().unwrap();
 
     let mut second = serve(dir.path(), &url);
-    wait_until(
-        Duration::from_secs(60),
-        "the recovered report to finish",
-        || {
-            let store = store.clone();
-            async move {
-                let h = store
-                    .history_list(&HistoryFilter {
-                        job_key: Some("p/report".into()),
-                        limit: 10,
-                        ..HistoryFilter::default()
-                    })
-                    .await
-                    .unwrap();
-                h.iter().any(|h| h.status == HistoryStatus::Success)
-            }
-        },
-    )
-    .await;
+    wait_for_success(&store, "p/report", Duration::from_secs(60)).await;
     let pid = second.id().to_string();
     assert!(
         Command::new("kill")
@@ -114,14 +96,7 @@ every = "100ms"
     let status = second.wait().unwrap();
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
 
-    let report = store
-        .history_list(&HistoryFilter {
-            job_key: Some("p/report".into()),
-            limit: 100,
-            ..HistoryFilter::default()
-        })
-        .await
-        .unwrap();
+    let report = history_of(&store, "p/report").await;
     assert_eq!(report.len(), 1, "one fire, run to the end once: {report:?}");
     let details: serde_json::Value = serde_json::from_str(&report[0].details).unwrap();
     assert_eq!(

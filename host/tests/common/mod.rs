@@ -84,3 +84,36 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A job's history, newest first.
+pub async fn history_of<S>(store: &S, job: &str) -> Vec<quartzite::store::model::HistoryEntry>
+where
+    S: quartzite::store::Scheduling + ?Sized,
+{
+    let filter = quartzite::store::model::HistoryFilter {
+        job_key: Some(job.into()),
+        limit: 100_000,
+        ..Default::default()
+    };
+    store.history_list(&filter).await.expect("history")
+}
+
+/// Waits until `job` has a successful run, failing after `limit`.
+pub async fn wait_for_success<S>(store: &S, job: &str, limit: Duration)
+where
+    S: quartzite::store::Scheduling + ?Sized,
+{
+    use quartzite::store::model::HistoryStatus;
+    let start = Instant::now();
+    while !history_of(store, job)
+        .await
+        .iter()
+        .any(|h| h.status == HistoryStatus::Success)
+    {
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for a successful run of {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
