@@ -6,6 +6,7 @@
 //!   cargo bench -p quartzite --bench scheduler -- sqlite [N]
 //!   cargo bench -p quartzite --bench scheduler -- postgres [N]
 //!   cargo bench -p quartzite --bench scheduler -- sqlite scale [STORED]   (default 1,000,000)
+//!   cargo bench -p quartzite --bench scheduler -- sqlite store [N]   (the store's share alone)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
@@ -240,6 +241,13 @@ async fn scale(backend: &str, stored: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `RUST_LOG=sqlx::query=debug` logs every statement with its time.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -251,6 +259,11 @@ async fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1_000_000);
         scale(&backend, stored).await;
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("store") {
+        let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50_000);
+        store_only(&backend, n).await;
         return;
     }
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
@@ -313,6 +326,73 @@ async fn main() {
         percentile(&lags, 0.5),
         percentile(&lags, 0.99),
         lags.last().copied().unwrap_or(0)
+    );
+    drop_schema(schema).await;
+}
+
+/// The store's share of a fire without the sandbox: claim and complete N
+/// one-shot fires due now, in batches of 256, one after the other.
+async fn store_only(backend: &str, n: usize) {
+    use quartzite::schedule::trigger::MisfireLimits;
+    use quartzite::store::model::{
+        AcquireParams, Completion, FireNext, HistoryEntry, HistoryStatus,
+    };
+    let (store, schema, _dir) = open(backend, "store").await;
+    let now = store.now_ms().await.expect("clock");
+    let jobs: Vec<_> = (0..n).map(|i| one_shot(i, now)).collect();
+    store.jobs_put(&jobs).await.expect("jobs_put");
+    let params = AcquireParams {
+        node_id: "probe".into(),
+        lookahead_ms: 100,
+        max: 256,
+        lease_ms: 6_000,
+        misfire: MisfireLimits {
+            threshold_ms: 60_000,
+            catch_up: 10,
+        },
+    };
+    let (mut t_acq, mut t_comp, mut done) = (Duration::ZERO, Duration::ZERO, 0);
+    let start = Instant::now();
+    while done < n {
+        let t = Instant::now();
+        let acquired = store.fire_acquire(&params).await.expect("acquire");
+        t_acq += t.elapsed();
+        let batch: Vec<Completion> = acquired
+            .fires
+            .iter()
+            .map(|f| Completion {
+                fire_id: f.fire_id.clone(),
+                node_id: "probe".into(),
+                fencing: f.fencing,
+                next: FireNext::Done,
+                new_data: None,
+                history: HistoryEntry {
+                    id: quartzite::store::sched::new_id(),
+                    fire_id: Some(f.fire_id.clone()),
+                    job_key: f.job_key.clone(),
+                    trigger_key: Some(f.trigger_key.clone()),
+                    status: HistoryStatus::Success,
+                    attempt: 1,
+                    node_id: Some("probe".into()),
+                    scheduled_ms: Some(f.scheduled_ms),
+                    started_ms: acquired.now_ms,
+                    ended_ms: acquired.now_ms,
+                    duration_ms: 0,
+                    details: r#"{"outcome":{"kind":"completed","details":null},"attempt":1,"recovering":false,"node":"probe","logs":[],"logs_dropped":0,"module":{"digest":"0000000000000000000000000000000000000000000000000000000000000000","wit_version":"1.0.0"}}"#.into(),
+                },
+            })
+            .collect();
+        let t = Instant::now();
+        store.fire_complete(&batch).await.expect("complete");
+        t_comp += t.elapsed();
+        done += batch.len();
+    }
+    let total = start.elapsed();
+    println!(
+        "| store only ({backend}): {n} fires claimed and completed in batches of 256 | {:.0} fires/s; acquire {:.1} us/fire, complete {:.1} us/fire |",
+        n as f64 / total.as_secs_f64(),
+        t_acq.as_micros() as f64 / n as f64,
+        t_comp.as_micros() as f64 / n as f64
     );
     drop_schema(schema).await;
 }

@@ -76,6 +76,8 @@ pub struct Scheduler {
     node_id: String,
     config: SchedulerConfig,
     wake: Arc<Notify>,
+    /// Moving average of run time in microseconds (0: nothing ran yet).
+    avg_run_us: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -86,8 +88,8 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
-/// Fires claimed per worker, counting the one it runs.
-const CLAIM_AHEAD: usize = 4;
+/// At most this many fires are claimed per worker, counting the one it runs.
+const CLAIM_AHEAD_MAX: usize = 16;
 
 fn local_ms() -> i64 {
     SystemTime::now()
@@ -114,6 +116,7 @@ impl Scheduler {
             node_id,
             config,
             wake: Arc::new(Notify::new()),
+            avg_run_us: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -130,9 +133,7 @@ impl Scheduler {
     /// period, then are cancelled and released for the next start.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
-        // Fires are claimed a little ahead of free workers, so each acquisition
-        // commits a batch instead of a handful; the queue is bounded.
-        let claim_limit = self.config.workers.max(1) * CLAIM_AHEAD;
+        let claim_limit = self.config.workers.max(1) * CLAIM_AHEAD_MAX;
         let claims = Arc::new(Semaphore::new(claim_limit));
         let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(done_rx));
@@ -140,7 +141,8 @@ impl Scheduler {
         let mut backoff = Duration::from_millis(100);
         tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
         while !*stop.borrow() {
-            let free = claims.available_permits();
+            let in_flight = claim_limit - claims.available_permits();
+            let free = self.claim_target().saturating_sub(in_flight);
             if free == 0 {
                 tokio::select! {
                     _ = self.wake.notified() => {}
@@ -239,6 +241,30 @@ impl Scheduler {
         tracing::info!(node = %self.node_id, "scheduler stopped");
     }
 
+    /// How many fires this node should hold claimed: what its workers can start
+    /// within the look-ahead window at the recent run time. Short runs are then
+    /// claimed and committed in large batches, while long runs are claimed about
+    /// one per worker and stay free for other nodes to take.
+    fn claim_target(&self) -> usize {
+        let workers = self.config.workers.max(1);
+        let avg_us = self.avg_run_us.load(std::sync::atomic::Ordering::Relaxed);
+        let per_worker = if avg_us == 0 {
+            4
+        } else {
+            let window_us = u64::try_from(self.config.lookahead_ms.max(1)).unwrap_or(1) * 1000;
+            usize::try_from(1 + window_us / avg_us).unwrap_or(CLAIM_AHEAD_MAX)
+        };
+        workers * per_worker.clamp(1, CLAIM_AHEAD_MAX)
+    }
+
+    fn record_run_time(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let avg = self.avg_run_us.load(Relaxed);
+        let next = if avg == 0 { us } else { avg - avg / 8 + us / 8 };
+        self.avg_run_us.store(next.max(1), Relaxed);
+    }
+
     /// A claimed fire the node will not start (it is stopping): back to the queue.
     fn release_unstarted(&self, fire: &FireClaim, offset_ms: i64) -> Completion {
         let now = local_ms() + offset_ms;
@@ -291,6 +317,7 @@ impl Scheduler {
             },
         };
         let report = self.runtime.execute(&job, request).await;
+        self.record_run_time(report.duration);
         let ended_ms = started_ms + i64::try_from(report.duration.as_millis()).unwrap_or(0);
         let (status, next, new_data) = self.decide(&fire, &report, ended_ms);
         let details = history_details(&fire, &report, &job, &self.node_id, &next);
