@@ -248,12 +248,11 @@ impl Scheduler {
     fn claim_target(&self) -> usize {
         let workers = self.config.workers.max(1);
         let avg_us = self.avg_run_us.load(std::sync::atomic::Ordering::Relaxed);
-        let per_worker = if avg_us == 0 {
-            4
-        } else {
-            let window_us = u64::try_from(self.config.lookahead_ms.max(1)).unwrap_or(1) * 1000;
-            usize::try_from(1 + window_us / avg_us).unwrap_or(CLAIM_AHEAD_MAX)
-        };
+        let window_us = u64::try_from(self.config.lookahead_ms.max(1)).unwrap_or(1) * 1000;
+        // Before the first run ends, a middle guess.
+        let per_worker = window_us
+            .checked_div(avg_us)
+            .map_or(4, |n| usize::try_from(n + 1).unwrap_or(CLAIM_AHEAD_MAX));
         workers * per_worker.clamp(1, CLAIM_AHEAD_MAX)
     }
 
