@@ -6,6 +6,7 @@
 //! operator surface ([`cli`]) to the [`runtime`], which knows no SQL.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod manifest;
 pub mod runtime;
