@@ -3,12 +3,11 @@
 
 use super::{EXIT_FAILED, EXIT_USAGE, fail, parse_duration};
 use crate::engine::bootstrap::{self, ServeOptions};
-use crate::engine::modules::{parse_ref, push_file};
+use crate::engine::jobs::JobSpec;
+use crate::engine::modules::push_file;
 use crate::engine::scheduler::SchedulerConfig;
 use crate::runtime::{EngineConfig, HostServices, Runtime, RuntimeConfig};
-use crate::schedule::cron::CronSchedule;
-use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
-use crate::store::model::{HistoryFilter, HistoryStatus, JobDef, Overlap, TriggerPut, TriggerRow};
+use crate::store::model::{HistoryFilter, HistoryStatus, TriggerRow};
 use crate::store::{self, Store};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
@@ -37,6 +36,28 @@ pub struct ServeArgs {
     /// Same as --standby: the scheduler is disabled.
     #[arg(long, env = "QUARTZITE_SCHEDULER_DISABLED")]
     pub no_scheduler: bool,
+    /// Address of the admin API, /metrics and health endpoints [default: 127.0.0.1:7878].
+    /// Port 0 picks a free port.
+    #[arg(long, env = "QUARTZITE_LISTEN")]
+    pub listen: Option<String>,
+    /// Serve no HTTP at all (no admin API, metrics or health endpoints).
+    #[arg(long, conflicts_with = "listen")]
+    pub no_api: bool,
+    /// The admin API's bearer token; prefer the environment variable, which `ps` does not show.
+    #[arg(long, env = "QUARTZITE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// The `[api]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on [default: 127.0.0.1:7878].
+    pub listen: Option<String>,
+    /// The admin token in clear (QUARTZITE_ADMIN_TOKEN overrides it).
+    pub admin_token: Option<String>,
+    /// The admin token's SHA-256 as 64 hex digits, so the file holds no secret.
+    pub admin_token_sha256: Option<String>,
 }
 
 /// The config file.
@@ -49,6 +70,7 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     pub scheduler: SchedulerConfig,
     pub runtime: EngineConfig,
+    pub api: ApiConfig,
 }
 
 fn load_config(path: &Path) -> Result<ConfigFile, String> {
@@ -118,7 +140,28 @@ pub async fn serve(db: &str, args: ServeArgs) -> ExitCode {
             node_id: node_id.clone(),
         },
     };
-    let node = match bootstrap::start(&options).await {
+    let api = if args.no_api {
+        None
+    } else {
+        let listen = args
+            .listen
+            .as_deref()
+            .or(config.api.listen.as_deref())
+            .unwrap_or(crate::api::DEFAULT_LISTEN);
+        let token = args
+            .admin_token
+            .as_deref()
+            .or(config.api.admin_token.as_deref());
+        match crate::api::ApiOptions::parse(listen, token, config.api.admin_token_sha256.as_deref())
+        {
+            Ok(a) => match crate::api::auth::Auth::new(a.listen, a.token_sha256) {
+                Ok(_) => Some(a),
+                Err(e) => return fail(EXIT_USAGE, &format!("not started: {e}")),
+            },
+            Err(e) => return fail(EXIT_USAGE, &e),
+        }
+    };
+    let node = match bootstrap::start_with_api(&options, api).await {
         Ok(node) => node,
         Err(e) => return fail(EXIT_FAILED, &format!("not started: {e}")),
     };
@@ -271,16 +314,6 @@ pub struct JobAddArgs {
     pub requests_recovery: bool,
 }
 
-fn valid_key(key: &str) -> bool {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    };
-    key.split_once('/').is_some_and(|(g, n)| ok(g) && ok(n))
-}
-
 pub async fn job(db: &str, command: JobCommand) -> ExitCode {
     if let JobCommand::Add(args) = command {
         return job_add(db, args).await;
@@ -336,84 +369,59 @@ fn toggle(
     })
 }
 
-/// Validates every argument before touching the database.
+/// Validates every argument before touching the database, with the checks the
+/// admin API applies to a job it is sent.
 async fn job_add(db: &str, args: JobAddArgs) -> ExitCode {
-    if !valid_key(&args.key) {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "job key {:?}: expected GROUP/NAME (letters, digits, _ . -)",
-                args.key
-            ),
-        );
-    }
-    let data = args.data.clone().unwrap_or_else(|| "null".into());
-    if let Err(e) = serde_json::from_str::<serde_json::Value>(&data) {
-        return fail(EXIT_USAGE, &format!("--data is not JSON: {e}"));
-    }
-    let Some(overlap) = Overlap::parse(&args.overlap) else {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "--overlap {:?}: expected allow, forbid or skip",
-                args.overlap
-            ),
-        );
-    };
-    let Some(misfire) = MisfirePolicy::parse(&args.misfire) else {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "--misfire {:?}: expected fire-now, skip or fire-once",
-                args.misfire
-            ),
-        );
-    };
-    let kind = if let Some(expr) = &args.cron {
-        if let Err(e) = CronSchedule::parse(expr, &args.tz) {
-            return fail(EXIT_USAGE, &format!("--cron/--tz: {e}"));
-        }
-        TriggerKind::Cron {
-            expr: expr.clone(),
-            tz: args.tz.clone(),
-        }
-    } else if let Some(every) = args.every {
-        if every < Duration::from_millis(1) {
-            return fail(EXIT_USAGE, "--every: the period must be at least 1 ms");
-        }
-        TriggerKind::Every {
-            period_ms: i64::try_from(every.as_millis()).unwrap_or(i64::MAX),
-            repeat: args.repeat,
-        }
-    } else if let Some(at) = &args.at {
-        match DateTime::parse_from_rfc3339(at) {
-            Ok(t) => TriggerKind::At(t.timestamp_millis()),
-            Err(e) => {
-                return fail(
-                    EXIT_USAGE,
-                    &format!("--at {at:?}: {e} (use RFC 3339, e.g. 2030-01-01T09:00:00Z)"),
-                );
-            }
-        }
-    } else {
-        return fail(EXIT_USAGE, "give --cron, --every or --at");
+    let data = match args
+        .data
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return fail(EXIT_USAGE, &format!("--data is not JSON: {e}")),
+        None => None,
     };
     let is_file = Path::new(&args.module).is_file();
-    if !is_file && parse_ref(&args.module).is_none() {
-        return fail(
-            EXIT_USAGE,
-            &format!(
+    let mut spec = JobSpec {
+        key: args.key.clone(),
+        // A file is pushed below, once everything else is known to be valid.
+        module: if is_file {
+            "file".into()
+        } else {
+            args.module.clone()
+        },
+        tz: args.cron.as_ref().map(|_| args.tz.clone()),
+        cron: args.cron.clone(),
+        every: args.every.map(|d| format!("{}ms", d.as_millis())),
+        repeat: args.repeat,
+        at: args.at.clone(),
+        data,
+        overlap: Some(args.overlap.clone()),
+        max_attempts: Some(args.max_attempts.max(1)),
+        timeout: Some(format!("{}ms", args.timeout.as_millis())),
+        misfire: Some(args.misfire.clone()),
+        requests_recovery: Some(args.requests_recovery),
+        paused: None,
+    };
+    if let Err(e) = spec.build("cli") {
+        let message = match e.field {
+            "module" => format!(
                 "--module {:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
                 args.module
             ),
-        );
+            "key" => format!("job key {}", e.message),
+            "schedule" => "give --cron, --every or --at".into(),
+            "cron" | "tz" => format!("--cron/--tz: {}", e.message),
+            field => format!("--{} {}", field.replace('_', "-"), e.message),
+        };
+        return fail(EXIT_USAGE, &message);
     }
     let store = match open(db).await {
         Ok(s) => s,
         Err(code) => return code,
     };
     let store = &store;
-    let module = if is_file {
+    if is_file {
         let runtime = match Runtime::new(
             RuntimeConfig {
                 engine: EngineConfig::default(),
@@ -431,37 +439,14 @@ async fn job_add(db: &str, args: JobAddArgs) -> ExitCode {
                     "pushed module {}@{} (sha256:{})",
                     record.name, record.version, record.digest
                 );
-                format!("{}@{}", record.name, record.version)
+                spec.module = format!("{}@{}", record.name, record.version);
             }
             Err(e) => return fail(EXIT_FAILED, &format!("--module {}: {e}", args.module)),
         }
-    } else if parse_ref(&args.module).is_some() {
-        args.module.clone()
-    } else {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "--module {:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
-                args.module
-            ),
-        );
-    };
-    let mut job = JobDef::new(&args.key, module);
-    job.data = data;
-    job.overlap = overlap;
-    job.retry.max_attempts = args.max_attempts.max(1);
-    job.timeout_ms = u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX);
-    job.requests_recovery = args.requests_recovery;
-    let trigger = TriggerPut {
-        trigger_key: format!("{}:{}", args.key, kind.as_str()),
-        job_key: args.key.clone(),
-        spec: TriggerSpec {
-            kind,
-            start_ms: None,
-            end_ms: None,
-            misfire,
-        },
-        priority: job.priority,
+    }
+    let (job, trigger) = match spec.build("cli") {
+        Ok(built) => built,
+        Err(e) => return fail(EXIT_USAGE, &e.to_string()),
     };
     if let Err(e) = store.job_put(&job, &[trigger]).await {
         return fail(EXIT_FAILED, &e.to_string());
