@@ -16,7 +16,14 @@ use std::time::Duration;
 
 fn serve(dir: &Path, url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args(["serve", "--db", url, "--manifest"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            url,
+            "--manifest",
+        ])
         .arg(dir.join("jobs.toml"))
         .env("QUARTZITE_CACHE_DIR", dir.join("cache"))
         .env("QUARTZITE_LOG", "warn")
