@@ -38,7 +38,8 @@ struct Server {
     task: tokio::task::JoinHandle<()>,
     schema: Option<String>,
     token: Option<String>,
-    _dir: tempfile::TempDir,
+    db_url: String,
+    dir: tempfile::TempDir,
 }
 
 async fn start(backend: Backend, token: Option<&str>) -> Server {
@@ -54,7 +55,7 @@ async fn start(backend: Backend, token: Option<&str>) -> Server {
         }
     };
     let options = ServeOptions {
-        db_url: url,
+        db_url: url.clone(),
         manifest: None,
         node_id: format!("api-{}", quartzite::store::sched::new_id()),
         standby: false,
@@ -84,7 +85,8 @@ async fn start(backend: Backend, token: Option<&str>) -> Server {
         task,
         schema,
         token: token.map(str::to_string),
-        _dir: dir,
+        db_url: url,
+        dir,
     };
     let http = server.http.clone();
     let ready = format!("{}/readyz", server.base);
@@ -876,4 +878,221 @@ async fn beyond_loopback_every_call_but_health_needs_the_token() {
         .status();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// Runs the CLI with `args` and the environment cleared of settings.
+fn cli(server: &Server, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(args)
+        .env_remove("QUARTZITE_SERVER")
+        .env_remove("QUARTZITE_ADMIN_TOKEN")
+        .env_remove("QUARTZITE_DB")
+        .env("QUARTZITE_CACHE_DIR", server.dir.path().join("cli-cache"))
+        .output()
+        .unwrap()
+}
+
+/// The CLI's JSON output of `args`, once through the server and once on the
+/// database; both must succeed.
+fn both_ways(server: &Server, args: &[&str]) -> (Value, Value) {
+    let mut remote = vec!["--server", server.base.as_str(), "--token", TOKEN, "--json"];
+    remote.extend_from_slice(args);
+    let mut local = vec!["--db", server.db_url.as_str(), "--json"];
+    local.extend_from_slice(args);
+    let parse = |out: std::process::Output, how: &str| -> Value {
+        assert!(
+            out.status.success(),
+            "{how} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{how} {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    (
+        parse(cli(server, &remote), "remote"),
+        parse(cli(server, &local), "local"),
+    )
+}
+
+/// Asserts a CLI run failed with `code` and said `says` on stderr, nothing on stdout.
+fn assert_fails(out: &std::process::Output, code: i32, says: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(says), "stderr {err:?} does not say {says:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gives_the_same_answers_through_a_server_as_on_the_database() {
+    let server = start(Backend::Sqlite, Some(TOKEN)).await;
+    let base = server.base.clone();
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", base.as_str(), "--token", TOKEN];
+        all.extend_from_slice(args);
+        cli(&server, &all)
+    };
+    let hello = wasm("hello");
+    let pushed = remote(&["--json", "module", "push", hello.to_str().unwrap()]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&pushed.stdout).unwrap();
+    assert_eq!(pushed["module"]["name"], "hello");
+    let added = remote(&[
+        "job",
+        "add",
+        "r/hello",
+        "--module",
+        "hello",
+        "--every",
+        "100ms",
+        "--data",
+        r#"{"name":"remote"}"#,
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(String::from_utf8_lossy(&added.stdout).contains("added job r/hello"));
+    wait_for_success(server.store.as_ref(), "r/hello", Duration::from_secs(60)).await;
+    let paused = remote(&["job", "pause", "r/hello"]);
+    assert!(paused.status.success());
+    assert_eq!(String::from_utf8_lossy(&paused.stdout), "paused r/hello\n");
+    wait_for_no_executions(&server).await;
+
+    for args in [
+        &["module", "list"][..],
+        &["trigger", "list", "--job", "r/hello"],
+        &["history", "list", "--job", "r/hello", "--limit", "5"],
+        &["cluster", "locks"],
+    ] {
+        let (through_server, on_db) = both_ways(&server, args);
+        assert_eq!(through_server, on_db, "{args:?}");
+    }
+    let (through_server, on_db) = both_ways(&server, &["job", "show", "r/hello"]);
+    assert_eq!(through_server, on_db);
+    assert_eq!(through_server["data"], json!({ "name": "remote" }));
+    assert_eq!(through_server["state"], "paused");
+    let (through_server, on_db) = both_ways(&server, &["job", "list"]);
+    assert_eq!(through_server, on_db);
+    let (nodes, _) = both_ways(&server, &["cluster", "nodes"]);
+    assert_eq!(nodes[0]["alive"], true, "{nodes}");
+    let history = remote(&["history", "list", "--job", "r/hello"]);
+    assert!(String::from_utf8_lossy(&history.stdout).contains("success"));
+
+    // Mistakes give the exit codes and messages they give on the database.
+    let bad_cron = [
+        "job",
+        "add",
+        "r/bad",
+        "--module",
+        "hello",
+        "--cron",
+        "0 0 25 * * ?",
+    ];
+    assert_fails(
+        &remote(&bad_cron),
+        2,
+        "--cron/--tz: invalid cron expression",
+    );
+    assert_fails(
+        &remote(&["job", "pause", "r/missing"]),
+        1,
+        "no job \"r/missing\"",
+    );
+    let local_missing = cli(
+        &server,
+        &["--db", &server.db_url, "job", "pause", "r/missing"],
+    );
+    assert_fails(&local_missing, 1, "no job \"r/missing\"");
+    let future = wasm("guest_future_major");
+    assert_fails(
+        &remote(&["module", "push", future.to_str().unwrap()]),
+        3,
+        "module-incompatible",
+    );
+    assert_fails(
+        &cli(
+            &server,
+            &[
+                "--server", &base, "--token", "wrong", "job", "pause", "r/hello",
+            ],
+        ),
+        1,
+        "the bearer token is not valid",
+    );
+    assert_fails(
+        &remote(&["history", "list", "--status", "great"]),
+        2,
+        "--status \"great\"",
+    );
+    assert_fails(&remote(&["db", "migrate"]), 2, "not through --server");
+    assert_fails(
+        &cli(&server, &["--server", "http://127.0.0.1:1", "job", "list"]),
+        1,
+        "cannot reach the server",
+    );
+    assert_fails(
+        &cli(&server, &["--server", "ftp://x", "job", "list"]),
+        2,
+        "expected http://HOST:PORT",
+    );
+
+    let run = remote(&["--json", "job", "run-now", "r/hello"]);
+    let run: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(run["job_key"], "r/hello");
+    assert!(run["fire_id"].as_str().is_some_and(|id| !id.is_empty()));
+    let deleted = remote(&["job", "delete", "r/hello"]);
+    assert!(deleted.status.success());
+    assert!(server.store.job_get("r/hello").await.unwrap().is_none());
+    let audit: Vec<String> = server
+        .store
+        .audit_list(&quartzite::store::model::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    for action in [
+        "module.push",
+        "job.update",
+        "job.pause",
+        "job.run_now",
+        "job.delete",
+    ] {
+        assert!(
+            audit.iter().any(|a| a == action),
+            "{action} not audited: {audit:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["run-now", "--server", "history"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
 }

@@ -257,8 +257,8 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
 
     let listed = cli(dir.path(), &url, &["job", "list", "--json"]);
     let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(jobs[0]["job"]["job_key"], "t/hello");
-    assert_eq!(jobs[0]["job"]["module"], "hello@1.0.0");
+    assert_eq!(jobs[0]["job_key"], "t/hello");
+    assert_eq!(jobs[0]["module"], "hello@1.0.0");
     let history = cli(
         dir.path(),
         &url,

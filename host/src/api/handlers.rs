@@ -4,11 +4,10 @@
 use super::ApiState;
 use super::auth::{AuditNote, Caller};
 use super::error::ApiError;
+use super::views::{fmt_ms, history_view, job_view, trigger_view};
 use crate::engine::jobs::{JobSpec, valid_key};
 use crate::engine::modules::{PushError, push_bytes};
-use crate::store::model::{
-    AuditFilter, HistoryEntry, HistoryFilter, HistoryStatus, JobDef, TriggerRow,
-};
+use crate::store::model::{AuditFilter, HistoryEntry, HistoryFilter, HistoryStatus};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -81,54 +80,6 @@ fn job_key(group: &str, name: &str) -> Result<String> {
             format!("{key:?}: expected GROUP/NAME (letters, digits, _ . -)"),
         ))
     }
-}
-
-fn fmt_ms(ms: Option<i64>) -> Value {
-    ms.and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
-        .map_or(Value::Null, |t| {
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
-}
-
-fn trigger_view(t: &TriggerRow) -> Value {
-    json!({
-        "trigger_key": t.trigger_key,
-        "job_key": t.job_key,
-        "kind": t.spec.kind.as_str(),
-        "schedule": t.describe(),
-        "misfire": t.spec.misfire.as_str(),
-        "priority": t.priority,
-        "state": t.state,
-        "next_fire_ms": t.next_fire_ms,
-        "next_fire": fmt_ms(t.next_fire_ms),
-        "error": t.error,
-    })
-}
-
-fn job_view(job: &JobDef, triggers: &[TriggerRow]) -> Value {
-    let mine: Vec<&TriggerRow> = triggers
-        .iter()
-        .filter(|t| t.job_key == job.job_key)
-        .collect();
-    let next = mine
-        .iter()
-        .filter(|t| t.state.as_str() == "WAITING")
-        .filter_map(|t| t.next_fire_ms)
-        .min();
-    let mut v = serde_json::to_value(job).unwrap_or_default();
-    // Data is JSON text in the store; clients get it as JSON.
-    v["data"] = serde_json::from_str(&job.data).unwrap_or(Value::Null);
-    v["state"] = json!(if job.paused { "paused" } else { "active" });
-    v["next_fire_ms"] = json!(next);
-    v["next_fire"] = fmt_ms(next);
-    v["triggers"] = Value::Array(mine.into_iter().map(trigger_view).collect());
-    v
-}
-
-fn history_view(h: &HistoryEntry) -> Value {
-    let mut v = serde_json::to_value(h).unwrap_or_default();
-    v["details"] = serde_json::from_str(&h.details).unwrap_or(Value::Null);
-    v
 }
 
 pub async fn healthz() -> Json<Value> {

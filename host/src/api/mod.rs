@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 mod handlers;
 pub mod openapi;
+pub mod views;
 
 use crate::engine::scheduler::Scheduler;
 use crate::metrics::Metrics;
