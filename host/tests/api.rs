@@ -1096,3 +1096,76 @@ fn completions_are_generated_for_each_shell() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_ready_when_the_scheduler_runs_and_healthz_answers_before() {
+    for standby in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ServeOptions {
+            db_url: format!("sqlite://{}", dir.path().join("q.db").display()),
+            manifest: None,
+            node_id: format!("ready-{}", quartzite::store::sched::new_id()),
+            standby,
+            scheduler: SchedulerConfig::default(),
+            runtime: RuntimeConfig {
+                engine: EngineConfig::default(),
+                cache_dir: Some(dir.path().join("cache")),
+                node_id: "ready-test".into(),
+            },
+        };
+        let api = ApiOptions::parse("127.0.0.1:0", None, None).unwrap();
+        let node = bootstrap::start_with_api(&options, Some(api))
+            .await
+            .unwrap();
+        let base = format!("http://{}", node.api.as_ref().unwrap().local_addr);
+        let http = reqwest::Client::new();
+        // Bootstrapped, but the scheduler has not been started yet.
+        assert_error(
+            http.get(format!("{base}/readyz")).send().await.unwrap(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "scheduler",
+        )
+        .await;
+        let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(bootstrap::run(node, standby, rx));
+        wait_until(Duration::from_secs(30), "/readyz to answer 200", || {
+            let (http, url) = (http.clone(), format!("{base}/readyz"));
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::OK)
+            }
+        })
+        .await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert!(
+            http.get(format!("{base}/healthz")).send().await.is_err(),
+            "the API stops with the node"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_over_the_size_limit_is_refused_with_413() {
+    let server = start(Backend::Sqlite, None).await;
+    let too_big = vec![0u8; quartzite::runtime::module::MAX_MODULE_BYTES + 1];
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/modules"))
+            .body(too_big)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body",
+    )
+    .await;
+    server.stop().await;
+}

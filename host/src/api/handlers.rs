@@ -10,7 +10,7 @@ use crate::engine::modules::{PushError, push_bytes};
 use crate::store::model::{AuditFilter, HistoryEntry, HistoryFilter, HistoryStatus};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,19 @@ fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
 fn path<T>(p: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
     p.map(|Path(t)| t)
         .map_err(|e| ApiError::bad_request(format!("path: {}", e.body_text())))
+}
+
+/// The body, or why it could not be read (too large: 413).
+fn read_body(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
+    body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "bad_request"
+        };
+        ApiError::new(status, code, format!("request body: {}", e.body_text()))
+    })
 }
 
 /// Parses a JSON body, naming the line and column of what is wrong.
@@ -195,9 +208,9 @@ fn spec_summary(spec: &JobSpec) -> Value {
 pub async fn job_create(
     State(state): Shared,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let spec: JobSpec = json_body(&headers, &body)?;
+    let spec: JobSpec = json_body(&headers, &read_body(body)?)?;
     if spec.key.is_empty() {
         return Err(ApiError::invalid_field(
             "key",
@@ -222,11 +235,11 @@ pub async fn job_update(
     State(state): Shared,
     p: std::result::Result<Path<(String, String)>, PathRejection>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let (group, name) = path(p)?;
     let key = job_key(&group, &name)?;
-    let mut spec: JobSpec = json_body(&headers, &body)?;
+    let mut spec: JobSpec = json_body(&headers, &read_body(body)?)?;
     if spec.key.is_empty() {
         spec.key = key.clone();
     } else if spec.key != key {
@@ -451,9 +464,10 @@ pub async fn module_list(
 pub async fn module_push(
     State(state): Shared,
     q: std::result::Result<Query<ModuleQuery>, QueryRejection>,
-    body: Bytes,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let q = query(q)?;
+    let body = read_body(body)?;
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "the request body is empty; send the component's bytes (Content-Type: application/wasm)",

@@ -107,7 +107,7 @@ pub fn document() -> Value {
                 "Error": {
                     "type": "object",
                     "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
-                        "code": { "type": "string", "description": "Stable: bad_request, invalid_field, not_found, conflict, unauthorized, unsupported_media_type, module_rejected, no_route, method_not_allowed, not_ready, store_unavailable." },
+                        "code": { "type": "string", "description": "Stable: bad_request, invalid_field, not_found, conflict, unauthorized, unsupported_media_type, payload_too_large, module_rejected, no_route, method_not_allowed, not_ready, store_unavailable." },
                         "message": { "type": "string" },
                         "field": { "type": "string", "description": "The field at fault, when one is." }
                     } } }
