@@ -93,10 +93,6 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Who made a request; handlers read it for their audit note.
-#[derive(Clone, Debug)]
-pub struct Caller(pub String);
-
 /// What a mutating handler did, for the audit row.
 #[derive(Clone, Debug)]
 pub struct AuditNote {
@@ -108,7 +104,7 @@ pub struct AuditNote {
 /// Authenticates every routed request and audits every mutating one.
 pub async fn guard(
     State(state): State<Arc<ApiState>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let method = request.method().clone();
@@ -131,10 +127,7 @@ pub async fn guard(
     };
     let checked = presented.and_then(|p| state.auth.check(p.as_deref(), mutating));
     let (actor, response) = match checked {
-        Ok(actor) => {
-            request.extensions_mut().insert(Caller(actor.clone()));
-            (actor, next.run(request).await)
-        }
+        Ok(actor) => (actor, next.run(request).await),
         Err(e) => ("denied".to_string(), e.into_response()),
     };
     if mutating {

@@ -153,11 +153,6 @@ impl Scheduler {
         &self.metrics
     }
 
-    /// The settings this scheduler runs with.
-    pub fn config(&self) -> &SchedulerConfig {
-        &self.config
-    }
-
     /// Whether the acquire loop is running (started and not stopping).
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed)
