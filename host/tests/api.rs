@@ -1169,3 +1169,18 @@ async fn a_module_over_the_size_limit_is_refused_with_413() {
     .await;
     server.stop().await;
 }
+
+#[test]
+fn a_short_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(format!("sqlite://{}", dir.path().join("q.db").display()))
+        .env("QUARTZITE_ADMIN_TOKEN", "short")
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the admin token is too short"), "{err}");
+}

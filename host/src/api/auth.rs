@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// The actor of calls made without a token on a loopback-only server that has none.
 pub const ANONYMOUS: &str = "anonymous-loopback";
 
+/// Shortest admin token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// What the guard knows: the token's hash, and whether reads are open.
 #[derive(Clone, Debug)]
 pub struct Auth {
@@ -58,10 +61,14 @@ impl Auth {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    /// The id under which a token's calls are audited: the start of its hash,
-    /// which names it without revealing it.
+    /// The id under which a token's calls are audited: the start of a hash of
+    /// the stored hash, which names the token without revealing it or the value
+    /// it is checked against.
     fn token_id(hash: &[u8; 32]) -> String {
-        format!("token:{}", hex::encode(&hash[..6]))
+        let mut id = Sha256::new();
+        id.update(b"quartzite audit id\0");
+        id.update(hash);
+        format!("token:{}", hex::encode(&id.finalize()[..6]))
     }
 
     /// The caller's identity, or why it is refused.
@@ -102,11 +109,7 @@ pub struct AuditNote {
 }
 
 /// Authenticates every routed request and audits every mutating one.
-pub async fn guard(
-    State(state): State<Arc<ApiState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let path = request.uri().path().to_string();
@@ -162,7 +165,7 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_by_hash_and_reads_open_only_on_loopback() {
-        let hash = Auth::hash("s3cret");
+        let hash = Auth::hash("s3cret-s3cret-s3cret");
         let local: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"));
         let public: SocketAddr = "0.0.0.0:1".parse().unwrap_or_else(|e| panic!("{e}"));
         assert!(Auth::new(public, None).is_err());
@@ -174,8 +177,8 @@ mod tests {
         assert!(guarded.check(Some("wrong"), false).is_err());
         assert!(
             guarded
-                .check(Some("s3cret"), true)
-                .is_ok_and(|a| a.starts_with("token:"))
+                .check(Some("s3cret-s3cret-s3cret"), true)
+                .is_ok_and(|a| a.starts_with("token:") && !a.contains(&hex::encode(&hash[..6])))
         );
         let remote = Auth::new(public, Some(hash)).unwrap_or_else(|e| panic!("{e}"));
         assert!(remote.check(None, false).is_err());

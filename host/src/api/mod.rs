@@ -55,8 +55,13 @@ impl ApiOptions {
             format!("--listen {listen:?}: {e} (expected IP:PORT, e.g. {DEFAULT_LISTEN})")
         })?;
         let token_sha256 = match (token, token_sha256) {
-            (Some(t), _) if t.trim().is_empty() => {
-                return Err("the admin token is empty".into());
+            // The token's id in the audit log is derived from it, so a short,
+            // guessable token could be recovered from a readable audit log.
+            (Some(t), _) if t.trim().chars().count() < auth::MIN_TOKEN_CHARS => {
+                return Err(format!(
+                    "the admin token is too short: use at least {} characters (e.g. the output of `openssl rand -hex 32`)",
+                    auth::MIN_TOKEN_CHARS
+                ));
             }
             (Some(t), _) => Some(auth::Auth::hash(t.trim())),
             (None, Some(h)) => {
