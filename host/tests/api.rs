@@ -984,6 +984,11 @@ async fn the_cli_gives_the_same_answers_through_a_server_as_on_the_database() {
     assert_eq!(through_server, on_db);
     assert_eq!(through_server["data"], json!({ "name": "remote" }));
     assert_eq!(through_server["state"], "paused");
+    assert_eq!(
+        through_server["next_fire"],
+        Value::Null,
+        "a paused job fires nothing"
+    );
     let (through_server, on_db) = both_ways(&server, &["job", "list"]);
     assert_eq!(through_server, on_db);
     let (nodes, _) = both_ways(&server, &["cluster", "nodes"]);

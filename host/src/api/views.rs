@@ -35,9 +35,10 @@ pub fn job_view(job: &JobDef, triggers: &[TriggerRow]) -> Value {
         .iter()
         .filter(|t| t.job_key == job.job_key)
         .collect();
+    // A paused job fires nothing, whatever its triggers' own state.
     let next = mine
         .iter()
-        .filter(|t| t.state.as_str() == "WAITING")
+        .filter(|t| !job.paused && t.state.as_str() == "WAITING")
         .filter_map(|t| t.next_fire_ms)
         .min();
     let mut v = serde_json::to_value(job).unwrap_or_default();
