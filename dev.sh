@@ -49,6 +49,16 @@ ensure_postgres() {
   die "PostgreSQL is not reachable on 127.0.0.1:5432 and could not be started"
 }
 
+ensure_promtool() {
+  # The metrics test checks a real scrape with `promtool check metrics`.
+  if command -v promtool >/dev/null; then return; fi
+  say "installing promtool (Debian package prometheus)"
+  as_root apt-get update -qq || die "apt-get update failed: promtool (Debian package prometheus) cannot be installed"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || die "cannot install the Debian package prometheus, which provides promtool for the metrics test"
+  command -v promtool >/dev/null || die "promtool is still missing after installing the prometheus package"
+}
+
 build_guests() {
   say "building guests for wasm32-wasip2 (release)"
   local args=()
@@ -88,6 +98,7 @@ cmd_demo() {
 cmd_test() {
   ensure_toolchain
   ensure_postgres
+  ensure_promtool
   build_guests
   say "cargo fmt --check"
   cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"

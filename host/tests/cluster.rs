@@ -15,7 +15,16 @@ use std::time::{Duration, Instant};
 
 fn node(dir: &Path, url: &str, id: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args(["serve", "--db", url, "--node-id", id, "--manifest"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            url,
+            "--node-id",
+            id,
+            "--manifest",
+        ])
         .arg(dir.join("jobs.toml"))
         .env("QUARTZITE_CACHE_DIR", dir.join(format!("cache-{id}")))
         .env("QUARTZITE_LOG", "warn")

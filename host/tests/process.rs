@@ -16,7 +16,14 @@ use std::time::Duration;
 
 fn serve(dir: &Path, url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args(["serve", "--db", url, "--manifest"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            url,
+            "--manifest",
+        ])
         .arg(dir.join("jobs.toml"))
         .env("QUARTZITE_CACHE_DIR", dir.join("cache"))
         .env("QUARTZITE_LOG", "warn")
@@ -250,8 +257,8 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
 
     let listed = cli(dir.path(), &url, &["job", "list", "--json"]);
     let jobs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(jobs[0]["job"]["job_key"], "t/hello");
-    assert_eq!(jobs[0]["job"]["module"], "hello@1.0.0");
+    assert_eq!(jobs[0]["job_key"], "t/hello");
+    assert_eq!(jobs[0]["module"], "hello@1.0.0");
     let history = cli(
         dir.path(),
         &url,

@@ -1,11 +1,14 @@
 //! The `quartzite` command line: argument parsing and output formatting only;
 //! the work is done by the library modules it calls.
 //!
-//! Exit codes scripts can rely on: 0 success, 1 the job ran and did not succeed,
-//! 2 bad usage or input, 3 the module cannot run (NoOp skip / rejected).
+//! Exit codes scripts can rely on: 0 success, 1 the job ran and did not succeed
+//! (or the object named does not exist, or the store or server failed), 2 bad
+//! usage or input, 3 the module cannot run (NoOp skip / rejected). Errors go to
+//! stderr, results to stdout; `--json` makes every result one JSON document.
 
 mod ops;
 mod preview;
+mod remote;
 
 use crate::runtime::{
     EngineConfig, HostServices, JobImpl, Limits, RunOutcome, RunRequest, Runtime, RuntimeConfig,
@@ -40,6 +43,20 @@ pub struct Cli {
     /// The database: `sqlite://PATH` or `postgres://USER@HOST/DB`.
     #[arg(long, global = true, env = "QUARTZITE_DB", default_value = crate::store::DEFAULT_URL)]
     pub db: String,
+    /// Work through a running server's admin API (`http://HOST:PORT`) instead of `--db`.
+    #[arg(long, global = true, env = "QUARTZITE_SERVER")]
+    pub server: Option<String>,
+    /// The admin token for `--server`.
+    #[arg(
+        long,
+        global = true,
+        env = "QUARTZITE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -74,6 +91,11 @@ pub enum Command {
     /// See the nodes and locks of the cluster sharing this database.
     #[command(subcommand)]
     Cluster(ops::ClusterCommand),
+    /// Print a shell completion script, e.g. `quartzite completions bash > /etc/bash_completion.d/quartzite`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,8 +113,6 @@ pub enum TriggerCommand {
         /// Only the triggers of this job.
         #[arg(long)]
         job: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Pause one trigger (`JOB:NAME`, as `trigger list` shows it).
     Pause { key: String },
@@ -117,10 +137,7 @@ pub enum ModuleCommand {
         version: Option<String>,
     },
     /// List stored modules and versions, newest first.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -163,8 +180,8 @@ pub struct RunOnceArgs {
 pub struct InspectArgs {
     /// The module file.
     pub module: PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    /// Print JSON instead of text (set from the global `--json`).
+    #[arg(skip)]
     pub json: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -222,19 +239,45 @@ pub fn init_logging(cli: &Cli) {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> ExitCode {
+    let conn = ops::Conn {
+        db: cli.db.clone(),
+        server: cli.server.clone(),
+        token: cli.token.clone(),
+    };
+    let json = cli.json;
     match cli.command {
         Command::RunOnce(args) => run_once(args).await,
-        Command::Module(ModuleCommand::Inspect(args)) => inspect(args).await,
-        Command::Module(command) => ops::module(&cli.db, command).await,
-        Command::Trigger(TriggerCommand::Preview(args)) => preview::run(args),
-        Command::Trigger(command) => ops::trigger(&cli.db, command).await,
+        Command::Module(ModuleCommand::Inspect(mut args)) => {
+            args.json |= json;
+            inspect(args).await
+        }
+        Command::Module(command) => ops::module(&conn, command, json).await,
+        Command::Trigger(TriggerCommand::Preview(mut args)) => {
+            args.json |= json;
+            preview::run(args)
+        }
+        Command::Trigger(command) => ops::trigger(&conn, command, json).await,
         Command::Serve(args) => ops::serve(&cli.db, args).await,
-        Command::Job(command) => ops::job(&cli.db, command).await,
-        Command::History(command) => ops::history(&cli.db, command).await,
-        Command::Cluster(command) => ops::cluster(&cli.db, command).await,
+        Command::Job(command) => ops::job(&conn, command, json).await,
+        Command::History(command) => ops::history(&conn, command, json).await,
+        Command::Cluster(command) => ops::cluster(&conn, command, json).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "quartzite", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Db(DbCommand::Migrate) if cli.server.is_some() => fail(
+            EXIT_USAGE,
+            "db migrate works on a database (--db), not through --server: a server migrates its own at start",
+        ),
         Command::Db(DbCommand::Migrate) => match crate::store::open(&cli.db).await {
             Ok(_) => {
-                println!("{}: schema is up to date", crate::store::redact(&cli.db));
+                let db = crate::store::redact(&cli.db);
+                if json {
+                    println!("{}", json!({ "db": db, "schema": "up-to-date" }));
+                } else {
+                    println!("{db}: schema is up to date");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(EXIT_FAILED, &e.to_string()),

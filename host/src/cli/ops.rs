@@ -1,19 +1,21 @@
-//! Operator commands over the store: serve, job, trigger, history, module.
-//! They work on the same database as a running server (`--db`).
+//! Operator commands: serve, job, trigger, history, module, cluster. They work
+//! on the same database as a running server (`--db`), or through a server's
+//! admin API (`--server`), with the same output and exit codes either way.
 
-use super::{EXIT_FAILED, EXIT_USAGE, fail, parse_duration};
+use super::remote::{Body, CliError, Remote};
+use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, parse_duration, remote};
+use crate::api::views;
 use crate::engine::bootstrap::{self, ServeOptions};
-use crate::engine::modules::{parse_ref, push_file};
+use crate::engine::jobs::JobSpec;
+use crate::engine::modules::{PushError, push_file, read_module};
 use crate::engine::scheduler::SchedulerConfig;
 use crate::runtime::{EngineConfig, HostServices, Runtime, RuntimeConfig};
-use crate::schedule::cron::CronSchedule;
-use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
-use crate::store::model::{HistoryFilter, HistoryStatus, JobDef, Overlap, TriggerPut, TriggerRow};
+use crate::store::model::{HistoryFilter, HistoryStatus};
 use crate::store::{self, Store};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +39,28 @@ pub struct ServeArgs {
     /// Same as --standby: the scheduler is disabled.
     #[arg(long, env = "QUARTZITE_SCHEDULER_DISABLED")]
     pub no_scheduler: bool,
+    /// Address of the admin API, /metrics and health endpoints [default: 127.0.0.1:7878].
+    /// Port 0 picks a free port.
+    #[arg(long, env = "QUARTZITE_LISTEN")]
+    pub listen: Option<String>,
+    /// Serve no HTTP at all (no admin API, metrics or health endpoints).
+    #[arg(long, conflicts_with = "listen")]
+    pub no_api: bool,
+    /// The admin API's bearer token; prefer the environment variable, which `ps` does not show.
+    #[arg(long, env = "QUARTZITE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// The `[api]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on [default: 127.0.0.1:7878].
+    pub listen: Option<String>,
+    /// The admin token in clear (QUARTZITE_ADMIN_TOKEN overrides it).
+    pub admin_token: Option<String>,
+    /// The admin token's SHA-256 as 64 hex digits, so the file holds no secret.
+    pub admin_token_sha256: Option<String>,
 }
 
 /// The config file.
@@ -49,6 +73,7 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     pub scheduler: SchedulerConfig,
     pub runtime: EngineConfig,
+    pub api: ApiConfig,
 }
 
 fn load_config(path: &Path) -> Result<ConfigFile, String> {
@@ -118,7 +143,28 @@ pub async fn serve(db: &str, args: ServeArgs) -> ExitCode {
             node_id: node_id.clone(),
         },
     };
-    let node = match bootstrap::start(&options).await {
+    let api = if args.no_api {
+        None
+    } else {
+        let listen = args
+            .listen
+            .as_deref()
+            .or(config.api.listen.as_deref())
+            .unwrap_or(crate::api::DEFAULT_LISTEN);
+        let token = args
+            .admin_token
+            .as_deref()
+            .or(config.api.admin_token.as_deref());
+        match crate::api::ApiOptions::parse(listen, token, config.api.admin_token_sha256.as_deref())
+        {
+            Ok(a) => match crate::api::auth::Auth::new(a.listen, a.token_sha256) {
+                Ok(_) => Some(a),
+                Err(e) => return fail(EXIT_USAGE, &format!("not started: {e}")),
+            },
+            Err(e) => return fail(EXIT_USAGE, &e),
+        }
+    };
+    let node = match bootstrap::start_with_api(&options, api).await {
         Ok(node) => node,
         Err(e) => return fail(EXIT_FAILED, &format!("not started: {e}")),
     };
@@ -158,10 +204,52 @@ async fn wait_for_signal() {
     }
 }
 
-async fn open(db: &str) -> Result<Arc<dyn Store>, ExitCode> {
-    store::open(db)
-        .await
-        .map_err(|e| fail(EXIT_FAILED, &e.to_string()))
+/// Where the operator commands act: the database itself, or a server's admin
+/// API (`--server`). Both give the same JSON, so output and exit codes do not
+/// depend on which.
+pub enum Target {
+    Local(Arc<dyn Store>),
+    Remote(Remote),
+}
+
+/// How to reach the scheduler: `--db`, or `--server` with `--token`.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub db: String,
+    pub server: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Conn {
+    async fn open(&self) -> Result<Target, CliError> {
+        match &self.server {
+            Some(url) => Ok(Target::Remote(Remote::new(url, self.token.clone())?)),
+            None => Ok(Target::Local(store::open(&self.db).await?)),
+        }
+    }
+}
+
+/// Prints a command's result: `value` as JSON, or as text by `text`.
+fn emit(json: bool, value: &Value, text: impl FnOnce(&Value)) -> ExitCode {
+    if json {
+        println!("{value}");
+    } else {
+        text(value);
+    }
+    ExitCode::SUCCESS
+}
+
+fn finish(result: Result<ExitCode, CliError>) -> ExitCode {
+    result.unwrap_or_else(|e| fail(e.code, &e.message))
+}
+
+/// A JSON field as table text: strings bare, null as `-`.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
@@ -193,6 +281,25 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// The key of a job or trigger as it may appear in an API path.
+fn key_path(key: &str) -> Result<&str, CliError> {
+    let ok = key.split_once('/').is_some_and(|(g, n)| {
+        !g.is_empty() && !n.is_empty() && !n.contains('/') && !key.contains(['?', '#', '%', ' '])
+    });
+    if ok {
+        Ok(key)
+    } else {
+        Err(CliError::new(
+            EXIT_FAILED,
+            format!("no job or trigger {key:?}"),
+        ))
+    }
+}
+
 // Parsed once per process: the size of the `add` variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
@@ -200,16 +307,9 @@ pub enum JobCommand {
     /// Add or replace a job with one trigger.
     Add(JobAddArgs),
     /// List jobs with their next fire time.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Show a job, its triggers and its latest history.
-    Show {
-        key: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { key: String },
     /// Pause a job (or, with --group, every job of a group).
     Pause {
         key: String,
@@ -271,300 +371,274 @@ pub struct JobAddArgs {
     pub requests_recovery: bool,
 }
 
-fn valid_key(key: &str) -> bool {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+pub async fn job(conn: &Conn, command: JobCommand, json: bool) -> ExitCode {
+    if let JobCommand::Add(args) = command {
+        return finish(job_add(conn, args, json).await);
+    }
+    let target = match conn.open().await {
+        Ok(t) => t,
+        Err(e) => return fail(e.code, &e.message),
     };
-    key.split_once('/').is_some_and(|(g, n)| ok(g) && ok(n))
+    finish(job_command(&target, command, json).await)
 }
 
-pub async fn job(db: &str, command: JobCommand) -> ExitCode {
-    if let JobCommand::Add(args) = command {
-        return job_add(db, args).await;
-    }
-    let store = match open(db).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let result = match command {
-        JobCommand::Add(_) => return fail(EXIT_USAGE, "unreachable"),
-        JobCommand::List { json } => job_list(&store, json).await,
-        JobCommand::Show { key, json } => job_show(&store, &key, json).await,
-        JobCommand::Pause { key, group: true } => group_pause(&store, &key, true).await,
-        JobCommand::Resume { key, group: true } => group_pause(&store, &key, false).await,
-        JobCommand::Pause { key, .. } => toggle(store.job_pause(&key, true).await, &key, "paused"),
-        JobCommand::Resume { key, .. } => {
-            toggle(store.job_pause(&key, false).await, &key, "resumed")
+async fn job_command(
+    target: &Target,
+    command: JobCommand,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    match command {
+        JobCommand::Add(_) => Err(CliError::new(EXIT_USAGE, "job add is handled above")),
+        JobCommand::List => {
+            let jobs = match target {
+                Target::Local(store) => {
+                    let triggers = store.trigger_list(None).await?;
+                    let jobs = store.job_list().await?;
+                    Value::Array(jobs.iter().map(|j| views::job_view(j, &triggers)).collect())
+                }
+                Target::Remote(r) => r.get("/api/v1/jobs").await?["items"].take(),
+            };
+            Ok(emit(json, &jobs, |jobs| {
+                let rows: Vec<Vec<String>> = items(jobs)
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            cell(&j["job_key"]),
+                            cell(&j["module"]),
+                            cell(&j["state"]),
+                            cell(&j["next_fire"]),
+                            items(&j["triggers"]).len().to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["JOB", "MODULE", "STATE", "NEXT FIRE", "TRIGGERS"], &rows);
+            }))
         }
-        JobCommand::Delete { key } => toggle(store.job_delete(&key).await, &key, "deleted"),
-        JobCommand::RunNow { key } => store.fire_now(&key).await.map(|id| {
-            println!("fire {id} of {key} is due now");
-            ExitCode::SUCCESS
-        }),
+        JobCommand::Show { key } => {
+            let job = match target {
+                Target::Local(store) => {
+                    let Some(job) = store.job_get(&key).await? else {
+                        return Err(CliError::new(EXIT_FAILED, format!("no job {key:?}")));
+                    };
+                    let triggers = store.trigger_list(Some(&key)).await?;
+                    let history = store
+                        .history_list(&HistoryFilter {
+                            job_key: Some(key.clone()),
+                            limit: 10,
+                            ..HistoryFilter::default()
+                        })
+                        .await?;
+                    let mut v = views::job_view(&job, &triggers);
+                    v["history"] = Value::Array(history.iter().map(views::history_view).collect());
+                    v
+                }
+                Target::Remote(r) => r.get(&format!("/api/v1/jobs/{}", key_path(&key)?)).await?,
+            };
+            Ok(emit(json, &job, print_job))
+        }
+        JobCommand::Pause { key, group: true } => group_pause(target, &key, true, json).await,
+        JobCommand::Resume { key, group: true } => group_pause(target, &key, false, json).await,
+        JobCommand::Pause { key, .. } => job_pause(target, &key, true, json).await,
+        JobCommand::Resume { key, .. } => job_pause(target, &key, false, json).await,
+        JobCommand::Delete { key } => {
+            let done = match target {
+                Target::Local(store) => {
+                    if !store.job_delete(&key).await? {
+                        return Err(CliError::new(EXIT_FAILED, format!("no job {key:?}")));
+                    }
+                    json!({ "deleted": key })
+                }
+                Target::Remote(r) => {
+                    r.call(
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/jobs/{}", key_path(&key)?),
+                        None,
+                    )
+                    .await?
+                }
+            };
+            Ok(emit(json, &done, |_| println!("deleted {key}")))
+        }
+        JobCommand::RunNow { key } => {
+            let fired = match target {
+                Target::Local(store) => {
+                    let fire_id = store.fire_now(&key).await?;
+                    json!({ "job_key": key, "fire_id": fire_id })
+                }
+                Target::Remote(r) => {
+                    r.post(&format!("/api/v1/jobs/{}/run-now", key_path(&key)?))
+                        .await?
+                }
+            };
+            Ok(emit(json, &fired, |v| {
+                println!("fire {} of {key} is due now", cell(&v["fire_id"]));
+            }))
+        }
+    }
+}
+
+fn print_job(job: &Value) {
+    println!("job:        {}", cell(&job["job_key"]));
+    println!("module:     {}", cell(&job["module"]));
+    println!("data:       {}", job["data"]);
+    println!("overlap:    {}", cell(&job["overlap"]));
+    println!("attempts:   {}", cell(&job["retry"]["max_attempts"]));
+    println!("timeout:    {} ms", cell(&job["timeout_ms"]));
+    println!("state:      {}", cell(&job["state"]));
+    println!();
+    print_triggers(&job["triggers"]);
+    println!();
+    print_history(&job["history"]);
+}
+
+async fn job_pause(
+    target: &Target,
+    key: &str,
+    paused: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let done = match target {
+        Target::Local(store) => {
+            if !store.job_pause(key, paused).await? {
+                return Err(CliError::new(EXIT_FAILED, format!("no job {key:?}")));
+            }
+            json!({ "job_key": key, "state": if paused { "paused" } else { "active" } })
+        }
+        Target::Remote(r) => {
+            let verb = if paused { "pause" } else { "resume" };
+            r.post(&format!("/api/v1/jobs/{}/{verb}", key_path(key)?))
+                .await?
+        }
     };
-    result.unwrap_or_else(|e| fail(EXIT_FAILED, &e.to_string()))
+    let verb = if paused { "paused" } else { "resumed" };
+    Ok(emit(json, &done, |_| println!("{verb} {key}")))
 }
 
 async fn group_pause(
-    store: &Arc<dyn Store>,
+    target: &Target,
     group: &str,
     paused: bool,
-) -> Result<ExitCode, store::StoreError> {
-    let n = store.group_pause(group, paused).await?;
-    println!(
-        "{} {n} job(s) of group {group}",
-        if paused { "paused" } else { "resumed" }
-    );
-    Ok(ExitCode::SUCCESS)
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let done = match target {
+        Target::Local(store) => {
+            let n = store.group_pause(group, paused).await?;
+            json!({ "group": group, "jobs": n })
+        }
+        Target::Remote(r) => {
+            let verb = if paused { "pause" } else { "resume" };
+            r.post(&format!("/api/v1/groups/{}/{verb}", remote::encode(group)))
+                .await?
+        }
+    };
+    let verb = if paused { "paused" } else { "resumed" };
+    Ok(emit(json, &done, |v| {
+        println!("{verb} {} job(s) of group {group}", cell(&v["jobs"]));
+    }))
 }
 
-fn toggle(
-    result: Result<bool, store::StoreError>,
-    key: &str,
-    verb: &str,
-) -> Result<ExitCode, store::StoreError> {
-    result.map(|found| {
-        if found {
-            println!("{verb} {key}");
-            ExitCode::SUCCESS
-        } else {
-            fail(EXIT_FAILED, &format!("no job or trigger {key:?}"))
+/// Validates every argument before touching the database or the server, with
+/// the checks the admin API applies to a job it is sent.
+async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, CliError> {
+    let data = match args.data.as_deref().map(serde_json::from_str::<Value>) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            return Err(CliError::new(
+                EXIT_USAGE,
+                format!("--data is not JSON: {e}"),
+            ));
         }
-    })
-}
-
-/// Validates every argument before touching the database.
-async fn job_add(db: &str, args: JobAddArgs) -> ExitCode {
-    if !valid_key(&args.key) {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "job key {:?}: expected GROUP/NAME (letters, digits, _ . -)",
-                args.key
-            ),
-        );
-    }
-    let data = args.data.clone().unwrap_or_else(|| "null".into());
-    if let Err(e) = serde_json::from_str::<serde_json::Value>(&data) {
-        return fail(EXIT_USAGE, &format!("--data is not JSON: {e}"));
-    }
-    let Some(overlap) = Overlap::parse(&args.overlap) else {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "--overlap {:?}: expected allow, forbid or skip",
-                args.overlap
-            ),
-        );
-    };
-    let Some(misfire) = MisfirePolicy::parse(&args.misfire) else {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "--misfire {:?}: expected fire-now, skip or fire-once",
-                args.misfire
-            ),
-        );
-    };
-    let kind = if let Some(expr) = &args.cron {
-        if let Err(e) = CronSchedule::parse(expr, &args.tz) {
-            return fail(EXIT_USAGE, &format!("--cron/--tz: {e}"));
-        }
-        TriggerKind::Cron {
-            expr: expr.clone(),
-            tz: args.tz.clone(),
-        }
-    } else if let Some(every) = args.every {
-        if every < Duration::from_millis(1) {
-            return fail(EXIT_USAGE, "--every: the period must be at least 1 ms");
-        }
-        TriggerKind::Every {
-            period_ms: i64::try_from(every.as_millis()).unwrap_or(i64::MAX),
-            repeat: args.repeat,
-        }
-    } else if let Some(at) = &args.at {
-        match DateTime::parse_from_rfc3339(at) {
-            Ok(t) => TriggerKind::At(t.timestamp_millis()),
-            Err(e) => {
-                return fail(
-                    EXIT_USAGE,
-                    &format!("--at {at:?}: {e} (use RFC 3339, e.g. 2030-01-01T09:00:00Z)"),
-                );
-            }
-        }
-    } else {
-        return fail(EXIT_USAGE, "give --cron, --every or --at");
+        None => None,
     };
     let is_file = Path::new(&args.module).is_file();
-    if !is_file && parse_ref(&args.module).is_none() {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "--module {:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
-                args.module
-            ),
-        );
-    }
-    let store = match open(db).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let store = &store;
-    let module = if is_file {
-        let runtime = match Runtime::new(
-            RuntimeConfig {
-                engine: EngineConfig::default(),
-                cache_dir: super::default_cache_dir(),
-                node_id: "cli".into(),
-            },
-            HostServices::in_memory(),
-        ) {
-            Ok(r) => Arc::new(r),
-            Err(e) => return fail(EXIT_FAILED, &e.to_string()),
-        };
-        match push_file(store, &runtime, Path::new(&args.module), None, None).await {
-            Ok((record, _)) => {
-                println!(
-                    "pushed module {}@{} (sha256:{})",
-                    record.name, record.version, record.digest
-                );
-                format!("{}@{}", record.name, record.version)
-            }
-            Err(e) => return fail(EXIT_FAILED, &format!("--module {}: {e}", args.module)),
-        }
-    } else if parse_ref(&args.module).is_some() {
-        args.module.clone()
-    } else {
-        return fail(
-            EXIT_USAGE,
-            &format!(
-                "--module {:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
-                args.module
-            ),
-        );
-    };
-    let mut job = JobDef::new(&args.key, module);
-    job.data = data;
-    job.overlap = overlap;
-    job.retry.max_attempts = args.max_attempts.max(1);
-    job.timeout_ms = u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX);
-    job.requests_recovery = args.requests_recovery;
-    let trigger = TriggerPut {
-        trigger_key: format!("{}:{}", args.key, kind.as_str()),
-        job_key: args.key.clone(),
-        spec: TriggerSpec {
-            kind,
-            start_ms: None,
-            end_ms: None,
-            misfire,
+    let mut spec = JobSpec {
+        key: args.key.clone(),
+        // A file is pushed below, once everything else is known to be valid.
+        module: if is_file {
+            "file".into()
+        } else {
+            args.module.clone()
         },
-        priority: job.priority,
+        tz: args.cron.as_ref().map(|_| args.tz.clone()),
+        cron: args.cron.clone(),
+        every: args.every.map(|d| format!("{}ms", d.as_millis())),
+        repeat: args.repeat,
+        at: args.at.clone(),
+        data,
+        overlap: Some(args.overlap.clone()),
+        max_attempts: Some(args.max_attempts.max(1)),
+        timeout: Some(format!("{}ms", args.timeout.as_millis())),
+        misfire: Some(args.misfire.clone()),
+        requests_recovery: Some(args.requests_recovery),
+        paused: None,
     };
-    if let Err(e) = store.job_put(&job, &[trigger]).await {
-        return fail(EXIT_FAILED, &e.to_string());
+    if let Err(e) = spec.build("cli") {
+        let message = match e.field {
+            "module" => format!(
+                "--module {:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
+                args.module
+            ),
+            "key" => format!("job key {}", e.message),
+            "schedule" => "give --cron, --every or --at".into(),
+            "cron" | "tz" => format!("--cron/--tz: {}", e.message),
+            field => format!("--{} {}", field.replace('_', "-"), e.message),
+        };
+        return Err(CliError::new(EXIT_USAGE, message));
     }
-    let next = store
-        .trigger_list(Some(&args.key))
-        .await
-        .ok()
-        .and_then(|t| t.iter().filter_map(|t| t.next_fire_ms).min());
-    println!("added job {} (next fire {})", args.key, fmt_ms(next));
-    ExitCode::SUCCESS
-}
-
-fn next_fire(triggers: &[TriggerRow], job: &str) -> Option<i64> {
-    triggers
-        .iter()
-        .filter(|t| t.job_key == job && t.state.as_str() == "WAITING")
-        .filter_map(|t| t.next_fire_ms)
-        .min()
-}
-
-async fn job_list(store: &Arc<dyn Store>, as_json: bool) -> Result<ExitCode, store::StoreError> {
-    let jobs = store.job_list().await?;
-    let triggers = store.trigger_list(None).await?;
-    if as_json {
-        let items: Vec<_> = jobs
-            .iter()
-            .map(|j| json!({ "job": j, "next_fire_ms": next_fire(&triggers, &j.job_key), "next_fire": fmt_ms(next_fire(&triggers, &j.job_key)) }))
-            .collect();
-        println!("{}", serde_json::Value::Array(items));
-    } else {
-        let rows: Vec<Vec<String>> = jobs
-            .iter()
-            .map(|j| {
-                vec![
-                    j.job_key.clone(),
-                    j.module.clone(),
-                    if j.paused {
-                        "paused".into()
-                    } else {
-                        "active".into()
-                    },
-                    fmt_ms(next_fire(&triggers, &j.job_key)),
-                    triggers
-                        .iter()
-                        .filter(|t| t.job_key == j.job_key)
-                        .count()
-                        .to_string(),
-                ]
-            })
-            .collect();
-        print_table(&["JOB", "MODULE", "STATE", "NEXT FIRE", "TRIGGERS"], &rows);
+    let target = conn.open().await?;
+    if is_file {
+        let pushed = module_push(&target, Path::new(&args.module), None, None)
+            .await
+            .map_err(|e| CliError::new(e.code, format!("--module {}", e.message)))?;
+        let record = &pushed["module"];
+        if !json {
+            println!(
+                "pushed module {}@{} (sha256:{})",
+                cell(&record["name"]),
+                cell(&record["version"]),
+                cell(&record["digest"])
+            );
+        }
+        spec.module = format!("{}@{}", cell(&record["name"]), cell(&record["version"]));
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn job_show(
-    store: &Arc<dyn Store>,
-    key: &str,
-    as_json: bool,
-) -> Result<ExitCode, store::StoreError> {
-    let Some(job) = store.job_get(key).await? else {
-        return Ok(fail(EXIT_FAILED, &format!("no job {key:?}")));
+    let job = match &target {
+        Target::Local(store) => {
+            let (job, trigger) = spec
+                .build("cli")
+                .map_err(|e| CliError::new(EXIT_USAGE, e.to_string()))?;
+            store.job_put(&job, &[trigger]).await?;
+            let triggers = store.trigger_list(Some(&args.key)).await?;
+            views::job_view(&job, &triggers)
+        }
+        Target::Remote(r) => {
+            let body = serde_json::to_value(&spec).unwrap_or_default();
+            r.call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/jobs/{}", key_path(&args.key)?),
+                Some(Body::Json(body)),
+            )
+            .await?
+        }
     };
-    let triggers = store.trigger_list(Some(key)).await?;
-    let history = store
-        .history_list(&HistoryFilter {
-            job_key: Some(key.into()),
-            limit: 10,
-            ..HistoryFilter::default()
-        })
-        .await?;
-    if as_json {
-        let t: Vec<_> = triggers
-            .iter()
-            .map(|t| json!({ "trigger_key": t.trigger_key, "schedule": t.describe(), "state": t.state, "next_fire_ms": t.next_fire_ms, "error": t.error }))
-            .collect();
+    Ok(emit(json, &job, |job| {
         println!(
-            "{}",
-            json!({ "job": job, "triggers": t, "history": history })
+            "added job {} (next fire {})",
+            args.key,
+            cell(&job["next_fire"])
         );
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("job:        {}", job.job_key);
-    println!("module:     {}", job.module);
-    println!("data:       {}", job.data);
-    println!("overlap:    {}", job.overlap.as_str());
-    println!("attempts:   {}", job.retry.max_attempts);
-    println!("timeout:    {} ms", job.timeout_ms);
-    println!(
-        "state:      {}",
-        if job.paused { "paused" } else { "active" }
-    );
-    println!();
-    let rows: Vec<Vec<String>> = triggers
+    }))
+}
+
+fn print_triggers(triggers: &Value) {
+    let rows: Vec<Vec<String>> = items(triggers)
         .iter()
         .map(|t| {
             vec![
-                t.trigger_key.clone(),
-                t.describe(),
-                t.state.as_str().into(),
-                fmt_ms(t.next_fire_ms),
-                t.error.clone().unwrap_or_default(),
+                cell(&t["trigger_key"]),
+                cell(&t["schedule"]),
+                cell(&t["state"]),
+                cell(&t["next_fire"]),
+                t["error"].as_str().unwrap_or_default().to_string(),
             ]
         })
         .collect();
@@ -572,16 +646,13 @@ async fn job_show(
         &["TRIGGER", "SCHEDULE", "STATE", "NEXT FIRE", "ERROR"],
         &rows,
     );
-    println!();
-    print_history(&history);
-    Ok(ExitCode::SUCCESS)
 }
 
-fn print_history(history: &[crate::store::model::HistoryEntry]) {
-    let rows: Vec<Vec<String>> = history
+fn print_history(history: &Value) {
+    let rows: Vec<Vec<String>> = items(history)
         .iter()
         .map(|h| {
-            let detail: serde_json::Value = serde_json::from_str(&h.details).unwrap_or_default();
+            let detail = &h["details"];
             let summary = detail["outcome"]["message"]
                 .as_str()
                 .or_else(|| detail["outcome"]["detail"].as_str())
@@ -591,11 +662,11 @@ fn print_history(history: &[crate::store::model::HistoryEntry]) {
                 .take(60)
                 .collect::<String>();
             vec![
-                fmt_ms(Some(h.started_ms)),
-                h.job_key.clone(),
-                h.status.as_str().into(),
-                h.attempt.to_string(),
-                format!("{} ms", h.duration_ms),
+                fmt_ms(h["started_ms"].as_i64()),
+                cell(&h["job_key"]),
+                cell(&h["status"]),
+                cell(&h["attempt"]),
+                format!("{} ms", cell(&h["duration_ms"])),
                 summary,
             ]
         })
@@ -617,19 +688,12 @@ pub enum HistoryCommand {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub async fn history(db: &str, command: HistoryCommand) -> ExitCode {
-    let HistoryCommand::List {
-        job,
-        status,
-        limit,
-        json,
-    } = command;
-    let status = match status.as_deref().map(|s| (s, HistoryStatus::parse(s))) {
+pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCode {
+    let HistoryCommand::List { job, status, limit } = command;
+    let parsed = match status.as_deref().map(|s| (s, HistoryStatus::parse(s))) {
         Some((s, None)) => {
             return fail(
                 EXIT_USAGE,
@@ -641,71 +705,112 @@ pub async fn history(db: &str, command: HistoryCommand) -> ExitCode {
         Some((_, parsed)) => parsed,
         None => None,
     };
-    let store = match open(db).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    match store
-        .history_list(&HistoryFilter {
-            job_key: job,
-            status,
-            limit: limit.clamp(1, 10_000),
-            before_ms: None,
+    let limit = limit.clamp(1, 10_000);
+    let rows = async {
+        Ok::<Value, CliError>(match conn.open().await? {
+            Target::Local(store) => {
+                let rows = store
+                    .history_list(&HistoryFilter {
+                        job_key: job,
+                        status: parsed,
+                        limit,
+                        before_ms: None,
+                    })
+                    .await?;
+                Value::Array(rows.iter().map(views::history_view).collect())
+            }
+            Target::Remote(r) => {
+                // The API pages by at most 1000 rows: follow the cursor.
+                let mut out = Vec::new();
+                let mut cursor: Option<String> = None;
+                loop {
+                    let want = (limit - i64::try_from(out.len()).unwrap_or(0)).min(1000);
+                    let mut path = format!("/api/v1/history?limit={want}");
+                    for (name, value) in [("job", &job), ("status", &status), ("cursor", &cursor)] {
+                        if let Some(v) = value {
+                            path.push_str(&format!("&{name}={}", remote::encode(v)));
+                        }
+                    }
+                    let mut page = r.get(&path).await?;
+                    if let Value::Array(rows) = page["items"].take() {
+                        out.extend(rows);
+                    }
+                    cursor = page["next_cursor"].as_str().map(str::to_string);
+                    if cursor.is_none() || i64::try_from(out.len()).unwrap_or(i64::MAX) >= limit {
+                        break;
+                    }
+                }
+                Value::Array(out)
+            }
         })
-        .await
-    {
-        Ok(rows) if json => {
-            let items: Vec<_> = rows
-                .iter()
-                .map(|h| {
-                    let mut v = serde_json::to_value(h).unwrap_or_default();
-                    v["details"] = serde_json::from_str(&h.details).unwrap_or_default();
-                    v
-                })
-                .collect();
-            println!("{}", serde_json::Value::Array(items));
-            ExitCode::SUCCESS
-        }
-        Ok(rows) => {
-            print_history(&rows);
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(EXIT_FAILED, &e.to_string()),
     }
+    .await;
+    finish(rows.map(|rows| emit(json, &rows, print_history)))
 }
 
-pub async fn trigger(db: &str, command: super::TriggerCommand) -> ExitCode {
+pub async fn trigger(conn: &Conn, command: super::TriggerCommand, json: bool) -> ExitCode {
     use super::TriggerCommand;
-    let store = match open(db).await {
-        Ok(s) => s,
-        Err(code) => return code,
+    let target = match conn.open().await {
+        Ok(t) => t,
+        Err(e) => return fail(e.code, &e.message),
     };
-    let result = match command {
-        TriggerCommand::Preview(_) => return fail(EXIT_USAGE, "preview needs no database"),
-        TriggerCommand::List { job, json } => store.trigger_list(job.as_deref()).await.map(|triggers| {
-            if json {
-                let items: Vec<_> = triggers
-                    .iter()
-                    .map(|t| {
-                        json!({ "trigger_key": t.trigger_key, "job_key": t.job_key, "schedule": t.describe(),
-                                "misfire": t.spec.misfire.as_str(), "priority": t.priority, "state": t.state,
-                                "next_fire_ms": t.next_fire_ms, "next_fire": fmt_ms(t.next_fire_ms), "error": t.error })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(items));
-            } else {
-                let rows: Vec<Vec<String>> = triggers
-                    .iter()
-                    .map(|t| vec![t.trigger_key.clone(), t.describe(), t.state.as_str().into(), fmt_ms(t.next_fire_ms), t.error.clone().unwrap_or_default()])
-                    .collect();
-                print_table(&["TRIGGER", "SCHEDULE", "STATE", "NEXT FIRE", "ERROR"], &rows);
+    let result = async {
+        match command {
+            TriggerCommand::Preview(_) => {
+                Err(CliError::new(EXIT_USAGE, "preview needs no database"))
             }
-            ExitCode::SUCCESS
-        }),
-        TriggerCommand::Pause { key } => toggle(store.trigger_pause(&key, true).await, &key, "paused"),
-        TriggerCommand::Resume { key } => toggle(store.trigger_pause(&key, false).await, &key, "resumed"),
+            TriggerCommand::List { job } => {
+                let triggers = match &target {
+                    Target::Local(store) => Value::Array(
+                        store
+                            .trigger_list(job.as_deref())
+                            .await?
+                            .iter()
+                            .map(views::trigger_view)
+                            .collect(),
+                    ),
+                    Target::Remote(r) => {
+                        let path = match &job {
+                            Some(j) => format!("/api/v1/triggers?job={}", remote::encode(j)),
+                            None => "/api/v1/triggers".into(),
+                        };
+                        r.get(&path).await?["items"].take()
+                    }
+                };
+                Ok(emit(json, &triggers, print_triggers))
+            }
+            TriggerCommand::Pause { key } => trigger_pause(&target, &key, true, json).await,
+            TriggerCommand::Resume { key } => trigger_pause(&target, &key, false, json).await,
+        }
+    }
+    .await;
+    finish(result)
+}
+
+async fn trigger_pause(
+    target: &Target,
+    key: &str,
+    paused: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let done = match target {
+        Target::Local(store) => {
+            if !store.trigger_pause(key, paused).await? {
+                return Err(CliError::new(
+                    EXIT_FAILED,
+                    format!("no job or trigger {key:?}"),
+                ));
+            }
+            json!({ "trigger_key": key, "state": if paused { "PAUSED" } else { "WAITING" } })
+        }
+        Target::Remote(r) => {
+            let verb = if paused { "pause" } else { "resume" };
+            r.post(&format!("/api/v1/triggers/{}/{verb}", key_path(key)?))
+                .await?
+        }
     };
-    result.unwrap_or_else(|e| fail(EXIT_FAILED, &e.to_string()))
+    let verb = if paused { "paused" } else { "resumed" };
+    Ok(emit(json, &done, |_| println!("{verb} {key}")))
 }
 
 #[derive(Debug, Subcommand)]
@@ -715,154 +820,194 @@ pub enum ClusterCommand {
         /// A node silent for longer than this many ms is shown dead.
         #[arg(long, default_value_t = 2_000)]
         dead_after_ms: i64,
-        #[arg(long)]
-        json: bool,
     },
     /// Cluster locks held now, with holder, fencing token and lease.
-    Locks {
-        #[arg(long)]
-        json: bool,
-    },
+    Locks,
 }
 
-pub async fn cluster(db: &str, command: ClusterCommand) -> ExitCode {
-    let store = match open(db).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let result = match command {
-        ClusterCommand::Nodes {
-            dead_after_ms,
-            json,
-        } => store.node_list(dead_after_ms).await.map(|nodes| {
-            if json {
-                println!("{}", serde_json::to_value(&nodes).unwrap_or_default());
-            } else {
-                let rows: Vec<Vec<String>> = nodes
-                    .iter()
-                    .map(|n| {
-                        vec![
-                            n.node_id.clone(),
-                            if n.alive {
-                                "alive".into()
-                            } else {
-                                "dead".into()
-                            },
-                            n.version.clone(),
-                            n.wit_versions.clone(),
-                            fmt_ms(Some(n.heartbeat_ms)),
-                            n.running.to_string(),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &[
-                        "NODE",
-                        "STATE",
-                        "VERSION",
-                        "WIT",
-                        "LAST CHECK-IN",
-                        "RUNNING",
-                    ],
-                    &rows,
-                );
+pub async fn cluster(conn: &Conn, command: ClusterCommand, json: bool) -> ExitCode {
+    let result = async {
+        let target = conn.open().await?;
+        match command {
+            ClusterCommand::Nodes { dead_after_ms } => {
+                let nodes = match &target {
+                    Target::Local(store) => {
+                        serde_json::to_value(store.node_list(dead_after_ms).await?)
+                            .unwrap_or_default()
+                    }
+                    Target::Remote(r) => r
+                        .get(&format!(
+                            "/api/v1/cluster/nodes?dead_after_ms={dead_after_ms}"
+                        ))
+                        .await?["items"]
+                        .take(),
+                };
+                Ok(emit(json, &nodes, |nodes| {
+                    let rows: Vec<Vec<String>> = items(nodes)
+                        .iter()
+                        .map(|n| {
+                            vec![
+                                cell(&n["node_id"]),
+                                if n["alive"] == true {
+                                    "alive".into()
+                                } else {
+                                    "dead".into()
+                                },
+                                cell(&n["version"]),
+                                cell(&n["wit_versions"]),
+                                fmt_ms(n["heartbeat_ms"].as_i64()),
+                                cell(&n["running"]),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &[
+                            "NODE",
+                            "STATE",
+                            "VERSION",
+                            "WIT",
+                            "LAST CHECK-IN",
+                            "RUNNING",
+                        ],
+                        &rows,
+                    );
+                }))
             }
-            ExitCode::SUCCESS
-        }),
-        ClusterCommand::Locks { json } => store.lock_list().await.map(|locks| {
-            if json {
-                println!("{}", serde_json::to_value(&locks).unwrap_or_default());
-            } else {
-                let rows: Vec<Vec<String>> = locks
-                    .iter()
-                    .map(|l| {
-                        vec![
-                            l.name.clone(),
-                            l.holder.clone().unwrap_or_default(),
-                            l.token.to_string(),
-                            fmt_ms(l.acquired_ms),
-                            fmt_ms(l.lease_until_ms),
-                        ]
-                    })
-                    .collect();
-                print_table(&["LOCK", "HOLDER", "TOKEN", "SINCE", "LEASE UNTIL"], &rows);
+            ClusterCommand::Locks => {
+                let locks = match &target {
+                    Target::Local(store) => {
+                        serde_json::to_value(store.lock_list().await?).unwrap_or_default()
+                    }
+                    Target::Remote(r) => r.get("/api/v1/cluster/locks").await?["items"].take(),
+                };
+                Ok(emit(json, &locks, |locks| {
+                    let rows: Vec<Vec<String>> = items(locks)
+                        .iter()
+                        .map(|l| {
+                            vec![
+                                cell(&l["name"]),
+                                l["holder"].as_str().unwrap_or_default().to_string(),
+                                cell(&l["token"]),
+                                fmt_ms(l["acquired_ms"].as_i64()),
+                                fmt_ms(l["lease_until_ms"].as_i64()),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["LOCK", "HOLDER", "TOKEN", "SINCE", "LEASE UNTIL"], &rows);
+                }))
             }
-            ExitCode::SUCCESS
-        }),
-    };
-    result.unwrap_or_else(|e| fail(EXIT_FAILED, &e.to_string()))
+        }
+    }
+    .await;
+    finish(result)
 }
 
-pub async fn module(db: &str, command: super::ModuleCommand) -> ExitCode {
-    use super::ModuleCommand;
-    let store = match open(db).await {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    match command {
-        ModuleCommand::Inspect(_) => fail(EXIT_USAGE, "inspect needs no database"),
-        ModuleCommand::Push {
-            file,
-            name,
-            version,
-        } => {
-            let runtime = match Runtime::new(
+/// Validates and stores a module file, here or on the server: the same checks
+/// either way. Returns `{"module": record, "describe": info}`.
+async fn module_push(
+    target: &Target,
+    file: &Path,
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Result<Value, CliError> {
+    let pushed = match target {
+        Target::Local(store) => {
+            let runtime = Runtime::new(
                 RuntimeConfig {
                     engine: EngineConfig::default(),
                     cache_dir: super::default_cache_dir(),
                     node_id: "cli".into(),
                 },
                 HostServices::in_memory(),
-            ) {
-                Ok(r) => Arc::new(r),
-                Err(e) => return fail(EXIT_FAILED, &e.to_string()),
-            };
-            match push_file(&store, &runtime, &file, name.as_deref(), version.as_deref()).await {
-                Ok((record, info)) => {
-                    println!(
-                        "pushed {}@{} sha256:{} (contract {}, describe: {} {})",
-                        record.name,
-                        record.version,
-                        record.digest,
-                        record.wit_version,
-                        info.name,
-                        info.version
-                    );
-                    ExitCode::SUCCESS
+            )
+            .map(Arc::new)
+            .map_err(|e| CliError::new(EXIT_FAILED, e.to_string()))?;
+            match push_file(store, &runtime, file, name, version).await {
+                Ok((record, info)) => Ok(json!({ "module": record, "describe": info })),
+                Err(PushError::Rejected(r)) => {
+                    Err(CliError::new(EXIT_SKIPPED, format!("rejected: {r}")))
                 }
-                Err(crate::engine::modules::PushError::Rejected(r)) => fail(
-                    super::EXIT_SKIPPED,
-                    &format!("{}: rejected: {r}", file.display()),
-                ),
-                Err(e) => fail(EXIT_FAILED, &format!("{}: {e}", file.display())),
+                Err(e) => Err(CliError::new(EXIT_FAILED, e.to_string())),
             }
         }
-        ModuleCommand::List { json } => match store.module_list(None).await {
-            Ok(modules) if json => {
-                println!("{}", serde_json::to_value(&modules).unwrap_or_default());
-                ExitCode::SUCCESS
+        Target::Remote(r) => {
+            let bytes = match read_module(file).await {
+                Ok(b) => b,
+                Err(e) => return Err(CliError::new(EXIT_SKIPPED, format!("rejected: {e}"))),
+            };
+            let mut path = "/api/v1/modules".to_string();
+            let mut sep = '?';
+            for (key, value) in [("name", name), ("version", version)] {
+                if let Some(v) = value {
+                    path.push_str(&format!("{sep}{key}={}", remote::encode(v)));
+                    sep = '&';
+                }
             }
-            Ok(modules) => {
-                let rows: Vec<Vec<String>> = modules
-                    .iter()
-                    .map(|m| {
-                        vec![
-                            m.name.clone(),
-                            m.version.clone(),
-                            format!("sha256:{}", &m.digest[..16.min(m.digest.len())]),
-                            m.wit_version.clone(),
-                            m.size.to_string(),
-                            m.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &["MODULE", "VERSION", "DIGEST", "WIT", "BYTES", "PUSHED"],
-                    &rows,
-                );
-                ExitCode::SUCCESS
+            r.call(reqwest::Method::POST, &path, Some(Body::Wasm(bytes)))
+                .await
+        }
+    };
+    pushed.map_err(|e| CliError::new(e.code, format!("{}: {}", file.display(), e.message)))
+}
+
+pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> ExitCode {
+    use super::ModuleCommand;
+    let result = async {
+        let target = conn.open().await?;
+        match command {
+            ModuleCommand::Inspect(_) => {
+                Err(CliError::new(EXIT_USAGE, "inspect needs no database"))
             }
-            Err(e) => fail(EXIT_FAILED, &e.to_string()),
-        },
+            ModuleCommand::Push {
+                file,
+                name,
+                version,
+            } => {
+                let pushed =
+                    module_push(&target, &file, name.as_deref(), version.as_deref()).await?;
+                Ok(emit(json, &pushed, |v| {
+                    let (m, d) = (&v["module"], &v["describe"]);
+                    println!(
+                        "pushed {}@{} sha256:{} (contract {}, describe: {} {})",
+                        cell(&m["name"]),
+                        cell(&m["version"]),
+                        cell(&m["digest"]),
+                        cell(&m["wit_version"]),
+                        cell(&d["name"]),
+                        cell(&d["version"])
+                    );
+                }))
+            }
+            ModuleCommand::List => {
+                let modules = match &target {
+                    Target::Local(store) => {
+                        serde_json::to_value(store.module_list(None).await?).unwrap_or_default()
+                    }
+                    Target::Remote(r) => r.get("/api/v1/modules").await?["items"].take(),
+                };
+                Ok(emit(json, &modules, |modules| {
+                    let rows: Vec<Vec<String>> = items(modules)
+                        .iter()
+                        .map(|m| {
+                            let digest = cell(&m["digest"]);
+                            vec![
+                                cell(&m["name"]),
+                                cell(&m["version"]),
+                                format!("sha256:{}", digest.chars().take(16).collect::<String>()),
+                                cell(&m["wit_version"]),
+                                cell(&m["size"]),
+                                cell(&m["created_at"]),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &["MODULE", "VERSION", "DIGEST", "WIT", "BYTES", "PUSHED"],
+                        &rows,
+                    );
+                }))
+            }
+        }
     }
+    .await;
+    finish(result)
 }

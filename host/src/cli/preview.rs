@@ -27,8 +27,8 @@ pub struct PreviewArgs {
     /// How many fire times to print.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
-    /// Print JSON instead of one instant per line.
-    #[arg(long)]
+    /// Print JSON instead of one instant per line (set from the global `--json`).
+    #[arg(skip)]
     pub json: bool,
 }
 

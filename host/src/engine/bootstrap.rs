@@ -1,5 +1,5 @@
 //! Starting a node, in order: config -> manifest (parsed and validated) ->
-//! runtime -> module files checked -> connect + migrate -> push modules ->
+//! runtime -> module files checked -> connect + migrate -> admin API -> push modules ->
 //! reconcile jobs -> delete orphaned jobs -> reset ERROR triggers -> recover
 //! fires of dead nodes -> on-start / once fires -> start acquiring.
 //!
@@ -8,10 +8,12 @@
 //! nothing in the store.
 
 use super::locks::StoreLocks;
-use super::modules::{ModuleResolver, PushError, push_file};
+use super::modules::{ModuleResolver, PushError, push_bytes, read_module};
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::services::StoreKv;
+use crate::api::{self, ApiOptions, ApiState};
 use crate::manifest::{self, Manifest};
+use crate::metrics::Metrics;
 use crate::runtime::{HostServices, JobImpl, Runtime, RuntimeConfig};
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use crate::store::model::{Backoff, JobDef, Overlap, RetryPolicy, TriggerPut};
@@ -49,6 +51,18 @@ pub enum BootError {
     Store(#[from] StoreError),
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
+    #[error("admin API: {0}")]
+    Api(String),
+}
+
+/// The admin API of a started node.
+#[derive(Debug)]
+pub struct ApiRunning {
+    pub state: Arc<ApiState>,
+    /// Where it listens (the port chosen when asked for port 0).
+    pub local_addr: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// A started node: its store, runtime and scheduler.
@@ -56,6 +70,8 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub runtime: Arc<Runtime>,
     pub scheduler: Arc<Scheduler>,
+    /// The admin API, when the node serves one.
+    pub api: Option<ApiRunning>,
 }
 
 impl std::fmt::Debug for Node {
@@ -137,6 +153,28 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
 /// A manifest error (every one, with file, line and field), a module file that
 /// cannot be loaded, or a store error.
 pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
+    start_with_api(options, None).await
+}
+
+/// [`start`], serving the admin API from the point DESIGN.md names: once the
+/// store and runtime exist, before the manifest is applied, so an operator can
+/// watch a long bootstrap. `/readyz` answers 200 once the scheduler runs.
+///
+/// # Errors
+///
+/// As [`start`]; also when the API's address cannot be bound or is not loopback
+/// and no admin token is set.
+pub async fn start_with_api(
+    options: &ServeOptions,
+    api_options: Option<ApiOptions>,
+) -> Result<Node, BootError> {
+    // Refused before anything else: a server that would expose the scheduler
+    // without a token must not start at all.
+    let auth = api_options
+        .as_ref()
+        .map(|a| api::auth::Auth::new(a.listen, a.token_sha256))
+        .transpose()
+        .map_err(BootError::Api)?;
     let manifest = match &options.manifest {
         Some(path) => Some(Manifest::load(path)?),
         None => None,
@@ -164,29 +202,60 @@ pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
         }
     }
     let store = store::open(&options.db_url).await?;
+    let metrics = Arc::new(Metrics::new());
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),
-        locks: StoreLocks::new(
+        locks: StoreLocks::with_metrics(
             Arc::clone(&store),
             options.scheduler.lease_ms.max(2_000) * 5,
+            Arc::clone(&metrics),
         ),
     };
     let runtime = Arc::new(
         Runtime::new(options.runtime.clone(), services)
             .map_err(|e| BootError::Runtime(e.to_string()))?,
     );
+    let api = match (api_options, auth) {
+        (Some(a), Some(auth)) => {
+            let bound = api::bind(a.listen).await.map_err(BootError::Api)?;
+            let local_addr = bound.local_addr;
+            let state = ApiState::new(
+                Arc::clone(&store),
+                Arc::clone(&runtime),
+                Arc::clone(&metrics),
+                auth,
+                options.scheduler.dead_after_ms,
+            );
+            let (stop, stop_rx) = watch::channel(false);
+            let task = api::serve(bound, Arc::clone(&state), stop_rx);
+            tracing::info!(addr = %local_addr, token = a.token_sha256.is_some(), "admin API listening");
+            Some(ApiRunning {
+                state,
+                local_addr,
+                stop,
+                task,
+            })
+        }
+        _ => None,
+    };
 
     if let Some(m) = &manifest {
         for decl in &m.modules {
-            match push_file(
-                &store,
-                &runtime,
-                &decl.path,
-                Some(&decl.name),
-                decl.version.as_deref(),
-            )
-            .await
-            {
+            let pushed = match read_module(&decl.path).await {
+                Ok(bytes) => {
+                    push_bytes(
+                        &store,
+                        &runtime,
+                        bytes,
+                        Some(&decl.name),
+                        decl.version.as_deref(),
+                        Some(&metrics),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match pushed {
                 Ok((record, _)) => {
                     tracing::info!(module = %record.name, version = %record.version, digest = %record.digest, "module pushed")
                 }
@@ -220,16 +289,21 @@ pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
     if startup > 0 {
         tracing::info!(fires = startup, "on-start and once fires created");
     }
-    let scheduler = Scheduler::new(
+    let scheduler = Scheduler::with_metrics(
         Arc::clone(&store),
         Arc::clone(&runtime),
         options.node_id.clone(),
         options.scheduler.clone(),
+        metrics,
     );
+    if let Some(a) = &api {
+        let _ = a.state.scheduler.set(Arc::clone(&scheduler));
+    }
     Ok(Node {
         store,
         runtime,
         scheduler,
+        api,
     })
 }
 
@@ -261,12 +335,21 @@ async fn delete_orphans(
 }
 
 /// Runs a started node until `stop` turns true.
+/// The admin API stops after the scheduler has drained, so it can be watched
+/// until the end.
 pub async fn run(node: Node, standby: bool, stop: watch::Receiver<bool>) {
     if standby {
         tracing::info!("standby: the scheduler is disabled on this node");
+        if let Some(a) = &node.api {
+            a.state.set_standby_ready();
+        }
         let mut stop = stop;
         let _ = stop.wait_for(|s| *s).await;
-        return;
+    } else {
+        Arc::clone(&node.scheduler).run(stop).await;
     }
-    Arc::clone(&node.scheduler).run(stop).await;
+    if let Some(a) = node.api {
+        let _ = a.stop.send(true);
+        let _ = a.task.await;
+    }
 }

@@ -7,6 +7,7 @@
 //! Guests reach it through the WIT `lock` resource; host tasks use
 //! [`acquire_with_retries`], the reference's retry schedule.
 
+use crate::metrics::Metrics;
 use crate::runtime::services::{Lease, LockAcquire, LockService, ServiceError};
 use crate::store::Store;
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ pub struct StoreLocks {
     lease_ms: i64,
     held: Mutex<HashMap<String, i64>>,
     runtime: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for StoreLocks {
@@ -43,11 +45,17 @@ impl StoreLocks {
     /// Creates the service and its lease-renewal task (every third of the lease).
     /// Must be called inside a tokio runtime.
     pub fn new(store: Arc<dyn Store>, lease_ms: i64) -> Arc<Self> {
+        Self::with_metrics(store, lease_ms, Arc::default())
+    }
+
+    /// [`StoreLocks::new`] counting acquisitions in the node's `metrics`.
+    pub fn with_metrics(store: Arc<dyn Store>, lease_ms: i64, metrics: Arc<Metrics>) -> Arc<Self> {
         let locks = Arc::new(StoreLocks {
             store,
             lease_ms: lease_ms.max(100),
             held: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
+            metrics,
         });
         let weak: Weak<StoreLocks> = Arc::downgrade(&locks);
         let every = Duration::from_millis(u64::try_from(locks.lease_ms / 3).unwrap_or(1000));
@@ -87,6 +95,7 @@ impl LockService for StoreLocks {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(params.name.clone(), token);
+                    self.metrics.lock_acquisition("acquired");
                     return Ok(Lease {
                         name: params.name.clone(),
                         holder: params.holder.clone(),
@@ -94,10 +103,14 @@ impl LockService for StoreLocks {
                     });
                 }
                 Ok(None) => {}
-                Err(e) => return Err(ServiceError::Unavailable(e.to_string())),
+                Err(e) => {
+                    self.metrics.lock_acquisition("error");
+                    return Err(ServiceError::Unavailable(e.to_string()));
+                }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
+                self.metrics.lock_acquisition("timeout");
                 return Err(ServiceError::Timeout);
             }
             tokio::time::sleep(wait.min(deadline - now)).await;

@@ -3,6 +3,7 @@
 //! that knows both wasm and SQL exist.
 
 pub mod bootstrap;
+pub mod jobs;
 pub mod locks;
 pub mod modules;
 pub mod scheduler;

@@ -2,6 +2,7 @@
 //! by name, version or digest, the runtime's compiled-module cache, and the NoOp
 //! job when the module is missing or cannot run.
 
+use crate::metrics::Metrics;
 use crate::runtime::{JobImpl, JobInfo, ModuleRejection, Runtime, SkipCode};
 use crate::store::{ModulePut, ModuleRecord, ModuleRef, Store, StoreError};
 use std::path::Path;
@@ -54,18 +55,59 @@ pub async fn push_file(
     name: Option<&str>,
     version: Option<&str>,
 ) -> Result<(ModuleRecord, JobInfo), PushError> {
-    let bytes = tokio::fs::read(path).await.map_err(|e| {
+    push_bytes(
+        store,
+        runtime,
+        read_module(path).await?,
+        name,
+        version,
+        None,
+    )
+    .await
+}
+
+/// Reads a module file, a missing file being a `module-missing` rejection.
+///
+/// # Errors
+///
+/// When the file cannot be read.
+pub async fn read_module(path: &Path) -> Result<Vec<u8>, PushError> {
+    tokio::fs::read(path).await.map_err(|e| {
         PushError::Rejected(ModuleRejection {
             code: SkipCode::ModuleMissing,
             detail: format!("cannot read {}: {e}", path.display()),
         })
-    })?;
+    })
+}
+
+/// [`push_file`] for bytes already in memory (a module uploaded through the
+/// admin API): the same checks, in the same order. A compile is timed into
+/// `metrics` when given.
+///
+/// # Errors
+///
+/// As [`push_file`].
+pub async fn push_bytes(
+    store: &Arc<dyn Store>,
+    runtime: &Arc<Runtime>,
+    bytes: Vec<u8>,
+    name: Option<&str>,
+    version: Option<&str>,
+    metrics: Option<&Metrics>,
+) -> Result<(ModuleRecord, JobInfo), PushError> {
+    // A module this runtime holds already is not compiled again: not timed.
+    let fresh = runtime
+        .module_by_digest(&crate::runtime::module::digest(&bytes))
+        .is_none();
     let rt = Arc::clone(runtime);
     let load_bytes = bytes.clone();
     let module = tokio::task::spawn_blocking(move || rt.load_bytes(&load_bytes))
         .await
         .map_err(|e| PushError::Describe(e.to_string()))?
         .map_err(PushError::Rejected)?;
+    if fresh && let Some(m) = metrics {
+        m.module_compiled(module.load_time);
+    }
     let info = runtime
         .describe(&module)
         .await
@@ -96,6 +138,7 @@ pub struct ModuleResolver {
     store: Arc<dyn Store>,
     runtime: Arc<Runtime>,
     resolved: Arc<std::sync::Mutex<ResolvedCache>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for ModuleResolver {
@@ -106,10 +149,20 @@ impl std::fmt::Debug for ModuleResolver {
 
 impl ModuleResolver {
     pub fn new(store: Arc<dyn Store>, runtime: Arc<Runtime>) -> Self {
+        Self::with_metrics(store, runtime, Arc::default())
+    }
+
+    /// [`ModuleResolver::new`] timing module compiles into the node's `metrics`.
+    pub fn with_metrics(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ModuleResolver {
             store,
             runtime,
             resolved: Arc::default(),
+            metrics,
         }
     }
 
@@ -168,7 +221,10 @@ impl ModuleResolver {
         let runtime = Arc::clone(&self.runtime);
         let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes)).await;
         Ok(match loaded {
-            Ok(Ok(module)) => JobImpl::Wasm(module),
+            Ok(Ok(module)) => {
+                self.metrics.module_compiled(module.load_time);
+                JobImpl::Wasm(module)
+            }
             Ok(Err(rejection)) => JobImpl::NoOp(rejection),
             Err(e) => JobImpl::NoOp(ModuleRejection {
                 code: SkipCode::ModuleInvalid,

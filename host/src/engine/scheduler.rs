@@ -12,6 +12,7 @@
 //! fires finish within the grace period, then cancels and releases them.
 
 use super::modules::ModuleResolver;
+use crate::metrics::Metrics;
 use crate::runtime::{JobImpl, Limits, RunOutcome, RunReport, RunRequest, Runtime, WIT_VERSION};
 use crate::schedule::trigger::MisfireLimits;
 use crate::store::Store;
@@ -21,6 +22,7 @@ use crate::store::model::{
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
@@ -78,6 +80,9 @@ pub struct Scheduler {
     wake: Arc<Notify>,
     /// Moving average of run time in microseconds (0: nothing ran yet).
     avg_run_us: std::sync::atomic::AtomicU64,
+    metrics: Arc<Metrics>,
+    /// Whether the acquire loop runs: what the API's `/readyz` reports.
+    running: AtomicBool,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -108,7 +113,22 @@ impl Scheduler {
         node_id: String,
         config: SchedulerConfig,
     ) -> Arc<Self> {
-        let resolver = ModuleResolver::new(Arc::clone(&store), Arc::clone(&runtime));
+        Self::with_metrics(store, runtime, node_id, config, Arc::default())
+    }
+
+    /// [`Scheduler::new`] recording into the node's `metrics`.
+    pub fn with_metrics(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        node_id: String,
+        config: SchedulerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let resolver = ModuleResolver::with_metrics(
+            Arc::clone(&store),
+            Arc::clone(&runtime),
+            Arc::clone(&metrics),
+        );
         Arc::new(Scheduler {
             store,
             runtime,
@@ -117,6 +137,8 @@ impl Scheduler {
             config,
             wake: Arc::new(Notify::new()),
             avg_run_us: std::sync::atomic::AtomicU64::new(0),
+            metrics,
+            running: AtomicBool::new(false),
         })
     }
 
@@ -127,6 +149,16 @@ impl Scheduler {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether the acquire loop is running (started and not stopping).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Runs until `stop` turns true, then drains: running fires get the grace
@@ -140,6 +172,7 @@ impl Scheduler {
         let upkeep = tokio::spawn(Arc::clone(&self).upkeep_loop(stop.clone()));
         let mut backoff = Duration::from_millis(100);
         tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
+        self.running.store(true, Ordering::Relaxed);
         while !*stop.borrow() {
             let in_flight = claim_limit - claims.available_permits();
             let free = self.claim_target().saturating_sub(in_flight);
@@ -163,6 +196,7 @@ impl Scheduler {
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
                     backoff = Duration::from_millis(100);
+                    self.metrics.fires_not_run(a.recorded);
                     a
                 }
                 Err(e) => {
@@ -224,6 +258,7 @@ impl Scheduler {
                 _ = stop.changed() => {}
             }
         }
+        self.running.store(false, Ordering::Relaxed);
         tracing::info!(node = %self.node_id, "scheduler stopping: waiting for running fires");
         let all = u32::try_from(claim_limit).unwrap_or(u32::MAX);
         let grace = Duration::from_millis(self.config.grace_ms);
@@ -285,6 +320,7 @@ impl Scheduler {
             tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
         }
         let started_ms = local_ms() + offset_ms;
+        self.metrics.fire_started(started_ms - fire.due_ms);
         let job = match self.resolver.resolve(&fire.job.module).await {
             Ok(job) => job,
             Err(e) => {
@@ -391,7 +427,16 @@ impl Scheduler {
                 match self.store.fire_complete(&batch).await {
                     Ok(accepted) => {
                         for (c, ok) in batch.iter().zip(accepted) {
-                            if !ok {
+                            if ok {
+                                self.metrics.task_ended(
+                                    &c.history.job_key,
+                                    c.history.status,
+                                    Duration::from_millis(
+                                        u64::try_from(c.history.duration_ms).unwrap_or(0),
+                                    ),
+                                    matches!(c.next, FireNext::Retry { .. }),
+                                );
+                            } else {
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
                             }
                         }

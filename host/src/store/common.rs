@@ -144,6 +144,103 @@ macro_rules! impl_store {
                 .await?;
                 rows.iter().map($crate::store::common::module_from_row).collect()
             }
+
+            async fn fire_running(&self) -> Result<Vec<$crate::store::model::FireRow>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, state, node_id, lease_until_ms, recovering \
+                     FROM fires ORDER BY due_ms, fire_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::store::model::FireRow {
+                            fire_id: r.try_get("fire_id")?,
+                            trigger_key: r.try_get("trigger_key")?,
+                            job_key: r.try_get("job_key")?,
+                            scheduled_ms: r.try_get("scheduled_ms")?,
+                            due_ms: r.try_get("due_ms")?,
+                            attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+                            state: r.try_get("state")?,
+                            node_id: r.try_get("node_id")?,
+                            lease_until_ms: r.try_get("lease_until_ms")?,
+                            recovering: r.try_get::<i64, _>("recovering")? != 0,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn trigger_counts(&self) -> Result<$crate::store::model::TriggerCounts, $crate::store::StoreError> {
+                use sqlx::Row;
+                // A paused job's triggers keep their own state; they fire no more than
+                // paused triggers do, so they are counted as PAUSED.
+                let rows = sqlx::query(
+                    "SELECT s.state, COUNT(*) AS n FROM (SELECT CASE WHEN j.paused <> 0 AND t.state = 'WAITING' THEN 'PAUSED' ELSE t.state END AS state \
+                     FROM triggers t JOIN jobs j ON j.job_key = t.job_key) s GROUP BY s.state ORDER BY s.state",
+                )
+                    .fetch_all(&self.pool)
+                    .await?;
+                let by_state = rows
+                    .iter()
+                    .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+                    .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
+                let executing: i64 = sqlx::query("SELECT COUNT(*) AS n FROM fires WHERE state = 'acquired'")
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("n")?;
+                Ok($crate::store::model::TriggerCounts { by_state, executing })
+            }
+
+            async fn audit_put(&self, e: &$crate::store::model::AuditPut) -> Result<String, $crate::store::StoreError> {
+                let id = $crate::store::sched::new_id();
+                sqlx::query(concat!(
+                    "INSERT INTO audit_log (id, at_ms, actor, action, target, status, summary) VALUES ($1, ", $now, ", $2, $3, $4, $5, $6)"
+                ))
+                .bind(&id)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.target)
+                .bind(i64::from(e.status))
+                .bind(&e.summary)
+                .execute(&self.pool)
+                .await?;
+                Ok(id)
+            }
+
+            async fn audit_list(&self, f: &$crate::store::model::AuditFilter) -> Result<Vec<$crate::store::model::AuditEntry>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let (before_ms, before_id) = match &f.before {
+                    Some((ms, id)) => (Some(*ms), Some(id.as_str())),
+                    None => (None, None),
+                };
+                let rows = sqlx::query(
+                    "SELECT id, at_ms, actor, action, target, status, summary FROM audit_log \
+                     WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) \
+                     AND ($3 IS NULL OR at_ms < $3 OR (at_ms = $3 AND id < $4)) \
+                     ORDER BY at_ms DESC, id DESC LIMIT $5",
+                )
+                .bind(f.actor.as_deref())
+                .bind(f.action.as_deref())
+                .bind(before_ms)
+                .bind(before_id)
+                .bind(if f.limit > 0 { f.limit } else { 100 })
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::store::model::AuditEntry {
+                            id: r.try_get("id")?,
+                            at_ms: r.try_get("at_ms")?,
+                            actor: r.try_get("actor")?,
+                            action: r.try_get("action")?,
+                            target: r.try_get("target")?,
+                            status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(0),
+                            summary: r.try_get("summary")?,
+                        })
+                    })
+                    .collect()
+            }
         }
     };
 }

@@ -112,6 +112,20 @@ pub trait Store: Scheduling + Send + Sync + 'static {
     async fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every stored version, of one module or of all, newest first.
     async fn module_list(&self, name: Option<&str>) -> Result<Vec<ModuleRecord>, StoreError>;
+
+    /// Fires claimed or waiting to be claimed, oldest due first, without their
+    /// jobs: what the admin API shows as executions in flight.
+    async fn fire_running(&self) -> Result<Vec<model::FireRow>, StoreError>;
+    /// Triggers per state (those of paused jobs as `PAUSED`) and fires being run:
+    /// one grouped count per table, read when metrics are scraped, never per fire.
+    async fn trigger_counts(&self) -> Result<model::TriggerCounts, StoreError>;
+    /// Appends one row to the audit log; returns its id.
+    async fn audit_put(&self, entry: &model::AuditPut) -> Result<String, StoreError>;
+    /// Audit rows, newest first.
+    async fn audit_list(
+        &self,
+        filter: &model::AuditFilter,
+    ) -> Result<Vec<model::AuditEntry>, StoreError>;
 }
 
 /// The default database: `quartzite.db` in the working directory.

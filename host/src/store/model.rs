@@ -355,6 +355,71 @@ pub struct NodeRow {
     pub alive: bool,
 }
 
+/// A fire claimed or waiting, as the operator sees it (`fire_running`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FireRow {
+    pub fire_id: String,
+    pub trigger_key: String,
+    pub job_key: String,
+    pub scheduled_ms: i64,
+    pub due_ms: i64,
+    pub attempt: u32,
+    /// `scheduled` (due, not claimed yet) or `acquired` (claimed by `node_id`).
+    pub state: String,
+    pub node_id: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub recovering: bool,
+}
+
+/// How many triggers are in each state, and how many fires are being run:
+/// what the `quartzite_triggers{state}` gauge shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TriggerCounts {
+    /// Trigger states as stored (`WAITING`, `PAUSED`, `ERROR`, `COMPLETE`) and their counts.
+    pub by_state: Vec<(String, i64)>,
+    /// Fires claimed by a node (running or about to start).
+    pub executing: i64,
+}
+
+/// One admin action to record in the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditPut {
+    /// Who: a token id (`token:` and the start of its hash) or `anonymous-loopback`.
+    pub actor: String,
+    /// What, e.g. `job.create`.
+    pub action: String,
+    /// The object acted on, e.g. a job key; the request path when there is none.
+    pub target: String,
+    /// The HTTP status the request ended with.
+    pub status: u16,
+    /// A short JSON summary of the request.
+    pub summary: String,
+}
+
+/// An audit log row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: String,
+    /// When, UTC ms from the database clock.
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub status: u16,
+    /// JSON text.
+    pub summary: String,
+}
+
+/// Filters of `audit_list`: newest first, rows strictly older than the
+/// `(before_ms, before_id)` cursor when one is given.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub limit: i64,
+    pub before: Option<(i64, String)>,
+}
+
 /// A trigger schedule as its table columns, in both directions.
 #[derive(Debug, Default)]
 pub(crate) struct ScheduleColumns {

@@ -1,0 +1,186 @@
+//! Who may call the admin API, and the audit log of what they did.
+//!
+//! The admin token is kept only as its SHA-256 hash and a presented token is
+//! hashed and compared in constant time, so neither memory dumps nor response
+//! timing give it away. A token is required for every mutating call, and for
+//! every call when the server listens beyond loopback (it refuses to start there
+//! without one). `/healthz` and `/readyz` stay open for probes.
+//!
+//! Every mutating call, allowed or not, leaves an audit row: who (the token's
+//! id, `anonymous-loopback`, or `denied`), the action, its target, the status
+//! and a summary of the request.
+
+use super::ApiState;
+use super::error::{ApiError, ErrorCode};
+use crate::store::model::AuditPut;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The actor of calls made without a token on a loopback-only server that has none.
+pub const ANONYMOUS: &str = "anonymous-loopback";
+
+/// Shortest admin token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// What the guard knows: the token's hash, and whether reads are open.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    token_sha256: Option<[u8; 32]>,
+    /// Loopback only: reads need no token.
+    loopback: bool,
+}
+
+impl Auth {
+    /// The rules for a server listening on `listen`.
+    ///
+    /// # Errors
+    ///
+    /// When `listen` is not loopback and there is no token: such a server would
+    /// hand the scheduler to anyone who can reach it.
+    pub fn new(listen: SocketAddr, token_sha256: Option<[u8; 32]>) -> Result<Self, String> {
+        let loopback = listen.ip().is_loopback();
+        if !loopback && token_sha256.is_none() {
+            return Err(format!(
+                "refusing to serve the admin API on {listen}, which is not a loopback address, without an admin token: \
+                 set QUARTZITE_ADMIN_TOKEN (or [api] admin_token in the config), or listen on 127.0.0.1"
+            ));
+        }
+        Ok(Auth {
+            token_sha256,
+            loopback,
+        })
+    }
+
+    /// The hash under which a token is kept.
+    pub fn hash(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The id under which a token's calls are audited: the start of a hash of
+    /// the stored hash, which names the token without revealing it or the value
+    /// it is checked against.
+    fn token_id(hash: &[u8; 32]) -> String {
+        let mut id = Sha256::new();
+        id.update(b"quartzite audit id\0");
+        id.update(hash);
+        format!("token:{}", hex::encode(&id.finalize()[..6]))
+    }
+
+    /// The caller's identity, or why it is refused.
+    fn check(&self, presented: Option<&str>, mutating: bool) -> Result<String, ApiError> {
+        match (presented, &self.token_sha256) {
+            (Some(token), Some(expected)) => {
+                let got = Self::hash(token);
+                if constant_time_eq(&got, expected) {
+                    Ok(Self::token_id(expected))
+                } else {
+                    Err(ApiError::unauthorized("the bearer token is not valid"))
+                }
+            }
+            (Some(_), None) => Err(ApiError::unauthorized(
+                "this server has no admin token configured; send no Authorization header",
+            )),
+            (None, Some(_)) if mutating || !self.loopback => Err(ApiError::unauthorized(
+                "this call needs the admin token: send Authorization: Bearer TOKEN",
+            )),
+            (None, _) => Ok(ANONYMOUS.into()),
+        }
+    }
+}
+
+/// Compares two hashes without an early exit, so the time taken does not tell
+/// how many leading bytes matched.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// What a mutating handler did, for the audit row.
+#[derive(Clone, Debug)]
+pub struct AuditNote {
+    pub action: &'static str,
+    pub target: String,
+    pub summary: serde_json::Value,
+}
+
+/// Authenticates every routed request and audits every mutating one.
+pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let path = request.uri().path().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| path.clone(), |m| m.as_str().to_string());
+    let presented = match request.headers().get(header::AUTHORIZATION) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| Some(t.trim().to_string()))
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`")
+            }),
+    };
+    let checked = presented.and_then(|p| state.auth.check(p.as_deref(), mutating));
+    let (actor, response) = match checked {
+        Ok(actor) => (actor, next.run(request).await),
+        Err(e) => ("denied".to_string(), e.into_response()),
+    };
+    if mutating {
+        let note = response.extensions().get::<AuditNote>().cloned();
+        let (action, target, summary) = match note {
+            Some(n) => (n.action.to_string(), n.target, n.summary),
+            None => (
+                format!("{method} {route}"),
+                path,
+                serde_json::json!({
+                    "error": response.extensions().get::<ErrorCode>().map(|c| c.0),
+                }),
+            ),
+        };
+        let row = AuditPut {
+            actor,
+            action,
+            target,
+            status: response.status().as_u16(),
+            summary: summary.to_string(),
+        };
+        if let Err(e) = state.store.audit_put(&row).await {
+            tracing::error!(error = %e, action = %row.action, target = %row.target, "writing the audit row failed");
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_by_hash_and_reads_open_only_on_loopback() {
+        let hash = Auth::hash("s3cret-s3cret-s3cret");
+        let local: SocketAddr = "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let public: SocketAddr = "0.0.0.0:1".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(Auth::new(public, None).is_err());
+        let open = Auth::new(local, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(open.check(None, true).ok().as_deref(), Some(ANONYMOUS));
+        let guarded = Auth::new(local, Some(hash)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(guarded.check(None, false).is_ok());
+        assert!(guarded.check(None, true).is_err());
+        assert!(guarded.check(Some("wrong"), false).is_err());
+        assert!(
+            guarded
+                .check(Some("s3cret-s3cret-s3cret"), true)
+                .is_ok_and(|a| a.starts_with("token:") && !a.contains(&hex::encode(&hash[..6])))
+        );
+        let remote = Auth::new(public, Some(hash)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(remote.check(None, false).is_err());
+    }
+}

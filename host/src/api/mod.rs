@@ -1,0 +1,278 @@
+//! The HTTP admin API of a node (`quartzite serve --listen ADDR`): jobs,
+//! triggers, modules, history, fires in flight, cluster nodes and locks under
+//! `/api/v1/`, its OpenAPI document at `/api/v1/openapi.json`, `/metrics` for
+//! Prometheus, and `/healthz` / `/readyz` for probes.
+//!
+//! Handlers call the same store and engine functions as the CLI (a job is
+//! checked by [`crate::engine::jobs::JobSpec`], a module by
+//! [`crate::engine::modules::push_bytes`]); this module only translates HTTP.
+//! It never panics on input: every malformed request is a JSON error naming
+//! what was wrong ([`error::ApiError`]).
+
+pub mod auth;
+pub mod error;
+mod handlers;
+pub mod openapi;
+pub mod views;
+
+use crate::engine::scheduler::Scheduler;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use crate::store::Store;
+use axum::Router;
+use axum::http::Method;
+use axum::routing::{MethodRouter, get};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::watch;
+
+/// The address the API listens on when none is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// How the API is served.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    pub listen: SocketAddr,
+    /// SHA-256 of the admin token; the token itself is not kept.
+    pub token_sha256: Option<[u8; 32]>,
+}
+
+impl ApiOptions {
+    /// Options from what the operator wrote: an address, and the token in clear
+    /// or as its lowercase hex SHA-256.
+    ///
+    /// # Errors
+    ///
+    /// An address that does not parse, an empty token, or a hash that is not 64
+    /// hex digits.
+    pub fn parse(
+        listen: &str,
+        token: Option<&str>,
+        token_sha256: Option<&str>,
+    ) -> Result<Self, String> {
+        let listen: SocketAddr = listen.parse().map_err(|e| {
+            format!("--listen {listen:?}: {e} (expected IP:PORT, e.g. {DEFAULT_LISTEN})")
+        })?;
+        let token_sha256 = match (token, token_sha256) {
+            // The token's id in the audit log is derived from it, so a short,
+            // guessable token could be recovered from a readable audit log.
+            (Some(t), _) if t.trim().chars().count() < auth::MIN_TOKEN_CHARS => {
+                return Err(format!(
+                    "the admin token is too short: use at least {} characters (e.g. the output of `openssl rand -hex 32`)",
+                    auth::MIN_TOKEN_CHARS
+                ));
+            }
+            (Some(t), _) => Some(auth::Auth::hash(t.trim())),
+            (None, Some(h)) => {
+                let bytes = hex::decode(h.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok());
+                Some(bytes.ok_or_else(|| {
+                    format!(
+                        "admin_token_sha256 {h:?}: expected 64 hex digits (sha256sum of the token)"
+                    )
+                })?)
+            }
+            (None, None) => None,
+        };
+        Ok(ApiOptions {
+            listen,
+            token_sha256,
+        })
+    }
+}
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<Runtime>,
+    pub metrics: Arc<Metrics>,
+    /// Set once bootstrap has built the scheduler; until then nothing is woken.
+    pub scheduler: OnceLock<Arc<Scheduler>>,
+    pub auth: auth::Auth,
+    /// A node counts as dead after this long without a check-in (nodes gauge, cluster view).
+    pub dead_after_ms: i64,
+    /// A standby node is ready once bootstrapped: it never runs the scheduler.
+    standby_ready: AtomicBool,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+        auth: auth::Auth,
+        dead_after_ms: i64,
+    ) -> Arc<Self> {
+        Arc::new(ApiState {
+            store,
+            runtime,
+            metrics,
+            scheduler: OnceLock::new(),
+            auth,
+            dead_after_ms,
+            standby_ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether `/readyz` answers 200: the scheduler's loop runs, or a standby
+    /// node finished bootstrapping.
+    pub fn ready(&self) -> bool {
+        self.standby_ready.load(Ordering::Relaxed)
+            || self.scheduler.get().is_some_and(|s| s.is_running())
+    }
+
+    /// Marks a standby node ready.
+    pub fn set_standby_ready(&self) {
+        self.standby_ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Lets the scheduler see a change made through the API at once.
+    fn wake(&self) {
+        if let Some(s) = self.scheduler.get() {
+            s.wake();
+        }
+    }
+}
+
+/// Every route: method, path (axum syntax) and handler. The router is built from
+/// this table alone, and the OpenAPI test checks the document against it.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
+    use axum::routing::{delete, post, put};
+    use handlers as h;
+    vec![
+        (Method::GET, "/metrics", get(h::metrics)),
+        (Method::GET, "/api/v1/openapi.json", get(h::openapi)),
+        (Method::GET, "/api/v1/jobs", get(h::job_list)),
+        (Method::POST, "/api/v1/jobs", post(h::job_create)),
+        (Method::GET, "/api/v1/jobs/{group}/{name}", get(h::job_show)),
+        (
+            Method::PUT,
+            "/api/v1/jobs/{group}/{name}",
+            put(h::job_update),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/jobs/{group}/{name}",
+            delete(h::job_delete),
+        ),
+        (
+            Method::POST,
+            "/api/v1/jobs/{group}/{name}/pause",
+            post(h::job_pause),
+        ),
+        (
+            Method::POST,
+            "/api/v1/jobs/{group}/{name}/resume",
+            post(h::job_resume),
+        ),
+        (
+            Method::POST,
+            "/api/v1/jobs/{group}/{name}/run-now",
+            post(h::job_run_now),
+        ),
+        (
+            Method::POST,
+            "/api/v1/groups/{group}/pause",
+            post(h::group_pause),
+        ),
+        (
+            Method::POST,
+            "/api/v1/groups/{group}/resume",
+            post(h::group_resume),
+        ),
+        (Method::GET, "/api/v1/triggers", get(h::trigger_list)),
+        (
+            Method::POST,
+            "/api/v1/triggers/{group}/{name}/pause",
+            post(h::trigger_pause),
+        ),
+        (
+            Method::POST,
+            "/api/v1/triggers/{group}/{name}/resume",
+            post(h::trigger_resume),
+        ),
+        (Method::GET, "/api/v1/modules", get(h::module_list)),
+        (Method::POST, "/api/v1/modules", post(h::module_push)),
+        (Method::GET, "/api/v1/history", get(h::history_list)),
+        (Method::GET, "/api/v1/executions", get(h::execution_list)),
+        (Method::GET, "/api/v1/cluster/nodes", get(h::node_list)),
+        (Method::GET, "/api/v1/cluster/locks", get(h::lock_list)),
+        (Method::GET, "/api/v1/audit", get(h::audit_list)),
+    ]
+}
+
+/// The whole HTTP surface of a node.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let mut api = Router::new();
+    for (_, path, handler) in routes() {
+        api = api.route(path, handler);
+    }
+    let api = api
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::guard,
+        ))
+        // Modules are uploaded whole; the runtime refuses anything larger anyway.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::runtime::module::MAX_MODULE_BYTES,
+        ));
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .merge(api)
+        .fallback(handlers::no_route)
+        .method_not_allowed_fallback(handlers::no_method)
+        .with_state(state)
+}
+
+/// A bound API server, not yet serving.
+#[derive(Debug)]
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    pub local_addr: SocketAddr,
+}
+
+/// Binds the API's address: done early in bootstrap so a taken port stops the
+/// start before anything is written.
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub async fn bind(listen: SocketAddr) -> Result<Bound, String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} for the admin API: {e}"))?;
+    let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(Bound {
+        listener,
+        local_addr,
+    })
+}
+
+/// Serves the API on `bound` until `stop` turns true.
+pub fn serve(
+    bound: Bound,
+    state: Arc<ApiState>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let app = router(state);
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(bound.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "the admin API stopped");
+        }
+    })
+}

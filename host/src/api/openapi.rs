@@ -1,0 +1,197 @@
+//! The OpenAPI 3.0 document of the admin API, written by hand next to the
+//! routes it describes and served at `/api/v1/openapi.json`. A test checks that
+//! it names exactly the routes of [`super::routes`].
+
+use serde_json::{Value, json};
+
+fn param(name: &str, place: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": place, "required": place == "path", "description": description, "schema": schema })
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn job_path() -> Vec<Value> {
+    vec![
+        param("group", "path", "The job's group.", string()),
+        param("name", "path", "The job's name.", string()),
+    ]
+}
+
+fn op(summary: &str, params: Vec<Value>, ok: &str, ok_schema: &str, mutating: bool) -> Value {
+    let mut responses = json!({
+        ok: { "description": "Success.", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{ok_schema}") } } } },
+        "400": { "$ref": "#/components/responses/Error" },
+        "401": { "$ref": "#/components/responses/Error" },
+        "503": { "$ref": "#/components/responses/Error" },
+    });
+    if mutating {
+        responses["404"] = json!({ "$ref": "#/components/responses/Error" });
+        responses["422"] = json!({ "$ref": "#/components/responses/Error" });
+    }
+    json!({ "summary": summary, "parameters": params, "responses": responses })
+}
+
+fn with_body(mut operation: Value, content_type: &str, schema: Value) -> Value {
+    operation["requestBody"] =
+        json!({ "required": true, "content": { content_type: { "schema": schema } } });
+    operation
+}
+
+fn list_query() -> Vec<Value> {
+    vec![
+        param(
+            "limit",
+            "query",
+            "Rows per page, 1 to 1000 (default 50).",
+            json!({ "type": "integer" }),
+        ),
+        param(
+            "cursor",
+            "query",
+            "The next_cursor of the previous page.",
+            string(),
+        ),
+    ]
+}
+
+/// The document.
+pub fn document() -> Value {
+    let job_spec = json!({ "$ref": "#/components/schemas/JobSpec" });
+    let mut history = list_query();
+    history.push(param("job", "query", "Only this job's rows.", string()));
+    history.push(param(
+        "status",
+        "query",
+        "success, failed, retried, timeout, skipped, cancelled or misfired.",
+        string(),
+    ));
+    let mut audit = list_query();
+    audit.push(param("actor", "query", "Only this actor's rows.", string()));
+    audit.push(param(
+        "action",
+        "query",
+        "Only this action, e.g. job.create.",
+        string(),
+    ));
+    let module_query = vec![
+        param(
+            "name",
+            "query",
+            "Store under this name [default: what describe() says].",
+            string(),
+        ),
+        param(
+            "version",
+            "query",
+            "Store as this version [default: what describe() says].",
+            string(),
+        ),
+    ];
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Quartzite admin API",
+            "version": "1",
+            "description": "Jobs, triggers, modules, history, fires in flight and the cluster of a Quartzite scheduler. \
+                Mutating calls need `Authorization: Bearer TOKEN` when the server has an admin token; every call does \
+                when it listens beyond loopback. Every mutating call is written to the audit log."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "responses": {
+                "Error": { "description": "An error.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
+                        "code": { "type": "string", "description": "Stable: bad_request, invalid_field, not_found, conflict, unauthorized, unsupported_media_type, payload_too_large, module_rejected, no_route, method_not_allowed, not_ready, store_unavailable." },
+                        "message": { "type": "string" },
+                        "field": { "type": "string", "description": "The field at fault, when one is." }
+                    } } }
+                },
+                "JobSpec": {
+                    "type": "object",
+                    "description": "One job with one schedule: exactly one of cron, every, at.",
+                    "required": ["module"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "key": { "type": "string", "description": "GROUP/NAME; from the path on PUT." },
+                        "module": { "type": "string", "description": "NAME, NAME@VERSION or sha256:DIGEST." },
+                        "cron": { "type": "string" }, "tz": { "type": "string" },
+                        "every": { "type": "string", "example": "30s" }, "repeat": { "type": "integer" },
+                        "at": { "type": "string", "format": "date-time" },
+                        "data": {},
+                        "overlap": { "type": "string", "enum": ["allow", "forbid", "skip"] },
+                        "max_attempts": { "type": "integer", "minimum": 1 },
+                        "timeout": { "type": "string", "example": "60s" },
+                        "misfire": { "type": "string", "enum": ["fire-now", "skip", "fire-once"] },
+                        "requests_recovery": { "type": "boolean" },
+                        "paused": { "type": "boolean" }
+                    }
+                },
+                "Object": { "type": "object" },
+                "Items": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
+                "Page": { "type": "object", "properties": {
+                    "items": { "type": "array", "items": { "type": "object" } },
+                    "next_cursor": { "type": "string", "nullable": true },
+                    "total": { "type": "integer" }
+                } }
+            }
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/metrics": { "get": { "summary": "Prometheus metrics (text format 0.0.4).", "responses": { "200": { "description": "Metrics.", "content": { "text/plain": { "schema": { "type": "string" } } } } } } },
+            "/api/v1/openapi.json": { "get": op("This document.", vec![], "200", "Object", false) },
+            "/api/v1/jobs": {
+                "get": op("Jobs with their triggers and next fire.", vec![], "200", "Items", false),
+                "post": with_body(op("Create a job (409 if it exists).", vec![], "201", "Object", true), "application/json", job_spec.clone())
+            },
+            "/api/v1/jobs/{group}/{name}": {
+                "get": op("A job, its triggers and its latest history.", job_path(), "200", "Object", false),
+                "put": with_body(op("Create or replace a job and its trigger.", job_path(), "200", "Object", true), "application/json", job_spec),
+                "delete": op("Delete a job, its triggers and its fires not yet running.", job_path(), "200", "Object", true)
+            },
+            "/api/v1/jobs/{group}/{name}/pause": { "post": op("Pause a job.", job_path(), "200", "Object", true) },
+            "/api/v1/jobs/{group}/{name}/resume": { "post": op("Resume a job.", job_path(), "200", "Object", true) },
+            "/api/v1/jobs/{group}/{name}/run-now": { "post": op("Fire a job now, once.", job_path(), "202", "Object", true) },
+            "/api/v1/groups/{group}/pause": { "post": op("Pause every job of a group.", vec![param("group", "path", "The group.", string())], "200", "Object", true) },
+            "/api/v1/groups/{group}/resume": { "post": op("Resume every job of a group.", vec![param("group", "path", "The group.", string())], "200", "Object", true) },
+            "/api/v1/triggers": { "get": op("Triggers with state and next fire.", vec![param("job", "query", "Only this job's triggers.", string())], "200", "Items", false) },
+            "/api/v1/triggers/{group}/{name}/pause": { "post": op("Pause a trigger (key GROUP/NAME:TRIGGER).", job_path(), "200", "Object", true) },
+            "/api/v1/triggers/{group}/{name}/resume": { "post": op("Resume a trigger.", job_path(), "200", "Object", true) },
+            "/api/v1/modules": {
+                "get": op("Stored modules, newest first.", vec![param("name", "query", "Only this module's versions.", string())], "200", "Items", false),
+                "post": with_body(op("Validate (compile, contract, describe) and store a module.", module_query, "201", "Object", true), "application/wasm", json!({ "type": "string", "format": "binary" }))
+            },
+            "/api/v1/history": { "get": op("Task history, newest first, paged.", history, "200", "Page", false) },
+            "/api/v1/executions": { "get": op("Fires in flight: claimed by a node or due and waiting.", vec![], "200", "Items", false) },
+            "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },
+            "/api/v1/cluster/locks": { "get": op("Cluster locks held now.", vec![], "200", "Items", false) },
+            "/api/v1/audit": { "get": op("The audit log, newest first, paged.", audit, "200", "Page", false) }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_document_names_exactly_the_routes_served() {
+        let doc = super::document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        let served: BTreeSet<String> = super::super::routes()
+            .iter()
+            .map(|(method, path, _)| format!("{method} {path}"))
+            .collect();
+        assert_eq!(documented, served);
+    }
+}

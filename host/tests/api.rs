@@ -1,0 +1,1191 @@
+//! The HTTP admin API, `/metrics` and the health endpoints of a real node on
+//! SQLite and PostgreSQL, called with a real HTTP client; and real `quartzite
+//! serve` processes for what only a process shows (refusing to start).
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+
+use quartzite::api::ApiOptions;
+use quartzite::engine::bootstrap::{self, Node, ServeOptions};
+use quartzite::engine::scheduler::SchedulerConfig;
+use quartzite::runtime::{EngineConfig, RuntimeConfig};
+use quartzite::store::Store;
+use quartzite::store::model::{HistoryFilter, HistoryStatus};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running node with its API on a free loopback port.
+struct Server {
+    base: String,
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    schema: Option<String>,
+    token: Option<String>,
+    db_url: String,
+    dir: tempfile::TempDir,
+}
+
+async fn start(backend: Backend, token: Option<&str>) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("q.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, schema) = pg_schema("qz_api").await;
+            (url, Some(schema))
+        }
+    };
+    let options = ServeOptions {
+        db_url: url.clone(),
+        manifest: None,
+        node_id: format!("api-{}", quartzite::store::sched::new_id()),
+        standby: false,
+        scheduler: SchedulerConfig {
+            poll_ms: 50,
+            ..SchedulerConfig::default()
+        },
+        runtime: RuntimeConfig {
+            engine: EngineConfig::default(),
+            cache_dir: Some(dir.path().join("cache")),
+            node_id: "api-test".into(),
+        },
+    };
+    let api = ApiOptions::parse("127.0.0.1:0", token, None).unwrap();
+    let node: Node = bootstrap::start_with_api(&options, Some(api))
+        .await
+        .unwrap();
+    let addr = node.api.as_ref().unwrap().local_addr;
+    let store = Arc::clone(&node.store);
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(bootstrap::run(node, false, rx));
+    let server = Server {
+        base: format!("http://{addr}"),
+        store,
+        http: reqwest::Client::new(),
+        stop,
+        task,
+        schema,
+        token: token.map(str::to_string),
+        db_url: url,
+        dir,
+    };
+    let http = server.http.clone();
+    let ready = format!("{}/readyz", server.base);
+    wait_until(Duration::from_secs(30), "/readyz to answer 200", || {
+        let (http, ready) = (http.clone(), ready.clone());
+        async move {
+            http.get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        }
+    })
+    .await;
+    server
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with the admin token, when the server has one.
+    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+        if let Some(schema) = &self.schema {
+            pg_drop(schema).await;
+        }
+    }
+}
+
+async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
+    (status, value)
+}
+
+/// Asserts an error response's status, code, and that its message says `says`.
+async fn assert_error(response: reqwest::Response, status: StatusCode, code: &str, says: &str) {
+    let (got, body) = json_of(response).await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(says),
+        "message {message:?} does not say {says:?}"
+    );
+}
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+async fn push_hello(server: &Server) -> Value {
+    let bytes = std::fs::read(wasm("hello")).unwrap();
+    let response = server
+        .admin(reqwest::Method::POST, "/api/v1/modules")
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn a_job_created_through_the_api_fires_and_is_counted_in_metrics(backend: Backend) {
+    let server = start(backend, Some(TOKEN)).await;
+    let pushed = push_hello(&server).await;
+    let module = format!(
+        "{}@{}",
+        pushed["module"]["name"].as_str().unwrap(),
+        pushed["module"]["version"].as_str().unwrap()
+    );
+    let response = server
+        .admin(reqwest::Method::POST, "/api/v1/jobs")
+        .json(&json!({ "key": "api/hello", "module": module, "every": "200ms", "data": { "name": "api" } }))
+        .send()
+        .await
+        .unwrap();
+    let (status, job) = json_of(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["job_key"], "api/hello");
+    assert_eq!(job["data"], json!({ "name": "api" }));
+    assert_eq!(job["triggers"][0]["trigger_key"], "api/hello:every");
+
+    wait_for_success(server.store.as_ref(), "api/hello", Duration::from_secs(60)).await;
+    // Stop the job and let what is in flight finish, so the counts hold still.
+    let paused = server
+        .admin(reqwest::Method::POST, "/api/v1/jobs/api/hello/pause")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    wait_for_no_executions(&server).await;
+    let successes = history_of(server.store.as_ref(), "api/hello")
+        .await
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .count();
+    assert_eq!(
+        successes,
+        history_of(server.store.as_ref(), "api/hello").await.len()
+    );
+
+    let scrape = || async {
+        let response = server
+            .admin(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        response.text().await.unwrap()
+    };
+    let value = |text: &str, series: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    // A run is counted right after its completion commits: wait for the last one.
+    let executed = "quartzite_tasks_executed_total{job=\"api/hello\",status=\"success\"}";
+    let mut text = scrape().await;
+    for _ in 0..100 {
+        if value(&text, executed) == Some(successes as u64) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = scrape().await;
+    }
+    assert_eq!(value(&text, executed), Some(successes as u64), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "quartzite_task_duration_seconds_count{status=\"success\"}"
+        ),
+        Some(successes as u64),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "quartzite_fire_lag_seconds_count"),
+        Some(successes as u64),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "quartzite_triggers{state=\"PAUSED\"}"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "quartzite_triggers{state=\"WAITING\"}"),
+        Some(0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "quartzite_nodes{state=\"alive\"}"),
+        Some(1),
+        "{text}"
+    );
+    // Compiled once, when pushed; runs reuse the compiled module.
+    assert_eq!(
+        value(&text, "quartzite_module_compile_seconds_count"),
+        Some(1),
+        "{text}"
+    );
+    promtool_check(&text);
+
+    let (status, history) = json_of(
+        server
+            .admin(
+                reqwest::Method::GET,
+                "/api/v1/history?job=api/hello&status=success&limit=1",
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    assert_eq!(history["items"].as_array().unwrap().len(), 1);
+    assert_eq!(history["items"][0]["job_key"], "api/hello");
+    assert_eq!(history["items"][0]["status"], "success");
+    assert_eq!(history["total"].as_u64(), Some(successes as u64));
+    server.stop().await;
+}
+
+async fn wait_for_no_executions(server: &Server) {
+    let http = server.http.clone();
+    let executions = server.url("/api/v1/executions");
+    wait_until(Duration::from_secs(30), "no fire in flight", || {
+        let (http, executions) = (http.clone(), executions.clone());
+        async move {
+            let body: Value = http
+                .get(&executions)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["items"].as_array().is_some_and(Vec::is_empty)
+        }
+    })
+    .await;
+}
+on_both!(a_job_created_through_the_api_fires_and_is_counted_in_metrics);
+
+/// Runs the real `promtool check metrics` on a scrape.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool is required (Debian package prometheus; ./dev.sh test installs it): {e}"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- scrape ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn malformed_requests_get_json_errors_that_say_what_is_wrong(backend: Backend) {
+    let server = start(backend, None).await;
+    let post = |body: &'static str| {
+        server
+            .http
+            .post(server.url("/api/v1/jobs"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_error(
+        post("{not json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "line 1 column 2",
+    )
+    .await;
+    assert_error(
+        post(r#"{"key": "g/a", "module": "hello", "every": "1s", "colour": "red"}"#)
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "unknown field `colour`",
+    )
+    .await;
+    let (status, body) = json_of(
+        post(r#"{"key": "g/a", "module": "hello", "every": "soon"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_field");
+    assert_eq!(body["error"]["field"], "every");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid duration \"soon\""),
+        "{body}"
+    );
+    assert_error(
+        post(r#"{"key": "g/a", "module": "hello", "cron": "0 0 25 * * ?"}"#)
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "invalid cron expression",
+    )
+    .await;
+    assert_error(
+        post(r#"{"key": "nogroup", "module": "hello", "every": "1s"}"#)
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "expected GROUP/NAME",
+    )
+    .await;
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/jobs"))
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "must be JSON",
+    )
+    .await;
+    let get = |path: &str| server.http.get(server.url(path)).send();
+    assert_error(
+        get("/api/v1/history?limit=0").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "limit 0",
+    )
+    .await;
+    assert_error(
+        get("/api/v1/history?status=done").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "status \"done\"",
+    )
+    .await;
+    assert_error(
+        get("/api/v1/history?cursor=xyz").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "cursor \"xyz\"",
+    )
+    .await;
+    assert_error(
+        get("/api/v1/history?limit=many").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "limit",
+    )
+    .await;
+    assert_error(
+        get("/api/v1/history?colour=red").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "colour",
+    )
+    .await;
+    assert_error(
+        get("/api/v1/jobs/g/missing").await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no job \"g/missing\"",
+    )
+    .await;
+    assert_error(
+        get("/api/v1/nothing-here").await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "/api/v1/nothing-here",
+    )
+    .await;
+    assert_error(
+        server
+            .http
+            .delete(server.url("/api/v1/jobs"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "DELETE",
+    )
+    .await;
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/jobs/g/missing/pause"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no job \"g/missing\"",
+    )
+    .await;
+    // Module bytes are checked exactly as `quartzite module push` checks them.
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/modules"))
+            .body("not wasm at all")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "module_rejected",
+        "module-invalid",
+    )
+    .await;
+    let core = wat::parse_str("(module)").unwrap();
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/modules"))
+            .body(core)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "module_rejected",
+        "not a component",
+    )
+    .await;
+    assert!(server.store.module_list(None).await.unwrap().is_empty());
+    // A job that exists cannot be created twice; PUT replaces it.
+    let body = r#"{"key": "g/a", "module": "hello", "every": "1h"}"#;
+    assert_eq!(post(body).await.unwrap().status(), StatusCode::CREATED);
+    assert_error(
+        post(body).await.unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+        "exists",
+    )
+    .await;
+    let put = server
+        .http
+        .put(server.url("/api/v1/jobs/g/a"))
+        .json(&json!({ "module": "hello", "cron": "0 0 * * * ?", "overlap": "forbid" }))
+        .send()
+        .await
+        .unwrap();
+    let (status, job) = json_of(put).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    assert_eq!(job["overlap"], "forbid");
+    assert_eq!(job["triggers"][0]["trigger_key"], "g/a:cron");
+    assert_error(
+        server
+            .http
+            .put(server.url("/api/v1/jobs/g/a"))
+            .json(&json!({ "key": "g/b", "module": "hello", "every": "1s" }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "cannot be renamed",
+    )
+    .await;
+    server.stop().await;
+}
+on_both!(malformed_requests_get_json_errors_that_say_what_is_wrong);
+
+async fn mutations_need_the_token_and_every_one_is_audited(backend: Backend) {
+    let server = start(backend, Some(TOKEN)).await;
+    let job = json!({ "key": "a/job", "module": "hello", "every": "1h" });
+    // Reads are open on loopback; writes are not.
+    assert_eq!(
+        server
+            .http
+            .get(server.url("/api/v1/jobs"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/jobs"))
+            .json(&job)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Bearer",
+    )
+    .await;
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/jobs"))
+            .bearer_auth("wrong")
+            .json(&job)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "not valid",
+    )
+    .await;
+    assert!(server.store.job_get("a/job").await.unwrap().is_none());
+    let created = server
+        .admin(reqwest::Method::POST, "/api/v1/jobs")
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    for (path, status) in [
+        ("/api/v1/jobs/a/job/pause", StatusCode::OK),
+        ("/api/v1/jobs/a/job/resume", StatusCode::OK),
+        ("/api/v1/triggers/a/job:every/pause", StatusCode::OK),
+        ("/api/v1/groups/a/resume", StatusCode::OK),
+        ("/api/v1/jobs/a/job/run-now", StatusCode::ACCEPTED),
+    ] {
+        let r = server
+            .admin(reqwest::Method::POST, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}: {}", r.text().await.unwrap());
+    }
+    let triggers = server.store.trigger_list(Some("a/job")).await.unwrap();
+    assert_eq!(triggers[0].state.as_str(), "PAUSED");
+    let deleted = server
+        .admin(reqwest::Method::DELETE, "/api/v1/jobs/a/job")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert!(server.store.job_get("a/job").await.unwrap().is_none());
+
+    let (status, audit) = json_of(
+        server
+            .http
+            .get(server.url("/api/v1/audit?limit=100"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let rows: Vec<(String, String, String, u64)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap().to_string(),
+                r["action"].as_str().unwrap().to_string(),
+                r["target"].as_str().unwrap().to_string(),
+                r["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let me = rows[2].0.clone();
+    assert!(me.starts_with("token:") && !me.contains(TOKEN), "{rows:?}");
+    let expected: Vec<(String, String, String, u64)> = [
+        ("denied", "POST /api/v1/jobs", "/api/v1/jobs", 401),
+        ("denied", "POST /api/v1/jobs", "/api/v1/jobs", 401),
+        (me.as_str(), "job.create", "a/job", 201),
+        (me.as_str(), "job.pause", "a/job", 200),
+        (me.as_str(), "job.resume", "a/job", 200),
+        (me.as_str(), "trigger.pause", "a/job:every", 200),
+        (me.as_str(), "group.resume", "a", 200),
+        (me.as_str(), "job.run_now", "a/job", 202),
+        (me.as_str(), "job.delete", "a/job", 200),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), *d))
+    .collect();
+    assert_eq!(rows, expected);
+    let create = &audit["items"].as_array().unwrap()[6];
+    assert_eq!(create["summary"]["every"], "1h", "{create}");
+    assert!(create["at_ms"].as_i64().unwrap() > 0);
+    server.stop().await;
+}
+on_both!(mutations_need_the_token_and_every_one_is_audited);
+
+async fn history_pages_return_every_row_exactly_once(backend: Backend) {
+    let server = start(backend, None).await;
+    push_hello(&server).await;
+    let created = server
+        .http
+        .post(server.url("/api/v1/jobs"))
+        .json(&json!({ "key": "p/hello", "module": "hello", "every": "20ms" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let store = Arc::clone(&server.store);
+    wait_until(Duration::from_secs(60), "11 history rows", || {
+        let store = Arc::clone(&store);
+        async move { history_of(store.as_ref(), "p/hello").await.len() >= 11 }
+    })
+    .await;
+    let paused = server
+        .http
+        .post(server.url("/api/v1/jobs/p/hello/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    wait_for_no_executions(&server).await;
+    let all: Vec<String> = server
+        .store
+        .history_list(&HistoryFilter {
+            job_key: Some("p/hello".into()),
+            limit: 100_000,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/api/v1/history?job=p/hello&limit=3".to_string();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) =
+            json_of(server.http.get(server.url(&path)).send().await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["total"].as_u64().unwrap(), all.len() as u64);
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        seen.extend(items.iter().map(|h| h["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen, all,
+        "pages, concatenated, are the history newest first"
+    );
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
+    server.stop().await;
+}
+on_both!(history_pages_return_every_row_exactly_once);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served_and_health_is_open() {
+    let server = start(Backend::Sqlite, Some(TOKEN)).await;
+    let (status, doc) = json_of(
+        server
+            .http
+            .get(server.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15, "{paths:?}");
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path.replace("{group}", "g").replace("{name}", "n");
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = server
+                .admin(method.clone(), &concrete)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            assert!(
+                !text.contains("\"no_route\"") && !text.contains("\"method_not_allowed\""),
+                "{method} {path} is documented but not served: {status} {text}"
+            );
+        }
+    }
+    assert_eq!(
+        server
+            .http
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    server.stop().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_server_beyond_loopback_refuses_to_start_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--db"])
+        .arg(format!("sqlite://{}", dir.path().join("q.db").display()))
+        .env_remove("QUARTZITE_ADMIN_TOKEN")
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0.0.0.0:0") && err.contains("without an admin token"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("q.db").exists(),
+        "nothing was written before refusing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_every_call_but_health_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--db"])
+        .arg(format!("sqlite://{}", dir.path().join("q.db").display()))
+        .env("QUARTZITE_ADMIN_TOKEN", TOKEN)
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .env("QUARTZITE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(60), "/readyz of the process", || {
+        let (http, url) = (http.clone(), format!("{base}/readyz"));
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        }
+    })
+    .await;
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    for path in ["/api/v1/jobs", "/metrics", "/api/v1/audit"] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let r = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Runs the CLI with `args` and the environment cleared of settings.
+fn cli(server: &Server, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(args)
+        .env_remove("QUARTZITE_SERVER")
+        .env_remove("QUARTZITE_ADMIN_TOKEN")
+        .env_remove("QUARTZITE_DB")
+        .env("QUARTZITE_CACHE_DIR", server.dir.path().join("cli-cache"))
+        .output()
+        .unwrap()
+}
+
+/// The CLI's JSON output of `args`, once through the server and once on the
+/// database; both must succeed.
+fn both_ways(server: &Server, args: &[&str]) -> (Value, Value) {
+    let mut remote = vec!["--server", server.base.as_str(), "--token", TOKEN, "--json"];
+    remote.extend_from_slice(args);
+    let mut local = vec!["--db", server.db_url.as_str(), "--json"];
+    local.extend_from_slice(args);
+    let parse = |out: std::process::Output, how: &str| -> Value {
+        assert!(
+            out.status.success(),
+            "{how} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{how} {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    (
+        parse(cli(server, &remote), "remote"),
+        parse(cli(server, &local), "local"),
+    )
+}
+
+/// Asserts a CLI run failed with `code` and said `says` on stderr, nothing on stdout.
+fn assert_fails(out: &std::process::Output, code: i32, says: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(says), "stderr {err:?} does not say {says:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gives_the_same_answers_through_a_server_as_on_the_database() {
+    let server = start(Backend::Sqlite, Some(TOKEN)).await;
+    let base = server.base.clone();
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", base.as_str(), "--token", TOKEN];
+        all.extend_from_slice(args);
+        cli(&server, &all)
+    };
+    let hello = wasm("hello");
+    let pushed = remote(&["--json", "module", "push", hello.to_str().unwrap()]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let pushed: Value = serde_json::from_slice(&pushed.stdout).unwrap();
+    assert_eq!(pushed["module"]["name"], "hello");
+    let added = remote(&[
+        "job",
+        "add",
+        "r/hello",
+        "--module",
+        "hello",
+        "--every",
+        "100ms",
+        "--data",
+        r#"{"name":"remote"}"#,
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(String::from_utf8_lossy(&added.stdout).contains("added job r/hello"));
+    wait_for_success(server.store.as_ref(), "r/hello", Duration::from_secs(60)).await;
+    let paused = remote(&["job", "pause", "r/hello"]);
+    assert!(paused.status.success());
+    assert_eq!(String::from_utf8_lossy(&paused.stdout), "paused r/hello\n");
+    wait_for_no_executions(&server).await;
+
+    for args in [
+        &["module", "list"][..],
+        &["trigger", "list", "--job", "r/hello"],
+        &["history", "list", "--job", "r/hello", "--limit", "5"],
+        &["cluster", "locks"],
+    ] {
+        let (through_server, on_db) = both_ways(&server, args);
+        assert_eq!(through_server, on_db, "{args:?}");
+    }
+    let (through_server, on_db) = both_ways(&server, &["job", "show", "r/hello"]);
+    assert_eq!(through_server, on_db);
+    assert_eq!(through_server["data"], json!({ "name": "remote" }));
+    assert_eq!(through_server["state"], "paused");
+    assert_eq!(
+        through_server["next_fire"],
+        Value::Null,
+        "a paused job fires nothing"
+    );
+    let (through_server, on_db) = both_ways(&server, &["job", "list"]);
+    assert_eq!(through_server, on_db);
+    let (nodes, _) = both_ways(&server, &["cluster", "nodes"]);
+    assert_eq!(nodes[0]["alive"], true, "{nodes}");
+    let history = remote(&["history", "list", "--job", "r/hello"]);
+    assert!(String::from_utf8_lossy(&history.stdout).contains("success"));
+
+    // Mistakes give the exit codes and messages they give on the database.
+    let bad_cron = [
+        "job",
+        "add",
+        "r/bad",
+        "--module",
+        "hello",
+        "--cron",
+        "0 0 25 * * ?",
+    ];
+    assert_fails(
+        &remote(&bad_cron),
+        2,
+        "--cron/--tz: invalid cron expression",
+    );
+    assert_fails(
+        &remote(&["job", "pause", "r/missing"]),
+        1,
+        "no job \"r/missing\"",
+    );
+    let local_missing = cli(
+        &server,
+        &["--db", &server.db_url, "job", "pause", "r/missing"],
+    );
+    assert_fails(&local_missing, 1, "no job \"r/missing\"");
+    let future = wasm("guest_future_major");
+    assert_fails(
+        &remote(&["module", "push", future.to_str().unwrap()]),
+        3,
+        "module-incompatible",
+    );
+    assert_fails(
+        &cli(
+            &server,
+            &[
+                "--server", &base, "--token", "wrong", "job", "pause", "r/hello",
+            ],
+        ),
+        1,
+        "the bearer token is not valid",
+    );
+    assert_fails(
+        &remote(&["history", "list", "--status", "great"]),
+        2,
+        "--status \"great\"",
+    );
+    assert_fails(&remote(&["db", "migrate"]), 2, "not through --server");
+    assert_fails(
+        &cli(&server, &["--server", "http://127.0.0.1:1", "job", "list"]),
+        1,
+        "cannot reach the server",
+    );
+    assert_fails(
+        &cli(&server, &["--server", "ftp://x", "job", "list"]),
+        2,
+        "expected http://HOST:PORT",
+    );
+
+    let run = remote(&["--json", "job", "run-now", "r/hello"]);
+    let run: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(run["job_key"], "r/hello");
+    assert!(run["fire_id"].as_str().is_some_and(|id| !id.is_empty()));
+    let deleted = remote(&["job", "delete", "r/hello"]);
+    assert!(deleted.status.success());
+    assert!(server.store.job_get("r/hello").await.unwrap().is_none());
+    let audit: Vec<String> = server
+        .store
+        .audit_list(&quartzite::store::model::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    for action in [
+        "module.push",
+        "job.update",
+        "job.pause",
+        "job.run_now",
+        "job.delete",
+    ] {
+        assert!(
+            audit.iter().any(|a| a == action),
+            "{action} not audited: {audit:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["run-now", "--server", "history"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_ready_when_the_scheduler_runs_and_healthz_answers_before() {
+    for standby in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ServeOptions {
+            db_url: format!("sqlite://{}", dir.path().join("q.db").display()),
+            manifest: None,
+            node_id: format!("ready-{}", quartzite::store::sched::new_id()),
+            standby,
+            scheduler: SchedulerConfig::default(),
+            runtime: RuntimeConfig {
+                engine: EngineConfig::default(),
+                cache_dir: Some(dir.path().join("cache")),
+                node_id: "ready-test".into(),
+            },
+        };
+        let api = ApiOptions::parse("127.0.0.1:0", None, None).unwrap();
+        let node = bootstrap::start_with_api(&options, Some(api))
+            .await
+            .unwrap();
+        let base = format!("http://{}", node.api.as_ref().unwrap().local_addr);
+        let http = reqwest::Client::new();
+        // Bootstrapped, but the scheduler has not been started yet.
+        assert_error(
+            http.get(format!("{base}/readyz")).send().await.unwrap(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "scheduler",
+        )
+        .await;
+        let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(bootstrap::run(node, standby, rx));
+        wait_until(Duration::from_secs(30), "/readyz to answer 200", || {
+            let (http, url) = (http.clone(), format!("{base}/readyz"));
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::OK)
+            }
+        })
+        .await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert!(
+            http.get(format!("{base}/healthz")).send().await.is_err(),
+            "the API stops with the node"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_over_the_size_limit_is_refused_with_413() {
+    let server = start(Backend::Sqlite, None).await;
+    let too_big = vec![0u8; quartzite::runtime::module::MAX_MODULE_BYTES + 1];
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/modules"))
+            .body(too_big)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body",
+    )
+    .await;
+    server.stop().await;
+}
+
+#[test]
+fn a_short_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(format!("sqlite://{}", dir.path().join("q.db").display()))
+        .env("QUARTZITE_ADMIN_TOKEN", "short")
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the admin token is too short"), "{err}");
+}
