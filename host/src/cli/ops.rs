@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// Same as --standby: the scheduler is disabled.
     #[arg(long, env = "QUARTZITE_SCHEDULER_DISABLED")]
     pub no_scheduler: bool,
+    /// Run and advertise contract versions only up to `MAJOR.MINOR` (rolling
+    /// upgrades: fires of newer modules are left to nodes that run them)
+    /// [default: the host's own; config `scheduler.max_wit`].
+    #[arg(long, env = "QUARTZITE_MAX_WIT", value_name = "MAJOR.MINOR")]
+    pub max_wit: Option<String>,
 }
 
 /// The config file.
@@ -106,6 +111,13 @@ pub async fn serve(db: &str, args: ServeArgs) -> ExitCode {
                 .then(|| PathBuf::from("jobs.toml"))
         });
     let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
+    let mut config = config;
+    if args.max_wit.is_some() {
+        config.scheduler.max_wit.clone_from(&args.max_wit);
+    }
+    if let Err(e) = config.scheduler.wit() {
+        return fail(EXIT_USAGE, &e);
+    }
     let options = ServeOptions {
         db_url: db.to_string(),
         manifest,

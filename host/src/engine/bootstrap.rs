@@ -49,6 +49,8 @@ pub enum BootError {
     Store(#[from] StoreError),
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A started node: its store, runtime and scheduler.
@@ -137,6 +139,7 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
 /// A manifest error (every one, with file, line and field), a module file that
 /// cannot be loaded, or a store error.
 pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
+    options.scheduler.wit().map_err(BootError::Config)?;
     let manifest = match &options.manifest {
         Some(path) => Some(Manifest::load(path)?),
         None => None,

@@ -12,11 +12,16 @@
 //! fires finish within the grace period, then cancels and releases them.
 
 use super::modules::ModuleResolver;
-use crate::runtime::{JobImpl, Limits, RunOutcome, RunReport, RunRequest, Runtime, WIT_VERSION};
+use crate::runtime::{
+    JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime, SkipCode,
+    WIT_VERSION, WitVersion,
+};
 use crate::schedule::trigger::MisfireLimits;
+use crate::store::ModuleEvent;
 use crate::store::Store;
 use crate::store::model::{
-    AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus,
+    AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus, NodeCheckIn,
+    WitRange,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -49,6 +54,32 @@ pub struct SchedulerConfig {
     pub history_max_age_ms: i64,
     /// At most this many history rows are kept. Default 1,000,000.
     pub history_max_rows: i64,
+    /// The newest contract version this node advertises and runs, `MAJOR.MINOR`
+    /// (default: the host's own). Lowering it keeps modules built for newer
+    /// minors on other nodes, as a host of an older release would.
+    pub max_wit: Option<String>,
+}
+
+impl SchedulerConfig {
+    /// The contract version this node runs: the host's own, or `max_wit`.
+    ///
+    /// # Errors
+    ///
+    /// When `max_wit` is not `MAJOR.MINOR` or is newer than what this host implements.
+    pub fn wit(&self) -> Result<WitVersion, String> {
+        let Some(text) = &self.max_wit else {
+            return Ok(WIT_VERSION);
+        };
+        let wanted = WitVersion::parse(&format!("{}.0", text.trim()))
+            .ok_or_else(|| format!("max_wit {text:?}: expected MAJOR.MINOR, e.g. 1.0"))?;
+        if wanted > WIT_VERSION {
+            return Err(format!(
+                "max_wit {text:?}: this host implements quartzite:job {}.{} and cannot advertise more",
+                WIT_VERSION.major, WIT_VERSION.minor
+            ));
+        }
+        Ok(wanted)
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -64,6 +95,7 @@ impl Default for SchedulerConfig {
             grace_ms: 10_000,
             history_max_age_ms: 30 * 24 * 3_600_000,
             history_max_rows: 1_000_000,
+            max_wit: None,
         }
     }
 }
@@ -75,6 +107,8 @@ pub struct Scheduler {
     resolver: ModuleResolver,
     node_id: String,
     config: SchedulerConfig,
+    /// The contract version this node advertises and runs (see `max_wit`).
+    wit: WitVersion,
     wake: Arc<Notify>,
 }
 
@@ -107,12 +141,19 @@ impl Scheduler {
         config: SchedulerConfig,
     ) -> Arc<Self> {
         let resolver = ModuleResolver::new(Arc::clone(&store), Arc::clone(&runtime));
+        // Start-up validates `max_wit`; an invalid one here can only come from a
+        // caller that skipped it, and must not widen what the node claims.
+        let wit = config.wit().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring max_wit");
+            WIT_VERSION
+        });
         Arc::new(Scheduler {
             store,
             runtime,
             resolver,
             node_id,
             config,
+            wit,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -137,6 +178,7 @@ impl Scheduler {
         let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(done_rx));
         let upkeep = tokio::spawn(Arc::clone(&self).upkeep_loop(stop.clone()));
+        let module_watch = tokio::spawn(Arc::clone(&self).module_watch_loop());
         let mut backoff = Duration::from_millis(100);
         tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
         while !*stop.borrow() {
@@ -157,6 +199,7 @@ impl Scheduler {
                     threshold_ms: self.config.misfire_threshold_ms,
                     catch_up: self.config.catch_up,
                 },
+                runs: WitRange::up_to(self.wit.major, self.wit.minor),
             };
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
@@ -236,6 +279,7 @@ impl Scheduler {
         drop(done_tx);
         let _ = completer.await;
         upkeep.abort();
+        module_watch.abort();
         tracing::info!(node = %self.node_id, "scheduler stopped");
     }
 
@@ -261,6 +305,17 @@ impl Scheduler {
         }
         let started_ms = local_ms() + offset_ms;
         let job = match self.resolver.resolve(&fire.job.module).await {
+            // Claimed as runnable, but the reference moved to a module for a
+            // contract this node does not run (pushed after the claim).
+            Ok(JobImpl::Wasm(m)) if !m.wit_version.runs_on(self.wit) => {
+                JobImpl::NoOp(ModuleRejection {
+                    code: SkipCode::ModuleIncompatible,
+                    detail: format!(
+                        "the module is built for quartzite:job {} and this node runs {}.{}",
+                        m.wit_version, self.wit.major, self.wit.minor
+                    ),
+                })
+            }
             Ok(job) => job,
             Err(e) => {
                 tracing::warn!(fire = %fire.fire_id, error = %e, "cannot read the module from the store; releasing the fire");
@@ -384,6 +439,45 @@ impl Scheduler {
         }
     }
 
+    /// Follows modules pushed through any process: the resolver forgets what
+    /// references meant, and a module this node can run is compiled before its
+    /// first fire. Without a feed (SQLite) the resolver's short cache does it.
+    async fn module_watch_loop(self: Arc<Self>) {
+        let mut retry = Duration::from_millis(500);
+        loop {
+            match self.store.module_watch().await {
+                Ok(None) => return,
+                Ok(Some(mut watch)) => {
+                    retry = Duration::from_millis(500);
+                    // Pushes made before the feed started are not announced.
+                    self.resolver.forget();
+                    loop {
+                        match watch.next().await {
+                            Ok(ModuleEvent::Pushed(digest)) => {
+                                self.resolver.forget();
+                                match self.resolver.prepare(&digest, self.wit).await {
+                                    Ok(true) => tracing::info!(%digest, "pushed module compiled"),
+                                    Ok(false) => {}
+                                    Err(e) => {
+                                        tracing::warn!(%digest, error = %e, "cannot read a pushed module")
+                                    }
+                                }
+                            }
+                            Ok(ModuleEvent::Missed) => self.resolver.forget(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "module feed lost; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot follow module pushes; retrying"),
+            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Check-ins, lease renewal, recovery of dead nodes' fires, history cleanup.
     async fn upkeep_loop(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let every = Duration::from_millis(
@@ -406,12 +500,17 @@ impl Scheduler {
             if *stop.borrow() {
                 return;
             }
-            let wit = WIT_VERSION.to_string();
-            if let Err(e) = self
-                .store
-                .node_heartbeat(&self.node_id, env!("CARGO_PKG_VERSION"), &wit)
-                .await
-            {
+            let check_in = NodeCheckIn {
+                node_id: self.node_id.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                wit_versions: match self.wit.minor {
+                    0 => format!("{}.0", self.wit.major),
+                    minor => format!("{}.0-{}.{minor}", self.wit.major, self.wit.major),
+                },
+                runs: WitRange::up_to(self.wit.major, self.wit.minor),
+                modules: self.runtime.loaded_digests(),
+            };
+            if let Err(e) = self.store.node_heartbeat(&check_in).await {
                 tracing::warn!(error = %e, "check-in failed");
             }
             if let Err(e) = self
@@ -428,6 +527,15 @@ impl Scheduler {
                     self.wake.notify_one();
                 }
                 Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
+            }
+            match self
+                .store
+                .fire_skip_unrunnable(self.config.dead_after_ms)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(fires = n, "skipped fires no live node can run"),
+                Err(e) => tracing::warn!(error = %e, "skipping unrunnable fires failed"),
             }
             if last_cleanup.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 match self
