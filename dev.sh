@@ -49,6 +49,15 @@ ensure_postgres() {
   die "PostgreSQL is not reachable on 127.0.0.1:5432 and could not be started"
 }
 
+ensure_faketime() {
+  # The cluster tests give nodes a skewed wall clock with libfaketime.
+  if ! command -v faketime >/dev/null; then
+    say "installing faketime"
+    as_root apt-get update -qq && as_root apt-get install -y -qq faketime >/dev/null
+    command -v faketime >/dev/null || die "faketime is not installed and could not be installed (apt-get install faketime)"
+  fi
+}
+
 build_guests() {
   say "building guests for wasm32-wasip2 (release)"
   local args=()
@@ -88,6 +97,7 @@ cmd_demo() {
 cmd_test() {
   ensure_toolchain
   ensure_postgres
+  ensure_faketime
   build_guests
   say "cargo fmt --check"
   cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
