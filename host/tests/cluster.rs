@@ -8,19 +8,46 @@ mod common;
 
 use common::*;
 use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
-use quartzite::store::model::{HistoryEntry, HistoryFilter, HistoryStatus, JobDef, TriggerPut};
+use quartzite::store::model::{
+    HistoryEntry, HistoryFilter, HistoryStatus, JobDef, Overlap, TriggerPut,
+};
 use quartzite::store::{ModulePut, PgStore, Scheduling, Store};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn node(dir: &Path, url: &str, id: &str) -> Child {
+/// A node process, killed if the test ends (or fails) without stopping it.
+struct Node(Child);
+
+impl std::ops::Deref for Node {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn node(dir: &Path, url: &str, id: &str) -> Node {
     node_with(dir, url, id, &[], &[])
 }
 
 /// A `quartzite serve` process with the manifest `dir/jobs.toml` (when there
 /// is one), extra arguments and environment. Its warnings go to `dir/ID.log`.
-fn node_with(dir: &Path, url: &str, id: &str, extra: &[&str], envs: &[(&str, &str)]) -> Child {
+fn node_with(dir: &Path, url: &str, id: &str, extra: &[&str], envs: &[(&str, &str)]) -> Node {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quartzite"));
     command
         .args(["serve", "--db", url, "--node-id", id])
@@ -43,6 +70,7 @@ fn node_with(dir: &Path, url: &str, id: &str, extra: &[&str], envs: &[(&str, &st
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Node)
         .unwrap()
 }
 
@@ -67,7 +95,7 @@ async fn wait_alive(store: &PgStore, node: &str) {
     .await;
 }
 
-fn signal(child: &Child, signal: &str) {
+fn signal(child: &Node, signal: &str) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -87,7 +115,7 @@ fn details(entry: &HistoryEntry) -> serde_json::Value {
     serde_json::from_str(&entry.details).unwrap()
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Node) {
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(child.wait().unwrap().success());
@@ -639,4 +667,402 @@ async fn nodes_with_clocks_minutes_off_fire_neither_early_nor_late() {
         );
     }
     pg_drop(&schema).await;
+}
+
+/// The cluster load: one-shot jobs due over the first 20 s and `forbid` cron
+/// jobs firing every second for a minute, all on the `counter` guest (which
+/// counts its runs in kv) and requesting recovery.
+struct Load {
+    one_shots: usize,
+    crons: usize,
+    /// Fires of each cron trigger.
+    seconds: i64,
+}
+
+impl Load {
+    fn fires(&self) -> u64 {
+        (self.one_shots + self.crons * usize::try_from(self.seconds).unwrap()) as u64
+    }
+
+    async fn put(&self, store: &PgStore) {
+        let now = store.now_ms().await.unwrap();
+        // Cron fires on whole seconds; the window holds exactly `seconds` of them.
+        let start = (now / 1_000 + 4) * 1_000;
+        let trigger = |key: &str, kind: TriggerKind, end_ms: Option<i64>| TriggerPut {
+            trigger_key: format!("{key}:t"),
+            job_key: key.into(),
+            spec: TriggerSpec {
+                kind,
+                start_ms: Some(start),
+                end_ms,
+                misfire: MisfirePolicy::FireNow,
+            },
+            priority: 5,
+        };
+        let mut jobs = Vec::new();
+        for i in 0..self.one_shots {
+            let key = format!("load/once-{i}");
+            let at =
+                start + i64::try_from(i).unwrap() * 20_000 / i64::try_from(self.one_shots).unwrap();
+            jobs.push((
+                JobDef::new(&key, "counter"),
+                vec![trigger(&key, TriggerKind::At(at), None)],
+            ));
+        }
+        for i in 0..self.crons {
+            let key = format!("load/cron-{i}");
+            let cron = TriggerKind::Cron {
+                expr: "* * * * * ?".into(),
+                tz: "UTC".into(),
+            };
+            let end = start + (self.seconds - 1) * 1_000 + 500;
+            // `forbid`: a job's fires never overlap anywhere, so the guest's
+            // read-modify-write of its count is never lost to a concurrent run.
+            let mut job = JobDef::new(&key, "counter");
+            job.overlap = Overlap::Forbid;
+            jobs.push((job, vec![trigger(&key, cron, Some(end))]));
+        }
+        for (job, _) in &mut jobs {
+            job.requests_recovery = true;
+            // A run whose kv call met the database down fails; it is retried.
+            job.retry.max_attempts = 5;
+        }
+        store.jobs_put(&jobs).await.unwrap();
+    }
+
+    fn expected(&self, job_key: &str) -> i64 {
+        if job_key.starts_with("load/cron-") {
+            self.seconds
+        } else {
+            1
+        }
+    }
+
+    /// Every fire ended in success once, none lost; a job's guest ran more
+    /// often than its fires only through flagged recovery re-runs or retries
+    /// (and never, when `reruns_allowed` is false).
+    async fn check(&self, url: &str, reruns_allowed: bool) -> u64 {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT job_key, COUNT(*) FILTER (WHERE status <> 'retried'), COUNT(*) FILTER (WHERE status = 'success'), \
+             COUNT(DISTINCT scheduled_ms) FILTER (WHERE status = 'success'), \
+             COUNT(*) FILTER (WHERE details LIKE '%\"recovering\":true%'), COUNT(*) FILTER (WHERE status = 'retried') \
+             FROM task_history GROUP BY job_key",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows.len(),
+            self.one_shots + self.crons,
+            "every job has history"
+        );
+        let counts: std::collections::HashMap<String, Vec<u8>> =
+            sqlx::query_as("SELECT job_key, value FROM job_state WHERE key = 'count'")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+        let mut reruns = 0;
+        for (job, total, success, distinct, recovering, retried) in rows {
+            let expected = self.expected(&job);
+            assert_eq!(
+                (total, success, distinct),
+                (expected, expected, expected),
+                "{job}: one success per fire, nothing else"
+            );
+            let ran: i64 = std::str::from_utf8(&counts[&job]).unwrap().parse().unwrap();
+            assert!(
+                ran >= expected,
+                "{job}: the guest ran {ran} times for {expected} fires"
+            );
+            let extra = ran - expected;
+            if reruns_allowed {
+                assert!(
+                    extra <= recovering + retried,
+                    "{job}: {extra} extra runs, {recovering} flagged recovery re-runs, {retried} retries"
+                );
+            } else {
+                assert_eq!(
+                    (extra, recovering, retried),
+                    (0, 0, 0),
+                    "{job}: ran exactly once per fire"
+                );
+            }
+            reruns += u64::try_from(recovering + retried).unwrap();
+        }
+        reruns
+    }
+}
+
+async fn wait_for_load(
+    store: &PgStore,
+    url: &str,
+    load: &Load,
+    limit: Duration,
+    mut between: impl FnMut(),
+) {
+    let filter = HistoryFilter {
+        status: Some(HistoryStatus::Success),
+        ..HistoryFilter::default()
+    };
+    let started = Instant::now();
+    loop {
+        // Errors (the database restarting) mean "not yet".
+        let done = store.history_count(&filter).await.unwrap_or(0);
+        if done >= load.fires() && store.fire_list().await.is_ok_and(|f| f.is_empty()) {
+            return;
+        }
+        if started.elapsed() > limit {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let left: Vec<(String, String)> = sqlx::query_as(
+                "SELECT job_key, concat_ws(' ', state, node_id, lease_until_ms, due_ms, attempt) \
+                 FROM fires ORDER BY due_ms LIMIT 20",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            panic!("{done} of {} fires ran; fires left: {left:?}", load.fires());
+        }
+        between();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const LOAD: Load = Load {
+    one_shots: 20_000,
+    crons: 200,
+    seconds: 60,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_run_20000_one_shots_and_200_crons_every_fire_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_load").await;
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let nodes: Vec<Node> = ids.iter().map(|id| node(dir.path(), &url, id)).collect();
+    for id in ids {
+        wait_alive(&store, id).await;
+    }
+    let started = Instant::now();
+    LOAD.put(&store).await;
+    wait_for_load(&store, &url, &LOAD, Duration::from_secs(240), || {}).await;
+    eprintln!(
+        "load: {} fires in {:.1} s",
+        LOAD.fires(),
+        started.elapsed().as_secs_f64()
+    );
+    for n in nodes {
+        stop(n);
+    }
+    LOAD.check(&url, false).await;
+    pg_drop(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_nodes_every_few_seconds_loses_no_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_chaos").await;
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let mut nodes: Vec<Node> = ids.iter().map(|id| node(dir.path(), &url, id)).collect();
+    for id in ids {
+        wait_alive(&store, id).await;
+    }
+    LOAD.put(&store).await;
+    let mut kills = 0;
+    let mut last_kill = Instant::now();
+    wait_for_load(&store, &url, &LOAD, Duration::from_secs(240), || {
+        if last_kill.elapsed() < Duration::from_secs(3) {
+            return;
+        }
+        // kill -9 one node and start it again under the same id.
+        let i = kills % nodes.len();
+        nodes[i].kill().unwrap();
+        nodes[i].wait().unwrap();
+        nodes[i] = node(dir.path(), &url, ids[i]);
+        kills += 1;
+        last_kill = Instant::now();
+    })
+    .await;
+    for n in nodes {
+        stop(n);
+    }
+    let reruns = LOAD.check(&url, true).await;
+    eprintln!("chaos: {kills} kill -9s, {reruns} recovery re-runs or retries, no fire lost");
+    assert!(
+        kills >= 10,
+        "the run lasted long enough to kill nodes repeatedly"
+    );
+    pg_drop(&schema).await;
+}
+
+/// A PostgreSQL of the test's own (initdb + pg_ctl as the postgres user, on a
+/// spare port), so restarting it disturbs no other test. Stopped on drop.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivatePg {
+    const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+    fn start() -> PrivatePg {
+        let dir = tempfile::tempdir().unwrap();
+        // The postgres user must reach its data directory.
+        Command::new("chmod")
+            .arg("755")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        assert!(
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&data)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg { dir, port };
+        let initdb = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{}/initdb", Self::BIN),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        pg.ctl("start");
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn ctl(&self, action: &str) {
+        let data = self.data();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            data.display()
+        );
+        let out = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{}/pg_ctl", Self::BIN),
+                action,
+                "-w",
+                "-m",
+                "fast",
+                "-o",
+                &options,
+                "-l",
+            ])
+            .arg(data.join("log"))
+            .arg("-D")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{}/pg_ctl", Self::BIN),
+                "stop",
+                "-m",
+                "immediate",
+                "-D",
+            ])
+            .arg(self.data())
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_postgresql_restart_and_lose_nothing() {
+    let pg = PrivatePg::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let nodes: Vec<Node> = ids.iter().map(|id| node(dir.path(), &url, id)).collect();
+    for id in ids {
+        wait_alive(&store, id).await;
+    }
+    let load = Load {
+        one_shots: 3_000,
+        crons: 20,
+        seconds: 30,
+    };
+    load.put(&store).await;
+    let filter = HistoryFilter {
+        status: Some(HistoryStatus::Success),
+        ..HistoryFilter::default()
+    };
+    wait_until(Duration::from_secs(60), "the load to be under way", || {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move { store.history_count(&filter).await.unwrap() >= 500 }
+    })
+    .await;
+    // Down for longer than the dead-after interval, while fires are running.
+    pg.ctl("stop");
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.ctl("start");
+    eprintln!(
+        "postgresql restart: down for {} ms",
+        down.elapsed().as_millis()
+    );
+    wait_for_load(&store, &url, &load, Duration::from_secs(90), || {}).await;
+    for n in nodes {
+        stop(n);
+    }
+    let reruns = load.check(&url, true).await;
+    eprintln!(
+        "postgresql restart: {} fires, none lost, {reruns} recovery re-runs or retries",
+        load.fires()
+    );
 }

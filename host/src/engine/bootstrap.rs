@@ -212,6 +212,10 @@ pub async fn start(options: &ServeOptions) -> Result<Node, BootError> {
     if reset > 0 {
         tracing::info!(triggers = reset, "reset ERROR triggers to WAITING");
     }
+    // A node restarted under its id within the dead-after interval still looks
+    // alive: end its previous run first, or its new run would renew the old
+    // run's leases and those fires would never run.
+    store.node_restart(&options.node_id).await?;
     let recovered = store.fire_recover(options.scheduler.dead_after_ms).await?;
     if recovered > 0 {
         tracing::warn!(

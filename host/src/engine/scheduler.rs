@@ -495,6 +495,12 @@ impl Scheduler {
             )),
         );
         let mut last_cleanup = None::<tokio::time::Instant>;
+        // Since when this node's check-ins have succeeded without a break. After
+        // an outage of the database every node looks dead; recovering before the
+        // others had a dead-after interval to check in again would take their
+        // running fires from them.
+        let mut checked_in_since = None::<tokio::time::Instant>;
+        let settle = Duration::from_millis(u64::try_from(self.config.dead_after_ms).unwrap_or(0));
         loop {
             tick.tick().await;
             if *stop.borrow() {
@@ -510,8 +516,14 @@ impl Scheduler {
                 runs: WitRange::up_to(self.wit.major, self.wit.minor),
                 modules: self.runtime.loaded_digests(),
             };
-            if let Err(e) = self.store.node_heartbeat(&check_in).await {
-                tracing::warn!(error = %e, "check-in failed");
+            match self.store.node_heartbeat(&check_in).await {
+                Ok(()) => {
+                    checked_in_since.get_or_insert_with(tokio::time::Instant::now);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "check-in failed");
+                    checked_in_since = None;
+                }
             }
             if let Err(e) = self
                 .store
@@ -519,6 +531,9 @@ impl Scheduler {
                 .await
             {
                 tracing::warn!(error = %e, "renewing leases failed");
+            }
+            if checked_in_since.is_none_or(|t| t.elapsed() < settle) {
+                continue;
             }
             match self.store.fire_recover(self.config.dead_after_ms).await {
                 Ok(0) => {}

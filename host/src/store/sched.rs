@@ -78,6 +78,10 @@ pub trait Scheduling: Send + Sync {
     async fn node_list(&self, dead_after_ms: i64) -> Result<Vec<NodeRow>, StoreError>;
     /// Records that a node is alive and what it can run.
     async fn node_heartbeat(&self, check_in: &NodeCheckIn) -> Result<(), StoreError>;
+    /// Declares a node's previous run over (it is starting again under the same
+    /// id), so the fires it held are recovered like a dead node's instead of
+    /// being renewed by its new run. Returns whether the node was known.
+    async fn node_restart(&self, node_id: &str) -> Result<bool, StoreError>;
     /// Fires due now whose job's module no live node can run (no node checked
     /// in within `dead_after_ms` runs its contract version) are recorded as
     /// `skipped` with reason `no-capable-node` and removed; their triggers have
@@ -660,8 +664,7 @@ macro_rules! impl_scheduling {
                 // 2. Claim due fires, respecting each job's overlap policy.
                 let budget = p.max.saturating_sub(out.fires.len());
                 let candidates = if budget == 0 { Vec::new() } else { sqlx::query(concat!(
-                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, \
-                     (SELECT COUNT(*) FROM fires a WHERE a.job_key = f.job_key AND a.state = 'acquired') AS active \
+                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing \
                      FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
                      ORDER BY f.due_ms, f.priority DESC LIMIT $2", $lock
@@ -682,6 +685,44 @@ macro_rules! impl_scheduling {
                     }
                     $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs);
                 }
+                // `forbid` and `skip` decide on whether the job is running. Two
+                // nodes claiming at once would each see it idle (neither sees the
+                // other's uncommitted claim), so the job's row is locked first and
+                // its running fires counted after: a job another node is claiming
+                // right now is left for the next round.
+                let mut guarded: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+                {
+                    let mut keys: Vec<String> = Vec::new();
+                    for row in &candidates {
+                        let key: String = row.try_get("job_key")?;
+                        if jobs.get(&key).is_some_and(|j| j.overlap != Overlap::Allow) && !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                    for chunk in keys.chunks(200) {
+                        let mut qb = sqlx::QueryBuilder::new("SELECT job_key FROM jobs WHERE job_key IN (");
+                        let mut list = qb.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(") ORDER BY job_key");
+                        qb.push($lock);
+                        for row in qb.build().fetch_all(&mut *tx).await? {
+                            guarded.insert(row.try_get("job_key")?, false);
+                        }
+                        let mut qb = sqlx::QueryBuilder::new("SELECT DISTINCT job_key FROM fires WHERE state = 'acquired' AND job_key IN (");
+                        let mut list = qb.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(")");
+                        for row in qb.build().fetch_all(&mut *tx).await? {
+                            if let Some(running) = guarded.get_mut(&row.try_get::<String, _>("job_key")?) {
+                                *running = true;
+                            }
+                        }
+                    }
+                }
                 let mut busy: std::collections::HashSet<String> = out.fires.iter().map(|f| f.job_key.clone()).collect();
                 let mut skipped_overlap: Vec<String> = Vec::new();
                 let first_claimed = out.fires.len();
@@ -692,7 +733,11 @@ macro_rules! impl_scheduling {
                     let job_key: String = row.try_get("job_key")?;
                     let fire_id: String = row.try_get("fire_id")?;
                     let Some(job) = jobs.get(&job_key) else { continue };
-                    let active = row.try_get::<i64, _>("active")? > 0 || busy.contains(&job_key);
+                    let active = match guarded.get(&job_key) {
+                        _ if job.overlap == Overlap::Allow => false,
+                        None => continue, // another node is claiming this job's fires
+                        Some(running) => *running || busy.contains(&job_key),
+                    };
                     if active && job.overlap == Overlap::Forbid {
                         continue; // stays scheduled: blocked until the running fire ends
                     }
@@ -1066,6 +1111,14 @@ macro_rules! impl_scheduling {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn node_restart(&self, node_id: &str) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE nodes SET heartbeat_ms = 0 WHERE node_id = $1")
+                    .bind(node_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn fire_skip_unrunnable(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
