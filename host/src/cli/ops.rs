@@ -722,7 +722,8 @@ pub async fn trigger(db: &str, command: super::TriggerCommand) -> ExitCode {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Nodes with their version, contract versions, last check-in and running fires.
+    /// Nodes with their version, contract versions, last check-in, running fires
+    /// and how many modules each has compiled (`--json` lists their digests).
     Nodes {
         /// A node silent for longer than this many ms is shown dead.
         #[arg(long, default_value_t = 2_000)]
@@ -764,6 +765,7 @@ pub async fn cluster(db: &str, command: ClusterCommand) -> ExitCode {
                             n.wit_versions.clone(),
                             fmt_ms(Some(n.heartbeat_ms)),
                             n.running.to_string(),
+                            n.modules.len().to_string(),
                         ]
                     })
                     .collect();
@@ -775,6 +777,7 @@ pub async fn cluster(db: &str, command: ClusterCommand) -> ExitCode {
                         "WIT",
                         "LAST CHECK-IN",
                         "RUNNING",
+                        "MODULES COMPILED",
                     ],
                     &rows,
                 );
