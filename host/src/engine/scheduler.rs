@@ -620,3 +620,27 @@ fn history_details(
     }
     details
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_wit_only_narrows_what_the_node_runs() {
+        let with = |v: &str| SchedulerConfig {
+            max_wit: Some(v.into()),
+            ..SchedulerConfig::default()
+        };
+        assert_eq!(SchedulerConfig::default().wit(), Ok(WIT_VERSION));
+        assert_eq!(with("0.9").wit().map(|v| (v.major, v.minor)), Ok((0, 9)));
+        assert_eq!(with(" 1.0 ").wit(), Ok(WIT_VERSION));
+        assert!(
+            with("2.0")
+                .wit()
+                .unwrap_err()
+                .contains("cannot advertise more")
+        );
+        assert!(with("1.0.0").wit().unwrap_err().contains("MAJOR.MINOR"));
+        assert!(with("one").wit().unwrap_err().contains("MAJOR.MINOR"));
+    }
+}

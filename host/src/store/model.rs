@@ -482,6 +482,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_node_runs_the_minors_of_its_major_up_to_its_own() {
+        let runs = WitRange::up_to(1, 2);
+        let rank = |v| wit_rank(v).unwrap();
+        assert!(runs.contains(rank("1.0.0")));
+        assert!(runs.contains(rank("1.2.9")));
+        assert!(!runs.contains(rank("1.3.0")));
+        assert!(!runs.contains(rank("0.9.0")));
+        assert!(!runs.contains(rank("2.0.0")));
+        assert_eq!(wit_rank("1.0"), None);
+        assert_eq!(wit_rank("1.x.0"), None);
+        assert_eq!(wit_rank("1.0.0.0"), None);
+        assert_eq!(wit_rank("1.1000000.0"), None);
+    }
+
+    #[test]
     fn exponential_backoff_doubles_caps_and_jitters_within_bounds() {
         let p = RetryPolicy {
             max_attempts: 10,

@@ -1124,20 +1124,33 @@ macro_rules! impl_scheduling {
             async fn fire_skip_unrunnable(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
                 use $crate::store::model::HistoryStatus;
+                // Nodes that never said what they run (older versions) count as
+                // able to run anything: skipping is for when no node can.
+                macro_rules! unrunnable {
+                    () => {
+                        "FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
+                         AND f.job_key IN (SELECT j.job_key FROM jobs j WHERE j.paused = 0 AND j.wit_need IS NOT NULL \
+                           AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.heartbeat_ms >= $1 - $2 \
+                             AND (n.wit_lo IS NULL OR j.wit_need BETWEEN n.wit_lo AND n.wit_hi)))"
+                    };
+                }
+                // Called on every check-in: look before taking the writer's lock.
+                let any = sqlx::query(concat!("SELECT 1 AS one ", unrunnable!(), " LIMIT 1"))
+                    .bind(self.now_ms().await?)
+                    .bind(dead_after_ms)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if any.is_none() {
+                    return Ok(0);
+                }
                 let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
-                // Nodes that never said what they run (older versions) count as
-                // able to run anything: skipping is for when no node can.
                 let rows = sqlx::query(concat!(
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, \
                      (SELECT j.module FROM jobs j WHERE j.job_key = f.job_key) AS module, \
-                     (SELECT j.wit_need FROM jobs j WHERE j.job_key = f.job_key) AS wit_need \
-                     FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
-                     AND f.job_key IN (SELECT j.job_key FROM jobs j WHERE j.paused = 0 AND j.wit_need IS NOT NULL \
-                       AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.heartbeat_ms >= $1 - $2 \
-                         AND (n.wit_lo IS NULL OR j.wit_need BETWEEN n.wit_lo AND n.wit_hi))) \
-                     ORDER BY f.due_ms LIMIT 500", $lock
+                     (SELECT j.wit_need FROM jobs j WHERE j.job_key = f.job_key) AS wit_need ",
+                     unrunnable!(), " ORDER BY f.due_ms LIMIT 500", $lock
                 ))
                 .bind(now)
                 .bind(dead_after_ms)
