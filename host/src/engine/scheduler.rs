@@ -545,7 +545,10 @@ impl Scheduler {
             }
             match self
                 .store
-                .fire_skip_unrunnable(self.config.dead_after_ms)
+                .fire_skip_unrunnable(
+                    self.config.dead_after_ms,
+                    WitRange::up_to(self.wit.major, self.wit.minor),
+                )
                 .await
             {
                 Ok(0) => {}

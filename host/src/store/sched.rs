@@ -82,11 +82,15 @@ pub trait Scheduling: Send + Sync {
     /// id), so the fires it held are recovered like a dead node's instead of
     /// being renewed by its new run. Returns whether the node was known.
     async fn node_restart(&self, node_id: &str) -> Result<bool, StoreError>;
-    /// Fires due now whose job's module no live node can run (no node checked
-    /// in within `dead_after_ms` runs its contract version) are recorded as
-    /// `skipped` with reason `no-capable-node` and removed; their triggers have
-    /// already moved on. Returns how many.
-    async fn fire_skip_unrunnable(&self, dead_after_ms: i64) -> Result<u64, StoreError>;
+    /// Fires due now whose job's module no live node can run (neither the
+    /// caller, which runs `runs`, nor a node that checked in within
+    /// `dead_after_ms`) are recorded as `skipped` with reason `no-capable-node`
+    /// and removed; their triggers have already moved on. Returns how many.
+    async fn fire_skip_unrunnable(
+        &self,
+        dead_after_ms: i64,
+        runs: WitRange,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Sets `jobs.wit_need` to the rank of the module each job's reference resolves
@@ -1121,7 +1125,7 @@ macro_rules! impl_scheduling {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn fire_skip_unrunnable(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
+            async fn fire_skip_unrunnable(&self, dead_after_ms: i64, runs: $crate::store::model::WitRange) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
                 use $crate::store::model::HistoryStatus;
                 // Nodes that never said what they run (older versions) count as
@@ -1130,6 +1134,7 @@ macro_rules! impl_scheduling {
                     () => {
                         "FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
                          AND f.job_key IN (SELECT j.job_key FROM jobs j WHERE j.paused = 0 AND j.wit_need IS NOT NULL \
+                           AND (j.wit_need < $3 OR j.wit_need > $4) \
                            AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.heartbeat_ms >= $1 - $2 \
                              AND (n.wit_lo IS NULL OR j.wit_need BETWEEN n.wit_lo AND n.wit_hi)))"
                     };
@@ -1138,6 +1143,8 @@ macro_rules! impl_scheduling {
                 let any = sqlx::query(concat!("SELECT 1 AS one ", unrunnable!(), " LIMIT 1"))
                     .bind(self.now_ms().await?)
                     .bind(dead_after_ms)
+                    .bind(runs.lo)
+                    .bind(runs.hi)
                     .fetch_optional(&self.pool)
                     .await?;
                 if any.is_none() {
@@ -1154,6 +1161,8 @@ macro_rules! impl_scheduling {
                 ))
                 .bind(now)
                 .bind(dead_after_ms)
+                .bind(runs.lo)
+                .bind(runs.hi)
                 .fetch_all(&mut *tx)
                 .await?;
                 let mut history = Vec::with_capacity(rows.len());
