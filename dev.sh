@@ -59,6 +59,15 @@ ensure_promtool() {
   command -v promtool >/dev/null || die "promtool is still missing after installing the prometheus package"
 }
 
+ensure_faketime() {
+  # The cluster tests give nodes a skewed wall clock with libfaketime.
+  if ! command -v faketime >/dev/null; then
+    say "installing faketime"
+    as_root apt-get update -qq && as_root apt-get install -y -qq faketime >/dev/null
+    command -v faketime >/dev/null || die "faketime is not installed and could not be installed (apt-get install faketime)"
+  fi
+}
+
 build_guests() {
   say "building guests for wasm32-wasip2 (release)"
   local args=()
@@ -99,6 +108,7 @@ cmd_test() {
   ensure_toolchain
   ensure_postgres
   ensure_promtool
+  ensure_faketime
   build_guests
   say "cargo fmt --check"
   cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"

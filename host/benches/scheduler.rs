@@ -350,6 +350,10 @@ async fn store_only(backend: &str, n: usize) {
             threshold_ms: 60_000,
             catch_up: 10,
         },
+        runs: quartzite::store::model::WitRange::up_to(
+            quartzite::runtime::WIT_VERSION.major,
+            quartzite::runtime::WIT_VERSION.minor,
+        ),
     };
     let (mut t_acq, mut t_comp, mut done) = (Duration::ZERO, Duration::ZERO, 0);
     let start = Instant::now();

@@ -7,14 +7,49 @@
 mod common;
 
 use common::*;
-use quartzite::store::model::{HistoryFilter, HistoryStatus};
-use quartzite::store::{PgStore, Scheduling, Store};
-use std::path::Path;
+use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+use quartzite::store::model::{
+    HistoryEntry, HistoryFilter, HistoryStatus, JobDef, Overlap, TriggerPut,
+};
+use quartzite::store::{ModulePut, PgStore, Scheduling, Store};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn node(dir: &Path, url: &str, id: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_quartzite"))
+/// A node process, killed if the test ends (or fails) without stopping it.
+struct Node(Child);
+
+impl std::ops::Deref for Node {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn node(dir: &Path, url: &str, id: &str) -> Node {
+    node_with(dir, url, id, &[], &[])
+}
+
+/// A `quartzite serve` process with the manifest `dir/jobs.toml` (when there
+/// is one), extra arguments and environment. Its warnings go to `dir/ID.log`.
+fn node_with(dir: &Path, url: &str, id: &str, extra: &[&str], envs: &[(&str, &str)]) -> Node {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quartzite"));
+    command
         .args([
             "serve",
             "--listen",
@@ -23,18 +58,72 @@ fn node(dir: &Path, url: &str, id: &str) -> Child {
             url,
             "--node-id",
             id,
-            "--manifest",
         ])
-        .arg(dir.join("jobs.toml"))
+        .args(extra)
+        .envs(envs.iter().copied());
+    let manifest = dir.join("jobs.toml");
+    if manifest.is_file() {
+        command.arg("--manifest").arg(manifest);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{id}.log")))
+        .unwrap();
+    command
+        .current_dir(dir)
         .env("QUARTZITE_CACHE_DIR", dir.join(format!("cache-{id}")))
+        .env_remove("QUARTZITE_DB")
         .env("QUARTZITE_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
+        .map(Node)
         .unwrap()
 }
 
-fn stop(mut child: Child) {
+/// Waits until `node` has checked in and is alive.
+async fn wait_alive(store: &PgStore, node: &str) {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{node} to check in"),
+        || {
+            let store = store.clone();
+            let node = node.to_string();
+            async move {
+                store
+                    .node_list(1_500)
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|n| n.node_id == node && n.alive)
+            }
+        },
+    )
+    .await;
+}
+
+fn signal(child: &Node, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn details(entry: &HistoryEntry) -> serde_json::Value {
+    serde_json::from_str(&entry.details).unwrap()
+}
+
+fn stop(mut child: Node) {
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(child.wait().unwrap().success());
@@ -203,4 +292,787 @@ async fn a_killed_nodes_recoverable_fire_is_rerun_on_another_node() {
         history[0].started_ms - killed_ms
     );
     pg_drop(&schema).await;
+}
+
+fn write_manifest(dir: &Path, text: &str) {
+    std::fs::write(dir.join("jobs.toml"), text).unwrap();
+}
+
+fn module_decl(name: &str, guest: &str) -> String {
+    format!(
+        "[[module]]\nname = \"{name}\"\npath = \"{}\"\n",
+        wasm(guest).display()
+    )
+}
+
+/// A job on `module` firing every `period`.
+fn every_job(key: &str, module: &str, period_ms: i64) -> (JobDef, Vec<TriggerPut>) {
+    let job = JobDef::new(key, module);
+    let trigger = TriggerPut {
+        trigger_key: format!("{key}:every"),
+        job_key: key.into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms,
+                repeat: None,
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        },
+        priority: 5,
+    };
+    (job, vec![trigger])
+}
+
+fn count(history: &[HistoryEntry], status: HistoryStatus, node: Option<&str>) -> usize {
+    history
+        .iter()
+        .filter(|h| h.status == status && (node.is_none() || h.node_id.as_deref() == node))
+        .count()
+}
+
+async fn wait_for_count(store: &PgStore, job: &str, status: HistoryStatus, at_least: usize) {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{at_least} {status:?} fires of {job}"),
+        || async move { count(&history_of(store, job).await, status, None) >= at_least },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_mixed").await;
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let mut current = node(dir.path(), &url, "current");
+    wait_alive(&store, "current").await;
+    // `old` runs only contracts before 1.0, like a node of an older release.
+    let old = node_with(dir.path(), &url, "old", &["--max-wit", "0.9"], &[]);
+    wait_alive(&store, "old").await;
+    // A module for the next major version, as a newer node would have pushed it.
+    let future = std::fs::read(wasm("guest_future_major")).unwrap();
+    store
+        .module_put(&ModulePut {
+            name: "future".into(),
+            version: "2.0.0".into(),
+            digest: sha256_hex(&future),
+            wit_version: "2.0.0".into(),
+            bytes: future,
+        })
+        .await
+        .unwrap();
+    store
+        .jobs_put(&[
+            every_job("m/counter", "counter", 500),
+            every_job("m/future", "future", 500),
+        ])
+        .await
+        .unwrap();
+
+    // Both nodes live: `current` runs every counter fire, `old` none, and the
+    // 2.0 module, which no node runs, is skipped and its trigger goes on.
+    wait_for_count(&store, "m/counter", HistoryStatus::Success, 4).await;
+    wait_for_count(&store, "m/future", HistoryStatus::Skipped, 3).await;
+    let counter = history_of(&store, "m/counter").await;
+    assert_eq!(
+        count(&counter, HistoryStatus::Success, Some("current")),
+        counter.len(),
+        "only the node that runs 1.0 ran the 1.0 module, and never skipped it: {counter:?}"
+    );
+    let future = history_of(&store, "m/future").await;
+    assert!(future.iter().all(|h| h.status == HistoryStatus::Skipped
+        && details(h)["reason"] == "no-capable-node"
+        && details(h)["needs_wit"] == "2.0"));
+    let nodes = store.node_list(1_500).await.unwrap();
+    let current_row = nodes.iter().find(|n| n.node_id == "current").unwrap();
+    assert_eq!(current_row.wit_versions, "1.0");
+    assert_eq!(
+        nodes
+            .iter()
+            .find(|n| n.node_id == "old")
+            .unwrap()
+            .wit_versions,
+        "0.0-0.9"
+    );
+
+    // The only 1.0 node leaves: now no live node can run the counter, so its
+    // fires are skipped (recorded, trigger advanced), never stuck ...
+    stop(current);
+    wait_until(
+        Duration::from_secs(60),
+        "counter fires to be skipped",
+        || {
+            let store = store.clone();
+            async move {
+                history_of(&store, "m/counter")
+                    .await
+                    .iter()
+                    .any(|h| h.status == HistoryStatus::Skipped)
+            }
+        },
+    )
+    .await;
+    let skipped = history_of(&store, "m/counter").await;
+    assert!(skipped.iter().all(|h| h.node_id.as_deref() != Some("old")));
+    assert!(
+        skipped
+            .iter()
+            .filter(|h| h.status == HistoryStatus::Skipped)
+            .all(|h| details(h)["reason"] == "no-capable-node")
+    );
+    // ... and once a 1.0 node is back, they run again.
+    let before = count(&skipped, HistoryStatus::Success, None);
+    current = node(dir.path(), &url, "current");
+    wait_for_count(&store, "m/counter", HistoryStatus::Success, before + 2).await;
+    stop(current);
+    stop(old);
+    let all = history_of(&store, "m/counter").await;
+    assert_eq!(count(&all, HistoryStatus::Success, Some("old")), 0);
+    pg_drop(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_pushed_through_one_process_is_compiled_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_propagate").await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let nodes = [
+        node(dir.path(), &url, "node-1"),
+        node(dir.path(), &url, "node-2"),
+        node(dir.path(), &url, "node-3"),
+    ];
+    for id in ["node-1", "node-2", "node-3"] {
+        wait_alive(&store, id).await;
+    }
+    let bytes = std::fs::read(wasm("hello")).unwrap();
+    let digest = sha256_hex(&bytes);
+    let pushed = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["module", "push", "--db", &url])
+        .arg(wasm("hello"))
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache-cli"))
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{pushed:?}");
+    let since_push = Instant::now();
+    // Every node says it has compiled it (`cluster nodes --json` shows the same).
+    wait_until(
+        Duration::from_secs(30),
+        "every node to compile the module",
+        || {
+            let (store, digest) = (store.clone(), digest.clone());
+            async move {
+                let nodes = store.node_list(1_500).await.unwrap_or_default();
+                nodes.len() == 3 && nodes.iter().all(|n| n.modules.contains(&digest))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "module propagation: compiled and advertised by all 3 nodes {} ms after `module push` returned",
+        since_push.elapsed().as_millis()
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["cluster", "nodes", "--json", "--db", &url])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    for n in listed.as_array().unwrap() {
+        assert!(
+            n["modules"]
+                .as_array()
+                .unwrap()
+                .contains(&digest.clone().into())
+        );
+        assert_eq!(n["wit_versions"], "1.0");
+    }
+    // A job added now on any node runs the pushed module.
+    store
+        .jobs_put(&[every_job("p/hello", "hello", 60_000)])
+        .await
+        .unwrap();
+    wait_for_success(&store, "p/hello", Duration::from_secs(30)).await;
+    for n in nodes {
+        stop(n);
+    }
+    pg_drop(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_cannot_complete_the_fire_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_sigstop").await;
+    write_manifest(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nkey = \"s/report\"\nmodule = \"report\"\ndata = {{ steps = 30, step_ms = 100 }}\nrequests_recovery = true\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
+            module_decl("report", "report")
+        ),
+    );
+    let store = PgStore::connect(&url).await.unwrap();
+    // node-a alone picks the fire up; node-b joins once it runs.
+    let a = node(dir.path(), &url, "node-a");
+    wait_until(
+        Duration::from_secs(60),
+        "node-a to start the report",
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .fire_list()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| f.attempt == 1 && !f.recovering)
+                    && !store
+                        .state_keys("s/report")
+                        .await
+                        .unwrap_or_default()
+                        .is_empty()
+            }
+        },
+    )
+    .await;
+    let b = node(dir.path(), &url, "node-b");
+    wait_alive(&store, "node-b").await;
+    signal(&a, "-STOP");
+    wait_until(
+        Duration::from_secs(60),
+        "node-b to take the fire over",
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .fire_list()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| f.recovering)
+            }
+        },
+    )
+    .await;
+    signal(&a, "-CONT");
+    // node-a's run goes on where it was and ends; its completion is refused.
+    let log_a = dir.path().join("node-a.log");
+    wait_until(Duration::from_secs(60), "node-a's late completion", || {
+        let log_a = log_a.clone();
+        async move {
+            std::fs::read_to_string(&log_a)
+                .unwrap_or_default()
+                .contains("completion refused")
+        }
+    })
+    .await;
+    wait_for_success(&store, "s/report", Duration::from_secs(60)).await;
+    wait_alive(&store, "node-a").await;
+    stop(a);
+    stop(b);
+    let history = history_of(&store, "s/report").await;
+    assert_eq!(history.len(), 1, "one fire, one end: {history:?}");
+    assert_eq!(history[0].node_id.as_deref(), Some("node-b"));
+    assert_eq!(details(&history[0])["recovering"], true);
+    pg_drop(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_clocks_minutes_off_fire_neither_early_nor_late() {
+    // libfaketime, preloaded, moves the process's wall clock (not its monotonic one).
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("faketime/libfaketimeMT.so.1")))
+        .find(|p| p.is_file())
+        .expect("libfaketime is required for this test: `apt-get install faketime` (./dev.sh test installs it)");
+    let lib = lib.to_str().unwrap();
+    let skewed = |offset: &'static str| {
+        [
+            ("LD_PRELOAD", lib),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_skew").await;
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let json_log = ["--log", "info", "--log-format", "json"];
+    let ahead = node_with(dir.path(), &url, "ahead", &json_log, &skewed("+5m"));
+    let behind = node_with(dir.path(), &url, "behind", &json_log, &skewed("-5m"));
+    wait_alive(&store, "ahead").await;
+    wait_alive(&store, "behind").await;
+    // The nodes' own clocks are off (their log lines are stamped by them).
+    for (id, skew_s) in [("ahead", 300), ("behind", -300)] {
+        let log = std::fs::read_to_string(dir.path().join(format!("{id}.log"))).unwrap();
+        let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        let stamped = chrono::DateTime::parse_from_rfc3339(first["timestamp"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+        let real = chrono::Utc::now().timestamp();
+        assert!(
+            (stamped - real - skew_s).abs() < 60,
+            "{id} logs at {stamped}, real time {real}"
+        );
+    }
+    // One-shots due over the next seconds by the database's clock.
+    let now = store.now_ms().await.unwrap();
+    let jobs: Vec<_> = (0..20)
+        .map(|i| {
+            let key = format!("k/at-{i}");
+            let at = now + 3_000 + i * 150;
+            let mut job = JobDef::new(key.clone(), "counter");
+            job.priority = 5;
+            let trigger = TriggerPut {
+                trigger_key: format!("{key}:at"),
+                job_key: key,
+                spec: TriggerSpec {
+                    kind: TriggerKind::At(at),
+                    start_ms: None,
+                    end_ms: None,
+                    misfire: MisfirePolicy::FireNow,
+                },
+                priority: 5,
+            };
+            (job, vec![trigger])
+        })
+        .collect();
+    store.jobs_put(&jobs).await.unwrap();
+    let filter = HistoryFilter {
+        status: Some(HistoryStatus::Success),
+        ..HistoryFilter::default()
+    };
+    wait_until(Duration::from_secs(60), "the one-shots to run", || {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move { store.history_count(&filter).await.unwrap() >= 20 }
+    })
+    .await;
+    stop(ahead);
+    stop(behind);
+    // When the guest ran, by the database clock: its kv write's timestamp.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for (i, (job, triggers)) in jobs.iter().enumerate() {
+        let TriggerKind::At(at) = triggers[0].spec.kind else {
+            unreachable!()
+        };
+        let history = history_of(&store, &job.job_key).await;
+        assert_eq!(history.len(), 1, "{history:?}");
+        let (value, written): (Vec<u8>, i64) = sqlx::query_as(
+            "SELECT value, updated_at FROM job_state WHERE job_key = $1 AND key = 'count'",
+        )
+        .bind(&job.job_key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(value, b"1", "one run of {}", job.job_key);
+        assert!(written >= at, "fire {i} ran {} ms early", at - written);
+        // Minutes late would be the skew; a fire is started well within a second.
+        assert!(
+            written - at < 2_000,
+            "fire {i} ran {} ms late",
+            written - at
+        );
+    }
+    pg_drop(&schema).await;
+}
+
+/// The cluster load: one-shot jobs due over the first 20 s and `forbid` cron
+/// jobs firing every second for a minute, all on the `counter` guest (which
+/// counts its runs in kv) and requesting recovery.
+struct Load {
+    one_shots: usize,
+    crons: usize,
+    /// Fires of each cron trigger.
+    seconds: i64,
+}
+
+impl Load {
+    fn fires(&self) -> u64 {
+        (self.one_shots + self.crons * usize::try_from(self.seconds).unwrap()) as u64
+    }
+
+    async fn put(&self, store: &PgStore) {
+        let now = store.now_ms().await.unwrap();
+        // Cron fires on whole seconds; the window holds exactly `seconds` of them.
+        let start = (now / 1_000 + 4) * 1_000;
+        let trigger = |key: &str, kind: TriggerKind, end_ms: Option<i64>| TriggerPut {
+            trigger_key: format!("{key}:t"),
+            job_key: key.into(),
+            spec: TriggerSpec {
+                kind,
+                start_ms: Some(start),
+                end_ms,
+                misfire: MisfirePolicy::FireNow,
+            },
+            priority: 5,
+        };
+        let mut jobs = Vec::new();
+        for i in 0..self.one_shots {
+            let key = format!("load/once-{i}");
+            let at =
+                start + i64::try_from(i).unwrap() * 20_000 / i64::try_from(self.one_shots).unwrap();
+            jobs.push((
+                JobDef::new(&key, "counter"),
+                vec![trigger(&key, TriggerKind::At(at), None)],
+            ));
+        }
+        for i in 0..self.crons {
+            let key = format!("load/cron-{i}");
+            let cron = TriggerKind::Cron {
+                expr: "* * * * * ?".into(),
+                tz: "UTC".into(),
+            };
+            let end = start + (self.seconds - 1) * 1_000 + 500;
+            // `forbid`: a job's fires never overlap anywhere, so the guest's
+            // read-modify-write of its count is never lost to a concurrent run.
+            let mut job = JobDef::new(&key, "counter");
+            job.overlap = Overlap::Forbid;
+            jobs.push((job, vec![trigger(&key, cron, Some(end))]));
+        }
+        for (job, _) in &mut jobs {
+            job.requests_recovery = true;
+            // A run whose kv call met the database down fails; it is retried.
+            job.retry.max_attempts = 5;
+        }
+        store.jobs_put(&jobs).await.unwrap();
+    }
+
+    fn expected(&self, job_key: &str) -> i64 {
+        if job_key.starts_with("load/cron-") {
+            self.seconds
+        } else {
+            1
+        }
+    }
+
+    /// Every fire ended in success once, none lost; a job's guest ran more
+    /// often than its fires only through flagged recovery re-runs or retries
+    /// (and never, when `reruns_allowed` is false).
+    async fn check(&self, url: &str, reruns_allowed: bool) -> u64 {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT job_key, COUNT(*) FILTER (WHERE status <> 'retried'), COUNT(*) FILTER (WHERE status = 'success'), \
+             COUNT(DISTINCT scheduled_ms) FILTER (WHERE status = 'success'), \
+             COUNT(*) FILTER (WHERE details LIKE '%\"recovering\":true%'), COUNT(*) FILTER (WHERE status = 'retried') \
+             FROM task_history GROUP BY job_key",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows.len(),
+            self.one_shots + self.crons,
+            "every job has history"
+        );
+        let counts: std::collections::HashMap<String, Vec<u8>> =
+            sqlx::query_as("SELECT job_key, value FROM job_state WHERE key = 'count'")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+        let mut reruns = 0;
+        for (job, total, success, distinct, recovering, retried) in rows {
+            let expected = self.expected(&job);
+            assert_eq!(
+                (total, success, distinct),
+                (expected, expected, expected),
+                "{job}: one success per fire, nothing else"
+            );
+            let ran: i64 = std::str::from_utf8(&counts[&job]).unwrap().parse().unwrap();
+            assert!(
+                ran >= expected,
+                "{job}: the guest ran {ran} times for {expected} fires"
+            );
+            let extra = ran - expected;
+            if reruns_allowed {
+                // A fire recovered twice (both nodes killed in turn) re-runs twice
+                // and ends once: only its last run has a history row.
+                assert!(
+                    extra == 0 || recovering + retried > 0,
+                    "{job}: {extra} extra runs, and no flagged recovery re-run or retry"
+                );
+            } else {
+                assert_eq!(
+                    (extra, recovering, retried),
+                    (0, 0, 0),
+                    "{job}: ran exactly once per fire"
+                );
+            }
+            reruns += u64::try_from(recovering + retried).unwrap();
+        }
+        reruns
+    }
+}
+
+async fn wait_for_load(
+    store: &PgStore,
+    url: &str,
+    load: &Load,
+    limit: Duration,
+    mut between: impl FnMut(),
+) {
+    let filter = HistoryFilter {
+        status: Some(HistoryStatus::Success),
+        ..HistoryFilter::default()
+    };
+    let started = Instant::now();
+    loop {
+        // Errors (the database restarting) mean "not yet".
+        let done = store.history_count(&filter).await.unwrap_or(0);
+        if done >= load.fires() && store.fire_list().await.is_ok_and(|f| f.is_empty()) {
+            return;
+        }
+        if started.elapsed() > limit {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let left: Vec<(String, String)> = sqlx::query_as(
+                "SELECT job_key, concat_ws(' ', state, node_id, lease_until_ms, due_ms, attempt) \
+                 FROM fires ORDER BY due_ms LIMIT 20",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            panic!("{done} of {} fires ran; fires left: {left:?}", load.fires());
+        }
+        between();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const LOAD: Load = Load {
+    one_shots: 20_000,
+    crons: 200,
+    seconds: 60,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_run_20000_one_shots_and_200_crons_every_fire_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_load").await;
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let nodes: Vec<Node> = ids.iter().map(|id| node(dir.path(), &url, id)).collect();
+    for id in ids {
+        wait_alive(&store, id).await;
+    }
+    let started = Instant::now();
+    LOAD.put(&store).await;
+    wait_for_load(&store, &url, &LOAD, Duration::from_secs(240), || {}).await;
+    eprintln!(
+        "load: {} fires in {:.1} s",
+        LOAD.fires(),
+        started.elapsed().as_secs_f64()
+    );
+    for n in nodes {
+        stop(n);
+    }
+    LOAD.check(&url, false).await;
+    pg_drop(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_nodes_every_few_seconds_loses_no_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_chaos").await;
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let mut nodes: Vec<Node> = ids.iter().map(|id| node(dir.path(), &url, id)).collect();
+    for id in ids {
+        wait_alive(&store, id).await;
+    }
+    LOAD.put(&store).await;
+    let mut kills = 0;
+    let mut last_kill = Instant::now();
+    wait_for_load(&store, &url, &LOAD, Duration::from_secs(240), || {
+        if last_kill.elapsed() < Duration::from_secs(3) {
+            return;
+        }
+        // kill -9 one node and start it again under the same id.
+        let i = kills % nodes.len();
+        nodes[i].kill().unwrap();
+        nodes[i].wait().unwrap();
+        nodes[i] = node(dir.path(), &url, ids[i]);
+        kills += 1;
+        last_kill = Instant::now();
+    })
+    .await;
+    for n in nodes {
+        stop(n);
+    }
+    let reruns = LOAD.check(&url, true).await;
+    eprintln!("chaos: {kills} kill -9s, {reruns} recovery re-runs or retries, no fire lost");
+    assert!(
+        kills >= 10,
+        "the run lasted long enough to kill nodes repeatedly"
+    );
+    pg_drop(&schema).await;
+}
+
+/// A PostgreSQL of the test's own (initdb + pg_ctl as the postgres user, on a
+/// spare port), so restarting it disturbs no other test. Stopped on drop.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivatePg {
+    const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+    fn start() -> PrivatePg {
+        let dir = tempfile::tempdir().unwrap();
+        // The postgres user must reach its data directory.
+        Command::new("chmod")
+            .arg("755")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        assert!(
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&data)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg { dir, port };
+        let initdb = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{}/initdb", Self::BIN),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        pg.ctl("start");
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn ctl(&self, action: &str) {
+        let data = self.data();
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            data.display()
+        );
+        let out = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{}/pg_ctl", Self::BIN),
+                action,
+                "-w",
+                "-m",
+                "fast",
+                "-o",
+                &options,
+                "-l",
+            ])
+            .arg(data.join("log"))
+            .arg("-D")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{}/pg_ctl", Self::BIN),
+                "stop",
+                "-m",
+                "immediate",
+                "-D",
+            ])
+            .arg(self.data())
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_postgresql_restart_and_lose_nothing() {
+    let pg = PrivatePg::start();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    let store = PgStore::connect(&url).await.unwrap();
+    let ids = ["node-1", "node-2", "node-3"];
+    let nodes: Vec<Node> = ids.iter().map(|id| node(dir.path(), &url, id)).collect();
+    for id in ids {
+        wait_alive(&store, id).await;
+    }
+    let load = Load {
+        one_shots: 3_000,
+        crons: 20,
+        seconds: 30,
+    };
+    load.put(&store).await;
+    let filter = HistoryFilter {
+        status: Some(HistoryStatus::Success),
+        ..HistoryFilter::default()
+    };
+    wait_until(Duration::from_secs(60), "the load to be under way", || {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move { store.history_count(&filter).await.unwrap() >= 500 }
+    })
+    .await;
+    // Down for longer than the dead-after interval, while fires are running.
+    pg.ctl("stop");
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.ctl("start");
+    eprintln!(
+        "postgresql restart: down for {} ms",
+        down.elapsed().as_millis()
+    );
+    wait_for_load(&store, &url, &load, Duration::from_secs(90), || {}).await;
+    for n in nodes {
+        stop(n);
+    }
+    let reruns = load.check(&url, true).await;
+    eprintln!(
+        "postgresql restart: {} fires, none lost, {reruns} recovery re-runs or retries",
+        load.fires()
+    );
 }

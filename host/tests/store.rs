@@ -289,7 +289,7 @@ async fn an_unknown_database_url_is_a_clear_error() {
 use quartzite::schedule::trigger::{MisfireLimits, MisfirePolicy, TriggerKind, TriggerSpec};
 use quartzite::store::model::{
     AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryFilter, HistoryStatus,
-    JobDef, Overlap, TriggerPut,
+    JobDef, NodeCheckIn, Overlap, TriggerPut, TriggerState, WitRange,
 };
 
 fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<TriggerPut>) {
@@ -315,6 +315,7 @@ fn params(node: &str) -> AcquireParams {
         max: 10,
         lease_ms: 60_000,
         misfire: MisfireLimits::default(),
+        runs: WitRange::up_to(1, 0),
     }
 }
 
@@ -917,3 +918,133 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
     .await;
 }
 conformance!(guest_locks, guests_share_locks_through_the_store);
+
+fn check_in(node: &str, runs: WitRange) -> NodeCheckIn {
+    NodeCheckIn {
+        node_id: node.into(),
+        version: "test".into(),
+        wit_versions: String::new(),
+        runs,
+        modules: Vec::new(),
+    }
+}
+
+async fn fires_go_only_to_nodes_that_run_their_module_and_are_skipped_when_none_does(
+    store: Arc<dyn Store>,
+) {
+    // The store keeps bytes, not wasm: the records are what a newer node pushed.
+    for (name, wit) in [
+        ("current", "1.0.0"),
+        ("next-minor", "1.3.0"),
+        ("next-major", "2.0.0"),
+    ] {
+        store
+            .module_put(&ModulePut {
+                name: name.into(),
+                version: "1".into(),
+                digest: format!("{:0>64}", name.len()),
+                wit_version: wit.into(),
+                bytes: name.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    let now = store.now_ms().await.unwrap();
+    for (key, module) in [
+        ("g/current", "current"),
+        ("g/next-minor", "next-minor@1"),
+        ("g/next-major", "next-major"),
+        ("g/missing", "no-such-module"),
+    ] {
+        let (mut job, triggers) = at_job(key, now, MisfirePolicy::FireNow);
+        job.module = module.into();
+        store.job_put(&job, &triggers).await.unwrap();
+    }
+    let old = AcquireParams {
+        runs: WitRange::up_to(1, 0),
+        ..params("old")
+    };
+    store
+        .node_heartbeat(&check_in("old", old.runs))
+        .await
+        .unwrap();
+    let mut claimed: Vec<String> = store
+        .fire_acquire(&old)
+        .await
+        .unwrap()
+        .fires
+        .into_iter()
+        .map(|f| f.job_key)
+        .collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        ["g/current", "g/missing"],
+        "a 1.0 node leaves 1.3 and 2.0 modules to others (a missing module is anyone's NoOp)"
+    );
+    // A live 1.3 node exists: its fire waits for it; only the 2.0 one has no taker.
+    let new = AcquireParams {
+        runs: WitRange::up_to(1, 3),
+        ..params("new")
+    };
+    store
+        .node_heartbeat(&check_in("new", new.runs))
+        .await
+        .unwrap();
+    // Whatever the others, what the caller runs is never skipped.
+    assert_eq!(
+        store
+            .fire_skip_unrunnable(60_000, WitRange::up_to(2, 0))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.fire_skip_unrunnable(60_000, old.runs).await.unwrap(),
+        1
+    );
+    let skipped = history_of(&store, "g/next-major").await;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].status, HistoryStatus::Skipped);
+    let details: serde_json::Value = serde_json::from_str(&skipped[0].details).unwrap();
+    assert_eq!(details["reason"], "no-capable-node");
+    assert_eq!(details["needs_wit"], "2.0");
+    let trigger = store.trigger_list(Some("g/next-major")).await.unwrap();
+    assert_eq!(
+        trigger[0].state,
+        TriggerState::Complete,
+        "the trigger moved on"
+    );
+    let claimed = store.fire_acquire(&new).await.unwrap().fires;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job_key, "g/next-minor");
+    assert!(
+        store
+            .fire_list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|f| f.job_key != "g/next-major")
+    );
+    // Pushing a newer "latest" moves what a job needs: now the 1.0 node may not take it.
+    store
+        .module_put(&ModulePut {
+            name: "current".into(),
+            version: "2".into(),
+            digest: format!("{:0>64}", "ab"),
+            wit_version: "1.3.0".into(),
+            bytes: b"newer".to_vec(),
+        })
+        .await
+        .unwrap();
+    store.fire_now("g/current").await.unwrap();
+    assert!(store.fire_acquire(&old).await.unwrap().fires.is_empty());
+    assert_eq!(store.fire_acquire(&new).await.unwrap().fires.len(), 1);
+    let nodes = store.node_list(60_000).await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0].runs, Some(WitRange::up_to(1, 3)));
+}
+conformance!(
+    capability,
+    fires_go_only_to_nodes_that_run_their_module_and_are_skipped_when_none_does
+);

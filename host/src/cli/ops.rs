@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// The admin API's bearer token; prefer the environment variable, which `ps` does not show.
     #[arg(long, env = "QUARTZITE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Run and advertise contract versions only up to `MAJOR.MINOR` (rolling
+    /// upgrades: fires of newer modules are left to nodes that run them)
+    /// [default: the host's own; config `scheduler.max_wit`].
+    #[arg(long, env = "QUARTZITE_MAX_WIT", value_name = "MAJOR.MINOR")]
+    pub max_wit: Option<String>,
 }
 
 /// The `[api]` table of the config file.
@@ -131,6 +136,13 @@ pub async fn serve(db: &str, args: ServeArgs) -> ExitCode {
                 .then(|| PathBuf::from("jobs.toml"))
         });
     let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
+    let mut config = config;
+    if args.max_wit.is_some() {
+        config.scheduler.max_wit.clone_from(&args.max_wit);
+    }
+    if let Err(e) = config.scheduler.wit() {
+        return fail(EXIT_USAGE, &e);
+    }
     let options = ServeOptions {
         db_url: db.to_string(),
         manifest,
@@ -815,7 +827,8 @@ async fn trigger_pause(
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Nodes with their version, contract versions, last check-in and running fires.
+    /// Nodes with their version, contract versions, last check-in, running fires
+    /// and how many modules each has compiled (`--json` lists their digests).
     Nodes {
         /// A node silent for longer than this many ms is shown dead.
         #[arg(long, default_value_t = 2_000)]
@@ -857,6 +870,7 @@ pub async fn cluster(conn: &Conn, command: ClusterCommand, json: bool) -> ExitCo
                                 cell(&n["wit_versions"]),
                                 fmt_ms(n["heartbeat_ms"].as_i64()),
                                 cell(&n["running"]),
+                                n["modules"].as_array().map_or(0, Vec::len).to_string(),
                             ]
                         })
                         .collect();
@@ -868,6 +882,7 @@ pub async fn cluster(conn: &Conn, command: ClusterCommand, json: bool) -> ExitCo
                             "WIT",
                             "LAST CHECK-IN",
                             "RUNNING",
+                            "MODULES COMPILED",
                         ],
                         &rows,
                     );

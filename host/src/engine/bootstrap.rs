@@ -53,6 +53,8 @@ pub enum BootError {
     Runtime(String),
     #[error("admin API: {0}")]
     Api(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The admin API of a started node.
@@ -175,6 +177,7 @@ pub async fn start_with_api(
         .map(|a| api::auth::Auth::new(a.listen, a.token_sha256))
         .transpose()
         .map_err(BootError::Api)?;
+    options.scheduler.wit().map_err(BootError::Config)?;
     let manifest = match &options.manifest {
         Some(path) => Some(Manifest::load(path)?),
         None => None,
@@ -278,6 +281,10 @@ pub async fn start_with_api(
     if reset > 0 {
         tracing::info!(triggers = reset, "reset ERROR triggers to WAITING");
     }
+    // A node restarted under its id within the dead-after interval still looks
+    // alive: end its previous run first, or its new run would renew the old
+    // run's leases and those fires would never run.
+    store.node_restart(&options.node_id).await?;
     let recovered = store.fire_recover(options.scheduler.dead_after_ms).await?;
     if recovered > 0 {
         tracing::warn!(

@@ -195,6 +195,49 @@ impl ModuleResolver {
         Ok(job)
     }
 
+    /// Forgets which version each reference resolved to, so the next run asks
+    /// the store again (a module was pushed: "latest" may have moved).
+    pub fn forget(&self) {
+        self.resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Compiles a stored module ahead of its first run, if this node can run
+    /// contract `wit` and has not loaded it yet; returns whether it is loaded now.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be read.
+    pub async fn prepare(
+        &self,
+        digest: &str,
+        wit: crate::runtime::WitVersion,
+    ) -> Result<bool, StoreError> {
+        if self.runtime.module_by_digest(digest).is_some() {
+            return Ok(true);
+        }
+        let Some(record) = self
+            .store
+            .module_get(&ModuleRef::Digest(digest.to_string()))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let runnable =
+            crate::runtime::WitVersion::parse(&record.wit_version).is_some_and(|v| v.runs_on(wit));
+        if !runnable {
+            return Ok(false);
+        }
+        let Some(bytes) = self.store.module_bytes(digest).await? else {
+            return Ok(false);
+        };
+        let runtime = Arc::clone(&self.runtime);
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes)).await;
+        Ok(matches!(loaded, Ok(Ok(_))))
+    }
+
     async fn resolve_uncached(&self, spec: &str) -> Result<JobImpl, StoreError> {
         let noop = |code, detail: String| Ok(JobImpl::NoOp(ModuleRejection { code, detail }));
         let Some(reference) = parse_ref(spec) else {

@@ -13,11 +13,16 @@
 
 use super::modules::ModuleResolver;
 use crate::metrics::Metrics;
-use crate::runtime::{JobImpl, Limits, RunOutcome, RunReport, RunRequest, Runtime, WIT_VERSION};
+use crate::runtime::{
+    JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime, SkipCode,
+    WIT_VERSION, WitVersion,
+};
 use crate::schedule::trigger::MisfireLimits;
+use crate::store::ModuleEvent;
 use crate::store::Store;
 use crate::store::model::{
-    AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus,
+    AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus, NodeCheckIn,
+    WitRange,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -51,6 +56,32 @@ pub struct SchedulerConfig {
     pub history_max_age_ms: i64,
     /// At most this many history rows are kept. Default 1,000,000.
     pub history_max_rows: i64,
+    /// The newest contract version this node advertises and runs, `MAJOR.MINOR`
+    /// (default: the host's own). Lowering it keeps modules built for newer
+    /// minors on other nodes, as a host of an older release would.
+    pub max_wit: Option<String>,
+}
+
+impl SchedulerConfig {
+    /// The contract version this node runs: the host's own, or `max_wit`.
+    ///
+    /// # Errors
+    ///
+    /// When `max_wit` is not `MAJOR.MINOR` or is newer than what this host implements.
+    pub fn wit(&self) -> Result<WitVersion, String> {
+        let Some(text) = &self.max_wit else {
+            return Ok(WIT_VERSION);
+        };
+        let wanted = WitVersion::parse(&format!("{}.0", text.trim()))
+            .ok_or_else(|| format!("max_wit {text:?}: expected MAJOR.MINOR, e.g. 1.0"))?;
+        if wanted > WIT_VERSION {
+            return Err(format!(
+                "max_wit {text:?}: this host implements quartzite:job {}.{} and cannot advertise more",
+                WIT_VERSION.major, WIT_VERSION.minor
+            ));
+        }
+        Ok(wanted)
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +97,7 @@ impl Default for SchedulerConfig {
             grace_ms: 10_000,
             history_max_age_ms: 30 * 24 * 3_600_000,
             history_max_rows: 1_000_000,
+            max_wit: None,
         }
     }
 }
@@ -77,6 +109,8 @@ pub struct Scheduler {
     resolver: ModuleResolver,
     node_id: String,
     config: SchedulerConfig,
+    /// The contract version this node advertises and runs (see `max_wit`).
+    wit: WitVersion,
     wake: Arc<Notify>,
     /// Moving average of run time in microseconds (0: nothing ran yet).
     avg_run_us: std::sync::atomic::AtomicU64,
@@ -129,12 +163,19 @@ impl Scheduler {
             Arc::clone(&runtime),
             Arc::clone(&metrics),
         );
+        // Start-up validates `max_wit`; an invalid one here can only come from a
+        // caller that skipped it, and must not widen what the node claims.
+        let wit = config.wit().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring max_wit");
+            WIT_VERSION
+        });
         Arc::new(Scheduler {
             store,
             runtime,
             resolver,
             node_id,
             config,
+            wit,
             wake: Arc::new(Notify::new()),
             avg_run_us: std::sync::atomic::AtomicU64::new(0),
             metrics,
@@ -170,6 +211,7 @@ impl Scheduler {
         let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(done_rx));
         let upkeep = tokio::spawn(Arc::clone(&self).upkeep_loop(stop.clone()));
+        let module_watch = tokio::spawn(Arc::clone(&self).module_watch_loop());
         let mut backoff = Duration::from_millis(100);
         tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
         self.running.store(true, Ordering::Relaxed);
@@ -192,6 +234,7 @@ impl Scheduler {
                     threshold_ms: self.config.misfire_threshold_ms,
                     catch_up: self.config.catch_up,
                 },
+                runs: WitRange::up_to(self.wit.major, self.wit.minor),
             };
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
@@ -273,6 +316,7 @@ impl Scheduler {
         drop(done_tx);
         let _ = completer.await;
         upkeep.abort();
+        module_watch.abort();
         tracing::info!(node = %self.node_id, "scheduler stopped");
     }
 
@@ -322,6 +366,17 @@ impl Scheduler {
         let started_ms = local_ms() + offset_ms;
         self.metrics.fire_started(started_ms - fire.due_ms);
         let job = match self.resolver.resolve(&fire.job.module).await {
+            // Claimed as runnable, but the reference moved to a module for a
+            // contract this node does not run (pushed after the claim).
+            Ok(JobImpl::Wasm(m)) if !m.wit_version.runs_on(self.wit) => {
+                JobImpl::NoOp(ModuleRejection {
+                    code: SkipCode::ModuleIncompatible,
+                    detail: format!(
+                        "the module is built for quartzite:job {} and this node runs {}.{}",
+                        m.wit_version, self.wit.major, self.wit.minor
+                    ),
+                })
+            }
             Ok(job) => job,
             Err(e) => {
                 tracing::warn!(fire = %fire.fire_id, error = %e, "cannot read the module from the store; releasing the fire");
@@ -455,6 +510,45 @@ impl Scheduler {
         }
     }
 
+    /// Follows modules pushed through any process: the resolver forgets what
+    /// references meant, and a module this node can run is compiled before its
+    /// first fire. Without a feed (SQLite) the resolver's short cache does it.
+    async fn module_watch_loop(self: Arc<Self>) {
+        let mut retry = Duration::from_millis(500);
+        loop {
+            match self.store.module_watch().await {
+                Ok(None) => return,
+                Ok(Some(mut watch)) => {
+                    retry = Duration::from_millis(500);
+                    // Pushes made before the feed started are not announced.
+                    self.resolver.forget();
+                    loop {
+                        match watch.next().await {
+                            Ok(ModuleEvent::Pushed(digest)) => {
+                                self.resolver.forget();
+                                match self.resolver.prepare(&digest, self.wit).await {
+                                    Ok(true) => tracing::info!(%digest, "pushed module compiled"),
+                                    Ok(false) => {}
+                                    Err(e) => {
+                                        tracing::warn!(%digest, error = %e, "cannot read a pushed module")
+                                    }
+                                }
+                            }
+                            Ok(ModuleEvent::Missed) => self.resolver.forget(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "module feed lost; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot follow module pushes; retrying"),
+            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Check-ins, lease renewal, recovery of dead nodes' fires, history cleanup.
     async fn upkeep_loop(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let every = Duration::from_millis(
@@ -472,18 +566,35 @@ impl Scheduler {
             )),
         );
         let mut last_cleanup = None::<tokio::time::Instant>;
+        // Since when this node's check-ins have succeeded without a break. After
+        // an outage of the database every node looks dead; recovering before the
+        // others had a dead-after interval to check in again would take their
+        // running fires from them.
+        let mut checked_in_since = None::<tokio::time::Instant>;
+        let settle = Duration::from_millis(u64::try_from(self.config.dead_after_ms).unwrap_or(0));
         loop {
             tick.tick().await;
             if *stop.borrow() {
                 return;
             }
-            let wit = WIT_VERSION.to_string();
-            if let Err(e) = self
-                .store
-                .node_heartbeat(&self.node_id, env!("CARGO_PKG_VERSION"), &wit)
-                .await
-            {
-                tracing::warn!(error = %e, "check-in failed");
+            let check_in = NodeCheckIn {
+                node_id: self.node_id.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                wit_versions: match self.wit.minor {
+                    0 => format!("{}.0", self.wit.major),
+                    minor => format!("{}.0-{}.{minor}", self.wit.major, self.wit.major),
+                },
+                runs: WitRange::up_to(self.wit.major, self.wit.minor),
+                modules: self.runtime.loaded_digests(),
+            };
+            match self.store.node_heartbeat(&check_in).await {
+                Ok(()) => {
+                    checked_in_since.get_or_insert_with(tokio::time::Instant::now);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "check-in failed");
+                    checked_in_since = None;
+                }
             }
             if let Err(e) = self
                 .store
@@ -492,6 +603,9 @@ impl Scheduler {
             {
                 tracing::warn!(error = %e, "renewing leases failed");
             }
+            if checked_in_since.is_none_or(|t| t.elapsed() < settle) {
+                continue;
+            }
             match self.store.fire_recover(self.config.dead_after_ms).await {
                 Ok(0) => {}
                 Ok(n) => {
@@ -499,6 +613,18 @@ impl Scheduler {
                     self.wake.notify_one();
                 }
                 Err(e) => tracing::warn!(error = %e, "recovery pass failed"),
+            }
+            match self
+                .store
+                .fire_skip_unrunnable(
+                    self.config.dead_after_ms,
+                    WitRange::up_to(self.wit.major, self.wit.minor),
+                )
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(fires = n, "skipped fires no live node can run"),
+                Err(e) => tracing::warn!(error = %e, "skipping unrunnable fires failed"),
             }
             if last_cleanup.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
                 match self
@@ -567,4 +693,28 @@ fn history_details(
         details["retry_at_ms"] = json!(due_ms);
     }
     details
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_wit_only_narrows_what_the_node_runs() {
+        let with = |v: &str| SchedulerConfig {
+            max_wit: Some(v.into()),
+            ..SchedulerConfig::default()
+        };
+        assert_eq!(SchedulerConfig::default().wit(), Ok(WIT_VERSION));
+        assert_eq!(with("0.9").wit().map(|v| (v.major, v.minor)), Ok((0, 9)));
+        assert_eq!(with(" 1.0 ").wit(), Ok(WIT_VERSION));
+        assert!(
+            with("2.0")
+                .wit()
+                .unwrap_err()
+                .contains("cannot advertise more")
+        );
+        assert!(with("1.0.0").wit().unwrap_err().contains("MAJOR.MINOR"));
+        assert!(with("one").wit().unwrap_err().contains("MAJOR.MINOR"));
+    }
 }

@@ -237,6 +237,20 @@ impl Runtime {
         self.cached(digest)
     }
 
+    /// Digests of the modules loaded in memory, sorted: what this node has
+    /// compiled and can start at once.
+    pub fn loaded_digests(&self) -> Vec<String> {
+        let mut digests: Vec<String> = self
+            .modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        digests.sort_unstable();
+        digests
+    }
+
     fn cached(&self, digest: &str) -> Option<Arc<LoadedModule>> {
         self.modules
             .lock()

@@ -78,18 +78,33 @@ macro_rules! impl_store {
             }
 
             async fn module_put(&self, m: &$crate::store::ModulePut) -> Result<$crate::store::ModuleRecord, $crate::store::StoreError> {
-                sqlx::query(concat!(
-                    "INSERT INTO modules (name, version, digest, wit_version, size, bytes, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, ", $now, ") ON CONFLICT (name, version) DO NOTHING"
+                let _writer = self.writer().await;
+                let mut tx = self.pool.begin().await?;
+                let added = sqlx::query(concat!(
+                    "INSERT INTO modules (name, version, digest, wit_version, wit_rank, size, bytes, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, ", $now, ") ON CONFLICT (name, version) DO NOTHING"
                 ))
                 .bind(&m.name)
                 .bind(&m.version)
                 .bind(&m.digest)
                 .bind(&m.wit_version)
+                .bind($crate::store::model::wit_rank(&m.wit_version))
                 .bind(i64::try_from(m.bytes.len()).unwrap_or(i64::MAX))
                 .bind(&m.bytes)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                if added.rows_affected() > 0 {
+                    // Jobs naming this module by name, version or digest may now
+                    // need another contract version.
+                    sqlx::query(concat!($crate::store::sched::refresh_wit_need!(), "WHERE module IN ($1, $2, $3)"))
+                        .bind(&m.name)
+                        .bind(format!("{}@{}", m.name, m.version))
+                        .bind(format!("sha256:{}", m.digest))
+                        .execute(&mut *tx)
+                        .await?;
+                    self.module_pushed(&mut tx, &m.digest).await?;
+                }
+                tx.commit().await?;
                 let version = $crate::store::ModuleRef::Version { name: m.name.clone(), version: m.version.clone() };
                 let stored = self.module_get(&version).await?.ok_or_else(|| {
                     $crate::store::StoreError::Conflict(format!("module {}@{} vanished while being stored", m.name, m.version))
@@ -132,6 +147,10 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(|r| r.try_get("bytes")).transpose()?)
+            }
+
+            async fn module_watch(&self) -> Result<Option<$crate::store::ModuleWatch>, $crate::store::StoreError> {
+                self.module_watch_start().await
             }
 
             async fn module_list(&self, name: Option<&str>) -> Result<Vec<$crate::store::ModuleRecord>, $crate::store::StoreError> {

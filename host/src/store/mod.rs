@@ -12,7 +12,7 @@ mod postgres;
 pub mod sched;
 mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{ModuleEvent, ModuleWatch, PgStore};
 pub use sched::Scheduling;
 pub use sqlite::SqliteStore;
 
@@ -112,6 +112,9 @@ pub trait Store: Scheduling + Send + Sync + 'static {
     async fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every stored version, of one module or of all, newest first.
     async fn module_list(&self, name: Option<&str>) -> Result<Vec<ModuleRecord>, StoreError>;
+    /// A feed of modules pushed by any process, where the database has one
+    /// (PostgreSQL's LISTEN/NOTIFY); `None` on SQLite, used by one process.
+    async fn module_watch(&self) -> Result<Option<ModuleWatch>, StoreError>;
 
     /// Fires claimed or waiting to be claimed, oldest due first, without their
     /// jobs: what the admin API shows as executions in flight.

@@ -222,6 +222,61 @@ pub struct AcquireParams {
     /// How long a claim holds without renewal.
     pub lease_ms: i64,
     pub misfire: crate::schedule::trigger::MisfireLimits,
+    /// The contract versions this node runs: fires of jobs whose module needs
+    /// another one are left to nodes that can run them.
+    pub runs: WitRange,
+}
+
+/// Contract versions as ranks (`MAJOR * 1000000 + MINOR`), so "can this node run
+/// that module" is one range check in SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct WitRange {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+impl WitRange {
+    /// What a host implementing `major.minor` runs: every minor of its major up to its own.
+    pub fn up_to(major: u64, minor: u64) -> WitRange {
+        let major = i64::try_from(major).unwrap_or(i64::MAX / WIT_RANK_MAJOR - 1);
+        let minor = i64::try_from(minor).unwrap_or(0).min(WIT_RANK_MAJOR - 1);
+        WitRange {
+            lo: major * WIT_RANK_MAJOR,
+            hi: major * WIT_RANK_MAJOR + minor,
+        }
+    }
+
+    pub fn contains(&self, rank: i64) -> bool {
+        (self.lo..=self.hi).contains(&rank)
+    }
+}
+
+const WIT_RANK_MAJOR: i64 = 1_000_000;
+
+/// The rank of a stored contract version (`1.2.3` -> 1000002); `None` when it is
+/// not `MAJOR.MINOR.PATCH`.
+pub fn wit_rank(version: &str) -> Option<i64> {
+    let mut parts = version.split('.');
+    let major: i64 = parts.next()?.parse().ok()?;
+    let minor: i64 = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u64>().ok()?;
+    (minor < WIT_RANK_MAJOR && parts.next().is_none())
+        .then(|| major.checked_mul(WIT_RANK_MAJOR)?.checked_add(minor))
+        .flatten()
+}
+
+/// What a node reports when it checks in.
+#[derive(Clone, Debug)]
+pub struct NodeCheckIn {
+    pub node_id: String,
+    /// The quartzite version.
+    pub version: String,
+    /// The contract versions it runs, for people (`1.0`).
+    pub wit_versions: String,
+    /// The same, for claiming.
+    pub runs: WitRange,
+    /// Digests of the modules it has compiled.
+    pub modules: Vec<String>,
 }
 
 /// What `fire_acquire` returns.
@@ -349,6 +404,10 @@ pub struct NodeRow {
     pub heartbeat_ms: i64,
     pub version: String,
     pub wit_versions: String,
+    /// The contract versions it runs as ranks; `None` for a node that did not say.
+    pub runs: Option<WitRange>,
+    /// Digests of the modules it has compiled.
+    pub modules: Vec<String>,
     /// Fires this node holds now.
     pub running: i64,
     /// Whether it checked in within the dead-after interval.
@@ -486,6 +545,21 @@ impl ScheduleColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_runs_the_minors_of_its_major_up_to_its_own() {
+        let runs = WitRange::up_to(1, 2);
+        let rank = |v| wit_rank(v).unwrap();
+        assert!(runs.contains(rank("1.0.0")));
+        assert!(runs.contains(rank("1.2.9")));
+        assert!(!runs.contains(rank("1.3.0")));
+        assert!(!runs.contains(rank("0.9.0")));
+        assert!(!runs.contains(rank("2.0.0")));
+        assert_eq!(wit_rank("1.0"), None);
+        assert_eq!(wit_rank("1.x.0"), None);
+        assert_eq!(wit_rank("1.0.0.0"), None);
+        assert_eq!(wit_rank("1.1000000.0"), None);
+    }
 
     #[test]
     fn exponential_backoff_doubles_caps_and_jitters_within_bounds() {

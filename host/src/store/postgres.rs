@@ -1,7 +1,7 @@
 //! The PostgreSQL store: the cluster store, shared by every node.
 
 use super::{StoreError, redact};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -47,6 +47,78 @@ impl PgStore {
     /// PostgreSQL has row locks: writers need no queue of their own.
     pub(crate) async fn writer(&self) -> Option<()> {
         None
+    }
+}
+
+/// The channel every node listens on for pushed modules. Channels are per
+/// database, not per schema, so the payload names the schema.
+const MODULES_CHANNEL: &str = "quartzite_modules";
+
+impl PgStore {
+    /// Tells every node listening that a module was stored (sent on commit).
+    pub(crate) async fn module_pushed(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        digest: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
+            .bind(MODULES_CHANNEL)
+            .bind(digest)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn module_watch_start(&self) -> Result<Option<ModuleWatch>, StoreError> {
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&self.pool)
+            .await?;
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(MODULES_CHANNEL).await?;
+        Ok(Some(ModuleWatch { listener, schema }))
+    }
+}
+
+/// Modules pushed through any node, as they are committed.
+pub struct ModuleWatch {
+    listener: PgListener,
+    schema: String,
+}
+
+impl std::fmt::Debug for ModuleWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleWatch")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`ModuleWatch`] saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleEvent {
+    /// A module with this digest was stored.
+    Pushed(String),
+    /// The connection was lost and is back: pushes in between were not seen.
+    Missed,
+}
+
+impl ModuleWatch {
+    /// Waits for the next push into this store's schema.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached again; the caller retries later.
+    pub async fn next(&mut self) -> Result<ModuleEvent, StoreError> {
+        loop {
+            let Some(n) = self.listener.try_recv().await? else {
+                return Ok(ModuleEvent::Missed);
+            };
+            if let Some((schema, digest)) = n.payload().split_once(' ')
+                && schema == self.schema
+            {
+                return Ok(ModuleEvent::Pushed(digest.to_string()));
+            }
+        }
     }
 }
 

@@ -76,13 +76,32 @@ pub trait Scheduling: Send + Sync {
     async fn lock_list(&self) -> Result<Vec<LockRow>, StoreError>;
     /// Nodes that checked in, with whether each is alive.
     async fn node_list(&self, dead_after_ms: i64) -> Result<Vec<NodeRow>, StoreError>;
-    /// Records that `node_id` is alive.
-    async fn node_heartbeat(
+    /// Records that a node is alive and what it can run.
+    async fn node_heartbeat(&self, check_in: &NodeCheckIn) -> Result<(), StoreError>;
+    /// Declares a node's previous run over (it is starting again under the same
+    /// id), so the fires it held are recovered like a dead node's instead of
+    /// being renewed by its new run. Returns whether the node was known.
+    async fn node_restart(&self, node_id: &str) -> Result<bool, StoreError>;
+    /// Fires due now whose job's module no live node can run (neither the
+    /// caller, which runs `runs`, nor a node that checked in within
+    /// `dead_after_ms`) are recorded as `skipped` with reason `no-capable-node`
+    /// and removed; their triggers have already moved on. Returns how many.
+    async fn fire_skip_unrunnable(
         &self,
-        node_id: &str,
-        version: &str,
-        wit_versions: &str,
-    ) -> Result<(), StoreError>;
+        dead_after_ms: i64,
+        runs: WitRange,
+    ) -> Result<u64, StoreError>;
+}
+
+/// Sets `jobs.wit_need` to the rank of the module each job's reference resolves
+/// to now (the same choice as `module_get`: a name means its newest version).
+/// Append the `WHERE` that picks the jobs.
+macro_rules! refresh_wit_need {
+    () => {
+        "UPDATE jobs SET wit_need = (SELECT m.wit_rank FROM modules m \
+         WHERE m.name = jobs.module OR m.name || '@' || m.version = jobs.module OR 'sha256:' || m.digest = jobs.module \
+         ORDER BY m.created_at DESC, m.version DESC LIMIT 1) "
+    };
 }
 
 /// A new time-ordered UUID (v7) for fires and history rows.
@@ -264,6 +283,13 @@ macro_rules! impl_scheduling {
                          requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
                          paused = excluded.paused, source = excluded.source, updated_at = excluded.updated_at",
                     );
+                    qb.build().execute(&mut *tx).await?;
+                    let mut qb = sqlx::QueryBuilder::new(concat!($crate::store::sched::refresh_wit_need!(), "WHERE job_key IN ("));
+                    let mut list = qb.separated(", ");
+                    for (job, _) in chunk {
+                        list.push_bind(job.job_key.clone());
+                    }
+                    qb.push(")");
                     qb.build().execute(&mut *tx).await?;
 
                     let mut qb = sqlx::QueryBuilder::new(concat!("SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers WHERE job_key IN ("));
@@ -498,7 +524,8 @@ macro_rules! impl_scheduling {
 
                 // 1. Due triggers become fires.
                 let due = sqlx::query(concat!(
-                    "SELECT ", $crate::store::sched::trigger_columns!(), " FROM triggers \
+                    "SELECT ", $crate::store::sched::trigger_columns!(), ", \
+                     (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need FROM triggers \
                      WHERE state = 'WAITING' AND next_fire_ms <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
                      ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock
@@ -520,8 +547,14 @@ macro_rules! impl_scheduling {
                 }
                 let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
                 let mut completed: Vec<String> = Vec::new();
+                // Jobs whose module this node cannot run: their fires are created
+                // for the nodes that can.
+                let mut unrunnable: std::collections::HashSet<String> = std::collections::HashSet::new();
                 for row in &due {
                     let t = $crate::store::sched::trigger_from_row(row)?;
+                    if row.try_get::<Option<i64>, _>("wit_need")?.is_some_and(|need| !p.runs.contains(need)) {
+                        unrunnable.insert(t.job_key.clone());
+                    }
                     let Some(next_fire) = t.next_fire_ms else { continue };
                     let plan = match t.spec.plan(next_fire, now, horizon, &p.misfire) {
                         Ok(plan) => plan,
@@ -569,7 +602,7 @@ macro_rules! impl_scheduling {
                 let (direct, queued): (Vec<_>, Vec<_>) = {
                     let mut budget = p.max;
                     new_fires.into_iter().partition(|(_, job_key, _, _)| {
-                        let allow = jobs.get(job_key).is_some_and(|j| j.overlap == Overlap::Allow);
+                        let allow = jobs.get(job_key).is_some_and(|j| j.overlap == Overlap::Allow) && !unrunnable.contains(job_key);
                         if allow && budget > 0 {
                             budget -= 1;
                             true
@@ -635,14 +668,15 @@ macro_rules! impl_scheduling {
                 // 2. Claim due fires, respecting each job's overlap policy.
                 let budget = p.max.saturating_sub(out.fires.len());
                 let candidates = if budget == 0 { Vec::new() } else { sqlx::query(concat!(
-                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, \
-                     (SELECT COUNT(*) FROM fires a WHERE a.job_key = f.job_key AND a.state = 'acquired') AS active \
+                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing \
                      FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
-                     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND j.paused = 1) \
+                     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
                      ORDER BY f.due_ms, f.priority DESC LIMIT $2", $lock
                 ))
                 .bind(horizon)
                 .bind(i64::try_from(budget).unwrap_or(1).saturating_mul(4))
+                .bind(p.runs.lo)
+                .bind(p.runs.hi)
                 .fetch_all(&mut *tx)
                 .await? };
                 {
@@ -655,6 +689,44 @@ macro_rules! impl_scheduling {
                     }
                     $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs);
                 }
+                // `forbid` and `skip` decide on whether the job is running. Two
+                // nodes claiming at once would each see it idle (neither sees the
+                // other's uncommitted claim), so the job's row is locked first and
+                // its running fires counted after: a job another node is claiming
+                // right now is left for the next round.
+                let mut guarded: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+                {
+                    let mut keys: Vec<String> = Vec::new();
+                    for row in &candidates {
+                        let key: String = row.try_get("job_key")?;
+                        if jobs.get(&key).is_some_and(|j| j.overlap != Overlap::Allow) && !keys.contains(&key) {
+                            keys.push(key);
+                        }
+                    }
+                    for chunk in keys.chunks(200) {
+                        let mut qb = sqlx::QueryBuilder::new("SELECT job_key FROM jobs WHERE job_key IN (");
+                        let mut list = qb.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(") ORDER BY job_key");
+                        qb.push($lock);
+                        for row in qb.build().fetch_all(&mut *tx).await? {
+                            guarded.insert(row.try_get("job_key")?, false);
+                        }
+                        let mut qb = sqlx::QueryBuilder::new("SELECT DISTINCT job_key FROM fires WHERE state = 'acquired' AND job_key IN (");
+                        let mut list = qb.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(")");
+                        for row in qb.build().fetch_all(&mut *tx).await? {
+                            if let Some(running) = guarded.get_mut(&row.try_get::<String, _>("job_key")?) {
+                                *running = true;
+                            }
+                        }
+                    }
+                }
                 let mut busy: std::collections::HashSet<String> = out.fires.iter().map(|f| f.job_key.clone()).collect();
                 let mut skipped_overlap: Vec<String> = Vec::new();
                 let first_claimed = out.fires.len();
@@ -665,7 +737,11 @@ macro_rules! impl_scheduling {
                     let job_key: String = row.try_get("job_key")?;
                     let fire_id: String = row.try_get("fire_id")?;
                     let Some(job) = jobs.get(&job_key) else { continue };
-                    let active = row.try_get::<i64, _>("active")? > 0 || busy.contains(&job_key);
+                    let active = match guarded.get(&job_key) {
+                        _ if job.overlap == Overlap::Allow => false,
+                        None => continue, // another node is claiming this job's fires
+                        Some(running) => *running || busy.contains(&job_key),
+                    };
                     if active && job.overlap == Overlap::Forbid {
                         continue; // stays scheduled: blocked until the running fire ends
                     }
@@ -995,7 +1071,7 @@ macro_rules! impl_scheduling {
             async fn node_list(&self, dead_after_ms: i64) -> Result<Vec<$crate::store::model::NodeRow>, $crate::store::StoreError> {
                 use sqlx::Row;
                 let rows = sqlx::query(concat!(
-                    "SELECT n.node_id, n.started_ms, n.heartbeat_ms, n.version, n.wit_versions, \
+                    "SELECT n.node_id, n.started_ms, n.heartbeat_ms, n.version, n.wit_versions, n.wit_lo, n.wit_hi, n.modules, \
                      (SELECT COUNT(*) FROM fires f WHERE f.node_id = n.node_id AND f.state = 'acquired') AS running, \
                      CASE WHEN n.heartbeat_ms >= ", $now, " - $1 THEN 1 ELSE 0 END AS alive \
                      FROM nodes n ORDER BY n.node_id"
@@ -1011,6 +1087,11 @@ macro_rules! impl_scheduling {
                             heartbeat_ms: r.try_get("heartbeat_ms")?,
                             version: r.try_get("version")?,
                             wit_versions: r.try_get("wit_versions")?,
+                            runs: match (r.try_get("wit_lo")?, r.try_get("wit_hi")?) {
+                                (Some(lo), Some(hi)) => Some($crate::store::model::WitRange { lo, hi }),
+                                _ => None,
+                            },
+                            modules: r.try_get::<String, _>("modules")?.split(',').filter(|d| !d.is_empty()).map(str::to_string).collect(),
                             running: r.try_get("running")?,
                             alive: r.try_get::<i32, _>("alive")? != 0,
                         })
@@ -1018,17 +1099,91 @@ macro_rules! impl_scheduling {
                     .collect()
             }
 
-            async fn node_heartbeat(&self, node_id: &str, version: &str, wit_versions: &str) -> Result<(), $crate::store::StoreError> {
+            async fn node_heartbeat(&self, c: &$crate::store::model::NodeCheckIn) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(concat!(
-                    "INSERT INTO nodes (node_id, started_ms, heartbeat_ms, version, wit_versions) VALUES ($1, ", $now, ", ", $now, ", $2, $3) \
-                     ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, version = excluded.version, wit_versions = excluded.wit_versions"
+                    "INSERT INTO nodes (node_id, started_ms, heartbeat_ms, version, wit_versions, wit_lo, wit_hi, modules) \
+                     VALUES ($1, ", $now, ", ", $now, ", $2, $3, $4, $5, $6) \
+                     ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, version = excluded.version, \
+                     wit_versions = excluded.wit_versions, wit_lo = excluded.wit_lo, wit_hi = excluded.wit_hi, modules = excluded.modules"
                 ))
-                .bind(node_id)
-                .bind(version)
-                .bind(wit_versions)
+                .bind(&c.node_id)
+                .bind(&c.version)
+                .bind(&c.wit_versions)
+                .bind(c.runs.lo)
+                .bind(c.runs.hi)
+                .bind(c.modules.join(","))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn node_restart(&self, node_id: &str) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("UPDATE nodes SET heartbeat_ms = 0 WHERE node_id = $1")
+                    .bind(node_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn fire_skip_unrunnable(&self, dead_after_ms: i64, runs: $crate::store::model::WitRange) -> Result<u64, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::model::HistoryStatus;
+                // Nodes that never said what they run (older versions) count as
+                // able to run anything: skipping is for when no node can.
+                macro_rules! unrunnable {
+                    () => {
+                        "FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
+                         AND f.job_key IN (SELECT j.job_key FROM jobs j WHERE j.paused = 0 AND j.wit_need IS NOT NULL \
+                           AND (j.wit_need < $3 OR j.wit_need > $4) \
+                           AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.heartbeat_ms >= $1 - $2 \
+                             AND (n.wit_lo IS NULL OR j.wit_need BETWEEN n.wit_lo AND n.wit_hi)))"
+                    };
+                }
+                // Called on every check-in: look before taking the writer's lock.
+                let any = sqlx::query(concat!("SELECT 1 AS one ", unrunnable!(), " LIMIT 1"))
+                    .bind(self.now_ms().await?)
+                    .bind(dead_after_ms)
+                    .bind(runs.lo)
+                    .bind(runs.hi)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if any.is_none() {
+                    return Ok(0);
+                }
+                let _writer = self.writer().await;
+                let mut tx = self.pool.begin_with($begin).await?;
+                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                let rows = sqlx::query(concat!(
+                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, \
+                     (SELECT j.module FROM jobs j WHERE j.job_key = f.job_key) AS module, \
+                     (SELECT j.wit_need FROM jobs j WHERE j.job_key = f.job_key) AS wit_need ",
+                     unrunnable!(), " ORDER BY f.due_ms LIMIT 500", $lock
+                ))
+                .bind(now)
+                .bind(dead_after_ms)
+                .bind(runs.lo)
+                .bind(runs.hi)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut history = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let fire_id: String = row.try_get("fire_id")?;
+                    sqlx::query("DELETE FROM fires WHERE fire_id = $1 AND state = 'scheduled'").bind(&fire_id).execute(&mut *tx).await?;
+                    let need: Option<i64> = row.try_get("wit_need")?;
+                    let needs = need.map(|n| format!("{}.{}", n / 1_000_000, n % 1_000_000)).unwrap_or_default();
+                    let module: Option<String> = row.try_get("module")?;
+                    let job_key: String = row.try_get("job_key")?;
+                    let trigger_key: String = row.try_get("trigger_key")?;
+                    let mut entry = $crate::store::sched::history_row(Some(&fire_id), &job_key, Some(&trigger_key), HistoryStatus::Skipped,
+                        Some(row.try_get("scheduled_ms")?), now,
+                        serde_json::json!({ "reason": "no-capable-node", "module": module, "needs_wit": needs,
+                            "detail": format!("no live node runs quartzite:job {needs}, which this job's module needs") }));
+                    entry.attempt = u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(0);
+                    history.push(entry);
+                }
+                $crate::store::sched::insert_history!(&mut *tx, &history);
+                tx.commit().await?;
+                Ok(rows.len() as u64)
             }
         }
     };
@@ -1082,4 +1237,6 @@ macro_rules! insert_history {
     };
 }
 
-pub(crate) use {impl_scheduling, insert_history, job_columns, load_jobs, trigger_columns};
+pub(crate) use {
+    impl_scheduling, insert_history, job_columns, load_jobs, refresh_wit_need, trigger_columns,
+};

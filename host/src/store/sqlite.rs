@@ -65,6 +65,23 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// One process per SQLite file: nobody else to tell.
+    pub(crate) async fn module_pushed(
+        &self,
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        _digest: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub(crate) async fn module_watch_start(
+        &self,
+    ) -> Result<Option<super::ModuleWatch>, StoreError> {
+        Ok(None)
+    }
+}
+
+impl SqliteStore {
     async fn migrate_schema(&self) -> Result<(), StoreError> {
         // Two processes opening a new file at once (a server and a CLI call) would
         // race to apply the same migration: take a lock file next to the database.
