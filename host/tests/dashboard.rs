@@ -573,3 +573,166 @@ async fn loop_until_failed(server: &Server) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Bad chart parameters are JSON errors naming the parameter; the page's
+/// assets are served without a token, with a policy that keeps them on this server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_refuse_bad_windows_and_assets_stay_on_this_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path()).await;
+    for (query, status, code, field) in [
+        ("minutes=0", 422, "invalid_field", Some("minutes")),
+        ("minutes=10081", 422, "invalid_field", Some("minutes")),
+        ("bucket=0", 422, "invalid_field", Some("bucket")),
+        (
+            "minutes=10080&bucket=1",
+            422,
+            "invalid_field",
+            Some("bucket"),
+        ),
+        ("minutes=abc", 400, "bad_request", None),
+        ("window=5", 400, "bad_request", None),
+    ] {
+        let r = server
+            .http
+            .get(server.url(&format!("/api/v1/stats/executions?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], json!(code), "{query}: {body}");
+        assert_eq!(body["error"]["field"].as_str(), field, "{query}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let stats = server
+        .get("/api/v1/stats/executions?minutes=5&bucket=30")
+        .await;
+    let buckets = stats["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 10, "every bucket of the window is listed");
+    for pair in buckets.windows(2) {
+        assert_eq!(
+            pair[1]["start_ms"].as_i64().unwrap() - pair[0]["start_ms"].as_i64().unwrap(),
+            30_000
+        );
+    }
+    for (path, content_type) in [
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let r = server.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(header("content-type").starts_with(content_type), "{path}");
+        assert!(
+            header("content-security-policy").contains("connect-src 'self'"),
+            "{path}"
+        );
+    }
+}
+
+/// Inserts history rows `(status, scheduled_ms, started_ms)` straight into `task_history`.
+async fn insert_history(url: &str, rows: &[(&str, Option<i64>, i64)]) {
+    const SQL: &str = "INSERT INTO task_history (id, job_key, status, attempt, scheduled_ms, started_ms, ended_ms, duration_ms, details) \
+                       VALUES ($1, 'g/stats', $2, 1, $3, $4, $4, 0, '{}')";
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        for (i, (status, scheduled, started)) in rows.iter().enumerate() {
+            sqlx::query(SQL)
+                .bind(format!("row-{i}"))
+                .bind(*status)
+                .bind(*scheduled)
+                .bind(*started)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        for (i, (status, scheduled, started)) in rows.iter().enumerate() {
+            sqlx::query(SQL)
+                .bind(format!("row-{i}"))
+                .bind(*status)
+                .bind(*scheduled)
+                .bind(*started)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The store's stats on one backend: counts per bucket and status, and
+/// nearest-rank lag percentiles over real runs only.
+async fn stats_count_and_rank(url: &str) {
+    use quartzite::store::model::HistoryStatsParams;
+    let store = quartzite::store::open(url).await.unwrap();
+    let (from, width) = (1_000_000_i64, 10_000_i64);
+    let mut rows = Vec::new();
+    // Bucket 0: ten runs late by 1..=10 ms, and a misfire that is no run.
+    for lag in 1..=10 {
+        let started = from + lag * 100;
+        rows.push(("success", Some(started - lag), started));
+    }
+    rows.push(("misfired", Some(from + 5_000 - 90_000), from + 5_000));
+    // Bucket 2: failures late by 7, 3 and 50 ms.
+    for (status, lag) in [("failed", 7), ("failed", 3), ("timeout", 50)] {
+        let started = from + 2 * width + lag;
+        rows.push((status, Some(started - lag), started));
+    }
+    // Bucket 3: a skip without a scheduled time. Outside the window: two rows.
+    rows.push(("skipped", None, from + 3 * width));
+    rows.push(("success", Some(from - 2), from - 1));
+    rows.push(("success", Some(from + 4 * width), from + 4 * width));
+    insert_history(url, &rows).await;
+
+    let got = store
+        .history_stats(&HistoryStatsParams {
+            from_ms: from,
+            to_ms: from + 4 * width,
+            bucket_ms: width,
+        })
+        .await
+        .unwrap();
+    let summary: Vec<Value> = got
+        .iter()
+        .map(|b| {
+            json!([
+                b.index,
+                b.counts,
+                b.lag_samples,
+                b.lag_p50_ms,
+                b.lag_p99_ms,
+                b.lag_max_ms
+            ])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            json!([0, { "success": 10, "misfired": 1 }, 10, 5, 10, 10]),
+            json!([2, { "failed": 2, "timeout": 1 }, 3, 7, 50, 50]),
+            json!([3, { "skipped": 1 }, 0, null, null, null]),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_and_rank_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    stats_count_and_rank(&format!("sqlite://{}", dir.path().join("q.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_and_rank_on_postgres() {
+    let (url, schema) = pg_schema("qz_dash").await;
+    stats_count_and_rank(&url).await;
+    pg_drop(&schema).await;
+}
