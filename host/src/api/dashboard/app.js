@@ -195,6 +195,9 @@ function renderHistory(body) {
     rows.push(row, details);
   }
   fill($("#history-table tbody"), rows, 7, "No history matches.");
+  // Forget rows opened on other pages or since deleted by retention.
+  const shown = new Set(body.items.map((h) => h.id));
+  for (const id of hist.expanded) if (!shown.has(id)) hist.expanded.delete(id);
   hist.next = body.next_cursor;
   $("#history-prev").disabled = hist.page === 0;
   $("#history-next").disabled = !hist.next;
@@ -286,13 +289,11 @@ function formatTick(v) {
   return v >= 1000 ? `${(v / 1000).toFixed(1)}k` : String(Math.round(v * 10) / 10);
 }
 
-function timeLabels(buckets, x) {
-  if (!buckets.length) return [];
+function timeLabels(stats, x) {
   const fmt = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const last = buckets[buckets.length - 1];
   return [
-    svg("text", { x: x(0), y: H - 6, class: "axis", "text-anchor": "start" }, fmt(buckets[0].start_ms)),
-    svg("text", { x: x(buckets.length), y: H - 6, class: "axis", "text-anchor": "end" }, fmt(last.start_ms + 0)),
+    svg("text", { x: x(0), y: H - 6, class: "axis", "text-anchor": "start" }, fmt(stats.from_ms)),
+    svg("text", { x: x(stats.buckets.length), y: H - 6, class: "axis", "text-anchor": "end" }, fmt(stats.to_ms)),
   ];
 }
 
@@ -313,7 +314,7 @@ function renderCharts(stats) {
     if (ok > 0) bars.push(svg("rect", { x: x(i), y: y(ok, maxCount), width: bw, height: plotH * (ok / maxCount), class: "bar ok", "data-start": k.start_ms, "data-count": ok }, svg("title", {}, label)));
     if (k.failures > 0) bars.push(svg("rect", { x: x(i), y: y(k.total, maxCount), width: bw, height: plotH * (k.failures / maxCount), class: "bar fail", "data-start": k.start_ms, "data-count": k.failures }, svg("title", {}, label)));
   });
-  frame("#chart-executions", "Executions and failures per bucket", maxCount, [...bars, ...timeLabels(b, x)]);
+  frame("#chart-executions", "Executions and failures per bucket", maxCount, [...bars, ...timeLabels(stats, x)]);
 
   const maxLag = Math.max(1, ...b.map((k) => k.lag_max_ms || 0));
   const series = [];
@@ -325,7 +326,7 @@ function renderCharts(stats) {
         svg("title", {}, `${new Date(k.start_ms).toLocaleTimeString()}: ${cls} ${k[field]} ms over ${k.lag_samples} runs`)));
     }
   }
-  frame("#chart-lag", "Fire lag per bucket", maxLag, [...series, ...timeLabels(b, x)]);
+  frame("#chart-lag", "Fire lag per bucket", maxLag, [...series, ...timeLabels(stats, x)]);
 }
 
 // ---- refresh ---------------------------------------------------------------------
