@@ -638,16 +638,17 @@ async fn stats_refuse_bad_windows_and_assets_stay_on_this_origin() {
     }
 }
 
-/// Inserts history rows `(status, scheduled_ms, started_ms)` straight into `task_history`.
-async fn insert_history(url: &str, rows: &[(&str, Option<i64>, i64)]) {
+/// Inserts history rows `(status, attempt, scheduled_ms, started_ms)` straight into `task_history`.
+async fn insert_history(url: &str, rows: &[(&str, i64, Option<i64>, i64)]) {
     const SQL: &str = "INSERT INTO task_history (id, job_key, status, attempt, scheduled_ms, started_ms, ended_ms, duration_ms, details) \
-                       VALUES ($1, 'g/stats', $2, 1, $3, $4, $4, 0, '{}')";
+                       VALUES ($1, 'g/stats', $2, $3, $4, $5, $5, 0, '{}')";
     if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        for (i, (status, scheduled, started)) in rows.iter().enumerate() {
+        for (i, (status, attempt, scheduled, started)) in rows.iter().enumerate() {
             sqlx::query(SQL)
                 .bind(format!("row-{i}"))
                 .bind(*status)
+                .bind(*attempt)
                 .bind(*scheduled)
                 .bind(*started)
                 .execute(&pool)
@@ -656,10 +657,11 @@ async fn insert_history(url: &str, rows: &[(&str, Option<i64>, i64)]) {
         }
     } else {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
-        for (i, (status, scheduled, started)) in rows.iter().enumerate() {
+        for (i, (status, attempt, scheduled, started)) in rows.iter().enumerate() {
             sqlx::query(SQL)
                 .bind(format!("row-{i}"))
                 .bind(*status)
+                .bind(*attempt)
                 .bind(*scheduled)
                 .bind(*started)
                 .execute(&pool)
@@ -670,7 +672,7 @@ async fn insert_history(url: &str, rows: &[(&str, Option<i64>, i64)]) {
 }
 
 /// The store's stats on one backend: counts per bucket and status, and
-/// nearest-rank lag percentiles over real runs only.
+/// nearest-rank lag percentiles over first attempts that ran.
 async fn stats_count_and_rank(url: &str) {
     use quartzite::store::model::HistoryStatsParams;
     let store = quartzite::store::open(url).await.unwrap();
@@ -679,18 +681,25 @@ async fn stats_count_and_rank(url: &str) {
     // Bucket 0: ten runs late by 1..=10 ms, and a misfire that is no run.
     for lag in 1..=10 {
         let started = from + lag * 100;
-        rows.push(("success", Some(started - lag), started));
+        rows.push(("success", 1, Some(started - lag), started));
     }
-    rows.push(("misfired", Some(from + 5_000 - 90_000), from + 5_000));
-    // Bucket 2: failures late by 7, 3 and 50 ms.
+    rows.push(("misfired", 1, Some(from + 5_000 - 90_000), from + 5_000));
+    // Bucket 2: failures late by 7, 3 and 50 ms, and a second attempt whose
+    // delay is its backoff, not lag.
     for (status, lag) in [("failed", 7), ("failed", 3), ("timeout", 50)] {
         let started = from + 2 * width + lag;
-        rows.push((status, Some(started - lag), started));
+        rows.push((status, 1, Some(started - lag), started));
     }
+    rows.push((
+        "success",
+        2,
+        Some(from + 2 * width - 5_000),
+        from + 2 * width + 9,
+    ));
     // Bucket 3: a skip without a scheduled time. Outside the window: two rows.
-    rows.push(("skipped", None, from + 3 * width));
-    rows.push(("success", Some(from - 2), from - 1));
-    rows.push(("success", Some(from + 4 * width), from + 4 * width));
+    rows.push(("skipped", 1, None, from + 3 * width));
+    rows.push(("success", 1, Some(from - 2), from - 1));
+    rows.push(("success", 1, Some(from + 4 * width), from + 4 * width));
     insert_history(url, &rows).await;
 
     let got = store
@@ -718,7 +727,7 @@ async fn stats_count_and_rank(url: &str) {
         summary,
         vec![
             json!([0, { "success": 10, "misfired": 1 }, 10, 5, 10, 10]),
-            json!([2, { "failed": 2, "timeout": 1 }, 3, 7, 50, 50]),
+            json!([2, { "failed": 2, "success": 1, "timeout": 1 }, 3, 7, 50, 50]),
             json!([3, { "skipped": 1 }, 0, null, null, null]),
         ]
     );

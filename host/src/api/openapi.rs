@@ -198,7 +198,7 @@ pub fn document() -> Value {
             "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/cluster/locks": { "get": op("Cluster locks held now.", vec![], "200", "Items", false) },
             "/api/v1/audit": { "get": op("The audit log, newest first, paged.", audit, "200", "Page", false) },
-            "/api/v1/stats/executions": { "get": op("History per time bucket: rows per status, failures (failed, retried, timeout) and fire lag p50/p99/max of runs (started minus scheduled, ms). Buckets are aligned, oldest first, empty ones included.", stats, "200", "Stats", false) }
+            "/api/v1/stats/executions": { "get": op("History per time bucket: rows per status, failures (failed, retried, timeout) and fire lag p50/p99/max of first attempts that ran (started minus scheduled, ms). Buckets are aligned, oldest first, empty ones included.", stats, "200", "Stats", false) }
         }
     })
 }

@@ -347,7 +347,8 @@ pub struct HistoryBucket {
     pub index: i64,
     /// Rows per status (`success`, `failed`, ...); absent statuses are absent.
     pub counts: std::collections::BTreeMap<String, i64>,
-    /// Runs (success, failed, retried, timeout) with a scheduled time: the lag sample.
+    /// First attempts that ran (success, failed, retried, timeout) with a
+    /// scheduled time: the lag sample.
     pub lag_samples: i64,
     /// Nearest-rank percentiles and maximum of the lag, milliseconds.
     pub lag_p50_ms: Option<i64>,

@@ -59,7 +59,7 @@ pub trait Scheduling: Send + Sync {
     /// How many history rows match (`limit` and `before_ms` ignored).
     async fn history_count(&self, filter: &HistoryFilter) -> Result<u64, StoreError>;
     /// History per time bucket over a bounded window: rows per status and the
-    /// fire lag of real runs. Reads through the `history_by_started` index; only
+    /// fire lag of runs (first attempts: a retry's delay is its backoff). Reads through the `history_by_started` index; only
     /// non-empty buckets are returned, in order.
     async fn history_stats(
         &self,
@@ -947,10 +947,11 @@ macro_rules! impl_scheduling {
                     bucket.counts.insert(r.try_get("status")?, r.try_get("n")?);
                 }
                 // Nearest-rank percentiles: the row ranked ceil(p * n) within its bucket.
+                // First attempts only: a retry starts late by its backoff, on purpose.
                 let lags = sqlx::query(
                     "WITH runs AS ( \
                        SELECT (started_ms - $1) / $2 AS b, started_ms - scheduled_ms AS lag FROM task_history \
-                       WHERE started_ms >= $1 AND started_ms < $3 AND scheduled_ms IS NOT NULL \
+                       WHERE started_ms >= $1 AND started_ms < $3 AND scheduled_ms IS NOT NULL AND attempt = 1 \
                          AND status IN ('success', 'failed', 'retried', 'timeout') \
                      ), ranked AS ( \
                        SELECT b, lag, ROW_NUMBER() OVER (PARTITION BY b ORDER BY lag) AS rn, COUNT(*) OVER (PARTITION BY b) AS n FROM runs \
