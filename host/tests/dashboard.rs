@@ -53,6 +53,18 @@ path = "{hello}"
 name = "flaky"
 path = "{flaky}"
 
+[[module]]
+name = "report"
+path = "{report}"
+
+# Runs for ten seconds from the start, under the cluster lock `report`: a fire in flight.
+[[job]]
+key = "dash/report"
+module = "report"
+data = {{ steps = 40, step_ms = 250 }}
+[[job.trigger]]
+on = "start"
+
 # Runs all the time: history and chart bars.
 [[job]]
 key = "dash/hello"
@@ -80,6 +92,7 @@ cron = "0 0 3 1 1 ?"
 "#,
         hello = wasm("hello").display(),
         flaky = wasm("flaky").display(),
+        report = wasm("report").display(),
     );
     let path = dir.join("jobs.toml");
     std::fs::write(&path, text).unwrap();
@@ -358,7 +371,7 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
     assert_eq!(browser.current_url().await, server.url("/ui/"));
 
     // Jobs: every job of the manifest, with the next fire the store computed.
-    for key in ["dash/hello", "dash/flaky", "dash/later"] {
+    for key in ["dash/hello", "dash/flaky", "dash/later", "dash/report"] {
         browser
             .wait_for(&format!("the row of {key}"), JOB_CELL, json!([key, ".key"]))
             .await;
@@ -381,8 +394,93 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
         .await;
     assert_eq!(state, json!("active"));
 
+    // Executions in flight: dash/report's fire, claimed by this node, and its lock.
+    let fire = loop_until(&server, "/api/v1/executions", |page| {
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|f| f["job_key"] == json!("dash/report") && f["state"] == json!("acquired"))
+            .cloned()
+    })
+    .await;
+    let fire_row = format!(
+        "#executions-table tr[data-fire=\"{}\"]",
+        fire["fire_id"].as_str().unwrap()
+    );
+    let text = browser
+        .wait_for(
+            "dash/report in the executions table",
+            "const r = document.querySelector(arguments[0]); return r && r.innerText.includes('acquired') && r.innerText;",
+            json!([fire_row]),
+        )
+        .await;
+    let node = fire["node_id"].as_str().unwrap();
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("dash/report") && text.contains("acquired") && text.contains(node),
+        "{text}"
+    );
+    let locks = browser
+        .wait_for(
+            "the report lock",
+            "const t = document.querySelector('#locks-table tbody').innerText; return t.includes('report') && t;",
+            json!([]),
+        )
+        .await;
+    assert!(locks.as_str().unwrap().contains(node), "{locks}");
+
+    // Cluster: this node, alive, with its version and WIT versions.
+    let nodes = server.get("/api/v1/cluster/nodes").await;
+    let me = &nodes["items"][0];
+    let text = browser
+        .wait_for(
+            "this node in the nodes table",
+            "const r = document.querySelector(`#nodes-table tr[data-node=\"${arguments[0]}\"]`); return r && r.innerText;",
+            json!([node]),
+        )
+        .await;
+    let text = text.as_str().unwrap();
+    assert_eq!(me["node_id"], json!(node));
+    for part in [
+        "alive",
+        me["version"].as_str().unwrap(),
+        me["wit_versions"].as_str().unwrap(),
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+
+    // Modules: every stored module with its version, digest and WIT version.
+    let modules = server.get("/api/v1/modules").await;
+    let modules = modules["items"].as_array().unwrap();
+    assert_eq!(modules.len(), 3, "{modules:?}");
+    for m in modules {
+        let key = format!(
+            "{}@{}",
+            m["name"].as_str().unwrap(),
+            m["version"].as_str().unwrap()
+        );
+        let text = browser
+            .wait_for(
+                &format!("{key} in the modules table"),
+                "const r = document.querySelector(`#modules-table tr[data-module=\"${arguments[0]}\"]`); return r && r.innerText;",
+                json!([key]),
+            )
+            .await;
+        let text = text.as_str().unwrap();
+        assert!(
+            text.contains(&m["digest"].as_str().unwrap()[..16]),
+            "{text}"
+        );
+        assert!(text.contains(m["wit_version"].as_str().unwrap()), "{text}");
+    }
+
     // History: the failed run of dash/flaky, whose details show the guest's error.
-    let failed = loop_until_failed(&server).await;
+    let failed = loop_until(
+        &server,
+        "/api/v1/history?job=dash/flaky&status=failed",
+        |page| page["items"].as_array()?.first().cloned(),
+    )
+    .await;
     let message = failed["details"]["outcome"]["message"]
         .as_str()
         .unwrap()
@@ -559,17 +657,18 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
     browser.quit().await;
 }
 
-/// The failed run of dash/flaky, once it is in the history.
-async fn loop_until_failed(server: &Server) -> Value {
+/// Polls the API's `path` until `found` picks something out of its answer.
+async fn loop_until(server: &Server, path: &str, found: impl Fn(&Value) -> Option<Value>) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let page = server
-            .get("/api/v1/history?job=dash/flaky&status=failed")
-            .await;
-        if let Some(row) = page["items"].as_array().and_then(|a| a.first()) {
-            return row.clone();
+        let page = server.get(path).await;
+        if let Some(v) = found(&page) {
+            return v;
         }
-        assert!(Instant::now() < deadline, "dash/flaky never failed");
+        assert!(
+            Instant::now() < deadline,
+            "timed out polling {path}: {page}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
