@@ -593,6 +593,27 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
         )
         .await;
 
+    // Filtered by status: only dash/flaky's failure.
+    browser.click("#history-job").await;
+    browser
+        .script(
+            "document.querySelector('#history-job').value = '';",
+            json!([]),
+        )
+        .await;
+    browser
+        .click("#history-status option[value=\"failed\"]")
+        .await;
+    browser.click("#history-apply").await;
+    browser
+        .wait_for(
+            "the history filtered to failures",
+            "const rows = [...document.querySelectorAll('#history-table tr.run')]; \
+             return rows.length === 1 && rows[0].innerText.includes('dash/flaky') && rows[0].innerText.includes('failed');",
+            json!([]),
+        )
+        .await;
+
     // Charts: the bars add up to the executions the API counts, failures included,
     // and the lag chart has points.
     let total = |stats: &Value| -> i64 {
@@ -630,6 +651,16 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
     assert!(fail_bars >= 1, "the failed run is drawn as a failure");
     let points = browser.count("#chart-lag svg circle.point.p50").await;
     assert!(points >= 1, "fire lag points");
+
+    // Every view loaded and rendered without error.
+    let status = browser
+        .wait_for(
+            "a refresh without errors",
+            "const s = document.querySelector('#status'); return !s.classList.contains('error') && s.innerText;",
+            json!([]),
+        )
+        .await;
+    assert!(status.as_str().unwrap().starts_with("Updated"), "{status}");
 
     // Nothing was fetched from anywhere but this server.
     let resources = browser
