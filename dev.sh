@@ -68,6 +68,17 @@ ensure_faketime() {
   fi
 }
 
+ensure_chromium() {
+  # The dashboard test drives headless Chromium through chromedriver (WebDriver).
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return; fi
+  say "installing chromium and chromium-driver (Debian packages) for the dashboard test"
+  as_root apt-get update -qq || die "apt-get update failed: chromium and chromium-driver cannot be installed"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+    || die "cannot install the Debian packages chromium and chromium-driver, which the dashboard test needs"
+  [ -x /usr/bin/chromium ] || die "/usr/bin/chromium is still missing after installing the chromium package"
+  [ -x /usr/bin/chromedriver ] || die "/usr/bin/chromedriver is still missing after installing the chromium-driver package"
+}
+
 build_guests() {
   say "building guests for wasm32-wasip2 (release)"
   local args=()
@@ -109,6 +120,7 @@ cmd_test() {
   ensure_postgres
   ensure_promtool
   ensure_faketime
+  ensure_chromium
   build_guests
   say "cargo fmt --check"
   cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"

@@ -7,7 +7,9 @@ use super::error::ApiError;
 use super::views::{fmt_ms, history_view, job_view, trigger_view};
 use crate::engine::jobs::{JobSpec, valid_key};
 use crate::engine::modules::{PushError, push_bytes};
-use crate::store::model::{AuditFilter, HistoryEntry, HistoryFilter, HistoryStatus};
+use crate::store::model::{
+    AuditFilter, HistoryBucket, HistoryEntry, HistoryFilter, HistoryStatsParams, HistoryStatus,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -683,4 +685,91 @@ pub async fn audit_list(
         })
         .collect();
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    minutes: Option<i64>,
+    bucket: Option<i64>,
+}
+
+/// Longest window the stats cover, and most buckets in one answer: the query
+/// stays an index range scan of bounded size.
+const STATS_MAX_MINUTES: i64 = 7 * 24 * 60;
+const STATS_MAX_BUCKETS: i64 = 1440;
+
+/// Executions and failures per bucket, and fire lag percentiles, over the last
+/// `minutes` (default 60) in buckets of `bucket` seconds (default 60). Buckets
+/// are aligned on multiples of their width and every bucket of the window is
+/// listed, empty ones included, oldest first.
+pub async fn stats_executions(
+    State(state): Shared,
+    q: std::result::Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<Value>> {
+    let q = query(q)?;
+    let minutes = q.minutes.unwrap_or(60);
+    if !(1..=STATS_MAX_MINUTES).contains(&minutes) {
+        return Err(ApiError::invalid_field(
+            "minutes",
+            format!("minutes {minutes}: expected 1 to {STATS_MAX_MINUTES}"),
+        ));
+    }
+    let bucket_s = q.bucket.unwrap_or(60);
+    if !(1..=86_400).contains(&bucket_s) {
+        return Err(ApiError::invalid_field(
+            "bucket",
+            format!("bucket {bucket_s}: expected 1 to 86400 seconds"),
+        ));
+    }
+    let bucket_ms = bucket_s * 1000;
+    let window_ms = minutes * 60_000;
+    let n = (window_ms + bucket_ms - 1) / bucket_ms;
+    if n > STATS_MAX_BUCKETS {
+        return Err(ApiError::invalid_field(
+            "bucket",
+            format!(
+                "{minutes} minutes in buckets of {bucket_s}s make {n} buckets; at most {STATS_MAX_BUCKETS}: use wider buckets"
+            ),
+        ));
+    }
+    let now = state.store.now_ms().await?;
+    let to_ms = (now.div_euclid(bucket_ms) + 1) * bucket_ms;
+    let from_ms = to_ms - n * bucket_ms;
+    let found = state
+        .store
+        .history_stats(&HistoryStatsParams {
+            from_ms,
+            to_ms,
+            bucket_ms,
+        })
+        .await?;
+    let mut found = found.into_iter().peekable();
+    let mut buckets = Vec::new();
+    for i in 0..n {
+        let b = match found.peek() {
+            Some(b) if b.index == i => found.next().unwrap_or_default(),
+            _ => HistoryBucket::default(),
+        };
+        let count = |s: &str| b.counts.get(s).copied().unwrap_or(0);
+        let start_ms = from_ms + i * bucket_ms;
+        buckets.push(json!({
+            "start_ms": start_ms,
+            "start": fmt_ms(Some(start_ms)),
+            "total": b.counts.values().sum::<i64>(),
+            "failures": count("failed") + count("retried") + count("timeout"),
+            "counts": b.counts,
+            "lag_samples": b.lag_samples,
+            "lag_p50_ms": b.lag_p50_ms,
+            "lag_p99_ms": b.lag_p99_ms,
+            "lag_max_ms": b.lag_max_ms,
+        }));
+    }
+    Ok(Json(json!({
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+        "now_ms": now,
+        "bucket_seconds": bucket_s,
+        "buckets": buckets,
+    })))
 }

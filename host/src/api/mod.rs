@@ -1,7 +1,8 @@
 //! The HTTP admin API of a node (`quartzite serve --listen ADDR`): jobs,
 //! triggers, modules, history, fires in flight, cluster nodes and locks under
 //! `/api/v1/`, its OpenAPI document at `/api/v1/openapi.json`, `/metrics` for
-//! Prometheus, and `/healthz` / `/readyz` for probes.
+//! Prometheus, `/healthz` / `/readyz` for probes, and the web dashboard at
+//! `/ui/` (static assets that call this API from the browser).
 //!
 //! Handlers call the same store and engine functions as the CLI (a job is
 //! checked by [`crate::engine::jobs::JobSpec`], a module by
@@ -10,6 +11,7 @@
 //! what was wrong ([`error::ApiError`]).
 
 pub mod auth;
+mod dashboard;
 pub mod error;
 mod handlers;
 pub mod openapi;
@@ -206,6 +208,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         (Method::GET, "/api/v1/cluster/nodes", get(h::node_list)),
         (Method::GET, "/api/v1/cluster/locks", get(h::lock_list)),
         (Method::GET, "/api/v1/audit", get(h::audit_list)),
+        (
+            Method::GET,
+            "/api/v1/stats/executions",
+            get(h::stats_executions),
+        ),
     ]
 }
 
@@ -227,6 +234,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .merge(dashboard::router())
         .merge(api)
         .fallback(handlers::no_route)
         .method_not_allowed_fallback(handlers::no_method)

@@ -75,6 +75,20 @@ pub fn document() -> Value {
         "Only this action, e.g. job.create.",
         string(),
     ));
+    let stats = vec![
+        param(
+            "minutes",
+            "query",
+            "The window: the last this many minutes, 1 to 10080 (default 60).",
+            json!({ "type": "integer" }),
+        ),
+        param(
+            "bucket",
+            "query",
+            "Bucket width in seconds, 1 to 86400 (default 60); at most 1440 buckets.",
+            json!({ "type": "integer" }),
+        ),
+    ];
     let module_query = vec![
         param(
             "name",
@@ -133,6 +147,19 @@ pub fn document() -> Value {
                     }
                 },
                 "Object": { "type": "object" },
+                "Stats": { "type": "object", "properties": {
+                    "from_ms": { "type": "integer" }, "to_ms": { "type": "integer" }, "now_ms": { "type": "integer" },
+                    "bucket_seconds": { "type": "integer" },
+                    "buckets": { "type": "array", "items": { "type": "object", "properties": {
+                        "start_ms": { "type": "integer" }, "start": { "type": "string", "format": "date-time" },
+                        "total": { "type": "integer" }, "failures": { "type": "integer" },
+                        "counts": { "type": "object", "additionalProperties": { "type": "integer" } },
+                        "lag_samples": { "type": "integer" },
+                        "lag_p50_ms": { "type": "integer", "nullable": true },
+                        "lag_p99_ms": { "type": "integer", "nullable": true },
+                        "lag_max_ms": { "type": "integer", "nullable": true }
+                    } } }
+                } },
                 "Items": { "type": "object", "properties": { "items": { "type": "array", "items": { "type": "object" } } } },
                 "Page": { "type": "object", "properties": {
                     "items": { "type": "array", "items": { "type": "object" } },
@@ -170,7 +197,8 @@ pub fn document() -> Value {
             "/api/v1/executions": { "get": op("Fires in flight: claimed by a node or due and waiting.", vec![], "200", "Items", false) },
             "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/cluster/locks": { "get": op("Cluster locks held now.", vec![], "200", "Items", false) },
-            "/api/v1/audit": { "get": op("The audit log, newest first, paged.", audit, "200", "Page", false) }
+            "/api/v1/audit": { "get": op("The audit log, newest first, paged.", audit, "200", "Page", false) },
+            "/api/v1/stats/executions": { "get": op("History per time bucket: rows per status, failures (failed, retried, timeout) and fire lag p50/p99/max of first attempts that ran (started minus scheduled, ms). Buckets are aligned, oldest first, empty ones included.", stats, "200", "Stats", false) }
         }
     })
 }

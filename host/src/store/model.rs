@@ -385,6 +385,32 @@ pub struct HistoryFilter {
     pub before_ms: Option<i64>,
 }
 
+/// The window and bucket width of `history_stats`: rows started in
+/// `[from_ms, to_ms)`, counted per `bucket_ms` from `from_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryStatsParams {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub bucket_ms: i64,
+}
+
+/// One bucket of `history_stats`: rows per status, and the fire lag (start
+/// minus scheduled time) of the runs started in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HistoryBucket {
+    /// Index of the bucket from the window's start.
+    pub index: i64,
+    /// Rows per status (`success`, `failed`, ...); absent statuses are absent.
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// First attempts that ran (success, failed, retried, timeout) with a
+    /// scheduled time: the lag sample.
+    pub lag_samples: i64,
+    /// Nearest-rank percentiles and maximum of the lag, milliseconds.
+    pub lag_p50_ms: Option<i64>,
+    pub lag_p99_ms: Option<i64>,
+    pub lag_max_ms: Option<i64>,
+}
+
 /// A named cluster lock as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LockRow {

@@ -58,6 +58,13 @@ pub trait Scheduling: Send + Sync {
     async fn history_list(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StoreError>;
     /// How many history rows match (`limit` and `before_ms` ignored).
     async fn history_count(&self, filter: &HistoryFilter) -> Result<u64, StoreError>;
+    /// History per time bucket over a bounded window: rows per status and the
+    /// fire lag of runs (first attempts: a retry's delay is its backoff). Reads through the `history_by_started` index; only
+    /// non-empty buckets are returned, in order.
+    async fn history_stats(
+        &self,
+        params: &HistoryStatsParams,
+    ) -> Result<Vec<HistoryBucket>, StoreError>;
     /// Deletes history older than `max_age_ms` and beyond the newest `max_rows`.
     async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, StoreError>;
     /// Takes lock `name` for `holder` unless someone else holds an unexpired lease;
@@ -990,6 +997,61 @@ macro_rules! impl_scheduling {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+            }
+
+            async fn history_stats(
+                &self,
+                p: &$crate::store::model::HistoryStatsParams,
+            ) -> Result<Vec<$crate::store::model::HistoryBucket>, $crate::store::StoreError> {
+                use sqlx::Row;
+                if p.bucket_ms < 1 || p.to_ms <= p.from_ms {
+                    return Ok(Vec::new());
+                }
+                let mut out: std::collections::BTreeMap<i64, $crate::store::model::HistoryBucket> = std::collections::BTreeMap::new();
+                let counts = sqlx::query(
+                    "SELECT (started_ms - $1) / $2 AS b, status, COUNT(*) AS n FROM task_history \
+                     WHERE started_ms >= $1 AND started_ms < $3 GROUP BY (started_ms - $1) / $2, status",
+                )
+                .bind(p.from_ms)
+                .bind(p.bucket_ms)
+                .bind(p.to_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                for r in &counts {
+                    let b: i64 = r.try_get("b")?;
+                    let bucket = out.entry(b).or_insert_with(|| $crate::store::model::HistoryBucket { index: b, ..Default::default() });
+                    bucket.counts.insert(r.try_get("status")?, r.try_get("n")?);
+                }
+                // Nearest-rank percentiles: the row ranked ceil(p * n) within its bucket.
+                // First attempts only: a retry starts late by its backoff, on purpose.
+                let lags = sqlx::query(
+                    "WITH runs AS ( \
+                       SELECT (started_ms - $1) / $2 AS b, started_ms - scheduled_ms AS lag FROM task_history \
+                       WHERE started_ms >= $1 AND started_ms < $3 AND scheduled_ms IS NOT NULL AND attempt = 1 \
+                         AND status IN ('success', 'failed', 'retried', 'timeout') \
+                     ), ranked AS ( \
+                       SELECT b, lag, ROW_NUMBER() OVER (PARTITION BY b ORDER BY lag) AS rn, COUNT(*) OVER (PARTITION BY b) AS n FROM runs \
+                     ) \
+                     SELECT b, MAX(n) AS n, \
+                       MAX(CASE WHEN rn = (n * 50 + 99) / 100 THEN lag END) AS p50, \
+                       MAX(CASE WHEN rn = (n * 99 + 99) / 100 THEN lag END) AS p99, \
+                       MAX(lag) AS lag_max \
+                     FROM ranked GROUP BY b",
+                )
+                .bind(p.from_ms)
+                .bind(p.bucket_ms)
+                .bind(p.to_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                for r in &lags {
+                    let b: i64 = r.try_get("b")?;
+                    let bucket = out.entry(b).or_insert_with(|| $crate::store::model::HistoryBucket { index: b, ..Default::default() });
+                    bucket.lag_samples = r.try_get("n")?;
+                    bucket.lag_p50_ms = r.try_get("p50")?;
+                    bucket.lag_p99_ms = r.try_get("p99")?;
+                    bucket.lag_max_ms = r.try_get("lag_max")?;
+                }
+                Ok(out.into_values().collect())
             }
 
             async fn history_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, $crate::store::StoreError> {
