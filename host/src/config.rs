@@ -226,6 +226,12 @@ pub const KEYS: &[Key] = &[
         1,
         "Task history older than this is deleted by the cleanup job (30 days).",
     ),
+    key(
+        "scheduler.max_wit",
+        Kind::Str,
+        "",
+        "Run and advertise contract versions only up to MAJOR.MINOR (rolling upgrades); the host's own when unset.",
+    ),
     int(
         "scheduler.history_max_rows",
         "1000000",
@@ -479,12 +485,18 @@ fn check_str(path: &str, s: &str) -> Option<String> {
         "api.listen" if s.parse::<std::net::SocketAddr>().is_err() => Some(format!(
             "api.listen must be an address with a port such as 127.0.0.1:7878 or [::1]:7878, got {s:?}"
         )),
-        "api.admin_token" if s.chars().count() < 16 => {
-            Some("api.admin_token must be at least 16 characters long".into())
-        }
+        "api.admin_token" if s.chars().count() < 16 => Some(
+            "api.admin_token: the admin token is too short: it needs at least 16 characters".into(),
+        ),
         "api.admin_token_sha256" if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Some("api.admin_token_sha256 must be 64 hex digits (the SHA-256 of the token)".into())
         }
+        "scheduler.max_wit" => SchedulerConfig {
+            max_wit: Some(s.to_string()),
+            ..SchedulerConfig::default()
+        }
+        .wit()
+        .err(),
         "node_id" if s.is_empty() || s.len() > 128 || s.chars().any(char::is_whitespace) => Some(
             format!("node_id must be 1 to 128 characters without spaces, got {s:?}"),
         ),

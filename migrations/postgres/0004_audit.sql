@@ -11,3 +11,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 
 CREATE INDEX IF NOT EXISTS audit_log_by_time ON audit_log (at_ms DESC, id DESC);
+
+-- Paused jobs are few: the metrics' trigger-state gauge finds their triggers
+-- from this index instead of reading every job.
+CREATE INDEX IF NOT EXISTS jobs_paused ON jobs (job_key) WHERE paused = 1;

@@ -34,15 +34,16 @@ pub const EXIT_SKIPPED: u8 = 3;
     about = "A durable job scheduler for WebAssembly jobs"
 )]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "QUARTZITE_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    /// Log format on stderr [default: text; for `serve`, config `log.format`].
+    #[arg(long, global = true, value_enum, env = "QUARTZITE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Log filter (tracing syntax, e.g. `info` or `quartzite=debug`).
     #[arg(long, global = true, env = "QUARTZITE_LOG")]
     pub log: Option<String>,
-    /// The database: `sqlite://PATH` or `postgres://USER@HOST/DB`.
-    #[arg(long, global = true, env = "QUARTZITE_DB", default_value = crate::store::DEFAULT_URL)]
-    pub db: String,
+    /// The database: `sqlite://PATH` or `postgres://USER@HOST/DB`
+    /// [default: sqlite://quartzite.db; for `serve`, config `db`].
+    #[arg(long, global = true, env = "QUARTZITE_DB")]
+    pub db: Option<String>,
     /// Work through a running server's admin API (`http://HOST:PORT`) instead of `--db`.
     #[arg(long, global = true, env = "QUARTZITE_SERVER")]
     pub server: Option<String>,
@@ -91,11 +92,28 @@ pub enum Command {
     /// See the nodes and locks of the cluster sharing this database.
     #[command(subcommand)]
     Cluster(ops::ClusterCommand),
+    /// Check a config file or print every key with its default.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script, e.g. `quartzite completions bash > /etc/bash_completion.d/quartzite`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file together with the QUARTZITE_* environment, as
+    /// `serve` would read them; report every problem at once.
+    Check {
+        /// The config file [default: $QUARTZITE_CONFIG; none: the environment alone].
+        #[arg(env = "QUARTZITE_CONFIG")]
+        file: Option<PathBuf>,
+    },
+    /// Print a config file with every key at its default, each with its
+    /// description and environment variable.
+    Defaults,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,22 +243,44 @@ pub fn init_logging(cli: &Cli) {
     } else {
         "error"
     };
-    let filter = cli.log.clone().unwrap_or_else(|| default.into());
+    // `serve` also takes both from its config file; a broken file is reported by
+    // `serve` itself.
+    let from_config = match &cli.command {
+        Command::Serve(args) => crate::config::load(args.config.as_deref())
+            .ok()
+            .map(|l| l.config.log),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let filter = cli
+        .log
+        .clone()
+        .or(from_config.level)
+        .unwrap_or_else(|| default.into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let json = cli.log_format.map_or_else(
+        || from_config.format.as_deref() == Some("json"),
+        |f| matches!(f, LogFormat::Json),
+    );
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> ExitCode {
+    let db = cli
+        .db
+        .clone()
+        .unwrap_or_else(|| crate::store::DEFAULT_URL.into());
     let conn = ops::Conn {
-        db: cli.db.clone(),
+        db: db.clone(),
         server: cli.server.clone(),
         token: cli.token.clone(),
     };
@@ -257,7 +297,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             preview::run(args)
         }
         Command::Trigger(command) => ops::trigger(&conn, command, json).await,
-        Command::Serve(args) => ops::serve(&cli.db, args).await,
+        Command::Serve(args) => ops::serve(cli.db.as_deref(), args).await,
+        Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref(), json),
+        Command::Config(ConfigCommand::Defaults) => {
+            print!("{}", crate::config::defaults_document());
+            ExitCode::SUCCESS
+        }
         Command::Job(command) => ops::job(&conn, command, json).await,
         Command::History(command) => ops::history(&conn, command, json).await,
         Command::Cluster(command) => ops::cluster(&conn, command, json).await,
@@ -270,9 +315,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             EXIT_USAGE,
             "db migrate works on a database (--db), not through --server: a server migrates its own at start",
         ),
-        Command::Db(DbCommand::Migrate) => match crate::store::open(&cli.db).await {
+        Command::Db(DbCommand::Migrate) => match crate::store::open(&db).await {
             Ok(_) => {
-                let db = crate::store::redact(&cli.db);
+                let db = crate::store::redact(&db);
                 if json {
                     println!("{}", json!({ "db": db, "schema": "up-to-date" }));
                 } else {
@@ -282,6 +327,48 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(EXIT_FAILED, &e.to_string()),
         },
+    }
+}
+
+fn config_check(file: Option<&std::path::Path>, json: bool) -> ExitCode {
+    let shown = file.map_or_else(|| "(no file)".to_string(), |f| f.display().to_string());
+    match crate::config::load(file) {
+        Ok(loaded) => {
+            if json {
+                let env: Vec<_> = loaded
+                    .from_env
+                    .iter()
+                    .map(|(key, var)| json!({ "key": key, "env": var }))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "ok": true, "file": file, "from_file": loaded.from_file, "from_env": env })
+                );
+            } else {
+                println!(
+                    "{shown}: ok ({} key(s) from the file, {} from the environment; the rest at their defaults)",
+                    loaded.from_file.len(),
+                    loaded.from_env.len()
+                );
+                for (key, var) in &loaded.from_env {
+                    println!("  {key} <- {var}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            if json {
+                let list: Vec<_> = errors
+                    .0
+                    .iter()
+                    .map(|e| json!({ "location": e.location, "message": e.message }))
+                    .collect();
+                println!("{}", json!({ "ok": false, "file": file, "errors": list }));
+            } else {
+                eprint!("quartzite: {errors}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

@@ -8,13 +8,11 @@ use crate::api::views;
 use crate::engine::bootstrap::{self, ServeOptions};
 use crate::engine::jobs::JobSpec;
 use crate::engine::modules::{PushError, push_file, read_module};
-use crate::engine::scheduler::SchedulerConfig;
 use crate::runtime::{EngineConfig, HostServices, Runtime, RuntimeConfig};
 use crate::store::model::{HistoryFilter, HistoryStatus};
 use crate::store::{self, Store};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,50 +54,6 @@ pub struct ServeArgs {
     pub max_wit: Option<String>,
 }
 
-/// The `[api]` table of the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Address to listen on [default: 127.0.0.1:7878].
-    pub listen: Option<String>,
-    /// The admin token in clear (QUARTZITE_ADMIN_TOKEN overrides it).
-    pub admin_token: Option<String>,
-    /// The admin token's SHA-256 as 64 hex digits, so the file holds no secret.
-    pub admin_token_sha256: Option<String>,
-}
-
-/// The config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConfigFile {
-    /// The manifest, relative to the config file.
-    pub manifest: Option<PathBuf>,
-    /// Where compiled modules are cached [default: ~/.cache/quartzite/modules].
-    pub cache_dir: Option<PathBuf>,
-    pub scheduler: SchedulerConfig,
-    pub runtime: EngineConfig,
-    pub api: ApiConfig,
-}
-
-fn load_config(path: &Path) -> Result<ConfigFile, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let (line, col) = e.span().map_or((0, 0), |s| line_col(&text, s.start));
-        format!("{}:{line}:{col}: {}", path.display(), e.message())
-    })
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |i| before.len() - i - 1)
-        + 1;
-    (line, col)
-}
-
 fn default_node_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
@@ -111,32 +65,31 @@ fn default_node_id() -> String {
     )
 }
 
-pub async fn serve(db: &str, args: ServeArgs) -> ExitCode {
-    let config = match &args.config {
-        Some(path) => match load_config(path) {
-            Ok(c) => c,
-            Err(e) => return fail(EXIT_USAGE, &e),
-        },
-        None => ConfigFile::default(),
+pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
+    // Flags (and their environment variables) beat the config file.
+    let mut config = match crate::config::load(args.config.as_deref()) {
+        Ok(loaded) => loaded.config,
+        Err(errors) => return fail(EXIT_USAGE, errors.to_string().trim_end()),
     };
+    let db = db
+        .map(str::to_string)
+        .or_else(|| config.db.clone())
+        .unwrap_or_else(|| store::DEFAULT_URL.into());
+    let db = db.as_str();
     let manifest = args
         .manifest
         .clone()
-        .or_else(|| {
-            let base = args
-                .config
-                .as_deref()
-                .and_then(Path::parent)
-                .unwrap_or(Path::new(""));
-            config.manifest.as_ref().map(|m| base.join(m))
-        })
+        .or_else(|| config.manifest.clone())
         .or_else(|| {
             Path::new("jobs.toml")
                 .is_file()
                 .then(|| PathBuf::from("jobs.toml"))
         });
-    let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
-    let mut config = config;
+    let node_id = args
+        .node_id
+        .clone()
+        .or_else(|| config.node_id.clone())
+        .unwrap_or_else(default_node_id);
     if args.max_wit.is_some() {
         config.scheduler.max_wit.clone_from(&args.max_wit);
     }
@@ -147,7 +100,7 @@ pub async fn serve(db: &str, args: ServeArgs) -> ExitCode {
         db_url: db.to_string(),
         manifest,
         node_id: node_id.clone(),
-        standby: args.standby || args.no_scheduler,
+        standby: args.standby || args.no_scheduler || config.standby,
         scheduler: config.scheduler,
         runtime: RuntimeConfig {
             engine: config.runtime,

@@ -192,18 +192,31 @@ macro_rules! impl_store {
 
             async fn trigger_counts(&self) -> Result<$crate::store::model::TriggerCounts, $crate::store::StoreError> {
                 use sqlx::Row;
-                // A paused job's triggers keep their own state; they fire no more than
-                // paused triggers do, so they are counted as PAUSED.
-                let rows = sqlx::query(
-                    "SELECT s.state, COUNT(*) AS n FROM (SELECT CASE WHEN j.paused <> 0 AND t.state = 'WAITING' THEN 'PAUSED' ELSE t.state END AS state \
-                     FROM triggers t JOIN jobs j ON j.job_key = t.job_key) s GROUP BY s.state ORDER BY s.state",
-                )
+                // Two cheap counts instead of a join per trigger: states walk the
+                // (state, ...) index; WAITING triggers of paused jobs, counted as PAUSED
+                // since they fire no more than paused triggers do, start from the
+                // partial index of paused jobs, which are few.
+                let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM triggers GROUP BY state ORDER BY state")
                     .fetch_all(&self.pool)
                     .await?;
-                let by_state = rows
+                let mut by_state = rows
                     .iter()
                     .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
                     .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
+                let held: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM jobs j JOIN triggers t ON t.job_key = j.job_key WHERE j.paused = 1 AND t.state = 'WAITING'",
+                )
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+                if held > 0 {
+                    for (state, n) in &mut by_state {
+                        if state == "WAITING" {
+                            *n -= held;
+                        }
+                    }
+                    by_state.push(("PAUSED".into(), held));
+                }
                 let executing: i64 = sqlx::query("SELECT COUNT(*) AS n FROM fires WHERE state = 'acquired'")
                     .fetch_one(&self.pool)
                     .await?
