@@ -13,7 +13,7 @@ fn quartzite(args: &[&str], envs: &[(&str, &str)]) -> Output {
         }
     }
     command.envs(envs.iter().copied());
-    command.output().unwrap()
+    command.output().expect("run quartzite")
 }
 
 #[test]
