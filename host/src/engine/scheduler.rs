@@ -167,6 +167,11 @@ impl Scheduler {
         &self.node_id
     }
 
+    /// The contract versions this node runs, as the store compares them.
+    fn runs(&self) -> WitRange {
+        WitRange::up_to(self.wit.major, self.wit.minor)
+    }
+
     /// Runs until `stop` turns true, then drains: running fires get the grace
     /// period, then are cancelled and released for the next start.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -199,7 +204,7 @@ impl Scheduler {
                     threshold_ms: self.config.misfire_threshold_ms,
                     catch_up: self.config.catch_up,
                 },
-                runs: WitRange::up_to(self.wit.major, self.wit.minor),
+                runs: self.runs(),
             };
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
@@ -513,7 +518,7 @@ impl Scheduler {
                     0 => format!("{}.0", self.wit.major),
                     minor => format!("{}.0-{}.{minor}", self.wit.major, self.wit.major),
                 },
-                runs: WitRange::up_to(self.wit.major, self.wit.minor),
+                runs: self.runs(),
                 modules: self.runtime.loaded_digests(),
             };
             match self.store.node_heartbeat(&check_in).await {
@@ -545,10 +550,7 @@ impl Scheduler {
             }
             match self
                 .store
-                .fire_skip_unrunnable(
-                    self.config.dead_after_ms,
-                    WitRange::up_to(self.wit.major, self.wit.minor),
-                )
+                .fire_skip_unrunnable(self.config.dead_after_ms, self.runs())
                 .await
             {
                 Ok(0) => {}
