@@ -7,6 +7,11 @@
 //! node, a run ended) or a short poll, whichever comes first, so changes made by
 //! other processes are seen within the poll interval.
 //!
+//! Beside the loop, an upkeep task checks in (with the contract versions the
+//! node runs and the modules it has compiled), renews leases, recovers the
+//! fires of dead nodes and skips the fires no live node can run; a second task
+//! follows module pushes made through other processes.
+//!
 //! Guarantees: a fire is started at most once per claim; a run whose claim was
 //! taken over cannot complete (fencing); a node stopped with SIGTERM lets running
 //! fires finish within the grace period, then cancels and releases them.

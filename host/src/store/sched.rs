@@ -3,6 +3,9 @@
 //! Due-ness and ownership are decided here, in transactions, on the database
 //! clock: a fire is a row unique on (trigger, scheduled time), claimed with a
 //! lease and a fencing token, and completed only by the claim that holds it.
+//! A node claims only fires of jobs whose module needs a contract version it
+//! runs (`jobs.wit_need`, kept current by job and module writes, against the
+//! node's range): one more condition in the claim, no query per fire.
 //! Both dialects share every statement (`$n` placeholders, integer times and
 //! booleans); the macro below differs only in the clock expression and the
 //! row-locking clause.
