@@ -114,6 +114,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     /// The contract version this node advertises and runs (see `max_wit`).
     wit: WitVersion,
+    /// Fires handed to a worker and not yet completed: the leases to renew.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
     wake: Arc<Notify>,
 }
 
@@ -159,6 +161,7 @@ impl Scheduler {
             node_id,
             config,
             wit,
+            held: std::sync::Mutex::default(),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -170,6 +173,15 @@ impl Scheduler {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    fn held_update(&self, change: impl FnOnce(&mut std::collections::HashSet<String>)) {
+        change(
+            &mut self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 
     /// The contract versions this node runs, as the store compares them.
@@ -233,6 +245,9 @@ impl Scheduler {
                 let Ok(claim) = Arc::clone(&claims).try_acquire_owned() else {
                     break;
                 };
+                self.held_update(|held| {
+                    held.insert(fire.fire_id.clone());
+                });
                 let me = Arc::clone(&self);
                 let done = done_tx.clone();
                 let workers = Arc::clone(&workers);
@@ -429,6 +444,11 @@ impl Scheduler {
             loop {
                 match self.store.fire_complete(&batch).await {
                     Ok(accepted) => {
+                        self.held_update(|held| {
+                            for c in &batch {
+                                held.remove(&c.fire_id);
+                            }
+                        });
                         for (c, ok) in batch.iter().zip(accepted) {
                             if !ok {
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
@@ -535,9 +555,16 @@ impl Scheduler {
                     checked_in_since = None;
                 }
             }
+            let held: Vec<String> = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect();
             if let Err(e) = self
                 .store
-                .lease_renew(&self.node_id, self.config.lease_ms)
+                .lease_renew(&self.node_id, &held, self.config.lease_ms)
                 .await
             {
                 tracing::warn!(error = %e, "renewing leases failed");
