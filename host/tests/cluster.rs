@@ -1076,3 +1076,36 @@ async fn nodes_ride_out_a_postgresql_restart_and_lose_nothing() {
         load.fires()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_longer_than_its_lease_keeps_its_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_lease").await;
+    // 8 s of work against the default 6 s lease: renewed while it runs.
+    write_manifest(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nkey = \"l/report\"\nmodule = \"report\"\ndata = {{ steps = 80, step_ms = 100 }}\nrequests_recovery = true\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
+            module_decl("report", "report")
+        ),
+    );
+    let store = PgStore::connect(&url).await.unwrap();
+    let nodes = [
+        node(dir.path(), &url, "node-1"),
+        node(dir.path(), &url, "node-2"),
+    ];
+    wait_alive(&store, "node-1").await;
+    wait_for_success(&store, "l/report", Duration::from_secs(60)).await;
+    for n in nodes {
+        stop(n);
+    }
+    let history = history_of(&store, "l/report").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        details(&history[0])["recovering"],
+        false,
+        "never taken over"
+    );
+    assert!(history[0].duration_ms > 6_000);
+    pg_drop(&schema).await;
+}

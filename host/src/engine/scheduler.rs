@@ -7,6 +7,11 @@
 //! node, a run ended) or a short poll, whichever comes first, so changes made by
 //! other processes are seen within the poll interval.
 //!
+//! Beside the loop, an upkeep task checks in (with the contract versions the
+//! node runs and the modules it has compiled), renews leases, recovers the
+//! fires of dead nodes and skips the fires no live node can run; a second task
+//! follows module pushes made through other processes.
+//!
 //! Guarantees: a fire is started at most once per claim; a run whose claim was
 //! taken over cannot complete (fencing); a node stopped with SIGTERM lets running
 //! fires finish within the grace period, then cancels and releases them.
@@ -111,6 +116,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     /// The contract version this node advertises and runs (see `max_wit`).
     wit: WitVersion,
+    /// Fires handed to a worker and not yet completed: the leases to renew.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
     wake: Arc<Notify>,
     /// Moving average of run time in microseconds (0: nothing ran yet).
     avg_run_us: std::sync::atomic::AtomicU64,
@@ -176,6 +183,7 @@ impl Scheduler {
             node_id,
             config,
             wit,
+            held: std::sync::Mutex::default(),
             wake: Arc::new(Notify::new()),
             avg_run_us: std::sync::atomic::AtomicU64::new(0),
             metrics,
@@ -200,6 +208,20 @@ impl Scheduler {
     /// Whether the acquire loop is running (started and not stopping).
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed)
+    }
+
+    fn held_update(&self, change: impl FnOnce(&mut std::collections::HashSet<String>)) {
+        change(
+            &mut self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+
+    /// The contract versions this node runs, as the store compares them.
+    fn runs(&self) -> WitRange {
+        WitRange::up_to(self.wit.major, self.wit.minor)
     }
 
     /// Runs until `stop` turns true, then drains: running fires get the grace
@@ -234,7 +256,7 @@ impl Scheduler {
                     threshold_ms: self.config.misfire_threshold_ms,
                     catch_up: self.config.catch_up,
                 },
-                runs: WitRange::up_to(self.wit.major, self.wit.minor),
+                runs: self.runs(),
             };
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
@@ -259,6 +281,9 @@ impl Scheduler {
                 let Ok(claim) = Arc::clone(&claims).try_acquire_owned() else {
                     break;
                 };
+                self.held_update(|held| {
+                    held.insert(fire.fire_id.clone());
+                });
                 let me = Arc::clone(&self);
                 let done = done_tx.clone();
                 let workers = Arc::clone(&workers);
@@ -481,6 +506,11 @@ impl Scheduler {
             loop {
                 match self.store.fire_complete(&batch).await {
                     Ok(accepted) => {
+                        self.held_update(|held| {
+                            for c in &batch {
+                                held.remove(&c.fire_id);
+                            }
+                        });
                         for (c, ok) in batch.iter().zip(accepted) {
                             if ok {
                                 self.metrics.task_ended(
@@ -584,7 +614,7 @@ impl Scheduler {
                     0 => format!("{}.0", self.wit.major),
                     minor => format!("{}.0-{}.{minor}", self.wit.major, self.wit.major),
                 },
-                runs: WitRange::up_to(self.wit.major, self.wit.minor),
+                runs: self.runs(),
                 modules: self.runtime.loaded_digests(),
             };
             match self.store.node_heartbeat(&check_in).await {
@@ -596,9 +626,16 @@ impl Scheduler {
                     checked_in_since = None;
                 }
             }
+            let held: Vec<String> = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect();
             if let Err(e) = self
                 .store
-                .lease_renew(&self.node_id, self.config.lease_ms)
+                .lease_renew(&self.node_id, &held, self.config.lease_ms)
                 .await
             {
                 tracing::warn!(error = %e, "renewing leases failed");
@@ -616,10 +653,7 @@ impl Scheduler {
             }
             match self
                 .store
-                .fire_skip_unrunnable(
-                    self.config.dead_after_ms,
-                    WitRange::up_to(self.wit.major, self.wit.minor),
-                )
+                .fire_skip_unrunnable(self.config.dead_after_ms, self.runs())
                 .await
             {
                 Ok(0) => {}

@@ -3,6 +3,9 @@
 //! Due-ness and ownership are decided here, in transactions, on the database
 //! clock: a fire is a row unique on (trigger, scheduled time), claimed with a
 //! lease and a fencing token, and completed only by the claim that holds it.
+//! A node claims only fires of jobs whose module needs a contract version it
+//! runs (`jobs.wit_need`, kept current by job and module writes, against the
+//! node's range): one more condition in the claim, no query per fire.
 //! Both dialects share every statement (`$n` placeholders, integer times and
 //! booleans); the macro below differs only in the clock expression and the
 //! row-locking clause.
@@ -47,8 +50,16 @@ pub trait Scheduling: Send + Sync {
     /// Commits the ends of runs in one transaction. A completion whose claim was
     /// taken over (lease expired, fencing token moved on) is refused: `false`.
     async fn fire_complete(&self, batch: &[Completion]) -> Result<Vec<bool>, StoreError>;
-    /// Extends the leases of a node's claimed fires; returns how many.
-    async fn lease_renew(&self, node_id: &str, lease_ms: i64) -> Result<u64, StoreError>;
+    /// Extends the leases of `fire_ids`, fires `node_id` holds; returns how many.
+    /// Only fires the node knows it runs are named: a claim whose commit it
+    /// never saw acknowledged (the connection dropped) expires and is recovered
+    /// rather than being renewed, unrun, for ever.
+    async fn lease_renew(
+        &self,
+        node_id: &str,
+        fire_ids: &[String],
+        lease_ms: i64,
+    ) -> Result<u64, StoreError>;
     /// Recovers claimed fires whose lease expired or whose node has not checked in
     /// for `dead_after_ms`: re-queued with `recovering` when
     /// the job requests recovery, otherwise recorded as failed. Returns how many.
@@ -868,13 +879,22 @@ macro_rules! impl_scheduling {
                 Ok(accepted)
             }
 
-            async fn lease_renew(&self, node_id: &str, lease_ms: i64) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query(concat!("UPDATE fires SET lease_until_ms = ", $now, " + $1 WHERE node_id = $2 AND state = 'acquired'"))
-                    .bind(lease_ms)
-                    .bind(node_id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected())
+            async fn lease_renew(&self, node_id: &str, fire_ids: &[String], lease_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let mut renewed = 0;
+                for chunk in fire_ids.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::new(concat!("UPDATE fires SET lease_until_ms = ", $now, " + "));
+                    qb.push_bind(lease_ms);
+                    qb.push(" WHERE node_id = ");
+                    qb.push_bind(node_id.to_string());
+                    qb.push(" AND state = 'acquired' AND fire_id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    renewed += qb.build().execute(&self.pool).await?.rows_affected();
+                }
+                Ok(renewed)
             }
 
             async fn fire_recover(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
