@@ -39,6 +39,7 @@ pub struct Metrics {
     task_duration: HistogramVec,
     fire_lag: Histogram,
     misfires: IntCounter,
+    skipped: IntCounter,
     retries: IntCounter,
     lock_acquisitions: IntCounterVec,
     module_compile: Histogram,
@@ -96,7 +97,11 @@ impl Metrics {
             )),
             misfires: register!(counter(
                 "quartzite_misfires_total",
-                "Due fires recorded without running by this node's acquisitions: misfired, skipped by the overlap policy, or in a DST gap.",
+                "Fires that missed their time by more than the misfire threshold (after an outage), as this node's acquisitions found them.",
+            )),
+            skipped: register!(counter(
+                "quartzite_fires_skipped_total",
+                "Due fires not run and recorded as skipped by this node's acquisitions: by the overlap policy or in a DST gap.",
             )),
             retries: register!(counter(
                 "quartzite_retries_total",
@@ -156,11 +161,10 @@ impl Metrics {
         self.fire_lag.observe(lag_ms.max(0) as f64 / 1000.0);
     }
 
-    /// An acquisition recorded `n` due fires without running them.
-    pub fn fires_not_run(&self, n: u64) {
-        if n > 0 {
-            self.misfires.inc_by(n);
-        }
+    /// An acquisition found `misfired` fires and skipped `skipped` others.
+    pub fn fires_not_run(&self, misfired: u64, skipped: u64) {
+        self.misfires.inc_by(misfired);
+        self.skipped.inc_by(skipped);
     }
 
     /// One attempt to take a cluster lock ended: `acquired`, `timeout` or `error`.
@@ -266,6 +270,7 @@ mod tests {
             "quartzite_task_duration_seconds_bucket",
             "quartzite_fire_lag_seconds_bucket",
             "quartzite_misfires_total 0",
+            "quartzite_fires_skipped_total 0",
             "quartzite_retries_total 0",
             "quartzite_lock_acquisitions_total{result=\"acquired\"} 0",
             "quartzite_nodes{state=\"alive\"} 0",

@@ -82,6 +82,7 @@ fn options(env: &Env, manifest: &str, scheduler: SchedulerConfig) -> ServeOption
 
 struct Running {
     store: Arc<dyn Store>,
+    metrics: Arc<quartzite::metrics::Metrics>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -89,9 +90,15 @@ struct Running {
 async fn run(options: &ServeOptions) -> Running {
     let node: Node = bootstrap::start(options).await.unwrap();
     let store = Arc::clone(&node.store);
+    let metrics = Arc::clone(node.scheduler.metrics());
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(bootstrap::run(node, false, rx));
-    Running { store, stop, task }
+    Running {
+        store,
+        metrics,
+        stop,
+        task,
+    }
 }
 
 impl Running {
@@ -346,5 +353,82 @@ cron = "0 0 25 * * ?"
     assert!(
         !env.dir.path().join("quartzite.db").exists(),
         "nothing was written"
+    );
+}
+
+on_both!(fires_not_run_are_recorded_and_counted_by_reason);
+async fn fires_not_run_are_recorded_and_counted_by_reason(backend: Backend) {
+    let env = env(backend).await;
+    let long_ago = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    let manifest = format!(
+        r#"
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[module]]
+name = "report"
+path = "{report}"
+
+[[job]]
+key = "t/late"
+module = "hello"
+[[job.trigger]]
+at = "{long_ago}"
+misfire = "skip"
+
+[[job]]
+key = "t/busy"
+module = "report"
+overlap = "skip"
+[[job.trigger]]
+every = "300ms"
+"#,
+        hello = wasm("hello").display(),
+        report = wasm("report").display(),
+    );
+    let running = run(&options(&env, &manifest, quick())).await;
+    let store = Arc::clone(&running.store);
+    // The report job runs for seconds: fires due meanwhile are skipped.
+    wait_until(
+        Duration::from_secs(20),
+        "a misfire and two overlap skips",
+        || {
+            let store = Arc::clone(&store);
+            async move {
+                let late = history(&store, "t/late").await;
+                let busy = history(&store, "t/busy").await;
+                !late.is_empty()
+                    && busy
+                        .iter()
+                        .filter(|h| h.status == HistoryStatus::Skipped)
+                        .count()
+                        >= 2
+            }
+        },
+    )
+    .await;
+    // Once stopped, every acquisition has been counted.
+    let metrics = Arc::clone(&running.metrics);
+    running.stop().await;
+    let late = history(&store, "t/late").await;
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].status, HistoryStatus::Misfired);
+    let skipped = history(&store, "t/busy")
+        .await
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .count();
+    let text = metrics.encode();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    assert_eq!(value("quartzite_misfires_total "), 1);
+    assert_eq!(
+        value("quartzite_fires_skipped_total "),
+        skipped as u64,
+        "{text}"
     );
 }

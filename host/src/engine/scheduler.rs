@@ -261,7 +261,7 @@ impl Scheduler {
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
                     backoff = Duration::from_millis(100);
-                    self.metrics.fires_not_run(a.recorded);
+                    self.metrics.fires_not_run(a.misfired, a.skipped);
                     a
                 }
                 Err(e) => {

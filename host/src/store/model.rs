@@ -287,8 +287,12 @@ pub struct Acquired {
     pub now_ms: i64,
     /// The earliest time anything else becomes due (trigger or waiting fire), if any.
     pub next_due_ms: Option<i64>,
-    /// Fires recorded without running (misfired, DST gaps, overlap skips).
+    /// History rows written for fires not run (misfired, DST gaps, overlap skips).
     pub recorded: u64,
+    /// Misfired fires, each counted even where one summary row stands for many.
+    pub misfired: u64,
+    /// Fires skipped: by the overlap policy or in a DST gap.
+    pub skipped: u64,
 }
 
 /// History status of a run or of a fire not run.

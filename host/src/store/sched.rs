@@ -593,6 +593,7 @@ macro_rules! impl_scheduling {
                         history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Misfired, Some(*missed), now,
                             serde_json::json!({ "reason": "misfire", "policy": t.spec.misfire.as_str() })));
                     }
+                    out.misfired += plan.misfired_total;
                     let unlisted = plan.misfired_total.saturating_sub(plan.misfired.len() as u64);
                     if unlisted > 0 || plan.misfired_uncounted {
                         history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Misfired, None, now,
@@ -808,6 +809,7 @@ macro_rules! impl_scheduling {
                     qb.build().execute(&mut *tx).await?;
                 }
                 out.recorded = history.len() as u64;
+                out.skipped = history.iter().filter(|h| h.status == HistoryStatus::Skipped).count() as u64;
                 $crate::store::sched::insert_history!(&mut *tx, &history);
 
                 let next = sqlx::query(
