@@ -32,6 +32,8 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Compiled-module cache.
     pub cache_dir: Option<PathBuf>,
+    /// A directory of `*.wasm` files pushed at start and on change.
+    pub modules_dir: Option<PathBuf>,
     /// Bootstrap but never run fires.
     pub standby: bool,
     pub log: LogConfig,
@@ -129,6 +131,12 @@ pub const KEYS: &[Key] = &[
         Kind::Str,
         "",
         "Where compiled modules are cached; ~/.cache/quartzite/modules when unset.",
+    ),
+    key(
+        "modules_dir",
+        Kind::Str,
+        "",
+        "A directory whose *.wasm files are validated and pushed at start and whenever one changes (polled each second), named by file stem; unset: none.",
     ),
     key(
         "standby",

@@ -458,3 +458,135 @@ async fn a_run_in_flight_finishes_on_the_version_it_started_with(backend: Backen
     assert!(runs[1..].iter().all(|d| *d == new), "{runs:?}");
     server.stop().await;
 }
+
+/// The digests of a job's successful runs in `store`, oldest first.
+async fn digests_in(store: &dyn Store, job: &str) -> Vec<String> {
+    let mut runs: Vec<String> = history_of(store, job)
+        .await
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .map(|h| {
+            let details: Value = serde_json::from_str(&h.details).unwrap();
+            details["module"]["digest"].as_str().unwrap().to_string()
+        })
+        .collect();
+    runs.reverse();
+    runs
+}
+
+/// Waits until `job` has `n` successful runs on `digest` after its first `after` runs.
+async fn wait_fresh_runs(store: &dyn Store, job: &str, after: usize, digest: &str, n: usize) {
+    wait_until(LIMIT, &format!("{n} runs of {job} on {digest}"), || async {
+        let runs = digests_in(store, job).await;
+        runs.get(after..)
+            .is_some_and(|fresh| fresh.iter().filter(|d| *d == digest).count() >= n)
+    })
+    .await;
+}
+
+/// Kills the serve process when the test ends, passed or not.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_modules_directory_pushes_good_files_and_logs_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    std::fs::copy(wasm("guest_noop"), modules.join("greet.wasm")).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("q.db").display());
+    let log = dir.path().join("serve.log");
+    let _serving = Serving(
+        std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["serve", "--no-api", "--db", &url, "--modules-dir"])
+            .arg(&modules)
+            .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+            .env("QUARTZITE_LOG", "info")
+            .env("QUARTZITE_LOG_FORMAT", "text")
+            .env_remove("QUARTZITE_CONFIG")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let store = quartzite::store::open(&url).await.unwrap();
+    let current = |store: Arc<dyn Store>| async move {
+        store
+            .module_list(Some("greet"))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.current)
+    };
+    wait_until(LIMIT, "greet.wasm to be pushed at start", || async {
+        current(Arc::clone(&store)).await.is_some()
+    })
+    .await;
+    let noop = current(Arc::clone(&store)).await.unwrap();
+    assert_eq!(noop.version, "0.1.0");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args([
+            "--db",
+            &url,
+            "job",
+            "add",
+            "hot/watched",
+            "--module",
+            "greet",
+            "--every",
+            "200ms",
+        ])
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cli-cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_fresh_runs(store.as_ref(), "hot/watched", 0, &noop.digest, 1).await;
+
+    // A corrupt new file and a corrupt replacement: both logged with the reason,
+    // nothing stored, the job keeps running what it ran.
+    std::fs::write(modules.join("broken.wasm"), b"not a component at all").unwrap();
+    std::fs::write(modules.join("greet.wasm"), b"\0asm\x0d\0\x01\0 truncated").unwrap();
+    wait_until(LIMIT, "both bad files to be logged", || async {
+        let text = std::fs::read_to_string(&log).unwrap();
+        ["broken.wasm", "greet.wasm"].iter().all(|f| {
+            text.lines()
+                .any(|l| l.contains(f) && l.contains("rejected") && l.contains("module-invalid"))
+        })
+    })
+    .await;
+    let stored: Vec<String> = store
+        .module_list(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect();
+    assert_eq!(stored, ["greet@0.1.0"]);
+    let after = digests_in(store.as_ref(), "hot/watched").await.len();
+    wait_fresh_runs(store.as_ref(), "hot/watched", after, &noop.digest, 2).await;
+
+    // A good replacement is used from the next fire.
+    let hello = std::fs::read(wasm("hello")).unwrap();
+    std::fs::write(modules.join("greet.wasm"), &hello).unwrap();
+    wait_until(LIMIT, "the new greet.wasm to be pushed", || async {
+        current(Arc::clone(&store))
+            .await
+            .is_some_and(|m| m.version == "1.0.0")
+    })
+    .await;
+    let new = current(Arc::clone(&store)).await.unwrap();
+    assert_ne!(new.digest, noop.digest);
+    let after = digests_in(store.as_ref(), "hot/watched").await.len();
+    wait_fresh_runs(store.as_ref(), "hot/watched", after, &new.digest, 2).await;
+}

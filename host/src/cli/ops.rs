@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// [default: the host's own; config `scheduler.max_wit`].
     #[arg(long, env = "QUARTZITE_MAX_WIT", value_name = "MAJOR.MINOR")]
     pub max_wit: Option<String>,
+    /// Watch this directory: each `*.wasm` file is validated and pushed (named
+    /// by its file stem) at start and whenever it changes; a bad file is logged
+    /// and changes nothing [config `modules_dir`].
+    #[arg(long, env = "QUARTZITE_MODULES_DIR", value_name = "DIR")]
+    pub modules_dir: Option<PathBuf>,
 }
 
 fn default_node_id() -> String {
@@ -129,11 +134,25 @@ pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
             Err(e) => return fail(EXIT_USAGE, &e),
         }
     };
+    let modules_dir = args.modules_dir.clone().or(config.modules_dir.clone());
+    if let Some(dir) = &modules_dir
+        && let Err(e) = crate::engine::watch::check_dir(dir)
+    {
+        return fail(EXIT_USAGE, &format!("not started: {e}"));
+    }
     let node = match bootstrap::start_with_api(&options, api).await {
         Ok(node) => node,
         Err(e) => return fail(EXIT_FAILED, &format!("not started: {e}")),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(dir) = modules_dir {
+        tokio::spawn(crate::engine::watch::watch_modules(
+            Arc::clone(&node.store),
+            Arc::clone(&node.runtime),
+            dir,
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: stopping");
