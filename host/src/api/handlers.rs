@@ -483,6 +483,7 @@ pub async fn module_push(
         q.name.as_deref(),
         q.version.as_deref(),
         Some(&state.metrics),
+        true,
     )
     .await;
     match pushed {

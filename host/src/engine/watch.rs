@@ -44,8 +44,10 @@ pub async fn watch_modules(
 ) {
     let mut seen = Seen::new();
     tracing::info!(dir = %dir.display(), "watching the modules directory");
+    let mut first = true;
     loop {
-        scan(&store, &runtime, &dir, &mut seen).await;
+        scan(&store, &runtime, &dir, &mut seen, !first).await;
+        first = false;
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
             _ = stop.wait_for(|s| *s) => return,
@@ -54,7 +56,13 @@ pub async fn watch_modules(
 }
 
 /// One pass over the directory: pushes every new or changed `*.wasm` file.
-async fn scan(store: &Arc<dyn Store>, runtime: &Arc<Runtime>, dir: &Path, seen: &mut Seen) {
+async fn scan(
+    store: &Arc<dyn Store>,
+    runtime: &Arc<Runtime>,
+    dir: &Path,
+    seen: &mut Seen,
+    changed: bool,
+) {
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(entries) => entries,
         Err(e) => {
@@ -87,11 +95,13 @@ async fn scan(store: &Arc<dyn Store>, runtime: &Arc<Runtime>, dir: &Path, seen: 
             continue;
         }
         seen.insert(path.clone(), stamp);
-        push_one(store, runtime, &path).await;
+        push_one(store, runtime, &path, changed).await;
     }
 }
 
-async fn push_one(store: &Arc<dyn Store>, runtime: &Arc<Runtime>, path: &Path) {
+/// `changed`: the file changed while watched (not merely found at start), which
+/// restores its version if a rollback withdrew it.
+async fn push_one(store: &Arc<dyn Store>, runtime: &Arc<Runtime>, path: &Path, changed: bool) {
     let file = path.display().to_string();
     let Some(name) = path.file_stem().and_then(|s| s.to_str()).filter(|s| {
         matches!(
@@ -103,7 +113,7 @@ async fn push_one(store: &Arc<dyn Store>, runtime: &Arc<Runtime>, path: &Path) {
         return;
     };
     let pushed = match read_module(path).await {
-        Ok(bytes) => push_bytes(store, runtime, bytes, Some(name), None, None).await,
+        Ok(bytes) => push_bytes(store, runtime, bytes, Some(name), None, None, changed).await,
         Err(e) => Err(e),
     };
     match pushed {

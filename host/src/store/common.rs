@@ -98,11 +98,12 @@ macro_rules! impl_store {
                 .await?;
                 // The same bytes pushed again restore a version withdrawn by a rollback.
                 let restored = sqlx::query(
-                    "UPDATE modules SET withdrawn = 0 WHERE name = $1 AND version = $2 AND digest = $3 AND withdrawn <> 0",
+                    "UPDATE modules SET withdrawn = 0 WHERE name = $1 AND version = $2 AND digest = $3 AND withdrawn <> 0 AND $4",
                 )
                 .bind(&m.name)
                 .bind(&m.version)
                 .bind(&m.digest)
+                .bind(m.restore)
                 .execute(&mut *tx)
                 .await?;
                 if added.rows_affected() > 0 || restored.rows_affected() > 0 {

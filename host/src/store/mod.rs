@@ -53,6 +53,10 @@ pub struct ModulePut {
     /// The `quartzite:job` version the component was built for.
     pub wit_version: String,
     pub bytes: Vec<u8>,
+    /// Whether the same bytes pushed again restore a version a rollback
+    /// withdrew: an operator's push does; a node re-pushing its manifest or
+    /// modules directory at start does not, so a restart keeps a rollback.
+    pub restore: bool,
 }
 
 /// Which module a job means.
