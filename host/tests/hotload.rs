@@ -352,6 +352,47 @@ async fn push_and_rollback_move_following_jobs_and_never_pinned_ones(backend: Ba
         assert!(runs.iter().all(|d| *d == d1), "{job}: {runs:?}");
     }
 
+    // Through the API, bad requests say what is wrong.
+    for (path, status, says) in [
+        (
+            "/api/v1/modules/greet@1/rollback",
+            StatusCode::BAD_REQUEST,
+            "not a module name",
+        ),
+        (
+            "/api/v1/modules/nosuch/rollback",
+            StatusCode::NOT_FOUND,
+            "no module nosuch",
+        ),
+        (
+            "/api/v1/modules/greet/rollback?to=9",
+            StatusCode::NOT_FOUND,
+            "no module greet@9",
+        ),
+        (
+            "/api/v1/modules/greet/rollback?version=1",
+            StatusCode::BAD_REQUEST,
+            "version",
+        ),
+        (
+            "/api/v1/modules/greet/rollback",
+            StatusCode::CONFLICT,
+            "no version older than 1",
+        ),
+    ] {
+        let response = server
+            .http
+            .post(format!("{}{path}", server.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path}: {message}");
+    }
+
     // Rollback is audited like every other change.
     let response = server
         .http
