@@ -32,6 +32,9 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Compiled-module cache.
     pub cache_dir: Option<PathBuf>,
+    /// A directory of `*.wasm` files pushed at start and on change, relative
+    /// to the config file.
+    pub modules_dir: Option<PathBuf>,
     /// Bootstrap but never run fires.
     pub standby: bool,
     pub log: LogConfig,
@@ -129,6 +132,12 @@ pub const KEYS: &[Key] = &[
         Kind::Str,
         "",
         "Where compiled modules are cached; ~/.cache/quartzite/modules when unset.",
+    ),
+    key(
+        "modules_dir",
+        Kind::Str,
+        "",
+        "A directory, relative to this file, whose *.wasm files are validated and pushed at start and whenever one changes (polled each second), named by file stem; unset: none.",
     ),
     key(
         "standby",
@@ -406,14 +415,19 @@ pub fn load_from(
                     message: e.message().to_string(),
                 }])
             })?;
-    // A manifest named in the file is relative to the file.
-    if let (Some((path, _)), Some(m)) = (file, config.manifest.as_mut())
-        && m.is_relative()
-        && from_file.contains(&"manifest")
-        && !from_env.iter().any(|(k, _)| *k == "manifest")
-        && let Some(dir) = path.parent()
-    {
-        *m = dir.join(&*m);
+    // A manifest or modules directory named in the file is relative to the file.
+    for (key, value) in [
+        ("manifest", config.manifest.as_mut()),
+        ("modules_dir", config.modules_dir.as_mut()),
+    ] {
+        if let (Some((path, _)), Some(m)) = (file, value)
+            && m.is_relative()
+            && from_file.contains(&key)
+            && !from_env.iter().any(|(k, _)| *k == key)
+            && let Some(dir) = path.parent()
+        {
+            *m = dir.join(&*m);
+        }
     }
     Ok(Loaded {
         config,
@@ -781,11 +795,11 @@ mod tests {
     }
 
     #[test]
-    fn a_manifest_named_in_the_file_is_relative_to_the_file() {
+    fn a_manifest_or_modules_dir_named_in_the_file_is_relative_to_the_file() {
         let loaded = load_from(
             Some((
                 Path::new("/etc/quartzite/q.toml"),
-                "manifest = \"jobs.toml\"\n",
+                "manifest = \"jobs.toml\"\nmodules_dir = \"modules\"\n",
             )),
             &no_env,
         )
@@ -793,6 +807,10 @@ mod tests {
         assert_eq!(
             loaded.config.manifest.as_deref(),
             Some(Path::new("/etc/quartzite/jobs.toml"))
+        );
+        assert_eq!(
+            loaded.config.modules_dir.as_deref(),
+            Some(Path::new("/etc/quartzite/modules"))
         );
     }
 

@@ -361,6 +361,7 @@ async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_r
             digest: sha256_hex(&future),
             wit_version: "2.0.0".into(),
             bytes: future,
+            restore: true,
         })
         .await
         .unwrap();

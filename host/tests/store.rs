@@ -117,6 +117,7 @@ fn module(name: &str, version: &str, bytes: &[u8]) -> ModulePut {
         digest: quartzite::runtime::module::digest(bytes),
         wit_version: "1.0.0".into(),
         bytes: bytes.to_vec(),
+        restore: true,
     }
 }
 
@@ -197,6 +198,103 @@ async fn modules_are_versioned_immutable_and_found_by_name_version_or_digest(
 conformance!(
     modules,
     modules_are_versioned_immutable_and_found_by_name_version_or_digest
+);
+
+/// What a name resolves to now, and the `module_list` state of each version.
+async fn name_state(store: &Arc<dyn Store>, name: &str) -> (String, Vec<String>) {
+    let latest = store
+        .module_get(&ModuleRef::Latest(name.into()))
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    let list = store
+        .module_list(Some(name))
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let state = match (m.current, m.withdrawn) {
+                (true, _) => "current",
+                (_, true) => "withdrawn",
+                _ => "kept",
+            };
+            format!("{}:{state}", m.version)
+        })
+        .collect();
+    (latest, list)
+}
+
+async fn rollback_withdraws_newer_versions_until_pushed_again(store: Arc<dyn Store>) {
+    use quartzite::store::ModuleRollback;
+    for (v, bytes) in [("1", b"one"), ("2", b"two"), ("3", b"thr")] {
+        store.module_put(&module("m", v, bytes)).await.unwrap();
+    }
+    let back = |to: Option<&str>| ModuleRollback {
+        name: "m".into(),
+        to: to.map(str::to_string),
+    };
+    let now = store.module_rollback(&back(None)).await.unwrap().unwrap();
+    assert_eq!((now.version.as_str(), now.current), ("2", true));
+    assert_eq!(
+        name_state(&store, "m").await,
+        (
+            "2".into(),
+            vec!["3:withdrawn".into(), "2:current".into(), "1:kept".into()]
+        )
+    );
+    // Pinned references still find a withdrawn version.
+    let pinned = ModuleRef::Version {
+        name: "m".into(),
+        version: "3".into(),
+    };
+    assert!(store.module_get(&pinned).await.unwrap().is_some());
+
+    store.module_rollback(&back(None)).await.unwrap().unwrap();
+    assert_eq!(name_state(&store, "m").await.0, "1");
+    match store.module_rollback(&back(None)).await {
+        Err(StoreError::Conflict(msg)) => assert!(msg.contains("no version older than 1"), "{msg}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.module_rollback(&back(Some("9"))).await.unwrap(), None);
+    let nobody = ModuleRollback {
+        name: "nobody".into(),
+        to: None,
+    };
+    assert_eq!(store.module_rollback(&nobody).await.unwrap(), None);
+
+    // A start-up re-push keeps the rollback; an operator's push restores.
+    let quiet = ModulePut {
+        restore: false,
+        ..module("m", "3", b"thr")
+    };
+    store.module_put(&quiet).await.unwrap();
+    assert_eq!(name_state(&store, "m").await.0, "1");
+    store.module_put(&module("m", "3", b"thr")).await.unwrap();
+    assert_eq!(
+        name_state(&store, "m").await,
+        (
+            "3".into(),
+            vec!["3:current".into(), "2:withdrawn".into(), "1:kept".into()]
+        )
+    );
+    // Rolling forward to a withdrawn version works too.
+    store
+        .module_rollback(&back(Some("2")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        name_state(&store, "m").await,
+        (
+            "2".into(),
+            vec!["3:withdrawn".into(), "2:current".into(), "1:kept".into()]
+        )
+    );
+}
+conformance!(
+    module_rollback,
+    rollback_withdraws_newer_versions_until_pushed_again
 );
 
 async fn migrating_twice_changes_nothing(store: Arc<dyn Store>) {
@@ -945,6 +1043,7 @@ async fn fires_go_only_to_nodes_that_run_their_module_and_are_skipped_when_none_
                 digest: format!("{:0>64}", name.len()),
                 wit_version: wit.into(),
                 bytes: name.as_bytes().to_vec(),
+                restore: true,
             })
             .await
             .unwrap();
@@ -1034,6 +1133,7 @@ async fn fires_go_only_to_nodes_that_run_their_module_and_are_skipped_when_none_
             digest: format!("{:0>64}", "ab"),
             wit_version: "1.3.0".into(),
             bytes: b"newer".to_vec(),
+            restore: true,
         })
         .await
         .unwrap();

@@ -483,6 +483,7 @@ pub async fn module_push(
         q.name.as_deref(),
         q.version.as_deref(),
         Some(&state.metrics),
+        true,
     )
     .await;
     match pushed {
@@ -513,6 +514,46 @@ pub async fn module_push(
         }),
         Err(PushError::Store(e)) => Err(e.into()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackQuery {
+    to: Option<String>,
+}
+
+/// Jobs following the module's name run the previous (or `to`) version from
+/// their next fire; pinned jobs are unaffected.
+pub async fn module_rollback(
+    State(state): Shared,
+    p: std::result::Result<Path<String>, PathRejection>,
+    q: std::result::Result<Query<RollbackQuery>, QueryRejection>,
+) -> Result<Response> {
+    let name = path(p)?;
+    let q = query(q)?;
+    let Some(crate::store::ModuleRef::Latest(name)) = crate::engine::modules::parse_ref(&name)
+    else {
+        return Err(ApiError::bad_request(format!(
+            "{name:?} is not a module name"
+        )));
+    };
+    let rollback = crate::store::ModuleRollback {
+        name: name.clone(),
+        to: q.to,
+    };
+    let Some(record) = state.store.module_rollback(&rollback).await? else {
+        return Err(ApiError::not_found(match &rollback.to {
+            Some(v) => format!("no module {name}@{v}"),
+            None => format!("no module {name}"),
+        }));
+    };
+    let target = format!("{}@{}", record.name, record.version);
+    let summary = json!({ "digest": record.digest, "to": rollback.to });
+    Ok(done(
+        StatusCode::OK,
+        json!({ "module": record }),
+        note("module.rollback", &target, summary),
+    ))
 }
 
 /// A page position: the `started_ms`/`at_ms` and id of the last row returned.

@@ -203,6 +203,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         ),
         (Method::GET, "/api/v1/modules", get(h::module_list)),
         (Method::POST, "/api/v1/modules", post(h::module_push)),
+        (
+            Method::POST,
+            "/api/v1/modules/{name}/rollback",
+            post(h::module_rollback),
+        ),
         (Method::GET, "/api/v1/history", get(h::history_list)),
         (Method::GET, "/api/v1/executions", get(h::execution_list)),
         (Method::GET, "/api/v1/cluster/nodes", get(h::node_list)),

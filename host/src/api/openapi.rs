@@ -193,6 +193,9 @@ pub fn document() -> Value {
                 "get": op("Stored modules, newest first.", vec![param("name", "query", "Only this module's versions.", string())], "200", "Items", false),
                 "post": with_body(op("Validate (compile, contract, describe) and store a module.", module_query, "201", "Object", true), "application/wasm", json!({ "type": "string", "format": "binary" }))
             },
+            "/api/v1/modules/{name}/rollback": {
+                "post": op("Make jobs following NAME run the previous (or given) version from their next fire; newer versions are withdrawn until pushed again.", vec![param("name", "path", "The module name.", string()), param("to", "query", "Roll back to this version [default: the one before the current].", string())], "200", "Object", true)
+            },
             "/api/v1/history": { "get": op("Task history, newest first, paged.", history, "200", "Page", false) },
             "/api/v1/executions": { "get": op("Fires in flight: claimed by a node or due and waiting.", vec![], "200", "Items", false) },
             "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },

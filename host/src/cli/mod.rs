@@ -154,8 +154,17 @@ pub enum ModuleCommand {
         #[arg(long)]
         version: Option<String>,
     },
-    /// List stored modules and versions, newest first.
+    /// List stored modules and versions, newest first; CURRENT marks the version
+    /// jobs following each name run.
     List,
+    /// Make jobs following NAME run the previous (or given) version from their
+    /// next fire. Newer versions are withdrawn; pushing one again restores it.
+    Rollback {
+        name: String,
+        /// Roll back to this version [default: the one before the current].
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

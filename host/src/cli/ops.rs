@@ -7,7 +7,7 @@ use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, parse_duration, remote}
 use crate::api::views;
 use crate::engine::bootstrap::{self, ServeOptions};
 use crate::engine::jobs::JobSpec;
-use crate::engine::modules::{PushError, push_file, read_module};
+use crate::engine::modules::{PushError, parse_ref, push_file, read_module};
 use crate::runtime::{EngineConfig, HostServices, Runtime, RuntimeConfig};
 use crate::store::model::{HistoryFilter, HistoryStatus};
 use crate::store::{self, Store};
@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// [default: the host's own; config `scheduler.max_wit`].
     #[arg(long, env = "QUARTZITE_MAX_WIT", value_name = "MAJOR.MINOR")]
     pub max_wit: Option<String>,
+    /// Watch this directory: each `*.wasm` file is validated and pushed (named
+    /// by its file stem) at start and whenever it changes; a bad file is logged
+    /// and changes nothing [config `modules_dir`].
+    #[arg(long, env = "QUARTZITE_MODULES_DIR", value_name = "DIR")]
+    pub modules_dir: Option<PathBuf>,
 }
 
 fn default_node_id() -> String {
@@ -129,11 +134,25 @@ pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
             Err(e) => return fail(EXIT_USAGE, &e),
         }
     };
+    let modules_dir = args.modules_dir.clone().or(config.modules_dir.clone());
+    if let Some(dir) = &modules_dir
+        && let Err(e) = crate::engine::watch::check_dir(dir)
+    {
+        return fail(EXIT_USAGE, &format!("not started: {e}"));
+    }
     let node = match bootstrap::start_with_api(&options, api).await {
         Ok(node) => node,
         Err(e) => return fail(EXIT_FAILED, &format!("not started: {e}")),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(dir) = modules_dir {
+        tokio::spawn(crate::engine::watch::watch_modules(
+            Arc::clone(&node.store),
+            Arc::clone(&node.runtime),
+            dir,
+            stop_rx.clone(),
+        ));
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: stopping");
@@ -965,12 +984,66 @@ pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> E
                                 cell(&m["wit_version"]),
                                 cell(&m["size"]),
                                 cell(&m["created_at"]),
+                                if m["current"].as_bool() == Some(true) {
+                                    "current".into()
+                                } else if m["withdrawn"].as_bool() == Some(true) {
+                                    "withdrawn".into()
+                                } else {
+                                    String::new()
+                                },
                             ]
                         })
                         .collect();
                     print_table(
-                        &["MODULE", "VERSION", "DIGEST", "WIT", "BYTES", "PUSHED"],
+                        &[
+                            "MODULE", "VERSION", "DIGEST", "WIT", "BYTES", "PUSHED", "STATE",
+                        ],
                         &rows,
+                    );
+                }))
+            }
+            ModuleCommand::Rollback { name, to } => {
+                let Some(crate::store::ModuleRef::Latest(name)) = parse_ref(&name) else {
+                    return Err(CliError::new(
+                        EXIT_USAGE,
+                        format!("{name:?} is not a module name"),
+                    ));
+                };
+                let record = match &target {
+                    Target::Local(store) => {
+                        let rollback = crate::store::ModuleRollback {
+                            name: name.clone(),
+                            to: to.clone(),
+                        };
+                        match store.module_rollback(&rollback).await? {
+                            Some(m) => serde_json::to_value(m).unwrap_or_default(),
+                            None => {
+                                return Err(CliError::new(
+                                    EXIT_FAILED,
+                                    match &to {
+                                        Some(v) => format!("no module {name}@{v}"),
+                                        None => format!("no module {name}"),
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                    Target::Remote(r) => {
+                        let mut path =
+                            format!("/api/v1/modules/{}/rollback", remote::encode(&name));
+                        if let Some(v) = &to {
+                            path.push_str(&format!("?to={}", remote::encode(v)));
+                        }
+                        r.call(reqwest::Method::POST, &path, None).await?["module"].take()
+                    }
+                };
+                Ok(emit(json, &record, |m| {
+                    println!(
+                        "{} now means {}@{} sha256:{} from the next fire",
+                        cell(&m["name"]),
+                        cell(&m["name"]),
+                        cell(&m["version"]),
+                        cell(&m["digest"])
                     );
                 }))
             }

@@ -253,6 +253,7 @@ pub async fn start_with_api(
                         Some(&decl.name),
                         decl.version.as_deref(),
                         Some(&metrics),
+                        false,
                     )
                     .await
                 }

@@ -8,3 +8,4 @@ pub mod locks;
 pub mod modules;
 pub mod scheduler;
 pub mod services;
+pub mod watch;

@@ -62,6 +62,7 @@ pub async fn push_file(
         name,
         version,
         None,
+        true,
     )
     .await
 }
@@ -82,7 +83,8 @@ pub async fn read_module(path: &Path) -> Result<Vec<u8>, PushError> {
 
 /// [`push_file`] for bytes already in memory (a module uploaded through the
 /// admin API): the same checks, in the same order. A compile is timed into
-/// `metrics` when given.
+/// `metrics` when given. `restore`: the same bytes pushed again restore a
+/// version withdrawn by a rollback (see [`ModulePut::restore`]).
 ///
 /// # Errors
 ///
@@ -94,6 +96,7 @@ pub async fn push_bytes(
     name: Option<&str>,
     version: Option<&str>,
     metrics: Option<&Metrics>,
+    restore: bool,
 ) -> Result<(ModuleRecord, JobInfo), PushError> {
     // A module this runtime holds already is not compiled again: not timed.
     let fresh = runtime
@@ -119,6 +122,7 @@ pub async fn push_bytes(
             digest: module.digest.clone(),
             wit_version: module.wit_version.to_string(),
             bytes,
+            restore,
         })
         .await?;
     Ok((record, info))

@@ -12,6 +12,7 @@ where
 {
     let created: i64 = row.try_get("created_at")?;
     let size: i64 = row.try_get("size")?;
+    let withdrawn: i64 = row.try_get("withdrawn")?;
     Ok(ModuleRecord {
         name: row.try_get("name")?,
         version: row.try_get("version")?,
@@ -19,6 +20,8 @@ where
         wit_version: row.try_get("wit_version")?,
         size: u64::try_from(size).unwrap_or(0),
         created_at: DateTime::<Utc>::from_timestamp_millis(created).unwrap_or_default(),
+        withdrawn: withdrawn != 0,
+        current: false,
     })
 }
 
@@ -93,7 +96,17 @@ macro_rules! impl_store {
                 .bind(&m.bytes)
                 .execute(&mut *tx)
                 .await?;
-                if added.rows_affected() > 0 {
+                // The same bytes pushed again restore a version withdrawn by a rollback.
+                let restored = sqlx::query(
+                    "UPDATE modules SET withdrawn = 0 WHERE name = $1 AND version = $2 AND digest = $3 AND withdrawn <> 0 AND $4",
+                )
+                .bind(&m.name)
+                .bind(&m.version)
+                .bind(&m.digest)
+                .bind(m.restore)
+                .execute(&mut *tx)
+                .await?;
+                if added.rows_affected() > 0 || restored.rows_affected() > 0 {
                     // Jobs naming this module by name, version or digest may now
                     // need another contract version.
                     sqlx::query(concat!($crate::store::sched::refresh_wit_need!(), "WHERE module IN ($1, $2, $3)"))
@@ -122,17 +135,17 @@ macro_rules! impl_store {
                 use $crate::store::ModuleRef;
                 let query = match module {
                     ModuleRef::Latest(name) => sqlx::query(
-                        "SELECT name, version, digest, wit_version, size, created_at FROM modules \
-                         WHERE name = $1 ORDER BY created_at DESC, version DESC LIMIT 1",
+                        "SELECT name, version, digest, wit_version, size, created_at, withdrawn FROM modules \
+                         WHERE name = $1 AND withdrawn = 0 ORDER BY created_at DESC, version DESC LIMIT 1",
                     )
                     .bind(name),
                     ModuleRef::Version { name, version } => sqlx::query(
-                        "SELECT name, version, digest, wit_version, size, created_at FROM modules WHERE name = $1 AND version = $2",
+                        "SELECT name, version, digest, wit_version, size, created_at, withdrawn FROM modules WHERE name = $1 AND version = $2",
                     )
                     .bind(name)
                     .bind(version),
                     ModuleRef::Digest(digest) => sqlx::query(
-                        "SELECT name, version, digest, wit_version, size, created_at FROM modules \
+                        "SELECT name, version, digest, wit_version, size, created_at, withdrawn FROM modules \
                          WHERE digest = $1 ORDER BY created_at DESC LIMIT 1",
                     )
                     .bind(digest),
@@ -155,13 +168,71 @@ macro_rules! impl_store {
 
             async fn module_list(&self, name: Option<&str>) -> Result<Vec<$crate::store::ModuleRecord>, $crate::store::StoreError> {
                 let rows = sqlx::query(
-                    "SELECT name, version, digest, wit_version, size, created_at FROM modules \
+                    "SELECT name, version, digest, wit_version, size, created_at, withdrawn FROM modules \
                      WHERE ($1 IS NULL OR name = $1) ORDER BY name, created_at DESC, version DESC",
                 )
                 .bind(name)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map($crate::store::common::module_from_row).collect()
+                let mut modules = rows
+                    .iter()
+                    .map($crate::store::common::module_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Rows come per name, newest first: the first not withdrawn is current.
+                let mut seen = std::collections::HashSet::new();
+                for m in &mut modules {
+                    if !m.withdrawn && seen.insert(m.name.clone()) {
+                        m.current = true;
+                    }
+                }
+                Ok(modules)
+            }
+
+            async fn module_rollback(&self, r: &$crate::store::ModuleRollback) -> Result<Option<$crate::store::ModuleRecord>, $crate::store::StoreError> {
+                use $crate::store::ModuleRef;
+                let _writer = self.writer().await;
+                let versions = self.module_list(Some(&r.name)).await?;
+                let Some(current) = versions.iter().position(|m| m.current) else {
+                    return Ok(None);
+                };
+                let target = match &r.to {
+                    Some(v) => match versions.iter().position(|m| &m.version == v) {
+                        Some(i) => i,
+                        None => return Ok(None),
+                    },
+                    None => match versions.iter().skip(current + 1).position(|m| !m.withdrawn) {
+                        Some(i) => current + 1 + i,
+                        None => {
+                            return Err($crate::store::StoreError::Conflict(format!(
+                                "module {} has no version older than {} to roll back to",
+                                r.name, versions[current].version
+                            )));
+                        }
+                    },
+                };
+                let mut tx = self.pool.begin().await?;
+                // Rows newer than the target in `module_list` order are withdrawn
+                // (they are listed before it); the target itself is restored.
+                for (i, m) in versions.iter().enumerate() {
+                    let withdrawn = i64::from(i < target);
+                    if i64::from(m.withdrawn) != withdrawn {
+                        sqlx::query("UPDATE modules SET withdrawn = $1 WHERE name = $2 AND version = $3")
+                            .bind(withdrawn)
+                            .bind(&m.name)
+                            .bind(&m.version)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                sqlx::query(concat!($crate::store::sched::refresh_wit_need!(), "WHERE module = $1"))
+                    .bind(&r.name)
+                    .execute(&mut *tx)
+                    .await?;
+                self.module_pushed(&mut tx, &versions[target].digest).await?;
+                tx.commit().await?;
+                self.module_get(&ModuleRef::Version { name: r.name.clone(), version: versions[target].version.clone() })
+                    .await
+                    .map(|m| m.map(|m| $crate::store::ModuleRecord { current: true, ..m }))
             }
 
             async fn fire_running(&self) -> Result<Vec<$crate::store::model::FireRow>, $crate::store::StoreError> {

@@ -53,6 +53,10 @@ pub struct ModulePut {
     /// The `quartzite:job` version the component was built for.
     pub wit_version: String,
     pub bytes: Vec<u8>,
+    /// Whether the same bytes pushed again restore a version a rollback
+    /// withdrew: an operator's push does; a node re-pushing its manifest or
+    /// modules directory at start does not, so a restart keeps a rollback.
+    pub restore: bool,
 }
 
 /// Which module a job means.
@@ -75,6 +79,20 @@ pub struct ModuleRecord {
     pub wit_version: String,
     pub size: u64,
     pub created_at: DateTime<Utc>,
+    /// Withdrawn by a rollback: a job following the name skips it, a pinned
+    /// reference still runs it, pushing it again restores it.
+    pub withdrawn: bool,
+    /// The version a job following the name runs (set by `module_list` and
+    /// `module_rollback`; `false` elsewhere).
+    pub current: bool,
+}
+
+/// Which version a module name should mean again.
+#[derive(Clone, Debug)]
+pub struct ModuleRollback {
+    pub name: String,
+    /// This version [default: the newest one not withdrawn, older than the current].
+    pub to: Option<String>,
 }
 
 /// The store. See the module docs; the scheduler's methods are in [`Scheduling`].
@@ -110,8 +128,21 @@ pub trait Store: Scheduling + Send + Sync + 'static {
     async fn module_get(&self, module: &ModuleRef) -> Result<Option<ModuleRecord>, StoreError>;
     /// Reads the bytes of a module by digest.
     async fn module_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Every stored version, of one module or of all, newest first.
+    /// Every stored version, of one module or of all, newest first, with the
+    /// current one of each name marked.
     async fn module_list(&self, name: Option<&str>) -> Result<Vec<ModuleRecord>, StoreError>;
+    /// Makes a name mean an older (or given) version from the next fire: every
+    /// version newer than it is withdrawn, and nodes following the store's
+    /// module feed hear of it at once. Returns the new current version, `None`
+    /// when the name or the given version is not stored.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when no older version is left to roll back to.
+    async fn module_rollback(
+        &self,
+        rollback: &ModuleRollback,
+    ) -> Result<Option<ModuleRecord>, StoreError>;
     /// A feed of modules pushed by any process, where the database has one
     /// (PostgreSQL's LISTEN/NOTIFY); `None` on SQLite, used by one process.
     async fn module_watch(&self) -> Result<Option<ModuleWatch>, StoreError>;

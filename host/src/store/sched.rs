@@ -112,12 +112,14 @@ pub trait Scheduling: Send + Sync {
 }
 
 /// Sets `jobs.wit_need` to the rank of the module each job's reference resolves
-/// to now (the same choice as `module_get`: a name means its newest version).
+/// to now (the same choice as `module_get`: a name means its newest version
+/// not withdrawn by a rollback).
 /// Append the `WHERE` that picks the jobs.
 macro_rules! refresh_wit_need {
     () => {
         "UPDATE jobs SET wit_need = (SELECT m.wit_rank FROM modules m \
-         WHERE m.name = jobs.module OR m.name || '@' || m.version = jobs.module OR 'sha256:' || m.digest = jobs.module \
+         WHERE (m.name = jobs.module AND m.withdrawn = 0) OR m.name || '@' || m.version = jobs.module \
+         OR 'sha256:' || m.digest = jobs.module \
          ORDER BY m.created_at DESC, m.version DESC LIMIT 1) "
     };
 }
