@@ -50,10 +50,13 @@ pub trait Scheduling: Send + Sync {
     /// Commits the ends of runs in one transaction. A completion whose claim was
     /// taken over (lease expired, fencing token moved on) is refused: `false`.
     async fn fire_complete(&self, batch: &[Completion]) -> Result<Vec<bool>, StoreError>;
-    /// Extends the leases of `fire_ids`, fires `node_id` holds; returns how many.
-    /// Only fires the node knows it runs are named: a claim whose commit it
-    /// never saw acknowledged (the connection dropped) expires and is recovered
-    /// rather than being renewed, unrun, for ever.
+    /// Extends the leases of `fire_ids`, fires `node_id` holds, to `lease_ms`
+    /// from now; returns how many. Only leases with less than half left are
+    /// touched, so a fire is rewritten at most once per half lease however often
+    /// this is called, and short runs never are. Only fires the node knows it
+    /// runs are named: a claim whose commit it never saw acknowledged (the
+    /// connection dropped) expires and is recovered rather than being renewed,
+    /// unrun, for ever.
     async fn lease_renew(
         &self,
         node_id: &str,
@@ -890,6 +893,8 @@ macro_rules! impl_scheduling {
                     qb.push_bind(lease_ms);
                     qb.push(" WHERE node_id = ");
                     qb.push_bind(node_id.to_string());
+                    qb.push(concat!(" AND lease_until_ms < ", $now, " + "));
+                    qb.push_bind(lease_ms / 2);
                     qb.push(" AND state = 'acquired' AND fire_id IN (");
                     let mut list = qb.separated(", ");
                     for id in chunk {
