@@ -9,11 +9,12 @@
 //! the bench works in a schema of its own and drops it.
 
 use quartzite::metrics::Metrics;
-use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use quartzite::store::model::{HistoryStatus, JobDef, TriggerPut};
-use quartzite::store::{self, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{drop_schema, one_shot, open};
 
 /// Nanoseconds per fire of what the scheduler records, over `threads` threads
 /// recording at once into one registry (100 distinct job labels).
@@ -43,38 +44,6 @@ fn record_ns(threads: usize, per_thread: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / (threads * per_thread) as f64
 }
 
-async fn open(backend: &str) -> (Arc<dyn Store>, Option<String>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    match backend {
-        "sqlite" => {
-            let url = format!("sqlite://{}", dir.path().join("metrics.db").display());
-            (store::open(&url).await.expect("sqlite"), None, dir)
-        }
-        "postgres" => {
-            let base = std::env::var("QUARTZITE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let schema = format!("qz_bench_metrics_{}", std::process::id());
-            let admin = sqlx::PgPool::connect(&base).await.expect("postgres");
-            for sql in [
-                format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-                format!("CREATE SCHEMA {schema}"),
-            ] {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&admin)
-                    .await
-                    .expect("schema");
-            }
-            let url = format!("{base}?options=-c%20search_path%3D{schema}");
-            (
-                store::open(&url).await.expect("postgres"),
-                Some(schema),
-                dir,
-            )
-        }
-        other => panic!("unknown backend {other:?}: use sqlite or postgres"),
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args()
@@ -95,25 +64,13 @@ async fn main() {
         );
     }
 
-    let (store, schema, _dir) = open(&backend).await;
+    let (store, schema, _dir) = open(&backend, "metrics").await;
     let far = chrono::Utc::now().timestamp_millis() + 10 * 365 * 24 * 3_600_000;
     let jobs: Vec<(JobDef, Vec<TriggerPut>)> = (0..n)
         .map(|i| {
-            let key = format!("bench/m-{i}");
-            let mut job = JobDef::new(&key, "noop");
+            let (mut job, triggers) = one_shot(i, far);
             job.paused = i % 10 == 0;
-            let trigger = TriggerPut {
-                trigger_key: format!("{key}:at"),
-                job_key: key,
-                spec: TriggerSpec {
-                    kind: TriggerKind::At(far),
-                    start_ms: None,
-                    end_ms: None,
-                    misfire: MisfirePolicy::FireNow,
-                },
-                priority: 5,
-            };
-            (job, vec![trigger])
+            (job, triggers)
         })
         .collect();
     for chunk in jobs.chunks(10_000) {
@@ -137,12 +94,5 @@ async fn main() {
         "{backend}: one scrape with {n} stored triggers: {:.1} ms (median of 7; {size} bytes)",
         took[3].as_secs_f64() * 1000.0
     );
-    if let Some(schema) = schema {
-        let base = std::env::var("QUARTZITE_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let admin = sqlx::PgPool::connect(&base).await.expect("postgres");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&admin)
-            .await;
-    }
+    drop_schema(schema).await;
 }

@@ -15,64 +15,20 @@ use quartzite::engine::scheduler::{Scheduler, SchedulerConfig};
 use quartzite::engine::services::StoreKv;
 use quartzite::runtime::services::LocalLocks;
 use quartzite::runtime::{EngineConfig, HostServices, Runtime, RuntimeConfig};
-use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
-use quartzite::store::model::{HistoryFilter, JobDef, TriggerPut};
+use quartzite::store::model::HistoryFilter;
 use quartzite::store::{self, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{drop_schema, one_shot, open, pg_base};
 
 fn noop_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
     target.join("wasm32-wasip2/release/guest_noop.wasm")
-}
-
-async fn open(backend: &str, tag: &str) -> (Arc<dyn Store>, Option<String>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    match backend {
-        "sqlite" => {
-            let url = format!(
-                "sqlite://{}",
-                dir.path().join(format!("{tag}.db")).display()
-            );
-            (store::open(&url).await.expect("sqlite"), None, dir)
-        }
-        "postgres" => {
-            let base = std::env::var("QUARTZITE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let schema = format!("qz_bench_{}_{tag}", std::process::id());
-            let admin = sqlx::PgPool::connect(&base).await.expect("postgres");
-            for sql in [
-                format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-                format!("CREATE SCHEMA {schema}"),
-            ] {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&admin)
-                    .await
-                    .expect("schema");
-            }
-            let url = format!("{base}?options=-c%20search_path%3D{schema}");
-            (
-                store::open(&url).await.expect("postgres"),
-                Some(schema),
-                dir,
-            )
-        }
-        other => panic!("unknown backend {other:?}: use sqlite or postgres"),
-    }
-}
-
-async fn drop_schema(schema: Option<String>) {
-    if let Some(schema) = schema {
-        let base = std::env::var("QUARTZITE_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let admin = sqlx::PgPool::connect(&base).await.expect("postgres");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&admin)
-            .await;
-    }
 }
 
 fn runtime(store: &Arc<dyn Store>, cache: PathBuf) -> Arc<Runtime> {
@@ -95,23 +51,6 @@ fn runtime(store: &Arc<dyn Store>, cache: PathBuf) -> Arc<Runtime> {
         )
         .expect("runtime"),
     )
-}
-
-fn one_shot(i: usize, at_ms: i64) -> (JobDef, Vec<TriggerPut>) {
-    let key = format!("bench/job-{i}");
-    let job = JobDef::new(&key, "noop");
-    let trigger = TriggerPut {
-        trigger_key: format!("{key}:at"),
-        job_key: key,
-        spec: TriggerSpec {
-            kind: TriggerKind::At(at_ms),
-            start_ms: None,
-            end_ms: None,
-            misfire: MisfirePolicy::FireNow,
-        },
-        priority: 5,
-    };
-    (job, vec![trigger])
 }
 
 async fn history_count(store: &Arc<dyn Store>) -> usize {
@@ -197,8 +136,7 @@ async fn scale(backend: &str, stored: usize) {
         .await
         .expect("reopen"),
         Some(s) => {
-            let base = std::env::var("QUARTZITE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let base = pg_base();
             store::open(&format!("{base}?options=-c%20search_path%3D{s}"))
                 .await
                 .expect("reopen")
