@@ -8,98 +8,21 @@
 
 mod common;
 
+use common::server::{Backend, Server, start_server};
 use common::*;
 
-use quartzite::api::ApiOptions;
-use quartzite::engine::bootstrap::{self, Node, ServeOptions};
-use quartzite::engine::scheduler::SchedulerConfig;
-use quartzite::runtime::{EngineConfig, RuntimeConfig};
 use quartzite::store::Store;
 use quartzite::store::model::HistoryStatus;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const LIMIT: Duration = Duration::from_secs(60);
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A running node with its API on a free loopback port.
-struct Server {
-    base: String,
-    store: Arc<dyn Store>,
-    http: reqwest::Client,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-    schema: Option<String>,
-    db_url: String,
-    dir: tempfile::TempDir,
-}
-
 async fn start(backend: Backend) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, schema) = match backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}", dir.path().join("q.db").display()),
-            None,
-        ),
-        Backend::Postgres => {
-            let (url, schema) = pg_schema("qz_hot").await;
-            (url, Some(schema))
-        }
-    };
-    let options = ServeOptions {
-        db_url: url.clone(),
-        manifest: None,
-        node_id: format!("hot-{}", quartzite::store::sched::new_id()),
-        standby: false,
-        scheduler: SchedulerConfig {
-            poll_ms: 50,
-            ..SchedulerConfig::default()
-        },
-        runtime: RuntimeConfig {
-            engine: EngineConfig::default(),
-            cache_dir: Some(dir.path().join("cache")),
-            node_id: "hot-test".into(),
-        },
-    };
-    let api = ApiOptions::parse("127.0.0.1:0", Some(TOKEN), None).unwrap();
-    let node: Node = bootstrap::start_with_api(&options, Some(api))
-        .await
-        .unwrap();
-    let addr = node.api.as_ref().unwrap().local_addr;
-    let store = Arc::clone(&node.store);
-    let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(bootstrap::run(node, false, rx));
-    let server = Server {
-        base: format!("http://{addr}"),
-        store,
-        http: reqwest::Client::new(),
-        stop,
-        task,
-        schema,
-        db_url: url,
-        dir,
-    };
-    let (http, ready) = (server.http.clone(), format!("{}/readyz", server.base));
-    wait_until(Duration::from_secs(30), "/readyz to answer 200", || {
-        let (http, ready) = (http.clone(), ready.clone());
-        async move {
-            http.get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK)
-        }
-    })
-    .await;
-    server
+    start_server(backend, Some(TOKEN), "hot").await
 }
 
 impl Server {
@@ -116,14 +39,6 @@ impl Server {
         let body: Value = response.json().await.unwrap();
         assert!(status.is_success(), "{path}: {status} {body}");
         body
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        self.task.await.unwrap();
-        if let Some(schema) = &self.schema {
-            pg_drop(schema).await;
-        }
     }
 
     /// The CLI through this server's API (`remote`) or on its database.

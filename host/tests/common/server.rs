@@ -1,0 +1,104 @@
+//! A node with its admin API on a free loopback port, in process, over a fresh
+//! SQLite file or PostgreSQL schema: what the API-driven test binaries start.
+
+use super::{pg_drop, pg_schema, wait_until};
+use quartzite::api::ApiOptions;
+use quartzite::engine::bootstrap::{self, Node, ServeOptions};
+use quartzite::engine::scheduler::SchedulerConfig;
+use quartzite::runtime::{EngineConfig, RuntimeConfig};
+use quartzite::store::Store;
+use reqwest::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running node with its API on a free loopback port.
+pub struct Server {
+    pub base: String,
+    pub store: Arc<dyn Store>,
+    pub http: reqwest::Client,
+    pub stop: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<()>,
+    pub schema: Option<String>,
+    pub token: Option<String>,
+    pub db_url: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a node (ids and schema named after `tag`) and waits for `/readyz`.
+pub async fn start_server(backend: Backend, token: Option<&str>, tag: &str) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, schema) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("q.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, schema) = pg_schema(&format!("qz_{tag}")).await;
+            (url, Some(schema))
+        }
+    };
+    let options = ServeOptions {
+        db_url: url.clone(),
+        manifest: None,
+        node_id: format!("{tag}-{}", quartzite::store::sched::new_id()),
+        standby: false,
+        scheduler: SchedulerConfig {
+            poll_ms: 50,
+            ..SchedulerConfig::default()
+        },
+        runtime: RuntimeConfig {
+            engine: EngineConfig::default(),
+            cache_dir: Some(dir.path().join("cache")),
+            node_id: format!("{tag}-test"),
+        },
+    };
+    let api = ApiOptions::parse("127.0.0.1:0", token, None).expect("API options");
+    let node: Node = bootstrap::start_with_api(&options, Some(api))
+        .await
+        .expect("node starts");
+    let addr = node.api.as_ref().expect("API running").local_addr;
+    let store = Arc::clone(&node.store);
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(bootstrap::run(node, false, rx));
+    let server = Server {
+        base: format!("http://{addr}"),
+        store,
+        http: reqwest::Client::new(),
+        stop,
+        task,
+        schema,
+        token: token.map(str::to_string),
+        db_url: url,
+        dir,
+    };
+    let (http, ready) = (server.http.clone(), format!("{}/readyz", server.base));
+    wait_until(Duration::from_secs(30), "/readyz to answer 200", || {
+        let (http, ready) = (http.clone(), ready.clone());
+        async move {
+            http.get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        }
+    })
+    .await;
+    server
+}
+
+impl Server {
+    /// Stops the node and drops its PostgreSQL schema.
+    pub async fn stop(self) {
+        self.stop.send(true).expect("node running");
+        self.task.await.expect("node stops");
+        if let Some(schema) = &self.schema {
+            pg_drop(schema).await;
+        }
+    }
+}
