@@ -499,9 +499,12 @@ fn check_str(path: &str, s: &str) -> Option<String> {
         "api.listen" if s.parse::<std::net::SocketAddr>().is_err() => Some(format!(
             "api.listen must be an address with a port such as 127.0.0.1:7878 or [::1]:7878, got {s:?}"
         )),
-        "api.admin_token" if s.chars().count() < 16 => Some(
-            "api.admin_token: the admin token is too short: it needs at least 16 characters".into(),
-        ),
+        "api.admin_token" if s.chars().count() < crate::api::auth::MIN_TOKEN_CHARS => {
+            Some(format!(
+                "api.admin_token: the admin token is too short: it needs at least {} characters",
+                crate::api::auth::MIN_TOKEN_CHARS
+            ))
+        }
         "api.admin_token_sha256" if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Some("api.admin_token_sha256 must be 64 hex digits (the SHA-256 of the token)".into())
         }
