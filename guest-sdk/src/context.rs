@@ -28,6 +28,12 @@ pub struct Context {
 }
 
 impl Context {
+    /// The event that started this fire, with its payload; `None` for a fire
+    /// of any other trigger. See [`crate::event`].
+    pub fn event(&self) -> Option<crate::event::Event> {
+        crate::event::current()
+    }
+
     /// Deserializes the job data. An empty data string reads as JSON `null`,
     /// so `Option<T>` and types with defaults accept a job without data.
     ///

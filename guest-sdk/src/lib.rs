@@ -50,6 +50,7 @@
 
 mod context;
 mod error;
+pub mod event;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use crate::error::Error;
 use crate::error::Result;
-use crate::{Level, LockGuard};
+use crate::{Level, LockGuard, event::Event};
 use std::time::{Duration, SystemTime};
 
 #[cfg(target_arch = "wasm32")]
@@ -70,6 +70,22 @@ mod imp {
             inner: guard,
         })
     }
+
+    pub fn trigger_event() -> Option<Event> {
+        host::trigger_event().map(|e| Event {
+            id: e.id,
+            name: e.name,
+            payload_json: e.payload,
+            key: e.key,
+            depth: e.depth,
+            emitted_at_ms: e.emitted_at,
+            source_job: e.source_job,
+        })
+    }
+
+    pub fn emit(name: &str, payload_json: &str, key: Option<&str>) -> Result<String> {
+        host::emit(name, payload_json, key).map_err(convert)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -110,6 +126,14 @@ mod imp {
             fencing_token: token,
             inner: handle,
         })
+    }
+
+    pub fn trigger_event() -> Option<Event> {
+        testing::with_host(|h| h.trigger_event())
+    }
+
+    pub fn emit(name: &str, payload_json: &str, key: Option<&str>) -> Result<String> {
+        testing::with_host(|h| h.emit(name, payload_json, key))
     }
 }
 

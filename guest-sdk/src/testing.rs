@@ -29,6 +29,7 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::{Context, Job, Level, Outcome};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +68,24 @@ pub struct TestHost {
     locks: Rc<RefCell<LockTable>>,
     logs: Vec<LogLine>,
     runs: u64,
+    event: Option<Event>,
+    emitted: Vec<Emitted>,
+}
+
+/// An event a job emitted under a [`TestHost`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Emitted {
+    pub name: String,
+    /// JSON text.
+    pub payload: String,
+    pub key: Option<String>,
+}
+
+impl Emitted {
+    /// The payload parsed as JSON.
+    pub fn payload_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 impl Default for TestHost {
@@ -115,7 +134,56 @@ impl TestHost {
             locks: Rc::default(),
             logs: Vec::new(),
             runs: 0,
+            event: None,
+            emitted: Vec::new(),
         }
+    }
+
+    /// Runs as if the event `name` with `payload` (JSON text) had started the fire.
+    pub fn event(mut self, name: impl Into<String>, payload: impl Into<String>) -> Self {
+        self.event = Some(Event {
+            id: "test-event".into(),
+            name: name.into(),
+            payload_json: payload.into(),
+            key: None,
+            depth: 0,
+            emitted_at_ms: millis(self.clock),
+            source_job: None,
+        });
+        self
+    }
+
+    /// The events emitted so far, in order (a repeated name and key once).
+    pub fn emitted(&self) -> &[Emitted] {
+        &self.emitted
+    }
+
+    pub(crate) fn trigger_event(&self) -> Option<Event> {
+        self.event.clone()
+    }
+
+    pub(crate) fn emit(&mut self, name: &str, payload: &str, key: Option<&str>) -> Result<String> {
+        if name.is_empty() {
+            return Err(Error::Fatal("invalid argument: event name is empty".into()));
+        }
+        if serde_json::from_str::<serde_json::Value>(payload).is_err() {
+            return Err(Error::Fatal(
+                "invalid argument: event payload is not JSON".into(),
+            ));
+        }
+        let repeated = key.is_some()
+            && self
+                .emitted
+                .iter()
+                .any(|e| e.name == name && e.key.as_deref() == key);
+        if !repeated {
+            self.emitted.push(Emitted {
+                name: name.to_string(),
+                payload: payload.to_string(),
+                key: key.map(str::to_string),
+            });
+        }
+        Ok(format!("test-event-{}", self.emitted.len()))
     }
 
     /// Sets the job data (JSON text).

@@ -12,7 +12,7 @@
 
 use quartzite::engine::modules::push_file;
 use quartzite::engine::scheduler::{Scheduler, SchedulerConfig};
-use quartzite::engine::services::StoreKv;
+use quartzite::engine::services::{StoreEvents, StoreKv};
 use quartzite::runtime::services::LocalLocks;
 use quartzite::runtime::{EngineConfig, HostServices, Runtime, RuntimeConfig};
 use quartzite::store::model::HistoryFilter;
@@ -35,6 +35,7 @@ fn runtime(store: &Arc<dyn Store>, cache: PathBuf) -> Arc<Runtime> {
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(store))),
         locks: Arc::new(LocalLocks::new()),
+        events: StoreEvents::new(Arc::clone(store), 8),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 128,

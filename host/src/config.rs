@@ -242,6 +242,18 @@ pub const KEYS: &[Key] = &[
         "Run and advertise contract versions only up to MAJOR.MINOR (rolling upgrades); the host's own when unset.",
     ),
     int(
+        "scheduler.max_event_depth",
+        "8",
+        0,
+        "How deep a chain of events emitted by jobs may go; a deeper emit is refused and recorded in history.",
+    ),
+    key(
+        "scheduler.public_url",
+        Kind::Str,
+        "",
+        "Base of the links in alerts, e.g. https://quartzite.example; http://<api.listen> when unset.",
+    ),
+    int(
         "scheduler.history_max_rows",
         "1000000",
         1,
@@ -514,6 +526,13 @@ fn check_str(path: &str, s: &str) -> Option<String> {
         }
         .wit()
         .err(),
+        "scheduler.public_url"
+            if !s.is_empty() && !(s.starts_with("http://") || s.starts_with("https://")) =>
+        {
+            Some(format!(
+                "scheduler.public_url must start with http:// or https://, got {s:?}"
+            ))
+        }
         "node_id" if s.is_empty() || s.len() > 128 || s.chars().any(char::is_whitespace) => Some(
             format!("node_id must be 1 to 128 characters without spaces, got {s:?}"),
         ),

@@ -38,9 +38,17 @@
 //! jitter = 0.1
 //! [[job.trigger]]
 //! name = "every-10s"
-//! cron = "0/10 * * * * ?"         # exactly one of cron | every | at | on
+//! cron = "0/10 * * * * ?"         # exactly one of cron | every | at | on | event
 //! tz = "Europe/Berlin"
 //! misfire = "fire-now"            # "fire-now" | "skip" | "fire-once"
+//! [[job.trigger]]
+//! event = "order.created"         # fires once for every event of this name
+//!
+//! [[alert]]
+//! name = "ops"
+//! on = "permanent-failure"        # | "consecutive-failures" (with `after = N`) | "misfire" | "noop-skip"
+//! job = "examples/*"              # a job key, "group/*" or "*" (the default: every job)
+//! webhook = "http://127.0.0.1:9000/alerts"
 //! ```
 
 use std::collections::HashMap;
@@ -57,6 +65,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::schedule::cron::{CronError, CronSchedule};
 use crate::schedule::interval::IntervalSchedule;
+use crate::store::events::{AlertCondition, AlertRule};
 
 /// Job timeout when the manifest gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,7 +85,8 @@ const MAX_NAME_LEN: usize = 64;
 /// Shortest job timeout and shortest trigger period.
 const MIN_DURATION: Duration = Duration::from_millis(1);
 
-const TOP_KEYS: &[&str] = &["module", "job"];
+const TOP_KEYS: &[&str] = &["module", "job", "alert"];
+const ALERT_KEYS: &[&str] = &["name", "on", "job", "after", "webhook"];
 const MODULE_KEYS: &[&str] = &["name", "path", "version"];
 const JOB_KEYS: &[&str] = &[
     "key",
@@ -93,10 +103,11 @@ const JOB_KEYS: &[&str] = &[
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff", "initial", "max", "jitter"];
 const TRIGGER_KEYS: &[&str] = &[
-    "name", "cron", "tz", "every", "repeat", "at", "on", "misfire", "start", "end", "priority",
+    "name", "cron", "tz", "every", "repeat", "at", "on", "event", "misfire", "start", "end",
+    "priority",
 ];
 /// The keys that say what kind of trigger a `[[job.trigger]]` is.
-const TRIGGER_KINDS: &[&str] = &["cron", "every", "at", "on"];
+const TRIGGER_KINDS: &[&str] = &["cron", "every", "at", "on", "event"];
 
 // ---------------------------------------------------------------------------
 // Domain values
@@ -111,6 +122,8 @@ pub struct Manifest {
     pub modules: Vec<ModuleDecl>,
     /// The `[[job]]` entries, in file order.
     pub jobs: Vec<JobDecl>,
+    /// The `[[alert]]` rules, in file order.
+    pub alerts: Vec<AlertRule>,
 }
 
 /// One `[[module]]`: a WebAssembly component file to push under a name.
@@ -412,6 +425,8 @@ pub enum TriggerKind {
     OnStart,
     /// Once per store, keyed by job key and module version.
     Once,
+    /// Once for every event of this name.
+    Event(String),
 }
 
 /// What to do about fires that were due while no node could run them.
@@ -626,12 +641,13 @@ fn parse_with_base(text: &str, path: &Path, base: &Path) -> Result<Manifest, Man
         span: root.span(),
         path: String::new(),
     };
-    let (modules, jobs) = validator.document(&table, base);
+    let (modules, jobs, alerts) = validator.document(&table, base);
     if validator.errors.is_empty() {
         Ok(Manifest {
             path: path.to_path_buf(),
             modules,
             jobs,
+            alerts,
         })
     } else {
         Err(validator.into_errors())
@@ -745,7 +761,11 @@ impl<'a> Validator<'a> {
 
     // -- the document -------------------------------------------------------
 
-    fn document(&mut self, root: &Table<'_, '_>, base: &Path) -> (Vec<ModuleDecl>, Vec<JobDecl>) {
+    fn document(
+        &mut self,
+        root: &Table<'_, '_>,
+        base: &Path,
+    ) -> (Vec<ModuleDecl>, Vec<JobDecl>, Vec<AlertRule>) {
         self.check_keys(root, TOP_KEYS);
 
         let mut modules = Vec::new();
@@ -764,8 +784,117 @@ impl<'a> Validator<'a> {
             jobs_seen.push(seen);
         }
 
+        let mut alerts: Vec<AlertRule> = Vec::new();
+        for entry in self.array_of_tables(root, "alert") {
+            if let Some(rule) = self.alert(&entry) {
+                if alerts.iter().any(|a| a.name == rule.name) {
+                    self.error(
+                        entry.span.clone(),
+                        &entry.field("name"),
+                        format!("duplicate alert name {:?}", rule.name),
+                    );
+                } else {
+                    alerts.push(rule);
+                }
+            }
+        }
+
         self.cross_check(&modules_seen, &jobs_seen);
-        (modules, jobs)
+        (modules, jobs, alerts)
+    }
+
+    // -- [[alert]] -----------------------------------------------------------
+
+    fn alert(&mut self, t: &Table<'_, '_>) -> Option<AlertRule> {
+        self.check_keys(t, ALERT_KEYS);
+        let name = self.required(t, "name").and_then(|v| {
+            let s = self.string(v, &t.field("name"))?;
+            match check_part(s) {
+                Ok(()) => Some(s.to_owned()),
+                Err(reason) => {
+                    self.error(
+                        v.span(),
+                        &t.field("name"),
+                        format!("invalid alert name {s:?}: {reason}"),
+                    );
+                    None
+                }
+            }
+        });
+        let condition = self.required(t, "on").and_then(|v| {
+            let s = self.string(v, &t.field("on"))?;
+            let parsed = AlertCondition::parse(s);
+            if parsed.is_none() {
+                self.error(
+                    v.span(),
+                    &t.field("on"),
+                    format!(
+                        "invalid alert condition {s:?}: expected \"permanent-failure\", \
+                         \"consecutive-failures\", \"misfire\" or \"noop-skip\""
+                    ),
+                );
+            }
+            parsed
+        });
+        let job = t.get("job").and_then(|v| {
+            let s = self.string(v, &t.field("job"))?;
+            match check_job_pattern(s) {
+                Ok(()) => Some(s.to_owned()),
+                Err(reason) => {
+                    self.error(v.span(), &t.field("job"), reason);
+                    None
+                }
+            }
+        });
+        let after = match t.get("after") {
+            None => None,
+            Some(v) => {
+                let n = self.integer(v, &t.field("after"))?;
+                if condition.is_some_and(|c| c != AlertCondition::ConsecutiveFailures) {
+                    self.error(
+                        v.span(),
+                        &t.field("after"),
+                        "`after` only applies to `consecutive-failures` alerts",
+                    );
+                }
+                match u32::try_from(n) {
+                    Ok(n @ 1..=1000) => Some(n),
+                    _ => {
+                        self.error(
+                            v.span(),
+                            &t.field("after"),
+                            format!("after must be 1 to 1000, not {n}"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        if condition == Some(AlertCondition::ConsecutiveFailures) && t.get("after").is_none() {
+            self.error(
+                t.span.clone(),
+                &t.field("after"),
+                "a `consecutive-failures` alert needs `after`: how many failed runs in a row",
+            );
+        }
+        let webhook = self.required(t, "webhook").and_then(|v| {
+            let s = self.string(v, &t.field("webhook"))?;
+            match check_webhook(s) {
+                Ok(()) => Some(s.to_owned()),
+                Err(reason) => {
+                    self.error(v.span(), &t.field("webhook"), reason);
+                    None
+                }
+            }
+        });
+        Some(AlertRule {
+            name: name?,
+            condition: condition?,
+            job_pattern: job,
+            threshold: after.unwrap_or(1),
+            webhook: webhook?,
+            source: "manifest".into(),
+        })
     }
 
     fn cross_check(&mut self, modules: &[ModuleSeen], jobs: &[JobSeen]) {
@@ -1133,7 +1262,7 @@ impl<'a> Validator<'a> {
             None => self.error(
                 t.span.clone(),
                 &t.path,
-                "a trigger needs exactly one of `cron`, `every`, `at` or `on`",
+                "a trigger needs exactly one of `cron`, `every`, `at`, `on` or `event`",
             ),
             Some(first) => {
                 for (extra, span) in kinds.iter().skip(1) {
@@ -1141,7 +1270,7 @@ impl<'a> Validator<'a> {
                         span.clone(),
                         &t.field(extra),
                         format!(
-                            "a trigger has exactly one of `cron`, `every`, `at` or `on`; \
+                            "a trigger has exactly one of `cron`, `every`, `at`, `on` or `event`; \
                              this one already has `{first}`"
                         ),
                     );
@@ -1166,7 +1295,7 @@ impl<'a> Validator<'a> {
             );
         }
         if let Some(span) = t.key_span("misfire")
-            && kind_key == Some("on")
+            && matches!(kind_key, Some("on" | "event"))
         {
             self.error(
                 span,
@@ -1182,6 +1311,17 @@ impl<'a> Validator<'a> {
                 .get("at")
                 .and_then(|v| self.timestamp(v, &t.field("at")))
                 .map(TriggerKind::At),
+            Some("event") => t.get("event").and_then(|v| {
+                let field = t.field("event");
+                let name = self.string(v, &field)?;
+                match crate::store::events::check_event_name(name) {
+                    Ok(()) => Some(TriggerKind::Event(name.to_owned())),
+                    Err(reason) => {
+                        self.error(v.span(), &field, reason);
+                        None
+                    }
+                }
+            }),
             Some("on") => t.get("on").and_then(|v| {
                 let field = t.field("on");
                 match self.string(v, &field)? {
@@ -1719,6 +1859,33 @@ fn parse_size(text: &str) -> Result<u64, String> {
         return Err(invalid("must be positive"));
     }
     Ok(size)
+}
+
+/// An alert's `job`: a job key, `group/*` or `*`.
+fn check_job_pattern(s: &str) -> Result<(), String> {
+    if s == "*" {
+        return Ok(());
+    }
+    let (group, name) = s.split_once('/').ok_or_else(|| {
+        format!("invalid job {s:?}: expected \"group/name\", \"group/*\" or \"*\"")
+    })?;
+    check_part(group).map_err(|r| format!("invalid job {s:?}: {r}"))?;
+    if name != "*" {
+        check_part(name).map_err(|r| format!("invalid job {s:?}: {r}"))?;
+    }
+    Ok(())
+}
+
+/// A webhook URL: http or https with a host.
+pub fn check_webhook(s: &str) -> Result<(), String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("invalid webhook {s:?}: expected an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || s.chars().any(char::is_whitespace) {
+        return Err(format!("invalid webhook {s:?}: the URL has no host"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

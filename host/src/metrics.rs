@@ -42,6 +42,8 @@ pub struct Metrics {
     skipped: IntCounter,
     retries: IntCounter,
     lock_acquisitions: IntCounterVec,
+    alerts: IntCounterVec,
+    events: IntCounterVec,
     module_compile: Histogram,
     triggers: IntGaugeVec,
     nodes: IntGaugeVec,
@@ -110,6 +112,16 @@ impl Metrics {
             lock_acquisitions: register!(counter_vec(
                 "quartzite_lock_acquisitions_total",
                 "Attempts to take a cluster lock, by result (acquired, timeout, error).",
+                &["result"],
+            )),
+            alerts: register!(counter_vec(
+                "quartzite_alerts_total",
+                "Alert delivery attempts by this node, by rule and result (sent, retry, failed).",
+                &["rule", "result"],
+            )),
+            events: register!(counter_vec(
+                "quartzite_events_total",
+                "Events emitted through this node, by result (accepted, duplicate, depth-exceeded).",
                 &["result"],
             )),
             module_compile: register!(histogram(
@@ -248,6 +260,18 @@ fn histogram(opts: HistogramOpts) -> Histogram {
 
 fn histogram_vec(opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
     HistogramVec::new(opts, labels).expect("constant metric definition")
+}
+
+impl Metrics {
+    /// One alert delivery attempt: `result` is `sent`, `retry` or `failed`.
+    pub fn alert_attempt(&self, rule: &str, result: &str) {
+        self.alerts.with_label_values(&[rule, result]).inc();
+    }
+
+    /// One event emitted through this node: `accepted`, `duplicate` or `depth-exceeded`.
+    pub fn event_emitted(&self, result: &str) {
+        self.events.with_label_values(&[result]).inc();
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 
-use quartzite::runtime::services::{LocalLocks, LockAcquire, LockService, MemoryKv};
+use quartzite::runtime::services::{LocalLocks, LockAcquire, LockService, MemoryEvents, MemoryKv};
 use quartzite::runtime::{
     EngineConfig, HostServices, JobImpl, LimitKind, Limits, LoadOrigin, LogSource, RunOutcome,
     RunReport, RunRequest, Runtime, RuntimeConfig, SkipCode,
@@ -35,6 +35,7 @@ fn fixture_with(engine: EngineConfig, cache_dir: Option<PathBuf>) -> Fixture {
     let services = HostServices {
         kv: kv.clone(),
         locks: locks.clone(),
+        events: Arc::new(MemoryEvents::new(8)),
     };
     let runtime = Runtime::new(
         RuntimeConfig {

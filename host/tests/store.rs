@@ -9,7 +9,7 @@
 
 mod common;
 
-use quartzite::engine::services::StoreKv;
+use quartzite::engine::services::{StoreEvents, StoreKv};
 use quartzite::runtime::services::LocalLocks;
 use quartzite::runtime::{
     EngineConfig, HostServices, RunOutcome, RunRequest, Runtime, RuntimeConfig,
@@ -324,6 +324,7 @@ fn runtime_on(store: &Arc<dyn Store>) -> Runtime {
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(store))),
         locks: Arc::new(LocalLocks::new()),
+        events: StoreEvents::new(Arc::clone(store), 8),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 4,
@@ -956,6 +957,7 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),
         locks: locks.clone(),
+        events: StoreEvents::new(Arc::clone(&store), 8),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 4,

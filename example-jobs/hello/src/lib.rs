@@ -25,12 +25,22 @@ impl Job for Hello {
             .and_then(|d| d.name)
             .unwrap_or_else(|| "world".to_string());
         let greeting = format!("hello, {name}");
-        info!("{greeting} (fire {}, attempt {})", ctx.fire_id, ctx.attempt);
+        let event = ctx.event();
+        match &event {
+            Some(e) => info!(
+                "{greeting} (event {} {}, fire {})",
+                e.name,
+                e.payload_text(),
+                ctx.fire_id
+            ),
+            None => info!("{greeting} (fire {}, attempt {})", ctx.fire_id, ctx.attempt),
+        }
         Outcome::details(&json!({
             "greeting": greeting,
             "fire_id": ctx.fire_id,
             "attempt": ctx.attempt,
             "scheduled_at_ms": ctx.scheduled_at_ms,
+            "event": event.map(|e| json!({ "name": e.name, "payload": e.payload::<serde_json::Value>().ok() })),
         }))
     }
 }
@@ -48,6 +58,20 @@ mod tests {
         let out = host.run::<Hello>().unwrap();
         assert_eq!(out.details_json().unwrap()["greeting"], "hello, Ada");
         assert!(host.logs()[0].message.starts_with("hello, Ada (fire "));
+    }
+
+    #[test]
+    fn says_which_event_started_it() {
+        let mut host = TestHost::new().event("report.done", r#"{"steps":4}"#);
+        let out = host.run::<Hello>().unwrap();
+        let details = out.details_json().unwrap();
+        assert_eq!(details["event"]["name"], "report.done");
+        assert_eq!(details["event"]["payload"]["steps"], 4);
+        assert!(
+            host.logs()[0]
+                .message
+                .contains("event report.done {\"steps\":4}")
+        );
     }
 
     #[test]

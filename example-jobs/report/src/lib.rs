@@ -1,10 +1,11 @@
 //! `report`: a long job. Takes the cluster lock `report` so only one runs at a
 //! time anywhere, works in steps, checkpoints its progress per fire in kv, and
 //! stops early when the host cancels the run (timeout or shutdown). A retry of
-//! the same fire resumes from the checkpoint.
+//! the same fire resumes from the checkpoint. When done it emits `report.done`,
+//! which starts every job subscribed to it.
 
 use quartzite_sdk::{
-    Context, Job, JobInfo, Outcome, Overlap, Result, cancelled, info, kv, lock, retry,
+    Context, Job, JobInfo, Outcome, Overlap, Result, cancelled, event, info, kv, lock, retry,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -61,6 +62,11 @@ impl Job for Report {
         kv::delete(&checkpoint)?;
         let token = guard.fencing_token();
         drop(guard);
+        // Jobs subscribed to `report.done` fire once for this report.
+        event::emit(
+            "report.done",
+            &json!({ "steps": done, "fire": ctx.fire_id }),
+        )?;
         Outcome::details(&json!({ "steps": done, "fencing_token": token }))
     }
 }
@@ -78,6 +84,9 @@ mod tests {
         let out = host.run::<Report>().unwrap();
         assert_eq!(out.details_json().unwrap()["steps"], 3);
         assert!(!host.lock_held("report"));
+        assert_eq!(host.emitted().len(), 1);
+        assert_eq!(host.emitted()[0].name, "report.done");
+        assert_eq!(host.emitted()[0].payload_json()["steps"], 3);
     }
 
     #[test]

@@ -20,17 +20,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-type Result<T> = std::result::Result<T, ApiError>;
-type Shared = State<Arc<ApiState>>;
+pub(super) type Result<T> = std::result::Result<T, ApiError>;
+pub(super) type Shared = State<Arc<ApiState>>;
 
 /// A successful mutation: its JSON answer and what the audit log records.
-fn done(status: StatusCode, body: Value, note: AuditNote) -> Response {
+pub(super) fn done(status: StatusCode, body: Value, note: AuditNote) -> Response {
     let mut response = (status, Json(body)).into_response();
     response.extensions_mut().insert(note);
     response
 }
 
-fn note(action: &'static str, target: &str, summary: Value) -> AuditNote {
+pub(super) fn note(action: &'static str, target: &str, summary: Value) -> AuditNote {
     AuditNote {
         action,
         target: target.to_string(),
@@ -38,18 +38,18 @@ fn note(action: &'static str, target: &str, summary: Value) -> AuditNote {
     }
 }
 
-fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
+pub(super) fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))
 }
 
-fn path<T>(p: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
+pub(super) fn path<T>(p: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
     p.map(|Path(t)| t)
         .map_err(|e| ApiError::bad_request(format!("path: {}", e.body_text())))
 }
 
 /// The body, or why it could not be read (too large: 413).
-fn read_body(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
+pub(super) fn read_body(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> {
     body.map_err(|e| {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -62,7 +62,7 @@ fn read_body(body: std::result::Result<Bytes, BytesRejection>) -> Result<Bytes> 
 }
 
 /// Parses a JSON body, naming the line and column of what is wrong.
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &axum::http::HeaderMap,
     body: &Bytes,
 ) -> Result<T> {
@@ -569,7 +569,7 @@ fn parse_cursor(text: &str) -> Result<(i64, String)> {
         })
 }
 
-fn parse_limit(limit: Option<i64>) -> Result<i64> {
+pub(super) fn parse_limit(limit: Option<i64>) -> Result<i64> {
     match limit {
         None => Ok(50),
         Some(n) if (1..=1000).contains(&n) => Ok(n),

@@ -15,6 +15,7 @@ mod dashboard;
 pub mod error;
 mod handlers;
 pub mod openapi;
+mod signals;
 pub mod views;
 
 use crate::engine::scheduler::Scheduler;
@@ -149,6 +150,7 @@ impl ApiState {
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
     use axum::routing::{delete, post, put};
     use handlers as h;
+    use signals as s;
     vec![
         (Method::GET, "/metrics", get(h::metrics)),
         (Method::GET, "/api/v1/openapi.json", get(h::openapi)),
@@ -209,6 +211,26 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
             post(h::module_rollback),
         ),
         (Method::GET, "/api/v1/history", get(h::history_list)),
+        (Method::GET, "/api/v1/history/{id}", get(s::history_get)),
+        (Method::GET, "/api/v1/events", get(s::event_list)),
+        (Method::POST, "/api/v1/events/{name}", post(s::event_emit)),
+        (Method::GET, "/api/v1/alerts", get(s::alert_list)),
+        (Method::PUT, "/api/v1/alerts/{name}", put(s::alert_put)),
+        (
+            Method::DELETE,
+            "/api/v1/alerts/{name}",
+            delete(s::alert_delete),
+        ),
+        (
+            Method::POST,
+            "/api/v1/alerts/{name}/test",
+            post(s::alert_test),
+        ),
+        (
+            Method::GET,
+            "/api/v1/alerts/deliveries",
+            get(s::delivery_list),
+        ),
         (Method::GET, "/api/v1/executions", get(h::execution_list)),
         (Method::GET, "/api/v1/cluster/nodes", get(h::node_list)),
         (Method::GET, "/api/v1/cluster/locks", get(h::lock_list)),

@@ -197,6 +197,18 @@ pub fn document() -> Value {
                 "post": op("Make jobs following NAME run the previous (or given) version from their next fire; newer versions are withdrawn until pushed again.", vec![param("name", "path", "The module name.", string()), param("to", "query", "Roll back to this version [default: the one before the current].", string())], "200", "Object", true)
             },
             "/api/v1/history": { "get": op("Task history, newest first, paged.", history, "200", "Page", false) },
+            "/api/v1/history/{id}": { "get": op("One history entry (alerts link here).", vec![param("id", "path", "The entry's id.", string())], "200", "Object", false) },
+            "/api/v1/events": { "get": op("Accepted events, newest first.", vec![param("name", "query", "Only events of this name.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
+            "/api/v1/events/{name}": {
+                "post": with_body(op("Emit an event: every job subscribed to NAME fires once (202 with the fires; 200 when the key was used before, starting nothing). Stored with its fires in one transaction.", vec![param("name", "path", "The event's name.", string()), param("key", "query", "Idempotency key (or the Idempotency-Key header).", string())], "202", "Object", true), "application/json", json!({ "description": "The payload: any JSON; an empty body is null." }))
+            },
+            "/api/v1/alerts": { "get": op("Alert rules.", vec![], "200", "Items", false) },
+            "/api/v1/alerts/{name}": {
+                "put": with_body(op("Add or replace an alert rule.", vec![param("name", "path", "The rule's name.", string())], "200", "Object", true), "application/json", json!({ "type": "object", "required": ["on", "webhook"], "properties": { "on": { "type": "string", "enum": ["permanent-failure", "consecutive-failures", "misfire", "noop-skip"] }, "job": { "type": "string", "description": "GROUP/NAME, GROUP/* or * (default)." }, "after": { "type": "integer", "description": "consecutive-failures only: failed runs in a row." }, "webhook": { "type": "string" } } })),
+                "delete": op("Delete an alert rule.", vec![param("name", "path", "The rule's name.", string())], "200", "Object", true)
+            },
+            "/api/v1/alerts/{name}/test": { "post": op("Send a sample alert to the rule's webhook now, recorded as a delivery.", vec![param("name", "path", "The rule's name.", string())], "200", "Object", true) },
+            "/api/v1/alerts/deliveries": { "get": op("Alert deliveries, newest first.", vec![param("rule", "query", "Only this rule's.", string()), param("state", "query", "pending, sent or failed.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/executions": { "get": op("Fires in flight: claimed by a node or due and waiting.", vec![], "200", "Items", false) },
             "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/cluster/locks": { "get": op("Cluster locks held now.", vec![], "200", "Items", false) },

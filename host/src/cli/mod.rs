@@ -9,6 +9,7 @@
 mod ops;
 mod preview;
 mod remote;
+mod signals;
 
 use crate::runtime::{
     EngineConfig, HostServices, JobImpl, Limits, RunOutcome, RunRequest, Runtime, RuntimeConfig,
@@ -92,6 +93,12 @@ pub enum Command {
     /// See the nodes and locks of the cluster sharing this database.
     #[command(subcommand)]
     Cluster(ops::ClusterCommand),
+    /// Emit and list events: jobs subscribed to an event fire once per event.
+    #[command(subcommand)]
+    Event(signals::EventCommand),
+    /// Alert rules and their deliveries to webhooks.
+    #[command(subcommand)]
+    Alert(signals::AlertCommand),
     /// Check a config file or print every key with its default.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -315,6 +322,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Job(command) => ops::job(&conn, command, json).await,
         Command::History(command) => ops::history(&conn, command, json).await,
         Command::Cluster(command) => ops::cluster(&conn, command, json).await,
+        Command::Event(command) => signals::event(&conn, command, json).await,
+        Command::Alert(command) => signals::alert(&conn, command, json).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "quartzite", &mut std::io::stdout());

@@ -205,7 +205,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    async fn open(&self) -> Result<Target, CliError> {
+    pub(super) async fn open(&self) -> Result<Target, CliError> {
         match &self.server {
             Some(url) => Ok(Target::Remote(Remote::new(url, self.token.clone())?)),
             None => Ok(Target::Local(store::open(&self.db).await?)),
@@ -214,7 +214,7 @@ impl Conn {
 }
 
 /// Prints a command's result: `value` as JSON, or as text by `text`.
-fn emit(json: bool, value: &Value, text: impl FnOnce(&Value)) -> ExitCode {
+pub(super) fn emit(json: bool, value: &Value, text: impl FnOnce(&Value)) -> ExitCode {
     if json {
         println!("{value}");
     } else {
@@ -223,12 +223,12 @@ fn emit(json: bool, value: &Value, text: impl FnOnce(&Value)) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn finish(result: Result<ExitCode, CliError>) -> ExitCode {
+pub(super) fn finish(result: Result<ExitCode, CliError>) -> ExitCode {
     result.unwrap_or_else(|e| fail(e.code, &e.message))
 }
 
 /// A JSON field as table text: strings bare, null as `-`.
-fn cell(v: &Value) -> String {
+pub(super) fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -236,7 +236,7 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn fmt_ms(ms: Option<i64>) -> String {
+pub(super) fn fmt_ms(ms: Option<i64>) -> String {
     ms.and_then(DateTime::<Utc>::from_timestamp_millis)
         .map_or_else(
             || "-".into(),
@@ -244,7 +244,7 @@ fn fmt_ms(ms: Option<i64>) -> String {
         )
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -265,7 +265,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn items(v: &Value) -> &[Value] {
+pub(super) fn items(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
 
@@ -313,7 +313,7 @@ pub enum JobCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("when").required(true).args(["cron", "every", "at"])))]
+#[command(group(clap::ArgGroup::new("when").required(true).args(["cron", "every", "at", "event"])))]
 pub struct JobAddArgs {
     /// The job key, GROUP/NAME.
     pub key: String,
@@ -335,6 +335,9 @@ pub struct JobAddArgs {
     /// One fire at this instant (RFC 3339).
     #[arg(long)]
     pub at: Option<String>,
+    /// One fire for every event of this name (`quartzite event emit NAME`).
+    #[arg(long)]
+    pub event: Option<String>,
     /// Job data, JSON.
     #[arg(long)]
     pub data: Option<String>,
@@ -548,11 +551,12 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         every: args.every.map(|d| format!("{}ms", d.as_millis())),
         repeat: args.repeat,
         at: args.at.clone(),
+        event: args.event.clone(),
         data,
         overlap: Some(args.overlap.clone()),
         max_attempts: Some(args.max_attempts.max(1)),
         timeout: Some(format!("{}ms", args.timeout.as_millis())),
-        misfire: Some(args.misfire.clone()),
+        misfire: args.event.is_none().then(|| args.misfire.clone()),
         requests_recovery: Some(args.requests_recovery),
         paused: None,
     };

@@ -10,7 +10,7 @@
 use super::locks::StoreLocks;
 use super::modules::{ModuleResolver, PushError, push_bytes, read_module};
 use super::scheduler::{Scheduler, SchedulerConfig};
-use super::services::StoreKv;
+use super::services::{StoreEvents, StoreKv};
 use crate::api::{self, ApiOptions, ApiState};
 use crate::manifest::{self, Manifest};
 use crate::metrics::Metrics;
@@ -133,6 +133,7 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
                     manifest::TriggerKind::At(at) => TriggerKind::At(at.timestamp_millis()),
                     manifest::TriggerKind::OnStart => TriggerKind::OnStart,
                     manifest::TriggerKind::Once => TriggerKind::Once,
+                    manifest::TriggerKind::Event(name) => TriggerKind::Event { name: name.clone() },
                 },
                 start_ms: t.start.map(|s| s.timestamp_millis()),
                 end_ms: t.end.map(|e| e.timestamp_millis()),
@@ -206,6 +207,7 @@ pub async fn start_with_api(
     }
     let store = store::open(&options.db_url).await?;
     let metrics = Arc::new(Metrics::new());
+    let events = StoreEvents::new(Arc::clone(&store), options.scheduler.max_event_depth);
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),
         locks: StoreLocks::with_metrics(
@@ -213,6 +215,7 @@ pub async fn start_with_api(
             options.scheduler.lease_ms.max(2_000) * 5,
             Arc::clone(&metrics),
         ),
+        events: events.clone(),
     };
     let runtime = Arc::new(
         Runtime::new(options.runtime.clone(), services)
@@ -276,6 +279,7 @@ pub async fn start_with_api(
         }
         let jobs: Vec<_> = m.jobs.iter().map(job_from_manifest).collect();
         store.jobs_put(&jobs).await?;
+        store.alert_rules_sync("manifest", &m.alerts).await?;
         delete_orphans(&store, &runtime, m).await?;
     }
     let reset = store.trigger_reset_errors().await?;
@@ -297,13 +301,23 @@ pub async fn start_with_api(
     if startup > 0 {
         tracing::info!(fires = startup, "on-start and once fires created");
     }
+    let mut scheduler_config = options.scheduler.clone();
+    if scheduler_config
+        .public_url
+        .as_deref()
+        .is_none_or(str::is_empty)
+        && let Some(a) = &api
+    {
+        scheduler_config.public_url = Some(format!("http://{}", a.local_addr));
+    }
     let scheduler = Scheduler::with_metrics(
         Arc::clone(&store),
         Arc::clone(&runtime),
         options.node_id.clone(),
-        options.scheduler.clone(),
+        scheduler_config,
         metrics,
     );
+    events.wake_on_fires(scheduler.wake_handle());
     if let Some(a) = &api {
         let _ = a.state.scheduler.set(Arc::clone(&scheduler));
     }

@@ -13,7 +13,7 @@ use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// One job with one schedule: exactly one of `cron`, `every` and `at`.
+/// One job with one schedule: exactly one of `cron`, `every`, `at` and `event`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
@@ -37,6 +37,9 @@ pub struct JobSpec {
     /// One fire at this instant (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// One fire for every event of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
     /// Job data [default: null].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
@@ -148,9 +151,20 @@ impl JobSpec {
         if max_attempts == 0 {
             return Err(bad("max_attempts", "must be at least 1 (1 = no retry)"));
         }
-        let given = [self.cron.is_some(), self.every.is_some(), self.at.is_some()];
+        let given = [
+            self.cron.is_some(),
+            self.every.is_some(),
+            self.at.is_some(),
+            self.event.is_some(),
+        ];
         if given.iter().filter(|g| **g).count() != 1 {
-            return Err(bad("schedule", "give exactly one of cron, every or at"));
+            return Err(bad(
+                "schedule",
+                "give exactly one of cron, every, at or event",
+            ));
+        }
+        if self.event.is_some() && self.misfire.is_some() {
+            return Err(bad("misfire", "does not apply to event triggers"));
         }
         if self.tz.is_some() && self.cron.is_none() {
             return Err(bad("tz", "only applies to cron"));
@@ -158,7 +172,10 @@ impl JobSpec {
         if self.repeat.is_some() && self.every.is_none() {
             return Err(bad("repeat", "only applies to every"));
         }
-        let kind = if let Some(expr) = &self.cron {
+        let kind = if let Some(name) = &self.event {
+            crate::store::events::check_event_name(name).map_err(|e| bad("event", e))?;
+            TriggerKind::Event { name: name.clone() }
+        } else if let Some(expr) = &self.cron {
             let tz = self.tz.clone().unwrap_or_else(|| "UTC".into());
             CronSchedule::parse(expr, &tz).map_err(|e| bad("cron", e.to_string()))?;
             TriggerKind::Cron {

@@ -2,10 +2,12 @@
 //! host services, and the acquire -> run -> complete loop. It is the only layer
 //! that knows both wasm and SQL exist.
 
+pub mod alerts;
 pub mod bootstrap;
 pub mod jobs;
 pub mod locks;
 pub mod modules;
 pub mod scheduler;
 pub mod services;
+pub mod signals;
 pub mod watch;

@@ -16,11 +16,12 @@
 //! taken over cannot complete (fencing); a node stopped with SIGTERM lets running
 //! fires finish within the grace period, then cancels and releases them.
 
+use super::alerts::Alerter;
 use super::modules::ModuleResolver;
 use crate::metrics::Metrics;
 use crate::runtime::{
     JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime, SkipCode,
-    WIT_VERSION, WitVersion,
+    TriggerEvent, WIT_VERSION, WitVersion,
 };
 use crate::schedule::trigger::MisfireLimits;
 use crate::store::ModuleEvent;
@@ -65,6 +66,11 @@ pub struct SchedulerConfig {
     /// (default: the host's own). Lowering it keeps modules built for newer
     /// minors on other nodes, as a host of an older release would.
     pub max_wit: Option<String>,
+    /// How deep a chain of events emitted by jobs may go. Default 8.
+    pub max_event_depth: u32,
+    /// The base of links in alerts (e.g. `https://quartzite.example`); the
+    /// admin API's address when unset.
+    pub public_url: Option<String>,
 }
 
 impl SchedulerConfig {
@@ -103,6 +109,8 @@ impl Default for SchedulerConfig {
             history_max_age_ms: 30 * 24 * 3_600_000,
             history_max_rows: 1_000_000,
             max_wit: None,
+            max_event_depth: crate::store::events::DEFAULT_MAX_DEPTH,
+            public_url: None,
         }
     }
 }
@@ -124,6 +132,7 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     /// Whether the acquire loop runs: what the API's `/readyz` reports.
     running: AtomicBool,
+    alerter: Arc<Alerter>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -176,6 +185,16 @@ impl Scheduler {
             tracing::warn!(error = %e, "ignoring max_wit");
             WIT_VERSION
         });
+        let alerter = Alerter::new(
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            node_id.clone(),
+            config
+                .public_url
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .unwrap_or("http://127.0.0.1:7878"),
+        );
         Arc::new(Scheduler {
             store,
             runtime,
@@ -186,6 +205,7 @@ impl Scheduler {
             held: std::sync::Mutex::default(),
             wake: Arc::new(Notify::new()),
             avg_run_us: std::sync::atomic::AtomicU64::new(0),
+            alerter,
             metrics,
             running: AtomicBool::new(false),
         })
@@ -194,6 +214,16 @@ impl Scheduler {
     /// Wakes the loop at once: call after adding or changing jobs or triggers.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// What [`Scheduler::wake`] notifies, for services that add fires (events).
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// The node's alert scanner and sender.
+    pub fn alerter(&self) -> &Arc<Alerter> {
+        &self.alerter
     }
 
     pub fn node_id(&self) -> &str {
@@ -234,6 +264,8 @@ impl Scheduler {
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(done_rx));
         let upkeep = tokio::spawn(Arc::clone(&self).upkeep_loop(stop.clone()));
         let module_watch = tokio::spawn(Arc::clone(&self).module_watch_loop());
+        let alerts =
+            tokio::spawn(Arc::clone(&self.alerter).run(Duration::from_millis(500), stop.clone()));
         let mut backoff = Duration::from_millis(100);
         tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
         self.running.store(true, Ordering::Relaxed);
@@ -342,6 +374,7 @@ impl Scheduler {
         let _ = completer.await;
         upkeep.abort();
         module_watch.abort();
+        alerts.abort();
         tracing::info!(node = %self.node_id, "scheduler stopped");
     }
 
@@ -417,6 +450,33 @@ impl Scheduler {
                 );
             }
         };
+        let event = match &fire.event_id {
+            None => None,
+            Some(id) => match self.store.event_get(id).await {
+                Ok(event) => event.map(|e| TriggerEvent {
+                    id: e.event_id,
+                    name: e.name,
+                    payload: e.payload,
+                    key: e.key,
+                    depth: e.depth,
+                    emitted_at: to_system_time(e.created_ms),
+                    source_job: e.source_job,
+                }),
+                Err(e) => {
+                    tracing::warn!(fire = %fire.fire_id, error = %e, "cannot read the fire's event from the store; releasing the fire");
+                    let details = json!({ "reason": "store-unavailable", "error": e.to_string() });
+                    return self.completion(
+                        &fire,
+                        HistoryStatus::Cancelled,
+                        FireNext::Release,
+                        None,
+                        started_ms,
+                        started_ms,
+                        details,
+                    );
+                }
+            },
+        };
         let request = RunRequest {
             job_key: fire.job_key.clone(),
             trigger_key: fire.trigger_key.clone(),
@@ -425,6 +485,8 @@ impl Scheduler {
             attempt: fire.attempt,
             recovering: fire.recovering,
             data: fire.job.data.clone(),
+            event,
+            depth: fire.depth,
             limits: Limits {
                 timeout: Duration::from_millis(fire.job.timeout_ms.max(1)),
                 max_memory: fire.job.max_memory,
@@ -670,6 +732,16 @@ impl Scheduler {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "history cleanup failed"),
                 }
+                // Events and finished alert deliveries live as long as history.
+                if let Ok(now) = self.store.now_ms().await {
+                    let before = now - self.config.history_max_age_ms;
+                    if let Err(e) = self.store.event_cleanup(before).await {
+                        tracing::warn!(error = %e, "event cleanup failed");
+                    }
+                    if let Err(e) = self.store.alert_cleanup(before).await {
+                        tracing::warn!(error = %e, "alert delivery cleanup failed");
+                    }
+                }
                 last_cleanup = Some(tokio::time::Instant::now());
             }
         }
@@ -726,6 +798,9 @@ fn history_details(
     if let FireNext::Retry { due_ms } = next {
         details["retry_at_ms"] = json!(due_ms);
     }
+    if let Some(event) = &fire.event_id {
+        details["event"] = json!({ "id": event, "depth": fire.depth });
+    }
     details
 }
 
@@ -741,7 +816,14 @@ mod tests {
         };
         assert_eq!(SchedulerConfig::default().wit(), Ok(WIT_VERSION));
         assert_eq!(with("0.9").wit().map(|v| (v.major, v.minor)), Ok((0, 9)));
-        assert_eq!(with(" 1.0 ").wit(), Ok(WIT_VERSION));
+        assert_eq!(with(" 1.0 ").wit().map(|v| (v.major, v.minor)), Ok((1, 0)));
+        assert_eq!(with("1.1").wit(), Ok(WIT_VERSION));
+        assert!(
+            with("1.2")
+                .wit()
+                .unwrap_err()
+                .contains("cannot advertise more")
+        );
         assert!(
             with("2.0")
                 .wit()

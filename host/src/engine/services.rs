@@ -1,7 +1,8 @@
 //! Store-backed implementations of the runtime's host services.
 
-use crate::runtime::services::{KvStore, ServiceError};
+use crate::runtime::services::{EmitRequest, Emitted, EventSink, KvStore, ServiceError};
 use crate::store::Store;
+use crate::store::events::{EmitOutcome, EventPut};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -51,5 +52,71 @@ impl KvStore for StoreKv {
             .state_delete(job_key, key)
             .await
             .map_err(unavailable)
+    }
+}
+
+/// Guests' events, accepted by the store with their fires in one transaction.
+/// A node's own scheduler is woken when an event started fires, so they run
+/// at once instead of at the next poll.
+pub struct StoreEvents {
+    store: Arc<dyn Store>,
+    max_depth: u32,
+    wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+}
+
+impl StoreEvents {
+    pub fn new(store: Arc<dyn Store>, max_depth: u32) -> Arc<Self> {
+        Arc::new(StoreEvents {
+            store,
+            max_depth,
+            wake: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Wakes this scheduler whenever an emit starts fires.
+    pub fn wake_on_fires(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = self.wake.set(wake);
+    }
+}
+
+impl std::fmt::Debug for StoreEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreEvents")
+            .field("max_depth", &self.max_depth)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl EventSink for StoreEvents {
+    async fn emit(&self, request: &EmitRequest) -> Result<Emitted, ServiceError> {
+        let put = EventPut {
+            name: request.name.clone(),
+            payload: request.payload.clone(),
+            key: Some(request.key.clone()),
+            depth: request.depth,
+            source_job: Some(request.job_key.clone()),
+            source_fire: Some(request.fire_id.clone()),
+            max_depth: self.max_depth,
+        };
+        Ok(
+            match self.store.event_emit(&put).await.map_err(unavailable)? {
+                EmitOutcome::Accepted {
+                    event_id, fires, ..
+                } => {
+                    if !fires.is_empty()
+                        && let Some(wake) = self.wake.get()
+                    {
+                        wake.notify_one();
+                    }
+                    Emitted::Accepted {
+                        event_id,
+                        fires: fires.len(),
+                    }
+                }
+                EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
+                EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
+            },
+        )
     }
 }

@@ -19,7 +19,7 @@ pub use self::quartzite::job::types as wit;
 /// The version of `quartzite:job` this host implements.
 pub const WIT_VERSION: WitVersion = WitVersion {
     major: 1,
-    minor: 0,
+    minor: 1,
     patch: 0,
 };
 

@@ -31,6 +31,7 @@ pub use outcome::{
     RunReport, SkipCode,
 };
 pub use services::HostServices;
+
 pub use state::NodeState;
 
 use bindings::wit;
@@ -75,7 +76,24 @@ pub struct RunRequest {
     pub recovering: bool,
     /// The job data, JSON text.
     pub data: String,
+    /// The event that caused the fire, if an event did.
+    pub event: Option<TriggerEvent>,
+    /// The fire's event depth (0 unless an event caused it): its emits are one deeper.
+    pub depth: u32,
     pub limits: Limits,
+}
+
+/// The event behind a fire, as the guest's `trigger-event` returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerEvent {
+    pub id: String,
+    pub name: String,
+    /// JSON text.
+    pub payload: String,
+    pub key: Option<String>,
+    pub depth: u32,
+    pub emitted_at: SystemTime,
+    pub source_job: Option<String>,
 }
 
 impl RunRequest {
@@ -90,6 +108,8 @@ impl RunRequest {
             attempt: 1,
             recovering: false,
             data: String::new(),
+            event: None,
+            depth: 0,
             limits: Limits::default(),
         }
     }
@@ -447,6 +467,10 @@ impl Runtime {
             log: log.clone(),
             services: self.services.clone(),
             job_key: request.job_key.as_str().into(),
+            fire_id: request.fire_id.as_str().into(),
+            event: request.event.clone(),
+            depth: request.depth,
+            emits: 0,
             holder: format!("{}/{}", self.node_id, request.fire_id).into(),
             soft_deadline: start + limits.timeout,
             node: self.node.subscribe(),

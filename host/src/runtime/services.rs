@@ -1,5 +1,5 @@
-//! The seams between a running guest and the rest of the node: durable kv state
-//! and cluster locks. The runtime only knows these traits; the in-process
+//! The seams between a running guest and the rest of the node: durable kv state,
+//! cluster locks and events. The runtime only knows these traits; the in-process
 //! implementations here serve `run-once` and tests, and the store and cluster
 //! replace them with database-backed ones.
 
@@ -163,19 +163,101 @@ impl LockService for LocalLocks {
     }
 }
 
-/// The kv store and lock service a runtime hands to its guests.
+/// An event a guest emits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmitRequest {
+    pub name: String,
+    /// JSON text.
+    pub payload: String,
+    /// The guest's key, or one derived from the fire and the call's position.
+    pub key: String,
+    /// The emitting fire's depth + 1.
+    pub depth: u32,
+    pub job_key: String,
+    pub fire_id: String,
+}
+
+/// What became of an emitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Emitted {
+    /// Accepted; `fires` subscribers will run.
+    Accepted { event_id: String, fires: usize },
+    /// The key was emitted before: nothing new started.
+    Duplicate { event_id: String },
+    /// The chain of events is too deep: refused (and recorded).
+    DepthExceeded { limit: u32 },
+}
+
+/// Where guests' events go.
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    async fn emit(&self, request: &EmitRequest) -> Result<Emitted, ServiceError>;
+}
+
+/// Events kept in memory, starting nothing: what `run-once` uses.
+#[derive(Debug)]
+pub struct MemoryEvents {
+    emitted: Mutex<Vec<EmitRequest>>,
+    max_depth: u32,
+}
+
+impl MemoryEvents {
+    pub fn new(max_depth: u32) -> Self {
+        MemoryEvents {
+            emitted: Mutex::new(Vec::new()),
+            max_depth,
+        }
+    }
+
+    /// What was emitted, in order (duplicates by key kept once).
+    pub fn emitted(&self) -> Vec<EmitRequest> {
+        self.emitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl EventSink for MemoryEvents {
+    async fn emit(&self, request: &EmitRequest) -> Result<Emitted, ServiceError> {
+        if request.depth > self.max_depth {
+            return Ok(Emitted::DepthExceeded {
+                limit: self.max_depth,
+            });
+        }
+        let mut emitted = self.emitted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = emitted
+            .iter()
+            .position(|e| e.name == request.name && e.key == request.key)
+        {
+            return Ok(Emitted::Duplicate {
+                event_id: format!("memory-{i}"),
+            });
+        }
+        emitted.push(request.clone());
+        Ok(Emitted::Accepted {
+            event_id: format!("memory-{}", emitted.len() - 1),
+            fires: 0,
+        })
+    }
+}
+
+/// The kv store, lock service and event sink a runtime hands to its guests.
 #[derive(Clone)]
 pub struct HostServices {
     pub kv: Arc<dyn KvStore>,
     pub locks: Arc<dyn LockService>,
+    pub events: Arc<dyn EventSink>,
 }
 
 impl HostServices {
-    /// In-process kv and locks: what `run-once` and single-process tests use.
+    /// In-process kv, locks and events: what `run-once` and single-process tests use.
     pub fn in_memory() -> Self {
         HostServices {
             kv: Arc::new(MemoryKv::new()),
             locks: Arc::new(LocalLocks::new()),
+            events: Arc::new(MemoryEvents::new(crate::store::events::DEFAULT_MAX_DEPTH)),
         }
     }
 }

@@ -8,7 +8,9 @@ use super::bindings::quartzite::job::types::{self as wit, HostError, LogLevel as
 use super::limits::{MAX_KV_KEY, MAX_LOCK_NAME, MAX_LOG_MESSAGE, RunLimiter};
 use super::logs::RunLog;
 use super::outcome::{LogLevel, LogSource};
-use super::services::{HostServices, LockAcquire, LockGuardEntry, ServiceError};
+use super::services::{
+    EmitRequest, Emitted, HostServices, LockAcquire, LockGuardEntry, ServiceError,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -32,6 +34,13 @@ pub(crate) struct RunState {
     pub(crate) log: RunLog,
     pub(crate) services: HostServices,
     pub(crate) job_key: Arc<str>,
+    pub(crate) fire_id: Arc<str>,
+    /// The event behind the fire, for `trigger-event`.
+    pub(crate) event: Option<super::TriggerEvent>,
+    /// The fire's event depth: emits are one deeper.
+    pub(crate) depth: u32,
+    /// Emits so far in this run: numbers the keys derived for keyless emits.
+    pub(crate) emits: u32,
     pub(crate) holder: Arc<str>,
     /// When `cancelled()` turns true.
     pub(crate) soft_deadline: Instant,
@@ -211,7 +220,92 @@ impl Host for RunState {
         self.locks_held += 1;
         Ok(Ok(resource))
     }
+
+    async fn trigger_event(&mut self) -> wasmtime::Result<Option<wit::Event>> {
+        Ok(self.event.as_ref().map(|e| wit::Event {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            payload: e.payload.clone(),
+            key: e.key.clone(),
+            depth: e.depth,
+            emitted_at: e
+                .emitted_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            source_job: e.source_job.clone(),
+        }))
+    }
+
+    async fn emit(
+        &mut self,
+        name: String,
+        payload: String,
+        key: Option<String>,
+    ) -> wasmtime::Result<Result<String, HostError>> {
+        Ok(self.emit_event(name, payload, key).await)
+    }
 }
+
+impl RunState {
+    async fn emit_event(
+        &mut self,
+        name: String,
+        payload: String,
+        key: Option<String>,
+    ) -> Result<String, HostError> {
+        crate::store::events::check_event_name(&name).map_err(invalid)?;
+        crate::store::events::check_event_input(key.as_deref(), &payload).map_err(|e| {
+            if payload.len() > crate::store::events::MAX_EVENT_PAYLOAD {
+                HostError::LimitExceeded(e)
+            } else {
+                invalid(e)
+            }
+        })?;
+        if self.emits >= MAX_EMITS_PER_RUN {
+            return Err(HostError::LimitExceeded(format!(
+                "a run may emit at most {MAX_EMITS_PER_RUN} events"
+            )));
+        }
+        if self.is_cancelled() {
+            return Err(HostError::Cancelled);
+        }
+        self.emits += 1;
+        // Without a key, the fire and the call's position make one: a retried or
+        // recovered run that emits the same events in the same order emits once.
+        let key = key.unwrap_or_else(|| format!("fire:{}:{}", self.fire_id, self.emits));
+        let request = EmitRequest {
+            name,
+            payload,
+            key,
+            depth: self.depth.saturating_add(1),
+            job_key: self.job_key.to_string(),
+            fire_id: self.fire_id.to_string(),
+        };
+        match self.services.events.emit(&request).await {
+            Ok(Emitted::Accepted { event_id, .. } | Emitted::Duplicate { event_id }) => {
+                Ok(event_id)
+            }
+            Ok(Emitted::DepthExceeded { limit }) => {
+                self.log.push(
+                    LogLevel::Warn,
+                    LogSource::Log,
+                    &format!(
+                        "event {:?} not emitted: the chain of events would be {} deep, over the limit of {limit}",
+                        request.name, request.depth
+                    ),
+                );
+                Err(HostError::LimitExceeded(format!(
+                    "event chain depth limit {limit} reached: {:?} not emitted",
+                    request.name
+                )))
+            }
+            Err(e) => Err(service_error(e)),
+        }
+    }
+}
+
+/// Emits one run may make: a guest looping on `emit` cannot flood the store.
+pub(crate) const MAX_EMITS_PER_RUN: u32 = 1_000;
 
 impl HostLockGuard for RunState {
     async fn name(&mut self, guard: Resource<LockGuardEntry>) -> wasmtime::Result<String> {

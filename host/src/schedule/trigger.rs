@@ -52,6 +52,8 @@ pub enum TriggerKind {
     OnStart,
     /// Once per store for each module version of the job.
     Once,
+    /// Once for every accepted event of this name: never due by the clock.
+    Event { name: String },
 }
 
 impl TriggerKind {
@@ -62,6 +64,7 @@ impl TriggerKind {
             TriggerKind::At(_) => "at",
             TriggerKind::OnStart => "on-start",
             TriggerKind::Once => "once",
+            TriggerKind::Event { .. } => "event",
         }
     }
 }
@@ -118,7 +121,7 @@ impl TriggerSpec {
                 )
             }
             TriggerKind::At(ms) => Compiled::At(*ms),
-            TriggerKind::OnStart | TriggerKind::Once => Compiled::Never,
+            TriggerKind::OnStart | TriggerKind::Once | TriggerKind::Event { .. } => Compiled::Never,
         })
     }
 

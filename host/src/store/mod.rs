@@ -7,11 +7,13 @@
 //! (`state_get`, `module_put`). Times come from the database clock.
 
 mod common;
+pub mod events;
 pub mod model;
 mod postgres;
 pub mod sched;
 mod sqlite;
 
+pub use events::Events;
 pub use postgres::{ModuleEvent, ModuleWatch, PgStore};
 pub use sched::Scheduling;
 pub use sqlite::SqliteStore;
@@ -95,9 +97,10 @@ pub struct ModuleRollback {
     pub to: Option<String>,
 }
 
-/// The store. See the module docs; the scheduler's methods are in [`Scheduling`].
+/// The store. See the module docs; the scheduler's methods are in [`Scheduling`],
+/// those of events and alerts in [`Events`].
 #[async_trait]
-pub trait Store: Scheduling + Send + Sync + 'static {
+pub trait Store: Scheduling + Events + Send + Sync + 'static {
     fn dialect(&self) -> Dialect;
 
     /// Applies the migrations that have not run yet.

@@ -192,6 +192,7 @@ impl TriggerRow {
             TriggerKind::At(ms) => format!("at {ms}"),
             TriggerKind::OnStart => "on start".into(),
             TriggerKind::Once => "once".into(),
+            TriggerKind::Event { name } => format!("event {name:?}"),
         }
     }
 }
@@ -209,6 +210,10 @@ pub struct FireClaim {
     /// Must accompany the completion; a fire taken over since carries another.
     pub fencing: i64,
     pub job: JobDef,
+    /// The event that caused the fire (`None` for clock, start and manual fires).
+    pub event_id: Option<String>,
+    /// The depth of that event (0 otherwise): the fire's own emits are one deeper.
+    pub depth: u32,
 }
 
 /// What `fire_acquire` asks for.
@@ -521,6 +526,7 @@ pub(crate) struct ScheduleColumns {
     pub misfire: String,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
+    pub event: Option<String>,
 }
 
 impl ScheduleColumns {
@@ -543,6 +549,7 @@ impl ScheduleColumns {
             }
             TriggerKind::At(ms) => c.at_ms = Some(*ms),
             TriggerKind::OnStart | TriggerKind::Once => {}
+            TriggerKind::Event { name } => c.event = Some(name.clone()),
         }
         c
     }
@@ -561,6 +568,7 @@ impl ScheduleColumns {
             "at" => TriggerKind::At(self.at_ms?),
             "on-start" => TriggerKind::OnStart,
             "once" => TriggerKind::Once,
+            "event" => TriggerKind::Event { name: self.event? },
             _ => return None,
         };
         Some(TriggerSpec {

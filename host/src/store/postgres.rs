@@ -145,3 +145,9 @@ super::sched::impl_scheduling!(
     "OFFSET $1",
     "BEGIN"
 );
+
+super::events::impl_events!(
+    PgStore,
+    "(extract(epoch from clock_timestamp()) * 1000)::bigint",
+    "BEGIN"
+);

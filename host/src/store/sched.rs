@@ -157,6 +157,38 @@ pub(crate) fn history_row(
     }
 }
 
+/// The columns of a task history row, as [`history_from_row`] reads them.
+macro_rules! history_columns {
+    () => {
+        "id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, started_ms, ended_ms, duration_ms, details"
+    };
+}
+
+pub(crate) fn history_from_row<R: sqlx::Row>(r: &R) -> Result<HistoryEntry, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let status: String = r.try_get("status")?;
+    Ok(HistoryEntry {
+        id: r.try_get("id")?,
+        fire_id: r.try_get("fire_id")?,
+        job_key: r.try_get("job_key")?,
+        trigger_key: r.try_get("trigger_key")?,
+        status: HistoryStatus::parse(&status).unwrap_or(HistoryStatus::Failed),
+        attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+        node_id: r.try_get("node_id")?,
+        scheduled_ms: r.try_get("scheduled_ms")?,
+        started_ms: r.try_get("started_ms")?,
+        ended_ms: r.try_get("ended_ms")?,
+        duration_ms: r.try_get("duration_ms")?,
+        details: r.try_get("details")?,
+    })
+}
+
 macro_rules! job_columns {
     () => {
         "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, backoff_max_ms, jitter, \
@@ -167,7 +199,7 @@ macro_rules! job_columns {
 macro_rules! trigger_columns {
     () => {
         "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, start_ms, end_ms, \
-         priority, state, next_fire_ms, error"
+         priority, state, next_fire_ms, error, event_name"
     };
 }
 
@@ -227,6 +259,7 @@ where
         misfire: row.try_get("misfire")?,
         start_ms: row.try_get("start_ms")?,
         end_ms: row.try_get("end_ms")?,
+        event: row.try_get("event_name")?,
     };
     let kind = columns.kind.clone();
     let spec = columns.into_spec().ok_or_else(|| {
@@ -262,6 +295,7 @@ macro_rules! impl_scheduling {
                 jobs: &[($crate::store::model::JobDef, Vec<$crate::store::model::TriggerPut>)],
             ) -> Result<(), $crate::store::StoreError> {
                 use sqlx::Row;
+
                 use $crate::schedule::trigger::TriggerKind;
                 use $crate::store::model::{Backoff, ScheduleColumns, TriggerRow};
                 // The last declaration of a key wins, as if put one by one.
@@ -353,7 +387,7 @@ macro_rules! impl_scheduling {
                             }
                             let (state, next, error) = match spec.first_fire(now) {
                                 Ok(Some(next)) => ("WAITING", Some(next), None),
-                                Ok(None) if matches!(spec.kind, TriggerKind::OnStart | TriggerKind::Once) => ("WAITING", None, None),
+                                Ok(None) if matches!(spec.kind, TriggerKind::OnStart | TriggerKind::Once | TriggerKind::Event { .. }) => ("WAITING", None, None),
                                 Ok(None) => ("COMPLETE", None, None),
                                 Err(e) => ("ERROR", None, Some(e.to_string())),
                             };
@@ -378,6 +412,7 @@ macro_rules! impl_scheduling {
                                 .push_bind(*state)
                                 .push_bind(*next)
                                 .push_bind(error.clone())
+                                .push_bind(c.event.clone())
                                 .push_bind(now);
                         });
                         qb.push(
@@ -386,7 +421,7 @@ macro_rules! impl_scheduling {
                              repeat_count = excluded.repeat_count, at_ms = excluded.at_ms, misfire = excluded.misfire, \
                              start_ms = excluded.start_ms, end_ms = excluded.end_ms, priority = excluded.priority, \
                              state = excluded.state, next_fire_ms = excluded.next_fire_ms, error = excluded.error, \
-                             updated_at = excluded.updated_at",
+                             event_name = excluded.event_name, updated_at = excluded.updated_at",
                         );
                         qb.build().execute(&mut *tx).await?;
                     }
@@ -673,6 +708,8 @@ macro_rules! impl_scheduling {
                                 recovering: false,
                                 fencing: 1,
                                 job: job.clone(),
+                                event_id: None,
+                                depth: 0,
                             });
                         }
                     }
@@ -692,7 +729,7 @@ macro_rules! impl_scheduling {
                 // 2. Claim due fires, respecting each job's overlap policy.
                 let budget = p.max.saturating_sub(out.fires.len());
                 let candidates = if budget == 0 { Vec::new() } else { sqlx::query(concat!(
-                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing \
+                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth \
                      FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
                      ORDER BY f.due_ms, f.priority DESC LIMIT $2", $lock
@@ -789,6 +826,8 @@ macro_rules! impl_scheduling {
                         // The claim below increments it in the same transaction.
                         fencing: row.try_get::<i64, _>("fencing")? + 1,
                         job: job.clone(),
+                        event_id: Some(row.try_get::<String, _>("event_id")?).filter(|e| !e.is_empty()),
+                        depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(0),
                     });
                 }
                 for chunk in skipped_overlap.chunks(200) {
@@ -961,7 +1000,7 @@ macro_rules! impl_scheduling {
             async fn fire_list(&self) -> Result<Vec<$crate::store::model::FireClaim>, $crate::store::StoreError> {
                 use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, recovering, fencing FROM fires ORDER BY due_ms",
+                    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, recovering, fencing, event_id, depth FROM fires ORDER BY due_ms",
                 )
                 .fetch_all(&self.pool)
                 .await?;
@@ -979,13 +1018,14 @@ macro_rules! impl_scheduling {
                         recovering: row.try_get::<i64, _>("recovering")? != 0,
                         fencing: row.try_get("fencing")?,
                         job,
+                        event_id: Some(row.try_get::<String, _>("event_id")?).filter(|e| !e.is_empty()),
+                        depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(0),
                     });
                 }
                 Ok(out)
             }
 
             async fn history_list(&self, f: &$crate::store::model::HistoryFilter) -> Result<Vec<$crate::store::model::HistoryEntry>, $crate::store::StoreError> {
-                use sqlx::Row;
                 let rows = sqlx::query(
                     "SELECT id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, started_ms, ended_ms, duration_ms, details \
                      FROM task_history WHERE ($1 IS NULL OR job_key = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR started_ms < $3) \
@@ -997,25 +1037,7 @@ macro_rules! impl_scheduling {
                 .bind(if f.limit > 0 { f.limit } else { 100 })
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|r| {
-                        let status: String = r.try_get("status")?;
-                        Ok($crate::store::model::HistoryEntry {
-                            id: r.try_get("id")?,
-                            fire_id: r.try_get("fire_id")?,
-                            job_key: r.try_get("job_key")?,
-                            trigger_key: r.try_get("trigger_key")?,
-                            status: $crate::store::model::HistoryStatus::parse(&status).unwrap_or($crate::store::model::HistoryStatus::Failed),
-                            attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-                            node_id: r.try_get("node_id")?,
-                            scheduled_ms: r.try_get("scheduled_ms")?,
-                            started_ms: r.try_get("started_ms")?,
-                            ended_ms: r.try_get("ended_ms")?,
-                            duration_ms: r.try_get("duration_ms")?,
-                            details: r.try_get("details")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map($crate::store::sched::history_from_row).collect()
             }
 
             async fn history_count(&self, f: &$crate::store::model::HistoryFilter) -> Result<u64, $crate::store::StoreError> {
@@ -1329,5 +1351,6 @@ macro_rules! insert_history {
 }
 
 pub(crate) use {
-    impl_scheduling, insert_history, job_columns, load_jobs, refresh_wit_need, trigger_columns,
+    history_columns, impl_scheduling, insert_history, job_columns, load_jobs, refresh_wit_need,
+    trigger_columns,
 };

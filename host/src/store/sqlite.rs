@@ -130,3 +130,9 @@ super::sched::impl_scheduling!(
     // then writes fails at once with SQLITE_BUSY when another writer got in between.
     "BEGIN IMMEDIATE"
 );
+
+super::events::impl_events!(
+    SqliteStore,
+    "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+    "BEGIN IMMEDIATE"
+);

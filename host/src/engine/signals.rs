@@ -1,0 +1,252 @@
+//! What the CLI and the admin API share about events and alerts: checking an
+//! operator's input, emitting, sending a test alert, and the JSON both print.
+
+use super::alerts::Alerter;
+use crate::store::events::{
+    self, AlertCondition, AlertRule, DeliveryAttempt, DeliveryPut, DeliveryState, EmitOutcome,
+    EventPut,
+};
+use crate::store::{Store, StoreError};
+use serde_json::{Value, json};
+
+/// An operator's input that cannot be used, with the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> SignalError {
+    SignalError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Emits an event as an operator (depth 0). `payload` is JSON text; none is `null`.
+///
+/// # Errors
+///
+/// A bad name, key or payload ([`SignalError::Invalid`]), or a store error.
+pub async fn emit(
+    store: &dyn Store,
+    name: &str,
+    payload: Option<&str>,
+    key: Option<&str>,
+) -> Result<EmitOutcome, SignalError> {
+    events::check_event_name(name).map_err(|m| invalid("name", m))?;
+    let payload = payload
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .unwrap_or("null");
+    events::check_event_input(key, payload).map_err(|m| {
+        invalid(
+            if m.starts_with("idempotency") {
+                "key"
+            } else {
+                "data"
+            },
+            m,
+        )
+    })?;
+    Ok(store
+        .event_emit(&EventPut {
+            name: name.to_string(),
+            payload: payload.to_string(),
+            key: key.map(str::to_string),
+            depth: 0,
+            source_job: None,
+            source_fire: None,
+            max_depth: u32::MAX,
+        })
+        .await?)
+}
+
+/// The JSON of an emit, as both the CLI and the API print it.
+pub fn emit_view(name: &str, outcome: &EmitOutcome) -> Value {
+    match outcome {
+        EmitOutcome::Accepted {
+            event_id,
+            fires,
+            paused,
+        } => json!({
+            "event": name,
+            "event_id": event_id,
+            "duplicate": false,
+            "fires": fires,
+            "paused": paused,
+        }),
+        EmitOutcome::Duplicate { event_id, fires } => json!({
+            "event": name,
+            "event_id": event_id,
+            "duplicate": true,
+            "fires": fires,
+            "paused": [],
+        }),
+        EmitOutcome::DepthExceeded { depth, limit } => json!({
+            "event": name,
+            "error": format!("depth {depth} is over the limit {limit}"),
+        }),
+    }
+}
+
+/// A stored event as JSON, its payload parsed.
+pub fn event_view(e: &events::EventRecord) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    v["payload"] = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
+    v["created_at"] = crate::api::views::fmt_ms(Some(e.created_ms));
+    v
+}
+
+/// A delivery as JSON, its document parsed.
+pub fn delivery_view(d: &events::Delivery) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    v["payload"] = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
+    v["created_at"] = crate::api::views::fmt_ms(Some(d.created_ms));
+    v
+}
+
+/// An alert rule from an operator's fields.
+///
+/// # Errors
+///
+/// The first field that is not acceptable.
+pub fn rule_from_input(
+    name: &str,
+    on: &str,
+    job: Option<&str>,
+    after: Option<u32>,
+    webhook: &str,
+    source: &str,
+) -> Result<AlertRule, SignalError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(invalid(
+            "name",
+            format!("alert name {name:?}: expected 1 to 64 letters, digits, _ . -"),
+        ));
+    }
+    let condition = AlertCondition::parse(on).ok_or_else(|| {
+        invalid(
+            "on",
+            format!(
+                "{on:?}: expected permanent-failure, consecutive-failures, misfire or noop-skip"
+            ),
+        )
+    })?;
+    if let Some(job) = job {
+        let ok = job == "*"
+            || job.split_once('/').is_some_and(|(g, n)| {
+                let part = |p: &str| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                };
+                part(g) && (n == "*" || part(n))
+            });
+        if !ok {
+            return Err(invalid(
+                "job",
+                format!("{job:?}: expected GROUP/NAME, GROUP/* or *"),
+            ));
+        }
+    }
+    let threshold = match (condition, after) {
+        (AlertCondition::ConsecutiveFailures, Some(n @ 1..=1000)) => n,
+        (AlertCondition::ConsecutiveFailures, Some(n)) => {
+            return Err(invalid("after", format!("{n}: expected 1 to 1000")));
+        }
+        (AlertCondition::ConsecutiveFailures, None) => {
+            return Err(invalid(
+                "after",
+                "consecutive-failures needs how many failed runs in a row",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(invalid(
+                "after",
+                "only consecutive-failures alerts take a count",
+            ));
+        }
+        (_, None) => 1,
+    };
+    crate::manifest::check_webhook(webhook).map_err(|m| invalid("webhook", m))?;
+    Ok(AlertRule {
+        name: name.to_string(),
+        condition,
+        job_pattern: job.filter(|j| *j != "*").map(str::to_string),
+        threshold,
+        webhook: webhook.to_string(),
+        source: source.to_string(),
+    })
+}
+
+/// Sends a sample alert to a rule's webhook now, and records the delivery and
+/// its result like any other.
+///
+/// # Errors
+///
+/// No such rule, or a store error. A receiver that fails is a result, not an error.
+pub async fn alert_test(
+    store: &dyn Store,
+    alerter: &Alerter,
+    rule_name: &str,
+) -> Result<Value, SignalError> {
+    let rule = store
+        .alert_rule_list()
+        .await?
+        .into_iter()
+        .find(|r| r.name == rule_name)
+        .ok_or_else(|| SignalError::NotFound(format!("no alert rule {rule_name:?}")))?;
+    let now = store.now_ms().await?;
+    let (delivery_id, doc) = alerter.sample(&rule, now);
+    let payload = doc.to_string();
+    // Recorded first, as pending: a test that crashes mid-send is still on record.
+    store
+        .alert_enqueue(&[DeliveryPut {
+            delivery_id: delivery_id.clone(),
+            rule: rule.name.clone(),
+            dedup_key: format!("test|{delivery_id}"),
+            job_key: None,
+            history_id: None,
+            payload: payload.clone(),
+        }])
+        .await?;
+    let result = alerter.send(&rule.webhook, &delivery_id, &payload).await;
+    let state = if result.ok() {
+        DeliveryState::Sent
+    } else {
+        DeliveryState::Failed
+    };
+    alerter.count(&rule.name, state);
+    store
+        .alert_attempt(&DeliveryAttempt {
+            delivery_id: delivery_id.clone(),
+            state,
+            attempts: 1,
+            next_at_ms: now,
+            status: result.status,
+            error: result.error.clone(),
+        })
+        .await?;
+    Ok(json!({
+        "rule": rule.name,
+        "webhook": rule.webhook,
+        "delivery_id": delivery_id,
+        "state": state.as_str(),
+        "status": result.status,
+        "error": result.error,
+        "payload": doc,
+    }))
+}

@@ -1,0 +1,802 @@
+//! Events and alerts in the store.
+//!
+//! An accepted event is one row of `events` written in the same transaction as
+//! one fire per subscribed trigger, so a crash after the call returns loses
+//! nothing, and an idempotency key is unique per event name, so the same key
+//! emitted twice starts one set of fires.
+//!
+//! Alerts are derived from task history: a scan under a cluster lock reads the
+//! history rows an alert can be about (a partial index: successes are never
+//! read) and queues one delivery per rule and triggering condition, unique on a
+//! de-duplication key, so a row scanned twice or by two nodes is delivered once.
+
+use super::StoreError;
+use super::model::{HistoryEntry, HistoryStatus};
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// The longest event name.
+pub const MAX_EVENT_NAME: usize = 128;
+/// The longest idempotency key.
+pub const MAX_EVENT_KEY: usize = 256;
+/// The largest event payload, as JSON text.
+pub const MAX_EVENT_PAYLOAD: usize = 64 << 10;
+/// How deep a chain of events emitted by jobs may go unless configured.
+pub const DEFAULT_MAX_DEPTH: u32 = 8;
+
+/// Checks an event name: 1 to 128 of `A-Z a-z 0-9 . _ - : /`, starting with a
+/// letter or digit. The message says what is wrong.
+///
+/// # Errors
+///
+/// When the name is not acceptable.
+pub fn check_event_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_EVENT_NAME {
+        return Err(format!(
+            "event name {name:?} must be 1 to {MAX_EVENT_NAME} bytes"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "event name {name:?} must start with a letter or digit"
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-:/".contains(*c)))
+    {
+        return Err(format!(
+            "event name {name:?} contains {bad:?}; use letters, digits and . _ - : /"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an event's idempotency key and payload (JSON text).
+///
+/// # Errors
+///
+/// When the key is empty or too long, or the payload is too large or not JSON.
+pub fn check_event_input(key: Option<&str>, payload: &str) -> Result<(), String> {
+    if let Some(key) = key
+        && (key.is_empty() || key.len() > MAX_EVENT_KEY)
+    {
+        return Err(format!(
+            "idempotency key must be 1 to {MAX_EVENT_KEY} bytes"
+        ));
+    }
+    if payload.len() > MAX_EVENT_PAYLOAD {
+        return Err(format!(
+            "event payload is {} bytes; the limit is {MAX_EVENT_PAYLOAD}",
+            payload.len()
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(payload)
+        .map_err(|e| format!("event payload is not JSON: {e}"))?;
+    Ok(())
+}
+
+/// An event to accept.
+#[derive(Clone, Debug)]
+pub struct EventPut {
+    pub name: String,
+    /// JSON text; `null` when none was given.
+    pub payload: String,
+    pub key: Option<String>,
+    /// 0 from an operator; the emitting fire's depth + 1 from a job.
+    pub depth: u32,
+    /// The job and fire that emitted it, if a job did.
+    pub source_job: Option<String>,
+    pub source_fire: Option<String>,
+    /// Events deeper than this are refused (and recorded in the emitting job's history).
+    pub max_depth: u32,
+}
+
+/// One fire an event started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventFire {
+    pub fire_id: String,
+    pub job_key: String,
+    pub trigger_key: String,
+}
+
+/// What emitting an event did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum EmitOutcome {
+    /// Stored with one fire per active subscriber; `paused` subscribers got a
+    /// `skipped` history row instead.
+    Accepted {
+        event_id: String,
+        fires: Vec<EventFire>,
+        paused: Vec<String>,
+    },
+    /// The key was used before for this name: nothing new was started.
+    Duplicate { event_id: String, fires: u64 },
+    /// The chain is too deep: refused, recorded in the emitter's history.
+    DepthExceeded { depth: u32, limit: u32 },
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub name: String,
+    pub key: Option<String>,
+    /// JSON text.
+    pub payload: String,
+    pub depth: u32,
+    pub source_job: Option<String>,
+    pub source_fire: Option<String>,
+    /// Fires it started.
+    pub fires: u64,
+    pub created_ms: i64,
+}
+
+/// What an alert rule watches for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertCondition {
+    /// A fire ended failed for good: a fatal failure, a timeout or retries used up.
+    PermanentFailure,
+    /// `threshold` runs in a row failed (retried attempts count; a success resets).
+    ConsecutiveFailures,
+    /// A fire was missed (history status `misfired`).
+    Misfire,
+    /// The NoOp job ran instead of the module (missing, invalid, incompatible,
+    /// or no node able to run it).
+    NoopSkip,
+}
+
+impl AlertCondition {
+    pub const ALL: [AlertCondition; 4] = [
+        AlertCondition::PermanentFailure,
+        AlertCondition::ConsecutiveFailures,
+        AlertCondition::Misfire,
+        AlertCondition::NoopSkip,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertCondition::PermanentFailure => "permanent-failure",
+            AlertCondition::ConsecutiveFailures => "consecutive-failures",
+            AlertCondition::Misfire => "misfire",
+            AlertCondition::NoopSkip => "noop-skip",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+}
+
+/// An alert rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AlertRule {
+    pub name: String,
+    pub condition: AlertCondition,
+    /// A job key, or `group/*` for a group; `None`: every job.
+    pub job_pattern: Option<String>,
+    /// For `consecutive-failures`: how many in a row (1 otherwise).
+    pub threshold: u32,
+    /// Where deliveries are POSTed.
+    pub webhook: String,
+    /// Who declared it: `manifest`, `cli` or `api`.
+    pub source: String,
+}
+
+impl AlertRule {
+    /// Whether the rule covers `job_key`.
+    pub fn covers(&self, job_key: &str) -> bool {
+        match self.job_pattern.as_deref() {
+            None | Some("*") => true,
+            Some(p) => match p.strip_suffix("/*") {
+                Some(group) => job_key.split_once('/').is_some_and(|(g, _)| g == group),
+                None => p == job_key,
+            },
+        }
+    }
+}
+
+/// Where an alert delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Sent,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Sent => "sent",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            DeliveryState::Pending,
+            DeliveryState::Sent,
+            DeliveryState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// An alert to deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryPut {
+    pub delivery_id: String,
+    pub rule: String,
+    /// One delivery per key: rule and triggering condition.
+    pub dedup_key: String,
+    pub job_key: Option<String>,
+    pub history_id: Option<String>,
+    /// The JSON document POSTed.
+    pub payload: String,
+}
+
+/// A delivery as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub delivery_id: String,
+    pub rule: String,
+    pub dedup_key: String,
+    pub job_key: Option<String>,
+    pub history_id: Option<String>,
+    pub payload: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_at_ms: i64,
+    /// HTTP status of the last attempt, if the receiver answered.
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// The result of one delivery attempt, to record.
+#[derive(Clone, Debug)]
+pub struct DeliveryAttempt {
+    pub delivery_id: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_at_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Filters of `alert_delivery_list`.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    pub rule: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub limit: i64,
+}
+
+/// The history statuses that count as a failed run, and the one that ends a streak.
+pub const FAILURE_STATUSES: [HistoryStatus; 3] = [
+    HistoryStatus::Failed,
+    HistoryStatus::Retried,
+    HistoryStatus::Timeout,
+];
+
+/// The store's events and alerts. See the module docs.
+#[async_trait]
+pub trait Events: Send + Sync {
+    /// Accepts an event: stores it and one fire per active subscriber in one
+    /// transaction. See [`EmitOutcome`].
+    async fn event_emit(&self, event: &EventPut) -> Result<EmitOutcome, StoreError>;
+    /// One event by id.
+    async fn event_get(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError>;
+    /// Events, newest first, of one name or all.
+    async fn event_list(
+        &self,
+        name: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+    /// Deletes events accepted before `before_ms` (their keys may then be reused).
+    async fn event_cleanup(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Makes the rules of `source` exactly `rules`: others of that source are deleted.
+    async fn alert_rules_sync(&self, source: &str, rules: &[AlertRule]) -> Result<(), StoreError>;
+    /// Adds or replaces one rule.
+    async fn alert_rule_put(&self, rule: &AlertRule) -> Result<(), StoreError>;
+    /// Deletes a rule; returns whether it existed.
+    async fn alert_rule_delete(&self, name: &str) -> Result<bool, StoreError>;
+    /// Every rule, by name.
+    async fn alert_rule_list(&self) -> Result<Vec<AlertRule>, StoreError>;
+
+    /// Where a history scan has got to (an `ended_ms`), if it has run.
+    async fn alert_cursor(&self, name: &str) -> Result<Option<i64>, StoreError>;
+    async fn alert_cursor_set(&self, name: &str, ended_ms: i64) -> Result<(), StoreError>;
+    /// History rows an alert can be about that ended after `after_ms`, oldest first.
+    async fn history_alertable(
+        &self,
+        after_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// The newest `limit` runs of a job (successes and failures only) that
+    /// started no later than `upto`, newest first: `(id, status)`.
+    async fn history_runs_before(
+        &self,
+        job_key: &str,
+        upto: &HistoryEntry,
+        limit: i64,
+    ) -> Result<Vec<(String, HistoryStatus)>, StoreError>;
+    /// One history row by id.
+    async fn history_get(&self, id: &str) -> Result<Option<HistoryEntry>, StoreError>;
+
+    /// Queues deliveries; a key already queued is left alone. Returns how many are new.
+    async fn alert_enqueue(&self, deliveries: &[DeliveryPut]) -> Result<u64, StoreError>;
+    /// Pending deliveries due now, oldest first.
+    async fn alert_due(&self, limit: i64) -> Result<Vec<Delivery>, StoreError>;
+    /// Records a delivery attempt.
+    async fn alert_attempt(&self, attempt: &DeliveryAttempt) -> Result<(), StoreError>;
+    /// Deliveries, newest first.
+    async fn alert_delivery_list(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Deletes finished deliveries created before `before_ms`.
+    async fn alert_cleanup(&self, before_ms: i64) -> Result<u64, StoreError>;
+}
+
+pub(crate) fn event_from_row<R: sqlx::Row>(r: &R) -> Result<EventRecord, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(EventRecord {
+        event_id: r.try_get("event_id")?,
+        name: r.try_get("name")?,
+        key: r.try_get("idem_key")?,
+        payload: r.try_get("payload")?,
+        depth: u32::try_from(r.try_get::<i64, _>("depth")?).unwrap_or(0),
+        source_job: r.try_get("source_job")?,
+        source_fire: r.try_get("source_fire")?,
+        fires: u64::try_from(r.try_get::<i64, _>("fires")?).unwrap_or(0),
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+pub(crate) fn rule_from_row<R: sqlx::Row>(r: &R) -> Result<AlertRule, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let name: String = r.try_get("name")?;
+    let condition: String = r.try_get("condition")?;
+    Ok(AlertRule {
+        condition: AlertCondition::parse(&condition).ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "alert rule {name} has an unknown condition {condition:?}"
+            ))
+        })?,
+        name,
+        job_pattern: r.try_get("job_pattern")?,
+        threshold: u32::try_from(r.try_get::<i64, _>("threshold")?).unwrap_or(1),
+        webhook: r.try_get("webhook")?,
+        source: r.try_get("source")?,
+    })
+}
+
+pub(crate) fn delivery_from_row<R: sqlx::Row>(r: &R) -> Result<Delivery, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let state: String = r.try_get("state")?;
+    Ok(Delivery {
+        delivery_id: r.try_get("delivery_id")?,
+        rule: r.try_get("rule")?,
+        dedup_key: r.try_get("dedup_key")?,
+        job_key: r.try_get("job_key")?,
+        history_id: r.try_get("history_id")?,
+        payload: r.try_get("payload")?,
+        state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Failed),
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        next_at_ms: r.try_get("next_at_ms")?,
+        last_status: r
+            .try_get::<Option<i64>, _>("last_status")?
+            .and_then(|s| u16::try_from(s).ok()),
+        last_error: r.try_get("last_error")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}
+
+macro_rules! event_columns {
+    () => {
+        "event_id, name, idem_key, payload, depth, source_job, source_fire, fires, created_ms"
+    };
+}
+
+macro_rules! delivery_columns {
+    () => {
+        "delivery_id, rule, dedup_key, job_key, history_id, payload, state, attempts, next_at_ms, \
+         last_status, last_error, created_ms, updated_ms"
+    };
+}
+
+/// Implements [`Events`] for a store type; the arguments are those of
+/// `impl_scheduling!` that these statements need.
+macro_rules! impl_events {
+    ($store:ty, $now:literal, $begin:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::events::Events for $store {
+            async fn event_emit(
+                &self,
+                e: &$crate::store::events::EventPut,
+            ) -> Result<$crate::store::events::EmitOutcome, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::events::{EmitOutcome, EventFire};
+                use $crate::store::model::{HistoryStatus, TriggerState};
+                let _writer = self.writer().await;
+                let mut tx = self.pool.begin_with($begin).await?;
+                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                if e.depth > e.max_depth {
+                    let row = $crate::store::sched::history_row(
+                        e.source_fire.as_deref(),
+                        e.source_job.as_deref().unwrap_or("-"),
+                        None,
+                        HistoryStatus::Skipped,
+                        None,
+                        now,
+                        serde_json::json!({
+                            "reason": "event-depth-limit",
+                            "event": e.name,
+                            "depth": e.depth,
+                            "limit": e.max_depth,
+                            "detail": format!(
+                                "event {:?} not emitted: it would be {} events deep, and chains stop at {}",
+                                e.name, e.depth, e.max_depth
+                            ),
+                        }),
+                    );
+                    $crate::store::sched::insert_history!(&mut *tx, std::slice::from_ref(&row));
+                    tx.commit().await?;
+                    return Ok(EmitOutcome::DepthExceeded { depth: e.depth, limit: e.max_depth });
+                }
+                let event_id = $crate::store::sched::new_id();
+                let inserted = sqlx::query(
+                    "INSERT INTO events (event_id, name, idem_key, payload, depth, source_job, source_fire, fires, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8) ON CONFLICT DO NOTHING RETURNING event_id",
+                )
+                .bind(&event_id)
+                .bind(&e.name)
+                .bind(e.key.as_deref())
+                .bind(&e.payload)
+                .bind(i64::from(e.depth))
+                .bind(e.source_job.as_deref())
+                .bind(e.source_fire.as_deref())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if inserted.is_none() {
+                    let first = sqlx::query("SELECT event_id, fires FROM events WHERE name = $1 AND idem_key = $2")
+                        .bind(&e.name)
+                        .bind(e.key.as_deref())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(EmitOutcome::Duplicate {
+                        event_id: first.try_get("event_id")?,
+                        fires: u64::try_from(first.try_get::<i64, _>("fires")?).unwrap_or(0),
+                    });
+                }
+                let subscribers = sqlx::query(concat!(
+                    "SELECT ", $crate::store::sched::trigger_columns!(), ", \
+                     (SELECT j.paused FROM jobs j WHERE j.job_key = triggers.job_key) AS job_paused \
+                     FROM triggers WHERE kind = 'event' AND event_name = $1 ORDER BY trigger_key"
+                ))
+                .bind(&e.name)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut fires: Vec<(EventFire, i64)> = Vec::new();
+                let mut paused = Vec::new();
+                let mut history = Vec::new();
+                for row in &subscribers {
+                    let t = $crate::store::sched::trigger_from_row(row)?;
+                    // Outside the subscription's start and end: not subscribed now.
+                    if t.spec.start_ms.is_some_and(|s| now < s) || t.spec.end_ms.is_some_and(|end| now > end) {
+                        continue;
+                    }
+                    let job_paused = row.try_get::<Option<i64>, _>("job_paused")?.unwrap_or(0) != 0;
+                    match t.state {
+                        TriggerState::Waiting if !job_paused => fires.push((
+                            EventFire { fire_id: $crate::store::sched::new_id(), job_key: t.job_key.clone(), trigger_key: t.trigger_key.clone() },
+                            t.priority,
+                        )),
+                        TriggerState::Waiting | TriggerState::Paused => {
+                            history.push($crate::store::sched::history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Skipped, Some(now), now,
+                                serde_json::json!({ "reason": "paused", "event": e.name, "event_id": event_id,
+                                    "detail": format!("event {:?} arrived while this {} was paused", e.name, if job_paused { "job" } else { "trigger" }) })));
+                            paused.push(t.job_key.clone());
+                        }
+                        _ => {}
+                    }
+                }
+                for chunk in fires.chunks(100) {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth) ",
+                    );
+                    qb.push_values(chunk, |mut b, (f, priority)| {
+                        b.push_bind(f.fire_id.clone())
+                            .push_bind(f.trigger_key.clone())
+                            .push_bind(f.job_key.clone())
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(*priority)
+                            .push_bind(1i64)
+                            .push_bind("scheduled")
+                            .push_bind(0i64)
+                            .push_bind(0i64)
+                            .push_bind(event_id.clone())
+                            .push_bind(i64::from(e.depth));
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+                sqlx::query("UPDATE events SET fires = $1 WHERE event_id = $2")
+                    .bind(i64::try_from(fires.len()).unwrap_or(i64::MAX))
+                    .bind(&event_id)
+                    .execute(&mut *tx)
+                    .await?;
+                $crate::store::sched::insert_history!(&mut *tx, &history);
+                tx.commit().await?;
+                Ok(EmitOutcome::Accepted { event_id, fires: fires.into_iter().map(|(f, _)| f).collect(), paused })
+            }
+
+            async fn event_get(&self, event_id: &str) -> Result<Option<$crate::store::events::EventRecord>, $crate::store::StoreError> {
+                let row = sqlx::query(concat!("SELECT ", $crate::store::events::event_columns!(), " FROM events WHERE event_id = $1"))
+                    .bind(event_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map($crate::store::events::event_from_row).transpose()
+            }
+
+            async fn event_list(&self, name: Option<&str>, limit: i64) -> Result<Vec<$crate::store::events::EventRecord>, $crate::store::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", $crate::store::events::event_columns!(), " FROM events WHERE ($1 IS NULL OR name = $1) \
+                     ORDER BY created_ms DESC, event_id DESC LIMIT $2"
+                ))
+                .bind(name)
+                .bind(if limit > 0 { limit } else { 100 })
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map($crate::store::events::event_from_row).collect()
+            }
+
+            async fn event_cleanup(&self, before_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let done = sqlx::query("DELETE FROM events WHERE created_ms < $1").bind(before_ms).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn alert_rules_sync(&self, source: &str, rules: &[$crate::store::events::AlertRule]) -> Result<(), $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut qb = sqlx::QueryBuilder::new("DELETE FROM alert_rules WHERE source = ");
+                qb.push_bind(source.to_string());
+                if !rules.is_empty() {
+                    qb.push(" AND name NOT IN (");
+                    let mut list = qb.separated(", ");
+                    for r in rules {
+                        list.push_bind(r.name.clone());
+                    }
+                    qb.push(")");
+                }
+                qb.build().execute(&mut *tx).await?;
+                for r in rules {
+                    $crate::store::events::upsert_rule!(&mut *tx, r, $now);
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn alert_rule_put(&self, rule: &$crate::store::events::AlertRule) -> Result<(), $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let mut tx = self.pool.begin_with($begin).await?;
+                $crate::store::events::upsert_rule!(&mut *tx, rule, $now);
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn alert_rule_delete(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let done = sqlx::query("DELETE FROM alert_rules WHERE name = $1").bind(name).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn alert_rule_list(&self) -> Result<Vec<$crate::store::events::AlertRule>, $crate::store::StoreError> {
+                let rows = sqlx::query("SELECT name, condition, job_pattern, threshold, webhook, source FROM alert_rules ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map($crate::store::events::rule_from_row).collect()
+            }
+
+            async fn alert_cursor(&self, name: &str) -> Result<Option<i64>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query("SELECT ended_ms FROM alert_cursor WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| r.try_get("ended_ms")).transpose()?)
+            }
+
+            async fn alert_cursor_set(&self, name: &str, ended_ms: i64) -> Result<(), $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                sqlx::query("INSERT INTO alert_cursor (name, ended_ms) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET ended_ms = excluded.ended_ms")
+                    .bind(name)
+                    .bind(ended_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn history_alertable(&self, after_ms: i64, limit: i64) -> Result<Vec<$crate::store::model::HistoryEntry>, $crate::store::StoreError> {
+                // The status list repeats the partial index's, so the index serves it.
+                let rows = sqlx::query(concat!(
+                    "SELECT ", $crate::store::sched::history_columns!(), " FROM task_history \
+                     WHERE status IN ('failed', 'retried', 'timeout', 'skipped', 'misfired') \
+                     AND ended_ms > $1 ORDER BY ended_ms, id LIMIT $2"
+                ))
+                .bind(after_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map($crate::store::sched::history_from_row).collect()
+            }
+
+            async fn history_runs_before(
+                &self,
+                job_key: &str,
+                upto: &$crate::store::model::HistoryEntry,
+                limit: i64,
+            ) -> Result<Vec<(String, $crate::store::model::HistoryStatus)>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT id, status FROM task_history WHERE job_key = $1 \
+                     AND status IN ('success', 'failed', 'retried', 'timeout') \
+                     AND (started_ms < $2 OR (started_ms = $2 AND id <= $3)) \
+                     ORDER BY started_ms DESC, id DESC LIMIT $4",
+                )
+                .bind(job_key)
+                .bind(upto.started_ms)
+                .bind(&upto.id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let status: String = r.try_get("status")?;
+                        Ok((r.try_get("id")?, $crate::store::model::HistoryStatus::parse(&status).unwrap_or($crate::store::model::HistoryStatus::Failed)))
+                    })
+                    .collect()
+            }
+
+            async fn history_get(&self, id: &str) -> Result<Option<$crate::store::model::HistoryEntry>, $crate::store::StoreError> {
+                let row = sqlx::query(concat!("SELECT ", $crate::store::sched::history_columns!(), " FROM task_history WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map($crate::store::sched::history_from_row).transpose()
+            }
+
+            async fn alert_enqueue(&self, deliveries: &[$crate::store::events::DeliveryPut]) -> Result<u64, $crate::store::StoreError> {
+                use sqlx::Row;
+                if deliveries.is_empty() {
+                    return Ok(0);
+                }
+                let _writer = self.writer().await;
+                let mut tx = self.pool.begin_with($begin).await?;
+                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                let mut added = 0;
+                for chunk in deliveries.chunks(50) {
+                    let mut qb = sqlx::QueryBuilder::new(concat!("INSERT INTO alert_deliveries (", $crate::store::events::delivery_columns!(), ") "));
+                    qb.push_values(chunk, |mut b, d| {
+                        b.push_bind(d.delivery_id.clone())
+                            .push_bind(d.rule.clone())
+                            .push_bind(d.dedup_key.clone())
+                            .push_bind(d.job_key.clone())
+                            .push_bind(d.history_id.clone())
+                            .push_bind(d.payload.clone())
+                            .push_bind("pending")
+                            .push_bind(0i64)
+                            .push_bind(now)
+                            .push_bind(None::<i64>)
+                            .push_bind(None::<String>)
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    added += qb.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(added)
+            }
+
+            async fn alert_due(&self, limit: i64) -> Result<Vec<$crate::store::events::Delivery>, $crate::store::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", $crate::store::events::delivery_columns!(), " FROM alert_deliveries \
+                     WHERE state = 'pending' AND next_at_ms <= ", $now, " ORDER BY next_at_ms, delivery_id LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map($crate::store::events::delivery_from_row).collect()
+            }
+
+            async fn alert_attempt(&self, a: &$crate::store::events::DeliveryAttempt) -> Result<(), $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                sqlx::query(concat!(
+                    "UPDATE alert_deliveries SET state = $1, attempts = $2, next_at_ms = $3, last_status = $4, last_error = $5, \
+                     updated_ms = ", $now, " WHERE delivery_id = $6"
+                ))
+                .bind(a.state.as_str())
+                .bind(i64::from(a.attempts))
+                .bind(a.next_at_ms)
+                .bind(a.status.map(i64::from))
+                .bind(a.error.as_deref())
+                .bind(&a.delivery_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn alert_delivery_list(&self, f: &$crate::store::events::DeliveryFilter) -> Result<Vec<$crate::store::events::Delivery>, $crate::store::StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", $crate::store::events::delivery_columns!(), " FROM alert_deliveries \
+                     WHERE ($1 IS NULL OR rule = $1) AND ($2 IS NULL OR state = $2) ORDER BY created_ms DESC, delivery_id DESC LIMIT $3"
+                ))
+                .bind(f.rule.as_deref())
+                .bind(f.state.map(|s| s.as_str()))
+                .bind(if f.limit > 0 { f.limit } else { 100 })
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map($crate::store::events::delivery_from_row).collect()
+            }
+
+            async fn alert_cleanup(&self, before_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let done = sqlx::query("DELETE FROM alert_deliveries WHERE state <> 'pending' AND created_ms < $1")
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+    };
+}
+
+/// Adds or replaces one alert rule on a connection or transaction.
+macro_rules! upsert_rule {
+    ($conn:expr, $r:expr, $now:literal) => {{
+        let r: &$crate::store::events::AlertRule = $r;
+        sqlx::query(concat!(
+            "INSERT INTO alert_rules (name, condition, job_pattern, threshold, webhook, source, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, ", $now, ") ON CONFLICT (name) DO UPDATE SET condition = excluded.condition, \
+             job_pattern = excluded.job_pattern, threshold = excluded.threshold, webhook = excluded.webhook, \
+             source = excluded.source, updated_at = excluded.updated_at"
+        ))
+        .bind(&r.name)
+        .bind(r.condition.as_str())
+        .bind(r.job_pattern.as_deref())
+        .bind(i64::from(r.threshold))
+        .bind(&r.webhook)
+        .bind(&r.source)
+        .execute($conn)
+        .await?;
+    }};
+}
+
+pub(crate) use {delivery_columns, event_columns, impl_events, upsert_rule};
