@@ -1,0 +1,476 @@
+//! Events and alerts on a real node (SQLite and PostgreSQL), driven through
+//! its admin API with real guests: subscribers fire once per event with the
+//! payload, keys de-duplicate, chains stop at the depth limit, a module built
+//! for contract 1.0 runs on this 1.1 host, and alerts reach a real local HTTP
+//! receiver once per triggering condition, again after it answered 500.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use common::server::{Backend, Server, start_server};
+use common::*;
+use quartzite::store::model::HistoryStatus;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+async fn call(
+    server: &Server,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = server
+        .http
+        .request(method, format!("{}{path}", server.base));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, value)
+}
+
+async fn push(server: &Server, guest: &str) -> Value {
+    let response = server
+        .http
+        .post(format!("{}/api/v1/modules", server.base))
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(wasm(guest)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+async fn create_job(server: &Server, spec: Value) {
+    let (status, body) = call(server, Method::POST, "/api/v1/jobs", Some(spec)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+fn details(h: &quartzite::store::model::HistoryEntry) -> Value {
+    serde_json::from_str(&h.details).unwrap()
+}
+
+async fn successes(server: &Server, job: &str) -> Vec<Value> {
+    history_of(server.store.as_ref(), job)
+        .await
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .map(details)
+        .collect()
+}
+
+async fn an_event_fires_each_subscriber_once_with_its_payload(backend: Backend) {
+    let server = start_server(backend, None, "ev").await;
+    push(&server, "guest_relay").await;
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        create_job(
+            &server,
+            json!({ "key": job, "module": "relay", "event": "order.created" }),
+        )
+        .await;
+    }
+    create_job(
+        &server,
+        json!({ "key": "ev/other", "module": "relay", "event": "order.paid" }),
+    )
+    .await;
+
+    let emit = |key: &'static str| {
+        let (http, url) = (
+            server.http.clone(),
+            format!("{}/api/v1/events/order.created", server.base),
+        );
+        async move {
+            let response = http
+                .post(url)
+                .header("idempotency-key", key)
+                .json(&json!({ "order": 7 }))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = emit("order-7").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["fires"].as_array().unwrap().len(), 3, "{first}");
+    let (status, again) = emit("order-7").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["event_id"], first["event_id"]);
+
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        wait_for_success(server.store.as_ref(), job, Duration::from_secs(30)).await;
+    }
+    // Time for a second fire to show up, if there were one.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        let runs = successes(&server, job).await;
+        assert_eq!(runs.len(), 1, "{job}: {runs:?}");
+        let event = &runs[0]["outcome"]["details"]["event"];
+        assert_eq!(event["name"], "order.created");
+        assert_eq!(event["payload"], json!({ "order": 7 }));
+        assert_eq!(event["key"], "order-7");
+        assert_eq!(event["depth"], 0);
+        assert_eq!(event["id"], first["event_id"]);
+        assert_eq!(
+            runs[0]["event"]["id"], first["event_id"],
+            "history names the event"
+        );
+    }
+    assert!(
+        history_of(server.store.as_ref(), "ev/other")
+            .await
+            .is_empty()
+    );
+
+    // Two events without a key in a row are two events, each firing everyone.
+    for _ in 0..2 {
+        let (status, body) =
+            call(&server, Method::POST, "/api/v1/events/order.created", None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "three runs of each subscriber",
+        || async {
+            let mut all = true;
+            for job in ["ev/a", "ev/b", "ev/c"] {
+                all &= successes(&server, job).await.len() == 3;
+            }
+            all
+        },
+    )
+    .await;
+    let (_, events) = call(
+        &server,
+        Method::GET,
+        "/api/v1/events?name=order.created",
+        None,
+    )
+    .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 3, "{events}");
+
+    // Bad input is refused with the field at fault, and stores nothing.
+    let (status, body) = call(&server, Method::POST, "/api/v1/events/bad%20name", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "name");
+    server.stop().await;
+}
+on_both!(an_event_fires_each_subscriber_once_with_its_payload);
+
+async fn a_chain_stops_at_the_depth_limit_with_a_history_entry(backend: Backend) {
+    let server = start_server(backend, None, "chain").await;
+    push(&server, "guest_relay").await;
+    // Every run of this job emits the event that starts it again.
+    create_job(
+        &server,
+        json!({ "key": "chain/ping", "module": "relay", "event": "ping", "data": { "emit": "ping" } }),
+    )
+    .await;
+    let (status, body) = call(&server, Method::POST, "/api/v1/events/ping", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let limit = quartzite::store::events::DEFAULT_MAX_DEPTH;
+    wait_until(
+        Duration::from_secs(60),
+        "the chain to hit the limit",
+        || async {
+            history_of(server.store.as_ref(), "chain/ping")
+                .await
+                .iter()
+                .any(|h| h.status == HistoryStatus::Skipped)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let history = history_of(server.store.as_ref(), "chain/ping").await;
+    let stopped: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .map(details)
+        .collect();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0]["reason"], "event-depth-limit");
+    assert_eq!(stopped[0]["event"], "ping");
+    assert_eq!(stopped[0]["limit"], limit);
+    assert_eq!(stopped[0]["depth"], limit + 1);
+    // Fires at depths 0..=limit ran; the last one's emit was refused, which
+    // the job reports as a failure.
+    let ran = history
+        .iter()
+        .filter(|h| h.status != HistoryStatus::Skipped)
+        .count();
+    assert_eq!(ran, usize::try_from(limit).unwrap() + 1);
+    let mut depths: Vec<u64> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .map(|h| details(h)["event"]["depth"].as_u64().unwrap())
+        .collect();
+    depths.sort_unstable();
+    assert_eq!(depths, (0..u64::from(limit)).collect::<Vec<_>>());
+    server.stop().await;
+}
+on_both!(a_chain_stops_at_the_depth_limit_with_a_history_entry);
+
+async fn a_module_built_for_contract_1_0_runs_unchanged(backend: Backend) {
+    let server = start_server(backend, None, "c10").await;
+    let module = push(&server, "guest_contract_1_0").await;
+    assert_eq!(module["module"]["wit_version"], "1.0.0", "{module}");
+    create_job(
+        &server,
+        json!({ "key": "old/job", "module": "contract-1-0", "every": "200ms", "repeat": 1 }),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "two runs of the 1.0 job",
+        || async { successes(&server, "old/job").await.len() == 2 },
+    )
+    .await;
+    let runs = successes(&server, "old/job").await;
+    let mut counts: Vec<u64> = runs
+        .iter()
+        .map(|d| {
+            assert_eq!(d["outcome"]["details"]["contract"], "1.0.0");
+            assert_eq!(d["module"]["wit_version"], "1.0.0");
+            d["outcome"]["details"]["runs"].as_u64().unwrap()
+        })
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        vec![1, 2],
+        "its kv state works through the 1.0 imports"
+    );
+    server.stop().await;
+}
+on_both!(a_module_built_for_contract_1_0_runs_unchanged);
+
+/// A webhook receiver on a free loopback port: records every request and
+/// answers 500 to the first one, 200 after.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<(u16, Value)>>>,
+}
+
+async fn receiver() -> Receiver {
+    use axum::routing::post;
+    let got: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
+    let state = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let state = Arc::clone(&state);
+            async move {
+                let mut got = state.lock().unwrap();
+                let status = if got.is_empty() { 500 } else { 200 };
+                got.push((status, body));
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        got,
+    }
+}
+
+impl Receiver {
+    fn got(&self) -> Vec<(u16, Value)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+async fn alerts_reach_the_receiver_once_per_condition_and_again_after_a_500(backend: Backend) {
+    let hook = receiver().await;
+    let server = start_server(backend, None, "alert").await;
+    push(&server, "flaky").await;
+    for (name, rule) in [
+        (
+            "gave-up",
+            json!({ "on": "permanent-failure", "job": "al/*", "webhook": hook.url }),
+        ),
+        (
+            "streak",
+            json!({ "on": "consecutive-failures", "after": 3, "job": "al/flaky", "webhook": hook.url }),
+        ),
+        ("noop", json!({ "on": "noop-skip", "webhook": hook.url })),
+        (
+            "late",
+            json!({ "on": "misfire", "job": "al/late", "webhook": hook.url }),
+        ),
+    ] {
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            &format!("/api/v1/alerts/{name}"),
+            Some(rule),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = call(
+        &server,
+        Method::PUT,
+        "/api/v1/alerts/bad",
+        Some(json!({ "on": "sometimes", "webhook": hook.url })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "on");
+
+    // Fails 3 times in a row and gives up: one permanent failure, one streak of 3.
+    create_job(&server, json!({ "key": "al/flaky", "module": "flaky", "data": { "failures": 5 }, "max_attempts": 3, "every": "1h" })).await;
+    // Its module does not exist: the NoOp job runs instead.
+    create_job(
+        &server,
+        json!({ "key": "al/missing", "module": "nope", "every": "1h" }),
+    )
+    .await;
+    // Due five minutes ago, past the misfire threshold, with policy skip.
+    let long_ago = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    create_job(
+        &server,
+        json!({ "key": "al/late", "module": "flaky", "at": long_ago, "misfire": "skip" }),
+    )
+    .await;
+
+    wait_until(Duration::from_secs(60), "four alerts delivered", || async {
+        let mut rules: Vec<String> = hook
+            .got()
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, b)| b["rule"].as_str().unwrap_or_default().to_string())
+            .collect();
+        rules.sort();
+        rules.len() >= 4
+    })
+    .await;
+    // Time for a duplicate to arrive, if there were one (scans run every 500 ms).
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let got = hook.got();
+    let delivered: Vec<&Value> = got
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    let mut by_rule: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for body in &delivered {
+        by_rule
+            .entry(body["rule"].as_str().unwrap())
+            .or_default()
+            .push(body);
+    }
+    for rule in ["gave-up", "streak", "noop", "late"] {
+        assert_eq!(by_rule.get(rule).map_or(0, Vec::len), 1, "{rule}: {got:?}");
+    }
+    assert_eq!(delivered.len(), 4, "{got:?}");
+    // The one answered 500 came again, with the same id.
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[0].0, 500);
+    assert!(delivered.iter().any(|b| b["id"] == got[0].1["id"]));
+
+    let gave_up = by_rule["gave-up"][0];
+    assert_eq!(gave_up["condition"], "permanent-failure");
+    assert_eq!(gave_up["job"], "al/flaky");
+    assert_eq!(gave_up["status"], "failed");
+    assert_eq!(gave_up["attempt"], 3);
+    assert_eq!(gave_up["error"], "planned failure 3 of 5");
+    assert!(
+        gave_up["fire"].is_string() && gave_up["node"].is_string(),
+        "{gave_up}"
+    );
+    assert_eq!(by_rule["streak"][0]["consecutive_failures"], 3);
+    assert_eq!(by_rule["noop"][0]["job"], "al/missing");
+    assert_eq!(by_rule["late"][0]["status"], "misfired");
+    // The link leads to the history entry.
+    let link = gave_up["link"].as_str().unwrap();
+    assert!(link.starts_with(&server.base), "{link}");
+    let entry: Value = server
+        .http
+        .get(link)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(entry["id"], gave_up["history_id"]);
+    assert_eq!(entry["status"], "failed");
+
+    // Every delivery is recorded with its result, and counted.
+    let (_, deliveries) = call(&server, Method::GET, "/api/v1/alerts/deliveries", None).await;
+    let rows = deliveries["items"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{deliveries}");
+    assert!(rows.iter().all(|d| d["state"] == "sent"), "{deliveries}");
+    assert_eq!(
+        rows.iter().filter(|d| d["attempts"] == 2).count(),
+        1,
+        "{deliveries}"
+    );
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let retried_rule = got[0].1["rule"].as_str().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "quartzite_alerts_total{{result=\"retry\",rule=\"{retried_rule}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    for rule in ["gave-up", "streak", "noop", "late"] {
+        assert!(
+            metrics.contains(&format!(
+                "quartzite_alerts_total{{result=\"sent\",rule=\"{rule}\"}} 1"
+            )),
+            "{rule}: {metrics}"
+        );
+    }
+
+    // `alert test` sends a sample now, recorded like any delivery.
+    let (status, test) = call(&server, Method::POST, "/api/v1/alerts/gave-up/test", None).await;
+    assert_eq!(status, StatusCode::OK, "{test}");
+    assert_eq!(test["state"], "sent", "{test}");
+    let last = hook.got().last().cloned().unwrap();
+    assert_eq!(last.1["test"], true);
+    assert_eq!(last.1["rule"], "gave-up");
+    let (status, _) = call(&server, Method::POST, "/api/v1/alerts/nobody/test", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+on_both!(alerts_reach_the_receiver_once_per_condition_and_again_after_a_500);
