@@ -49,18 +49,11 @@ fn node(dir: &Path, url: &str, id: &str) -> Node {
 /// is one), extra arguments and environment. Its warnings go to `dir/ID.log`.
 fn node_with(dir: &Path, url: &str, id: &str, extra: &[&str], envs: &[(&str, &str)]) -> Node {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quartzite"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            url,
-            "--node-id",
-            id,
-        ])
-        .args(extra)
-        .envs(envs.iter().copied());
+    command.args(["serve", "--db", url, "--node-id", id]);
+    if !extra.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    command.args(extra).envs(envs.iter().copied());
     let manifest = dir.join("jobs.toml");
     if manifest.is_file() {
         command.arg("--manifest").arg(manifest);
@@ -345,12 +338,20 @@ async fn wait_for_count(store: &PgStore, job: &str, status: HistoryStatus, at_le
 async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_mixed").await;
-    write_manifest(dir.path(), &module_decl("counter", "counter"));
+    // `counter` is built with the SDK for contract 1.1; `old-job` for 1.0.
+    write_manifest(
+        dir.path(),
+        &format!(
+            "{}{}",
+            module_decl("counter", "counter"),
+            module_decl("old-job", "guest_contract_1_0")
+        ),
+    );
     let store = PgStore::connect(&url).await.unwrap();
     let mut current = node(dir.path(), &url, "current");
     wait_alive(&store, "current").await;
-    // `old` runs only contracts before 1.0, like a node of an older release.
-    let old = node_with(dir.path(), &url, "old", &["--max-wit", "0.9"], &[]);
+    // `old` runs contract 1.0 only, like a node of the release before 1.1.
+    let old = node_with(dir.path(), &url, "old", &["--max-wit", "1.0"], &[]);
     wait_alive(&store, "old").await;
     // A module for the next major version, as a newer node would have pushed it.
     let future = std::fs::read(wasm("guest_future_major")).unwrap();
@@ -368,20 +369,23 @@ async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_r
     store
         .jobs_put(&[
             every_job("m/counter", "counter", 500),
+            every_job("m/old", "old-job", 500),
             every_job("m/future", "future", 500),
         ])
         .await
         .unwrap();
 
-    // Both nodes live: `current` runs every counter fire, `old` none, and the
-    // 2.0 module, which no node runs, is skipped and its trigger goes on.
+    // Both nodes live: `current` runs every fire of the 1.1 module, `old`
+    // none, and the 2.0 module, which no node runs, is skipped and its trigger
+    // goes on.
     wait_for_count(&store, "m/counter", HistoryStatus::Success, 4).await;
+    wait_for_count(&store, "m/old", HistoryStatus::Success, 4).await;
     wait_for_count(&store, "m/future", HistoryStatus::Skipped, 3).await;
     let counter = history_of(&store, "m/counter").await;
     assert_eq!(
         count(&counter, HistoryStatus::Success, Some("current")),
         counter.len(),
-        "only the node that runs 1.0 ran the 1.0 module, and never skipped it: {counter:?}"
+        "only the node that runs 1.1 ran the 1.1 module, and never skipped it: {counter:?}"
     );
     let future = history_of(&store, "m/future").await;
     assert!(future.iter().all(|h| h.status == HistoryStatus::Skipped
@@ -389,18 +393,19 @@ async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_r
         && details(h)["needs_wit"] == "2.0"));
     let nodes = store.node_list(1_500).await.unwrap();
     let current_row = nodes.iter().find(|n| n.node_id == "current").unwrap();
-    assert_eq!(current_row.wit_versions, "1.0");
+    assert_eq!(current_row.wit_versions, "1.0-1.1");
     assert_eq!(
         nodes
             .iter()
             .find(|n| n.node_id == "old")
             .unwrap()
             .wit_versions,
-        "0.0-0.9"
+        "1.0"
     );
 
-    // The only 1.0 node leaves: now no live node can run the counter, so its
-    // fires are skipped (recorded, trigger advanced), never stuck ...
+    // The only 1.1 node leaves: now no live node can run the counter, so its
+    // fires are skipped (recorded, trigger advanced), never stuck, while the
+    // 1.0 module goes on running on `old` ...
     stop(current);
     wait_until(
         Duration::from_secs(60),
@@ -422,9 +427,20 @@ async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_r
         skipped
             .iter()
             .filter(|h| h.status == HistoryStatus::Skipped)
-            .all(|h| details(h)["reason"] == "no-capable-node")
+            .all(|h| details(h)["reason"] == "no-capable-node" && details(h)["needs_wit"] == "1.1")
     );
-    // ... and once a 1.0 node is back, they run again.
+    let on_old = |h: &[HistoryEntry]| count(h, HistoryStatus::Success, Some("old"));
+    let old_before = on_old(&history_of(&store, "m/old").await);
+    wait_until(
+        Duration::from_secs(60),
+        "the 1.0 module to run on old",
+        || {
+            let store = store.clone();
+            async move { on_old(&history_of(&store, "m/old").await) >= old_before + 2 }
+        },
+    )
+    .await;
+    // ... and once a 1.1 node is back, they run again.
     let before = count(&skipped, HistoryStatus::Success, None);
     current = node(dir.path(), &url, "current");
     wait_for_count(&store, "m/counter", HistoryStatus::Success, before + 2).await;
@@ -1122,5 +1138,203 @@ async fn a_run_longer_than_its_lease_keeps_its_fire() {
         "never taken over"
     );
     assert!(history[0].duration_ms > 6_000);
+    pg_drop(&schema).await;
+}
+
+/// Three subscribers to `order.created`, running the relay guest (it counts
+/// its runs in kv and reports the event it got); `forbid`, so a job's runs
+/// never overlap anywhere in the cluster and its count is exact.
+fn subscribers_manifest() -> String {
+    let mut text = module_decl("relay", "guest_relay");
+    for job in ["a", "b", "c"] {
+        text.push_str(&format!(
+            "[[job]]\nkey = \"ev/{job}\"\nmodule = \"relay\"\noverlap = \"forbid\"\nrequests_recovery = true\n\
+             [[job.trigger]]\nevent = \"order.created\"\n"
+        ));
+    }
+    text
+}
+
+async fn runs_of(store: &PgStore, job: &str) -> u64 {
+    store
+        .state_get(job, "runs")
+        .await
+        .unwrap()
+        .map_or(0, |v| serde_json::from_slice(&v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_runs_each_of_its_subscribers_once_on_a_three_node_cluster() {
+    use quartzite::store::events::{EmitOutcome, EventPut, Events};
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_events").await;
+    write_manifest(dir.path(), &subscribers_manifest());
+    let store = PgStore::connect(&url).await.unwrap();
+    let nodes = [
+        node(dir.path(), &url, "node-1"),
+        node(dir.path(), &url, "node-2"),
+        node(dir.path(), &url, "node-3"),
+    ];
+    for id in ["node-1", "node-2", "node-3"] {
+        wait_alive(&store, id).await;
+    }
+
+    // The same key emitted by three processes at once: one set of fires.
+    let emitters: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_quartzite"))
+                .args([
+                    "event",
+                    "emit",
+                    "order.created",
+                    "--key",
+                    "order-1",
+                    "--json",
+                    "--db",
+                    &url,
+                ])
+                .args(["--data", r#"{"order":1}"#])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut accepted = 0;
+    for child in emitters {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids.insert(v["event_id"].as_str().unwrap().to_string());
+        accepted += usize::from(v["duplicate"] == false);
+    }
+    assert_eq!((ids.len(), accepted), (1, 1), "one event, accepted once");
+
+    // Twenty more, emitted concurrently through the store.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .event_emit(&EventPut {
+                    name: "order.created".into(),
+                    payload: format!(r#"{{"order":{}}}"#, i + 2),
+                    key: Some(format!("order-{}", i + 2)),
+                    depth: 0,
+                    source_job: None,
+                    source_fire: None,
+                    max_depth: 8,
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert!(
+            matches!(task.await.unwrap(), EmitOutcome::Accepted { ref fires, .. } if fires.len() == 3)
+        );
+    }
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        wait_for_count(&store, job, HistoryStatus::Success, 21).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ran_on = std::collections::HashSet::new();
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        let history = history_of(&store, job).await;
+        let orders: std::collections::BTreeSet<u64> = history
+            .iter()
+            .filter(|h| h.status == HistoryStatus::Success)
+            .map(|h| {
+                details(h)["outcome"]["details"]["event"]["payload"]["order"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(orders, (1..=21).collect(), "{job}: every order once");
+        assert_eq!(
+            count(&history, HistoryStatus::Success, None),
+            21,
+            "{job}: {history:?}"
+        );
+        assert_eq!(
+            runs_of(&store, job).await,
+            21,
+            "{job}: the guest ran 21 times"
+        );
+        ran_on.extend(history.iter().filter_map(|h| h.node_id.clone()));
+    }
+    assert!(
+        ran_on.len() >= 2,
+        "fires were spread over the cluster: {ran_on:?}"
+    );
+    drop(nodes);
+    pg_drop(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_accepted_right_before_a_crash_runs_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_evcrash").await;
+    write_manifest(dir.path(), &subscribers_manifest());
+    let store = PgStore::connect(&url).await.unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // A standby node accepts the event through its API and runs nothing; it is
+    // killed as soon as the answer is in.
+    let listen = format!("127.0.0.1:{port}");
+    let mut accepting = node_with(
+        dir.path(),
+        &url,
+        "accepting",
+        &["--standby", "--listen", &listen],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    let ready = format!("http://{listen}/readyz");
+    wait_until(Duration::from_secs(60), "the standby node's API", || {
+        let (http, ready) = (http.clone(), ready.clone());
+        async move {
+            http.get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let response = http
+        .post(format!(
+            "http://{listen}/api/v1/events/order.created?key=crash-1"
+        ))
+        .json(&serde_json::json!({ "order": 99 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    signal(&accepting, "-KILL");
+    let _ = accepting.wait();
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        assert!(
+            history_of(&store, job).await.is_empty(),
+            "nothing ran before the crash"
+        );
+    }
+
+    let runner = node(dir.path(), &url, "runner");
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        wait_for_count(&store, job, HistoryStatus::Success, 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        let history = history_of(&store, job).await;
+        assert_eq!(history.len(), 1, "{job}: {history:?}");
+        assert_eq!(
+            details(&history[0])["outcome"]["details"]["event"]["payload"]["order"],
+            99
+        );
+    }
+    stop(runner);
     pg_drop(&schema).await;
 }
