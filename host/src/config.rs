@@ -527,7 +527,7 @@ fn check_str(path: &str, s: &str) -> Option<String> {
         .wit()
         .err(),
         "scheduler.public_url"
-            if !s.is_empty() && !(s.starts_with("http://") || s.starts_with("https://")) =>
+            if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) =>
         {
             Some(format!(
                 "scheduler.public_url must start with http:// or https://, got {s:?}"

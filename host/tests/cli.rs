@@ -55,7 +55,7 @@ fn run_once_prints_the_outcome_as_json_and_exits_zero() {
         "hello, CLI (fire manual, attempt 1)"
     );
     assert!(json["duration_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(json["module"]["wit_version"], "1.0.0");
+    assert_eq!(json["module"]["wit_version"], "1.1.0");
     assert_eq!(json["module"]["digest"].as_str().unwrap().len(), 64);
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
 }
@@ -178,7 +178,7 @@ fn module_inspect_shows_what_the_module_is() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let json = stdout_json(&out);
-    assert_eq!(json["wit_version"], "1.0.0");
+    assert_eq!(json["wit_version"], "1.1.0");
     assert_eq!(json["info"]["name"], "report");
     assert_eq!(json["info"]["overlap"], "forbid");
     let imports: Vec<&str> = json["imports"]
@@ -187,8 +187,8 @@ fn module_inspect_shows_what_the_module_is() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(imports.contains(&"quartzite:job/host@1.0.0"), "{imports:?}");
-    assert_eq!(json["exports"][0], "quartzite:job/runner@1.0.0");
+    assert!(imports.contains(&"quartzite:job/host@1.1.0"), "{imports:?}");
+    assert_eq!(json["exports"][0], "quartzite:job/runner@1.1.0");
     let digest = json["digest"].as_str().unwrap();
     let text = quartzite(
         &["module", "inspect", report.to_str().unwrap()],

@@ -503,7 +503,7 @@ async fn a_module_pushed_through_one_process_is_compiled_on_every_node() {
                 .unwrap()
                 .contains(&digest.clone().into())
         );
-        assert_eq!(n["wit_versions"], "1.0");
+        assert_eq!(n["wit_versions"], "1.0-1.1");
     }
     // A job added now on any node runs the pushed module.
     store

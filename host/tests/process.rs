@@ -338,7 +338,7 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
     let nodes: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
     assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
     assert_eq!(nodes[0]["alive"], true);
-    assert_eq!(nodes[0]["wit_versions"], "1.0");
+    assert_eq!(nodes[0]["wit_versions"], "1.0-1.1");
     let paused = cli(dir.path(), &url, &["job", "pause", "t/hello"]);
     assert!(paused.status.success());
     let bad_status = cli(dir.path(), &url, &["history", "list", "--status", "great"]);

@@ -249,7 +249,7 @@ mod examples {
             let info = f.runtime.describe(&module).await.unwrap();
             assert_eq!(info.name, name);
             assert_eq!(info.version, "1.0.0");
-            assert_eq!(module.wit_version.to_string(), "1.0.0");
+            assert_eq!(module.wit_version.to_string(), "1.1.0");
         }
     }
 }

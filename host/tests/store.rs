@@ -1150,3 +1150,336 @@ conformance!(
     capability,
     fires_go_only_to_nodes_that_run_their_module_and_are_skipped_when_none_does
 );
+
+use quartzite::store::events::{
+    AlertCondition, AlertRule, DeliveryAttempt, DeliveryFilter, DeliveryPut, DeliveryState,
+    EmitOutcome, EventPut,
+};
+
+fn subscriber(key: &str, event: &str) -> (JobDef, Vec<TriggerPut>) {
+    let job = JobDef::new(key, "relay");
+    let trigger = TriggerPut {
+        trigger_key: format!("{key}:event"),
+        job_key: key.into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::Event { name: event.into() },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        },
+        priority: 5,
+    };
+    (job, vec![trigger])
+}
+
+fn operator_event(name: &str, key: Option<&str>, payload: &str) -> EventPut {
+    EventPut {
+        name: name.into(),
+        payload: payload.into(),
+        key: key.map(str::to_string),
+        depth: 0,
+        source_job: None,
+        source_fire: None,
+        max_depth: 8,
+    }
+}
+
+async fn an_event_is_stored_with_one_fire_per_subscriber_once_per_key(store: Arc<dyn Store>) {
+    store
+        .jobs_put(&[
+            subscriber("e/a", "order.created"),
+            subscriber("e/b", "order.created"),
+            subscriber("e/paused", "order.created"),
+            subscriber("e/other", "order.paid"),
+        ])
+        .await
+        .unwrap();
+    assert!(store.job_pause("e/paused", true).await.unwrap());
+    let triggers = store.trigger_list(Some("e/a")).await.unwrap();
+    assert_eq!(triggers[0].next_fire_ms, None, "never due by the clock");
+    assert_eq!(triggers[0].describe(), "event \"order.created\"");
+
+    let first = store
+        .event_emit(&operator_event(
+            "order.created",
+            Some("k1"),
+            r#"{"order":1}"#,
+        ))
+        .await
+        .unwrap();
+    let EmitOutcome::Accepted {
+        event_id,
+        fires,
+        paused,
+    } = first
+    else {
+        panic!("{first:?}");
+    };
+    let mut jobs: Vec<&str> = fires.iter().map(|f| f.job_key.as_str()).collect();
+    jobs.sort_unstable();
+    assert_eq!(jobs, ["e/a", "e/b"]);
+    assert_eq!(paused, ["e/paused"]);
+    let skipped = history_of(&store, "e/paused").await;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].status, HistoryStatus::Skipped);
+    assert!(
+        skipped[0].details.contains("\"reason\":\"paused\""),
+        "{}",
+        skipped[0].details
+    );
+
+    // The same key again starts nothing and names the first event.
+    let again = store
+        .event_emit(&operator_event("order.created", Some("k1"), "null"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        EmitOutcome::Duplicate {
+            event_id: event_id.clone(),
+            fires: 2
+        }
+    );
+    // The key is per name.
+    assert!(matches!(
+        store.event_emit(&operator_event("order.paid", Some("k1"), "null")).await.unwrap(),
+        EmitOutcome::Accepted { ref fires, .. } if fires.len() == 1
+    ));
+    // Events without a key, back to back (likely in one millisecond), each fire everyone.
+    for _ in 0..3 {
+        assert!(matches!(
+            store.event_emit(&operator_event("order.created", None, "null")).await.unwrap(),
+            EmitOutcome::Accepted { ref fires, .. } if fires.len() == 2
+        ));
+    }
+    let in_flight = store.fire_list().await.unwrap();
+    assert_eq!(in_flight.iter().filter(|f| f.job_key == "e/a").count(), 4);
+
+    // Claimed fires carry their event, whose payload the store returns.
+    let claimed = store
+        .fire_acquire(&AcquireParams {
+            max: 100,
+            ..params("n")
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.fires.len(), 9);
+    let fire = claimed
+        .fires
+        .iter()
+        .find(|f| f.event_id.as_deref() == Some(event_id.as_str()) && f.job_key == "e/a")
+        .unwrap();
+    assert_eq!(fire.depth, 0);
+    let event = store.event_get(&event_id).await.unwrap().unwrap();
+    assert_eq!(
+        (event.name.as_str(), event.payload.as_str()),
+        ("order.created", r#"{"order":1}"#)
+    );
+    assert_eq!((event.key.as_deref(), event.fires), (Some("k1"), 2));
+    assert_eq!(
+        store
+            .event_list(Some("order.created"), 100)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(store.event_cleanup(event.created_ms).await.unwrap(), 0);
+    assert_eq!(store.event_cleanup(i64::MAX).await.unwrap(), 5);
+}
+conformance!(
+    events,
+    an_event_is_stored_with_one_fire_per_subscriber_once_per_key
+);
+
+async fn an_event_past_the_depth_limit_is_refused_and_recorded(store: Arc<dyn Store>) {
+    store.jobs_put(&[subscriber("e/a", "ping")]).await.unwrap();
+    let deep = EventPut {
+        depth: 9,
+        source_job: Some("e/a".into()),
+        source_fire: Some("fire-1".into()),
+        ..operator_event("ping", Some("x"), "null")
+    };
+    assert_eq!(
+        store.event_emit(&deep).await.unwrap(),
+        EmitOutcome::DepthExceeded { depth: 9, limit: 8 }
+    );
+    assert!(store.event_list(None, 10).await.unwrap().is_empty());
+    assert!(store.fire_list().await.unwrap().is_empty());
+    let history = history_of(&store, "e/a").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].status, HistoryStatus::Skipped);
+    assert_eq!(history[0].fire_id.as_deref(), Some("fire-1"));
+    let details: serde_json::Value = serde_json::from_str(&history[0].details).unwrap();
+    assert_eq!(details["reason"], "event-depth-limit");
+    assert_eq!(
+        (details["depth"].as_u64(), details["limit"].as_u64()),
+        (Some(9), Some(8))
+    );
+}
+conformance!(
+    event_depth,
+    an_event_past_the_depth_limit_is_refused_and_recorded
+);
+
+fn rule(name: &str, condition: AlertCondition, source: &str) -> AlertRule {
+    AlertRule {
+        name: name.into(),
+        condition,
+        job_pattern: Some("g/*".into()),
+        threshold: 1,
+        webhook: "http://127.0.0.1:1/hook".into(),
+        source: source.into(),
+    }
+}
+
+async fn alert_rules_and_deliveries_are_kept_once_per_condition(store: Arc<dyn Store>) {
+    store
+        .alert_rules_sync(
+            "manifest",
+            &[
+                rule("a", AlertCondition::Misfire, "manifest"),
+                rule("b", AlertCondition::NoopSkip, "manifest"),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .alert_rule_put(&rule("c", AlertCondition::PermanentFailure, "cli"))
+        .await
+        .unwrap();
+    // A manifest without `b` drops it, and leaves the CLI's rule alone.
+    store
+        .alert_rules_sync(
+            "manifest",
+            &[rule("a", AlertCondition::Misfire, "manifest")],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .alert_rule_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    assert!(store.alert_rule_delete("c").await.unwrap());
+    assert!(!store.alert_rule_delete("c").await.unwrap());
+
+    let put = |id: &str, dedup: &str| DeliveryPut {
+        delivery_id: id.into(),
+        rule: "a".into(),
+        dedup_key: dedup.into(),
+        job_key: Some("g/j".into()),
+        history_id: None,
+        payload: "{}".into(),
+    };
+    assert_eq!(
+        store
+            .alert_enqueue(&[put("d1", "a|h1"), put("d2", "a|h1")])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.alert_enqueue(&[put("d3", "a|h1")]).await.unwrap(), 0);
+    let due = store.alert_due(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let now = store.now_ms().await.unwrap();
+    store
+        .alert_attempt(&DeliveryAttempt {
+            delivery_id: due[0].delivery_id.clone(),
+            state: DeliveryState::Pending,
+            attempts: 1,
+            next_at_ms: now + 60_000,
+            status: Some(500),
+            error: Some("the receiver answered 500".into()),
+        })
+        .await
+        .unwrap();
+    assert!(
+        store.alert_due(10).await.unwrap().is_empty(),
+        "not due before its backoff"
+    );
+    store
+        .alert_attempt(&DeliveryAttempt {
+            delivery_id: due[0].delivery_id.clone(),
+            state: DeliveryState::Sent,
+            attempts: 2,
+            next_at_ms: now,
+            status: Some(200),
+            error: None,
+        })
+        .await
+        .unwrap();
+    let listed = store
+        .alert_delivery_list(&DeliveryFilter {
+            state: Some(DeliveryState::Sent),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].attempts, listed[0].last_status), (2, Some(200)));
+
+    // The scan reads failures, skips and misfires, never successes.
+    let (job, triggers) = at_job("g/j", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let claimed = store.fire_acquire(&params("n")).await.unwrap();
+    store
+        .fire_complete(&[done(
+            &claimed.fires[0],
+            "n",
+            HistoryStatus::Success,
+            FireNext::Done,
+        )])
+        .await
+        .unwrap();
+    assert!(store.history_alertable(0, 100).await.unwrap().is_empty());
+    store.fire_now("g/j").await.unwrap();
+    let claimed = store.fire_acquire(&params("n")).await.unwrap();
+    let mut failed = done(
+        &claimed.fires[0],
+        "n",
+        HistoryStatus::Failed,
+        FireNext::Done,
+    );
+    failed.history.ended_ms = now + 1;
+    failed.history.started_ms = now + 1;
+    store.fire_complete(&[failed.clone()]).await.unwrap();
+    let alertable = store.history_alertable(0, 100).await.unwrap();
+    assert_eq!(alertable.len(), 1);
+    assert_eq!(alertable[0].id, failed.history.id);
+    assert!(
+        store
+            .history_alertable(now + 1, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let runs = store
+        .history_runs_before("g/j", &alertable[0], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        [HistoryStatus::Failed, HistoryStatus::Success]
+    );
+    assert_eq!(
+        store
+            .history_get(&failed.history.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        HistoryStatus::Failed
+    );
+    assert_eq!(store.alert_cursor("history").await.unwrap(), None);
+    store.alert_cursor_set("history", 5).await.unwrap();
+    store.alert_cursor_set("history", 7).await.unwrap();
+    assert_eq!(store.alert_cursor("history").await.unwrap(), Some(7));
+}
+conformance!(
+    alerts,
+    alert_rules_and_deliveries_are_kept_once_per_condition
+);

@@ -40,7 +40,11 @@ impl BareFloor {
         let mut linker: Linker<Bare> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // The types-only interface: nothing to define but the instance itself.
-        linker.instance("quartzite:job/types@1.0.0")?;
+        linker.instance(&format!(
+            "{}/types@{}",
+            super::WIT_PACKAGE,
+            super::WIT_VERSION
+        ))?;
         let component = Component::from_binary(&engine, bytes)?;
         let pre = JobPre::new(linker.instantiate_pre(&component)?)?;
         let ticker = engine::EpochTicker::start(&engine)?;
