@@ -7,6 +7,7 @@
 //!   cargo bench -p quartzite --bench scheduler -- postgres [N]
 //!   cargo bench -p quartzite --bench scheduler -- sqlite scale [STORED]   (default 1,000,000)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite store [N]   (the store's share alone)
+//!   cargo bench -p quartzite --bench scheduler -- sqlite events [N]  (emit cost, event-to-run lag)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
@@ -200,6 +201,11 @@ async fn main() {
         scale(&backend, stored).await;
         return;
     }
+    if args.get(1).map(String::as_str) == Some("events") {
+        let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5_000);
+        events(&backend, n).await;
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("store") {
         let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50_000);
         store_only(&backend, n).await;
@@ -336,6 +342,153 @@ async fn store_only(backend: &str, n: usize) {
         n as f64 / total.as_secs_f64(),
         t_acq.as_micros() as f64 / n as f64,
         t_comp.as_micros() as f64 / n as f64
+    );
+    drop_schema(schema).await;
+}
+
+/// Events: what accepting one costs (event row + one fire per subscriber in one
+/// transaction), what a repeated key costs, and the lag from acceptance to the
+/// subscriber's run at a steady 200 events/s with the scheduler running.
+async fn events(backend: &str, n: usize) {
+    use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+    use quartzite::store::events::{EmitOutcome, EventPut};
+    use quartzite::store::model::{JobDef, TriggerPut};
+    println!("event benchmark on {backend}, N = {n}");
+    let (store, schema, dir) = open(backend, "events").await;
+    let rt = runtime(&store, dir.path().join("cache"));
+    push_file(&store, &rt, &noop_path(), Some("noop"), Some("1"))
+        .await
+        .expect("push noop");
+    let subscriber = |key: &str, event: &str| {
+        (
+            JobDef::new(key, "noop"),
+            vec![TriggerPut {
+                trigger_key: format!("{key}:event"),
+                job_key: key.into(),
+                spec: TriggerSpec {
+                    kind: TriggerKind::Event { name: event.into() },
+                    start_ms: None,
+                    end_ms: None,
+                    misfire: MisfirePolicy::FireNow,
+                },
+                priority: 5,
+            }],
+        )
+    };
+    store
+        .jobs_put(&[
+            subscriber("ev/one", "one"),
+            subscriber("ev/a", "three"),
+            subscriber("ev/b", "three"),
+            subscriber("ev/c", "three"),
+        ])
+        .await
+        .expect("jobs_put");
+    let event = |name: &str, key: String| EventPut {
+        name: name.into(),
+        payload: r#"{"order":1}"#.into(),
+        key: Some(key),
+        depth: 0,
+        source_job: None,
+        source_fire: None,
+        max_depth: 8,
+    };
+    for (name, subscribers) in [("one", 1), ("three", 3)] {
+        let start = Instant::now();
+        for i in 0..n {
+            let out = store
+                .event_emit(&event(name, format!("k{i}")))
+                .await
+                .expect("emit");
+            assert!(
+                matches!(out, EmitOutcome::Accepted { ref fires, .. } if fires.len() == subscribers)
+            );
+        }
+        let took = start.elapsed();
+        println!(
+            "| emit, {subscribers} subscriber(s), one after the other | {:.0} events/s ({:.0} us each) |",
+            n as f64 / took.as_secs_f64(),
+            took.as_micros() as f64 / n as f64
+        );
+    }
+    let start = Instant::now();
+    for i in 0..n {
+        let out = store
+            .event_emit(&event("one", format!("k{i}")))
+            .await
+            .expect("emit");
+        assert!(matches!(out, EmitOutcome::Duplicate { .. }));
+    }
+    println!(
+        "| emit of a key already used (nothing started) | {:.0} events/s |",
+        n as f64 / start.elapsed().as_secs_f64()
+    );
+    drop_schema(schema).await;
+
+    // Event-to-run lag at a steady rate, scheduler running.
+    let (store, schema, dir) = open(backend, "evlag").await;
+    let rt = runtime(&store, dir.path().join("cache"));
+    push_file(&store, &rt, &noop_path(), Some("noop"), Some("1"))
+        .await
+        .expect("push noop");
+    store
+        .jobs_put(&[subscriber("ev/one", "one")])
+        .await
+        .expect("jobs_put");
+    let events = StoreEvents::new(Arc::clone(&store), 8);
+    let scheduler = Scheduler::new(
+        Arc::clone(&store),
+        Arc::clone(&rt),
+        "bench-node".into(),
+        SchedulerConfig {
+            workers: 16,
+            poll_ms: 500,
+            ..SchedulerConfig::default()
+        },
+    );
+    events.wake_on_fires(scheduler.wake_handle());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Arc::clone(&scheduler).run(rx));
+    let total = 1_000usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    for i in 0..total {
+        tick.tick().await;
+        // Through the path a guest's emit takes: the store, then a wake-up.
+        use quartzite::runtime::services::{EmitRequest, EventSink};
+        events
+            .emit(&EmitRequest {
+                name: "one".into(),
+                payload: "null".into(),
+                key: format!("lag{i}"),
+                depth: 1,
+                job_key: "bench/source".into(),
+                fire_id: "bench".into(),
+            })
+            .await
+            .expect("emit");
+    }
+    while history_count(&store).await < total {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(true);
+    let _ = task.await;
+    let rows = store
+        .history_list(&HistoryFilter {
+            limit: 2_000,
+            ..HistoryFilter::default()
+        })
+        .await
+        .expect("history");
+    let mut lags: Vec<i64> = rows
+        .iter()
+        .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
+        .collect();
+    lags.sort_unstable();
+    println!(
+        "| event-to-run lag, {total} events at 200/s (subscriber start - acceptance) | p50 {} ms, p99 {} ms, max {} ms |",
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(0)
     );
     drop_schema(schema).await;
 }
