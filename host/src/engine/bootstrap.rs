@@ -207,7 +207,11 @@ pub async fn start_with_api(
     }
     let store = store::open(&options.db_url).await?;
     let metrics = Arc::new(Metrics::new());
-    let events = StoreEvents::new(Arc::clone(&store), options.scheduler.max_event_depth);
+    let events = StoreEvents::with_metrics(
+        Arc::clone(&store),
+        options.scheduler.max_event_depth,
+        Arc::clone(&metrics),
+    );
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),
         locks: StoreLocks::with_metrics(

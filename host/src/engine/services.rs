@@ -62,14 +62,33 @@ pub struct StoreEvents {
     store: Arc<dyn Store>,
     max_depth: u32,
     wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl StoreEvents {
     pub fn new(store: Arc<dyn Store>, max_depth: u32) -> Arc<Self> {
+        Self::build(store, max_depth, None)
+    }
+
+    /// [`StoreEvents::new`] counting emits in the node's `quartzite_events_total`.
+    pub fn with_metrics(
+        store: Arc<dyn Store>,
+        max_depth: u32,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
+        Self::build(store, max_depth, Some(metrics))
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        max_depth: u32,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Arc<Self> {
         Arc::new(StoreEvents {
             store,
             max_depth,
             wake: std::sync::OnceLock::new(),
+            metrics,
         })
     }
 
@@ -99,24 +118,30 @@ impl EventSink for StoreEvents {
             source_fire: Some(request.fire_id.clone()),
             max_depth: self.max_depth,
         };
-        Ok(
-            match self.store.event_emit(&put).await.map_err(unavailable)? {
-                EmitOutcome::Accepted {
-                    event_id, fires, ..
-                } => {
-                    if !fires.is_empty()
-                        && let Some(wake) = self.wake.get()
-                    {
-                        wake.notify_one();
-                    }
-                    Emitted::Accepted {
-                        event_id,
-                        fires: fires.len(),
-                    }
+        let outcome = self.store.event_emit(&put).await.map_err(unavailable)?;
+        if let Some(m) = &self.metrics {
+            m.event_emitted(match &outcome {
+                EmitOutcome::Accepted { .. } => "accepted",
+                EmitOutcome::Duplicate { .. } => "duplicate",
+                EmitOutcome::DepthExceeded { .. } => "depth-exceeded",
+            });
+        }
+        Ok(match outcome {
+            EmitOutcome::Accepted {
+                event_id, fires, ..
+            } => {
+                if !fires.is_empty()
+                    && let Some(wake) = self.wake.get()
+                {
+                    wake.notify_one();
                 }
-                EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
-                EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
-            },
-        )
+                Emitted::Accepted {
+                    event_id,
+                    fires: fires.len(),
+                }
+            }
+            EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
+            EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
+        })
     }
 }
