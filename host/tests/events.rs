@@ -234,6 +234,13 @@ async fn a_chain_stops_at_the_depth_limit_with_a_history_entry(backend: Backend)
         .collect();
     depths.sort_unstable();
     assert_eq!(depths, (0..u64::from(limit)).collect::<Vec<_>>());
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("quartzite_events_total{result=\"depth-exceeded\"} 1"), "{metrics}");
+    // One emitted by the operator, one by each run below the limit.
+    assert!(
+        metrics.contains(&format!("quartzite_events_total{{result=\"accepted\"}} {}", limit + 1)),
+        "{metrics}"
+    );
     server.stop().await;
 }
 on_both!(a_chain_stops_at_the_depth_limit_with_a_history_entry);
