@@ -98,6 +98,28 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// p50, p99 and max of start minus scheduled time over the last 2,000 history rows.
+async fn lag_summary(store: &Arc<dyn Store>) -> String {
+    let rows = store
+        .history_list(&HistoryFilter {
+            limit: 2_000,
+            ..HistoryFilter::default()
+        })
+        .await
+        .expect("history");
+    let mut lags: Vec<i64> = rows
+        .iter()
+        .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
+        .collect();
+    lags.sort_unstable();
+    format!(
+        "p50 {} ms, p99 {} ms, max {} ms",
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(0)
+    )
+}
+
 /// Peak resident memory of this process, from /proc (Linux).
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -254,23 +276,9 @@ async fn main() {
         .collect();
     store.jobs_put(&jobs).await.expect("jobs_put");
     run_until_done(&store, &rt, 1_000, 16).await;
-    let rows = store
-        .history_list(&HistoryFilter {
-            limit: 2_000,
-            ..HistoryFilter::default()
-        })
-        .await
-        .expect("history");
-    let mut lags: Vec<i64> = rows
-        .iter()
-        .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
-        .collect();
-    lags.sort_unstable();
     println!(
-        "| fire lag, 1,000 fires over 30 s (actual start - scheduled) | p50 {} ms, p99 {} ms, max {} ms |",
-        percentile(&lags, 0.5),
-        percentile(&lags, 0.99),
-        lags.last().copied().unwrap_or(0)
+        "| fire lag, 1,000 fires over 30 s (actual start - scheduled) | {} |",
+        lag_summary(&store).await
     );
     drop_schema(schema).await;
 }
@@ -472,23 +480,9 @@ async fn events(backend: &str, n: usize) {
     }
     let _ = stop.send(true);
     let _ = task.await;
-    let rows = store
-        .history_list(&HistoryFilter {
-            limit: 2_000,
-            ..HistoryFilter::default()
-        })
-        .await
-        .expect("history");
-    let mut lags: Vec<i64> = rows
-        .iter()
-        .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
-        .collect();
-    lags.sort_unstable();
     println!(
-        "| event-to-run lag, {total} events at 200/s (subscriber start - acceptance) | p50 {} ms, p99 {} ms, max {} ms |",
-        percentile(&lags, 0.5),
-        percentile(&lags, 0.99),
-        lags.last().copied().unwrap_or(0)
+        "| event-to-run lag, {total} events at 200/s (subscriber start - acceptance) | {} |",
+        lag_summary(&store).await
     );
     drop_schema(schema).await;
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use common::server::{Backend, Server, start_server};
@@ -60,22 +61,6 @@ async fn assert_error(response: reqwest::Response, status: StatusCode, code: &st
         message.contains(says),
         "message {message:?} does not say {says:?}"
     );
-}
-
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    };
 }
 
 async fn push_hello(server: &Server) -> Value {

@@ -287,6 +287,19 @@ async fn a_killed_nodes_recoverable_fire_is_rerun_on_another_node() {
     pg_drop(&schema).await;
 }
 
+/// Nodes `node-1` to `node-3`, started and checked in.
+async fn three_nodes(dir: &Path, url: &str, store: &PgStore) -> [Node; 3] {
+    let nodes = [
+        node(dir, url, "node-1"),
+        node(dir, url, "node-2"),
+        node(dir, url, "node-3"),
+    ];
+    for id in ["node-1", "node-2", "node-3"] {
+        wait_alive(store, id).await;
+    }
+    nodes
+}
+
 fn write_manifest(dir: &Path, text: &str) {
     std::fs::write(dir.join("jobs.toml"), text).unwrap();
 }
@@ -456,14 +469,7 @@ async fn a_module_pushed_through_one_process_is_compiled_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_propagate").await;
     let store = PgStore::connect(&url).await.unwrap();
-    let nodes = [
-        node(dir.path(), &url, "node-1"),
-        node(dir.path(), &url, "node-2"),
-        node(dir.path(), &url, "node-3"),
-    ];
-    for id in ["node-1", "node-2", "node-3"] {
-        wait_alive(&store, id).await;
-    }
+    let nodes = three_nodes(dir.path(), &url, &store).await;
     let bytes = std::fs::read(wasm("hello")).unwrap();
     let digest = sha256_hex(&bytes);
     let pushed = Command::new(env!("CARGO_BIN_EXE_quartzite"))
@@ -1170,14 +1176,7 @@ async fn an_event_runs_each_of_its_subscribers_once_on_a_three_node_cluster() {
     let (url, schema) = pg_schema("qz_events").await;
     write_manifest(dir.path(), &subscribers_manifest());
     let store = PgStore::connect(&url).await.unwrap();
-    let nodes = [
-        node(dir.path(), &url, "node-1"),
-        node(dir.path(), &url, "node-2"),
-        node(dir.path(), &url, "node-3"),
-    ];
-    for id in ["node-1", "node-2", "node-3"] {
-        wait_alive(&store, id).await;
-    }
+    let nodes = three_nodes(dir.path(), &url, &store).await;
 
     // The same key emitted by three processes at once: one set of fires.
     let emitters: Vec<Child> = (0..3)

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -127,22 +128,6 @@ fn quick() -> SchedulerConfig {
         grace_ms: 300,
         ..SchedulerConfig::default()
     }
-}
-
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    };
 }
 
 async fn jobs_fire_on_schedule_retry_and_skip_missing_modules(backend: Backend) {

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use common::server::{Backend, Server, start_server};
@@ -16,22 +17,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 async fn call(
     server: &Server,
@@ -234,11 +219,25 @@ async fn a_chain_stops_at_the_depth_limit_with_a_history_entry(backend: Backend)
         .collect();
     depths.sort_unstable();
     assert_eq!(depths, (0..u64::from(limit)).collect::<Vec<_>>());
-    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("quartzite_events_total{result=\"depth-exceeded\"} 1"), "{metrics}");
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("quartzite_events_total{result=\"depth-exceeded\"} 1"),
+        "{metrics}"
+    );
     // One emitted by the operator, one by each run below the limit.
     assert!(
-        metrics.contains(&format!("quartzite_events_total{{result=\"accepted\"}} {}", limit + 1)),
+        metrics.contains(&format!(
+            "quartzite_events_total{{result=\"accepted\"}} {}",
+            limit + 1
+        )),
         "{metrics}"
     );
     server.stop().await;

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use common::server::{Backend, Server, start_server};
@@ -130,22 +131,6 @@ impl Server {
 
 fn path(guest: &str) -> String {
     wasm(guest).to_str().unwrap().to_string()
-}
-
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    };
 }
 
 on_both!(push_and_rollback_move_following_jobs_and_never_pinned_ones);

@@ -416,6 +416,28 @@ impl Scheduler {
         )
     }
 
+    /// A fire whose module or event cannot be read (the store is down): back
+    /// to the queue, recorded as cancelled with the reason.
+    fn release_unreadable(
+        &self,
+        fire: &FireClaim,
+        what: &str,
+        e: &crate::store::StoreError,
+        at_ms: i64,
+    ) -> Completion {
+        tracing::warn!(fire = %fire.fire_id, error = %e, "cannot read the fire's {what} from the store; releasing the fire");
+        let details = json!({ "reason": "store-unavailable", "error": e.to_string() });
+        self.completion(
+            fire,
+            HistoryStatus::Cancelled,
+            FireNext::Release,
+            None,
+            at_ms,
+            at_ms,
+            details,
+        )
+    }
+
     async fn run_fire(&self, fire: FireClaim, offset_ms: i64) -> Completion {
         let wait = fire.due_ms - offset_ms - local_ms();
         if wait > 0 {
@@ -436,19 +458,7 @@ impl Scheduler {
                 })
             }
             Ok(job) => job,
-            Err(e) => {
-                tracing::warn!(fire = %fire.fire_id, error = %e, "cannot read the module from the store; releasing the fire");
-                let details = json!({ "reason": "store-unavailable", "error": e.to_string() });
-                return self.completion(
-                    &fire,
-                    HistoryStatus::Cancelled,
-                    FireNext::Release,
-                    None,
-                    started_ms,
-                    started_ms,
-                    details,
-                );
-            }
+            Err(e) => return self.release_unreadable(&fire, "module", &e, started_ms),
         };
         let event = match &fire.event_id {
             None => None,
@@ -462,19 +472,7 @@ impl Scheduler {
                     emitted_at: to_system_time(e.created_ms),
                     source_job: e.source_job,
                 }),
-                Err(e) => {
-                    tracing::warn!(fire = %fire.fire_id, error = %e, "cannot read the fire's event from the store; releasing the fire");
-                    let details = json!({ "reason": "store-unavailable", "error": e.to_string() });
-                    return self.completion(
-                        &fire,
-                        HistoryStatus::Cancelled,
-                        FireNext::Release,
-                        None,
-                        started_ms,
-                        started_ms,
-                        details,
-                    );
-                }
+                Err(e) => return self.release_unreadable(&fire, "event", &e, started_ms),
             },
         };
         let request = RunRequest {

@@ -5,6 +5,25 @@
 
 pub mod server;
 
+/// Defines `mod $name { sqlite, postgres }`, each running `$name(Backend::..)`
+/// of the test file (which has its own `Backend` with both variants).
+#[allow(unused_macros)] // not every test binary runs on both stores
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
