@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -327,4 +327,121 @@ fn db_migrate_creates_the_sqlite_default_in_the_working_directory() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn events_and_alerts_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    let relay = wasm("guest_relay");
+    let q = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["--db", db.as_str()])
+            .args(args)
+            .env("QUARTZITE_CACHE_DIR", &cache)
+            .env_remove("QUARTZITE_LOG")
+            .output()
+            .unwrap()
+    };
+    let added = q(&[
+        "job",
+        "add",
+        "ev/x",
+        "--module",
+        relay.to_str().unwrap(),
+        "--event",
+        "order.created",
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let listed = stdout_json(&q(&["trigger", "list", "--json"]));
+    assert_eq!(listed[0]["kind"], "event", "{listed}");
+
+    let first = q(&[
+        "event",
+        "emit",
+        "order.created",
+        "--data",
+        r#"{"n":1}"#,
+        "--key",
+        "k1",
+        "--json",
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let first = stdout_json(&first);
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(first["fires"][0]["job_key"], "ev/x");
+    let again = stdout_json(&q(&[
+        "event",
+        "emit",
+        "order.created",
+        "--key",
+        "k1",
+        "--json",
+    ]));
+    assert_eq!(
+        (again["duplicate"].clone(), again["event_id"].clone()),
+        (json!(true), first["event_id"].clone())
+    );
+    let events = stdout_json(&q(&["event", "list", "--json"]));
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    assert_eq!(events[0]["payload"], json!({ "n": 1 }));
+
+    let bad = q(&["event", "emit", "order created"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("event name \"order created\""),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = q(&["event", "emit", "x", "--data", "{nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("not JSON"), "{}", stderr(&bad));
+
+    // A rule whose receiver is not there: the sample fails, exit 1, and is recorded.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let hook = format!("http://{closed}/hook");
+    let rule = q(&[
+        "alert",
+        "add",
+        "ops",
+        "--on",
+        "consecutive-failures",
+        "--after",
+        "3",
+        "--job",
+        "ev/*",
+        "--webhook",
+        &hook,
+    ]);
+    assert!(rule.status.success(), "{}", stderr(&rule));
+    let rules = stdout_json(&q(&["alert", "list", "--json"]));
+    assert_eq!(
+        (rules[0]["condition"].clone(), rules[0]["threshold"].clone()),
+        (json!("consecutive-failures"), json!(3))
+    );
+    let bad = q(&[
+        "alert",
+        "add",
+        "x",
+        "--on",
+        "misfire",
+        "--after",
+        "2",
+        "--webhook",
+        &hook,
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let test = q(&["alert", "test", "ops", "--json"]);
+    assert_eq!(test.status.code(), Some(1));
+    let test = stdout_json(&test);
+    assert_eq!(test["state"], "failed");
+    assert_eq!(test["payload"]["test"], true);
+    let deliveries = stdout_json(&q(&["alert", "deliveries", "--state", "failed", "--json"]));
+    assert_eq!(deliveries.as_array().unwrap().len(), 1, "{deliveries}");
+    assert!(q(&["alert", "delete", "ops"]).status.success());
+    assert_eq!(q(&["alert", "delete", "ops"]).status.code(), Some(1));
 }
