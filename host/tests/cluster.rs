@@ -1263,9 +1263,24 @@ async fn an_event_runs_each_of_its_subscribers_once_on_a_three_node_cluster() {
         );
         ran_on.extend(history.iter().filter_map(|h| h.node_id.clone()));
     }
-    assert!(
-        ran_on.len() >= 2,
-        "fires were spread over the cluster: {ran_on:?}"
+    // Figures for BENCHMARKS.md (not asserted: which node claims what, and
+    // how fast, is timing). The events were accepted by other processes, so
+    // the nodes learn of them by notification.
+    let mut lags: Vec<i64> = Vec::new();
+    for job in ["ev/a", "ev/b", "ev/c"] {
+        for h in history_of(&store, job).await {
+            lags.extend(h.scheduled_ms.map(|s| h.started_ms - s));
+        }
+    }
+    lags.sort_unstable();
+    println!(
+        "event-to-run lag, events accepted by other processes, 3 nodes: first {} ms, p50 {} ms, max {} ms \
+         ({} runs on {} node(s); a job's runs queue behind each other: forbid)",
+        lags[0],
+        lags[lags.len() / 2],
+        lags[lags.len() - 1],
+        lags.len(),
+        ran_on.len()
     );
     drop(nodes);
     pg_drop(&schema).await;

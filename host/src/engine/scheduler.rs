@@ -624,6 +624,8 @@ impl Scheduler {
                                     }
                                 }
                             }
+                            // An event's fires, added by another process.
+                            Ok(ModuleEvent::FiresAdded) => self.wake.notify_one(),
                             Ok(ModuleEvent::Missed) => self.resolver.forget(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "module feed lost; reconnecting");

@@ -554,6 +554,9 @@ macro_rules! impl_events {
                     .execute(&mut *tx)
                     .await?;
                 $crate::store::sched::insert_history!(&mut *tx, &history);
+                if !fires.is_empty() {
+                    self.fires_added(&mut tx).await?;
+                }
                 tx.commit().await?;
                 Ok(EmitOutcome::Accepted { event_id, fires: fires.into_iter().map(|(f, _)| f).collect(), paused })
             }

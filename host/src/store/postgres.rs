@@ -53,6 +53,9 @@ impl PgStore {
 /// The channel every node listens on for pushed modules. Channels are per
 /// database, not per schema, so the payload names the schema.
 const MODULES_CHANNEL: &str = "quartzite_modules";
+/// The payload (after the schema) announcing fires added by an event; a digest
+/// is 64 hex digits, so the two never mix.
+const FIRES_ADDED: &str = "fires";
 
 impl PgStore {
     /// Tells every node listening that a module was stored (sent on commit).
@@ -69,6 +72,20 @@ impl PgStore {
         Ok(())
     }
 
+    /// Tells every node listening that fires are waiting (an event was
+    /// accepted), so they claim them now rather than at their next poll.
+    pub(crate) async fn fires_added(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
+            .bind(MODULES_CHANNEL)
+            .bind(FIRES_ADDED)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn module_watch_start(&self) -> Result<Option<ModuleWatch>, StoreError> {
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&self.pool)
@@ -79,7 +96,7 @@ impl PgStore {
     }
 }
 
-/// Modules pushed through any node, as they are committed.
+/// Modules pushed and fires added (events) through any process, as they are committed.
 pub struct ModuleWatch {
     listener: PgListener,
     schema: String,
@@ -98,6 +115,8 @@ impl std::fmt::Debug for ModuleWatch {
 pub enum ModuleEvent {
     /// A module with this digest was stored.
     Pushed(String),
+    /// Fires were added by another process (an event): worth claiming now.
+    FiresAdded,
     /// The connection was lost and is back: pushes in between were not seen.
     Missed,
 }
@@ -113,10 +132,14 @@ impl ModuleWatch {
             let Some(n) = self.listener.try_recv().await? else {
                 return Ok(ModuleEvent::Missed);
             };
-            if let Some((schema, digest)) = n.payload().split_once(' ')
+            if let Some((schema, what)) = n.payload().split_once(' ')
                 && schema == self.schema
             {
-                return Ok(ModuleEvent::Pushed(digest.to_string()));
+                return Ok(if what == FIRES_ADDED {
+                    ModuleEvent::FiresAdded
+                } else {
+                    ModuleEvent::Pushed(what.to_string())
+                });
             }
         }
     }

@@ -74,6 +74,13 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(crate) async fn fires_added(
+        &self,
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     pub(crate) async fn module_watch_start(
         &self,
     ) -> Result<Option<super::ModuleWatch>, StoreError> {
