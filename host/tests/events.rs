@@ -11,6 +11,7 @@ mod common;
 
 use common::server::{Backend, Server, start_server};
 use common::*;
+use quartzite::store::Events;
 use quartzite::store::model::HistoryStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -480,3 +481,48 @@ async fn alerts_reach_the_receiver_once_per_condition_and_again_after_a_500(back
     server.stop().await;
 }
 on_both!(alerts_reach_the_receiver_once_per_condition_and_again_after_a_500);
+
+async fn a_guest_flooding_events_is_stopped_with_a_clear_error(backend: Backend) {
+    let server = start_server(backend, None, "flood").await;
+    push(&server, "guest_relay").await;
+    let limit = 1_000;
+    create_job(
+        &server,
+        json!({ "key": "flood/many", "module": "relay", "at": chrono::Utc::now().to_rfc3339(),
+                "data": { "emit": "flood", "times": limit + 5 } }),
+    )
+    .await;
+    create_job(
+        &server,
+        json!({ "key": "flood/big", "module": "relay", "at": chrono::Utc::now().to_rfc3339(),
+                "data": { "emit": "flood", "pad": 70_000 } }),
+    )
+    .await;
+    for job in ["flood/many", "flood/big"] {
+        wait_until(Duration::from_secs(60), "the run to end", || async {
+            !history_of(server.store.as_ref(), job).await.is_empty()
+        })
+        .await;
+    }
+    let many = history_of(server.store.as_ref(), "flood/many").await;
+    assert_eq!(many[0].status, HistoryStatus::Failed, "{:?}", many[0]);
+    assert!(
+        many[0]
+            .details
+            .contains("a run may emit at most 1000 events"),
+        "{}",
+        many[0].details
+    );
+    let big = history_of(server.store.as_ref(), "flood/big").await;
+    assert_eq!(big[0].status, HistoryStatus::Failed, "{:?}", big[0]);
+    assert!(
+        big[0].details.contains("the limit is 65536"),
+        "{}",
+        big[0].details
+    );
+    // What was emitted before the limit stands; nothing after it.
+    let events = server.store.event_list(Some("flood"), 5_000).await.unwrap();
+    assert_eq!(events.len(), limit);
+    server.stop().await;
+}
+on_both!(a_guest_flooding_events_is_stopped_with_a_clear_error);

@@ -2,7 +2,9 @@
 //! depth, source) and, when its data names one, emits an event in turn, so a
 //! job subscribed to the event it emits makes an endless chain.
 //!
-//! Data: `{ "emit": "NAME", "key": "optional idempotency key" }`.
+//! Data: `{ "emit": "NAME", "key": "optional idempotency key", "times": 1,
+//! "pad": 0 }`: `times` emits in a row (to reach the host's per-run limit),
+//! each payload padded with `pad` bytes (to pass the payload limit).
 
 use quartzite_sdk::{Context, Job, JobInfo, Outcome, Result, event, info, kv};
 use serde::Deserialize;
@@ -13,6 +15,8 @@ use serde_json::{Value, json};
 struct Data {
     emit: Option<String>,
     key: Option<String>,
+    times: Option<u32>,
+    pad: Option<usize>,
 }
 
 struct Relay;
@@ -30,13 +34,16 @@ impl Job for Relay {
         let depth = started_by.as_ref().map_or(0, |e| e.depth);
         let mut emitted = None;
         if let Some(name) = &data.emit {
-            let payload = json!({ "from": ctx.job_key, "depth": depth });
-            let id = match &data.key {
-                Some(key) => event::emit_with_key(name, key, &payload)?,
-                None => event::emit(name, &payload)?,
-            };
-            info!("emitted {name} as {id}");
-            emitted = Some(id);
+            let pad = "x".repeat(data.pad.unwrap_or(0));
+            for _ in 0..data.times.unwrap_or(1) {
+                let payload = json!({ "from": ctx.job_key, "depth": depth, "pad": pad });
+                let id = match &data.key {
+                    Some(key) => event::emit_with_key(name, key, &payload)?,
+                    None => event::emit(name, &payload)?,
+                };
+                info!("emitted {name} as {id}");
+                emitted = Some(id);
+            }
         }
         Outcome::details(&json!({
             "event": started_by.map(|e| json!({
