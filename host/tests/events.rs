@@ -11,7 +11,6 @@ mod common;
 
 use common::server::{Backend, Server, start_server};
 use common::*;
-use quartzite::store::Events;
 use quartzite::store::model::HistoryStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
