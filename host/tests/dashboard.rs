@@ -73,6 +73,20 @@ data = {{ name = "dashboard" }}
 [[job.trigger]]
 every = "1s"
 
+# Started by the event `dash.ping` the test emits.
+[[job]]
+key = "dash/on-ping"
+module = "hello"
+[[job.trigger]]
+event = "dash.ping"
+
+# The failure of dash/flaky, to a receiver that is not there: a delivery retrying.
+[[alert]]
+name = "dash-failures"
+on = "permanent-failure"
+job = "dash/*"
+webhook = "http://127.0.0.1:9/hook"
+
 # Fails once, for good: a failed run with an error to show.
 [[job]]
 key = "dash/flaky"
@@ -448,6 +462,67 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
     ] {
         assert!(text.contains(part), "{part} in {text}");
     }
+
+    // Events: one emitted through the API shows with its fire count and payload.
+    let emitted: Value = server
+        .http
+        .post(server.url("/api/v1/events/dash.ping?key=dash-1"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "from": "the dashboard test" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event_id = emitted["event_id"].as_str().unwrap().to_string();
+    let text = browser
+        .wait_for(
+            "the event in the events table",
+            "const r = document.querySelector(`#events-table tr[data-event=\"${arguments[0]}\"]`); return r && r.innerText;",
+            json!([event_id]),
+        )
+        .await;
+    let text = text.as_str().unwrap();
+    for part in ["dash.ping", "dash-1", "operator", "the dashboard test"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert_eq!(
+        browser
+            .script(
+                "return document.querySelector(`#events-table tr[data-event=\"${arguments[0]}\"] .fires`).innerText;",
+                json!([event_id]),
+            )
+            .await,
+        json!("1")
+    );
+
+    // Alerts: the manifest's rule, and the delivery for dash/flaky's failure,
+    // retrying since nothing listens at its webhook.
+    let text = browser
+        .wait_for(
+            "the alert rule",
+            "const r = document.querySelector('#alert-rules-table tr[data-rule=\"dash-failures\"]'); return r && r.innerText;",
+            json!([]),
+        )
+        .await;
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("permanent-failure") && text.contains("dash/*") && text.contains("manifest"),
+        "{text}"
+    );
+    let text = browser
+        .wait_for(
+            "a delivery retrying",
+            "const r = [...document.querySelectorAll('#deliveries-table tbody tr')].find((r) => r.innerText.includes('dash/flaky') && r.innerText.includes('cannot reach')); return r && r.innerText;",
+            json!([]),
+        )
+        .await;
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("dash-failures") && text.contains("pending"),
+        "{text}"
+    );
 
     // Modules: every stored module with its version, digest and WIT version.
     let modules = server.get("/api/v1/modules").await;

@@ -234,6 +234,42 @@ function detailsOf(h) {
   return el("div", {}, ...parts);
 }
 
+function renderEvents(body) {
+  const rows = body.items.map((e) => el("tr", { "data-event": e.event_id },
+    el("td", {}, when(e.created_ms)),
+    el("td", { class: "name" }, e.name),
+    el("td", { class: "mono" }, e.key || "—"),
+    el("td", { class: "fires" }, e.fires),
+    el("td", {}, e.depth),
+    el("td", {}, e.source_job || "operator"),
+    el("td", { class: "mono payload" }, JSON.stringify(e.payload))));
+  fill($("#events-table tbody"), rows, 7, "No events accepted.");
+}
+
+function renderAlertRules(body) {
+  const rows = body.items.map((r) => el("tr", { "data-rule": r.name },
+    el("td", {}, r.name),
+    el("td", {}, r.condition),
+    el("td", {}, r.job_pattern || "every job"),
+    el("td", {}, r.condition === "consecutive-failures" ? r.threshold : "—"),
+    el("td", { class: "mono" }, r.webhook),
+    el("td", {}, r.source)));
+  fill($("#alert-rules-table tbody"), rows, 6, "No alert rules.");
+}
+
+function renderDeliveries(body) {
+  const rows = body.items.map((d) => el("tr", { "data-delivery": d.delivery_id, class: d.state },
+    el("td", {}, when(d.created_ms)),
+    el("td", {}, d.rule),
+    el("td", {}, d.job_key || "—"),
+    el("td", { class: "state" }, d.state),
+    el("td", {}, d.attempts),
+    el("td", {}, d.last_status || "—"),
+    el("td", {}, d.state === "pending" ? when(d.next_at_ms) : "—"),
+    el("td", { class: "error" }, d.last_error || "")));
+  fill($("#deliveries-table tbody"), rows, 8, "No alerts delivered.");
+}
+
 function renderModules(body) {
   const rows = body.items.map((m) => el("tr", { "data-module": `${m.name}@${m.version}` },
     el("td", {}, m.name),
@@ -339,6 +375,9 @@ const views = [
     const [minutes, bucket] = $("#chart-window").value.split(":");
     return `/api/v1/stats/executions?minutes=${minutes}&bucket=${bucket}`;
   }, renderCharts],
+  ["events", () => "/api/v1/events?limit=20", renderEvents],
+  ["alert rules", () => "/api/v1/alerts", renderAlertRules],
+  ["deliveries", () => "/api/v1/alerts/deliveries?limit=20", renderDeliveries],
   ["modules", () => "/api/v1/modules", renderModules],
   ["nodes", () => "/api/v1/cluster/nodes", renderNodes],
   ["locks", () => "/api/v1/cluster/locks", renderLocks],
