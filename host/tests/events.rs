@@ -109,6 +109,10 @@ async fn an_event_fires_each_subscriber_once_with_its_payload(backend: Backend) 
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["event_id"], first["event_id"]);
+    assert_eq!(
+        (again["fires"].clone(), again["fire_count"].clone()),
+        (json!([]), json!(3))
+    );
 
     for job in ["ev/a", "ev/b", "ev/c"] {
         wait_for_success(server.store.as_ref(), job, Duration::from_secs(30)).await;

@@ -81,13 +81,16 @@ pub fn emit_view(name: &str, outcome: &EmitOutcome) -> Value {
             "event_id": event_id,
             "duplicate": false,
             "fires": fires,
+            "fire_count": fires.len(),
             "paused": paused,
         }),
+        // Nothing started now: `fire_count` is what the first emit started.
         EmitOutcome::Duplicate { event_id, fires } => json!({
             "event": name,
             "event_id": event_id,
             "duplicate": true,
-            "fires": fires,
+            "fires": [],
+            "fire_count": fires,
             "paused": [],
         }),
         EmitOutcome::DepthExceeded { depth, limit } => json!({
