@@ -40,6 +40,9 @@ impl Default for EngineConfig {
     }
 }
 
+/// Bytes of each pooled memory and table kept resident (zeroed in place) between runs.
+const KEEP_RESIDENT: usize = 32 << 10;
+
 /// Builds the engine.
 ///
 /// # Errors
@@ -70,6 +73,12 @@ pub(crate) fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
     pool.max_memories_per_component(8);
     pool.max_tables_per_component(16);
     pool.max_core_instances_per_component(32);
+    // Reset a freed memory's first pages with memset instead of returning them
+    // to the kernel: madvise on a multi-threaded process makes every other core
+    // flush its TLB (an inter-processor interrupt per run), which cost more than
+    // the run itself with two threads.
+    pool.linear_memory_keep_resident(KEEP_RESIDENT);
+    pool.table_keep_resident(KEEP_RESIDENT);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config.max_wasm_stack(cfg.max_wasm_stack);
     // The async fiber stack must hold the wasm stack plus host frames.
