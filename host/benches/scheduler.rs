@@ -98,11 +98,11 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// p50, p99 and max of start minus scheduled time over the last 2,000 history rows.
-async fn lag_summary(store: &Arc<dyn Store>) -> String {
+/// Start minus scheduled time of the newest `limit` history rows, sorted.
+async fn lags_of(store: &Arc<dyn Store>, limit: i64) -> Vec<i64> {
     let rows = store
         .history_list(&HistoryFilter {
-            limit: 2_000,
+            limit,
             ..HistoryFilter::default()
         })
         .await
@@ -112,6 +112,12 @@ async fn lag_summary(store: &Arc<dyn Store>) -> String {
         .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
         .collect();
     lags.sort_unstable();
+    lags
+}
+
+/// p50, p99 and max of start minus scheduled time over the last 2,000 history rows.
+async fn lag_summary(store: &Arc<dyn Store>) -> String {
+    let lags = lags_of(store, 2_000).await;
     format!(
         "p50 {} ms, p99 {} ms, max {} ms",
         percentile(&lags, 0.5),
@@ -176,18 +182,7 @@ async fn scale(backend: &str, stored: usize) {
         .collect();
     store.jobs_put(&due).await.expect("jobs_put");
     let elapsed = run_until_done(&store, &rt, 10_000, 32).await;
-    let rows = store
-        .history_list(&HistoryFilter {
-            limit: 20_000,
-            ..HistoryFilter::default()
-        })
-        .await
-        .expect("history");
-    let mut lags: Vec<i64> = rows
-        .iter()
-        .filter_map(|h| h.scheduled_ms.map(|s| h.started_ms - s))
-        .collect();
-    lags.sort_unstable();
+    let lags = lags_of(&store, 20_000).await;
     println!(
         "| scale: {stored} stored (loaded in {:.1} s) + 10,000 due at 1,000/s | {:.0} executions/s over the run; lag p50 {} ms, p99 {} ms, max {} ms; start-up work {:.2} s; peak RSS {:.0} MiB |",
         load.as_secs_f64(),

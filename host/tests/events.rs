@@ -57,6 +57,19 @@ async fn create_job(server: &Server, spec: Value) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
+async fn scrape(server: &Server) -> String {
+    let url = format!("{}/metrics", server.base);
+    server
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn details(h: &quartzite::store::model::HistoryEntry) -> Value {
     serde_json::from_str(&h.details).unwrap()
 }
@@ -223,15 +236,7 @@ async fn a_chain_stops_at_the_depth_limit_with_a_history_entry(backend: Backend)
         .collect();
     depths.sort_unstable();
     assert_eq!(depths, (0..u64::from(limit)).collect::<Vec<_>>());
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&server).await;
     assert!(
         metrics.contains("quartzite_events_total{result=\"depth-exceeded\"} 1"),
         "{metrics}"
@@ -447,15 +452,7 @@ async fn alerts_reach_the_receiver_once_per_condition_and_again_after_a_500(back
         1,
         "{deliveries}"
     );
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&server).await;
     let retried_rule = got[0].1["rule"].as_str().unwrap();
     assert!(
         metrics.contains(&format!(
