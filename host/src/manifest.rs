@@ -1803,7 +1803,7 @@ fn check_version(version: &str) -> Result<(), String> {
 }
 
 /// One part of a job key, or a trigger name: 1 to 64 of `[A-Za-z0-9_.-]`.
-fn check_part(part: &str) -> Result<(), String> {
+pub(crate) fn check_part(part: &str) -> Result<(), String> {
     if part.is_empty() {
         return Err("it is empty".to_owned());
     }
@@ -1862,7 +1862,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// An alert's `job`: a job key, `group/*` or `*`.
-fn check_job_pattern(s: &str) -> Result<(), String> {
+pub(crate) fn check_job_pattern(s: &str) -> Result<(), String> {
     if s == "*" {
         return Ok(());
     }

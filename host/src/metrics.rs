@@ -269,7 +269,13 @@ impl Metrics {
     }
 
     /// One event emitted through this node: `accepted`, `duplicate` or `depth-exceeded`.
-    pub fn event_emitted(&self, result: &str) {
+    pub fn event_emitted(&self, outcome: &crate::store::events::EmitOutcome) {
+        use crate::store::events::EmitOutcome;
+        let result = match outcome {
+            EmitOutcome::Accepted { .. } => "accepted",
+            EmitOutcome::Duplicate { .. } => "duplicate",
+            EmitOutcome::DepthExceeded { .. } => "depth-exceeded",
+        };
         self.events.with_label_values(&[result]).inc();
     }
 }

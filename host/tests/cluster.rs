@@ -96,6 +96,27 @@ async fn wait_alive(store: &PgStore, node: &str) {
     .await;
 }
 
+/// Waits until a fire has been handed to recovery (`recovering`): another node
+/// took it over from the one that stopped answering.
+async fn wait_for_takeover(store: &PgStore) {
+    wait_until(
+        Duration::from_secs(60),
+        "node-b to take the fire over",
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .fire_list()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| f.recovering)
+            }
+        },
+    )
+    .await;
+}
+
 fn signal(child: &Node, signal: &str) {
     let pid = child.id().to_string();
     assert!(
@@ -253,22 +274,7 @@ async fn a_killed_nodes_recoverable_fire_is_rerun_on_another_node() {
             .as_millis(),
     )
     .unwrap();
-    wait_until(
-        Duration::from_secs(60),
-        "node-b to take the fire over",
-        || {
-            let store = store.clone();
-            async move {
-                store
-                    .fire_list()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|f| f.recovering)
-            }
-        },
-    )
-    .await;
+    wait_for_takeover(&store).await;
     eprintln!(
         "failover: the fire was re-queued {} ms after kill -9",
         killed.elapsed().as_millis()
@@ -561,22 +567,7 @@ async fn a_node_paused_past_its_lease_cannot_complete_the_fire_taken_over() {
     let b = node(dir.path(), &url, "node-b");
     wait_alive(&store, "node-b").await;
     signal(&a, "-STOP");
-    wait_until(
-        Duration::from_secs(60),
-        "node-b to take the fire over",
-        || {
-            let store = store.clone();
-            async move {
-                store
-                    .fire_list()
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|f| f.recovering)
-            }
-        },
-    )
-    .await;
+    wait_for_takeover(&store).await;
     signal(&a, "-CONT");
     // node-a's run goes on where it was and ends; its completion is refused.
     let log_a = dir.path().join("node-a.log");

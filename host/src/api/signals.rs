@@ -66,11 +66,7 @@ pub async fn event_emit(
         key.as_deref(),
     )
     .await?;
-    state.metrics.event_emitted(match &outcome {
-        EmitOutcome::Accepted { .. } => "accepted",
-        EmitOutcome::Duplicate { .. } => "duplicate",
-        EmitOutcome::DepthExceeded { .. } => "depth-exceeded",
-    });
+    state.metrics.event_emitted(&outcome);
     let status = match &outcome {
         EmitOutcome::Accepted { fires, .. } => {
             if !fires.is_empty() {
@@ -170,7 +166,7 @@ pub async fn alert_test(
             Arc::clone(&state.store),
             Arc::clone(&state.metrics),
             "api".into(),
-            "http://127.0.0.1:7878",
+            None,
         ),
     };
     let result = signals::alert_test(state.store.as_ref(), &alerter, &name).await?;

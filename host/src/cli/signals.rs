@@ -273,7 +273,7 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
                             Arc::clone(store),
                             Arc::new(Metrics::new()),
                             "cli".into(),
-                            "http://127.0.0.1:7878",
+                            None,
                         );
                         signals::alert_test(store.as_ref(), &alerter, &rule)
                             .await

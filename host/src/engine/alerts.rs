@@ -81,12 +81,18 @@ impl SendResult {
 }
 
 impl Alerter {
+    /// `link_base` starts the links to history entries [default: `http://` and
+    /// the admin API's default address].
     pub fn new(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         node_id: String,
-        link_base: &str,
+        link_base: Option<&str>,
     ) -> Arc<Self> {
+        let link_base = link_base.filter(|u| !u.is_empty()).map_or_else(
+            || format!("http://{}", crate::api::DEFAULT_LISTEN),
+            |u| u.trim_end_matches('/').to_string(),
+        );
         let client = reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -97,7 +103,7 @@ impl Alerter {
             store,
             metrics,
             node_id,
-            link_base: link_base.trim_end_matches('/').to_string(),
+            link_base,
             client,
         })
     }
@@ -163,8 +169,11 @@ impl Alerter {
             return Ok(0);
         };
         if rules.is_empty() {
-            // Nothing to alert on: a rule added later starts from when it was added.
-            self.store.alert_cursor_set(CURSOR, now).await?;
+            // Nothing to alert on: a rule added later starts from about when it
+            // was added (within one overlap), for one write per overlap.
+            if now - cursor >= SCAN_OVERLAP_MS {
+                self.store.alert_cursor_set(CURSOR, now).await?;
+            }
             return Ok(0);
         }
         let mut after = cursor - SCAN_OVERLAP_MS;
@@ -194,7 +203,10 @@ impl Alerter {
             after = rows.last().map_or(after, |r| r.ended_ms - 1);
         }
         // Never ahead of the database clock: rows ending later are still to come.
-        self.store.alert_cursor_set(CURSOR, newest.min(now)).await?;
+        let newest = newest.min(now);
+        if newest > cursor {
+            self.store.alert_cursor_set(CURSOR, newest).await?;
+        }
         if queued > 0 {
             tracing::info!(alerts = queued, "alerts queued");
         }

@@ -189,11 +189,7 @@ impl Scheduler {
             Arc::clone(&store),
             Arc::clone(&metrics),
             node_id.clone(),
-            config
-                .public_url
-                .as_deref()
-                .filter(|u| !u.is_empty())
-                .unwrap_or("http://127.0.0.1:7878"),
+            config.public_url.as_deref(),
         );
         Arc::new(Scheduler {
             store,

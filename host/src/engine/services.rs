@@ -120,11 +120,7 @@ impl EventSink for StoreEvents {
         };
         let outcome = self.store.event_emit(&put).await.map_err(unavailable)?;
         if let Some(m) = &self.metrics {
-            m.event_emitted(match &outcome {
-                EmitOutcome::Accepted { .. } => "accepted",
-                EmitOutcome::Duplicate { .. } => "duplicate",
-                EmitOutcome::DepthExceeded { .. } => "depth-exceeded",
-            });
+            m.event_emitted(&outcome);
         }
         Ok(match outcome {
             EmitOutcome::Accepted {

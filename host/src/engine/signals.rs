@@ -129,17 +129,8 @@ pub fn rule_from_input(
     webhook: &str,
     source: &str,
 ) -> Result<AlertRule, SignalError> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
-        return Err(invalid(
-            "name",
-            format!("alert name {name:?}: expected 1 to 64 letters, digits, _ . -"),
-        ));
-    }
+    crate::manifest::check_part(name)
+        .map_err(|reason| invalid("name", format!("invalid alert name {name:?}: {reason}")))?;
     let condition = AlertCondition::parse(on).ok_or_else(|| {
         invalid(
             "on",
@@ -149,21 +140,7 @@ pub fn rule_from_input(
         )
     })?;
     if let Some(job) = job {
-        let ok = job == "*"
-            || job.split_once('/').is_some_and(|(g, n)| {
-                let part = |p: &str| {
-                    !p.is_empty()
-                        && p.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-                };
-                part(g) && (n == "*" || part(n))
-            });
-        if !ok {
-            return Err(invalid(
-                "job",
-                format!("{job:?}: expected GROUP/NAME, GROUP/* or *"),
-            ));
-        }
+        crate::manifest::check_job_pattern(job).map_err(|m| invalid("job", m))?;
     }
     let threshold = match (condition, after) {
         (AlertCondition::ConsecutiveFailures, Some(n @ 1..=1000)) => n,
