@@ -166,7 +166,9 @@ super::sched::impl_scheduling!(
     // Concurrent claimers each take rows the others have not locked.
     " FOR UPDATE SKIP LOCKED",
     "OFFSET $1",
-    "BEGIN"
+    "BEGIN",
+    "json_agg",
+    "json_build_array"
 );
 
 super::events::impl_events!(

@@ -203,6 +203,57 @@ macro_rules! trigger_columns {
     };
 }
 
+/// A job row as stored, in the order of [`job_columns!`]. Read from a result
+/// row, or, where many rows are read at once, from a JSON array the query
+/// builds of those columns (serde takes a struct from an array in field order).
+#[derive(serde::Deserialize)]
+pub(crate) struct JobColumns {
+    job_key: String,
+    module: String,
+    data: String,
+    overlap: String,
+    max_attempts: i64,
+    backoff: String,
+    backoff_initial_ms: i64,
+    backoff_max_ms: i64,
+    jitter: f64,
+    timeout_ms: i64,
+    max_memory: i64,
+    requests_recovery: i64,
+    priority: i64,
+    paused: i64,
+    source: String,
+}
+
+impl JobColumns {
+    pub(crate) fn into_job(self) -> JobDef {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        JobDef {
+            overlap: Overlap::parse(&self.overlap).unwrap_or(Overlap::Allow),
+            retry: RetryPolicy {
+                max_attempts: u32::try_from(self.max_attempts).unwrap_or(1).max(1),
+                backoff: if self.backoff == "immediate" {
+                    Backoff::Immediate
+                } else {
+                    Backoff::Exponential
+                },
+                initial_ms: u(self.backoff_initial_ms),
+                max_ms: u(self.backoff_max_ms),
+                jitter: self.jitter,
+            },
+            timeout_ms: u(self.timeout_ms),
+            max_memory: u(self.max_memory),
+            requests_recovery: self.requests_recovery != 0,
+            priority: self.priority,
+            paused: self.paused != 0,
+            job_key: self.job_key,
+            module: self.module,
+            data: self.data,
+            source: self.source,
+        }
+    }
+}
+
 pub(crate) fn job_from_row<R: sqlx::Row>(row: &R) -> Result<JobDef, StoreError>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -210,34 +261,78 @@ where
     for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> f64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
-    let overlap: String = row.try_get("overlap")?;
-    let backoff: String = row.try_get("backoff")?;
-    let u = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(JobDef {
+    Ok(JobColumns {
         job_key: row.try_get("job_key")?,
         module: row.try_get("module")?,
         data: row.try_get("data")?,
-        overlap: Overlap::parse(&overlap).unwrap_or(Overlap::Allow),
-        retry: RetryPolicy {
-            max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?)
-                .unwrap_or(1)
-                .max(1),
-            backoff: if backoff == "immediate" {
-                Backoff::Immediate
-            } else {
-                Backoff::Exponential
-            },
-            initial_ms: u(row.try_get("backoff_initial_ms")?),
-            max_ms: u(row.try_get("backoff_max_ms")?),
-            jitter: row.try_get("jitter")?,
-        },
-        timeout_ms: u(row.try_get("timeout_ms")?),
-        max_memory: u(row.try_get("max_memory")?),
-        requests_recovery: row.try_get::<i64, _>("requests_recovery")? != 0,
+        overlap: row.try_get("overlap")?,
+        max_attempts: row.try_get("max_attempts")?,
+        backoff: row.try_get("backoff")?,
+        backoff_initial_ms: row.try_get("backoff_initial_ms")?,
+        backoff_max_ms: row.try_get("backoff_max_ms")?,
+        jitter: row.try_get("jitter")?,
+        timeout_ms: row.try_get("timeout_ms")?,
+        max_memory: row.try_get("max_memory")?,
+        requests_recovery: row.try_get("requests_recovery")?,
         priority: row.try_get("priority")?,
-        paused: row.try_get::<i64, _>("paused")? != 0,
+        paused: row.try_get("paused")?,
         source: row.try_get("source")?,
-    })
+    }
+    .into_job())
+}
+
+/// A trigger row as stored, in the order of [`trigger_columns!`] (see
+/// [`JobColumns`] for the two ways it is read).
+#[derive(serde::Deserialize)]
+pub(crate) struct TriggerColumns {
+    trigger_key: String,
+    pub(crate) job_key: String,
+    kind: String,
+    cron: Option<String>,
+    tz: Option<String>,
+    period_ms: Option<i64>,
+    repeat_count: Option<i64>,
+    at_ms: Option<i64>,
+    misfire: String,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+    priority: i64,
+    state: String,
+    next_fire_ms: Option<i64>,
+    error: Option<String>,
+    event_name: Option<String>,
+}
+
+impl TriggerColumns {
+    pub(crate) fn into_row(self) -> Result<TriggerRow, StoreError> {
+        let key = self.trigger_key;
+        let kind = self.kind.clone();
+        let spec = ScheduleColumns {
+            kind: self.kind,
+            cron: self.cron,
+            tz: self.tz,
+            period_ms: self.period_ms,
+            repeat: self.repeat_count,
+            at_ms: self.at_ms,
+            misfire: self.misfire,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            event: self.event_name,
+        }
+        .into_spec()
+        .ok_or_else(|| {
+            StoreError::Conflict(format!("trigger {key} has an unreadable schedule ({kind})"))
+        })?;
+        Ok(TriggerRow {
+            trigger_key: key,
+            job_key: self.job_key,
+            spec,
+            priority: self.priority,
+            state: TriggerState::parse(&self.state).unwrap_or(TriggerState::Error),
+            next_fire_ms: self.next_fire_ms,
+            error: self.error,
+        })
+    }
 }
 
 pub(crate) fn trigger_from_row<R: sqlx::Row>(row: &R) -> Result<TriggerRow, StoreError>
@@ -248,41 +343,48 @@ where
     for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
-    let key: String = row.try_get("trigger_key")?;
-    let columns = ScheduleColumns {
+    TriggerColumns {
+        trigger_key: row.try_get("trigger_key")?,
+        job_key: row.try_get("job_key")?,
         kind: row.try_get("kind")?,
         cron: row.try_get("cron")?,
         tz: row.try_get("tz")?,
         period_ms: row.try_get("period_ms")?,
-        repeat: row.try_get("repeat_count")?,
+        repeat_count: row.try_get("repeat_count")?,
         at_ms: row.try_get("at_ms")?,
         misfire: row.try_get("misfire")?,
         start_ms: row.try_get("start_ms")?,
         end_ms: row.try_get("end_ms")?,
-        event: row.try_get("event_name")?,
-    };
-    let kind = columns.kind.clone();
-    let spec = columns.into_spec().ok_or_else(|| {
-        StoreError::Conflict(format!("trigger {key} has an unreadable schedule ({kind})"))
-    })?;
-    let state: String = row.try_get("state")?;
-    Ok(TriggerRow {
-        trigger_key: key,
-        job_key: row.try_get("job_key")?,
-        spec,
         priority: row.try_get("priority")?,
-        state: TriggerState::parse(&state).unwrap_or(TriggerState::Error),
+        state: row.try_get("state")?,
         next_fire_ms: row.try_get("next_fire_ms")?,
         error: row.try_get("error")?,
-    })
+        event_name: row.try_get("event_name")?,
+    }
+    .into_row()
+}
+
+/// Rows read as one JSON array of arrays (see [`JobColumns`]): on SQLite every
+/// result row crosses from the connection's thread on its own, which costs
+/// more than the row itself.
+pub(crate) fn json_rows<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Conflict(format!("unreadable {what} rows: {e}"))),
+    }
 }
 
 /// Implements [`Scheduling`] for a store type. `$now` is the dialect's clock in
 /// UTC milliseconds; `$lock` its row-locking clause for claims; `$all_after`
 /// its "every row after the first $1" clause; `$begin` how a writing
-/// transaction starts.
+/// transaction starts; `$agg` and `$arr` its JSON array aggregate and
+/// constructor (see [`json_rows`]).
 macro_rules! impl_scheduling {
-    ($store:ty, $now:literal, $lock:literal, $all_after:literal, $begin:literal) => {
+    ($store:ty, $now:literal, $lock:literal, $all_after:literal, $begin:literal, $agg:literal, $arr:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::sched::Scheduling for $store {
             async fn now_ms(&self) -> Result<i64, $crate::store::StoreError> {
@@ -580,37 +682,41 @@ macro_rules! impl_scheduling {
                 let mut out = Acquired { now_ms: now, ..Acquired::default() };
                 let mut history = Vec::new();
 
-                // 1. Due triggers become fires.
-                let due = sqlx::query(concat!(
-                    "SELECT ", $crate::store::sched::trigger_columns!(), ", \
+                // 1. Due triggers become fires. The triggers, and then their
+                // jobs, come back as one row each (see `json_rows`).
+                let due: Option<String> = sqlx::query_scalar(concat!(
+                    "SELECT CAST(", $agg, "(", $arr, "(", $arr, "(", $crate::store::sched::trigger_columns!(), "), wit_need) \
+                     ORDER BY next_fire_ms, priority DESC) AS TEXT) FROM (SELECT ", $crate::store::sched::trigger_columns!(), ", \
                      (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need FROM triggers \
                      WHERE state = 'WAITING' AND next_fire_ms <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
-                     ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock
+                     ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock, ") d"
                 ))
                 .bind(horizon)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+                let due: Vec<($crate::store::sched::TriggerColumns, Option<i64>)> = $crate::store::sched::json_rows(due, "due trigger")?;
                 let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
                 {
                     let mut keys: Vec<String> = Vec::new();
-                    for row in &due {
-                        let key: String = row.try_get("job_key")?;
-                        if !keys.contains(&key) {
-                            keys.push(key);
+                    let mut seen = std::collections::HashSet::new();
+                    for (t, _) in &due {
+                        if seen.insert(t.job_key.as_str()) {
+                            keys.push(t.job_key.clone());
                         }
                     }
-                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs);
+                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs, $agg, $arr);
                 }
                 let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
                 let mut completed: Vec<String> = Vec::new();
                 // Jobs whose module this node cannot run: their fires are created
                 // for the nodes that can.
                 let mut unrunnable: std::collections::HashSet<String> = std::collections::HashSet::new();
-                for row in &due {
-                    let t = $crate::store::sched::trigger_from_row(row)?;
-                    if row.try_get::<Option<i64>, _>("wit_need")?.is_some_and(|need| !p.runs.contains(need)) {
+                let mut moved: Vec<(String, i64)> = Vec::new();
+                for (t, wit_need) in due {
+                    let t = t.into_row()?;
+                    if wit_need.is_some_and(|need| !p.runs.contains(need)) {
                         unrunnable.insert(t.job_key.clone());
                     }
                     let Some(next_fire) = t.next_fire_ms else { continue };
@@ -646,15 +752,19 @@ macro_rules! impl_scheduling {
                     }
                     match plan.next {
                         None => completed.push(t.trigger_key.clone()),
-                        Some(next) => {
-                            sqlx::query("UPDATE triggers SET next_fire_ms = $1, updated_at = $2 WHERE trigger_key = $3")
-                                .bind(next)
-                                .bind(now)
-                                .bind(&t.trigger_key)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
+                        Some(next) => moved.push((t.trigger_key.clone(), next)),
                     }
+                }
+                // VALUES columns are column1, column2 ... in both dialects.
+                for chunk in moved.chunks(200) {
+                    let mut qb = sqlx::QueryBuilder::new("UPDATE triggers SET next_fire_ms = v.column2, updated_at = ");
+                    qb.push_bind(now);
+                    qb.push(" FROM (");
+                    qb.push_values(chunk, |mut b, (key, next)| {
+                        b.push_bind(key.clone()).push_bind(*next);
+                    });
+                    qb.push(") AS v WHERE triggers.trigger_key = v.column1");
+                    qb.build().execute(&mut *tx).await?;
                 }
                 // Fires of `allow` jobs are claimed as they are created: one statement
                 // instead of insert, select and update. Others wait as `scheduled`.
@@ -671,12 +781,13 @@ macro_rules! impl_scheduling {
                     })
                 };
                 for (batch, claim) in [(&direct, true), (&queued, false)] {
-                    for chunk in batch.chunks(100) {
+                    for chunk in batch.chunks(200) {
+                        let ids: Vec<String> = chunk.iter().map(|_| $crate::store::sched::new_id()).collect();
                         let mut qb = sqlx::QueryBuilder::new(
                             "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) ",
                         );
-                        qb.push_values(chunk, |mut b, (trigger_key, job_key, scheduled, priority)| {
-                            b.push_bind($crate::store::sched::new_id())
+                        qb.push_values(chunk.iter().zip(&ids), |mut b, ((trigger_key, job_key, scheduled, priority), id)| {
+                            b.push_bind(id.clone())
                                 .push_bind(trigger_key.clone())
                                 .push_bind(job_key.clone())
                                 .push_bind(*scheduled)
@@ -689,21 +800,36 @@ macro_rules! impl_scheduling {
                                 .push_bind(claim.then(|| p.node_id.clone()))
                                 .push_bind(claim.then_some(now + p.lease_ms));
                         });
-                        qb.push(" ON CONFLICT DO NOTHING RETURNING fire_id, trigger_key, job_key, scheduled_ms");
-                        let created = qb.build().fetch_all(&mut *tx).await?;
+                        // A fire that exists already (same trigger and time) is not
+                        // created twice: the store makes a double fire impossible.
+                        qb.push(" ON CONFLICT DO NOTHING");
+                        let created = qb.build().execute(&mut *tx).await?.rows_affected();
                         if !claim {
                             continue;
                         }
-                        for row in created {
-                            let job_key: String = row.try_get("job_key")?;
-                            let Some(job) = jobs.get(&job_key) else { continue };
-                            let scheduled_ms: i64 = row.try_get("scheduled_ms")?;
+                        let kept: Option<std::collections::HashSet<String>> = if created == chunk.len() as u64 {
+                            None
+                        } else {
+                            let mut qb = sqlx::QueryBuilder::new("SELECT fire_id FROM fires WHERE fire_id IN (");
+                            let mut list = qb.separated(", ");
+                            for id in &ids {
+                                list.push_bind(id.clone());
+                            }
+                            qb.push(")");
+                            let rows = qb.build().fetch_all(&mut *tx).await?;
+                            Some(rows.iter().map(|r| r.try_get::<String, _>("fire_id")).collect::<Result<_, _>>()?)
+                        };
+                        for ((trigger_key, job_key, scheduled_ms, _), fire_id) in chunk.iter().zip(ids) {
+                            if kept.as_ref().is_some_and(|kept| !kept.contains(&fire_id)) {
+                                continue;
+                            }
+                            let Some(job) = jobs.get(job_key) else { continue };
                             out.fires.push(FireClaim {
-                                fire_id: row.try_get("fire_id")?,
-                                trigger_key: row.try_get("trigger_key")?,
-                                job_key,
-                                scheduled_ms,
-                                due_ms: scheduled_ms,
+                                fire_id,
+                                trigger_key: trigger_key.clone(),
+                                job_key: job_key.clone(),
+                                scheduled_ms: *scheduled_ms,
+                                due_ms: *scheduled_ms,
                                 attempt: 1,
                                 recovering: false,
                                 fencing: 1,
@@ -748,7 +874,7 @@ macro_rules! impl_scheduling {
                             keys.push(key);
                         }
                     }
-                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs);
+                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs, $agg, $arr);
                 }
                 // `forbid` and `skip` decide on whether the job is running. Two
                 // nodes claiming at once would each see it idle (neither sees the
@@ -871,58 +997,82 @@ macro_rules! impl_scheduling {
                 use sqlx::Row;
                 use $crate::store::model::FireNext;
                 let _writer = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                let mut accepted = vec![false; batch.len()];
-                let mut history = Vec::new();
-                // Finished fires, many per statement: the claim must still be ours.
                 let finished: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].next == FireNext::Done).collect();
-                for chunk in finished.chunks(100) {
-                    let mut qb = sqlx::QueryBuilder::new("DELETE FROM fires WHERE state = 'acquired' AND (fire_id, node_id, fencing) IN (VALUES ");
-                    let mut list = qb.separated(", ");
-                    for &i in chunk {
-                        let c = &batch[i];
-                        list.push("(");
-                        list.push_bind_unseparated(c.fire_id.clone());
-                        list.push_unseparated(", ");
-                        list.push_bind_unseparated(c.node_id.clone());
-                        list.push_unseparated(", CAST(");
-                        list.push_bind_unseparated(c.fencing);
-                        list.push_unseparated(" AS BIGINT))");
+                // Finished fires are deleted many per statement, only where the
+                // claim is still ours. Usually all are, which the count of deleted
+                // rows shows without sending rows back; when one was taken over,
+                // the transaction is rolled back and done again asking which.
+                'attempt: for precise in [false, true] {
+                    let mut tx = self.pool.begin_with($begin).await?;
+                    let mut accepted = vec![false; batch.len()];
+                    let mut history = Vec::new();
+                    for chunk in finished.chunks(200) {
+                        let mut qb = sqlx::QueryBuilder::new("DELETE FROM fires WHERE state = 'acquired' AND (fire_id, node_id, fencing) IN (VALUES ");
+                        let mut list = qb.separated(", ");
+                        for &i in chunk {
+                            let c = &batch[i];
+                            list.push("(");
+                            list.push_bind_unseparated(c.fire_id.clone());
+                            list.push_unseparated(", ");
+                            list.push_bind_unseparated(c.node_id.clone());
+                            list.push_unseparated(", CAST(");
+                            list.push_bind_unseparated(c.fencing);
+                            list.push_unseparated(" AS BIGINT))");
+                        }
+                        qb.push(")");
+                        if precise {
+                            // The whole claim identifies a completion: the same fire
+                            // can end twice in one batch, under an old claim and a new.
+                            qb.push(" RETURNING fire_id, node_id, fencing");
+                            let gone = qb.build().fetch_all(&mut *tx).await?;
+                            let gone: std::collections::HashSet<(String, String, i64)> = gone
+                                .iter()
+                                .map(|r| Ok((r.try_get("fire_id")?, r.try_get("node_id")?, r.try_get("fencing")?)))
+                                .collect::<Result<_, sqlx::Error>>()?;
+                            for &i in chunk {
+                                let c = &batch[i];
+                                accepted[i] = gone.contains(&(c.fire_id.clone(), c.node_id.clone(), c.fencing));
+                            }
+                        } else {
+                            let gone = qb.build().execute(&mut *tx).await?.rows_affected();
+                            if gone != chunk.len() as u64 {
+                                tx.rollback().await?;
+                                continue 'attempt;
+                            }
+                            for &i in chunk {
+                                accepted[i] = true;
+                            }
+                        }
                     }
-                    qb.push(") RETURNING fire_id");
-                    let gone = qb.build().fetch_all(&mut *tx).await?;
-                    let gone: std::collections::HashSet<String> =
-                        gone.iter().map(|r| r.try_get::<String, _>("fire_id")).collect::<Result<_, _>>()?;
-                    for &i in chunk {
-                        accepted[i] = gone.contains(&batch[i].fire_id);
+                    for (i, c) in batch.iter().enumerate() {
+                        let done = match &c.next {
+                            FireNext::Done => None,
+                            FireNext::Retry { due_ms } => Some(sqlx::query(
+                                "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0 \
+                                 WHERE fire_id = $2 AND node_id = $3 AND fencing = $4 AND state = 'acquired'")
+                                .bind(*due_ms).bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
+                            FireNext::Release => Some(sqlx::query(
+                                "UPDATE fires SET state = 'scheduled', node_id = NULL, lease_until_ms = NULL \
+                                 WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
+                                .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
+                        };
+                        if let Some(done) = done {
+                            accepted[i] = done.rows_affected() == 1;
+                        }
+                        if !accepted[i] {
+                            continue;
+                        }
+                        if let Some(data) = &c.new_data {
+                            sqlx::query("UPDATE jobs SET data = $1 WHERE job_key = $2").bind(data).bind(&c.history.job_key).execute(&mut *tx).await?;
+                        }
+                        history.push(c.history.clone());
                     }
+                    $crate::store::sched::insert_history!(&mut *tx, &history);
+                    tx.commit().await?;
+                    return Ok(accepted);
                 }
-                for (i, c) in batch.iter().enumerate() {
-                    let done = match &c.next {
-                        FireNext::Done => None,
-                        FireNext::Retry { due_ms } => Some(sqlx::query(
-                            "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0 \
-                             WHERE fire_id = $2 AND node_id = $3 AND fencing = $4 AND state = 'acquired'")
-                            .bind(*due_ms).bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
-                        FireNext::Release => Some(sqlx::query(
-                            "UPDATE fires SET state = 'scheduled', node_id = NULL, lease_until_ms = NULL \
-                             WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
-                            .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
-                    };
-                    if let Some(done) = done {
-                        accepted[i] = done.rows_affected() == 1;
-                    }
-                    if !accepted[i] {
-                        continue;
-                    }
-                    if let Some(data) = &c.new_data {
-                        sqlx::query("UPDATE jobs SET data = $1 WHERE job_key = $2").bind(data).bind(&c.history.job_key).execute(&mut *tx).await?;
-                    }
-                    history.push(c.history.clone());
-                }
-                $crate::store::sched::insert_history!(&mut *tx, &history);
-                tx.commit().await?;
-                Ok(accepted)
+                // Not reached: the precise attempt returns.
+                Err($crate::store::StoreError::Conflict("completions were not committed".into()))
             }
 
             async fn lease_renew(&self, node_id: &str, fire_ids: &[String], lease_ms: i64) -> Result<u64, $crate::store::StoreError> {
@@ -1302,32 +1452,40 @@ macro_rules! impl_scheduling {
     };
 }
 
-/// Loads the jobs of `keys` into a map, 200 per statement.
+/// Loads the jobs of `keys` into a map, 200 per statement, each statement's
+/// rows as one (see [`json_rows`]).
 macro_rules! load_jobs {
-    ($conn:expr, $keys:expr, $map:expr) => {
+    ($conn:expr, $keys:expr, $map:expr, $agg:literal, $arr:literal) => {
         for chunk in $keys.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new(concat!(
-                "SELECT ",
+                "SELECT CAST(",
+                $agg,
+                "(",
+                $arr,
+                "(",
                 $crate::store::sched::job_columns!(),
-                " FROM jobs WHERE job_key IN ("
+                ")) AS TEXT) FROM jobs WHERE job_key IN ("
             ));
             let mut list = qb.separated(", ");
             for key in chunk {
                 list.push_bind(key.clone());
             }
             qb.push(")");
-            for jr in qb.build().fetch_all($conn).await? {
-                let job = $crate::store::sched::job_from_row(&jr)?;
+            let text: Option<String> = qb.build_query_scalar().fetch_one($conn).await?;
+            for columns in
+                $crate::store::sched::json_rows::<$crate::store::sched::JobColumns>(text, "job")?
+            {
+                let job = columns.into_job();
                 $map.insert(job.job_key.clone(), job);
             }
         }
     };
 }
 
-/// Inserts history rows, 50 per statement.
+/// Inserts history rows, 200 per statement.
 macro_rules! insert_history {
     ($conn:expr, $rows:expr) => {
-        for chunk in $rows.chunks(50) {
+        for chunk in $rows.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO task_history (id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, started_ms, ended_ms, duration_ms, details) ",
             );

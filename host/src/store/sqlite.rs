@@ -135,7 +135,9 @@ super::sched::impl_scheduling!(
     "LIMIT -1 OFFSET $1",
     // Take the write lock up front: a deferred transaction that reads first and
     // then writes fails at once with SQLITE_BUSY when another writer got in between.
-    "BEGIN IMMEDIATE"
+    "BEGIN IMMEDIATE",
+    "json_group_array",
+    "json_array"
 );
 
 super::events::impl_events!(
