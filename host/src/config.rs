@@ -283,6 +283,12 @@ pub const KEYS: &[Key] = &[
         65536,
         "Wasm stack per run, in bytes.",
     ),
+    key(
+        "runtime.memory_image_cow",
+        Kind::Bool,
+        "false",
+        "Map a module's initial memory copy-on-write instead of copying it per run (for data segments of megabytes).",
+    ),
 ];
 
 impl Key {
