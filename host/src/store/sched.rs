@@ -698,16 +698,7 @@ macro_rules! impl_scheduling {
                 .await?;
                 let due: Vec<($crate::store::sched::TriggerColumns, Option<i64>)> = $crate::store::sched::json_rows(due, "due trigger")?;
                 let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
-                {
-                    let mut keys: Vec<String> = Vec::new();
-                    let mut seen = std::collections::HashSet::new();
-                    for (t, _) in &due {
-                        if seen.insert(t.job_key.as_str()) {
-                            keys.push(t.job_key.clone());
-                        }
-                    }
-                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs, $agg, $arr);
-                }
+                $crate::store::sched::load_jobs!(&mut *tx, due.iter().map(|(t, _)| t.job_key.clone()), &mut jobs, $agg, $arr);
                 let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
                 let mut completed: Vec<String> = Vec::new();
                 // Jobs whose module this node cannot run: their fires are created
@@ -866,16 +857,8 @@ macro_rules! impl_scheduling {
                 .bind(p.runs.hi)
                 .fetch_all(&mut *tx)
                 .await? };
-                {
-                    let mut keys: Vec<String> = Vec::new();
-                    for row in &candidates {
-                        let key: String = row.try_get("job_key")?;
-                        if !keys.contains(&key) && !jobs.contains_key(&key) {
-                            keys.push(key);
-                        }
-                    }
-                    $crate::store::sched::load_jobs!(&mut *tx, &keys, &mut jobs, $agg, $arr);
-                }
+                let keys = candidates.iter().map(|row| row.try_get::<String, _>("job_key")).collect::<Result<Vec<_>, _>>()?;
+                $crate::store::sched::load_jobs!(&mut *tx, keys, &mut jobs, $agg, $arr);
                 // `forbid` and `skip` decide on whether the job is running. Two
                 // nodes claiming at once would each see it idle (neither sees the
                 // other's uncommitted claim), so the job's row is locked first and
@@ -1002,7 +985,8 @@ macro_rules! impl_scheduling {
                 // claim is still ours. Usually all are, which the count of deleted
                 // rows shows without sending rows back; when one was taken over,
                 // the transaction is rolled back and done again asking which.
-                'attempt: for precise in [false, true] {
+                let mut precise = false;
+                'attempt: loop {
                     let mut tx = self.pool.begin_with($begin).await?;
                     let mut accepted = vec![false; batch.len()];
                     let mut history = Vec::new();
@@ -1037,6 +1021,7 @@ macro_rules! impl_scheduling {
                             let gone = qb.build().execute(&mut *tx).await?.rows_affected();
                             if gone != chunk.len() as u64 {
                                 tx.rollback().await?;
+                                precise = true;
                                 continue 'attempt;
                             }
                             for &i in chunk {
@@ -1071,8 +1056,6 @@ macro_rules! impl_scheduling {
                     tx.commit().await?;
                     return Ok(accepted);
                 }
-                // Not reached: the precise attempt returns.
-                Err($crate::store::StoreError::Conflict("completions were not committed".into()))
             }
 
             async fn lease_renew(&self, node_id: &str, fire_ids: &[String], lease_ms: i64) -> Result<u64, $crate::store::StoreError> {
@@ -1452,11 +1435,21 @@ macro_rules! impl_scheduling {
     };
 }
 
-/// Loads the jobs of `keys` into a map, 200 per statement, each statement's
-/// rows as one (see [`json_rows`]).
+/// Loads the jobs of `keys` (any iterator of job keys) not yet in the map
+/// into it, each once, 200 per statement, each statement's rows as one (see
+/// [`json_rows`]).
 macro_rules! load_jobs {
     ($conn:expr, $keys:expr, $map:expr, $agg:literal, $arr:literal) => {
-        for chunk in $keys.chunks(200) {
+        let mut wanted: Vec<String> = Vec::new();
+        {
+            let mut seen = std::collections::HashSet::new();
+            for key in $keys {
+                if !$map.contains_key(&key) && seen.insert(key.clone()) {
+                    wanted.push(key);
+                }
+            }
+        }
+        for chunk in wanted.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new(concat!(
                 "SELECT CAST(",
                 $agg,
