@@ -188,6 +188,12 @@ pub const KEYS: &[Key] = &[
         "Runs at the same time on this node.",
     ),
     int(
+        "scheduler.acquirers",
+        "0",
+        0,
+        "Acquirers claiming fires at the same time on this node; 0: 2 on PostgreSQL, 1 on SQLite.",
+    ),
+    int(
         "scheduler.lookahead_ms",
         "100",
         0,

@@ -861,7 +861,26 @@ async fn wait_for_load(
             .fetch_all(&pool)
             .await
             .unwrap();
-            panic!("{done} of {} fires ran; fires left: {left:?}", load.fires());
+            // What the fires that did not succeed ended as, and a few in full.
+            let ended: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT status, COALESCE(details::jsonb #>> '{outcome,kind}', details::jsonb ->> 'reason', ''), COUNT(*) \
+                 FROM task_history WHERE status <> 'success' GROUP BY 1, 2 ORDER BY 3 DESC",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let samples: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT job_key, status, details FROM task_history WHERE status <> 'success' \
+                 ORDER BY started_ms LIMIT 3",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            panic!(
+                "{done} of {} fires ran; fires left: {left:?}; \
+                 not successful (status, outcome or reason, count): {ended:?}; first of them: {samples:?}",
+                load.fires()
+            );
         }
         between();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -25,11 +25,11 @@ use crate::runtime::{
 };
 use crate::schedule::trigger::MisfireLimits;
 use crate::store::ModuleEvent;
-use crate::store::Store;
 use crate::store::model::{
     AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus, NodeCheckIn,
     WitRange,
 };
+use crate::store::{Dialect, Store};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -71,6 +71,9 @@ pub struct SchedulerConfig {
     /// The base of links in alerts (e.g. `https://quartzite.example`); the
     /// admin API's address when unset.
     pub public_url: Option<String>,
+    /// Acquirers claiming fires at the same time on this node; 0 (default):
+    /// 2 on PostgreSQL, 1 on SQLite.
+    pub acquirers: usize,
 }
 
 impl SchedulerConfig {
@@ -111,6 +114,7 @@ impl Default for SchedulerConfig {
             max_wit: None,
             max_event_depth: crate::store::events::DEFAULT_MAX_DEPTH,
             public_url: None,
+            acquirers: 0,
         }
     }
 }
@@ -252,7 +256,7 @@ impl Scheduler {
 
     /// Runs until `stop` turns true, then drains: running fires get the grace
     /// period, then are cancelled and released for the next start.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let claim_limit = self.config.workers.max(1) * CLAIM_AHEAD_MAX;
         let claims = Arc::new(Semaphore::new(claim_limit));
@@ -262,19 +266,71 @@ impl Scheduler {
         let module_watch = tokio::spawn(Arc::clone(&self).module_watch_loop());
         let alerts =
             tokio::spawn(Arc::clone(&self.alerter).run(Duration::from_millis(500), stop.clone()));
-        let mut backoff = Duration::from_millis(100);
-        tracing::info!(node = %self.node_id, workers = self.config.workers, "scheduler started");
+        let acquirers = self.acquirers();
+        tracing::info!(node = %self.node_id, workers = self.config.workers, acquirers, "scheduler started");
         self.running.store(true, Ordering::Relaxed);
+        let loops: Vec<_> = (0..acquirers)
+            .map(|_| {
+                tokio::spawn(Arc::clone(&self).acquire_loop(
+                    Arc::clone(&claims),
+                    claim_limit,
+                    Arc::clone(&workers),
+                    done_tx.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        for acquirer in loops {
+            let _ = acquirer.await;
+        }
+        self.running.store(false, Ordering::Relaxed);
+        tracing::info!(node = %self.node_id, "scheduler stopping: waiting for running fires");
+        let all = u32::try_from(claim_limit).unwrap_or(u32::MAX);
+        let grace = Duration::from_millis(self.config.grace_ms);
+        if tokio::time::timeout(grace, claims.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: cancelling running fires");
+            self.runtime.abort();
+            let _ = claims.acquire_many(all).await;
+        }
+        drop(done_tx);
+        let _ = completer.await;
+        upkeep.abort();
+        module_watch.abort();
+        alerts.abort();
+        tracing::info!(node = %self.node_id, "scheduler stopped");
+    }
+
+    /// One acquirer: claims due fires as run slots free up and hands them to
+    /// the workers. On PostgreSQL a node runs several (see [`Self::acquirers`]).
+    async fn acquire_loop(
+        self: Arc<Self>,
+        claims: Arc<Semaphore>,
+        claim_limit: usize,
+        workers: Arc<Semaphore>,
+        done: mpsc::Sender<Completion>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
         while !*stop.borrow() {
             let in_flight = claim_limit - claims.available_permits();
             let free = self.claim_target().saturating_sub(in_flight);
-            if free == 0 {
+            // The claims this round may make are reserved first, so that several
+            // acquirers never claim more together than the node may hold.
+            let reserved = u32::try_from(free)
+                .ok()
+                .filter(|&n| n > 0)
+                .and_then(|n| Arc::clone(&claims).try_acquire_many_owned(n).ok());
+            let Some(mut reserved) = reserved else {
                 tokio::select! {
                     _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(self.config.poll_ms)) => {}
                     _ = stop.changed() => {}
                 }
                 continue;
-            }
+            };
             let params = AcquireParams {
                 node_id: self.node_id.clone(),
                 lookahead_ms: self.config.lookahead_ms,
@@ -306,14 +362,14 @@ impl Scheduler {
             let offset = acquired.now_ms - local_ms();
             let claimed = acquired.fires.len();
             for fire in acquired.fires {
-                let Ok(claim) = Arc::clone(&claims).try_acquire_owned() else {
+                let Some(claim) = reserved.split(1) else {
                     break;
                 };
                 self.held_update(|held| {
                     held.insert(fire.fire_id.clone());
                 });
                 let me = Arc::clone(&self);
-                let done = done_tx.clone();
+                let done = done.clone();
                 let workers = Arc::clone(&workers);
                 let stop = stop.clone();
                 tokio::spawn(async move {
@@ -325,6 +381,7 @@ impl Scheduler {
                     drop(claim);
                 });
             }
+            drop(reserved);
             if claimed >= free {
                 continue;
             }
@@ -354,24 +411,19 @@ impl Scheduler {
                 _ = stop.changed() => {}
             }
         }
-        self.running.store(false, Ordering::Relaxed);
-        tracing::info!(node = %self.node_id, "scheduler stopping: waiting for running fires");
-        let all = u32::try_from(claim_limit).unwrap_or(u32::MAX);
-        let grace = Duration::from_millis(self.config.grace_ms);
-        if tokio::time::timeout(grace, claims.acquire_many(all))
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over: cancelling running fires");
-            self.runtime.abort();
-            let _ = claims.acquire_many(all).await;
+    }
+
+    /// How many acquirers this node runs: `scheduler.acquirers`, or by store.
+    /// PostgreSQL claims concurrently (each claim skips the rows another has
+    /// locked) and spends most of a claim in the server, so a second acquirer
+    /// claims while the first waits on its statements. SQLite has one writer:
+    /// a second acquirer would only queue behind the first.
+    fn acquirers(&self) -> usize {
+        match (self.config.acquirers, self.store.dialect()) {
+            (0, Dialect::Postgres) => 2,
+            (0, Dialect::Sqlite) => 1,
+            (n, _) => n,
         }
-        drop(done_tx);
-        let _ = completer.await;
-        upkeep.abort();
-        module_watch.abort();
-        alerts.abort();
-        tracing::info!(node = %self.node_id, "scheduler stopped");
     }
 
     /// How many fires this node should hold claimed: what its workers can start
