@@ -22,7 +22,16 @@ use std::time::{Duration, Instant};
 
 fn serve(dir: &Path, url: &str, id: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args(["serve", "--db", url, "--node-id", id, "--manifest"])
+        .args([
+            "serve",
+            "--db",
+            url,
+            "--node-id",
+            id,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--manifest")
         .arg(dir.join("jobs.toml"))
         .current_dir(dir)
         .env("QUARTZITE_CACHE_DIR", dir.join(format!("cache-{id}")))
