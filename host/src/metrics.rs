@@ -47,6 +47,9 @@ pub struct Metrics {
     module_compile: Histogram,
     triggers: IntGaugeVec,
     nodes: IntGaugeVec,
+    /// Runs ended and committed, all jobs and statuses together (not exported:
+    /// `tasks_executed` has them by job and status).
+    ended: IntCounter,
 }
 
 /// Buckets in seconds from 1 ms to 10 min: runs and lags of interest span both.
@@ -141,6 +144,8 @@ impl Metrics {
                 "Cluster nodes that checked in, by state (alive, dead).",
                 &["state"],
             )),
+            ended: IntCounter::new("quartzite_tasks_ended", "Runs ended and committed.")
+                .expect("constant metric definition"),
             registry,
         };
         for state in TRIGGER_STATES {
@@ -157,6 +162,7 @@ impl Metrics {
 
     /// A run (or a fire recorded without one) ended and was committed.
     pub fn task_ended(&self, job: &str, status: HistoryStatus, duration: Duration, retry: bool) {
+        self.ended.inc();
         self.tasks_executed
             .with_label_values(&[job, status.as_str()])
             .inc();
@@ -166,6 +172,11 @@ impl Metrics {
         if retry {
             self.retries.inc();
         }
+    }
+
+    /// How many runs have ended and been committed since this node started.
+    pub fn tasks_ended(&self) -> u64 {
+        self.ended.get()
     }
 
     /// A run started `lag_ms` after its fire was due (negative: early, counted as 0).

@@ -50,6 +50,7 @@ macro_rules! impl_store {
             }
 
             async fn state_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 sqlx::query(concat!(
                     "INSERT INTO job_state (job_key, key, value, updated_at) VALUES ($1, $2, $3, ", $now, ") \
                      ON CONFLICT (job_key, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
@@ -63,6 +64,7 @@ macro_rules! impl_store {
             }
 
             async fn state_delete(&self, job_key: &str, key: &str) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let done = sqlx::query("DELETE FROM job_state WHERE job_key = $1 AND key = $2")
                     .bind(job_key)
                     .bind(key)
@@ -296,6 +298,7 @@ macro_rules! impl_store {
             }
 
             async fn audit_put(&self, e: &$crate::store::model::AuditPut) -> Result<String, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let id = $crate::store::sched::new_id();
                 sqlx::query(concat!(
                     "INSERT INTO audit_log (id, at_ms, actor, action, target, status, summary) VALUES ($1, ", $now, ", $2, $3, $4, $5, $6)"

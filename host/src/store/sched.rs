@@ -558,6 +558,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn job_pause(&self, job_key: &str, paused: bool) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let done = sqlx::query("UPDATE jobs SET paused = $1 WHERE job_key = $2")
                     .bind(i64::from(paused))
                     .bind(job_key)
@@ -567,6 +568,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn group_pause(&self, group: &str, paused: bool) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let done = sqlx::query("UPDATE jobs SET paused = $1 WHERE substr(job_key, 1, length($2) + 1) = $2 || '/'")
                     .bind(i64::from(paused))
                     .bind(group)
@@ -587,6 +589,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn trigger_pause(&self, trigger_key: &str, paused: bool) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let (from, to) = if paused { ("WAITING", "PAUSED") } else { ("PAUSED", "WAITING") };
                 let done = sqlx::query("UPDATE triggers SET state = $1 WHERE trigger_key = $2 AND state = $3")
                     .bind(to)
@@ -602,11 +605,13 @@ macro_rules! impl_scheduling {
             }
 
             async fn trigger_reset_errors(&self) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let done = sqlx::query("UPDATE triggers SET state = 'WAITING', error = NULL WHERE state = 'ERROR'").execute(&self.pool).await?;
                 Ok(done.rows_affected())
             }
 
             async fn fire_now(&self, job_key: &str) -> Result<String, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let id = $crate::store::sched::new_id();
                 let done = sqlx::query(concat!(
                     "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
@@ -1059,6 +1064,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn lease_renew(&self, node_id: &str, fire_ids: &[String], lease_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let mut renewed = 0;
                 for chunk in fire_ids.chunks(500) {
                     let mut qb = sqlx::QueryBuilder::new(concat!("UPDATE fires SET lease_until_ms = ", $now, " + "));
@@ -1254,6 +1260,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn lock_try(&self, name: &str, holder: &str, lease_ms: i64) -> Result<Option<i64>, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 use sqlx::Row;
                 // Insert, or take over a released or expired lock; a live holder makes
                 // the statement change nothing and return no row.
@@ -1273,6 +1280,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn lock_renew(&self, name: &str, token: i64, lease_ms: i64) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let done = sqlx::query(concat!(
                     "UPDATE cluster_locks SET lease_until_ms = ", $now, " + $1 WHERE name = $2 AND token = $3 AND holder IS NOT NULL"
                 ))
@@ -1285,6 +1293,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn lock_release(&self, name: &str, token: i64) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let done = sqlx::query("UPDATE cluster_locks SET holder = NULL, lease_until_ms = NULL WHERE name = $1 AND token = $2 AND holder IS NOT NULL")
                     .bind(name)
                     .bind(token)
@@ -1346,6 +1355,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn node_heartbeat(&self, c: &$crate::store::model::NodeCheckIn) -> Result<(), $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 sqlx::query(concat!(
                     "INSERT INTO nodes (node_id, started_ms, heartbeat_ms, version, wit_versions, wit_lo, wit_hi, modules) \
                      VALUES ($1, ", $now, ", ", $now, ", $2, $3, $4, $5, $6) \
@@ -1364,6 +1374,7 @@ macro_rules! impl_scheduling {
             }
 
             async fn node_restart(&self, node_id: &str) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
                 let done = sqlx::query("UPDATE nodes SET heartbeat_ms = 0 WHERE node_id = $1")
                     .bind(node_id)
                     .execute(&self.pool)
