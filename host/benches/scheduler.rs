@@ -145,7 +145,8 @@ async fn lag_summary(store: &Arc<dyn Store>) -> String {
     )
 }
 
-/// User plus system CPU time of this process so far, in seconds (Linux).
+/// User plus system CPU time of this process so far, in seconds (Linux, at
+/// its usual 100 clock ticks per second).
 fn cpu_seconds() -> f64 {
     std::fs::read_to_string("/proc/self/stat")
         .ok()

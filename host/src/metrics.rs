@@ -47,9 +47,6 @@ pub struct Metrics {
     module_compile: Histogram,
     triggers: IntGaugeVec,
     nodes: IntGaugeVec,
-    /// Runs ended and committed, all jobs and statuses together (not exported:
-    /// `tasks_executed` has them by job and status).
-    ended: IntCounter,
 }
 
 /// Buckets in seconds from 1 ms to 10 min: runs and lags of interest span both.
@@ -144,8 +141,6 @@ impl Metrics {
                 "Cluster nodes that checked in, by state (alive, dead).",
                 &["state"],
             )),
-            ended: IntCounter::new("quartzite_tasks_ended", "Runs ended and committed.")
-                .expect("constant metric definition"),
             registry,
         };
         for state in TRIGGER_STATES {
@@ -162,7 +157,6 @@ impl Metrics {
 
     /// A run (or a fire recorded without one) ended and was committed.
     pub fn task_ended(&self, job: &str, status: HistoryStatus, duration: Duration, retry: bool) {
-        self.ended.inc();
         self.tasks_executed
             .with_label_values(&[job, status.as_str()])
             .inc();
@@ -174,9 +168,16 @@ impl Metrics {
         }
     }
 
-    /// How many runs have ended and been committed since this node started.
+    /// How many runs have ended and been committed since this node started:
+    /// every status's count of the task duration histogram.
     pub fn tasks_ended(&self) -> u64 {
-        self.ended.get()
+        use prometheus::core::Collector;
+        self.task_duration
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_histogram().get_sample_count())
+            .sum()
     }
 
     /// A run started `lag_ms` after its fire was due (negative: early, counted as 0).
@@ -319,5 +320,19 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+    #[test]
+    fn runs_ended_are_counted_across_jobs_and_statuses() {
+        let m = Metrics::new();
+        assert_eq!(m.tasks_ended(), 0);
+        m.task_ended("g/a", HistoryStatus::Success, Duration::ZERO, false);
+        m.task_ended(
+            "g/b",
+            HistoryStatus::Retried,
+            Duration::from_millis(5),
+            true,
+        );
+        m.task_ended("g/a", HistoryStatus::Failed, Duration::from_secs(2), false);
+        assert_eq!(m.tasks_ended(), 3);
     }
 }

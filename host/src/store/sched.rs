@@ -1260,8 +1260,8 @@ macro_rules! impl_scheduling {
             }
 
             async fn lock_try(&self, name: &str, holder: &str, lease_ms: i64) -> Result<Option<i64>, $crate::store::StoreError> {
-                let _writer = self.writer().await;
                 use sqlx::Row;
+                let _writer = self.writer().await;
                 // Insert, or take over a released or expired lock; a live holder makes
                 // the statement change nothing and return no row.
                 let row = sqlx::query(concat!(
