@@ -5,6 +5,14 @@
 //! its own module and owns its data; dependencies point one way, from the
 //! operator surface ([`cli`]) to the [`runtime`], which knows no SQL.
 
+/// Every binary that links the library (the `quartzite` binary, its tests
+/// and benches) allocates with mimalloc: a run's sandbox, its store
+/// transaction and its history row make many short-lived allocations on two
+/// or more threads, where the system allocator spends a measurable share of
+/// the run consolidating and locking (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod cli;
 pub mod config;
