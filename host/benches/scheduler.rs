@@ -285,7 +285,16 @@ async fn main() {
         "| bulk load: {n} one-shot jobs with their triggers in one `jobs_put` (how a manifest is applied) | {:.0} jobs/s |",
         n as f64 / load.as_secs_f64()
     );
-    let run = run_until_done(&store, &rt, n, 32).await;
+    let run = run_until_done(
+        &store,
+        &rt,
+        n,
+        std::env::var("QZ_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32),
+    )
+    .await;
     println!(
         "| throughput: {n} no-op fires due now, end to end with durable history | {:.0} executions/s ({:.1} us of process CPU per fire) |",
         n as f64 / run.elapsed.as_secs_f64(),
@@ -354,6 +363,7 @@ async fn store_only(backend: &str, n: usize) {
                 fire_id: f.fire_id.clone(),
                 node_id: "probe".into(),
                 fencing: f.fencing,
+                held: f.held,
                 next: FireNext::Done,
                 new_data: None,
                 history: HistoryEntry {

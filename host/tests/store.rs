@@ -423,6 +423,7 @@ fn done(fire: &FireClaim, node: &str, status: HistoryStatus, next: FireNext) -> 
         fire_id: fire.fire_id.clone(),
         node_id: node.into(),
         fencing: fire.fencing,
+        held: fire.held,
         next,
         new_data: None,
         history: HistoryEntry {
@@ -672,6 +673,118 @@ async fn retries_come_back_as_the_next_attempt(store: Arc<dyn Store>) {
     );
 }
 conformance!(retry, retries_come_back_as_the_next_attempt);
+
+/// A fire of an `allow` job claimed as it becomes due is a `held_claims` row,
+/// not a `fires` row: it must be seen, counted, unique and completable exactly
+/// as the other kind.
+async fn a_held_claim_is_listed_unique_and_outlives_its_job(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let ahead = AcquireParams {
+        lookahead_ms: 60_000,
+        ..params("a")
+    };
+    let at = now + 30_000;
+    let (job, triggers) = at_job("g/held", at, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let fire = store.fire_acquire(&ahead).await.unwrap().fires.remove(0);
+    assert!(
+        fire.held,
+        "an allow job's fire is claimed as it becomes due"
+    );
+    store
+        .node_heartbeat(&check_in("a", WitRange::up_to(1, 0)))
+        .await
+        .unwrap();
+
+    // Seen by every view of the fires in flight.
+    let listed = store.fire_list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].fire_id.as_str(), listed[0].held),
+        (fire.fire_id.as_str(), true)
+    );
+    let running = store.fire_running().await.unwrap();
+    assert_eq!(
+        (
+            running[0].fire_id.as_str(),
+            running[0].state.as_str(),
+            running[0].node_id.as_deref()
+        ),
+        (fire.fire_id.as_str(), "acquired", Some("a"))
+    );
+    assert_eq!(store.trigger_counts().await.unwrap().executing, 1);
+    let nodes = store.node_list(60_000).await.unwrap();
+    assert_eq!(
+        nodes.iter().find(|n| n.node_id == "a").map(|n| n.running),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .lease_renew("a", std::slice::from_ref(&fire.fire_id), 600_000)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Declaring the trigger anew (another misfire policy) plans the same time
+    // again: the store does not make a second fire of it, held or not.
+    let (_, mut changed) = at_job("g/held", at, MisfirePolicy::Skip);
+    changed[0].priority = 7;
+    store.job_put(&job, &changed).await.unwrap();
+    assert!(
+        store.fire_acquire(&ahead).await.unwrap().fires.is_empty(),
+        "no second fire of a held time"
+    );
+    assert_eq!(store.fire_list().await.unwrap().len(), 1);
+
+    // Released, it becomes a `fires` row with the same id; a trigger planning
+    // that time again finds it taken there.
+    let release = done(&fire, "a", HistoryStatus::Cancelled, FireNext::Release);
+    assert_eq!(store.fire_complete(&[release]).await.unwrap(), [true]);
+    let queued = store.fire_list().await.unwrap();
+    assert_eq!(
+        (queued[0].fire_id.as_str(), queued[0].held),
+        (fire.fire_id.as_str(), false)
+    );
+    store.job_put(&job, &triggers).await.unwrap();
+    let again = store.fire_acquire(&ahead).await.unwrap().fires;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(
+        (again[0].fire_id.as_str(), again[0].held),
+        (fire.fire_id.as_str(), false)
+    );
+    assert_eq!(
+        store
+            .fire_complete(&[done(&again[0], "a", HistoryStatus::Success, FireNext::Done)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert!(store.fire_list().await.unwrap().is_empty());
+
+    // A job deleted while its held fire runs: the run still ends and is recorded.
+    let (job, triggers) = at_job("g/held-gone", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let fire = store
+        .fire_acquire(&params("a"))
+        .await
+        .unwrap()
+        .fires
+        .remove(0);
+    assert!(fire.held);
+    assert!(store.job_delete("g/held-gone").await.unwrap());
+    assert_eq!(
+        store
+            .fire_complete(&[done(&fire, "a", HistoryStatus::Success, FireNext::Done)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(history_of(&store, "g/held-gone").await.len(), 1);
+    assert!(store.fire_list().await.unwrap().is_empty());
+    assert_eq!(store.trigger_counts().await.unwrap().executing, 0);
+}
+conformance!(held, a_held_claim_is_listed_unique_and_outlives_its_job);
 
 async fn a_fire_missed_past_the_threshold_follows_the_misfire_policy(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();

@@ -586,6 +586,7 @@ impl Scheduler {
             fire_id: fire.fire_id.clone(),
             node_id: self.node_id.clone(),
             fencing: fire.fencing,
+            held: fire.held,
             next,
             new_data,
             history: HistoryEntry {

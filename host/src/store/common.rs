@@ -241,7 +241,8 @@ macro_rules! impl_store {
                 use sqlx::Row;
                 let rows = sqlx::query(
                     "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, state, node_id, lease_until_ms, recovering \
-                     FROM fires ORDER BY due_ms, fire_id",
+                     FROM fires UNION ALL SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, 1, 'acquired', \
+                     node_id, lease_until_ms, 0 FROM held_claims ORDER BY 5, 1",
                 )
                 .fetch_all(&self.pool)
                 .await?;
@@ -290,7 +291,10 @@ macro_rules! impl_store {
                     }
                     by_state.push(("PAUSED".into(), held));
                 }
-                let executing: i64 = sqlx::query("SELECT COUNT(*) AS n FROM fires WHERE state = 'acquired'")
+                let executing: i64 = sqlx::query(
+                    "SELECT (SELECT COUNT(*) FROM fires WHERE state = 'acquired') + \
+                     (SELECT COUNT(*) FROM held_claims) AS n",
+                )
                     .fetch_one(&self.pool)
                     .await?
                     .try_get("n")?;

@@ -214,6 +214,9 @@ pub struct FireClaim {
     pub event_id: Option<String>,
     /// The depth of that event (0 otherwise): the fire's own emits are one deeper.
     pub depth: u32,
+    /// The claim is a `held_claims` row, not a `fires` row (see migration
+    /// 0008); the completion says so back to the store.
+    pub held: bool,
 }
 
 /// What `fire_acquire` asks for.
@@ -378,6 +381,8 @@ pub struct Completion {
     pub fire_id: String,
     pub node_id: String,
     pub fencing: i64,
+    /// As in the [`FireClaim`]: where the store looks for the claim first.
+    pub held: bool,
     pub next: FireNext,
     /// Replaces the job's data when present (JSON text).
     pub new_data: Option<String>,

@@ -690,9 +690,12 @@ macro_rules! impl_scheduling {
                 // 1. Due triggers become fires. The triggers, and then their
                 // jobs, come back as one row each (see `json_rows`).
                 let due: Option<String> = sqlx::query_scalar(concat!(
-                    "SELECT CAST(", $agg, "(", $arr, "(", $arr, "(", $crate::store::sched::trigger_columns!(), "), wit_need) \
+                    "SELECT CAST(", $agg, "(", $arr, "(", $arr, "(", $crate::store::sched::trigger_columns!(), "), wit_need, held_scheduled_ms, taken) \
                      ORDER BY next_fire_ms, priority DESC) AS TEXT) FROM (SELECT ", $crate::store::sched::trigger_columns!(), ", \
-                     (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need FROM triggers \
+                     (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need, \
+                     (SELECT h.scheduled_ms FROM held_claims h WHERE h.trigger_key = triggers.trigger_key) AS held_scheduled_ms, \
+                     CASE WHEN EXISTS (SELECT 1 FROM fires f WHERE f.trigger_key = triggers.trigger_key AND f.scheduled_ms = triggers.next_fire_ms) \
+                     THEN 1 ELSE 0 END AS taken FROM triggers \
                      WHERE state = 'WAITING' AND next_fire_ms <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
                      ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock, ") d"
@@ -701,18 +704,24 @@ macro_rules! impl_scheduling {
                 .bind(limit)
                 .fetch_one(&mut *tx)
                 .await?;
-                let due: Vec<($crate::store::sched::TriggerColumns, Option<i64>)> = $crate::store::sched::json_rows(due, "due trigger")?;
+                // Per trigger: its columns, the contract rank its job needs, the
+                // time of the fire it holds (if any), and whether a `fires` row
+                // already has its next time.
+                let due: Vec<($crate::store::sched::TriggerColumns, Option<i64>, Option<i64>, i64)> = $crate::store::sched::json_rows(due, "due trigger")?;
                 let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
-                $crate::store::sched::load_jobs!(&mut *tx, due.iter().map(|(t, _)| t.job_key.clone()), &mut jobs, $agg, $arr);
+                $crate::store::sched::load_jobs!(&mut *tx, due.iter().map(|(t, ..)| t.job_key.clone()), &mut jobs, $agg, $arr);
                 let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
-                let mut completed: Vec<String> = Vec::new();
                 // Jobs whose module this node cannot run: their fires are created
                 // for the nodes that can.
                 let mut unrunnable: std::collections::HashSet<String> = std::collections::HashSet::new();
-                let mut moved: Vec<(String, i64)> = Vec::new();
-                for (t, wit_need) in due {
+                // Each trigger that moves on: (key, next fire or None when it is complete).
+                let mut moved: Vec<(String, Option<i64>)> = Vec::new();
+                let mut budget = p.max;
+                let mut held: Vec<(FireClaim, i64)> = Vec::new();
+                for (t, wit_need, held_ms, taken) in due {
                     let t = t.into_row()?;
-                    if wit_need.is_some_and(|need| !p.runs.contains(need)) {
+                    let runnable = !wit_need.is_some_and(|need| !p.runs.contains(need));
+                    if !runnable {
                         unrunnable.insert(t.job_key.clone());
                     }
                     let Some(next_fire) = t.next_fire_ms else { continue };
@@ -728,8 +737,34 @@ macro_rules! impl_scheduling {
                             continue;
                         }
                     };
-                    for scheduled in &plan.run {
-                        new_fires.push((t.trigger_key.clone(), t.job_key.clone(), *scheduled, t.priority));
+                    // The trigger's next fire, if its job is `allow` and runnable
+                    // here, is claimed as a `held_claims` row (see migration 0008)
+                    // when the trigger holds none and no `fires` row has that time.
+                    // A time the trigger holds is never made a `fires` row as well.
+                    for &scheduled in &plan.run {
+                        if held_ms == Some(scheduled) {
+                            continue;
+                        }
+                        let job = jobs.get(&t.job_key).filter(|j| j.overlap == Overlap::Allow && runnable);
+                        if let Some(job) = job.filter(|_| held_ms.is_none() && taken == 0 && scheduled == next_fire && budget > 0) {
+                            budget -= 1;
+                            held.push((FireClaim {
+                                fire_id: $crate::store::sched::new_id(),
+                                trigger_key: t.trigger_key.clone(),
+                                job_key: t.job_key.clone(),
+                                scheduled_ms: scheduled,
+                                due_ms: scheduled,
+                                attempt: 1,
+                                recovering: false,
+                                fencing: 1,
+                                job: job.clone(),
+                                event_id: None,
+                                depth: 0,
+                                held: true,
+                            }, t.priority));
+                            continue;
+                        }
+                        new_fires.push((t.trigger_key.clone(), t.job_key.clone(), scheduled, t.priority));
                     }
                     for missed in &plan.misfired {
                         history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Misfired, Some(*missed), now,
@@ -746,26 +781,50 @@ macro_rules! impl_scheduling {
                         history.push(history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Skipped, Some(*at), now,
                             serde_json::json!({ "reason": "dst-gap", "local_time": local })));
                     }
-                    match plan.next {
-                        None => completed.push(t.trigger_key.clone()),
-                        Some(next) => moved.push((t.trigger_key.clone(), next)),
-                    }
+                    moved.push((t.trigger_key.clone(), plan.next));
                 }
-                // VALUES columns are column1, column2 ... in both dialects.
+                // VALUES columns are column1, column2 ... in both dialects; typed,
+                // since a column can be all NULL.
                 for chunk in moved.chunks(200) {
-                    let mut qb = sqlx::QueryBuilder::new("UPDATE triggers SET next_fire_ms = v.column2, updated_at = ");
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "UPDATE triggers SET next_fire_ms = v.column2, state = CASE WHEN v.column2 IS NULL THEN 'COMPLETE' ELSE state END, updated_at = ",
+                    );
                     qb.push_bind(now);
-                    qb.push(" FROM (");
-                    qb.push_values(chunk, |mut b, (key, next)| {
-                        b.push_bind(key.clone()).push_bind(*next);
-                    });
+                    qb.push(" FROM (VALUES ");
+                    let mut rows = qb.separated(", ");
+                    for (key, next) in chunk {
+                        rows.push("(");
+                        rows.push_bind_unseparated(key.clone());
+                        rows.push_unseparated(", CAST(");
+                        rows.push_bind_unseparated(*next);
+                        rows.push_unseparated(" AS BIGINT))");
+                    }
                     qb.push(") AS v WHERE triggers.trigger_key = v.column1");
                     qb.build().execute(&mut *tx).await?;
                 }
+                for chunk in held.chunks(200) {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "INSERT INTO held_claims (trigger_key, fire_id, job_key, scheduled_ms, priority, node_id, fencing, lease_until_ms) \
+                         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, ",
+                    );
+                    qb.push_bind(p.node_id.clone());
+                    qb.push(", 1, ");
+                    qb.push_bind(now + p.lease_ms);
+                    qb.push(" FROM (");
+                    qb.push_values(chunk, |mut b, (f, priority)| {
+                        b.push_bind(f.trigger_key.clone())
+                            .push_bind(f.fire_id.clone())
+                            .push_bind(f.job_key.clone())
+                            .push_bind(f.scheduled_ms)
+                            .push_bind(*priority);
+                    });
+                    qb.push(") AS v");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                out.fires.extend(held.into_iter().map(|(f, _)| f));
                 // Fires of `allow` jobs are claimed as they are created: one statement
                 // instead of insert, select and update. Others wait as `scheduled`.
                 let (direct, queued): (Vec<_>, Vec<_>) = {
-                    let mut budget = p.max;
                     new_fires.into_iter().partition(|(_, job_key, _, _)| {
                         let allow = jobs.get(job_key).is_some_and(|j| j.overlap == Overlap::Allow) && !unrunnable.contains(job_key);
                         if allow && budget > 0 {
@@ -832,20 +891,10 @@ macro_rules! impl_scheduling {
                                 job: job.clone(),
                                 event_id: None,
                                 depth: 0,
+                                held: false,
                             });
                         }
                     }
-                }
-                for chunk in completed.chunks(200) {
-                    let mut qb = sqlx::QueryBuilder::new("UPDATE triggers SET state = 'COMPLETE', next_fire_ms = NULL, updated_at = ");
-                    qb.push_bind(now);
-                    qb.push(" WHERE trigger_key IN (");
-                    let mut list = qb.separated(", ");
-                    for key in chunk {
-                        list.push_bind(key.clone());
-                    }
-                    qb.push(")");
-                    qb.build().execute(&mut *tx).await?;
                 }
 
                 // 2. Claim due fires, respecting each job's overlap policy.
@@ -889,7 +938,14 @@ macro_rules! impl_scheduling {
                         for row in qb.build().fetch_all(&mut *tx).await? {
                             guarded.insert(row.try_get("job_key")?, false);
                         }
-                        let mut qb = sqlx::QueryBuilder::new("SELECT DISTINCT job_key FROM fires WHERE state = 'acquired' AND job_key IN (");
+                        // Running: a claimed `fires` row or a held claim
+                        // (the job allowed overlap when it was claimed).
+                        let mut qb = sqlx::QueryBuilder::new("SELECT job_key FROM fires WHERE state = 'acquired' AND job_key IN (");
+                        let mut list = qb.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(") UNION SELECT job_key FROM held_claims WHERE job_key IN (");
                         let mut list = qb.separated(", ");
                         for key in chunk {
                             list.push_bind(key.clone());
@@ -942,6 +998,7 @@ macro_rules! impl_scheduling {
                         job: job.clone(),
                         event_id: Some(row.try_get::<String, _>("event_id")?).filter(|e| !e.is_empty()),
                         depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(0),
+                        held: false,
                     });
                 }
                 for chunk in skipped_overlap.chunks(200) {
@@ -982,60 +1039,125 @@ macro_rules! impl_scheduling {
             }
 
             async fn fire_complete(&self, batch: &[$crate::store::model::Completion]) -> Result<Vec<bool>, $crate::store::StoreError> {
-                use sqlx::Row;
                 use $crate::store::model::FireNext;
                 let _writer = self.writer().await;
-                let finished: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].next == FireNext::Done).collect();
-                // Finished fires are deleted many per statement, only where the
-                // claim is still ours. Usually all are, which the count of deleted
-                // rows shows without sending rows back; when one was taken over,
-                // the transaction is rolled back and done again asking which.
+                // Finished fires are deleted many per statement (`fires` and
+                // `held_claims` rows), only where the claim is still ours. Usually
+                // all are, which the counts of deleted rows show without sending
+                // rows back; when one was taken over, the transaction is rolled
+                // back and done again one completion at a time, which says which
+                // are refused (the same fire can end twice in one batch, under an
+                // old claim and a new).
+                let finished = |held: bool| -> Vec<usize> {
+                    (0..batch.len()).filter(|&i| batch[i].next == FireNext::Done && batch[i].held == held).collect()
+                };
+                let (as_rows, helds) = (finished(false), finished(true));
                 let mut precise = false;
                 'attempt: loop {
                     let mut tx = self.pool.begin_with($begin).await?;
                     let mut accepted = vec![false; batch.len()];
                     let mut history = Vec::new();
-                    for chunk in finished.chunks(200) {
-                        let mut qb = sqlx::QueryBuilder::new("DELETE FROM fires WHERE state = 'acquired' AND (fire_id, node_id, fencing) IN (VALUES ");
-                        let mut list = qb.separated(", ");
-                        for &i in chunk {
+                    if precise {
+                        for &i in as_rows.iter().chain(&helds) {
                             let c = &batch[i];
-                            list.push("(");
-                            list.push_bind_unseparated(c.fire_id.clone());
-                            list.push_unseparated(", ");
-                            list.push_bind_unseparated(c.node_id.clone());
-                            list.push_unseparated(", CAST(");
-                            list.push_bind_unseparated(c.fencing);
-                            list.push_unseparated(" AS BIGINT))");
+                            if c.held {
+                                let cleared = sqlx::query(
+                                    "DELETE FROM held_claims WHERE trigger_key = $1 AND fire_id = $2 AND node_id = $3 AND fencing = $4")
+                                    .bind(c.history.trigger_key.as_deref().unwrap_or_default()).bind(&c.fire_id).bind(&c.node_id).bind(c.fencing)
+                                    .execute(&mut *tx).await?;
+                                if cleared.rows_affected() == 1 {
+                                    accepted[i] = true;
+                                    continue;
+                                }
+                            }
+                            let gone = sqlx::query("DELETE FROM fires WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
+                                .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?;
+                            accepted[i] = gone.rows_affected() == 1;
                         }
-                        qb.push(")");
-                        if precise {
-                            // The whole claim identifies a completion: the same fire
-                            // can end twice in one batch, under an old claim and a new.
-                            qb.push(" RETURNING fire_id, node_id, fencing");
-                            let gone = qb.build().fetch_all(&mut *tx).await?;
-                            let gone: std::collections::HashSet<(String, String, i64)> = gone
-                                .iter()
-                                .map(|r| Ok((r.try_get("fire_id")?, r.try_get("node_id")?, r.try_get("fencing")?)))
-                                .collect::<Result<_, sqlx::Error>>()?;
+                    } else {
+                        for chunk in as_rows.chunks(200) {
+                            let mut qb = sqlx::QueryBuilder::new("DELETE FROM fires WHERE state = 'acquired' AND (fire_id, node_id, fencing) IN (VALUES ");
+                            let mut list = qb.separated(", ");
                             for &i in chunk {
                                 let c = &batch[i];
-                                accepted[i] = gone.contains(&(c.fire_id.clone(), c.node_id.clone(), c.fencing));
+                                list.push("(");
+                                list.push_bind_unseparated(c.fire_id.clone());
+                                list.push_unseparated(", ");
+                                list.push_bind_unseparated(c.node_id.clone());
+                                list.push_unseparated(", CAST(");
+                                list.push_bind_unseparated(c.fencing);
+                                list.push_unseparated(" AS BIGINT))");
                             }
-                        } else {
-                            let gone = qb.build().execute(&mut *tx).await?.rows_affected();
-                            if gone != chunk.len() as u64 {
+                            qb.push(")");
+                            if qb.build().execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
                                 tx.rollback().await?;
                                 precise = true;
                                 continue 'attempt;
                             }
-                            for &i in chunk {
-                                accepted[i] = true;
+                        }
+                        // Held claims by key (each statement's completions come from
+                        // one node and fencing, as a batch does): a pair of a key and
+                        // an id from two different completions cannot match a row
+                        // whose own completion is not in the statement, so the count
+                        // still says whether every claim held.
+                        let mut claims: std::collections::BTreeMap<(&str, i64), Vec<usize>> = std::collections::BTreeMap::new();
+                        for &i in &helds {
+                            claims.entry((batch[i].node_id.as_str(), batch[i].fencing)).or_default().push(i);
+                        }
+                        for ((node_id, fencing), ids) in claims {
+                            for chunk in ids.chunks(200) {
+                                let mut qb = sqlx::QueryBuilder::new("DELETE FROM held_claims WHERE node_id = ");
+                                qb.push_bind(node_id.to_string());
+                                qb.push(" AND fencing = ");
+                                qb.push_bind(fencing);
+                                qb.push(" AND trigger_key IN (");
+                                let mut list = qb.separated(", ");
+                                for &i in chunk {
+                                    list.push_bind(batch[i].history.trigger_key.clone().unwrap_or_default());
+                                }
+                                qb.push(") AND fire_id IN (");
+                                let mut list = qb.separated(", ");
+                                for &i in chunk {
+                                    list.push_bind(batch[i].fire_id.clone());
+                                }
+                                qb.push(")");
+                                if qb.build().execute(&mut *tx).await?.rows_affected() != chunk.len() as u64 {
+                                    tx.rollback().await?;
+                                    precise = true;
+                                    continue 'attempt;
+                                }
                             }
+                        }
+                        for &i in as_rows.iter().chain(&helds) {
+                            accepted[i] = true;
                         }
                     }
                     for (i, c) in batch.iter().enumerate() {
+                        // A held fire retried or released becomes a `fires` row with
+                        // the same id; a claim no longer held (recovered since) is
+                        // looked for as a `fires` row, where the fencing refuses it.
+                        let (due, attempt) = match &c.next {
+                            FireNext::Done => (None, 0),
+                            FireNext::Retry { due_ms } => (Some(*due_ms), 1),
+                            FireNext::Release => (None, 0),
+                        };
+                        if c.next != FireNext::Done && c.held {
+                            let moved = sqlx::query(
+                                "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
+                                 SELECT fire_id, trigger_key, job_key, scheduled_ms, COALESCE($1, scheduled_ms), priority, 1 + $2, 'scheduled', 0, fencing \
+                                 FROM held_claims WHERE trigger_key = $3 AND fire_id = $4 AND node_id = $5 AND fencing = $6")
+                                .bind(due).bind(attempt).bind(c.history.trigger_key.as_deref().unwrap_or_default())
+                                .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing)
+                                .execute(&mut *tx).await?;
+                            if moved.rows_affected() == 1 {
+                                sqlx::query("DELETE FROM held_claims WHERE trigger_key = $1 AND fire_id = $2")
+                                    .bind(c.history.trigger_key.as_deref().unwrap_or_default()).bind(&c.fire_id)
+                                    .execute(&mut *tx).await?;
+                                accepted[i] = true;
+                            }
+                        }
                         let done = match &c.next {
+                            _ if accepted[i] => None,
                             FireNext::Done => None,
                             FireNext::Retry { due_ms } => Some(sqlx::query(
                                 "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0 \
@@ -1080,6 +1202,21 @@ macro_rules! impl_scheduling {
                     }
                     qb.push(")");
                     renewed += qb.build().execute(&self.pool).await?.rows_affected();
+                    // The same for held claims (the node does not keep apart where
+                    // each of its claims lives).
+                    let mut qb = sqlx::QueryBuilder::new(concat!("UPDATE held_claims SET lease_until_ms = ", $now, " + "));
+                    qb.push_bind(lease_ms);
+                    qb.push(" WHERE node_id = ");
+                    qb.push_bind(node_id.to_string());
+                    qb.push(concat!(" AND lease_until_ms < ", $now, " + "));
+                    qb.push_bind(lease_ms / 2);
+                    qb.push(" AND fire_id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    renewed += qb.build().execute(&self.pool).await?.rows_affected();
                 }
                 Ok(renewed)
             }
@@ -1090,6 +1227,35 @@ macro_rules! impl_scheduling {
                 let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                // Held claims of a dead node, or whose lease ran out, first become
+                // `fires` rows of their node (same id, fencing and lease),
+                // recovered below as every other claim.
+                let held = sqlx::query(concat!(
+                    "SELECT trigger_key, fire_id FROM held_claims WHERE lease_until_ms < $1 \
+                     OR node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2)", $lock
+                ))
+                .bind(now)
+                .bind(dead_after_ms)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &held {
+                    let trigger_key: String = row.try_get("trigger_key")?;
+                    let fire_id: String = row.try_get("fire_id")?;
+                    sqlx::query(
+                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) \
+                         SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, priority, 1, 'acquired', 0, fencing, node_id, lease_until_ms \
+                         FROM held_claims WHERE trigger_key = $1 AND fire_id = $2",
+                    )
+                        .bind(&trigger_key)
+                        .bind(&fire_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM held_claims WHERE trigger_key = $1 AND fire_id = $2")
+                    .bind(&trigger_key)
+                    .bind(&fire_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 let lost = sqlx::query(concat!(
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, \
                      COALESCE((SELECT j.requests_recovery FROM jobs j WHERE j.job_key = f.job_key), 0) AS requests_recovery \
@@ -1139,7 +1305,9 @@ macro_rules! impl_scheduling {
             async fn fire_list(&self) -> Result<Vec<$crate::store::model::FireClaim>, $crate::store::StoreError> {
                 use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, recovering, fencing, event_id, depth FROM fires ORDER BY due_ms",
+                    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, recovering, fencing, event_id, depth, CAST(0 AS BIGINT) AS held FROM fires \
+                     UNION ALL SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, 1, 0, fencing, '', 0, CAST(1 AS BIGINT) \
+                     FROM held_claims ORDER BY 5",
                 )
                 .fetch_all(&self.pool)
                 .await?;
@@ -1159,6 +1327,7 @@ macro_rules! impl_scheduling {
                         job,
                         event_id: Some(row.try_get::<String, _>("event_id")?).filter(|e| !e.is_empty()),
                         depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(0),
+                        held: row.try_get::<i64, _>("held")? != 0,
                     });
                 }
                 Ok(out)
@@ -1327,7 +1496,8 @@ macro_rules! impl_scheduling {
                 use sqlx::Row;
                 let rows = sqlx::query(concat!(
                     "SELECT n.node_id, n.started_ms, n.heartbeat_ms, n.version, n.wit_versions, n.wit_lo, n.wit_hi, n.modules, \
-                     (SELECT COUNT(*) FROM fires f WHERE f.node_id = n.node_id AND f.state = 'acquired') AS running, \
+                     (SELECT COUNT(*) FROM fires f WHERE f.node_id = n.node_id AND f.state = 'acquired') \
+                     + (SELECT COUNT(*) FROM held_claims h WHERE h.node_id = n.node_id) AS running, \
                      CASE WHEN n.heartbeat_ms >= ", $now, " - $1 THEN 1 ELSE 0 END AS alive \
                      FROM nodes n ORDER BY n.node_id"
                 ))
