@@ -289,7 +289,8 @@ async fn main() {
         &store,
         &rt,
         n,
-        std::env::var("QZ_WORKERS")
+        // Workers as `serve` reads them (`scheduler.workers`); the bench's default 32.
+        std::env::var("QUARTZITE_SCHEDULER_WORKERS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(32),

@@ -687,18 +687,21 @@ macro_rules! impl_scheduling {
                 let mut out = Acquired { now_ms: now, ..Acquired::default() };
                 let mut history = Vec::new();
 
-                // 1. Due triggers become fires. The triggers, and then their
-                // jobs, come back as one row each (see `json_rows`).
-                let due: Option<String> = sqlx::query_scalar(concat!(
-                    "SELECT CAST(", $agg, "(", $arr, "(", $arr, "(", $crate::store::sched::trigger_columns!(), "), wit_need, held_scheduled_ms, taken) \
-                     ORDER BY next_fire_ms, priority DESC) AS TEXT) FROM (SELECT ", $crate::store::sched::trigger_columns!(), ", \
+                // 1. Due triggers become fires. The triggers and their jobs come
+                // back in one statement, as one row (see `json_rows`).
+                let (due, due_jobs): (Option<String>, Option<String>) = sqlx::query_as(concat!(
+                    "WITH d AS MATERIALIZED (SELECT ", $crate::store::sched::trigger_columns!(), ", \
                      (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need, \
                      (SELECT h.scheduled_ms FROM held_claims h WHERE h.trigger_key = triggers.trigger_key) AS held_scheduled_ms, \
                      CASE WHEN EXISTS (SELECT 1 FROM fires f WHERE f.trigger_key = triggers.trigger_key AND f.scheduled_ms = triggers.next_fire_ms) \
                      THEN 1 ELSE 0 END AS taken FROM triggers \
                      WHERE state = 'WAITING' AND next_fire_ms <= $1 \
                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
-                     ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock, ") d"
+                     ORDER BY next_fire_ms, priority DESC LIMIT $2", $lock, ") \
+                     SELECT CAST((SELECT ", $agg, "(", $arr, "(", $arr, "(", $crate::store::sched::trigger_columns!(), "), wit_need, held_scheduled_ms, taken) \
+                     ORDER BY next_fire_ms, priority DESC) FROM d) AS TEXT), \
+                     CAST((SELECT ", $agg, "(", $arr, "(", $crate::store::sched::job_columns!(), ")) FROM jobs \
+                     WHERE job_key IN (SELECT job_key FROM d)) AS TEXT)"
                 ))
                 .bind(horizon)
                 .bind(limit)
@@ -709,7 +712,10 @@ macro_rules! impl_scheduling {
                 // already has its next time.
                 let due: Vec<($crate::store::sched::TriggerColumns, Option<i64>, Option<i64>, i64)> = $crate::store::sched::json_rows(due, "due trigger")?;
                 let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
-                $crate::store::sched::load_jobs!(&mut *tx, due.iter().map(|(t, ..)| t.job_key.clone()), &mut jobs, $agg, $arr);
+                for columns in $crate::store::sched::json_rows::<$crate::store::sched::JobColumns>(due_jobs, "job")? {
+                    let job = columns.into_job();
+                    jobs.insert(job.job_key.clone(), job);
+                }
                 let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
                 // Jobs whose module this node cannot run: their fires are created
                 // for the nodes that can.
