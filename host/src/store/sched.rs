@@ -789,23 +789,29 @@ macro_rules! impl_scheduling {
                     }
                     moved.push((t.trigger_key.clone(), plan.next));
                 }
-                // VALUES columns are column1, column2 ... in both dialects; typed,
-                // since a column can be all NULL.
+                // Triggers with a next fire move on, 200 per statement (VALUES
+                // columns are column1, column2 ... in both dialects); the others
+                // are complete.
+                let (moved, completed): (Vec<_>, Vec<_>) = moved.into_iter().partition(|(_, next)| next.is_some());
                 for chunk in moved.chunks(200) {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "UPDATE triggers SET next_fire_ms = v.column2, state = CASE WHEN v.column2 IS NULL THEN 'COMPLETE' ELSE state END, updated_at = ",
-                    );
+                    let mut qb = sqlx::QueryBuilder::new("UPDATE triggers SET next_fire_ms = v.column2, updated_at = ");
                     qb.push_bind(now);
-                    qb.push(" FROM (VALUES ");
-                    let mut rows = qb.separated(", ");
-                    for (key, next) in chunk {
-                        rows.push("(");
-                        rows.push_bind_unseparated(key.clone());
-                        rows.push_unseparated(", CAST(");
-                        rows.push_bind_unseparated(*next);
-                        rows.push_unseparated(" AS BIGINT))");
-                    }
+                    qb.push(" FROM (");
+                    qb.push_values(chunk, |mut b, (key, next)| {
+                        b.push_bind(key.clone()).push_bind(*next);
+                    });
                     qb.push(") AS v WHERE triggers.trigger_key = v.column1");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                for chunk in completed.chunks(200) {
+                    let mut qb = sqlx::QueryBuilder::new("UPDATE triggers SET state = 'COMPLETE', next_fire_ms = NULL, updated_at = ");
+                    qb.push_bind(now);
+                    qb.push(" WHERE trigger_key IN (");
+                    let mut list = qb.separated(", ");
+                    for (key, _) in chunk {
+                        list.push_bind(key.clone());
+                    }
+                    qb.push(")");
                     qb.build().execute(&mut *tx).await?;
                 }
                 for chunk in held.chunks(200) {
