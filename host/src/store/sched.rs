@@ -1189,9 +1189,9 @@ macro_rules! impl_scheduling {
                         if let Some(data) = &c.new_data {
                             sqlx::query("UPDATE jobs SET data = $1 WHERE job_key = $2").bind(data).bind(&c.history.job_key).execute(&mut *tx).await?;
                         }
-                        history.push(c.history.clone());
+                        history.push(&c.history);
                     }
-                    $crate::store::sched::insert_history!(&mut *tx, &history);
+                    $crate::store::sched::insert_history!(&mut *tx, history.iter().copied());
                     tx.commit().await?;
                     return Ok(accepted);
                 }
@@ -1668,14 +1668,15 @@ macro_rules! load_jobs {
     };
 }
 
-/// Inserts history rows, 200 per statement.
+/// Inserts history rows (any iterator of `&HistoryEntry`), 200 per statement.
 macro_rules! insert_history {
     ($conn:expr, $rows:expr) => {
-        for chunk in $rows.chunks(200) {
+        let rows: Vec<&$crate::store::model::HistoryEntry> = ($rows).into_iter().collect();
+        for chunk in rows.chunks(200) {
             let mut qb = sqlx::QueryBuilder::new(
                 "INSERT INTO task_history (id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, started_ms, ended_ms, duration_ms, details) ",
             );
-            qb.push_values(chunk, |mut b, h: &$crate::store::model::HistoryEntry| {
+            qb.push_values(chunk, |mut b, h: &&$crate::store::model::HistoryEntry| {
                 b.push_bind(h.id.clone())
                     .push_bind(h.fire_id.clone())
                     .push_bind(h.job_key.clone())
