@@ -3,6 +3,13 @@
 //! Due-ness and ownership are decided here, in transactions, on the database
 //! clock: a fire is a row unique on (trigger, scheduled time), claimed with a
 //! lease and a fencing token, and completed only by the claim that holds it.
+//! The row is one of two kinds. The next fire of an `allow` job, claimed in
+//! the transaction that finds its trigger due (the common case), is a
+//! `held_claims` row: one per trigger, a table with no index but its key. Every
+//! other fire (queued for a `forbid` job, retried, released, recovered, run
+//! now, from an event or a start) is a `fires` row. The claim never makes a
+//! second fire of a (trigger, time) that either table has; a held fire that
+//! must wait again moves to `fires` with the same id.
 //! A node claims only fires of jobs whose module needs a contract version it
 //! runs (`jobs.wit_need`, kept current by job and module writes, against the
 //! node's range): one more condition in the claim, no query per fire.

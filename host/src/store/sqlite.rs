@@ -10,6 +10,12 @@ use std::time::Duration;
 // `CAST(unixepoch('subsec') * 1000 AS INTEGER)` is the database clock in UTC
 // milliseconds: times are never taken from the host's clock.
 
+/// How often the WAL is copied back into the database file, off the writer.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// Pages the WAL may reach before a committing writer copies it back itself:
+/// a backstop for when the background checkpoint falls behind (about 40 MiB).
+const WAL_BACKSTOP_PAGES: &str = "10000";
+
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -19,6 +25,39 @@ pub struct SqliteStore {
     /// hands the lock over at once; left to SQLite's busy handler, each waiter
     /// sleeps in steps of milliseconds.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The background checkpoint of a database file, stopped with the last clone.
+    _checkpointer: Option<std::sync::Arc<Checkpointer>>,
+}
+
+/// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`] on a
+/// connection of its own (`PASSIVE`: it never waits for or blocks a writer).
+/// Left to SQLite, the writer that commits past 1,000 WAL pages does it, with
+/// an fsync, inside the claim or completion everything else waits for.
+#[derive(Debug)]
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Checkpointer {
+    fn start(pool: SqlitePool) -> Self {
+        Checkpointer(tokio::spawn(async move {
+            let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::debug!(error = %e, "background WAL checkpoint failed; the writers' backstop remains");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SqliteStore {
@@ -39,7 +78,8 @@ impl SqliteStore {
             // last commits, and it never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES);
         let path = Some(options.get_filename().to_path_buf())
             .filter(|p| !p.as_os_str().is_empty() && p.as_os_str() != ":memory:");
         let pool = SqlitePoolOptions::new()
@@ -50,10 +90,14 @@ impl SqliteStore {
                 url: url.to_string(),
                 source,
             })?;
+        let checkpointer = path
+            .is_some()
+            .then(|| std::sync::Arc::new(Checkpointer::start(pool.clone())));
         Ok(SqliteStore {
             pool,
             path,
             writer: std::sync::Arc::default(),
+            _checkpointer: checkpointer,
         })
     }
 }
