@@ -1155,15 +1155,15 @@ macro_rules! impl_scheduling {
                         // A held fire retried or released becomes a `fires` row with
                         // the same id; a claim no longer held (recovered since) is
                         // looked for as a `fires` row, where the fencing refuses it.
+                        // (A held claim is always a first attempt.)
                         let (due, attempt) = match &c.next {
-                            FireNext::Done => (None, 0),
-                            FireNext::Retry { due_ms } => (Some(*due_ms), 1),
-                            FireNext::Release => (None, 0),
+                            FireNext::Retry { due_ms } => (Some(*due_ms), 2_i64),
+                            FireNext::Done | FireNext::Release => (None, 1),
                         };
                         if c.next != FireNext::Done && c.held {
                             let moved = sqlx::query(
                                 "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
-                                 SELECT fire_id, trigger_key, job_key, scheduled_ms, COALESCE($1, scheduled_ms), priority, 1 + $2, 'scheduled', 0, fencing \
+                                 SELECT fire_id, trigger_key, job_key, scheduled_ms, COALESCE($1, scheduled_ms), priority, $2, 'scheduled', 0, fencing \
                                  FROM held_claims WHERE trigger_key = $3 AND fire_id = $4 AND node_id = $5 AND fencing = $6")
                                 .bind(due).bind(attempt).bind(c.history.trigger_key.as_deref().unwrap_or_default())
                                 .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing)
@@ -1265,15 +1265,15 @@ macro_rules! impl_scheduling {
                          SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, priority, 1, 'acquired', 0, fencing, node_id, lease_until_ms \
                          FROM held_claims WHERE trigger_key = $1 AND fire_id = $2",
                     )
-                        .bind(&trigger_key)
-                        .bind(&fire_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("DELETE FROM held_claims WHERE trigger_key = $1 AND fire_id = $2")
                     .bind(&trigger_key)
                     .bind(&fire_id)
                     .execute(&mut *tx)
                     .await?;
+                    sqlx::query("DELETE FROM held_claims WHERE trigger_key = $1 AND fire_id = $2")
+                        .bind(&trigger_key)
+                        .bind(&fire_id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 let lost = sqlx::query(concat!(
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, \
