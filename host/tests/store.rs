@@ -443,6 +443,11 @@ fn done(fire: &FireClaim, node: &str, status: HistoryStatus, next: FireNext) -> 
     }
 }
 
+/// Claims what is due as `p` says and returns the first fire.
+async fn claim_first(store: &Arc<dyn Store>, p: &AcquireParams) -> FireClaim {
+    store.fire_acquire(p).await.unwrap().fires.remove(0)
+}
+
 async fn history_of(store: &Arc<dyn Store>, job: &str) -> Vec<HistoryEntry> {
     store
         .history_list(&HistoryFilter {
@@ -529,12 +534,7 @@ async fn a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused(
         0,
         "recovered exactly once"
     );
-    let again = store
-        .fire_acquire(&params("alive"))
-        .await
-        .unwrap()
-        .fires
-        .remove(0);
+    let again = claim_first(&store, &params("alive")).await;
     assert_eq!(again.fire_id, lost.fire_id);
     assert!(again.recovering);
     assert!(again.fencing > lost.fencing);
@@ -638,12 +638,7 @@ async fn retries_come_back_as_the_next_attempt(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();
     let (job, triggers) = at_job("g/retry", now, MisfirePolicy::FireNow);
     store.job_put(&job, &triggers).await.unwrap();
-    let fire = store
-        .fire_acquire(&params("a"))
-        .await
-        .unwrap()
-        .fires
-        .remove(0);
+    let fire = claim_first(&store, &params("a")).await;
     let retry = done(
         &fire,
         "a",
@@ -661,12 +656,7 @@ async fn retries_come_back_as_the_next_attempt(store: Arc<dyn Store>) {
         "not before its due time"
     );
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    let second = store
-        .fire_acquire(&params("a"))
-        .await
-        .unwrap()
-        .fires
-        .remove(0);
+    let second = claim_first(&store, &params("a")).await;
     assert_eq!(
         (second.fire_id.as_str(), second.attempt),
         (fire.fire_id.as_str(), 2)
@@ -686,7 +676,7 @@ async fn a_held_claim_is_listed_unique_and_outlives_its_job(store: Arc<dyn Store
     let at = now + 30_000;
     let (job, triggers) = at_job("g/held", at, MisfirePolicy::FireNow);
     store.job_put(&job, &triggers).await.unwrap();
-    let fire = store.fire_acquire(&ahead).await.unwrap().fires.remove(0);
+    let fire = claim_first(&store, &ahead).await;
     assert!(
         fire.held,
         "an allow job's fire is claimed as it becomes due"
@@ -765,12 +755,7 @@ async fn a_held_claim_is_listed_unique_and_outlives_its_job(store: Arc<dyn Store
     // A job deleted while its held fire runs: the run still ends and is recorded.
     let (job, triggers) = at_job("g/held-gone", now, MisfirePolicy::FireNow);
     store.job_put(&job, &triggers).await.unwrap();
-    let fire = store
-        .fire_acquire(&params("a"))
-        .await
-        .unwrap()
-        .fires
-        .remove(0);
+    let fire = claim_first(&store, &params("a")).await;
     assert!(fire.held);
     assert!(store.job_delete("g/held-gone").await.unwrap());
     assert_eq!(

@@ -219,6 +219,33 @@ pub struct FireClaim {
     pub held: bool,
 }
 
+impl FireClaim {
+    /// The first attempt of a clock fire, claimed in the transaction that
+    /// found its trigger due (as a `held_claims` row when `held`).
+    pub(crate) fn first(
+        fire_id: String,
+        trigger_key: &str,
+        job: &JobDef,
+        scheduled_ms: i64,
+        held: bool,
+    ) -> Self {
+        FireClaim {
+            fire_id,
+            trigger_key: trigger_key.to_string(),
+            job_key: job.job_key.clone(),
+            scheduled_ms,
+            due_ms: scheduled_ms,
+            attempt: 1,
+            recovering: false,
+            fencing: 1,
+            job: job.clone(),
+            event_id: None,
+            depth: 0,
+            held,
+        }
+    }
+}
+
 /// What `fire_acquire` asks for.
 #[derive(Clone, Debug)]
 pub struct AcquireParams {

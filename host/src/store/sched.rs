@@ -761,20 +761,7 @@ macro_rules! impl_scheduling {
                         let job = jobs.get(&t.job_key).filter(|j| j.overlap == Overlap::Allow && runnable);
                         if let Some(job) = job.filter(|_| held_ms.is_none() && taken == 0 && scheduled == next_fire && budget > 0) {
                             budget -= 1;
-                            held.push((FireClaim {
-                                fire_id: $crate::store::sched::new_id(),
-                                trigger_key: t.trigger_key.clone(),
-                                job_key: t.job_key.clone(),
-                                scheduled_ms: scheduled,
-                                due_ms: scheduled,
-                                attempt: 1,
-                                recovering: false,
-                                fencing: 1,
-                                job: job.clone(),
-                                event_id: None,
-                                depth: 0,
-                                held: true,
-                            }, t.priority));
+                            held.push((FireClaim::first($crate::store::sched::new_id(), &t.trigger_key, job, scheduled, true), t.priority));
                             continue;
                         }
                         new_fires.push((t.trigger_key.clone(), t.job_key.clone(), scheduled, t.priority));
@@ -898,20 +885,7 @@ macro_rules! impl_scheduling {
                                 continue;
                             }
                             let Some(job) = jobs.get(job_key) else { continue };
-                            out.fires.push(FireClaim {
-                                fire_id,
-                                trigger_key: trigger_key.clone(),
-                                job_key: job_key.clone(),
-                                scheduled_ms: *scheduled_ms,
-                                due_ms: *scheduled_ms,
-                                attempt: 1,
-                                recovering: false,
-                                fencing: 1,
-                                job: job.clone(),
-                                event_id: None,
-                                depth: 0,
-                                held: false,
-                            });
+                            out.fires.push(FireClaim::first(fire_id, trigger_key, job, *scheduled_ms, false));
                         }
                     }
                 }
@@ -1207,35 +1181,24 @@ macro_rules! impl_scheduling {
             async fn lease_renew(&self, node_id: &str, fire_ids: &[String], lease_ms: i64) -> Result<u64, $crate::store::StoreError> {
                 let _writer = self.writer().await;
                 let mut renewed = 0;
-                for chunk in fire_ids.chunks(500) {
-                    let mut qb = sqlx::QueryBuilder::new(concat!("UPDATE fires SET lease_until_ms = ", $now, " + "));
-                    qb.push_bind(lease_ms);
-                    qb.push(" WHERE node_id = ");
-                    qb.push_bind(node_id.to_string());
-                    qb.push(concat!(" AND lease_until_ms < ", $now, " + "));
-                    qb.push_bind(lease_ms / 2);
-                    qb.push(" AND state = 'acquired' AND fire_id IN (");
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
+                // Both kinds of claim: the node does not keep apart where each lives.
+                for (table, claimed) in [("fires", " AND state = 'acquired'"), ("held_claims", "")] {
+                    for chunk in fire_ids.chunks(500) {
+                        let mut qb = sqlx::QueryBuilder::new(format!(concat!("UPDATE {} SET lease_until_ms = ", $now, " + "), table));
+                        qb.push_bind(lease_ms);
+                        qb.push(" WHERE node_id = ");
+                        qb.push_bind(node_id.to_string());
+                        qb.push(concat!(" AND lease_until_ms < ", $now, " + "));
+                        qb.push_bind(lease_ms / 2);
+                        qb.push(claimed);
+                        qb.push(" AND fire_id IN (");
+                        let mut list = qb.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id.clone());
+                        }
+                        qb.push(")");
+                        renewed += qb.build().execute(&self.pool).await?.rows_affected();
                     }
-                    qb.push(")");
-                    renewed += qb.build().execute(&self.pool).await?.rows_affected();
-                    // The same for held claims (the node does not keep apart where
-                    // each of its claims lives).
-                    let mut qb = sqlx::QueryBuilder::new(concat!("UPDATE held_claims SET lease_until_ms = ", $now, " + "));
-                    qb.push_bind(lease_ms);
-                    qb.push(" WHERE node_id = ");
-                    qb.push_bind(node_id.to_string());
-                    qb.push(concat!(" AND lease_until_ms < ", $now, " + "));
-                    qb.push_bind(lease_ms / 2);
-                    qb.push(" AND fire_id IN (");
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
-                    qb.push(")");
-                    renewed += qb.build().execute(&self.pool).await?.rows_affected();
                 }
                 Ok(renewed)
             }
