@@ -295,9 +295,9 @@ macro_rules! impl_store {
                     "SELECT (SELECT COUNT(*) FROM fires WHERE state = 'acquired') + \
                      (SELECT COUNT(*) FROM held_claims) AS n",
                 )
-                    .fetch_one(&self.pool)
-                    .await?
-                    .try_get("n")?;
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
                 Ok($crate::store::model::TriggerCounts { by_state, executing })
             }
 
