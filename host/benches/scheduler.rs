@@ -77,14 +77,8 @@ async fn run_until_done(
         Arc::clone(rt),
         "bench-node".into(),
         SchedulerConfig {
-            workers,
             poll_ms: 50,
-            // As `serve` reads it, so that one binary compares settings.
-            acquirers: std::env::var("QUARTZITE_SCHEDULER_ACQUIRERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            ..SchedulerConfig::default()
+            ..scheduler_config(workers)
         },
     );
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -104,6 +98,22 @@ async fn run_until_done(
     let recorded = history_count(store).await;
     assert!(recorded >= n, "{recorded} history rows for {n} runs");
     Run { elapsed, cpu }
+}
+
+/// The scheduler settings `serve` would take from the environment
+/// (`QUARTZITE_SCHEDULER_*`, so that one binary compares settings), with
+/// `workers` unless set there.
+fn scheduler_config(workers: usize) -> SchedulerConfig {
+    let loaded = quartzite::config::load(None).expect("QUARTZITE_* settings");
+    let mut config = loaded.config.scheduler;
+    if !loaded
+        .from_env
+        .iter()
+        .any(|(key, _)| *key == "scheduler.workers")
+    {
+        config.workers = workers;
+    }
+    config
 }
 
 /// How long a run took, and the CPU time this process spent in it (seconds).
@@ -285,17 +295,7 @@ async fn main() {
         "| bulk load: {n} one-shot jobs with their triggers in one `jobs_put` (how a manifest is applied) | {:.0} jobs/s |",
         n as f64 / load.as_secs_f64()
     );
-    let run = run_until_done(
-        &store,
-        &rt,
-        n,
-        // Workers as `serve` reads them (`scheduler.workers`); the bench's default 32.
-        std::env::var("QUARTZITE_SCHEDULER_WORKERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(32),
-    )
-    .await;
+    let run = run_until_done(&store, &rt, n, 32).await;
     println!(
         "| throughput: {n} no-op fires due now, end to end with durable history | {:.0} executions/s ({:.1} us of process CPU per fire) |",
         n as f64 / run.elapsed.as_secs_f64(),

@@ -321,6 +321,7 @@ mod tests {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
     }
+
     #[test]
     fn runs_ended_are_counted_across_jobs_and_statuses() {
         let m = Metrics::new();

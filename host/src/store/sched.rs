@@ -719,10 +719,7 @@ macro_rules! impl_scheduling {
                 // already has its next time.
                 let due: Vec<($crate::store::sched::TriggerColumns, Option<i64>, Option<i64>, i64)> = $crate::store::sched::json_rows(due, "due trigger")?;
                 let mut jobs: std::collections::HashMap<String, $crate::store::model::JobDef> = std::collections::HashMap::new();
-                for columns in $crate::store::sched::json_rows::<$crate::store::sched::JobColumns>(due_jobs, "job")? {
-                    let job = columns.into_job();
-                    jobs.insert(job.job_key.clone(), job);
-                }
+                $crate::store::sched::jobs_into(due_jobs, &mut jobs)?;
                 let mut new_fires: Vec<(String, String, i64, i64)> = Vec::new();
                 // Jobs whose module this node cannot run: their fires are created
                 // for the nodes that can.
@@ -733,7 +730,7 @@ macro_rules! impl_scheduling {
                 let mut held: Vec<(FireClaim, i64)> = Vec::new();
                 for (t, wit_need, held_ms, taken) in due {
                     let t = t.into_row()?;
-                    let runnable = !wit_need.is_some_and(|need| !p.runs.contains(need));
+                    let runnable = wit_need.is_none_or(|need| p.runs.contains(need));
                     if !runnable {
                         unrunnable.insert(t.job_key.clone());
                     }
@@ -1126,31 +1123,13 @@ macro_rules! impl_scheduling {
                         }
                     }
                     for (i, c) in batch.iter().enumerate() {
-                        // A held fire retried or released becomes a `fires` row with
-                        // the same id; a claim no longer held (recovered since) is
-                        // looked for as a `fires` row, where the fencing refuses it.
-                        // (A held claim is always a first attempt.)
-                        let (due, attempt) = match &c.next {
-                            FireNext::Retry { due_ms } => (Some(*due_ms), 2_i64),
-                            FireNext::Done | FireNext::Release => (None, 1),
-                        };
-                        if c.next != FireNext::Done && c.held {
-                            let moved = sqlx::query(
-                                "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
-                                 SELECT fire_id, trigger_key, job_key, scheduled_ms, COALESCE($1, scheduled_ms), priority, $2, 'scheduled', 0, fencing \
-                                 FROM held_claims WHERE trigger_key = $3 AND fire_id = $4 AND node_id = $5 AND fencing = $6")
-                                .bind(due).bind(attempt).bind(c.history.trigger_key.as_deref().unwrap_or_default())
-                                .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing)
-                                .execute(&mut *tx).await?;
-                            if moved.rows_affected() == 1 {
-                                sqlx::query("DELETE FROM held_claims WHERE trigger_key = $1 AND fire_id = $2")
-                                    .bind(c.history.trigger_key.as_deref().unwrap_or_default()).bind(&c.fire_id)
-                                    .execute(&mut *tx).await?;
-                                accepted[i] = true;
-                            }
+                        // A held fire to retry or release waits again as a `fires`
+                        // row; one no longer held (recovered since) is already
+                        // one, where the fencing refuses this claim.
+                        if c.held && c.next != FireNext::Done {
+                            $crate::store::sched::unhold!(&mut *tx, c.history.trigger_key.as_deref().unwrap_or_default(), &c.fire_id, &c.node_id, c.fencing);
                         }
                         let done = match &c.next {
-                            _ if accepted[i] => None,
                             FireNext::Done => None,
                             FireNext::Retry { due_ms } => Some(sqlx::query(
                                 "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0 \
@@ -1210,10 +1189,9 @@ macro_rules! impl_scheduling {
                 let mut tx = self.pool.begin_with($begin).await?;
                 let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
                 // Held claims of a dead node, or whose lease ran out, first become
-                // `fires` rows of their node (same id, fencing and lease),
-                // recovered below as every other claim.
+                // `fires` rows of their node, recovered below as every other claim.
                 let held = sqlx::query(concat!(
-                    "SELECT trigger_key, fire_id FROM held_claims WHERE lease_until_ms < $1 \
+                    "SELECT trigger_key, fire_id, node_id, fencing FROM held_claims WHERE lease_until_ms < $1 \
                      OR node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2)", $lock
                 ))
                 .bind(now)
@@ -1221,22 +1199,9 @@ macro_rules! impl_scheduling {
                 .fetch_all(&mut *tx)
                 .await?;
                 for row in &held {
-                    let trigger_key: String = row.try_get("trigger_key")?;
-                    let fire_id: String = row.try_get("fire_id")?;
-                    sqlx::query(
-                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) \
-                         SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, priority, 1, 'acquired', 0, fencing, node_id, lease_until_ms \
-                         FROM held_claims WHERE trigger_key = $1 AND fire_id = $2",
-                    )
-                    .bind(&trigger_key)
-                    .bind(&fire_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("DELETE FROM held_claims WHERE trigger_key = $1 AND fire_id = $2")
-                        .bind(&trigger_key)
-                        .bind(&fire_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let (trigger_key, fire_id, node_id): (String, String, String) =
+                        (row.try_get("trigger_key")?, row.try_get("fire_id")?, row.try_get("node_id")?);
+                    $crate::store::sched::unhold!(&mut *tx, &trigger_key, &fire_id, &node_id, row.try_get::<i64, _>("fencing")?);
                 }
                 let lost = sqlx::query(concat!(
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, \
@@ -1598,6 +1563,18 @@ macro_rules! impl_scheduling {
     };
 }
 
+/// Adds the jobs of a JSON array of job rows (see [`JobColumns`]) to `map`.
+pub(crate) fn jobs_into(
+    text: Option<String>,
+    map: &mut std::collections::HashMap<String, JobDef>,
+) -> Result<(), StoreError> {
+    for columns in json_rows::<JobColumns>(text, "job")? {
+        let job = columns.into_job();
+        map.insert(job.job_key.clone(), job);
+    }
+    Ok(())
+}
+
 /// Loads the jobs of `keys` (any iterator of job keys) not yet in the map
 /// into it, each once, 200 per statement, each statement's rows as one (see
 /// [`json_rows`]).
@@ -1628,14 +1605,38 @@ macro_rules! load_jobs {
             }
             qb.push(")");
             let text: Option<String> = qb.build_query_scalar().fetch_one($conn).await?;
-            for columns in
-                $crate::store::sched::json_rows::<$crate::store::sched::JobColumns>(text, "job")?
-            {
-                let job = columns.into_job();
-                $map.insert(job.job_key.clone(), job);
-            }
+            $crate::store::sched::jobs_into(text, $map)?;
         }
     };
+}
+
+/// Moves the claim `trigger_key` holds for `fire_id`, if `node_id` still holds
+/// it under `fencing`, to an `acquired` `fires` row of that node (same id,
+/// fencing and lease); evaluates to whether it did. A retry, release or
+/// recovery of the fire is then what it is for any `fires` row.
+macro_rules! unhold {
+    ($conn:expr, $trigger_key:expr, $fire_id:expr, $node_id:expr, $fencing:expr) => {{
+        let moved = sqlx::query(
+            "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) \
+             SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, priority, 1, 'acquired', 0, fencing, node_id, lease_until_ms \
+             FROM held_claims WHERE trigger_key = $1 AND fire_id = $2 AND node_id = $3 AND fencing = $4",
+        )
+        .bind($trigger_key)
+        .bind($fire_id)
+        .bind($node_id)
+        .bind($fencing)
+        .execute($conn)
+        .await?
+        .rows_affected()
+            == 1;
+        if moved {
+            sqlx::query("DELETE FROM held_claims WHERE trigger_key = $1")
+                .bind($trigger_key)
+                .execute($conn)
+                .await?;
+        }
+        moved
+    }};
 }
 
 /// Inserts history rows (any iterator of `&HistoryEntry`), 200 per statement.
@@ -1667,5 +1668,5 @@ macro_rules! insert_history {
 
 pub(crate) use {
     history_columns, impl_scheduling, insert_history, job_columns, load_jobs, refresh_wit_need,
-    trigger_columns,
+    trigger_columns, unhold,
 };
