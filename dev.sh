@@ -127,7 +127,7 @@ cmd_test() {
   say "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
   say "cargo test"
-  cargo test --workspace
+  cargo test --workspace --no-fail-fast
 }
 
 case "${1:-}" in

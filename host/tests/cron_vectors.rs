@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use quartzite::schedule::cron::CronSchedule;
 use serde::Deserialize;
 
-/// Where the Quartz vectors live, relative to this crate's manifest directory.
+/// The Quartz vectors, kept in the repository (provenance: tests/data/README.md).
 const VECTORS_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/quartz-cron-vectors.json"
+    "/tests/data/quartz-cron-vectors.json"
 );
 
 #[derive(Deserialize)]
