@@ -348,3 +348,145 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(server.wait().unwrap().success());
 }
+
+/// Stops a server as a deploy does (SIGTERM) and waits for it to exit.
+fn stop(mut server: Child) {
+    let pid = server.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+}
+
+/// Waits until a node started after `after_ms` has checked in: its start-up,
+/// which declares the manifest, is over.
+async fn wait_started(store: &SqliteStore, after_ms: i64) -> i64 {
+    let latest = |store: SqliteStore| async move {
+        let nodes = store.node_list(1_500).await.unwrap_or_default();
+        nodes.iter().map(|n| n.started_ms).max().unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(60), "the server to start", || {
+        let store = store.clone();
+        async move { latest(store).await > after_ms }
+    })
+    .await;
+    latest(store.clone()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_interval_triggers_on_their_schedule_and_missed_fires_follow_the_misfire_policy()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("quartzite.db").display());
+    std::fs::write(
+        dir.path().join("jobs.toml"),
+        format!(
+            r#"
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[job]]
+key = "r/hourly"
+module = "hello"
+[[job.trigger]]
+every = "1h"
+
+[[job]]
+key = "r/second"
+module = "hello"
+[[job.trigger]]
+every = "1s"
+"#,
+            hello = wasm("hello").display()
+        ),
+    )
+    .unwrap();
+    let store = SqliteStore::connect(&url).await.unwrap();
+    let hourly_next = |store: SqliteStore| async move {
+        store.trigger_list(Some("r/hourly")).await.unwrap()[0].next_fire_ms
+    };
+
+    let server = serve(dir.path(), &url);
+    let mut started = wait_started(&store, 0).await;
+    // A new interval fires when it is declared, then once an hour.
+    wait_for_success(&store, "r/hourly", Duration::from_secs(60)).await;
+    let next = hourly_next(store.clone()).await;
+    assert!(next.is_some());
+    let mut server = Some(server);
+    for _ in 0..3 {
+        stop(server.take().unwrap());
+        server = Some(serve(dir.path(), &url));
+        started = wait_started(&store, started).await;
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "r/second to fire after the restarts",
+        || {
+            let store = store.clone();
+            async move { history_of(&store, "r/second").await.len() >= 3 }
+        },
+    )
+    .await;
+    assert_eq!(
+        history_of(&store, "r/hourly").await.len(),
+        1,
+        "three restarts do not fire an hourly job"
+    );
+    assert_eq!(
+        hourly_next(store.clone()).await,
+        next,
+        "nor move its next fire"
+    );
+
+    // Down for 5 s: the 1 s job's missed fires are run (misfire fire-now, at
+    // most 10), so its scheduled times have no hole and never moved.
+    stop(server.take().unwrap());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let server = serve(dir.path(), &url);
+    wait_started(&store, started).await;
+    let down_from = history_of(&store, "r/second")
+        .await
+        .iter()
+        .filter_map(|h| h.scheduled_ms)
+        .max()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the missed fires to be made up",
+        || {
+            let store = store.clone();
+            async move {
+                history_of(&store, "r/second")
+                    .await
+                    .iter()
+                    .filter_map(|h| h.scheduled_ms)
+                    .max()
+                    .is_some_and(|m| m >= down_from + 8_000)
+            }
+        },
+    )
+    .await;
+    stop(server);
+    let mut times: Vec<i64> = history_of(&store, "r/second")
+        .await
+        .iter()
+        .filter_map(|h| h.scheduled_ms)
+        .collect();
+    times.sort();
+    times.dedup();
+    let holes: Vec<(i64, i64)> = times
+        .windows(2)
+        .filter(|w| w[1] - w[0] != 1_000)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        holes.is_empty(),
+        "every scheduled second was fired or recorded, on the original anchor: {holes:?}"
+    );
+}

@@ -107,6 +107,19 @@ fn instant(ms: i64) -> DateTime<Utc> {
 }
 
 impl TriggerSpec {
+    /// Whether this stored schedule is what `declared` asks for, so that
+    /// declaring it again (every `serve` start, every node of a cluster) keeps
+    /// its anchor, state and next fire. An interval declared without a start
+    /// is anchored when first stored: any anchor it got then still matches.
+    pub fn is_declared_by(&self, declared: &TriggerSpec) -> bool {
+        if matches!(declared.kind, TriggerKind::Every { .. }) && declared.start_ms.is_none() {
+            return self.kind == declared.kind
+                && self.end_ms == declared.end_ms
+                && self.misfire == declared.misfire;
+        }
+        self == declared
+    }
+
     fn compile(&self) -> Result<Compiled, SpecError> {
         Ok(match &self.kind {
             TriggerKind::Cron { expr, tz } => Compiled::Cron(Box::new(
@@ -340,6 +353,39 @@ mod tests {
             end_ms: None,
             misfire,
         }
+    }
+
+    #[test]
+    fn an_interval_declared_again_without_a_start_keeps_its_anchor() {
+        let declared = TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms: 3_600_000,
+                repeat: None,
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        };
+        let stored = TriggerSpec {
+            start_ms: Some(ms("2030-01-01T10:00:00Z")),
+            ..declared.clone()
+        };
+        assert!(stored.is_declared_by(&declared));
+        // Any change of what was declared is a new declaration.
+        let faster = TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms: 60_000,
+                repeat: None,
+            },
+            ..declared.clone()
+        };
+        assert!(!stored.is_declared_by(&faster));
+        let anchored = TriggerSpec {
+            start_ms: Some(ms("2030-01-02T00:00:00Z")),
+            ..declared.clone()
+        };
+        assert!(!stored.is_declared_by(&anchored));
+        assert!(stored.is_declared_by(&stored));
     }
 
     #[test]

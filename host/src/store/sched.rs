@@ -486,7 +486,7 @@ macro_rules! impl_scheduling {
                     let mut rows = Vec::new();
                     for (_, triggers) in chunk {
                         for t in triggers {
-                            if existing.iter().any(|old| old.trigger_key == t.trigger_key && old.spec == t.spec && old.priority == t.priority) {
+                            if existing.iter().any(|old| old.trigger_key == t.trigger_key && old.spec.is_declared_by(&t.spec) && old.priority == t.priority) {
                                 continue; // unchanged: keeps its state and next fire
                             }
                             let mut spec = t.spec.clone();
