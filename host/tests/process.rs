@@ -490,3 +490,81 @@ every = "1s"
         "every scheduled second was fired or recorded, on the original anchor: {holes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_running_guests_at_once_and_they_checkpoint_and_stop_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("quartzite.db").display());
+    std::fs::write(
+        dir.path().join("jobs.toml"),
+        format!(
+            r#"
+[[module]]
+name = "report"
+path = "{report}"
+
+[[job]]
+key = "s/report"
+module = "report"
+data = {{ steps = 100, step_ms = 100 }}
+[[job.trigger]]
+at = "2020-01-01T00:00:00Z"
+"#,
+            report = wasm("report").display()
+        ),
+    )
+    .unwrap();
+    // A grace far longer than the whole run: the guest can only stop early if
+    // it was told.
+    let config = dir.path().join("quartzite.toml");
+    std::fs::write(&config, "[scheduler]\ngrace_ms = 60000\n").unwrap();
+    let server = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db", &url, "--config"])
+        .arg(&config)
+        .arg("--manifest")
+        .arg(dir.path().join("jobs.toml"))
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .env("QUARTZITE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = SqliteStore::connect(&url).await.unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the report to have started",
+        || {
+            let store = store.clone();
+            async move {
+                !store
+                    .state_keys("s/report")
+                    .await
+                    .unwrap_or_default()
+                    .is_empty()
+            }
+        },
+    )
+    .await;
+    stop(server);
+    let report = history_of(&store, "s/report").await;
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!(report[0].status, HistoryStatus::Cancelled, "{report:?}");
+    assert!(
+        report[0].details.contains("cancelled after"),
+        "the guest saw cancelled() and stopped by itself: {}",
+        report[0].details
+    );
+    let keys = store.state_keys("s/report").await.unwrap();
+    assert_eq!(keys.len(), 1, "its checkpoint is kept for the next start");
+    let done: u32 = String::from_utf8(
+        store
+            .state_get("s/report", &keys[0])
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert!(done < 100, "stopped early, at step {done}");
+}

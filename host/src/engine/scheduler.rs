@@ -284,6 +284,9 @@ impl Scheduler {
             let _ = acquirer.await;
         }
         self.running.store(false, Ordering::Relaxed);
+        // Running guests learn of the stop at once (`cancelled()` turns true), so
+        // they can checkpoint and return within the grace period.
+        self.runtime.drain();
         tracing::info!(node = %self.node_id, "scheduler stopping: waiting for running fires");
         let all = u32::try_from(claim_limit).unwrap_or(u32::MAX);
         let grace = Duration::from_millis(self.config.grace_ms);
