@@ -216,7 +216,7 @@ async fn scale(backend: &str, stored: usize) {
         }
     };
     reopened.trigger_reset_errors().await.expect("reset");
-    reopened.fire_recover(2_000).await.expect("recover");
+    reopened.fire_recover(2_000, None).await.expect("recover");
     reopened.fire_startup().await.expect("startup");
     let boot = boot.elapsed();
     let base = store.now_ms().await.expect("clock") + 1_000;

@@ -188,6 +188,12 @@ pub const KEYS: &[Key] = &[
         "Runs at the same time on this node.",
     ),
     int(
+        "scheduler.guest_threads",
+        "0",
+        0,
+        "Threads that run guests, apart from the threads of the scheduler itself; 0: one per core.",
+    ),
+    int(
         "scheduler.acquirers",
         "0",
         0,

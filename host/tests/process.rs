@@ -568,3 +568,94 @@ at = "2020-01-01T00:00:00Z"
     .unwrap();
     assert!(done < 100, "stopped early, at step {done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_saturated_by_spinning_guests_stays_alive_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("quartzite.db").display());
+    std::fs::write(
+        dir.path().join("jobs.toml"),
+        format!(
+            r#"
+[[module]]
+name = "hostile"
+path = "{hostile}"
+
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[job]]
+key = "b/spin"
+module = "hostile"
+data = {{ op = "loop" }}
+timeout = "3s"
+[[job.trigger]]
+every = "100ms"
+
+[[job]]
+key = "b/hello"
+module = "hello"
+[[job.trigger]]
+every = "1s"
+"#,
+            hostile = wasm("guest_hostile").display(),
+            hello = wasm("hello").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let server = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &url,
+            "--manifest",
+        ])
+        .arg(dir.path().join("jobs.toml"))
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .env("QUARTZITE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let store = SqliteStore::connect(&url).await.unwrap();
+    wait_started(&store, 0).await;
+    // Every worker spins until its timeout: both cores are the guests'.
+    wait_until(
+        Duration::from_secs(60),
+        "three rounds of spinning fires to time out",
+        || {
+            let store = store.clone();
+            async move { history_of(&store, "b/spin").await.len() >= 40 }
+        },
+    )
+    .await;
+    stop(server);
+    let spin = history_of(&store, "b/spin").await;
+    let lost: Vec<_> = spin
+        .iter()
+        .filter(|h| h.details.contains("node-lost"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "the busy node took itself for dead: {lost:?}"
+    );
+    assert!(
+        spin.iter().all(|h| h.status != HistoryStatus::Success),
+        "a spinning run never succeeds"
+    );
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    for sign in ["recovered fires", "taken over"] {
+        assert!(
+            !stderr.contains(sign),
+            "the node recovered or lost its own runs ({sign}):\n{stderr}"
+        );
+    }
+    assert!(
+        !history_of(&store, "b/hello").await.is_empty(),
+        "the other job ran"
+    );
+}

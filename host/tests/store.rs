@@ -524,13 +524,13 @@ async fn a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(store.fire_recover(60_000).await.unwrap(), 1);
+    assert_eq!(store.fire_recover(60_000, None).await.unwrap(), 1);
     assert!(
         store.lock_list().await.unwrap().is_empty(),
         "the lost run's locks are released with it"
     );
     assert_eq!(
-        store.fire_recover(60_000).await.unwrap(),
+        store.fire_recover(60_000, None).await.unwrap(),
         0,
         "recovered exactly once"
     );
@@ -561,6 +561,37 @@ conformance!(
     a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused
 );
 
+async fn a_live_node_late_to_check_in_never_recovers_its_own_runs(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (mut job, triggers) = at_job("g/busy", now, MisfirePolicy::FireNow);
+    job.requests_recovery = true;
+    store.job_put(&job, &triggers).await.unwrap();
+    store
+        .node_heartbeat(&check_in("busy", WitRange::up_to(1, 0)))
+        .await
+        .unwrap();
+    let running = claim_first(&store, &params("busy")).await;
+    // Its last check-in is long past (a node saturated by its guests).
+    store.node_restart("busy").await.unwrap();
+    assert_eq!(
+        store.fire_recover(1_500, Some("busy")).await.unwrap(),
+        0,
+        "the node itself does not take its own running fire for lost"
+    );
+    assert_eq!(store.fire_list().await.unwrap().len(), 1);
+    assert_eq!(
+        store.fire_recover(1_500, Some("other")).await.unwrap(),
+        1,
+        "another node does"
+    );
+    let again = claim_first(&store, &params("other")).await;
+    assert_eq!(again.fire_id, running.fire_id);
+}
+conformance!(
+    live_node,
+    a_live_node_late_to_check_in_never_recovers_its_own_runs
+);
+
 async fn without_recovery_a_lost_fire_is_recorded_as_failed(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();
     let (job, triggers) = at_job("g/lost", now, MisfirePolicy::FireNow);
@@ -572,7 +603,7 @@ async fn without_recovery_a_lost_fire_is_recorded_as_failed(store: Arc<dyn Store
         })
         .await
         .unwrap();
-    assert_eq!(store.fire_recover(60_000).await.unwrap(), 1);
+    assert_eq!(store.fire_recover(60_000, None).await.unwrap(), 1);
     let history = history_of(&store, "g/lost").await;
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].status, HistoryStatus::Failed);

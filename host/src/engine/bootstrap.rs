@@ -294,7 +294,9 @@ pub async fn start_with_api(
     // alive: end its previous run first, or its new run would renew the old
     // run's leases and those fires would never run.
     store.node_restart(&options.node_id).await?;
-    let recovered = store.fire_recover(options.scheduler.dead_after_ms).await?;
+    let recovered = store
+        .fire_recover(options.scheduler.dead_after_ms, None)
+        .await?;
     if recovered > 0 {
         tracing::warn!(
             fires = recovered,

@@ -74,6 +74,10 @@ pub struct SchedulerConfig {
     /// Acquirers claiming fires at the same time on this node; 0 (default):
     /// 2 on PostgreSQL, 1 on SQLite.
     pub acquirers: usize,
+    /// Threads of the executor that runs guests, apart from the node's own
+    /// async threads (claims, completions, check-ins, the API); 0 (default):
+    /// one per core.
+    pub guest_threads: usize,
 }
 
 impl SchedulerConfig {
@@ -115,6 +119,7 @@ impl Default for SchedulerConfig {
             max_event_depth: crate::store::events::DEFAULT_MAX_DEPTH,
             public_url: None,
             acquirers: 0,
+            guest_threads: 0,
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct Scheduler {
     /// Whether the acquire loop runs: what the API's `/readyz` reports.
     running: AtomicBool,
     alerter: Arc<Alerter>,
+    /// Where guests run (see [`GuestExecutor`]).
+    guests: GuestExecutor,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -144,6 +151,80 @@ impl std::fmt::Debug for Scheduler {
         f.debug_struct("Scheduler")
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// The executor guests run on: threads of their own, so that guests busy to
+/// the last cycle (spinning until their timeout) cannot delay the node's
+/// check-ins, lease renewals, claims and completions, which stay on the
+/// process's own async threads. Without it one node full of spinning guests
+/// checked in too late, took itself for dead and recovered its own fires.
+struct GuestExecutor {
+    /// `None` when the threads could not be started: guests then run on the
+    /// caller's executor, as before (logged once).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl GuestExecutor {
+    fn start(threads: usize) -> Self {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("quartzite-guest")
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => GuestExecutor { runtime: Some(rt) },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the guest threads; guests share the scheduler's");
+                GuestExecutor { runtime: None }
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        runtime: &Arc<Runtime>,
+        job: &JobImpl,
+        request: RunRequest,
+    ) -> RunReport {
+        let Some(rt) = &self.runtime else {
+            return runtime.execute(job, request).await;
+        };
+        let (runtime, job_for_run) = (Arc::clone(runtime), job.clone());
+        let fire_id = request.fire_id.clone();
+        match rt
+            .spawn(async move { runtime.execute(&job_for_run, request).await })
+            .await
+        {
+            Ok(report) => report,
+            Err(e) => {
+                // The run's task panicked or was dropped at shutdown: a failed run, never a lost fire.
+                tracing::error!(fire = %fire_id, error = %e, "the run's task ended abnormally");
+                RunReport {
+                    outcome: RunOutcome::Failed {
+                        retryable: true,
+                        message: "the run ended abnormally in the host".into(),
+                    },
+                    started_at: SystemTime::now(),
+                    duration: Duration::ZERO,
+                    logs: Vec::new(),
+                    logs_dropped: 0,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for GuestExecutor {
+    fn drop(&mut self) {
+        // Dropped from async code: do not block on the guest threads.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -195,6 +276,7 @@ impl Scheduler {
             node_id.clone(),
             config.public_url.as_deref(),
         );
+        let guests = GuestExecutor::start(config.guest_threads);
         Arc::new(Scheduler {
             store,
             runtime,
@@ -208,6 +290,7 @@ impl Scheduler {
             alerter,
             metrics,
             running: AtomicBool::new(false),
+            guests,
         })
     }
 
@@ -542,7 +625,7 @@ impl Scheduler {
                 ..Limits::default()
             },
         };
-        let report = self.runtime.execute(&job, request).await;
+        let report = self.guests.execute(&self.runtime, &job, request).await;
         self.record_run_time(report.duration);
         let ended_ms = started_ms + i64::try_from(report.duration.as_millis()).unwrap_or(0);
         let (status, next, new_data) = self.decide(&fire, &report, ended_ms);
@@ -757,7 +840,11 @@ impl Scheduler {
             if checked_in_since.is_none_or(|t| t.elapsed() < settle) {
                 continue;
             }
-            match self.store.fire_recover(self.config.dead_after_ms).await {
+            match self
+                .store
+                .fire_recover(self.config.dead_after_ms, Some(&self.node_id))
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::warn!(fires = n, "recovered fires of a node that stopped");

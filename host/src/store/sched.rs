@@ -73,7 +73,15 @@ pub trait Scheduling: Send + Sync {
     /// Recovers claimed fires whose lease expired or whose node has not checked in
     /// for `dead_after_ms`: re-queued with `recovering` when
     /// the job requests recovery, otherwise recorded as failed. Returns how many.
-    async fn fire_recover(&self, dead_after_ms: i64) -> Result<u64, StoreError>;
+    /// `live_node` is the calling node, running now: however late its own last
+    /// check-in, it is never taken for dead (a busy node must not recover its
+    /// own runs); its claims are recovered only when their lease ran out, which
+    /// happens to claims it does not hold (it renews those it runs first).
+    async fn fire_recover(
+        &self,
+        dead_after_ms: i64,
+        live_node: Option<&str>,
+    ) -> Result<u64, StoreError>;
     /// Fires claimed or waiting, oldest first.
     async fn fire_list(&self) -> Result<Vec<FireClaim>, StoreError>;
     async fn history_list(&self, filter: &HistoryFilter) -> Result<Vec<HistoryEntry>, StoreError>;
@@ -1182,7 +1190,7 @@ macro_rules! impl_scheduling {
                 Ok(renewed)
             }
 
-            async fn fire_recover(&self, dead_after_ms: i64) -> Result<u64, $crate::store::StoreError> {
+            async fn fire_recover(&self, dead_after_ms: i64, live_node: Option<&str>) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
                 use $crate::store::model::HistoryStatus;
                 let _writer = self.writer().await;
@@ -1192,10 +1200,11 @@ macro_rules! impl_scheduling {
                 // `fires` rows of their node, recovered below as every other claim.
                 let held = sqlx::query(concat!(
                     "SELECT trigger_key, fire_id, node_id, fencing FROM held_claims WHERE lease_until_ms < $1 \
-                     OR node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2)", $lock
+                     OR node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2 AND node_id <> $3)", $lock
                 ))
                 .bind(now)
                 .bind(dead_after_ms)
+                .bind(live_node.unwrap_or(""))
                 .fetch_all(&mut *tx)
                 .await?;
                 for row in &held {
@@ -1207,10 +1216,11 @@ macro_rules! impl_scheduling {
                     "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, \
                      COALESCE((SELECT j.requests_recovery FROM jobs j WHERE j.job_key = f.job_key), 0) AS requests_recovery \
                      FROM fires f WHERE f.state = 'acquired' AND (f.lease_until_ms < $1 \
-                     OR f.node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2))", $lock
+                     OR f.node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2 AND node_id <> $3))", $lock
                 ))
                 .bind(now)
                 .bind(dead_after_ms)
+                .bind(live_node.unwrap_or(""))
                 .fetch_all(&mut *tx)
                 .await?;
                 let mut history = Vec::new();
