@@ -659,3 +659,116 @@ every = "1s"
         "the other job ran"
     );
 }
+
+/// libfaketime, preloaded, moves a process's wall clock (not its monotonic one).
+fn faketime_at(start: &str) -> Vec<(&'static str, String)> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("faketime/libfaketimeMT.so.1")))
+        .find(|p| p.is_file())
+        .expect("libfaketime is required for this test: `apt-get install faketime` (./dev.sh test installs it)");
+    vec![
+        ("LD_PRELOAD", lib.display().to_string()),
+        ("FAKETIME", format!("@{start}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_running_through_a_dst_gap_records_it_as_preview_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("quartzite.db").display());
+    std::fs::write(
+        dir.path().join("jobs.toml"),
+        format!(
+            r#"
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[job]]
+key = "d/night"
+module = "hello"
+[[job.trigger]]
+cron = "0 30 2 * * ?"
+tz = "America/New_York"
+"#,
+            hello = wasm("hello").display()
+        ),
+    )
+    .unwrap();
+    // What the operator is shown before the night.
+    let preview = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args([
+            "trigger",
+            "preview",
+            "--cron",
+            "0 30 2 * * ?",
+            "--tz",
+            "America/New_York",
+            "--after",
+            "2027-03-14T06:59:50Z",
+            "--count",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(preview.status.success());
+    let preview = String::from_utf8_lossy(&preview.stdout);
+    assert!(preview.contains("dst-gap"), "{preview}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Ten seconds before the clocks jump from 02:00 EST to 03:00 EDT.
+    let server = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--db",
+            &url,
+            "--manifest",
+        ])
+        .arg(dir.path().join("jobs.toml"))
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .env("QUARTZITE_LOG", "warn")
+        .envs(faketime_at("2027-03-14 06:59:50"))
+        .env("TZ", "UTC")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = SqliteStore::connect(&url).await.unwrap();
+    wait_started(&store, 0).await;
+    wait_until(Duration::from_secs(60), "the gap to be recorded", || {
+        let store = store.clone();
+        async move { !history_of(&store, "d/night").await.is_empty() }
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop(server);
+    let night = history_of(&store, "d/night").await;
+    assert_eq!(night.len(), 1, "{night:?}");
+    assert_eq!(night[0].status, HistoryStatus::Skipped);
+    assert!(night[0].details.contains("dst-gap"), "{}", night[0].details);
+    assert_eq!(
+        night[0].scheduled_ms,
+        Some(1_805_007_600_000),
+        "recorded at the jump, 2027-03-14T07:00:00Z"
+    );
+    assert!(
+        metrics.contains("quartzite_fires_skipped_total 1"),
+        "{metrics}"
+    );
+    let next = store.trigger_list(Some("d/night")).await.unwrap()[0].next_fire_ms;
+    assert_eq!(next, Some(1_805_092_200_000), "then Monday 02:30 EDT");
+}

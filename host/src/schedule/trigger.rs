@@ -182,12 +182,14 @@ impl TriggerSpec {
         }
     }
 
-    /// The first fire time at or after `from_ms`, or `None` if the trigger never fires.
+    /// The trigger's first event at or after `from_ms`: its first fire time, or
+    /// the DST gap before it (recorded as skipped when it comes due, see
+    /// [`TriggerSpec::plan`]); `None` if the trigger never fires.
     ///
     /// # Errors
     ///
     /// When the stored schedule cannot be computed.
-    pub fn first_fire(&self, from_ms: i64) -> Result<Option<i64>, SpecError> {
+    pub fn first_due(&self, from_ms: i64) -> Result<Option<i64>, SpecError> {
         if let TriggerKind::At(at) = self.kind {
             // A one-shot in the past is still its one fire: the misfire policy
             // decides whether it runs late or is recorded as missed.
@@ -195,12 +197,11 @@ impl TriggerSpec {
         }
         let compiled = self.compile()?;
         let mut first = None;
-        self.events_after(&compiled, from_ms - 1, |e| match e {
-            Event::Fire(ms) => {
-                first = Some(ms);
-                false
-            }
-            Event::Gap { .. } => true,
+        self.events_after(&compiled, from_ms - 1, |e| {
+            first = Some(match e {
+                Event::Fire(ms) | Event::Gap { at_ms: ms, .. } => ms,
+            });
+            false
         });
         Ok(first)
     }
@@ -218,13 +219,15 @@ impl TriggerSpec {
         limits: &MisfireLimits,
     ) -> Result<Plan, SpecError> {
         let compiled = self.compile()?;
-        let mut due = vec![next_fire_ms];
+        let mut due = Vec::new();
         let mut gaps = Vec::new();
         let mut next = None;
         let mut truncated = false;
-        // Walk the events up to the horizon, keeping at most MAX_WALK of them; a
-        // long outage of a frequent trigger jumps to "now" instead of walking it all.
-        self.events_after(&compiled, next_fire_ms, |e| match e {
+        // Walk the events from the stored next one up to the horizon, keeping at
+        // most MAX_WALK of them; a long outage of a frequent trigger jumps to
+        // "now" instead of walking it all. The stored next event is a fire or a
+        // DST gap (see below), so the walk starts just before it.
+        self.events_after(&compiled, next_fire_ms.saturating_sub(1), |e| match e {
             Event::Fire(ms) if ms > horizon_ms => {
                 next = Some(ms);
                 false
@@ -239,7 +242,12 @@ impl TriggerSpec {
             }
             Event::Gap { at_ms, local } => {
                 if at_ms > horizon_ms {
-                    return true;
+                    // A gap before the next fire is the trigger's next event:
+                    // it comes due when the clock jumps and is recorded then,
+                    // as a node running through it must (not only an outage
+                    // spanning it, which walks past it here).
+                    next = Some(at_ms);
+                    return false;
                 }
                 if gaps.len() < MAX_RECORDED {
                     gaps.push((at_ms, local));
@@ -498,11 +506,41 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
         };
-        assert_eq!(at.first_fire(0).unwrap(), Some(5_000));
+        assert_eq!(at.first_due(0).unwrap(), Some(5_000));
         let plan = at
             .plan(5_000, 5_000, 5_000, &MisfireLimits::default())
             .unwrap();
         assert_eq!((plan.run, plan.next), (vec![5_000], None));
+    }
+
+    #[test]
+    fn a_node_running_through_a_dst_gap_comes_due_at_the_gap_and_records_it() {
+        // 02:30 does not exist in New York on 2027-03-14: the clock jumps from
+        // 02:00 EST (07:00Z) to 03:00 EDT.
+        let spec = TriggerSpec {
+            kind: TriggerKind::Cron {
+                expr: "0 30 2 * * ?".into(),
+                tz: "America/New_York".into(),
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        };
+        let limits = MisfireLimits::default();
+        let saturday = ms("2027-03-13T07:30:00Z");
+        let plan = spec.plan(saturday, saturday, saturday, &limits).unwrap();
+        assert_eq!(plan.run, [saturday]);
+        let jump = ms("2027-03-14T07:00:00Z");
+        assert_eq!(plan.next, Some(jump), "the gap is the next event");
+        // On time, at the jump: nothing runs, the gap is recorded, then Monday.
+        let plan = spec.plan(jump, jump + 5, jump + 5, &limits).unwrap();
+        assert!(plan.run.is_empty());
+        assert_eq!(plan.gaps.len(), 1);
+        assert_eq!(plan.gaps[0].0, jump);
+        assert!(plan.gaps[0].1.contains("02:30"), "{:?}", plan.gaps);
+        assert_eq!(plan.next, Some(ms("2027-03-15T06:30:00Z")));
+        // Declared just before the gap, its first event is the gap.
+        assert_eq!(spec.first_due(jump - 10_000).unwrap(), Some(jump));
     }
 
     #[test]
@@ -516,10 +554,7 @@ mod tests {
             end_ms: Some(ms("2030-01-01T00:02:00Z")),
             misfire: MisfirePolicy::FireNow,
         };
-        assert_eq!(
-            spec.first_fire(0).unwrap(),
-            Some(ms("2030-01-01T00:00:00Z"))
-        );
+        assert_eq!(spec.first_due(0).unwrap(), Some(ms("2030-01-01T00:00:00Z")));
         let t = ms("2030-01-01T00:02:00Z");
         let plan = spec.plan(t, t, t, &MisfireLimits::default()).unwrap();
         assert_eq!(plan.next, None);

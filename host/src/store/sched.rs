@@ -502,7 +502,7 @@ macro_rules! impl_scheduling {
                                 // An interval counts from when it was declared.
                                 spec.start_ms = Some(now);
                             }
-                            let (state, next, error) = match spec.first_fire(now) {
+                            let (state, next, error) = match spec.first_due(now) {
                                 Ok(Some(next)) => ("WAITING", Some(next), None),
                                 Ok(None) if matches!(spec.kind, TriggerKind::OnStart | TriggerKind::Once | TriggerKind::Event { .. }) => ("WAITING", None, None),
                                 Ok(None) => ("COMPLETE", None, None),
