@@ -60,6 +60,8 @@ at = "2020-01-01T00:00:00Z"
 [[job]]
 key = "p/counter"
 module = "counter"
+# Its runs read, add and write one count: two at once would lose an update.
+overlap = "forbid"
 [[job.trigger]]
 every = "100ms"
 "#,
@@ -771,4 +773,159 @@ tz = "America/New_York"
     );
     let next = store.trigger_list(Some("d/night")).await.unwrap()[0].next_fire_ms;
     assert_eq!(next, Some(1_805_092_200_000), "then Monday 02:30 EDT");
+}
+
+fn serve_with_config(dir: &Path, url: &str, config: &str) -> Child {
+    let path = dir.join("quartzite.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db", url, "--config"])
+        .arg(&path)
+        .arg("--manifest")
+        .arg(dir.join("jobs.toml"))
+        .env("QUARTZITE_CACHE_DIR", dir.join("cache"))
+        .env("QUARTZITE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fires_claimed_ahead_and_never_started_go_back_untouched_at_a_stop_or_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("quartzite.db").display());
+    std::fs::write(
+        dir.path().join("jobs.toml"),
+        format!(
+            r#"
+[[module]]
+name = "report"
+path = "{report}"
+
+[[module]]
+name = "hostile"
+path = "{hostile}"
+
+[[job]]
+key = "a/long"
+module = "report"
+data = {{ steps = 600, step_ms = 100 }}
+[[job.trigger]]
+every = "1h"
+
+[[job]]
+key = "a/waiting"
+module = "hostile"
+data = {{ op = "sleep", ms = 20 }}
+[[job.trigger]]
+every = "200ms"
+"#,
+            report = wasm("report").display(),
+            hostile = wasm("guest_hostile").display()
+        ),
+    )
+    .unwrap();
+    // One worker, taken by the long run: the other job's fires are claimed
+    // and wait for it. Its runs take 20 ms, so fires are marked started
+    // exactly as they start (shorter runs are marked up to one worker's worth
+    // ahead, see `Scheduler::start_fire`).
+    let config = "[scheduler]\nworkers = 1\ngrace_ms = 200\n";
+    let store = SqliteStore::connect(&url).await.unwrap();
+    let claimed_and_waiting = |store: SqliteStore| async move {
+        wait_until(
+            Duration::from_secs(60),
+            "a claim waiting behind the long run",
+            || {
+                let store = store.clone();
+                async move {
+                    let fires = store.fire_list().await.unwrap_or_default();
+                    fires.iter().any(|f| f.job_key == "a/long")
+                        && fires.iter().any(|f| f.job_key == "a/waiting")
+                }
+            },
+        )
+        .await;
+    };
+
+    let step = |store: SqliteStore| async move {
+        let keys = store.state_keys("a/long").await.unwrap_or_default();
+        match keys.first() {
+            Some(k) => store
+                .state_get("a/long", k)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|v| String::from_utf8(v).ok()?.parse::<u32>().ok())
+                .unwrap_or(0),
+            None => 0,
+        }
+    };
+    let server = serve_with_config(dir.path(), &url, config);
+    wait_started(&store, 0).await;
+    wait_until(Duration::from_secs(60), "the long run to begin", || {
+        let store = store.clone();
+        async move { step(store).await > 0 }
+    })
+    .await;
+    claimed_and_waiting(store.clone()).await;
+    stop(server);
+    let waiting = history_of(&store, "a/waiting").await;
+    assert!(
+        waiting.iter().all(|h| h.status == HistoryStatus::Success),
+        "a deploy writes nothing for fires that never ran: {waiting:?}"
+    );
+    let long = history_of(&store, "a/long").await;
+    assert_eq!(
+        long.len(),
+        1,
+        "the run that had begun is recorded: {long:?}"
+    );
+    assert_eq!(long[0].status, HistoryStatus::Cancelled);
+
+    let stopped_at = step(store.clone()).await;
+    let mut server = serve_with_config(dir.path(), &url, config);
+    let started = wait_started(&store, 0).await;
+    wait_until(Duration::from_secs(60), "the long run to go on", || {
+        let store = store.clone();
+        async move { step(store).await > stopped_at }
+    })
+    .await;
+    claimed_and_waiting(store.clone()).await;
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let server = serve_with_config(dir.path(), &url, config);
+    wait_started(&store, started).await;
+    wait_until(
+        Duration::from_secs(60),
+        "the killed run to be recovered",
+        || {
+            let store = store.clone();
+            async move {
+                history_of(&store, "a/long")
+                    .await
+                    .iter()
+                    .any(|h| h.details.contains("node-lost"))
+            }
+        },
+    )
+    .await;
+    stop(server);
+    let lost: Vec<_> = history_of(&store, "a/waiting")
+        .await
+        .into_iter()
+        .filter(|h| h.details.contains("node-lost") || h.details.contains("\"recovering\":true"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "fires that never ran are not lost runs: {lost:?}"
+    );
+    let long = history_of(&store, "a/long").await;
+    assert_eq!(
+        long.iter()
+            .filter(|h| h.details.contains("node-lost"))
+            .count(),
+        1,
+        "the run that had begun is the one lost: {long:?}"
+    );
 }

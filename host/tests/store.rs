@@ -518,6 +518,7 @@ async fn a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused(
         .unwrap()
         .fires
         .remove(0);
+    mark_started(&store, "dead", &lost).await;
     let lock_of_lost_run = format!("dead/{}", lost.fire_id);
     store
         .lock_try("shared", &lock_of_lost_run, 60_000)
@@ -571,6 +572,7 @@ async fn a_live_node_late_to_check_in_never_recovers_its_own_runs(store: Arc<dyn
         .await
         .unwrap();
     let running = claim_first(&store, &params("busy")).await;
+    mark_started(&store, "busy", &running).await;
     // Its last check-in is long past (a node saturated by its guests).
     store.node_restart("busy").await.unwrap();
     assert_eq!(
@@ -592,17 +594,80 @@ conformance!(
     a_live_node_late_to_check_in_never_recovers_its_own_runs
 );
 
-async fn without_recovery_a_lost_fire_is_recorded_as_failed(store: Arc<dyn Store>) {
+async fn mark_started(store: &Arc<dyn Store>, node: &str, fire: &FireClaim) {
+    assert_eq!(
+        store
+            .fire_mark_started(
+                node,
+                &[(fire.fire_id.clone(), fire.trigger_key.clone(), fire.held)]
+            )
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+async fn a_lost_claim_whose_run_never_began_waits_again_untouched(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();
-    let (job, triggers) = at_job("g/lost", now, MisfirePolicy::FireNow);
-    store.job_put(&job, &triggers).await.unwrap();
-    store
+    for (key, recovery) in [("g/ahead", false), ("g/ahead-flagged", true)] {
+        let (mut job, triggers) = at_job(key, now, MisfirePolicy::FireNow);
+        job.requests_recovery = recovery;
+        store.job_put(&job, &triggers).await.unwrap();
+    }
+    let claimed = store
         .fire_acquire(&AcquireParams {
             lease_ms: -1,
             ..params("dead")
         })
         .await
-        .unwrap();
+        .unwrap()
+        .fires;
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(store.fire_recover(60_000, None).await.unwrap(), 2);
+    for key in ["g/ahead", "g/ahead-flagged"] {
+        assert!(
+            history_of(&store, key).await.is_empty(),
+            "no node-lost row for a fire that never ran"
+        );
+    }
+    let again = store.fire_acquire(&params("alive")).await.unwrap().fires;
+    assert_eq!(again.len(), 2, "both wait again");
+    for fire in &again {
+        let before = claimed.iter().find(|c| c.fire_id == fire.fire_id).unwrap();
+        assert!(!fire.recovering, "not flagged: it never ran");
+        assert_eq!(fire.attempt, before.attempt);
+    }
+    // Released by its node at a stop, it leaves no row either.
+    let unclaim = done(
+        &again[0],
+        "alive",
+        HistoryStatus::Cancelled,
+        FireNext::Unclaim,
+    );
+    assert_eq!(store.fire_complete(&[unclaim]).await.unwrap(), [true]);
+    assert!(history_of(&store, &again[0].job_key).await.is_empty());
+    let third = claim_first(&store, &params("other")).await;
+    assert_eq!(third.fire_id, again[0].fire_id);
+}
+conformance!(
+    ahead,
+    a_lost_claim_whose_run_never_began_waits_again_untouched
+);
+
+async fn without_recovery_a_lost_fire_is_recorded_as_failed(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (job, triggers) = at_job("g/lost", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let lost = store
+        .fire_acquire(&AcquireParams {
+            lease_ms: -1,
+            ..params("dead")
+        })
+        .await
+        .unwrap()
+        .fires
+        .remove(0);
+    mark_started(&store, "dead", &lost).await;
     assert_eq!(store.fire_recover(60_000, None).await.unwrap(), 1);
     let history = history_of(&store, "g/lost").await;
     assert_eq!(history.len(), 1);

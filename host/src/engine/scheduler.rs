@@ -144,6 +144,8 @@ pub struct Scheduler {
     alerter: Arc<Alerter>,
     /// Where guests run (see [`GuestExecutor`]).
     guests: GuestExecutor,
+    /// Marks fires started before they run (see [`StartMarks`]).
+    marks: StartMarks,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -228,6 +230,73 @@ impl Drop for GuestExecutor {
     }
 }
 
+/// Records in the store that runs are about to begin, in one statement for
+/// every fire that asks while the previous statement runs (group commit), so
+/// that a node lost (stopped, killed) hands back the fires it claimed ahead
+/// but never ran as untouched, and only started runs count as interrupted.
+/// A fire is marked before it waits for a worker, at most one worker's worth
+/// ahead, so marking overlaps the runs before it.
+struct StartMarks {
+    queue: mpsc::UnboundedSender<StartAsk>,
+}
+
+/// A fire to mark, `(fire_id, trigger_key, held)`, and where to say it is done.
+type StartAsk = (
+    (String, String, bool),
+    tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>,
+);
+
+impl StartMarks {
+    fn start(store: Arc<dyn Store>, node_id: String) -> Self {
+        let (queue, mut asks) = mpsc::unbounded_channel::<StartAsk>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while asks.recv_many(&mut batch, 1024).await > 0 {
+                let (fires, replies): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut batch).into_iter().unzip();
+                let result = store.fire_mark_started(&node_id, &fires).await;
+                for reply in replies {
+                    let _ = reply.send(match &result {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(crate::store::StoreError::Conflict(format!(
+                            "marking the run started failed: {e}"
+                        ))),
+                    });
+                }
+            }
+        });
+        StartMarks { queue }
+    }
+
+    async fn mark(&self, fire: &FireClaim) -> Result<(), crate::store::StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = (fire.fire_id.clone(), fire.trigger_key.clone(), fire.held);
+        if self.queue.send((ask, reply)).is_err() {
+            return Err(crate::store::StoreError::Conflict(
+                "the node is stopping".into(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Conflict(
+                "the node is stopping".into(),
+            ))
+        })
+    }
+}
+
+/// Resolves once `stop` turns true; never while it stays false (also when its
+/// sender is gone: a dropped sender is no stop).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs shorter than this on average (µs) are marked started ahead of their run.
+const MARK_AHEAD_BELOW_US: u64 = 2_000;
+
 /// At most this many fires are claimed per worker, counting the one it runs.
 const CLAIM_AHEAD_MAX: usize = 16;
 
@@ -277,6 +346,7 @@ impl Scheduler {
             config.public_url.as_deref(),
         );
         let guests = GuestExecutor::start(config.guest_threads);
+        let marks = StartMarks::start(Arc::clone(&store), node_id.clone());
         Arc::new(Scheduler {
             store,
             runtime,
@@ -291,6 +361,7 @@ impl Scheduler {
             metrics,
             running: AtomicBool::new(false),
             guests,
+            marks,
         })
     }
 
@@ -341,6 +412,9 @@ impl Scheduler {
     /// period, then are cancelled and released for the next start.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        // Fires marked started and waiting for a worker: as many as there are
+        // workers, so marking the next ones overlaps the runs of these.
+        let ready = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let claim_limit = self.config.workers.max(1) * CLAIM_AHEAD_MAX;
         let claims = Arc::new(Semaphore::new(claim_limit));
         let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
@@ -357,7 +431,7 @@ impl Scheduler {
                 tokio::spawn(Arc::clone(&self).acquire_loop(
                     Arc::clone(&claims),
                     claim_limit,
-                    Arc::clone(&workers),
+                    (Arc::clone(&ready), Arc::clone(&workers)),
                     done_tx.clone(),
                     stop.clone(),
                 ))
@@ -395,7 +469,7 @@ impl Scheduler {
         self: Arc<Self>,
         claims: Arc<Semaphore>,
         claim_limit: usize,
-        workers: Arc<Semaphore>,
+        (ready, workers): (Arc<Semaphore>, Arc<Semaphore>),
         done: mpsc::Sender<Completion>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -456,13 +530,10 @@ impl Scheduler {
                 });
                 let me = Arc::clone(&self);
                 let done = done.clone();
-                let workers = Arc::clone(&workers);
+                let (ready, workers) = (Arc::clone(&ready), Arc::clone(&workers));
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    let completion = match workers.acquire_owned().await {
-                        Ok(_worker) if !*stop.borrow() => me.run_fire(fire, offset).await,
-                        _ => me.release_unstarted(&fire, offset),
-                    };
+                    let completion = me.start_fire(fire, offset, ready, workers, stop).await;
                     let _ = done.send(completion).await;
                     drop(claim);
                 });
@@ -535,19 +606,73 @@ impl Scheduler {
         self.avg_run_us.store(next.max(1), Relaxed);
     }
 
-    /// A claimed fire the node will not start (it is stopping): back to the queue.
+    /// A claimed fire the node will not start (it is stopping): back to the
+    /// queue as if never claimed, with no history row (nothing ran).
     fn release_unstarted(&self, fire: &FireClaim, offset_ms: i64) -> Completion {
         let now = local_ms() + offset_ms;
-        let details = json!({ "reason": "node-stopping", "detail": "claimed but not started before the node stopped; released" });
         self.completion(
             fire,
             HistoryStatus::Cancelled,
-            FireNext::Release,
+            FireNext::Unclaim,
             None,
             now,
             now,
-            details,
+            serde_json::Value::Null,
         )
+    }
+
+    /// Takes a claimed fire from the claim to its run: marks it started in the
+    /// store (batched with the other fires about to start, see [`StartMarks`]),
+    /// waits for a worker and its due time, then runs it. A stop before the
+    /// run begins hands it back unstarted.
+    async fn start_fire(
+        &self,
+        fire: FireClaim,
+        offset_ms: i64,
+        ready: Arc<Semaphore>,
+        workers: Arc<Semaphore>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Completion {
+        let Ok(ready) = ready.acquire_owned().await else {
+            return self.release_unstarted(&fire, offset_ms);
+        };
+        if *stop.borrow() {
+            return self.release_unstarted(&fire, offset_ms);
+        }
+        // Runs shorter than a store write are marked ahead, while the runs
+        // before them go on, or marking would bound the node's throughput; the
+        // price is that at most one worker's worth of fires marked and not yet
+        // run count as interrupted if the node dies. Longer runs (and all
+        // while the run time is unknown) are marked exactly as they start.
+        let ahead = self.mark_ahead();
+        if ahead && let Err(e) = self.marks.mark(&fire).await {
+            return self.release_unreadable(&fire, "claim", &e, local_ms() + offset_ms);
+        }
+        let Ok(_worker) = workers.acquire_owned().await else {
+            return self.release_unstarted(&fire, offset_ms);
+        };
+        drop(ready);
+        let wait = fire.due_ms - offset_ms - local_ms();
+        if wait > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}
+                _ = stopped(&mut stop) => {}
+            }
+        }
+        if *stop.borrow() {
+            return self.release_unstarted(&fire, offset_ms);
+        }
+        if !ahead && let Err(e) = self.marks.mark(&fire).await {
+            return self.release_unreadable(&fire, "claim", &e, local_ms() + offset_ms);
+        }
+        self.run_fire(fire, offset_ms).await
+    }
+
+    /// Whether fires are marked started ahead of their run (see [`Self::start_fire`]):
+    /// when recent runs took less than [`MARK_AHEAD_BELOW_US`].
+    fn mark_ahead(&self) -> bool {
+        let avg_us = self.avg_run_us.load(Ordering::Relaxed);
+        avg_us > 0 && avg_us < MARK_AHEAD_BELOW_US
     }
 
     /// A fire whose module or event cannot be read (the store is down): back
@@ -573,10 +698,6 @@ impl Scheduler {
     }
 
     async fn run_fire(&self, fire: FireClaim, offset_ms: i64) -> Completion {
-        let wait = fire.due_ms - offset_ms - local_ms();
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
-        }
         let started_ms = local_ms() + offset_ms;
         self.metrics.fire_started(started_ms - fire.due_ms);
         let job = match self.resolver.resolve(&fire.job.module).await {

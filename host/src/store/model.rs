@@ -400,6 +400,9 @@ pub enum FireNext {
     Retry { due_ms: i64 },
     /// Put it back, same attempt, for any node (a run stopped by shutdown).
     Release,
+    /// Put it back as if never claimed: its run never began (the node is
+    /// stopping). No history row is written.
+    Unclaim,
 }
 
 /// The end of one run, as committed by `fire_complete`.

@@ -70,6 +70,15 @@ pub trait Scheduling: Send + Sync {
         fire_ids: &[String],
         lease_ms: i64,
     ) -> Result<u64, StoreError>;
+    /// Marks claims of `node_id` as started: their runs are about to begin. A
+    /// claim never marked is handed back untouched when its node is lost.
+    /// `fires` are `(fire_id, trigger_key, held)` as in the claims. Returns how
+    /// many were marked (a claim taken over since is not).
+    async fn fire_mark_started(
+        &self,
+        node_id: &str,
+        fires: &[(String, String, bool)],
+    ) -> Result<u64, StoreError>;
     /// Recovers claimed fires whose lease expired or whose node has not checked in
     /// for `dead_after_ms`: re-queued with `recovering` when
     /// the job requests recovery, otherwise recorded as failed. Returns how many.
@@ -1140,18 +1149,18 @@ macro_rules! impl_scheduling {
                         let done = match &c.next {
                             FireNext::Done => None,
                             FireNext::Retry { due_ms } => Some(sqlx::query(
-                                "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0 \
+                                "UPDATE fires SET state = 'scheduled', attempt = attempt + 1, due_ms = $1, node_id = NULL, lease_until_ms = NULL, recovering = 0, started = 0 \
                                  WHERE fire_id = $2 AND node_id = $3 AND fencing = $4 AND state = 'acquired'")
                                 .bind(*due_ms).bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
-                            FireNext::Release => Some(sqlx::query(
-                                "UPDATE fires SET state = 'scheduled', node_id = NULL, lease_until_ms = NULL \
+                            FireNext::Release | FireNext::Unclaim => Some(sqlx::query(
+                                "UPDATE fires SET state = 'scheduled', node_id = NULL, lease_until_ms = NULL, started = 0 \
                                  WHERE fire_id = $1 AND node_id = $2 AND fencing = $3 AND state = 'acquired'")
                                 .bind(&c.fire_id).bind(&c.node_id).bind(c.fencing).execute(&mut *tx).await?),
                         };
                         if let Some(done) = done {
                             accepted[i] = done.rows_affected() == 1;
                         }
-                        if !accepted[i] {
+                        if !accepted[i] || c.next == FireNext::Unclaim {
                             continue;
                         }
                         if let Some(data) = &c.new_data {
@@ -1190,6 +1199,39 @@ macro_rules! impl_scheduling {
                 Ok(renewed)
             }
 
+            async fn fire_mark_started(&self, node_id: &str, fires: &[(String, String, bool)]) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let mut marked = 0;
+                for held in [false, true] {
+                    let part: Vec<&(String, String, bool)> = fires.iter().filter(|f| f.2 == held).collect();
+                    for chunk in part.chunks(500) {
+                        let mut qb = sqlx::QueryBuilder::new(if held {
+                            "UPDATE held_claims SET started = 1 WHERE node_id = "
+                        } else {
+                            "UPDATE fires SET started = 1 WHERE state = 'acquired' AND node_id = "
+                        });
+                        qb.push_bind(node_id.to_string());
+                        if held {
+                            // By key, as completions delete them: the table's only index.
+                            qb.push(" AND trigger_key IN (");
+                            let mut list = qb.separated(", ");
+                            for f in chunk {
+                                list.push_bind(f.1.clone());
+                            }
+                            qb.push(")");
+                        }
+                        qb.push(" AND fire_id IN (");
+                        let mut list = qb.separated(", ");
+                        for f in chunk {
+                            list.push_bind(f.0.clone());
+                        }
+                        qb.push(")");
+                        marked += qb.build().execute(&self.pool).await?.rows_affected();
+                    }
+                }
+                Ok(marked)
+            }
+
             async fn fire_recover(&self, dead_after_ms: i64, live_node: Option<&str>) -> Result<u64, $crate::store::StoreError> {
                 use sqlx::Row;
                 use $crate::store::model::HistoryStatus;
@@ -1213,7 +1255,7 @@ macro_rules! impl_scheduling {
                     $crate::store::sched::unhold!(&mut *tx, &trigger_key, &fire_id, &node_id, row.try_get::<i64, _>("fencing")?);
                 }
                 let lost = sqlx::query(concat!(
-                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, \
+                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.attempt, f.node_id, f.started, \
                      COALESCE((SELECT j.requests_recovery FROM jobs j WHERE j.job_key = f.job_key), 0) AS requests_recovery \
                      FROM fires f WHERE f.state = 'acquired' AND (f.lease_until_ms < $1 \
                      OR f.node_id IN (SELECT node_id FROM nodes WHERE heartbeat_ms < $1 - $2 AND node_id <> $3))", $lock
@@ -1227,6 +1269,14 @@ macro_rules! impl_scheduling {
                 for row in &lost {
                     let fire_id: String = row.try_get("fire_id")?;
                     let node: Option<String> = row.try_get("node_id")?;
+                    if row.try_get::<i64, _>("started")? == 0 {
+                        // Claimed ahead, never run: it simply waits again.
+                        sqlx::query("UPDATE fires SET state = 'scheduled', node_id = NULL, lease_until_ms = NULL WHERE fire_id = $1")
+                            .bind(&fire_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        continue;
+                    }
                     // Locks the lost run held (holder `node/fire`) go with it, so
                     // the re-run is not blocked by its own predecessor.
                     if let Some(node) = &node {
@@ -1627,8 +1677,8 @@ macro_rules! load_jobs {
 macro_rules! unhold {
     ($conn:expr, $trigger_key:expr, $fire_id:expr, $node_id:expr, $fencing:expr) => {{
         let moved = sqlx::query(
-            "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) \
-             SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, priority, 1, 'acquired', 0, fencing, node_id, lease_until_ms \
+            "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms, started) \
+             SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, priority, 1, 'acquired', 0, fencing, node_id, lease_until_ms, started \
              FROM held_claims WHERE trigger_key = $1 AND fire_id = $2 AND node_id = $3 AND fencing = $4",
         )
         .bind($trigger_key)
