@@ -2,7 +2,7 @@
 
 use crate::runtime::services::{EmitRequest, Emitted, EventSink, KvStore, ServiceError};
 use crate::store::Store;
-use crate::store::events::{EmitOutcome, EventPut};
+use crate::store::events::{EmitBounds, EmitOutcome, EventPut};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -60,33 +60,41 @@ impl KvStore for StoreKv {
 /// at once instead of at the next poll.
 pub struct StoreEvents {
     store: Arc<dyn Store>,
-    max_depth: u32,
+    bounds: EmitBounds,
     wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl StoreEvents {
+    /// Events chained at most `max_depth` deep, the other bounds their defaults.
     pub fn new(store: Arc<dyn Store>, max_depth: u32) -> Arc<Self> {
-        Self::build(store, max_depth, None)
+        Self::build(
+            store,
+            EmitBounds {
+                max_depth,
+                ..EmitBounds::default()
+            },
+            None,
+        )
     }
 
-    /// [`StoreEvents::new`] counting emits in the node's `quartzite_events_total`.
+    /// Events under `bounds`, counted in the node's `quartzite_events_total`.
     pub fn with_metrics(
         store: Arc<dyn Store>,
-        max_depth: u32,
+        bounds: EmitBounds,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
-        Self::build(store, max_depth, Some(metrics))
+        Self::build(store, bounds, Some(metrics))
     }
 
     fn build(
         store: Arc<dyn Store>,
-        max_depth: u32,
+        bounds: EmitBounds,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Arc<Self> {
         Arc::new(StoreEvents {
             store,
-            max_depth,
+            bounds,
             wake: std::sync::OnceLock::new(),
             metrics,
         })
@@ -101,7 +109,7 @@ impl StoreEvents {
 impl std::fmt::Debug for StoreEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreEvents")
-            .field("max_depth", &self.max_depth)
+            .field("bounds", &self.bounds)
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +124,10 @@ impl EventSink for StoreEvents {
             depth: request.depth,
             source_job: Some(request.job_key.clone()),
             source_fire: Some(request.fire_id.clone()),
-            max_depth: self.max_depth,
+            max_depth: self.bounds.max_depth,
+            parent_event: request.parent_event.clone(),
+            max_chain_events: self.bounds.max_chain_events,
+            max_job_fires: self.bounds.max_job_fires,
         };
         let outcome = self.store.event_emit(&put).await.map_err(unavailable)?;
         if let Some(m) = &self.metrics {
@@ -138,6 +149,12 @@ impl EventSink for StoreEvents {
             }
             EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
             EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
+            EmitOutcome::ChainBudgetExceeded { limit, .. } => {
+                Emitted::ChainBudgetExceeded { limit }
+            }
+            EmitOutcome::JobFiresExceeded { waiting, limit } => {
+                Emitted::JobFiresExceeded { waiting, limit }
+            }
         })
     }
 }

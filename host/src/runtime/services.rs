@@ -175,6 +175,8 @@ pub struct EmitRequest {
     pub depth: u32,
     pub job_key: String,
     pub fire_id: String,
+    /// The event that started the emitting fire: the new event joins its chain.
+    pub parent_event: Option<String>,
 }
 
 /// What became of an emitted event.
@@ -186,6 +188,11 @@ pub enum Emitted {
     Duplicate { event_id: String },
     /// The chain of events is too deep: refused (and recorded).
     DepthExceeded { limit: u32 },
+    /// The chain of events holds its budget of `limit` events: refused (and recorded).
+    ChainBudgetExceeded { limit: u32 },
+    /// The emitting job's events have `waiting` fires not yet ended, at least
+    /// `limit`: refused (and recorded).
+    JobFiresExceeded { waiting: u64, limit: u32 },
 }
 
 /// Where guests' events go.

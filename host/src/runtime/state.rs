@@ -280,6 +280,7 @@ impl RunState {
             depth: self.depth.saturating_add(1),
             job_key: self.job_key.to_string(),
             fire_id: self.fire_id.to_string(),
+            parent_event: self.event.as_ref().map(|e| e.id.clone()),
         };
         match self.services.events.emit(&request).await {
             Ok(Emitted::Accepted { event_id, .. } | Emitted::Duplicate { event_id }) => {
@@ -296,6 +297,34 @@ impl RunState {
                 );
                 Err(HostError::LimitExceeded(format!(
                     "event chain depth limit {limit} reached: {:?} not emitted",
+                    request.name
+                )))
+            }
+            Ok(Emitted::ChainBudgetExceeded { limit }) => {
+                self.log.push(
+                    LogLevel::Warn,
+                    LogSource::Log,
+                    &format!(
+                        "event {:?} not emitted: the chain of events this run belongs to holds its budget of {limit} events",
+                        request.name
+                    ),
+                );
+                Err(HostError::LimitExceeded(format!(
+                    "event chain budget of {limit} events reached: {:?} not emitted",
+                    request.name
+                )))
+            }
+            Ok(Emitted::JobFiresExceeded { waiting, limit }) => {
+                self.log.push(
+                    LogLevel::Warn,
+                    LogSource::Log,
+                    &format!(
+                        "event {:?} not emitted: this job's events have {waiting} fires waiting, over the limit of {limit}",
+                        request.name
+                    ),
+                );
+                Err(HostError::LimitExceeded(format!(
+                    "this job's events have {waiting} fires waiting (limit {limit}): {:?} not emitted; retry later",
                     request.name
                 )))
             }
