@@ -285,7 +285,12 @@ impl Metrics {
     ///
     /// [`EmitOutcome::result`]: crate::store::events::EmitOutcome::result
     pub fn event_emitted(&self, outcome: &crate::store::events::EmitOutcome) {
-        self.events.with_label_values(&[outcome.result()]).inc();
+        self.event_counted(outcome.result());
+    }
+
+    /// One event emitted through this node and answered with `result`.
+    pub fn event_counted(&self, result: &str) {
+        self.events.with_label_values(&[result]).inc();
     }
 }
 

@@ -718,3 +718,96 @@ async fn a_guests_key_does_not_take_the_operators(backend: Backend) {
     server.stop().await;
 }
 on_both!(a_guests_key_does_not_take_the_operators);
+
+async fn a_guest_ignoring_refusals_is_refused_for_the_rest_of_its_run(backend: Backend) {
+    let budget = 30;
+    let server = start_server_with(
+        backend,
+        None,
+        "storm",
+        quartzite::engine::scheduler::SchedulerConfig {
+            max_chain_events: budget,
+            ..Default::default()
+        },
+    )
+    .await;
+    push(&server, "guest_hostile").await;
+    // Every run emits fifty of the event that starts it and ignores refusals.
+    create_job(
+        &server,
+        json!({ "key": "storm/flood", "module": "hostile", "event": "storm",
+                "data": { "op": "emit-flood", "name": "storm", "times": 50 } }),
+    )
+    .await;
+    let (status, body) = call(&server, Method::POST, "/api/v1/events/storm", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let runs = usize::try_from(budget).unwrap() + 1;
+    wait_until(
+        Duration::from_secs(120),
+        "every event's fire to end",
+        || async {
+            let events = server
+                .store
+                .event_list(Some("storm"), 10_000)
+                .await
+                .unwrap();
+            let fires = server.store.fire_list().await.unwrap();
+            events.len() >= runs && !fires.iter().any(|f| f.job_key == "storm/flood")
+        },
+    )
+    .await;
+    assert_eq!(
+        server
+            .store
+            .event_list(Some("storm"), 10_000)
+            .await
+            .unwrap()
+            .len(),
+        runs
+    );
+    let history = history_of(server.store.as_ref(), "storm/flood").await;
+    let ran: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .map(|h| details(h)["outcome"]["details"].clone())
+        .collect();
+    assert_eq!(ran.len(), runs, "{history:?}");
+    let (mut accepted, mut refused) = (0, 0);
+    for run in &ran {
+        accepted += run["accepted"].as_u64().unwrap();
+        refused += run["refused"].as_u64().unwrap();
+        assert!(
+            run["first_error"]
+                .as_str()
+                .unwrap()
+                .contains("event chain budget of 30 events reached"),
+            "{run}"
+        );
+    }
+    let attempted = u64::try_from(runs).unwrap() * 50;
+    assert_eq!(
+        (accepted, refused),
+        (u64::from(budget), attempted - u64::from(budget))
+    );
+    // One history row per run that hit the budget, every refusal counted.
+    let skipped: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .map(details)
+        .collect();
+    assert_eq!(
+        skipped.len(),
+        runs,
+        "one history row per run, first: {:?}",
+        skipped.first()
+    );
+    assert!(skipped.iter().all(|d| d["reason"] == "event-chain-budget"));
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        events_counted(&metrics, "chain-budget-exceeded"),
+        refused,
+        "{metrics}"
+    );
+    server.stop().await;
+}
+on_both!(a_guest_ignoring_refusals_is_refused_for_the_rest_of_its_run);

@@ -133,28 +133,68 @@ impl EventSink for StoreEvents {
         if let Some(m) = &self.metrics {
             m.event_emitted(&outcome);
         }
-        Ok(match outcome {
+        if let EmitOutcome::Accepted { fires, .. } = &outcome
+            && !fires.is_empty()
+            && let Some(wake) = self.wake.get()
+        {
+            wake.notify_one();
+        }
+        Ok(emitted(outcome))
+    }
+
+    fn refused_again(&self, refusal: &Emitted) {
+        if let Some(m) = &self.metrics {
+            m.event_counted(refusal.result());
+        }
+    }
+}
+
+/// What the runtime is told of the store's answer to an emit.
+fn emitted(outcome: EmitOutcome) -> Emitted {
+    match outcome {
+        EmitOutcome::Accepted {
+            event_id, fires, ..
+        } => Emitted::Accepted {
+            event_id,
+            fires: fires.len(),
+        },
+        EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
+        EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
+        EmitOutcome::ChainBudgetExceeded { limit, .. } => Emitted::ChainBudgetExceeded { limit },
+        EmitOutcome::JobFiresExceeded { waiting, limit } => {
+            Emitted::JobFiresExceeded { waiting, limit }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_repeated_by_the_run_is_counted_under_the_stores_label() {
+        let outcomes = [
             EmitOutcome::Accepted {
-                event_id, fires, ..
-            } => {
-                if !fires.is_empty()
-                    && let Some(wake) = self.wake.get()
-                {
-                    wake.notify_one();
-                }
-                Emitted::Accepted {
-                    event_id,
-                    fires: fires.len(),
-                }
-            }
-            EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
-            EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
-            EmitOutcome::ChainBudgetExceeded { limit, .. } => {
-                Emitted::ChainBudgetExceeded { limit }
-            }
-            EmitOutcome::JobFiresExceeded { waiting, limit } => {
-                Emitted::JobFiresExceeded { waiting, limit }
-            }
-        })
+                event_id: "e".into(),
+                fires: Vec::new(),
+                paused: Vec::new(),
+            },
+            EmitOutcome::Duplicate {
+                event_id: "e".into(),
+                fires: 0,
+            },
+            EmitOutcome::DepthExceeded { depth: 9, limit: 8 },
+            EmitOutcome::ChainBudgetExceeded {
+                root: "r".into(),
+                limit: 3,
+            },
+            EmitOutcome::JobFiresExceeded {
+                waiting: 2,
+                limit: 2,
+            },
+        ];
+        for outcome in outcomes {
+            assert_eq!(emitted(outcome.clone()).result(), outcome.result());
+        }
     }
 }
