@@ -811,3 +811,85 @@ async fn a_guest_ignoring_refusals_is_refused_for_the_rest_of_its_run(backend: B
     server.stop().await;
 }
 on_both!(a_guest_ignoring_refusals_is_refused_for_the_rest_of_its_run);
+
+async fn a_job_whose_events_have_too_many_fires_waiting_is_refused(backend: Backend) {
+    let limit = 5;
+    // One worker: while the emitting run holds it, its events' fires all wait.
+    let server = start_server_with(
+        backend,
+        None,
+        "backlog",
+        quartzite::engine::scheduler::SchedulerConfig {
+            workers: 1,
+            max_job_event_fires: limit,
+            ..Default::default()
+        },
+    )
+    .await;
+    push(&server, "guest_hostile").await;
+    push(&server, "guest_relay").await;
+    create_job(
+        &server,
+        json!({ "key": "backlog/sink", "module": "relay", "event": "work" }),
+    )
+    .await;
+    create_job(
+        &server,
+        json!({ "key": "backlog/src", "module": "hostile", "at": chrono::Utc::now().to_rfc3339(),
+                "data": { "op": "emit-flood", "name": "work", "times": 20 } }),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the emitting run to end",
+        || async {
+            history_of(server.store.as_ref(), "backlog/src")
+                .await
+                .iter()
+                .any(|h| h.status == HistoryStatus::Success)
+        },
+    )
+    .await;
+    let history = history_of(server.store.as_ref(), "backlog/src").await;
+    let run = history
+        .iter()
+        .find(|h| h.status == HistoryStatus::Success)
+        .map(|h| details(h)["outcome"]["details"].clone())
+        .unwrap();
+    assert_eq!(
+        (run["accepted"].as_u64(), run["refused"].as_u64()),
+        (Some(5), Some(15)),
+        "{run}"
+    );
+    assert!(
+        run["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("this job's events have 5 fires waiting (limit 5)"),
+        "{run}"
+    );
+    let skipped: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .map(details)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["reason"], "event-job-fires-limit");
+    assert_eq!(
+        (skipped[0]["waiting"].as_u64(), skipped[0]["limit"].as_u64()),
+        (Some(5), Some(5))
+    );
+    // The accepted events' fires all run, once each.
+    wait_until(Duration::from_secs(60), "the sink's five runs", || async {
+        successes(&server, "backlog/sink").await.len() == 5
+    })
+    .await;
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        events_counted(&metrics, "job-fires-exceeded"),
+        15,
+        "{metrics}"
+    );
+    server.stop().await;
+}
+on_both!(a_job_whose_events_have_too_many_fires_waiting_is_refused);
