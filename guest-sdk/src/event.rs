@@ -119,9 +119,10 @@ pub fn emit<T: Serialize + ?Sized>(name: &str, payload: &T) -> Result<String> {
     sys::emit(name, &to_json(name, payload)?, None)
 }
 
-/// [`emit`] with an idempotency key: emitting the same key for the same name
-/// again, from any job or operator, starts nothing and returns the first
-/// event's id.
+/// [`emit`] with an idempotency key: this job emitting the same key for the
+/// same name again starts nothing and returns the first event's id. Keys are
+/// the job's own: another job's or the operator's event with the same key is a
+/// separate event.
 ///
 /// # Errors
 ///

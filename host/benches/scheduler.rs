@@ -439,13 +439,8 @@ async fn events(backend: &str, n: usize) {
         .await
         .expect("jobs_put");
     let event = |name: &str, key: String| EventPut {
-        name: name.into(),
-        payload: r#"{"order":1}"#.into(),
-        key: Some(key),
-        depth: 0,
-        source_job: None,
-        source_fire: None,
         max_depth: 8,
+        ..EventPut::operator(name, r#"{"order":1}"#, Some(&key))
     };
     for (name, subscribers) in [("one", 1), ("three", 3)] {
         let start = Instant::now();
@@ -517,6 +512,7 @@ async fn events(backend: &str, n: usize) {
                 depth: 1,
                 job_key: "bench/source".into(),
                 fire_id: "bench".into(),
+                parent_event: None,
             })
             .await
             .expect("emit");

@@ -259,6 +259,18 @@ pub const KEYS: &[Key] = &[
         0,
         "How deep a chain of events emitted by jobs may go; a deeper emit is refused and recorded in history.",
     ),
+    int(
+        "scheduler.max_chain_events",
+        "10000",
+        0,
+        "How many events jobs may emit below one root event, at any depth; more are refused and recorded in history.",
+    ),
+    int(
+        "scheduler.max_job_event_fires",
+        "1000",
+        0,
+        "A job's emit is refused (and recorded in history) while its events' fires not yet ended number this many.",
+    ),
     key(
         "scheduler.public_url",
         Kind::Str,

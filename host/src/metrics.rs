@@ -121,7 +121,7 @@ impl Metrics {
             )),
             events: register!(counter_vec(
                 "quartzite_events_total",
-                "Events emitted through this node, by result (accepted, duplicate, depth-exceeded).",
+                "Events emitted through this node, by result (accepted, duplicate, depth-exceeded, chain-budget-exceeded, job-fires-exceeded).",
                 &["result"],
             )),
             module_compile: register!(histogram(
@@ -280,14 +280,16 @@ impl Metrics {
         self.alerts.with_label_values(&[rule, result]).inc();
     }
 
-    /// One event emitted through this node: `accepted`, `duplicate` or `depth-exceeded`.
+    /// One event emitted through this node, by [`EmitOutcome::result`]
+    /// (`accepted`, `duplicate`, or the bound that refused it).
+    ///
+    /// [`EmitOutcome::result`]: crate::store::events::EmitOutcome::result
     pub fn event_emitted(&self, outcome: &crate::store::events::EmitOutcome) {
-        use crate::store::events::EmitOutcome;
-        let result = match outcome {
-            EmitOutcome::Accepted { .. } => "accepted",
-            EmitOutcome::Duplicate { .. } => "duplicate",
-            EmitOutcome::DepthExceeded { .. } => "depth-exceeded",
-        };
+        self.event_counted(outcome.result());
+    }
+
+    /// One event emitted through this node and answered with `result`.
+    pub fn event_counted(&self, result: &str) {
         self.events.with_label_values(&[result]).inc();
     }
 }

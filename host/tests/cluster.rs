@@ -1227,13 +1227,12 @@ async fn an_event_runs_each_of_its_subscribers_once_on_a_three_node_cluster() {
         tasks.push(tokio::spawn(async move {
             store
                 .event_emit(&EventPut {
-                    name: "order.created".into(),
-                    payload: format!(r#"{{"order":{}}}"#, i + 2),
-                    key: Some(format!("order-{}", i + 2)),
-                    depth: 0,
-                    source_job: None,
-                    source_fire: None,
                     max_depth: 8,
+                    ..EventPut::operator(
+                        "order.created",
+                        &format!(r#"{{"order":{}}}"#, i + 2),
+                        Some(&format!("order-{}", i + 2)),
+                    )
                 })
                 .await
                 .unwrap()

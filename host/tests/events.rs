@@ -1,6 +1,7 @@
 //! Events and alerts on a real node (SQLite and PostgreSQL), driven through
 //! its admin API with real guests: subscribers fire once per event with the
-//! payload, keys de-duplicate, chains stop at the depth limit, a module built
+//! payload, keys de-duplicate per source, chains stop at the depth limit and at
+//! their budget while other jobs keep firing, a module built
 //! for contract 1.0 runs on this 1.1 host, and alerts reach a real local HTTP
 //! receiver once per triggering condition, again after it answered 500.
 
@@ -9,7 +10,7 @@
 #[macro_use]
 mod common;
 
-use common::server::{Backend, Server, start_server};
+use common::server::{Backend, Server, start_server, start_server_with};
 use common::*;
 use quartzite::store::model::HistoryStatus;
 use reqwest::{Method, StatusCode};
@@ -526,3 +527,369 @@ async fn a_guest_flooding_events_is_stopped_with_a_clear_error(backend: Backend)
     server.stop().await;
 }
 on_both!(a_guest_flooding_events_is_stopped_with_a_clear_error);
+
+/// The value of `quartzite_events_total{result="..."}`, 0 when not yet counted.
+fn events_counted(metrics: &str, result: &str) -> u64 {
+    let series = format!("quartzite_events_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+async fn a_fanning_out_chain_stops_at_its_budget_while_other_jobs_keep_firing(backend: Backend) {
+    let budget = 40;
+    let server = start_server_with(
+        backend,
+        None,
+        "fan",
+        quartzite::engine::scheduler::SchedulerConfig {
+            max_chain_events: budget,
+            ..Default::default()
+        },
+    )
+    .await;
+    push(&server, "guest_relay").await;
+    // Beside it, a job on an interval whose every fire must run.
+    create_job(
+        &server,
+        json!({ "key": "fan/tick", "module": "relay", "every": "200ms" }),
+    )
+    .await;
+    wait_for_success(server.store.as_ref(), "fan/tick", Duration::from_secs(30)).await;
+    // Every run emits ten of the event that starts it: 10, 100, 1000 ... fires
+    // a level, were the chain not bounded.
+    create_job(
+        &server,
+        json!({ "key": "fan/out", "module": "relay", "event": "fan.out",
+                "data": { "emit": "fan.out", "times": 10 } }),
+    )
+    .await;
+    let (status, body) = call(&server, Method::POST, "/api/v1/events/fan.out", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let root = body["event_id"].as_str().unwrap().to_string();
+    let total = usize::try_from(budget).unwrap() + 1;
+    wait_until(
+        Duration::from_secs(120),
+        "the chain to use its budget and its fires to end",
+        || async {
+            let events = server
+                .store
+                .event_list(Some("fan.out"), 10_000)
+                .await
+                .unwrap();
+            let fires = server.store.fire_list().await.unwrap();
+            events.len() >= total && !fires.iter().any(|f| f.job_key == "fan/out")
+        },
+    )
+    .await;
+    // The root and exactly its budget below it, every one of them run once.
+    let events = server
+        .store
+        .event_list(Some("fan.out"), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), total);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.event_id != root)
+            .all(|e| e.source_job.as_deref() == Some("fan/out"))
+    );
+    let history = history_of(server.store.as_ref(), "fan/out").await;
+    let refused: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .map(details)
+        .collect();
+    assert!(!refused.is_empty());
+    for r in &refused {
+        assert_eq!(r["reason"], "event-chain-budget", "{r}");
+        assert_eq!(r["root"], root.as_str(), "{r}");
+        assert_eq!(r["limit"], budget, "{r}");
+    }
+    let runs: std::collections::HashSet<&str> = history
+        .iter()
+        .filter(|h| h.status != HistoryStatus::Skipped)
+        .filter_map(|h| h.fire_id.as_deref())
+        .collect();
+    assert_eq!(runs.len(), total, "one fire per event");
+    // The guest was told: its run failed with the bound's error.
+    assert!(
+        history.iter().any(|h| h.status == HistoryStatus::Failed
+            && h.details
+                .contains("event chain budget of 40 events reached")),
+        "{history:?}"
+    );
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        events_counted(&metrics, "chain-budget-exceeded"),
+        u64::try_from(refused.len()).unwrap(),
+        "{metrics}"
+    );
+    assert_eq!(
+        events_counted(&metrics, "accepted"),
+        u64::from(budget) + 1,
+        "{metrics}"
+    );
+
+    // The interval job missed nothing meanwhile: two more runs, then every
+    // fire from its first to its last ran and succeeded, none skipped.
+    let before = history_of(server.store.as_ref(), "fan/tick").await.len();
+    wait_until(Duration::from_secs(30), "two more ticks", || async {
+        history_of(server.store.as_ref(), "fan/tick").await.len() >= before + 2
+    })
+    .await;
+    let ticks = history_of(server.store.as_ref(), "fan/tick").await;
+    assert!(
+        ticks.iter().all(|h| h.status == HistoryStatus::Success),
+        "{ticks:?}"
+    );
+    let mut scheduled: Vec<i64> = ticks.iter().filter_map(|h| h.scheduled_ms).collect();
+    scheduled.sort_unstable();
+    scheduled.dedup();
+    assert_eq!(scheduled.len(), ticks.len(), "each fire ran once");
+    let (first, last) = (scheduled[0], scheduled[scheduled.len() - 1]);
+    assert_eq!(
+        usize::try_from((last - first) / 200).unwrap() + 1,
+        scheduled.len(),
+        "no fire of the interval job was left out: {scheduled:?}"
+    );
+    server.stop().await;
+}
+on_both!(a_fanning_out_chain_stops_at_its_budget_while_other_jobs_keep_firing);
+
+async fn a_guests_key_does_not_take_the_operators(backend: Backend) {
+    let server = start_server(backend, None, "squat").await;
+    push(&server, "guest_relay").await;
+    create_job(
+        &server,
+        json!({ "key": "squat/billing", "module": "relay", "event": "billing.run" }),
+    )
+    .await;
+    // A job emits billing.run with the key the operator will use.
+    create_job(
+        &server,
+        json!({ "key": "squat/guest", "module": "relay", "at": chrono::Utc::now().to_rfc3339(),
+                "data": { "emit": "billing.run", "key": "invoice-42" } }),
+    )
+    .await;
+    wait_for_success(
+        server.store.as_ref(),
+        "squat/billing",
+        Duration::from_secs(30),
+    )
+    .await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/v1/events/billing.run?key=invoice-42",
+        Some(json!({ "from": "operator" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["duplicate"], false, "{body}");
+    wait_until(
+        Duration::from_secs(30),
+        "the operator's event to run",
+        || async { successes(&server, "squat/billing").await.len() == 2 },
+    )
+    .await;
+    let payloads: Vec<Value> = successes(&server, "squat/billing")
+        .await
+        .iter()
+        .map(|d| d["outcome"]["details"]["event"]["payload"].clone())
+        .collect();
+    assert!(
+        payloads.contains(&json!({ "from": "operator" })),
+        "{payloads:?}"
+    );
+    // The operator's key still de-duplicates the operator's events.
+    let (status, again) = call(
+        &server,
+        Method::POST,
+        "/api/v1/events/billing.run?key=invoice-42",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["event_id"], body["event_id"]);
+    server.stop().await;
+}
+on_both!(a_guests_key_does_not_take_the_operators);
+
+async fn a_guest_ignoring_refusals_is_refused_for_the_rest_of_its_run(backend: Backend) {
+    let budget = 30;
+    let server = start_server_with(
+        backend,
+        None,
+        "storm",
+        quartzite::engine::scheduler::SchedulerConfig {
+            max_chain_events: budget,
+            ..Default::default()
+        },
+    )
+    .await;
+    push(&server, "guest_hostile").await;
+    // Every run emits fifty of the event that starts it and ignores refusals.
+    create_job(
+        &server,
+        json!({ "key": "storm/flood", "module": "hostile", "event": "storm",
+                "data": { "op": "emit-flood", "name": "storm", "times": 50 } }),
+    )
+    .await;
+    let (status, body) = call(&server, Method::POST, "/api/v1/events/storm", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let runs = usize::try_from(budget).unwrap() + 1;
+    wait_until(
+        Duration::from_secs(120),
+        "every event's fire to end",
+        || async {
+            let events = server
+                .store
+                .event_list(Some("storm"), 10_000)
+                .await
+                .unwrap();
+            let fires = server.store.fire_list().await.unwrap();
+            events.len() >= runs && !fires.iter().any(|f| f.job_key == "storm/flood")
+        },
+    )
+    .await;
+    assert_eq!(
+        server
+            .store
+            .event_list(Some("storm"), 10_000)
+            .await
+            .unwrap()
+            .len(),
+        runs
+    );
+    let history = history_of(server.store.as_ref(), "storm/flood").await;
+    let ran: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .map(|h| details(h)["outcome"]["details"].clone())
+        .collect();
+    assert_eq!(ran.len(), runs, "{history:?}");
+    let (mut accepted, mut refused) = (0, 0);
+    for run in &ran {
+        accepted += run["accepted"].as_u64().unwrap();
+        refused += run["refused"].as_u64().unwrap();
+        assert!(
+            run["first_error"]
+                .as_str()
+                .unwrap()
+                .contains("event chain budget of 30 events reached"),
+            "{run}"
+        );
+    }
+    let attempted = u64::try_from(runs).unwrap() * 50;
+    assert_eq!(
+        (accepted, refused),
+        (u64::from(budget), attempted - u64::from(budget))
+    );
+    // One history row per run that hit the budget, every refusal counted.
+    let skipped: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .map(details)
+        .collect();
+    assert_eq!(
+        skipped.len(),
+        runs,
+        "one history row per run, first: {:?}",
+        skipped.first()
+    );
+    assert!(skipped.iter().all(|d| d["reason"] == "event-chain-budget"));
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        events_counted(&metrics, "chain-budget-exceeded"),
+        refused,
+        "{metrics}"
+    );
+    server.stop().await;
+}
+on_both!(a_guest_ignoring_refusals_is_refused_for_the_rest_of_its_run);
+
+async fn a_job_whose_events_have_too_many_fires_waiting_is_refused(backend: Backend) {
+    let limit = 5;
+    // One worker: while the emitting run holds it, its events' fires all wait.
+    let server = start_server_with(
+        backend,
+        None,
+        "backlog",
+        quartzite::engine::scheduler::SchedulerConfig {
+            workers: 1,
+            max_job_event_fires: limit,
+            ..Default::default()
+        },
+    )
+    .await;
+    push(&server, "guest_hostile").await;
+    push(&server, "guest_relay").await;
+    create_job(
+        &server,
+        json!({ "key": "backlog/sink", "module": "relay", "event": "work" }),
+    )
+    .await;
+    create_job(
+        &server,
+        json!({ "key": "backlog/src", "module": "hostile", "at": chrono::Utc::now().to_rfc3339(),
+                "data": { "op": "emit-flood", "name": "work", "times": 20 } }),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the emitting run to end",
+        || async {
+            history_of(server.store.as_ref(), "backlog/src")
+                .await
+                .iter()
+                .any(|h| h.status == HistoryStatus::Success)
+        },
+    )
+    .await;
+    let history = history_of(server.store.as_ref(), "backlog/src").await;
+    let run = history
+        .iter()
+        .find(|h| h.status == HistoryStatus::Success)
+        .map(|h| details(h)["outcome"]["details"].clone())
+        .unwrap();
+    assert_eq!(
+        (run["accepted"].as_u64(), run["refused"].as_u64()),
+        (Some(5), Some(15)),
+        "{run}"
+    );
+    assert!(
+        run["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("this job's events have 5 fires waiting (limit 5)"),
+        "{run}"
+    );
+    let skipped: Vec<Value> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .map(details)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["reason"], "event-job-fires-limit");
+    assert_eq!(
+        (skipped[0]["waiting"].as_u64(), skipped[0]["limit"].as_u64()),
+        (Some(5), Some(5))
+    );
+    // The accepted events' fires all run, once each.
+    wait_until(Duration::from_secs(60), "the sink's five runs", || async {
+        successes(&server, "backlog/sink").await.len() == 5
+    })
+    .await;
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        events_counted(&metrics, "job-fires-exceeded"),
+        15,
+        "{metrics}"
+    );
+    server.stop().await;
+}
+on_both!(a_job_whose_events_have_too_many_fires_waiting_is_refused);

@@ -1376,13 +1376,10 @@ fn subscriber(key: &str, event: &str) -> (JobDef, Vec<TriggerPut>) {
 
 fn operator_event(name: &str, key: Option<&str>, payload: &str) -> EventPut {
     EventPut {
-        name: name.into(),
-        payload: payload.into(),
-        key: key.map(str::to_string),
-        depth: 0,
-        source_job: None,
-        source_fire: None,
         max_depth: 8,
+        max_chain_events: 10_000,
+        max_job_fires: 1_000,
+        ..EventPut::operator(name, payload, key)
     }
 }
 
@@ -1522,6 +1519,214 @@ async fn an_event_past_the_depth_limit_is_refused_and_recorded(store: Arc<dyn St
 conformance!(
     event_depth,
     an_event_past_the_depth_limit_is_refused_and_recorded
+);
+
+fn guest_event(name: &str, key: &str, job: &str) -> EventPut {
+    EventPut {
+        depth: 1,
+        source_job: Some(job.into()),
+        source_fire: Some(format!("{job}-fire")),
+        ..operator_event(name, Some(key), r#"{"from":"guest"}"#)
+    }
+}
+
+async fn event_keys_are_scoped_to_their_source(store: Arc<dyn Store>) {
+    store
+        .jobs_put(&[subscriber("e/billing", "billing.run")])
+        .await
+        .unwrap();
+    // A guest takes the key first: the operator's event with it is still new.
+    let guest = store
+        .event_emit(&guest_event("billing.run", "invoice-42", "e/squatter"))
+        .await
+        .unwrap();
+    let EmitOutcome::Accepted {
+        event_id: guest_id, ..
+    } = guest
+    else {
+        panic!("{guest:?}");
+    };
+    let operator = store
+        .event_emit(&operator_event(
+            "billing.run",
+            Some("invoice-42"),
+            r#"{"from":"operator"}"#,
+        ))
+        .await
+        .unwrap();
+    let EmitOutcome::Accepted {
+        event_id: operator_id,
+        fires,
+        ..
+    } = operator
+    else {
+        panic!("the operator's event was taken for a duplicate: {operator:?}");
+    };
+    assert_eq!(fires.len(), 1);
+    let stored = store.event_get(&operator_id).await.unwrap().unwrap();
+    assert_eq!(stored.payload, r#"{"from":"operator"}"#);
+    // Another job's key is its own too; within one source the key still de-duplicates.
+    assert!(matches!(
+        store
+            .event_emit(&guest_event("billing.run", "invoice-42", "e/other"))
+            .await
+            .unwrap(),
+        EmitOutcome::Accepted { .. }
+    ));
+    assert_eq!(
+        store
+            .event_emit(&guest_event("billing.run", "invoice-42", "e/squatter"))
+            .await
+            .unwrap(),
+        EmitOutcome::Duplicate {
+            event_id: guest_id,
+            fires: 1
+        }
+    );
+    assert!(matches!(
+        store.event_emit(&operator_event("billing.run", Some("invoice-42"), "null")).await.unwrap(),
+        EmitOutcome::Duplicate { ref event_id, .. } if *event_id == operator_id
+    ));
+}
+conformance!(event_keys, event_keys_are_scoped_to_their_source);
+
+fn chained(name: &str, key: &str, job: &str, parent: &str, budget: u32) -> EventPut {
+    EventPut {
+        parent_event: Some(parent.into()),
+        max_chain_events: budget,
+        ..guest_event(name, key, job)
+    }
+}
+
+fn accepted_id(outcome: &EmitOutcome) -> String {
+    match outcome {
+        EmitOutcome::Accepted { event_id, .. } => event_id.clone(),
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+async fn a_chain_stops_at_its_budget_with_a_history_entry(store: Arc<dyn Store>) {
+    store
+        .jobs_put(&[subscriber("e/loop", "loop")])
+        .await
+        .unwrap();
+    let root = accepted_id(
+        &store
+            .event_emit(&operator_event("loop", Some("root"), "null"))
+            .await
+            .unwrap(),
+    );
+    // Three events below the root, at two depths: each joins the root's chain.
+    let child = accepted_id(
+        &store
+            .event_emit(&chained("loop", "c1", "e/loop", &root, 3))
+            .await
+            .unwrap(),
+    );
+    for key in ["c2", "c3"] {
+        accepted_id(
+            &store
+                .event_emit(&chained("loop", key, "e/loop", &child, 3))
+                .await
+                .unwrap(),
+        );
+    }
+    for (key, parent) in [("c4", &root), ("c5", &child)] {
+        assert_eq!(
+            store
+                .event_emit(&chained("loop", key, "e/loop", parent, 3))
+                .await
+                .unwrap(),
+            EmitOutcome::ChainBudgetExceeded {
+                root: root.clone(),
+                limit: 3
+            }
+        );
+    }
+    // A retried run's emit that was accepted is still answered as a duplicate.
+    assert!(matches!(
+        store
+            .event_emit(&chained("loop", "c2", "e/loop", &child, 3))
+            .await
+            .unwrap(),
+        EmitOutcome::Duplicate { .. }
+    ));
+    assert_eq!(store.event_list(Some("loop"), 100).await.unwrap().len(), 4);
+    let refused: Vec<serde_json::Value> = history_of(&store, "e/loop")
+        .await
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .map(|h| serde_json::from_str(&h.details).unwrap())
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for details in &refused {
+        assert_eq!(details["reason"], "event-chain-budget");
+        assert_eq!(details["root"], root.as_str());
+        assert_eq!(details["limit"], 3);
+    }
+    // Another root has a budget of its own.
+    let other = accepted_id(
+        &store
+            .event_emit(&operator_event("loop", Some("root-2"), "null"))
+            .await
+            .unwrap(),
+    );
+    accepted_id(
+        &store
+            .event_emit(&chained("loop", "d1", "e/loop", &other, 3))
+            .await
+            .unwrap(),
+    );
+}
+conformance!(
+    event_chain_budget,
+    a_chain_stops_at_its_budget_with_a_history_entry
+);
+
+async fn a_job_with_too_many_fires_waiting_cannot_emit(store: Arc<dyn Store>) {
+    store
+        .jobs_put(&[subscriber("e/sink", "work")])
+        .await
+        .unwrap();
+    let bounded = |key: &str, job: &str| EventPut {
+        max_job_fires: 2,
+        ..guest_event("work", key, job)
+    };
+    for key in ["w1", "w2"] {
+        accepted_id(&store.event_emit(&bounded(key, "e/src")).await.unwrap());
+    }
+    assert_eq!(
+        store.event_emit(&bounded("w3", "e/src")).await.unwrap(),
+        EmitOutcome::JobFiresExceeded {
+            waiting: 2,
+            limit: 2
+        }
+    );
+    let history = history_of(&store, "e/src").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].status, HistoryStatus::Skipped);
+    assert_eq!(history[0].fire_id.as_deref(), Some("e/src-fire"));
+    let details: serde_json::Value = serde_json::from_str(&history[0].details).unwrap();
+    assert_eq!(details["reason"], "event-job-fires-limit");
+    assert_eq!(
+        (details["waiting"].as_u64(), details["limit"].as_u64()),
+        (Some(2), Some(2))
+    );
+    // Other jobs, and the operator, are not held back by this job's fires.
+    accepted_id(&store.event_emit(&bounded("w3", "e/other")).await.unwrap());
+    accepted_id(
+        &store
+            .event_emit(&operator_event("work", Some("w3"), "null"))
+            .await
+            .unwrap(),
+    );
+    // Once its fires are gone, the job may emit again.
+    assert!(store.job_delete("e/sink").await.unwrap());
+    accepted_id(&store.event_emit(&bounded("w3", "e/src")).await.unwrap());
+}
+conformance!(
+    event_job_fires,
+    a_job_with_too_many_fires_waiting_cannot_emit
 );
 
 fn rule(name: &str, condition: AlertCondition, source: &str) -> AlertRule {

@@ -200,7 +200,7 @@ pub fn document() -> Value {
             "/api/v1/history/{id}": { "get": op("One history entry (alerts link here).", vec![param("id", "path", "The entry's id.", string())], "200", "Object", false) },
             "/api/v1/events": { "get": op("Accepted events, newest first.", vec![param("name", "query", "Only events of this name.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/events/{name}": {
-                "post": with_body(op("Emit an event: every job subscribed to NAME fires once (202 with the fires; 200 when the key was used before, starting nothing). Stored with its fires in one transaction.", vec![param("name", "path", "The event's name.", string()), param("key", "query", "Idempotency key (or the Idempotency-Key header).", string())], "202", "Object", true), "application/json", json!({ "description": "The payload: any JSON; an empty body is null." }))
+                "post": with_body(op("Emit an event: every job subscribed to NAME fires once (202 with the fires; 200 when the operator used the key before, starting nothing; jobs' keys are their own). Stored with its fires in one transaction.", vec![param("name", "path", "The event's name.", string()), param("key", "query", "Idempotency key (or the Idempotency-Key header).", string())], "202", "Object", true), "application/json", json!({ "description": "The payload: any JSON; an empty body is null." }))
             },
             "/api/v1/alerts": { "get": op("Alert rules.", vec![], "200", "Items", false) },
             "/api/v1/alerts/{name}": {

@@ -23,7 +23,8 @@ pub enum EventCommand {
         /// The payload, JSON [default: null].
         #[arg(long)]
         data: Option<String>,
-        /// An idempotency key: the same key for the same name again starts nothing.
+        /// An idempotency key: the same key for the same name again from the
+        /// operator (CLI or API) starts nothing; jobs' keys are their own.
         #[arg(long)]
         key: Option<String>,
     },

@@ -209,7 +209,7 @@ pub async fn start_with_api(
     let metrics = Arc::new(Metrics::new());
     let events = StoreEvents::with_metrics(
         Arc::clone(&store),
-        options.scheduler.max_event_depth,
+        options.scheduler.emit_bounds(),
         Arc::clone(&metrics),
     );
     let services = HostServices {

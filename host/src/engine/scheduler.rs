@@ -68,6 +68,12 @@ pub struct SchedulerConfig {
     pub max_wit: Option<String>,
     /// How deep a chain of events emitted by jobs may go. Default 8.
     pub max_event_depth: u32,
+    /// How many events jobs may emit below one root event (an operator's event,
+    /// or one a job emitted from a clock fire), at any depth. Default 10,000.
+    pub max_chain_events: u32,
+    /// An emit is refused while the fires started by the emitting job's events
+    /// and not yet ended number this many. Default 1,000.
+    pub max_job_event_fires: u32,
     /// The base of links in alerts (e.g. `https://quartzite.example`); the
     /// admin API's address when unset.
     pub public_url: Option<String>,
@@ -81,6 +87,15 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// The bounds on the events this node's jobs emit.
+    pub fn emit_bounds(&self) -> crate::store::events::EmitBounds {
+        crate::store::events::EmitBounds {
+            max_depth: self.max_event_depth,
+            max_chain_events: self.max_chain_events,
+            max_job_fires: self.max_job_event_fires,
+        }
+    }
+
     /// The contract version this node runs: the host's own, or `max_wit`.
     ///
     /// # Errors
@@ -117,6 +132,8 @@ impl Default for SchedulerConfig {
             history_max_rows: 1_000_000,
             max_wit: None,
             max_event_depth: crate::store::events::DEFAULT_MAX_DEPTH,
+            max_chain_events: crate::store::events::DEFAULT_MAX_CHAIN_EVENTS,
+            max_job_event_fires: crate::store::events::DEFAULT_MAX_JOB_FIRES,
             public_url: None,
             acquirers: 0,
             guest_threads: 0,

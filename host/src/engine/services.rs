@@ -2,7 +2,7 @@
 
 use crate::runtime::services::{EmitRequest, Emitted, EventSink, KvStore, ServiceError};
 use crate::store::Store;
-use crate::store::events::{EmitOutcome, EventPut};
+use crate::store::events::{EmitBounds, EmitOutcome, EventPut};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -60,33 +60,41 @@ impl KvStore for StoreKv {
 /// at once instead of at the next poll.
 pub struct StoreEvents {
     store: Arc<dyn Store>,
-    max_depth: u32,
+    bounds: EmitBounds,
     wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl StoreEvents {
+    /// Events chained at most `max_depth` deep, the other bounds their defaults.
     pub fn new(store: Arc<dyn Store>, max_depth: u32) -> Arc<Self> {
-        Self::build(store, max_depth, None)
+        Self::build(
+            store,
+            EmitBounds {
+                max_depth,
+                ..EmitBounds::default()
+            },
+            None,
+        )
     }
 
-    /// [`StoreEvents::new`] counting emits in the node's `quartzite_events_total`.
+    /// Events under `bounds`, counted in the node's `quartzite_events_total`.
     pub fn with_metrics(
         store: Arc<dyn Store>,
-        max_depth: u32,
+        bounds: EmitBounds,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
-        Self::build(store, max_depth, Some(metrics))
+        Self::build(store, bounds, Some(metrics))
     }
 
     fn build(
         store: Arc<dyn Store>,
-        max_depth: u32,
+        bounds: EmitBounds,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Arc<Self> {
         Arc::new(StoreEvents {
             store,
-            max_depth,
+            bounds,
             wake: std::sync::OnceLock::new(),
             metrics,
         })
@@ -101,7 +109,7 @@ impl StoreEvents {
 impl std::fmt::Debug for StoreEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreEvents")
-            .field("max_depth", &self.max_depth)
+            .field("bounds", &self.bounds)
             .finish_non_exhaustive()
     }
 }
@@ -116,28 +124,77 @@ impl EventSink for StoreEvents {
             depth: request.depth,
             source_job: Some(request.job_key.clone()),
             source_fire: Some(request.fire_id.clone()),
-            max_depth: self.max_depth,
+            max_depth: self.bounds.max_depth,
+            parent_event: request.parent_event.clone(),
+            max_chain_events: self.bounds.max_chain_events,
+            max_job_fires: self.bounds.max_job_fires,
         };
         let outcome = self.store.event_emit(&put).await.map_err(unavailable)?;
         if let Some(m) = &self.metrics {
             m.event_emitted(&outcome);
         }
-        Ok(match outcome {
+        if let EmitOutcome::Accepted { fires, .. } = &outcome
+            && !fires.is_empty()
+            && let Some(wake) = self.wake.get()
+        {
+            wake.notify_one();
+        }
+        Ok(emitted(outcome))
+    }
+
+    fn refused_again(&self, refusal: &Emitted) {
+        if let Some(m) = &self.metrics {
+            m.event_counted(refusal.result());
+        }
+    }
+}
+
+/// What the runtime is told of the store's answer to an emit.
+fn emitted(outcome: EmitOutcome) -> Emitted {
+    match outcome {
+        EmitOutcome::Accepted {
+            event_id, fires, ..
+        } => Emitted::Accepted {
+            event_id,
+            fires: fires.len(),
+        },
+        EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
+        EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
+        EmitOutcome::ChainBudgetExceeded { limit, .. } => Emitted::ChainBudgetExceeded { limit },
+        EmitOutcome::JobFiresExceeded { waiting, limit } => {
+            Emitted::JobFiresExceeded { waiting, limit }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_repeated_by_the_run_is_counted_under_the_stores_label() {
+        let outcomes = [
             EmitOutcome::Accepted {
-                event_id, fires, ..
-            } => {
-                if !fires.is_empty()
-                    && let Some(wake) = self.wake.get()
-                {
-                    wake.notify_one();
-                }
-                Emitted::Accepted {
-                    event_id,
-                    fires: fires.len(),
-                }
-            }
-            EmitOutcome::Duplicate { event_id, .. } => Emitted::Duplicate { event_id },
-            EmitOutcome::DepthExceeded { limit, .. } => Emitted::DepthExceeded { limit },
-        })
+                event_id: "e".into(),
+                fires: Vec::new(),
+                paused: Vec::new(),
+            },
+            EmitOutcome::Duplicate {
+                event_id: "e".into(),
+                fires: 0,
+            },
+            EmitOutcome::DepthExceeded { depth: 9, limit: 8 },
+            EmitOutcome::ChainBudgetExceeded {
+                root: "r".into(),
+                limit: 3,
+            },
+            EmitOutcome::JobFiresExceeded {
+                waiting: 2,
+                limit: 2,
+            },
+        ];
+        for outcome in outcomes {
+            assert_eq!(emitted(outcome.clone()).result(), outcome.result());
+        }
     }
 }

@@ -57,15 +57,7 @@ pub async fn emit(
         )
     })?;
     Ok(store
-        .event_emit(&EventPut {
-            name: name.to_string(),
-            payload: payload.to_string(),
-            key: key.map(str::to_string),
-            depth: 0,
-            source_job: None,
-            source_fire: None,
-            max_depth: u32::MAX,
-        })
+        .event_emit(&EventPut::operator(name, payload, key))
         .await?)
 }
 
@@ -96,6 +88,16 @@ pub fn emit_view(name: &str, outcome: &EmitOutcome) -> Value {
         EmitOutcome::DepthExceeded { depth, limit } => json!({
             "event": name,
             "error": format!("depth {depth} is over the limit {limit}"),
+        }),
+        // An operator's event has no chain nor job above it: these answer only
+        // a job's emit, and are printed alike should one ever reach here.
+        EmitOutcome::ChainBudgetExceeded { root, limit } => json!({
+            "event": name,
+            "error": format!("the chain of event {root} holds its budget of {limit} events"),
+        }),
+        EmitOutcome::JobFiresExceeded { waiting, limit } => json!({
+            "event": name,
+            "error": format!("{waiting} fires of the emitting job's events are waiting, at most {limit}"),
         }),
     }
 }

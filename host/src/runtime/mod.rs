@@ -471,6 +471,7 @@ impl Runtime {
             event: request.event.clone(),
             depth: request.depth,
             emits: 0,
+            fan_out_refused: None,
             holder: format!("{}/{}", self.node_id, request.fire_id).into(),
             soft_deadline: start + limits.timeout,
             node: self.node.subscribe(),

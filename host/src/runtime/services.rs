@@ -175,6 +175,8 @@ pub struct EmitRequest {
     pub depth: u32,
     pub job_key: String,
     pub fire_id: String,
+    /// The event that started the emitting fire: the new event joins its chain.
+    pub parent_event: Option<String>,
 }
 
 /// What became of an emitted event.
@@ -186,12 +188,38 @@ pub enum Emitted {
     Duplicate { event_id: String },
     /// The chain of events is too deep: refused (and recorded).
     DepthExceeded { limit: u32 },
+    /// The chain of events holds its budget of `limit` events: refused (and recorded).
+    ChainBudgetExceeded { limit: u32 },
+    /// The emitting job's events have `waiting` fires not yet ended, at least
+    /// `limit`: refused (and recorded).
+    JobFiresExceeded { waiting: u64, limit: u32 },
+}
+
+impl Emitted {
+    /// The label of the outcome in `quartzite_events_total{result}`, as the
+    /// store's outcome it came from has it.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Emitted::Accepted { .. } => "accepted",
+            Emitted::Duplicate { .. } => "duplicate",
+            Emitted::DepthExceeded { .. } => "depth-exceeded",
+            Emitted::ChainBudgetExceeded { .. } => "chain-budget-exceeded",
+            Emitted::JobFiresExceeded { .. } => "job-fires-exceeded",
+        }
+    }
 }
 
 /// Where guests' events go.
 #[async_trait]
 pub trait EventSink: Send + Sync + 'static {
     async fn emit(&self, request: &EmitRequest) -> Result<Emitted, ServiceError>;
+
+    /// An emit the run refused by itself, without asking the sink: `refusal`
+    /// is what the sink answered to the run's first refused emit. Counted
+    /// where the sink counts its own answers.
+    fn refused_again(&self, refusal: &Emitted) {
+        let _ = refusal;
+    }
 }
 
 /// Events kept in memory, starting nothing: what `run-once` uses.

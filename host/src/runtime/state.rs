@@ -41,6 +41,11 @@ pub(crate) struct RunState {
     pub(crate) depth: u32,
     /// Emits so far in this run: numbers the keys derived for keyless emits.
     pub(crate) emits: u32,
+    /// The first emit of this run refused by a fan-out bound (the chain's
+    /// budget, the job's waiting fires) and the error it got: the run's later
+    /// emits get the same without a store round trip or another history row,
+    /// so a guest ignoring the error cannot turn each retry into a write.
+    pub(crate) fan_out_refused: Option<(Emitted, String)>,
     pub(crate) holder: Arc<str>,
     /// When `cancelled()` turns true.
     pub(crate) soft_deadline: Instant,
@@ -270,6 +275,10 @@ impl RunState {
             return Err(HostError::Cancelled);
         }
         self.emits += 1;
+        if let Some((refusal, message)) = &self.fan_out_refused {
+            self.services.events.refused_again(refusal);
+            return Err(HostError::LimitExceeded(message.clone()));
+        }
         // Without a key, the fire and the call's position make one: a retried or
         // recovered run that emits the same events in the same order emits once.
         let key = key.unwrap_or_else(|| format!("fire:{}:{}", self.fire_id, self.emits));
@@ -280,6 +289,7 @@ impl RunState {
             depth: self.depth.saturating_add(1),
             job_key: self.job_key.to_string(),
             fire_id: self.fire_id.to_string(),
+            parent_event: self.event.as_ref().map(|e| e.id.clone()),
         };
         match self.services.events.emit(&request).await {
             Ok(Emitted::Accepted { event_id, .. } | Emitted::Duplicate { event_id }) => {
@@ -298,6 +308,38 @@ impl RunState {
                     "event chain depth limit {limit} reached: {:?} not emitted",
                     request.name
                 )))
+            }
+            Ok(refusal @ Emitted::ChainBudgetExceeded { limit }) => {
+                self.log.push(
+                    LogLevel::Warn,
+                    LogSource::Log,
+                    &format!(
+                        "event {:?} not emitted: the chain of events this run belongs to holds its budget of {limit} events; \
+                         this run's later emits are refused too",
+                        request.name
+                    ),
+                );
+                let message = format!(
+                    "event chain budget of {limit} events reached: no more events from this run"
+                );
+                self.fan_out_refused = Some((refusal, message.clone()));
+                Err(HostError::LimitExceeded(message))
+            }
+            Ok(refusal @ Emitted::JobFiresExceeded { waiting, limit }) => {
+                self.log.push(
+                    LogLevel::Warn,
+                    LogSource::Log,
+                    &format!(
+                        "event {:?} not emitted: this job's events have {waiting} fires waiting, at the limit of {limit}; \
+                         this run's later emits are refused too",
+                        request.name
+                    ),
+                );
+                let message = format!(
+                    "this job's events have {waiting} fires waiting (limit {limit}): no more events from this run"
+                );
+                self.fan_out_refused = Some((refusal, message.clone()));
+                Err(HostError::LimitExceeded(message))
             }
             Err(e) => Err(service_error(e)),
         }

@@ -2,8 +2,16 @@
 //!
 //! An accepted event is one row of `events` written in the same transaction as
 //! one fire per subscribed trigger, so a crash after the call returns loses
-//! nothing, and an idempotency key is unique per event name, so the same key
-//! emitted twice starts one set of fires.
+//! nothing, and an idempotency key is unique per event name and source (the
+//! emitting job, or the operator), so the same key emitted twice by one source
+//! starts one set of fires while no source can take a key another will use.
+//!
+//! A job's emit is bounded three ways, each refusal recorded as a `skipped`
+//! history row of the emitting job: the chain's depth, the chain's budget (the
+//! events accepted below its root, counted on the root's row and reserved by
+//! one conditional UPDATE, so concurrent emitters cannot overshoot it), and the
+//! fires the job's events have waiting (counted from a partial index), so one
+//! job cannot bury the others' fires under its own.
 //!
 //! Alerts are derived from task history: a scan under a cluster lock reads the
 //! history rows an alert can be about (a partial index: successes are never
@@ -23,6 +31,10 @@ pub const MAX_EVENT_KEY: usize = 256;
 pub const MAX_EVENT_PAYLOAD: usize = 64 << 10;
 /// How deep a chain of events emitted by jobs may go unless configured.
 pub const DEFAULT_MAX_DEPTH: u32 = 8;
+/// How many events jobs may emit below one root event unless configured.
+pub const DEFAULT_MAX_CHAIN_EVENTS: u32 = 10_000;
+/// How many fires the events of one job may have waiting unless configured.
+pub const DEFAULT_MAX_JOB_FIRES: u32 = 1_000;
 
 /// Checks an event name: 1 to 128 of `A-Z a-z 0-9 . _ - : /`, starting with a
 /// letter or digit. The message says what is wrong.
@@ -76,6 +88,25 @@ pub fn check_event_input(key: Option<&str>, payload: &str) -> Result<(), String>
     Ok(())
 }
 
+/// The bounds on the events jobs emit (`[scheduler]` `max_event_depth`,
+/// `max_chain_events`, `max_job_event_fires`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmitBounds {
+    pub max_depth: u32,
+    pub max_chain_events: u32,
+    pub max_job_fires: u32,
+}
+
+impl Default for EmitBounds {
+    fn default() -> Self {
+        EmitBounds {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_chain_events: DEFAULT_MAX_CHAIN_EVENTS,
+            max_job_fires: DEFAULT_MAX_JOB_FIRES,
+        }
+    }
+}
+
 /// An event to accept.
 #[derive(Clone, Debug)]
 pub struct EventPut {
@@ -90,6 +121,31 @@ pub struct EventPut {
     pub source_fire: Option<String>,
     /// Events deeper than this are refused (and recorded in the emitting job's history).
     pub max_depth: u32,
+    /// The event whose fire emitted this one: the new event joins its chain.
+    pub parent_event: Option<String>,
+    /// Events a chain may hold below its root; more are refused and recorded.
+    pub max_chain_events: u32,
+    /// An emit of `source_job` is refused (and recorded) while the fires its
+    /// events started and that have not ended number this many.
+    pub max_job_fires: u32,
+}
+
+impl EventPut {
+    /// An operator's or the API's event: depth 0, no source, no bound but the key.
+    pub fn operator(name: &str, payload: &str, key: Option<&str>) -> Self {
+        EventPut {
+            name: name.to_string(),
+            payload: payload.to_string(),
+            key: key.map(str::to_string),
+            depth: 0,
+            source_job: None,
+            source_fire: None,
+            max_depth: u32::MAX,
+            parent_event: None,
+            max_chain_events: u32::MAX,
+            max_job_fires: u32::MAX,
+        }
+    }
 }
 
 /// One fire an event started.
@@ -111,10 +167,30 @@ pub enum EmitOutcome {
         fires: Vec<EventFire>,
         paused: Vec<String>,
     },
-    /// The key was used before for this name: nothing new was started.
+    /// The key was used before for this name by the same source: nothing new
+    /// was started.
     Duplicate { event_id: String, fires: u64 },
     /// The chain is too deep: refused, recorded in the emitter's history.
     DepthExceeded { depth: u32, limit: u32 },
+    /// The chain of `root` holds `limit` events already: refused, recorded in
+    /// the emitter's history.
+    ChainBudgetExceeded { root: String, limit: u32 },
+    /// The emitting job's events have `waiting` fires not yet ended, at least
+    /// `limit`: refused, recorded in the emitter's history.
+    JobFiresExceeded { waiting: u64, limit: u32 },
+}
+
+impl EmitOutcome {
+    /// The label of the outcome in `quartzite_events_total{result}`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            EmitOutcome::Accepted { .. } => "accepted",
+            EmitOutcome::Duplicate { .. } => "duplicate",
+            EmitOutcome::DepthExceeded { .. } => "depth-exceeded",
+            EmitOutcome::ChainBudgetExceeded { .. } => "chain-budget-exceeded",
+            EmitOutcome::JobFiresExceeded { .. } => "job-fires-exceeded",
+        }
+    }
 }
 
 /// A stored event.
@@ -346,6 +422,37 @@ pub trait Events: Send + Sync {
     async fn alert_cleanup(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
+/// The `skipped` history row of an emit refused by one of its bounds: in the
+/// emitting job's history, naming the fire that emitted, so the refusal is seen
+/// where the job's runs are.
+pub(crate) fn refusal_row(
+    e: &EventPut,
+    now: i64,
+    reason: &str,
+    limit: u32,
+    extra: serde_json::Value,
+    detail: String,
+) -> super::model::HistoryEntry {
+    let mut details = serde_json::json!({
+        "reason": reason,
+        "event": e.name,
+        "limit": limit,
+        "detail": detail,
+    });
+    if let (Some(details), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
+        details.extend(extra);
+    }
+    super::sched::history_row(
+        e.source_fire.as_deref(),
+        e.source_job.as_deref().unwrap_or("-"),
+        None,
+        HistoryStatus::Skipped,
+        None,
+        now,
+        details,
+    )
+}
+
 pub(crate) fn event_from_row<R: sqlx::Row>(r: &R) -> Result<EventRecord, StoreError>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -445,52 +552,94 @@ macro_rules! impl_events {
                 use $crate::store::model::{HistoryStatus, TriggerState};
                 let _writer = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
-                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
+                let scope = e.source_job.as_deref().unwrap_or("");
+                // One read answers the clock, a repeated key, the chain this
+                // event joins (its root, if that row is still kept) and the fires
+                // the emitting job's events have waiting: a refusal or a
+                // duplicate costs no second round trip.
+                let head = sqlx::query(concat!(
+                    "SELECT ", $now, " AS now, \
+                     (SELECT event_id FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3) AS dup_id, \
+                     (SELECT fires FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3) AS dup_fires, \
+                     (SELECT r.event_id FROM events p JOIN events r ON r.event_id = COALESCE(p.root_id, p.event_id) \
+                      WHERE p.event_id = $4) AS root, \
+                     (SELECT COUNT(*) FROM fires WHERE source_job = $5) AS waiting"
+                ))
+                .bind(&e.name)
+                .bind(scope)
+                .bind(e.key.as_deref())
+                .bind(e.parent_event.as_deref())
+                .bind(e.source_job.as_deref())
+                .fetch_one(&mut *tx)
+                .await?;
+                let now: i64 = head.try_get("now")?;
+                if let Some(event_id) = head.try_get::<Option<String>, _>("dup_id")? {
+                    let fires = head.try_get::<Option<i64>, _>("dup_fires")?.unwrap_or(0);
+                    tx.rollback().await?;
+                    return Ok(EmitOutcome::Duplicate { event_id, fires: u64::try_from(fires).unwrap_or(0) });
+                }
                 if e.depth > e.max_depth {
-                    let row = $crate::store::sched::history_row(
-                        e.source_fire.as_deref(),
-                        e.source_job.as_deref().unwrap_or("-"),
-                        None,
-                        HistoryStatus::Skipped,
-                        None,
-                        now,
-                        serde_json::json!({
-                            "reason": "event-depth-limit",
-                            "event": e.name,
-                            "depth": e.depth,
-                            "limit": e.max_depth,
-                            "detail": format!(
-                                "event {:?} not emitted: it would be {} events deep, and chains stop at {}",
-                                e.name, e.depth, e.max_depth
-                            ),
-                        }),
-                    );
+                    let row = $crate::store::events::refusal_row(e, now, "event-depth-limit", e.max_depth, serde_json::json!({ "depth": e.depth }),
+                        format!("event {:?} not emitted: it would be {} events deep, and chains stop at {}", e.name, e.depth, e.max_depth));
                     $crate::store::sched::insert_history!(&mut *tx, std::slice::from_ref(&row));
                     tx.commit().await?;
                     return Ok(EmitOutcome::DepthExceeded { depth: e.depth, limit: e.max_depth });
                 }
+                let waiting = u64::try_from(head.try_get::<i64, _>("waiting")?).unwrap_or(0);
+                if waiting >= u64::from(e.max_job_fires) {
+                    let row = $crate::store::events::refusal_row(e, now, "event-job-fires-limit", e.max_job_fires, serde_json::json!({ "waiting": waiting }),
+                        format!("event {:?} not emitted: the events of {} have {waiting} fires waiting, and a job's events may have at most {}",
+                            e.name, scope, e.max_job_fires));
+                    $crate::store::sched::insert_history!(&mut *tx, std::slice::from_ref(&row));
+                    tx.commit().await?;
+                    return Ok(EmitOutcome::JobFiresExceeded { waiting, limit: e.max_job_fires });
+                }
+                let root: Option<String> = head.try_get("root")?;
+                if let Some(root) = &root {
+                    // A conditional UPDATE, not the count read above: concurrent
+                    // emitters in one chain each wait for the row and re-check,
+                    // so the chain never holds more than its budget.
+                    let reserved = sqlx::query("UPDATE events SET chain_events = chain_events + 1 WHERE event_id = $1 AND chain_events < $2")
+                        .bind(root)
+                        .bind(i64::from(e.max_chain_events))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if reserved == 0 {
+                        let row = $crate::store::events::refusal_row(e, now, "event-chain-budget", e.max_chain_events, serde_json::json!({ "root": root }),
+                            format!("event {:?} not emitted: the chain of event {root} holds {} events already, its budget", e.name, e.max_chain_events));
+                        $crate::store::sched::insert_history!(&mut *tx, std::slice::from_ref(&row));
+                        tx.commit().await?;
+                        return Ok(EmitOutcome::ChainBudgetExceeded { root: root.clone(), limit: e.max_chain_events });
+                    }
+                }
                 let event_id = $crate::store::sched::new_id();
                 let inserted = sqlx::query(
-                    "INSERT INTO events (event_id, name, idem_key, payload, depth, source_job, source_fire, fires, created_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8) ON CONFLICT DO NOTHING RETURNING event_id",
+                    "INSERT INTO events (event_id, name, idem_key, key_scope, payload, depth, source_job, source_fire, fires, created_ms, root_id, chain_events) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, 0) ON CONFLICT DO NOTHING RETURNING event_id",
                 )
                 .bind(&event_id)
                 .bind(&e.name)
                 .bind(e.key.as_deref())
+                .bind(scope)
                 .bind(&e.payload)
                 .bind(i64::from(e.depth))
                 .bind(e.source_job.as_deref())
                 .bind(e.source_fire.as_deref())
                 .bind(now)
+                .bind(root.as_deref())
                 .fetch_optional(&mut *tx)
                 .await?;
                 if inserted.is_none() {
-                    let first = sqlx::query("SELECT event_id, fires FROM events WHERE name = $1 AND idem_key = $2")
+                    // Another emit of the key committed since the first read:
+                    // undo this one's reservation and answer with that event.
+                    tx.rollback().await?;
+                    let first = sqlx::query("SELECT event_id, fires FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3")
                         .bind(&e.name)
+                        .bind(scope)
                         .bind(e.key.as_deref())
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&self.pool)
                         .await?;
-                    tx.commit().await?;
                     return Ok(EmitOutcome::Duplicate {
                         event_id: first.try_get("event_id")?,
                         fires: u64::try_from(first.try_get::<i64, _>("fires")?).unwrap_or(0),
@@ -530,7 +679,7 @@ macro_rules! impl_events {
                 }
                 for chunk in fires.chunks(100) {
                     let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth) ",
+                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth, source_job) ",
                     );
                     qb.push_values(chunk, |mut b, (f, priority)| {
                         b.push_bind(f.fire_id.clone())
@@ -544,7 +693,8 @@ macro_rules! impl_events {
                             .push_bind(0i64)
                             .push_bind(0i64)
                             .push_bind(event_id.clone())
-                            .push_bind(i64::from(e.depth));
+                            .push_bind(i64::from(e.depth))
+                            .push_bind(e.source_job.clone());
                     });
                     qb.build().execute(&mut *tx).await?;
                 }

@@ -33,6 +33,16 @@ pub struct Server {
 
 /// Starts a node (ids and schema named after `tag`) and waits for `/readyz`.
 pub async fn start_server(backend: Backend, token: Option<&str>, tag: &str) -> Server {
+    start_server_with(backend, token, tag, SchedulerConfig::default()).await
+}
+
+/// [`start_server`] with these scheduler settings (its poll interval made short).
+pub async fn start_server_with(
+    backend: Backend,
+    token: Option<&str>,
+    tag: &str,
+    scheduler: SchedulerConfig,
+) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let (url, schema) = match backend {
         Backend::Sqlite => (
@@ -51,7 +61,7 @@ pub async fn start_server(backend: Backend, token: Option<&str>, tag: &str) -> S
         standby: false,
         scheduler: SchedulerConfig {
             poll_ms: 50,
-            ..SchedulerConfig::default()
+            ..scheduler
         },
         runtime: RuntimeConfig {
             engine: EngineConfig::default(),

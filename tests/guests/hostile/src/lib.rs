@@ -2,7 +2,7 @@
 //! (`{"op": "loop"}`, `{"op": "alloc", "mb": 512}`, ...), and each host test
 //! asserts the exact outcome of one of them.
 
-use quartzite_sdk::{Context, Job, JobInfo, Outcome, Result, fatal, info, kv, lock};
+use quartzite_sdk::{Context, Job, JobInfo, Outcome, Result, event, fatal, info, kv, lock};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -48,6 +48,9 @@ enum Op {
     BigOutput { bytes: usize },
     /// Writes a kv value of `bytes` bytes.
     BigKv { bytes: usize },
+    /// Emits `times` events `name`, ignoring every error, and reports how many
+    /// were accepted and refused and the first refusal.
+    EmitFlood { name: String, times: u32 },
 }
 
 struct Hostile;
@@ -147,6 +150,23 @@ impl Job for Hostile {
             Op::BigKv { bytes } => {
                 kv::set("big", &vec![7u8; bytes])?;
                 Ok(Outcome::none())
+            }
+            Op::EmitFlood { name, times } => {
+                let (mut accepted, mut refused, mut first_error) = (0u32, 0u32, None);
+                for i in 0..times {
+                    match event::emit(&name, &json!({ "i": i })) {
+                        Ok(_) => accepted += 1,
+                        Err(e) => {
+                            refused += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                }
+                Outcome::details(&json!({
+                    "accepted": accepted,
+                    "refused": refused,
+                    "first_error": first_error,
+                }))
             }
         }
     }
