@@ -187,6 +187,17 @@ pub async fn job_show(
 }
 
 async fn put_job(state: &ApiState, spec: &JobSpec) -> Result<Value> {
+    let mut spec = spec.clone();
+    let scheduled =
+        spec.cron.is_some() || spec.every.is_some() || spec.at.is_some() || spec.event.is_some();
+    // The module's own hints stand in for what the request leaves out.
+    if (spec.overlap.is_none() || !scheduled)
+        && let Some(info) =
+            crate::engine::modules::describe_stored(&state.store, &state.runtime, &spec.module)
+                .await?
+    {
+        spec.apply_hints(&info);
+    }
     let (job, trigger) = spec
         .build("api")
         .map_err(|e| ApiError::invalid_field(e.field, e.to_string()))?;
@@ -512,6 +523,18 @@ pub async fn module_push(
                 format!("module rejected: describe() failed: {e}"),
             )
         }),
+        Err(PushError::Refused(e)) => Err(ApiError {
+            field: Some("name".into()),
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "module_rejected",
+                format!("module rejected: {e}"),
+            )
+        }),
+        Err(PushError::Invalid { field, message }) => Err(ApiError::invalid_field(
+            field,
+            format!("{field}: {message}"),
+        )),
         Err(PushError::Store(e)) => Err(e.into()),
     }
 }

@@ -11,6 +11,8 @@ use serde_json::Value;
 pub struct CliError {
     pub code: u8,
     pub message: String,
+    /// The admin API's error code, when the error is the server's answer.
+    pub api_code: Option<String>,
 }
 
 impl CliError {
@@ -18,6 +20,7 @@ impl CliError {
         CliError {
             code,
             message: message.into(),
+            api_code: None,
         }
     }
 }
@@ -121,7 +124,10 @@ impl Remote {
             (400 | 415 | 422, _) => EXIT_USAGE,
             _ => EXIT_FAILED,
         };
-        Err(CliError::new(exit, message))
+        Err(CliError {
+            api_code: Some(code.to_string()),
+            ..CliError::new(exit, message)
+        })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
