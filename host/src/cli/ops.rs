@@ -220,7 +220,7 @@ impl Conn {
 /// Prints a command's result: `value` as JSON, or as text by `text`.
 pub(super) fn emit(json: bool, value: &Value, text: impl FnOnce(&Value)) -> ExitCode {
     if json {
-        println!("{value}");
+        outln!("{value}");
     } else {
         text(value);
     }
@@ -261,7 +261,7 @@ pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -448,7 +448,7 @@ async fn job_command(
                     .await?
                 }
             };
-            Ok(emit(json, &done, |_| println!("deleted {key}")))
+            Ok(emit(json, &done, |_| outln!("deleted {key}")))
         }
         JobCommand::RunNow { key } => {
             let fired = match target {
@@ -462,23 +462,23 @@ async fn job_command(
                 }
             };
             Ok(emit(json, &fired, |v| {
-                println!("fire {} of {key} is due now", cell(&v["fire_id"]));
+                outln!("fire {} of {key} is due now", cell(&v["fire_id"]));
             }))
         }
     }
 }
 
 fn print_job(job: &Value) {
-    println!("job:        {}", cell(&job["job_key"]));
-    println!("module:     {}", cell(&job["module"]));
-    println!("data:       {}", job["data"]);
-    println!("overlap:    {}", cell(&job["overlap"]));
-    println!("attempts:   {}", cell(&job["retry"]["max_attempts"]));
-    println!("timeout:    {} ms", cell(&job["timeout_ms"]));
-    println!("state:      {}", cell(&job["state"]));
-    println!();
+    outln!("job:        {}", cell(&job["job_key"]));
+    outln!("module:     {}", cell(&job["module"]));
+    outln!("data:       {}", job["data"]);
+    outln!("overlap:    {}", cell(&job["overlap"]));
+    outln!("attempts:   {}", cell(&job["retry"]["max_attempts"]));
+    outln!("timeout:    {} ms", cell(&job["timeout_ms"]));
+    outln!("state:      {}", cell(&job["state"]));
+    outln!();
     print_triggers(&job["triggers"]);
-    println!();
+    outln!();
     print_history(&job["history"]);
 }
 
@@ -502,7 +502,7 @@ async fn job_pause(
         }
     };
     let verb = if paused { "paused" } else { "resumed" };
-    Ok(emit(json, &done, |_| println!("{verb} {key}")))
+    Ok(emit(json, &done, |_| outln!("{verb} {key}")))
 }
 
 async fn group_pause(
@@ -524,7 +524,7 @@ async fn group_pause(
     };
     let verb = if paused { "paused" } else { "resumed" };
     Ok(emit(json, &done, |v| {
-        println!("{verb} {} job(s) of group {group}", cell(&v["jobs"]));
+        outln!("{verb} {} job(s) of group {group}", cell(&v["jobs"]));
     }))
 }
 
@@ -629,7 +629,7 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
             .map_err(|e| CliError::new(e.code, format!("--module {}", e.message)))?;
         let record = &pushed["module"];
         if !json {
-            println!(
+            outln!(
                 "pushed module {}@{} (sha256:{})",
                 cell(&record["name"]),
                 cell(&record["version"]),
@@ -677,7 +677,7 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         }
     };
     Ok(emit(json, &job, |job| {
-        println!(
+        outln!(
             "added job {} (next fire {})",
             args.key,
             cell(&job["next_fire"])
@@ -742,13 +742,26 @@ pub enum HistoryCommand {
         /// success, failed, retried, timeout, skipped, cancelled or misfired.
         #[arg(long)]
         status: Option<String>,
+        /// Rows to print, 1 to 10000.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Continue after the rows already seen: the cursor a truncated list
+        /// names on stderr.
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
+/// Most rows one `history list` prints; `--cursor` pages on.
+const HISTORY_MAX_LIMIT: i64 = 10_000;
+
 pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCode {
-    let HistoryCommand::List { job, status, limit } = command;
+    let HistoryCommand::List {
+        job,
+        status,
+        limit,
+        cursor,
+    } = command;
     let parsed = match status.as_deref().map(|s| (s, HistoryStatus::parse(s))) {
         Some((s, None)) => {
             return fail(
@@ -761,24 +774,44 @@ pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCo
         Some((_, parsed)) => parsed,
         None => None,
     };
-    let limit = limit.clamp(1, 10_000);
+    if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
+        return fail(
+            EXIT_USAGE,
+            &format!(
+                "--limit {limit}: expected 1 to {HISTORY_MAX_LIMIT} (page on with the --cursor a truncated list names)"
+            ),
+        );
+    }
+    let start = match cursor.as_deref().map(|c| (c, views::parse_cursor(c))) {
+        Some((c, None)) => {
+            return fail(
+                EXIT_USAGE,
+                &format!("--cursor {c:?}: not a cursor history list printed"),
+            );
+        }
+        Some((_, parsed)) => parsed,
+        None => None,
+    };
     let rows = async {
-        Ok::<Value, CliError>(match conn.open().await? {
+        Ok::<(Value, Option<String>), CliError>(match conn.open().await? {
             Target::Local(store) => {
-                let rows = store
-                    .history_list(&HistoryFilter {
-                        job_key: job,
-                        status: parsed,
-                        limit,
-                        before_ms: None,
-                    })
-                    .await?;
-                Value::Array(rows.iter().map(views::history_view).collect())
+                let (rows, next) = views::history_page(
+                    store.as_ref(),
+                    job.as_deref(),
+                    parsed,
+                    limit,
+                    start.as_ref(),
+                )
+                .await?;
+                (
+                    Value::Array(rows.iter().map(views::history_view).collect()),
+                    next,
+                )
             }
             Target::Remote(r) => {
                 // The API pages by at most 1000 rows: follow the cursor.
                 let mut out = Vec::new();
-                let mut cursor: Option<String> = None;
+                let mut cursor = cursor.clone();
                 loop {
                     let want = (limit - i64::try_from(out.len()).unwrap_or(0)).min(1000);
                     let mut path = format!("/api/v1/history?limit={want}");
@@ -796,12 +829,21 @@ pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCo
                         break;
                     }
                 }
-                Value::Array(out)
+                (Value::Array(out), cursor)
             }
         })
     }
     .await;
-    finish(rows.map(|rows| emit(json, &rows, print_history)))
+    finish(rows.map(|(rows, next)| {
+        // Said on stderr, so stdout stays the rows (or one JSON array) alone.
+        if let Some(next) = next {
+            eprintln!(
+                "quartzite: {} row(s) shown and more match; the next page: --cursor {next}",
+                items(&rows).len()
+            );
+        }
+        emit(json, &rows, print_history)
+    }))
 }
 
 pub async fn trigger(conn: &Conn, command: super::TriggerCommand, json: bool) -> ExitCode {
@@ -866,7 +908,7 @@ async fn trigger_pause(
         }
     };
     let verb = if paused { "paused" } else { "resumed" };
-    Ok(emit(json, &done, |_| println!("{verb} {key}")))
+    Ok(emit(json, &done, |_| outln!("{verb} {key}")))
 }
 
 #[derive(Debug, Subcommand)]
@@ -1034,7 +1076,7 @@ pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> E
                     module_push(&target, &file, name.as_deref(), version.as_deref()).await?;
                 Ok(emit(json, &pushed, |v| {
                     let (m, d) = (&v["module"], &v["describe"]);
-                    println!(
+                    outln!(
                         "pushed {}@{} sha256:{} (contract {}, describe: {} {})",
                         cell(&m["name"]),
                         cell(&m["version"]),
@@ -1118,7 +1160,7 @@ pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> E
                     }
                 };
                 Ok(emit(json, &record, |m| {
-                    println!(
+                    outln!(
                         "{} now means {}@{} sha256:{} from the next fire",
                         cell(&m["name"]),
                         cell(&m["name"]),
