@@ -127,7 +127,10 @@ pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
         match crate::api::ApiOptions::parse(listen, token, config.api.admin_token_sha256.as_deref())
         {
             Ok(a) => match crate::api::auth::Auth::new(a.listen, a.token_sha256) {
-                Ok(_) => Some(a),
+                Ok(_) => Some(crate::api::ApiOptions {
+                    allowed_hosts: config.api.allowed_hosts.clone(),
+                    ..a
+                }),
                 Err(e) => return fail(EXIT_USAGE, &format!("not started: {e}")),
             },
             Err(e) => return fail(EXIT_USAGE, &e),

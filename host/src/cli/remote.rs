@@ -77,7 +77,9 @@ impl Remote {
         path: &str,
         body: Option<Body>,
     ) -> Result<Value, CliError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -86,6 +88,11 @@ impl Remote {
             Some(Body::Wasm(bytes)) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/wasm")
                 .body(bytes),
+            // The server accepts changes only with a JSON (or wasm) content
+            // type, which a cross-site browser form cannot send.
+            None if method != Method::GET => {
+                request.header(reqwest::header::CONTENT_TYPE, "application/json")
+            }
             None => request,
         };
         let response = request.send().await.map_err(|e| {

@@ -234,6 +234,7 @@ pub async fn start_with_api(
                 Arc::clone(&runtime),
                 Arc::clone(&metrics),
                 auth,
+                api::origin::Origins::new(local_addr, a.allowed_hosts.as_deref()),
                 options.scheduler.dead_after_ms,
             );
             let (stop, stop_rx) = watch::channel(false);
