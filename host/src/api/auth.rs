@@ -11,7 +11,7 @@
 //! its target, the status and a summary of the request. Refused calls are
 //! limited per client address before they are written: a client that keeps
 //! being refused gets 429 without a row, so neither a token-guessing loop nor
-//! a hostile page can flood the audit log (or guess at full speed).
+//! a hostile page can flood the audit log.
 
 use super::ApiState;
 use super::error::{ApiError, ErrorCode};
@@ -173,16 +173,6 @@ pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: N
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    if let Some(peer) = client
-        && state.refusals.exhausted(peer.ip())
-    {
-        return ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many refused calls from this address; wait a few seconds",
-        )
-        .into_response();
-    }
     let presented = match request.headers().get(header::AUTHORIZATION) {
         None => Ok(None),
         Some(value) => value
@@ -208,7 +198,16 @@ pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: N
     let (actor, response) = match checked {
         Ok(actor) => (actor, next.run(request).await),
         Err(e) => {
+            // A client refused again and again is answered 429, unwritten.
             if let Some(peer) = client {
+                if state.refusals.exhausted(peer.ip()) {
+                    return ApiError::new(
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many refused calls from this address; wait a few seconds",
+                    )
+                    .into_response();
+                }
                 state.refusals.refused(peer.ip());
             }
             ("denied".to_string(), e.into_response())

@@ -137,7 +137,7 @@ impl Origins {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!(
-                    "a change needs Content-Type: application/json{} (got {}), even with an empty body",
+                    "a change must be JSON: send Content-Type: application/json{} (got {}), even with an empty body",
                     if wasm_allowed {
                         " or application/wasm"
                     } else {

@@ -128,7 +128,10 @@ impl JobSpec {
     /// The first field that is wrong, with what was expected.
     pub fn build(&self, source: &str) -> Result<(JobDef, TriggerPut), FieldError> {
         if let Err(reason) = domain::check_job_key(&self.key) {
-            return Err(bad("key", format!("{:?}: {reason}", self.key)));
+            return Err(bad(
+                "key",
+                format!("{:?}: expected GROUP/NAME ({reason})", self.key),
+            ));
         }
         if let Err(reason) = domain::parse_module_ref(&self.module) {
             return Err(bad(

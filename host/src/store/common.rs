@@ -325,13 +325,13 @@ macro_rules! impl_store {
                     .bind(max_age_ms)
                     .execute(&self.pool)
                     .await?;
-                // Rows older than the newest `max_rows` (rows sharing the
-                // boundary's millisecond are kept): one statement on both dialects.
+                // Rows older than the newest `max_rows` (rows sharing the last
+                // kept row's millisecond are kept too): one statement on both dialects.
                 let over = sqlx::query(
                     "DELETE FROM audit_log WHERE at_ms < \
                      (SELECT at_ms FROM audit_log ORDER BY at_ms DESC, id DESC LIMIT 1 OFFSET $1)",
                 )
-                .bind(max_rows)
+                .bind((max_rows - 1).max(0))
                 .execute(&self.pool)
                 .await?;
                 Ok(aged.rows_affected() + over.rows_affected())
