@@ -189,7 +189,7 @@ pub const KEYS: &[Key] = &[
         "api.allowed_hosts",
         Kind::StrList,
         "",
-        "Host headers (NAME:PORT) the API answers, e.g. [\"sched.example:7878\"]; unset: the listen address, localhost, 127.0.0.1 and [::1] at its port (any, when listening on 0.0.0.0 or [::]). Other Host headers get 421: a DNS-rebinding page cannot read the API.",
+        "Host headers (NAME:PORT) the API answers besides the listen address and localhost, 127.0.0.1 and [::1] at its port, e.g. [\"sched.example:7878\"]; unset while listening on 0.0.0.0 or [::]: any. Other Host headers get 421, so a DNS-rebinding page cannot read the API.",
     ),
     int(
         "scheduler.workers",

@@ -310,6 +310,9 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
             "module",
             "push",
             wasm("counter").to_str().unwrap(),
+            // `counter` exists: a version is added to it only by name.
+            "--name",
+            "counter",
             "--version",
             "7",
         ],
