@@ -149,6 +149,9 @@ pub struct JobDecl {
     pub data: serde_json::Value,
     /// What happens when a fire comes while a run is still going.
     pub overlap: Overlap,
+    /// Whether `overlap` was written; when not, the module's `describe()`
+    /// hint is used at start.
+    pub overlap_given: bool,
     /// Wall-clock limit of one run.
     pub timeout: Duration,
     /// Memory limit of one run, in bytes.
@@ -1140,6 +1143,7 @@ impl<'a> Validator<'a> {
             module,
             data,
             overlap,
+            overlap_given: t.get("overlap").is_some(),
             timeout,
             max_memory,
             requests_recovery,

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 
-use quartzite::store::model::{HistoryFilter, HistoryStatus};
+use quartzite::store::model::{HistoryFilter, HistoryStatus, Overlap};
 use quartzite::store::{Scheduling, SqliteStore, Store};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -89,6 +89,10 @@ every = "100ms"
     .await;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
+    // The manifest writes no overlap for the counter: its describe() says
+    // forbid, so two of its fires never run at once and lose an update.
+    let counter_job = store.job_get("p/counter").await.unwrap().unwrap();
+    assert_eq!(counter_job.overlap, Overlap::Forbid);
 
     let mut second = serve(dir.path(), &url);
     wait_for_success(&store, "p/report", Duration::from_secs(60)).await;
