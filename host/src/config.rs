@@ -60,6 +60,8 @@ pub struct ApiConfig {
     pub listen: Option<String>,
     pub admin_token: Option<String>,
     pub admin_token_sha256: Option<String>,
+    /// `Host` names (`NAME:PORT`) the API answers besides its own addresses.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// The type of a key's value.
@@ -68,6 +70,8 @@ pub enum Kind {
     Str,
     Int,
     Bool,
+    /// An array of strings (from the environment: comma-separated).
+    StrList,
 }
 
 /// One configuration key.
@@ -180,6 +184,12 @@ pub const KEYS: &[Key] = &[
         Kind::Str,
         "",
         "SHA-256 of the admin token as 64 hex digits, so the file holds no secret.",
+    ),
+    key(
+        "api.allowed_hosts",
+        Kind::StrList,
+        "",
+        "Host headers (NAME:PORT) the API answers besides the listen address and localhost, 127.0.0.1 and [::1] at its port, e.g. [\"sched.example:7878\"]; unset while listening on 0.0.0.0 or [::]: any. Other Host headers get 421, so a DNS-rebinding page cannot read the API.",
     ),
     int(
         "scheduler.workers",
@@ -508,6 +518,13 @@ fn env_value(k: &Key, raw: &str) -> Result<toml::Value, String> {
             "false" | "0" | "no" | "off" | "" => Ok(toml::Value::Boolean(false)),
             _ => Err(format!("{} must be true or false, got {raw:?}", k.path)),
         },
+        Kind::StrList => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        )),
     }
 }
 
@@ -658,11 +675,27 @@ impl FileReader<'_> {
                 }
             }
             (Kind::Bool, DeValue::Boolean(b)) => toml::Value::Boolean(*b),
+            (Kind::StrList, DeValue::Array(items))
+                if items
+                    .iter()
+                    .all(|i| matches!(i.get_ref(), DeValue::String(_))) =>
+            {
+                toml::Value::Array(
+                    items
+                        .iter()
+                        .filter_map(|i| match i.get_ref() {
+                            DeValue::String(s) => Some(toml::Value::String(s.to_string())),
+                            _ => None,
+                        })
+                        .collect(),
+                )
+            }
             (kind, other) => {
                 let expected = match kind {
                     Kind::Str => "a string",
                     Kind::Int => "an integer",
                     Kind::Bool => "true or false",
+                    Kind::StrList => "an array of strings",
                 };
                 self.error(
                     &v.span(),
@@ -721,7 +754,7 @@ pub fn defaults_document() -> String {
         out.push('\n');
         let value = match k.kind {
             Kind::Str => format!("{:?}", k.default),
-            Kind::Int | Kind::Bool => k.default.to_string(),
+            Kind::Int | Kind::Bool | Kind::StrList => k.default.to_string(),
         };
         if k.default.is_empty() {
             out.push_str(&format!("# {} = \"\"  (unset)\n", k.name()));

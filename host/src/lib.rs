@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod manifest;
 pub mod metrics;

@@ -80,8 +80,6 @@ pub const MAX_PRIORITY: u8 = 10;
 /// Time zone of cron triggers that name none.
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
 
-/// Longest module name, job group, job name, trigger name or module version.
-const MAX_NAME_LEN: usize = 64;
 /// Shortest job timeout and shortest trigger period.
 const MIN_DURATION: Duration = Duration::from_millis(1);
 
@@ -151,6 +149,9 @@ pub struct JobDecl {
     pub data: serde_json::Value,
     /// What happens when a fire comes while a run is still going.
     pub overlap: Overlap,
+    /// Whether `overlap` was written; when not, the module's `describe()`
+    /// hint is used at start.
+    pub overlap_given: bool,
     /// Wall-clock limit of one run.
     pub timeout: Duration,
     /// Memory limit of one run, in bytes.
@@ -609,7 +610,7 @@ impl Manifest {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-        parse_with_base(&text, path, &base)
+        parse_with_base(&text, path, &base, true)
     }
 
     /// Validates manifest `text`. `path` names the file in error messages and
@@ -622,12 +623,20 @@ impl Manifest {
     pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Manifest, ManifestErrors> {
         let path = path.as_ref();
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        parse_with_base(text, path, &base)
+        parse_with_base(text, path, &base, false)
     }
 }
 
-fn parse_with_base(text: &str, path: &Path, base: &Path) -> Result<Manifest, ManifestErrors> {
+/// `check_files`: also report module files that do not exist, in the same
+/// round as every other error (set when the manifest was read from disk).
+fn parse_with_base(
+    text: &str,
+    path: &Path,
+    base: &Path,
+    check_files: bool,
+) -> Result<Manifest, ManifestErrors> {
     let mut validator = Validator::new(path, text);
+    validator.check_files = check_files;
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
         for error in syntax_errors {
@@ -695,6 +704,8 @@ struct Validator<'a> {
     line_starts: Vec<usize>,
     /// Errors with the byte offset they point at, for sorting into file order.
     errors: Vec<(usize, ManifestError)>,
+    /// Whether module paths are checked to name existing files.
+    check_files: bool,
 }
 
 /// What the cross-checks need to know about a `[[module]]`.
@@ -722,6 +733,7 @@ impl<'a> Validator<'a> {
             text,
             line_starts,
             errors: Vec::new(),
+            check_files: false,
         }
     }
 
@@ -989,6 +1001,13 @@ impl<'a> Validator<'a> {
                 self.error(v.span(), &t.field("path"), "the module path is empty");
             } else {
                 path = base.join(s);
+                if self.check_files && !path.is_file() {
+                    self.error(
+                        v.span(),
+                        &t.field("path"),
+                        format!("module-missing: no file {}", path.display()),
+                    );
+                }
             }
         }
         let mut version = None;
@@ -1065,6 +1084,11 @@ impl<'a> Validator<'a> {
         let data = t
             .get("data")
             .map_or(serde_json::Value::Null, |v| self.json(v, &t.field("data")));
+        if let Some(v) = t.get("data")
+            && let Err(e) = crate::domain::job_data_text(Some(&data))
+        {
+            self.error(v.span(), &t.field("data"), e);
+        }
         let overlap = self.parsed::<Overlap>(t, "overlap").unwrap_or_default();
         let timeout = t
             .get("timeout")
@@ -1119,6 +1143,7 @@ impl<'a> Validator<'a> {
             module,
             data,
             overlap,
+            overlap_given: t.get("overlap").is_some(),
             timeout,
             max_memory,
             requests_recovery,
@@ -1370,6 +1395,14 @@ impl<'a> Validator<'a> {
         let (expr, tz) = (expr?, tz?);
         let cron_span = t.get("cron").map(Spanned::span).unwrap_or(t.span.clone());
         match CronSchedule::parse(expr, tz) {
+            Ok(c) if c.next_after(Utc::now()).is_none() => {
+                self.error(
+                    cron_span,
+                    &cron_field,
+                    format!("{expr:?} can never fire: no time matches it"),
+                );
+                None
+            }
             Ok(_) => Some(TriggerKind::Cron {
                 expr: expr.to_owned(),
                 tz: tz.to_owned(),
@@ -1630,6 +1663,11 @@ impl<'a> Validator<'a> {
 
     /// A humantime duration string, at least `min`.
     fn duration(&mut self, v: &Value<'_>, field: &str, min: Duration) -> Option<Duration> {
+        let max = if field.ends_with(".timeout") || field == "timeout" {
+            crate::domain::MAX_TIMEOUT
+        } else {
+            crate::domain::MAX_PERIOD
+        };
         let Some(s) = (match v.get_ref() {
             DeValue::String(s) => Some(s),
             _ => None,
@@ -1637,21 +1675,10 @@ impl<'a> Validator<'a> {
             self.type_error(v, field, "a duration string such as \"30s\"");
             return None;
         };
-        match humantime::parse_duration(s.trim()) {
-            Ok(d) if d >= min => Some(d),
-            Ok(_) => {
-                self.error(
-                    v.span(),
-                    field,
-                    format!(
-                        "duration {s:?} is too short: the minimum is {}",
-                        humantime::format_duration(min)
-                    ),
-                );
-                None
-            }
+        match crate::domain::parse_duration_within(s, min, max) {
+            Ok(d) => Some(d),
             Err(e) => {
-                self.error(v.span(), field, format!("invalid duration {s:?}: {e}"));
+                self.error(v.span(), field, e);
                 None
             }
         }
@@ -1759,74 +1786,23 @@ impl<'a> Validator<'a> {
 // Lexical checks
 // ---------------------------------------------------------------------------
 
-/// `[a-z0-9][a-z0-9_-]*`, at most 64 characters.
+// The rules themselves live in `crate::domain`, shared with the API and the CLI.
+
 fn check_module_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".to_owned());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!("the name is longer than {MAX_NAME_LEN} characters"));
-    }
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !first_ok
-        || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
-        return Err(
-            "a module name starts with a lowercase letter or digit and has only \
-             lowercase letters, digits, `_` and `-`"
-                .to_owned(),
-        );
-    }
-    Ok(())
+    crate::domain::check_module_name(name)
 }
 
-/// 1 to 64 of `[A-Za-z0-9._+-]` (semantic versions and the like).
 fn check_version(version: &str) -> Result<(), String> {
-    if version.is_empty() {
-        return Err("the version is empty".to_owned());
-    }
-    if version.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "the version is longer than {MAX_NAME_LEN} characters"
-        ));
-    }
-    if !version
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
-    {
-        return Err("a version has only ASCII letters, digits, `.`, `_`, `+` and `-`".to_owned());
-    }
-    Ok(())
+    crate::domain::check_module_version(version)
 }
 
-/// One part of a job key, or a trigger name: 1 to 64 of `[A-Za-z0-9_.-]`.
+/// One part of a job key, or a trigger name ([`crate::domain::check_part`]).
 pub(crate) fn check_part(part: &str) -> Result<(), String> {
-    if part.is_empty() {
-        return Err("it is empty".to_owned());
-    }
-    if part.len() > MAX_NAME_LEN {
-        return Err(format!("it is longer than {MAX_NAME_LEN} characters"));
-    }
-    if !part
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    {
-        return Err("only ASCII letters, digits, `_`, `.` and `-` are allowed".to_owned());
-    }
-    Ok(())
+    crate::domain::check_part(part)
 }
 
-/// `group/name`, each part per [`check_part`].
 fn parse_job_key(key: &str) -> Result<(&str, &str), String> {
-    let Some((group, name)) = key.split_once('/') else {
-        return Err("expected `group/name`".to_owned());
-    };
-    check_part(group).map_err(|reason| format!("the group is invalid: {reason}"))?;
-    check_part(name).map_err(|reason| format!("the name is invalid: {reason}"))?;
-    Ok((group, name))
+    crate::domain::check_job_key(key)
 }
 
 /// Digits and an optional binary unit: `B`, `KiB`/`k`/`kb`, `MiB`/`m`/`mb`,
@@ -2405,6 +2381,8 @@ overlap = "sometimes"
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("jobs.toml");
         std::fs::write(&file, "[[module]]\nname = \"m\"\npath = \"mods/m.wasm\"\n").unwrap();
+        std::fs::create_dir(dir.path().join("mods")).unwrap();
+        std::fs::write(dir.path().join("mods/m.wasm"), b"").unwrap();
         let m = Manifest::load(&file).unwrap();
         assert_eq!(m.modules[0].path, dir.path().join("mods/m.wasm"));
         assert!(m.modules[0].path.is_absolute());
@@ -2416,6 +2394,27 @@ overlap = "sometimes"
         let shown = errs.to_string();
         assert!(shown.starts_with(&missing.display().to_string()), "{shown}");
         assert!(shown.contains("cannot read manifest"), "{shown}");
+    }
+
+    #[test]
+    fn a_missing_module_file_is_reported_with_the_other_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jobs.toml");
+        std::fs::write(
+            &file,
+            "[[module]]\nname = \"m\"\npath = \"gone.wasm\"\n\
+             [[job]]\nkey = \"a/..\"\nmodule = \"m\"\n[[job.trigger]]\ncron = \"0 0 0 31 2 ?\"\n",
+        )
+        .unwrap();
+        let errs = Manifest::load(&file).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["module[1].path", "job[1].key", "job[1].trigger[1].cron"],
+            "{errs}"
+        );
+        assert!(errs.0[0].message.contains("gone.wasm"), "{errs}");
+        assert!(errs.0[2].message.contains("never fire"), "{errs}");
     }
 
     #[test]

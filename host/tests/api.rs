@@ -919,11 +919,7 @@ async fn the_cli_gives_the_same_answers_through_a_server_as_on_the_database() {
         "--cron",
         "0 0 25 * * ?",
     ];
-    assert_fails(
-        &remote(&bad_cron),
-        2,
-        "--cron/--tz: invalid cron expression",
-    );
+    assert_fails(&remote(&bad_cron), 2, "--cron invalid cron expression");
     assert_fails(
         &remote(&["job", "pause", "r/missing"]),
         1,
@@ -1101,4 +1097,677 @@ fn a_short_admin_token_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the admin token is too short"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Issue 15: names, inputs, origins, audit, pipes and describe() hints.
+// ---------------------------------------------------------------------------
+
+/// A push's JSON answer through the API with the given query.
+async fn push_as(server: &Server, guest: &str, query: &str) -> (StatusCode, Value) {
+    let bytes = std::fs::read(wasm(guest)).unwrap();
+    json_of(
+        server
+            .admin(reqwest::Method::POST, &format!("/api/v1/modules{query}"))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_cannot_take_over_an_existing_name_through_describe() {
+    let server = start(Backend::Sqlite, None).await;
+    // `hello` exists (another build pushed under that name explicitly).
+    let (status, body) = push_as(&server, "counter", "?name=hello&version=0.0.1").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A module whose describe() claims `hello` does not become its current version.
+    let (status, body) = push_as(&server, "hello", "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "module_rejected", "{body}");
+    let says = body["error"]["message"].as_str().unwrap();
+    assert!(says.contains("name=hello"), "{says}");
+    let current: Vec<Value> = server
+        .store
+        .module_list(Some("hello"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| json!([m.version, m.current]))
+        .collect();
+    assert_eq!(current, vec![json!(["0.0.1", true])]);
+    // Given explicitly, the version is added, and the answer says what was written.
+    let (status, body) = push_as(&server, "hello", "?name=hello").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["module"]["name"], "hello");
+    // The CLI on the database: refused with exit 3, then accepted with --name.
+    let db = server.db_url.clone();
+    let counter = wasm("counter");
+    let report = wasm("report");
+    let out = cli(
+        &server,
+        &[
+            "--db",
+            &db,
+            "module",
+            "push",
+            counter.to_str().unwrap(),
+            "--name",
+            "report",
+            "--version",
+            "0.0.1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        &server,
+        &["--db", &db, "module", "push", report.to_str().unwrap()],
+    );
+    assert_fails(&out, 3, "--name report");
+    let out = cli(
+        &server,
+        &[
+            "--db",
+            &db,
+            "module",
+            "push",
+            report.to_str().unwrap(),
+            "--name",
+            "report",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("pushed report@"), "{said}");
+    // A new name may still come from describe().
+    let flaky = wasm("flaky");
+    let out = cli(
+        &server,
+        &[
+            "--db",
+            &db,
+            "--json",
+            "module",
+            "push",
+            flaky.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_hosts_cross_origin_changes_and_form_bodies_are_refused_and_audited() {
+    let server = start(Backend::Sqlite, None).await;
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let plain = reqwest::Client::new();
+    // DNS rebinding: the page's own name arrives as the Host header.
+    let r = plain
+        .get(server.url("/api/v1/jobs"))
+        .header("host", format!("evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        r,
+        StatusCode::MISDIRECTED_REQUEST,
+        "host_not_allowed",
+        "evil.example",
+    )
+    .await;
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let r = plain
+            .get(server.url("/api/v1/jobs"))
+            .header("host", host.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+    }
+    let job = r#"{"key": "x/y", "module": "hello", "every": "1h"}"#;
+    // A form post and a no-cors fetch without a content type change nothing.
+    let r = plain
+        .post(server.url("/api/v1/jobs"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(job)
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "application/json",
+    )
+    .await;
+    let r = plain
+        .post(server.url("/api/v1/jobs/x/y/run-now"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "none",
+    )
+    .await;
+    // JSON from another origin is refused too.
+    for (name, value) in [
+        ("origin", "http://127.0.0.1:1"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = plain
+            .post(server.url("/api/v1/jobs"))
+            .header("content-type", "application/json")
+            .header(name, value)
+            .body(job)
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::FORBIDDEN, "forbidden_origin", value).await;
+    }
+    assert!(server.store.job_list().await.unwrap().is_empty());
+    // The server's own page may.
+    let r = plain
+        .post(server.url("/api/v1/jobs"))
+        .header("content-type", "application/json")
+        .header("origin", server.base.clone())
+        .header("sec-fetch-site", "same-origin")
+        .body(job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Each refusal is audited as denied with the client's address.
+    let audit = server
+        .store
+        .audit_list(&quartzite::store::model::AuditFilter {
+            actor: Some("denied".into()),
+            action: None,
+            limit: 100,
+            before: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 4, "{audit:?}");
+    for row in &audit {
+        assert!(
+            row.client
+                .as_deref()
+                .is_some_and(|c| c.starts_with("127.0.0.1:")),
+            "{row:?}"
+        );
+    }
+    let (_, listed) = json_of(plain.get(server.url("/api/v1/audit")).send().await.unwrap()).await;
+    assert!(listed["items"][0]["client"].is_string(), "{listed}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_are_rate_limited_before_they_are_written_and_the_audit_log_is_kept_like_history()
+ {
+    let server = start(Backend::Sqlite, Some(TOKEN)).await;
+    let mut limited = 0;
+    let tries = 200;
+    for _ in 0..tries {
+        let r = server
+            .http
+            .post(server.url("/api/v1/jobs/a/b/pause"))
+            .bearer_auth("wrong-token-wrong-token")
+            .send()
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert!(limited > 0, "no call was limited");
+    let denied = server
+        .store
+        .audit_list(&quartzite::store::model::AuditFilter {
+            actor: Some("denied".into()),
+            action: None,
+            limit: 1000,
+            before: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), tries - limited, "a limited call was written");
+    // Retention: rows older than the age go, and beyond the row cap.
+    let last = denied[0].at_ms;
+    let store = Arc::clone(&server.store);
+    wait_until(
+        Duration::from_secs(10),
+        "the database clock to move",
+        || {
+            let store = Arc::clone(&store);
+            async move { store.now_ms().await.unwrap() > last }
+        },
+    )
+    .await;
+    let removed = server.store.audit_cleanup(0, 1_000_000).await.unwrap();
+    assert_eq!(removed, u64::try_from(denied.len()).unwrap());
+    for _ in 0..3 {
+        let before = server.store.now_ms().await.unwrap();
+        let r = server
+            .admin(reqwest::Method::POST, "/api/v1/groups/g/pause")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let store = Arc::clone(&store);
+        wait_until(
+            Duration::from_secs(10),
+            "the database clock to move",
+            || {
+                let store = Arc::clone(&store);
+                async move { store.now_ms().await.unwrap() > before + 1 }
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        server.store.audit_cleanup(i64::MAX / 4, 2).await.unwrap(),
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_inputs_are_checked_the_same_through_the_api_and_the_cli() {
+    let server = start(Backend::Sqlite, Some(TOKEN)).await;
+    let big = "x".repeat(2 << 20);
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"key": "g/..", "module": "hello", "every": "1s"}),
+            "key",
+            "g/..",
+        ),
+        (
+            json!({"key": "../etc", "module": "hello", "every": "1s"}),
+            "key",
+            "../etc",
+        ),
+        (
+            json!({"key": "g/a", "module": "hello@<script>", "every": "1s"}),
+            "module",
+            "<script>",
+        ),
+        (
+            json!({"key": "g/a", "module": "hello", "every": "1s", "data": big}),
+            "data",
+            "bytes",
+        ),
+        (
+            json!({"key": "g/a", "module": "hello", "every": "1s", "max_attempts": 0}),
+            "max_attempts",
+            "0",
+        ),
+        (
+            json!({"key": "g/a", "module": "hello", "every": "100000d"}),
+            "every",
+            "100000d",
+        ),
+        (
+            json!({"key": "g/a", "module": "hello", "every": "1s", "timeout": "30d"}),
+            "timeout",
+            "30d",
+        ),
+        (
+            json!({"key": "g/a", "module": "hello", "cron": "0 0 0 31 2 ?"}),
+            "cron",
+            "never fire",
+        ),
+        (
+            json!({"key": "g/a", "module": "hello", "cron": "0 0 * * * ?", "tz": "Mars/Olympus"}),
+            "tz",
+            "Mars/Olympus",
+        ),
+    ];
+    for (body, field, says) in &cases {
+        let r = server
+            .admin(reqwest::Method::POST, "/api/v1/jobs")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = json_of(r).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["error"]["field"], *field, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    let (status, body) = push_as(&server, "hello", "?version=%3Cscript%3E").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "version", "{body}");
+    assert!(server.store.module_list(None).await.unwrap().is_empty());
+    // The CLI, on the database and through the server: exit 2 quoting what was typed.
+    let hello = wasm("hello");
+    let flags: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["job", "add", "g/..", "--module", "hello", "--every", "1s"],
+            "g/..",
+        ),
+        (
+            vec![
+                "job",
+                "add",
+                "g/a",
+                "--module",
+                "hello",
+                "--every",
+                "1s",
+                "--max-attempts",
+                "0",
+            ],
+            "--max-attempts 0",
+        ),
+        (
+            vec![
+                "job", "add", "g/a", "--module", "hello", "--every", "100000d",
+            ],
+            "100000d",
+        ),
+        (
+            vec![
+                "job",
+                "add",
+                "g/a",
+                "--module",
+                "hello",
+                "--cron",
+                "0 0 0 31 2 ?",
+            ],
+            "never fire",
+        ),
+        (
+            vec![
+                "job",
+                "add",
+                "g/a",
+                "--module",
+                "hello",
+                "--cron",
+                "0 0 * * * ?",
+                "--tz",
+                "Mars/Olympus",
+            ],
+            "--tz",
+        ),
+        (
+            vec![
+                "module",
+                "push",
+                hello.to_str().unwrap(),
+                "--version",
+                "<script>",
+            ],
+            "<script>",
+        ),
+    ];
+    for (args, says) in &flags {
+        for how in [
+            vec!["--db", server.db_url.as_str()],
+            vec!["--server", server.base.as_str(), "--token", TOKEN],
+        ] {
+            let mut all = how.clone();
+            all.extend_from_slice(args);
+            assert_fails(&cli(&server, &all), 2, says);
+        }
+    }
+    assert!(server.store.job_list().await.unwrap().is_empty());
+    assert!(server.store.module_list(None).await.unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_behaves_in_pipes_pages_history_and_exits_2_on_a_rejected_manifest() {
+    let server = start(Backend::Sqlite, None).await;
+    push_hello(&server).await;
+    let db = server.db_url.clone();
+    let out = cli(
+        &server,
+        &[
+            "--db", &db, "job", "add", "p/fast", "--module", "hello", "--every", "20ms",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Arc::clone(&server.store);
+    wait_until(Duration::from_secs(60), "5 history rows", || {
+        let store = Arc::clone(&store);
+        async move { history_of(store.as_ref(), "p/fast").await.len() >= 5 }
+    })
+    .await;
+    let out = cli(&server, &["--db", &db, "job", "pause", "p/fast"]);
+    assert!(out.status.success());
+    wait_for_no_executions(&server).await;
+    // A reader that is gone: every command ends quietly.
+    for args in [
+        vec!["job", "list"],
+        vec!["history", "list"],
+        vec!["module", "list"],
+        vec!["trigger", "list"],
+        vec!["cluster", "nodes"],
+        vec!["--json", "job", "list"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["--db", &db])
+            .args(&args)
+            .env("QUARTZITE_CACHE_DIR", server.dir.path().join("cli-cache"))
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    // History pages on with the cursor it names when it truncates.
+    let total = history_of(server.store.as_ref(), "p/fast").await.len();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec![
+            "--db",
+            db.as_str(),
+            "--json",
+            "history",
+            "list",
+            "--job",
+            "p/fast",
+            "--limit",
+            "2",
+        ];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let out = cli(&server, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+        seen.extend(page.as_array().unwrap().iter().map(|h| h["id"].clone()));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        cursor = err.split("--cursor ").nth(1).map(|c| c.trim().to_string());
+        if cursor.is_none() {
+            assert!(err.is_empty(), "{err}");
+            break;
+        }
+    }
+    assert_eq!(seen.len(), total);
+    seen.sort_by_key(ToString::to_string);
+    seen.dedup();
+    assert_eq!(seen.len(), total, "a row came twice");
+    assert_fails(
+        &cli(
+            &server,
+            &["--db", &db, "history", "list", "--limit", "50000"],
+        ),
+        2,
+        "--limit 50000",
+    );
+    // A rejected manifest: exit 2, the missing module file named with the rest.
+    let manifest = server.dir.path().join("bad.toml");
+    std::fs::write(
+        &manifest,
+        "[[module]]\nname = \"m\"\npath = \"gone.wasm\"\n[[job]]\nkey = \"a/..\"\nmodule = \"m\"\n",
+    )
+    .unwrap();
+    let out = cli(
+        &server,
+        &[
+            "serve",
+            "--no-api",
+            "--db",
+            &db,
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gone.wasm") && err.contains("a/.."), "{err}");
+    // A rejected push exits 3, on the database and through the server.
+    let junk = server.dir.path().join("junk.wasm");
+    std::fs::write(&junk, "not wasm").unwrap();
+    assert_fails(
+        &cli(
+            &server,
+            &["--db", &db, "module", "push", junk.to_str().unwrap()],
+        ),
+        3,
+        "module-invalid",
+    );
+    let base = server.base.clone();
+    assert_fails(
+        &cli(
+            &server,
+            &["--server", &base, "module", "push", junk.to_str().unwrap()],
+        ),
+        3,
+        "module-invalid",
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_hints_fill_what_job_add_and_the_api_leave_out() {
+    let server = start(Backend::Sqlite, None).await;
+    push_hello(&server).await;
+    let (status, body) = push_as(&server, "report", "").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // report says overlap = forbid; hello has a default schedule.
+    let (status, job) = json_of(
+        server
+            .admin(reqwest::Method::POST, "/api/v1/jobs")
+            .json(&json!({"key": "h/report", "module": "report", "every": "1h"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["overlap"], "forbid", "{job}");
+    let (status, job) = json_of(
+        server
+            .admin(reqwest::Method::POST, "/api/v1/jobs")
+            .json(&json!({"key": "h/hello", "module": "hello", "paused": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["triggers"][0]["trigger_key"], "h/hello:cron", "{job}");
+    // The operator's choice wins.
+    let (_, job) = json_of(
+        server
+            .admin(reqwest::Method::PUT, "/api/v1/jobs/h/report")
+            .json(&json!({"module": "report", "every": "1h", "overlap": "allow"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(job["overlap"], "allow", "{job}");
+    // job add, on the database and through the server.
+    let (remote, local) = both_ways_open(
+        &server,
+        &[
+            "job", "add", "c/report", "--module", "report", "--every", "1h",
+        ],
+    );
+    assert_eq!(remote["overlap"], "forbid", "{remote}");
+    assert_eq!(local["overlap"], "forbid", "{local}");
+    let (remote, local) = both_ways_open(&server, &["job", "add", "c/hello", "--module", "hello"]);
+    assert_eq!(
+        remote["triggers"][0]["trigger_key"], "c/hello:cron",
+        "{remote}"
+    );
+    assert_eq!(
+        local["triggers"][0]["trigger_key"], "c/hello:cron",
+        "{local}"
+    );
+    let out = cli(
+        &server,
+        &[
+            "--db",
+            &server.db_url,
+            "job",
+            "add",
+            "c/x",
+            "--module",
+            "report",
+        ],
+    );
+    assert_fails(&out, 2, "--cron, --every");
+    server.stop().await;
+}
+
+/// [`both_ways`] for a server without a token.
+fn both_ways_open(server: &Server, args: &[&str]) -> (Value, Value) {
+    let run = |how: Vec<&str>| -> Value {
+        let mut all = how;
+        all.push("--json");
+        all.extend_from_slice(args);
+        let out = cli(server, &all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    (
+        run(vec!["--server", server.base.as_str()]),
+        run(vec!["--db", server.db_url.as_str()]),
+    )
 }

@@ -121,13 +121,22 @@ struct Server {
 }
 
 async fn start_server(dir: &Path) -> Server {
+    start_server_with(dir, Some(TOKEN)).await
+}
+
+/// [`start_server`] with the given admin token, or none (the default setup).
+async fn start_server_with(dir: &Path, token: Option<&str>) -> Server {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quartzite"));
+    command.env_remove("QUARTZITE_ADMIN_TOKEN");
+    if let Some(token) = token {
+        command.env("QUARTZITE_ADMIN_TOKEN", token);
+    }
+    let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
         .arg(format!("sqlite://{}", dir.join("q.db").display()))
         .arg("--manifest")
         .arg(manifest(dir))
-        .env("QUARTZITE_ADMIN_TOKEN", TOKEN)
         .env("QUARTZITE_CACHE_DIR", dir.join("cache"))
         .env("QUARTZITE_LOG", "error")
         .stdout(Stdio::null())
@@ -949,4 +958,117 @@ async fn stats_count_and_rank_on_postgres() {
     let (url, schema) = pg_schema("qz_dash").await;
     stats_count_and_rank(&url).await;
     pg_drop(&schema).await;
+}
+
+/// Serves `page` as HTML to every request on a free loopback port (another
+/// origin than the server's), until the test ends.
+fn serve_page(page: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_origin_changes_nothing_on_a_server_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_with(dir.path(), None).await;
+    let api = server.base.clone();
+    // The attacker's page: no-cors fetches without a JSON content type, then a
+    // text/plain form whose body is JSON (the classic trick), all at the API.
+    let page = format!(
+        r#"<!doctype html><html><head><title>loading</title></head><body>
+<form id="f" method="POST" action="{api}/api/v1/jobs" enctype="text/plain">
+<input name='{{"key":"evil/form","module":"hello","every":"1s","x":"' value='"}}'>
+</form>
+<script>
+const shots = [
+  fetch("{api}/api/v1/jobs/dash/later/pause", {{ method: "POST", mode: "no-cors" }}),
+  fetch("{api}/api/v1/jobs/dash/hello/run-now", {{ method: "POST", mode: "no-cors", body: "x" }}),
+  fetch("{api}/api/v1/jobs", {{ method: "POST", mode: "no-cors",
+    body: JSON.stringify({{ key: "evil/fetch", module: "hello", every: "1s" }}) }}),
+  fetch("{api}/api/v1/jobs/dash/later/pause", {{ method: "POST", mode: "no-cors",
+    headers: {{ "Content-Type": "text/plain" }}, body: "{{}}" }}),
+];
+Promise.allSettled(shots).then(() => {{ document.title = "fired"; }});
+</script></body></html>"#
+    );
+    let attacker = serve_page(page);
+    let browser = start_browser().await;
+    browser.goto(&format!("{attacker}/")).await;
+    browser
+        .wait_for(
+            "the page's fetches to settle",
+            "return document.title === 'fired';",
+            json!([]),
+        )
+        .await;
+    browser
+        .script(
+            "document.getElementById('f').submit(); return true;",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the form post to land on the API",
+            "return location.href.includes('/api/v1/jobs');",
+            json!([]),
+        )
+        .await;
+    // The server saw every attempt and refused each one; nothing changed.
+    let audit = server.get("/api/v1/audit?actor=denied").await;
+    let refused: Vec<&Value> = audit["items"].as_array().unwrap().iter().collect();
+    assert_eq!(refused.len(), 5, "{audit}");
+    for row in &refused {
+        assert!(
+            row["status"] == json!(403) || row["status"] == json!(415),
+            "{row}"
+        );
+    }
+    assert_eq!(job_state(&server, "dash/later").await, "active");
+    let jobs = server.get("/api/v1/jobs").await;
+    let keys: Vec<&str> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_key"].as_str().unwrap())
+        .collect();
+    assert!(!keys.iter().any(|k| k.starts_with("evil/")), "{keys:?}");
+    // A page reached through a rebound DNS name sends its own Host: refused.
+    let r = server
+        .http
+        .get(server.url("/api/v1/jobs"))
+        .header("host", "attacker.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    // The server's own dashboard still acts, with no token on this server.
+    browser.goto(&format!("{}/ui/", server.base)).await;
+    browser
+        .click("#jobs-table tr[data-job=\"dash/later\"] button.pause")
+        .await;
+    let store_state = || job_state(&server, "dash/later");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store_state().await != "paused" {
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard's pause did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.quit().await;
 }

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 
-use quartzite::store::model::{HistoryFilter, HistoryStatus};
+use quartzite::store::model::{HistoryFilter, HistoryStatus, Overlap};
 use quartzite::store::{Scheduling, SqliteStore, Store};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -91,6 +91,10 @@ every = "100ms"
     .await;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
+    // The manifest writes no overlap for the counter: its describe() says
+    // forbid, so two of its fires never run at once and lose an update.
+    let counter_job = store.job_get("p/counter").await.unwrap().unwrap();
+    assert_eq!(counter_job.overlap, Overlap::Forbid);
 
     let mut second = serve(dir.path(), &url);
     wait_for_success(&store, "p/report", Duration::from_secs(60)).await;
@@ -204,7 +208,7 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
     assert_eq!(bad.status.code(), Some(2));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("--cron/--tz: invalid cron expression \"0 0 * * * *\""),
+        err.contains("--cron invalid cron expression \"0 0 * * * *\""),
         "{err}"
     );
 
@@ -312,6 +316,9 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
             "module",
             "push",
             wasm("counter").to_str().unwrap(),
+            // `counter` exists: a version is added to it only by name.
+            "--name",
+            "counter",
             "--version",
             "7",
         ],

@@ -1,7 +1,7 @@
 //! `counter`: keeps a count in the job's durable kv state, so it survives
 //! across runs, restarts and nodes.
 
-use quartzite_sdk::{Context, Job, JobInfo, Outcome, Result, info, kv};
+use quartzite_sdk::{Context, Job, JobInfo, Outcome, Overlap, Result, info, kv};
 use serde_json::json;
 
 pub struct Counter;
@@ -10,6 +10,9 @@ impl Job for Counter {
     fn info() -> JobInfo {
         JobInfo::new("counter", env!("CARGO_PKG_VERSION"))
             .description("counts its runs in durable kv state")
+            // Two runs at once would both read the same count and one update
+            // would be lost: fires of a counter must not overlap.
+            .overlap(Overlap::Forbid)
     }
 
     fn run(ctx: &Context) -> Result<Outcome> {

@@ -7,8 +7,11 @@
 //! without one). `/healthz` and `/readyz` stay open for probes.
 //!
 //! Every mutating call, allowed or not, leaves an audit row: who (the token's
-//! id, `anonymous-loopback`, or `denied`), the action, its target, the status
-//! and a summary of the request.
+//! id, `anonymous-loopback`, or `denied`), the client's address, the action,
+//! its target, the status and a summary of the request. Refused calls are
+//! limited per client address before they are written: a client that keeps
+//! being refused gets 429 without a row, so neither a token-guessing loop nor
+//! a hostile page can flood the audit log.
 
 use super::ApiState;
 use super::error::{ApiError, ErrorCode};
@@ -18,8 +21,57 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Refused calls one client may make in a burst, and how many more it earns
+/// per second after.
+const REFUSAL_BURST: f64 = 20.0;
+const REFUSALS_PER_SECOND: f64 = 1.0;
+/// Clients remembered; beyond this the table is cleared (the limit then
+/// starts afresh, which only ever errs towards writing rows).
+const REFUSAL_CLIENTS: usize = 10_000;
+
+/// Refused calls per client address: a token bucket each.
+#[derive(Debug, Default)]
+pub struct RefusalLimiter {
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RefusalLimiter {
+    fn refill(tokens: f64, since: Instant, now: Instant) -> f64 {
+        (tokens + now.duration_since(since).as_secs_f64() * REFUSALS_PER_SECOND).min(REFUSAL_BURST)
+    }
+
+    /// Whether `client` has used up its refusals (then nothing is checked or written).
+    fn exhausted(&self, client: IpAddr) -> bool {
+        let now = Instant::now();
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        buckets
+            .get(&client)
+            .is_some_and(|(tokens, since)| Self::refill(*tokens, *since, now) < 1.0)
+    }
+
+    /// Counts one refusal of `client`.
+    fn refused(&self, client: IpAddr) {
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= REFUSAL_CLIENTS && !buckets.contains_key(&client) {
+            buckets.clear();
+        }
+        let (tokens, since) = buckets.entry(client).or_insert((REFUSAL_BURST, now));
+        *tokens = (Self::refill(*tokens, *since, now) - 1.0).max(0.0);
+        *since = now;
+    }
+}
 
 /// The actor of calls made without a token on a loopback-only server that has none.
 pub const ANONYMOUS: &str = "anonymous-loopback";
@@ -117,6 +169,10 @@ pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: N
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| path.clone(), |m| m.as_str().to_string());
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let presented = match request.headers().get(header::AUTHORIZATION) {
         None => Ok(None),
         Some(value) => value
@@ -128,10 +184,34 @@ pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: N
                 ApiError::unauthorized("the Authorization header must be `Bearer TOKEN`")
             }),
     };
-    let checked = presented.and_then(|p| state.auth.check(p.as_deref(), mutating));
+    // A page of another origin is refused before its token (if any) is looked at.
+    let wasm_allowed = method == Method::POST && route == "/api/v1/modules";
+    let checked = if mutating {
+        state
+            .origins
+            .check_mutation(request.headers(), wasm_allowed)
+            .and(presented)
+    } else {
+        presented
+    }
+    .and_then(|p| state.auth.check(p.as_deref(), mutating));
     let (actor, response) = match checked {
         Ok(actor) => (actor, next.run(request).await),
-        Err(e) => ("denied".to_string(), e.into_response()),
+        Err(e) => {
+            // A client refused again and again is answered 429, unwritten.
+            if let Some(peer) = client {
+                if state.refusals.exhausted(peer.ip()) {
+                    return ApiError::new(
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many refused calls from this address; wait a few seconds",
+                    )
+                    .into_response();
+                }
+                state.refusals.refused(peer.ip());
+            }
+            ("denied".to_string(), e.into_response())
+        }
     };
     if mutating {
         let note = response.extensions().get::<AuditNote>().cloned();
@@ -151,6 +231,7 @@ pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: N
             target,
             status: response.status().as_u16(),
             summary: summary.to_string(),
+            client: client.map(|c| c.to_string()),
         };
         if let Err(e) = state.store.audit_put(&row).await {
             tracing::error!(error = %e, action = %row.action, target = %row.target, "writing the audit row failed");

@@ -8,7 +8,7 @@ use super::views::{fmt_ms, history_view, job_view, trigger_view};
 use crate::engine::jobs::{JobSpec, valid_key};
 use crate::engine::modules::{PushError, push_bytes};
 use crate::store::model::{
-    AuditFilter, HistoryBucket, HistoryEntry, HistoryFilter, HistoryStatsParams, HistoryStatus,
+    AuditFilter, HistoryBucket, HistoryFilter, HistoryStatsParams, HistoryStatus,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -187,6 +187,17 @@ pub async fn job_show(
 }
 
 async fn put_job(state: &ApiState, spec: &JobSpec) -> Result<Value> {
+    let mut spec = spec.clone();
+    let scheduled =
+        spec.cron.is_some() || spec.every.is_some() || spec.at.is_some() || spec.event.is_some();
+    // The module's own hints stand in for what the request leaves out.
+    if (spec.overlap.is_none() || !scheduled)
+        && let Some(info) =
+            crate::engine::modules::describe_stored(&state.store, &state.runtime, &spec.module)
+                .await?
+    {
+        spec.apply_hints(&info);
+    }
     let (job, trigger) = spec
         .build("api")
         .map_err(|e| ApiError::invalid_field(e.field, e.to_string()))?;
@@ -512,6 +523,18 @@ pub async fn module_push(
                 format!("module rejected: describe() failed: {e}"),
             )
         }),
+        Err(PushError::Refused(e)) => Err(ApiError {
+            field: Some("name".into()),
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "module_rejected",
+                format!("module rejected: {e}"),
+            )
+        }),
+        Err(PushError::Invalid { field, message }) => Err(ApiError::invalid_field(
+            field,
+            format!("{field}: {message}"),
+        )),
         Err(PushError::Store(e)) => Err(e.into()),
     }
 }
@@ -558,15 +581,12 @@ pub async fn module_rollback(
 
 /// A page position: the `started_ms`/`at_ms` and id of the last row returned.
 fn parse_cursor(text: &str) -> Result<(i64, String)> {
-    text.split_once('_')
-        .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_string())))
-        .filter(|(_, id)| !id.is_empty())
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                "cursor",
-                format!("cursor {text:?}: not a cursor this API returned (next_cursor)"),
-            )
-        })
+    super::views::parse_cursor(text).ok_or_else(|| {
+        ApiError::invalid_field(
+            "cursor",
+            format!("cursor {text:?}: not a cursor this API returned (next_cursor)"),
+        )
+    })
 }
 
 pub(super) fn parse_limit(limit: Option<i64>) -> Result<i64> {
@@ -607,33 +627,14 @@ pub async fn history_list(
         })?),
     };
     let cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
-    let after_cursor = |h: &HistoryEntry| {
-        cursor.as_ref().is_none_or(|(ms, id)| {
-            h.started_ms < *ms || (h.started_ms == *ms && h.id.as_str() < id.as_str())
-        })
-    };
-    // The store pages by start time only; rows sharing the cursor's millisecond
-    // are fetched again and dropped here, asking for more until a page fills.
-    let mut want = limit + 1;
-    let (rows, more) = loop {
-        let fetched = state
-            .store
-            .history_list(&HistoryFilter {
-                job_key: q.job.clone(),
-                status,
-                limit: want,
-                before_ms: cursor.as_ref().map(|(ms, _)| ms.saturating_add(1)),
-            })
-            .await?;
-        let exhausted = i64::try_from(fetched.len()).unwrap_or(i64::MAX) < want;
-        let mut kept: Vec<HistoryEntry> = fetched.into_iter().filter(|h| after_cursor(h)).collect();
-        let more = i64::try_from(kept.len()).unwrap_or(i64::MAX) > limit;
-        if more || exhausted {
-            kept.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            break (kept, more);
-        }
-        want = want.saturating_mul(2);
-    };
+    let (rows, next_cursor) = super::views::history_page(
+        state.store.as_ref(),
+        q.job.as_deref(),
+        status,
+        limit,
+        cursor.as_ref(),
+    )
+    .await?;
     let total = state
         .store
         .history_count(&HistoryFilter {
@@ -642,10 +643,6 @@ pub async fn history_list(
             ..HistoryFilter::default()
         })
         .await?;
-    let next_cursor = rows
-        .last()
-        .filter(|_| more)
-        .map(|h| format!("{}_{}", h.started_ms, h.id));
     Ok(Json(json!({
         "items": rows.iter().map(history_view).collect::<Vec<_>>(),
         "next_cursor": next_cursor,

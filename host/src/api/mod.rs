@@ -15,6 +15,7 @@ mod dashboard;
 pub mod error;
 mod handlers;
 pub mod openapi;
+pub mod origin;
 mod signals;
 pub mod views;
 
@@ -39,6 +40,8 @@ pub struct ApiOptions {
     pub listen: SocketAddr,
     /// SHA-256 of the admin token; the token itself is not kept.
     pub token_sha256: Option<[u8; 32]>,
+    /// `Host` names answered besides the server's own (`[api] allowed_hosts`).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl ApiOptions {
@@ -82,6 +85,7 @@ impl ApiOptions {
         Ok(ApiOptions {
             listen,
             token_sha256,
+            allowed_hosts: None,
         })
     }
 }
@@ -94,6 +98,10 @@ pub struct ApiState {
     /// Set once bootstrap has built the scheduler; until then nothing is woken.
     pub scheduler: OnceLock<Arc<Scheduler>>,
     pub auth: auth::Auth,
+    /// The `Host` names and page origins the API answers.
+    pub origins: origin::Origins,
+    /// Refused calls per client, limited before they are audited.
+    pub refusals: auth::RefusalLimiter,
     /// A node counts as dead after this long without a check-in (nodes gauge, cluster view).
     pub dead_after_ms: i64,
     /// A standby node is ready once bootstrapped: it never runs the scheduler.
@@ -112,6 +120,7 @@ impl ApiState {
         runtime: Arc<Runtime>,
         metrics: Arc<Metrics>,
         auth: auth::Auth,
+        origins: origin::Origins,
         dead_after_ms: i64,
     ) -> Arc<Self> {
         Arc::new(ApiState {
@@ -120,6 +129,8 @@ impl ApiState {
             metrics,
             scheduler: OnceLock::new(),
             auth,
+            origins,
+            refusals: auth::RefusalLimiter::default(),
             dead_after_ms,
             standby_ready: AtomicBool::new(false),
         })
@@ -258,14 +269,35 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::runtime::module::MAX_MODULE_BYTES,
         ));
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
+    // Probes stay open under any Host (they reveal nothing); everything else
+    // answers only the server's own names, against DNS rebinding.
+    let checked = Router::new()
         .merge(dashboard::router())
         .merge(api)
         .fallback(handlers::no_route)
         .method_not_allowed_fallback(handlers::no_method)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            host_guard,
+        ));
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .merge(checked)
         .with_state(state)
+}
+
+/// Refuses a request whose `Host` is not one of the server's names.
+async fn host_guard(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.origins.check_host(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// A bound API server, not yet serving.
@@ -303,6 +335,8 @@ pub fn serve(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        // The peer address is recorded in audit rows and keys the refusal limit.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(bound.listener, app)
             .with_graceful_shutdown(shutdown)
             .await

@@ -2,8 +2,65 @@
 //! and the CLI's `--json` output, so a script reads the same fields whether the
 //! CLI talks to the database or to a server.
 
-use crate::store::model::{HistoryEntry, JobDef, TriggerRow};
+use crate::store::model::{HistoryEntry, HistoryFilter, HistoryStatus, JobDef, TriggerRow};
+use crate::store::{Store, StoreError};
 use serde_json::{Value, json};
+
+/// A page position in history or audit: the `started_ms`/`at_ms` and id of the
+/// last row returned, as `MS_ID`; `None` for text that is not one.
+pub fn parse_cursor(text: &str) -> Option<(i64, String)> {
+    text.split_once('_')
+        .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_string())))
+        .filter(|(_, id)| !id.is_empty())
+}
+
+/// One page of history, newest first: at most `limit` rows after `cursor`, and
+/// the cursor of the next page when there are more. Rows started in the same
+/// millisecond are ordered by id, so a page boundary never skips or repeats
+/// one. The admin API and `quartzite history list` both page with it.
+///
+/// # Errors
+///
+/// When the store fails.
+pub async fn history_page(
+    store: &dyn Store,
+    job: Option<&str>,
+    status: Option<HistoryStatus>,
+    limit: i64,
+    cursor: Option<&(i64, String)>,
+) -> Result<(Vec<HistoryEntry>, Option<String>), StoreError> {
+    let after_cursor = |h: &HistoryEntry| {
+        cursor.is_none_or(|(ms, id)| {
+            h.started_ms < *ms || (h.started_ms == *ms && h.id.as_str() < id.as_str())
+        })
+    };
+    // The store pages by start time only; rows sharing the cursor's millisecond
+    // are fetched again and dropped here, asking for more until a page fills.
+    let mut want = limit.saturating_add(1);
+    let (rows, more) = loop {
+        let fetched = store
+            .history_list(&HistoryFilter {
+                job_key: job.map(str::to_string),
+                status,
+                limit: want,
+                before_ms: cursor.map(|(ms, _)| ms.saturating_add(1)),
+            })
+            .await?;
+        let exhausted = i64::try_from(fetched.len()).unwrap_or(i64::MAX) < want;
+        let mut kept: Vec<HistoryEntry> = fetched.into_iter().filter(|h| after_cursor(h)).collect();
+        let more = i64::try_from(kept.len()).unwrap_or(i64::MAX) > limit;
+        if more || exhausted {
+            kept.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            break (kept, more);
+        }
+        want = want.saturating_mul(2);
+    };
+    let next_cursor = rows
+        .last()
+        .filter(|_| more)
+        .map(|h| format!("{}_{}", h.started_ms, h.id));
+    Ok((rows, next_cursor))
+}
 
 /// An instant as RFC 3339 UTC with milliseconds, or null.
 pub fn fmt_ms(ms: Option<i64>) -> Value {

@@ -6,6 +6,24 @@
 //! usage or input, 3 the module cannot run (NoOp skip / rejected). Errors go to
 //! stderr, results to stdout; `--json` makes every result one JSON document.
 
+/// `println!` for results: a closed stdout (the reader of a pipe exited, as
+/// `head -1` does) ends the command quietly instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` for results, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*), false)
+    };
+}
+
 mod ops;
 mod preview;
 mod remote;
@@ -316,7 +334,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => ops::serve(cli.db.as_deref(), args).await,
         Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref(), json),
         Command::Config(ConfigCommand::Defaults) => {
-            print!("{}", crate::config::defaults_document());
+            out!("{}", crate::config::defaults_document());
             ExitCode::SUCCESS
         }
         Command::Job(command) => ops::job(&conn, command, json).await,
@@ -326,7 +344,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Alert(command) => signals::alert(&conn, command, json).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "quartzite", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "quartzite", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             ExitCode::SUCCESS
         }
         Command::Db(DbCommand::Migrate) if cli.server.is_some() => fail(
@@ -337,9 +357,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(_) => {
                 let db = crate::store::redact(&db);
                 if json {
-                    println!("{}", json!({ "db": db, "schema": "up-to-date" }));
+                    outln!("{}", json!({ "db": db, "schema": "up-to-date" }));
                 } else {
-                    println!("{db}: schema is up to date");
+                    outln!("{db}: schema is up to date");
                 }
                 ExitCode::SUCCESS
             }
@@ -358,18 +378,18 @@ fn config_check(file: Option<&std::path::Path>, json: bool) -> ExitCode {
                     .iter()
                     .map(|(key, var)| json!({ "key": key, "env": var }))
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     json!({ "ok": true, "file": file, "from_file": loaded.from_file, "from_env": env })
                 );
             } else {
-                println!(
+                outln!(
                     "{shown}: ok ({} key(s) from the file, {} from the environment; the rest at their defaults)",
                     loaded.from_file.len(),
                     loaded.from_env.len()
                 );
                 for (key, var) in &loaded.from_env {
-                    println!("  {key} <- {var}");
+                    outln!("  {key} <- {var}");
                 }
             }
             ExitCode::SUCCESS
@@ -381,12 +401,34 @@ fn config_check(file: Option<&std::path::Path>, json: bool) -> ExitCode {
                     .iter()
                     .map(|e| json!({ "location": e.location, "message": e.message }))
                     .collect();
-                println!("{}", json!({ "ok": false, "file": file, "errors": list }));
+                outln!("{}", json!({ "ok": false, "file": file, "errors": list }));
             } else {
                 eprint!("quartzite: {errors}");
             }
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// Writes a result to stdout. When the reader has gone (a broken pipe) the
+/// process exits 0 at once: the consumer took what it wanted, and there is no
+/// one left to tell. Any other write error is reported and exits 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_fmt(args).and_then(|()| {
+        if newline {
+            stdout.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("quartzite: cannot write to stdout: {e}");
+        std::process::exit(i32::from(EXIT_FAILED));
     }
 }
 
@@ -445,7 +487,7 @@ async fn run_once(args: RunOnceArgs) -> ExitCode {
             }
         }
     }
-    println!("{out}");
+    outln!("{out}");
     let name = args.module.display();
     match &report.outcome {
         RunOutcome::Completed { .. } => ExitCode::SUCCESS,
@@ -494,25 +536,25 @@ async fn inspect(args: InspectArgs) -> ExitCode {
             "imports": module.imports,
             "exports": module.exports,
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!("file:        {name}");
-        println!("digest:      sha256:{digest}");
-        println!("size:        {} bytes", module.size);
-        println!(
+        outln!("file:        {name}");
+        outln!("digest:      sha256:{digest}");
+        outln!("size:        {} bytes", module.size);
+        outln!(
             "contract:    {WIT_PACKAGE}@{} (this host: {WIT_VERSION}, compatible)",
             module.wit_version
         );
-        println!("name:        {}", info.name);
-        println!("version:     {}", info.version);
+        outln!("name:        {}", info.name);
+        outln!("version:     {}", info.version);
         if let Some(d) = &info.description {
-            println!("description: {d}");
+            outln!("description: {d}");
         }
         if let Some(s) = &info.default_schedule {
-            println!("schedule:    {s}");
+            outln!("schedule:    {s}");
         }
         if let Some(o) = &info.overlap {
-            println!(
+            outln!(
                 "overlap:     {}",
                 serde_json::to_value(o)
                     .ok()
@@ -520,13 +562,13 @@ async fn inspect(args: InspectArgs) -> ExitCode {
                     .unwrap_or_default()
             );
         }
-        println!("imports:");
+        outln!("imports:");
         for i in &module.imports {
-            println!("  {i}");
+            outln!("  {i}");
         }
-        println!("exports:");
+        outln!("exports:");
         for e in &module.exports {
-            println!("  {e}");
+            outln!("  {e}");
         }
     }
     ExitCode::SUCCESS
@@ -535,7 +577,7 @@ async fn inspect(args: InspectArgs) -> ExitCode {
 fn reject(args: &InspectArgs, code: &str, detail: &str) -> ExitCode {
     let name = args.module.display().to_string();
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({ "file": name, "compatible": false, "reason": code, "detail": detail })
         );

@@ -3,7 +3,7 @@
 //! admin API (`--server`), with the same output and exit codes either way.
 
 use super::remote::{Body, CliError, Remote};
-use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, parse_duration, remote};
+use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, remote};
 use crate::api::views;
 use crate::engine::bootstrap::{self, ServeOptions};
 use crate::engine::jobs::JobSpec;
@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// `serve` options.
 #[derive(Debug, Args)]
@@ -128,7 +127,10 @@ pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
         match crate::api::ApiOptions::parse(listen, token, config.api.admin_token_sha256.as_deref())
         {
             Ok(a) => match crate::api::auth::Auth::new(a.listen, a.token_sha256) {
-                Ok(_) => Some(a),
+                Ok(_) => Some(crate::api::ApiOptions {
+                    allowed_hosts: config.api.allowed_hosts.clone(),
+                    ..a
+                }),
                 Err(e) => return fail(EXIT_USAGE, &format!("not started: {e}")),
             },
             Err(e) => return fail(EXIT_USAGE, &e),
@@ -142,6 +144,11 @@ pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
     }
     let node = match bootstrap::start_with_api(&options, api).await {
         Ok(node) => node,
+        // A rejected manifest (or a module file it names) is bad input, as a
+        // bad config is: exit 2. Anything else failed while starting: exit 1.
+        Err(e @ (bootstrap::BootError::Manifest(_) | bootstrap::BootError::Module { .. })) => {
+            return fail(EXIT_USAGE, &format!("not started: {e}"));
+        }
         Err(e) => return fail(EXIT_FAILED, &format!("not started: {e}")),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -216,7 +223,7 @@ impl Conn {
 /// Prints a command's result: `value` as JSON, or as text by `text`.
 pub(super) fn emit(json: bool, value: &Value, text: impl FnOnce(&Value)) -> ExitCode {
     if json {
-        println!("{value}");
+        outln!("{value}");
     } else {
         text(value);
     }
@@ -257,7 +264,7 @@ pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -313,22 +320,22 @@ pub enum JobCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("when").required(true).args(["cron", "every", "at", "event"])))]
+#[command(group(clap::ArgGroup::new("when").required(false).args(["cron", "every", "at", "event"])))]
 pub struct JobAddArgs {
     /// The job key, GROUP/NAME.
     pub key: String,
     /// A module file to push, or a module reference: NAME, NAME@VERSION, sha256:DIGEST.
     #[arg(long)]
     pub module: String,
-    /// Quartz cron expression.
+    /// Quartz cron expression [default: the module's default-schedule, if it has one].
     #[arg(long)]
     pub cron: Option<String>,
-    /// IANA time zone of --cron.
-    #[arg(long, default_value = "UTC", requires = "cron")]
-    pub tz: String,
+    /// IANA time zone of --cron [default: UTC].
+    #[arg(long, requires = "cron")]
+    pub tz: Option<String>,
     /// Fixed interval, e.g. 30s.
-    #[arg(long, value_parser = parse_duration)]
-    pub every: Option<Duration>,
+    #[arg(long)]
+    pub every: Option<String>,
     /// Repeats after the first fire of --every.
     #[arg(long, requires = "every")]
     pub repeat: Option<u64>,
@@ -341,18 +348,18 @@ pub struct JobAddArgs {
     /// Job data, JSON.
     #[arg(long)]
     pub data: Option<String>,
-    /// allow, forbid or skip.
-    #[arg(long, default_value = "allow")]
-    pub overlap: String,
-    /// Runs of a fire in all (1 = no retry).
-    #[arg(long, default_value_t = 1)]
-    pub max_attempts: u32,
-    /// Run timeout.
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
-    pub timeout: Duration,
-    /// fire-now, skip or fire-once.
-    #[arg(long, default_value = "fire-now")]
-    pub misfire: String,
+    /// allow, forbid or skip [default: the module's overlap hint, else allow].
+    #[arg(long)]
+    pub overlap: Option<String>,
+    /// Runs of a fire in all (1 = no retry) [default: 1].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Run timeout [default: 60s].
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// fire-now, skip or fire-once [default: fire-now].
+    #[arg(long)]
+    pub misfire: Option<String>,
     /// Re-run a fire interrupted by a node crash.
     #[arg(long)]
     pub requests_recovery: bool,
@@ -444,7 +451,7 @@ async fn job_command(
                     .await?
                 }
             };
-            Ok(emit(json, &done, |_| println!("deleted {key}")))
+            Ok(emit(json, &done, |_| outln!("deleted {key}")))
         }
         JobCommand::RunNow { key } => {
             let fired = match target {
@@ -458,23 +465,23 @@ async fn job_command(
                 }
             };
             Ok(emit(json, &fired, |v| {
-                println!("fire {} of {key} is due now", cell(&v["fire_id"]));
+                outln!("fire {} of {key} is due now", cell(&v["fire_id"]));
             }))
         }
     }
 }
 
 fn print_job(job: &Value) {
-    println!("job:        {}", cell(&job["job_key"]));
-    println!("module:     {}", cell(&job["module"]));
-    println!("data:       {}", job["data"]);
-    println!("overlap:    {}", cell(&job["overlap"]));
-    println!("attempts:   {}", cell(&job["retry"]["max_attempts"]));
-    println!("timeout:    {} ms", cell(&job["timeout_ms"]));
-    println!("state:      {}", cell(&job["state"]));
-    println!();
+    outln!("job:        {}", cell(&job["job_key"]));
+    outln!("module:     {}", cell(&job["module"]));
+    outln!("data:       {}", job["data"]);
+    outln!("overlap:    {}", cell(&job["overlap"]));
+    outln!("attempts:   {}", cell(&job["retry"]["max_attempts"]));
+    outln!("timeout:    {} ms", cell(&job["timeout_ms"]));
+    outln!("state:      {}", cell(&job["state"]));
+    outln!();
     print_triggers(&job["triggers"]);
-    println!();
+    outln!();
     print_history(&job["history"]);
 }
 
@@ -498,7 +505,7 @@ async fn job_pause(
         }
     };
     let verb = if paused { "paused" } else { "resumed" };
-    Ok(emit(json, &done, |_| println!("{verb} {key}")))
+    Ok(emit(json, &done, |_| outln!("{verb} {key}")))
 }
 
 async fn group_pause(
@@ -520,12 +527,59 @@ async fn group_pause(
     };
     let verb = if paused { "paused" } else { "resumed" };
     Ok(emit(json, &done, |v| {
-        println!("{verb} {} job(s) of group {group}", cell(&v["jobs"]));
+        outln!("{verb} {} job(s) of group {group}", cell(&v["jobs"]));
     }))
 }
 
+/// A field error as the CLI's flags name it, quoting what was typed.
+fn flag_error(e: &crate::engine::jobs::FieldError, module: &str) -> CliError {
+    let message = match e.field {
+        "module" => format!(
+            "--module {module:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)"
+        ),
+        "key" => format!("job key {}", e.message),
+        "schedule" => {
+            "give --cron, --every, --at or --event (the module has no default-schedule)".into()
+        }
+        field => format!("--{} {}", field.replace('_', "-"), e.message),
+    };
+    CliError::new(EXIT_USAGE, message)
+}
+
+/// The hints of a `describe()` answer as the API shows it (JSON).
+fn hints_of(describe: &Value) -> crate::runtime::JobInfo {
+    let overlap = match describe["overlap"].as_str() {
+        Some("allow") => Some(crate::runtime::Overlap::Allow),
+        Some("forbid") => Some(crate::runtime::Overlap::Forbid),
+        Some("skip") => Some(crate::runtime::Overlap::Skip),
+        _ => None,
+    };
+    crate::runtime::JobInfo {
+        name: cell(&describe["name"]),
+        version: cell(&describe["version"]),
+        description: None,
+        default_schedule: describe["default_schedule"].as_str().map(str::to_string),
+        overlap,
+    }
+}
+
+/// A runtime for commands that check or describe modules on `--db`.
+fn cli_runtime() -> Result<Arc<Runtime>, CliError> {
+    Runtime::new(
+        RuntimeConfig {
+            engine: EngineConfig::default(),
+            cache_dir: super::default_cache_dir(),
+            node_id: "cli".into(),
+        },
+        HostServices::in_memory(),
+    )
+    .map(Arc::new)
+    .map_err(|e| CliError::new(EXIT_FAILED, e.to_string()))
+}
+
 /// Validates every argument before touching the database or the server, with
-/// the checks the admin API applies to a job it is sent.
+/// the checks the admin API applies to a job it is sent. What is left out is
+/// taken from the module's `describe()` hints (overlap, default-schedule).
 async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, CliError> {
     let data = match args.data.as_deref().map(serde_json::from_str::<Value>) {
         Some(Ok(v)) => Some(v),
@@ -546,33 +600,31 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         } else {
             args.module.clone()
         },
-        tz: args.cron.as_ref().map(|_| args.tz.clone()),
+        tz: args.tz.clone(),
         cron: args.cron.clone(),
-        every: args.every.map(|d| format!("{}ms", d.as_millis())),
+        every: args.every.clone(),
         repeat: args.repeat,
         at: args.at.clone(),
         event: args.event.clone(),
         data,
-        overlap: Some(args.overlap.clone()),
-        max_attempts: Some(args.max_attempts.max(1)),
-        timeout: Some(format!("{}ms", args.timeout.as_millis())),
-        misfire: args.event.is_none().then(|| args.misfire.clone()),
+        overlap: args.overlap.clone(),
+        max_attempts: args.max_attempts,
+        timeout: args.timeout.clone(),
+        misfire: args.misfire.clone(),
         requests_recovery: Some(args.requests_recovery),
         paused: None,
     };
-    if let Err(e) = spec.build("cli") {
-        let message = match e.field {
-            "module" => format!(
-                "--module {:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
-                args.module
-            ),
-            "key" => format!("job key {}", e.message),
-            "schedule" => "give --cron, --every or --at".into(),
-            "cron" | "tz" => format!("--cron/--tz: {}", e.message),
-            field => format!("--{} {}", field.replace('_', "-"), e.message),
-        };
-        return Err(CliError::new(EXIT_USAGE, message));
+    let scheduled = [&args.cron, &args.every, &args.at, &args.event]
+        .iter()
+        .any(|o| o.is_some());
+    // Without a schedule the module's default may supply one: check the rest now.
+    let mut early = spec.clone();
+    if !scheduled {
+        early.every = Some("1s".into());
     }
+    early
+        .build("cli")
+        .map_err(|e| flag_error(&e, &args.module))?;
     let target = conn.open().await?;
     if is_file {
         let pushed = module_push(&target, Path::new(&args.module), None, None)
@@ -580,7 +632,7 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
             .map_err(|e| CliError::new(e.code, format!("--module {}", e.message)))?;
         let record = &pushed["module"];
         if !json {
-            println!(
+            outln!(
                 "pushed module {}@{} (sha256:{})",
                 cell(&record["name"]),
                 cell(&record["version"]),
@@ -588,28 +640,47 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
             );
         }
         spec.module = format!("{}@{}", cell(&record["name"]), cell(&record["version"]));
+        spec.apply_hints(&hints_of(&pushed["describe"]));
+    } else if let Target::Local(store) = &target
+        && (spec.overlap.is_none() || !scheduled)
+        && let Some(info) =
+            crate::engine::modules::describe_stored(store, &cli_runtime()?, &spec.module).await?
+    {
+        // Through --server the API applies the same hints itself.
+        spec.apply_hints(&info);
     }
     let job = match &target {
         Target::Local(store) => {
             let (job, trigger) = spec
                 .build("cli")
-                .map_err(|e| CliError::new(EXIT_USAGE, e.to_string()))?;
+                .map_err(|e| flag_error(&e, &args.module))?;
             store.job_put(&job, &[trigger]).await?;
             let triggers = store.trigger_list(Some(&args.key)).await?;
             views::job_view(&job, &triggers)
         }
         Target::Remote(r) => {
+            if is_file {
+                spec.build("cli")
+                    .map_err(|e| flag_error(&e, &args.module))?;
+            }
             let body = serde_json::to_value(&spec).unwrap_or_default();
             r.call(
                 reqwest::Method::PUT,
                 &format!("/api/v1/jobs/{}", key_path(&args.key)?),
                 Some(Body::Json(body)),
             )
-            .await?
+            .await
+            .map_err(|e| match e.message.strip_prefix("schedule: ") {
+                Some(_) => CliError::new(
+                    EXIT_USAGE,
+                    "give --cron, --every, --at or --event (the module has no default-schedule)",
+                ),
+                None => e,
+            })?
         }
     };
     Ok(emit(json, &job, |job| {
-        println!(
+        outln!(
             "added job {} (next fire {})",
             args.key,
             cell(&job["next_fire"])
@@ -674,13 +745,26 @@ pub enum HistoryCommand {
         /// success, failed, retried, timeout, skipped, cancelled or misfired.
         #[arg(long)]
         status: Option<String>,
+        /// Rows to print, 1 to 10000.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Continue after the rows already seen: the cursor a truncated list
+        /// names on stderr.
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
+/// Most rows one `history list` prints; `--cursor` pages on.
+const HISTORY_MAX_LIMIT: i64 = 10_000;
+
 pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCode {
-    let HistoryCommand::List { job, status, limit } = command;
+    let HistoryCommand::List {
+        job,
+        status,
+        limit,
+        cursor,
+    } = command;
     let parsed = match status.as_deref().map(|s| (s, HistoryStatus::parse(s))) {
         Some((s, None)) => {
             return fail(
@@ -693,24 +777,44 @@ pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCo
         Some((_, parsed)) => parsed,
         None => None,
     };
-    let limit = limit.clamp(1, 10_000);
+    if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
+        return fail(
+            EXIT_USAGE,
+            &format!(
+                "--limit {limit}: expected 1 to {HISTORY_MAX_LIMIT} (page on with the --cursor a truncated list names)"
+            ),
+        );
+    }
+    let start = match cursor.as_deref().map(|c| (c, views::parse_cursor(c))) {
+        Some((c, None)) => {
+            return fail(
+                EXIT_USAGE,
+                &format!("--cursor {c:?}: not a cursor history list printed"),
+            );
+        }
+        Some((_, parsed)) => parsed,
+        None => None,
+    };
     let rows = async {
-        Ok::<Value, CliError>(match conn.open().await? {
+        Ok::<(Value, Option<String>), CliError>(match conn.open().await? {
             Target::Local(store) => {
-                let rows = store
-                    .history_list(&HistoryFilter {
-                        job_key: job,
-                        status: parsed,
-                        limit,
-                        before_ms: None,
-                    })
-                    .await?;
-                Value::Array(rows.iter().map(views::history_view).collect())
+                let (rows, next) = views::history_page(
+                    store.as_ref(),
+                    job.as_deref(),
+                    parsed,
+                    limit,
+                    start.as_ref(),
+                )
+                .await?;
+                (
+                    Value::Array(rows.iter().map(views::history_view).collect()),
+                    next,
+                )
             }
             Target::Remote(r) => {
                 // The API pages by at most 1000 rows: follow the cursor.
                 let mut out = Vec::new();
-                let mut cursor: Option<String> = None;
+                let mut cursor = cursor.clone();
                 loop {
                     let want = (limit - i64::try_from(out.len()).unwrap_or(0)).min(1000);
                     let mut path = format!("/api/v1/history?limit={want}");
@@ -728,12 +832,21 @@ pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCo
                         break;
                     }
                 }
-                Value::Array(out)
+                (Value::Array(out), cursor)
             }
         })
     }
     .await;
-    finish(rows.map(|rows| emit(json, &rows, print_history)))
+    finish(rows.map(|(rows, next)| {
+        // Said on stderr, so stdout stays the rows (or one JSON array) alone.
+        if let Some(next) = next {
+            eprintln!(
+                "quartzite: {} row(s) shown and more match; the next page: --cursor {next}",
+                items(&rows).len()
+            );
+        }
+        emit(json, &rows, print_history)
+    }))
 }
 
 pub async fn trigger(conn: &Conn, command: super::TriggerCommand, json: bool) -> ExitCode {
@@ -798,7 +911,7 @@ async fn trigger_pause(
         }
     };
     let verb = if paused { "paused" } else { "resumed" };
-    Ok(emit(json, &done, |_| println!("{verb} {key}")))
+    Ok(emit(json, &done, |_| outln!("{verb} {key}")))
 }
 
 #[derive(Debug, Subcommand)]
@@ -903,21 +1016,21 @@ async fn module_push(
 ) -> Result<Value, CliError> {
     let pushed = match target {
         Target::Local(store) => {
-            let runtime = Runtime::new(
-                RuntimeConfig {
-                    engine: EngineConfig::default(),
-                    cache_dir: super::default_cache_dir(),
-                    node_id: "cli".into(),
-                },
-                HostServices::in_memory(),
-            )
-            .map(Arc::new)
-            .map_err(|e| CliError::new(EXIT_FAILED, e.to_string()))?;
+            let runtime = cli_runtime()?;
             match push_file(store, &runtime, file, name, version).await {
                 Ok((record, info)) => Ok(json!({ "module": record, "describe": info })),
                 Err(PushError::Rejected(r)) => {
                     Err(CliError::new(EXIT_SKIPPED, format!("rejected: {r}")))
                 }
+                Err(PushError::Invalid { field, message }) => {
+                    Err(CliError::new(EXIT_USAGE, format!("--{field} {message}")))
+                }
+                // A version that exists with other bytes is refused like a bad module.
+                Err(
+                    e @ (PushError::Describe(_)
+                    | PushError::Refused(_)
+                    | PushError::Store(crate::store::StoreError::Conflict(_))),
+                ) => Err(CliError::new(EXIT_SKIPPED, format!("rejected: {e}"))),
                 Err(e) => Err(CliError::new(EXIT_FAILED, e.to_string())),
             }
         }
@@ -936,6 +1049,14 @@ async fn module_push(
             }
             r.call(reqwest::Method::POST, &path, Some(Body::Wasm(bytes)))
                 .await
+                .map_err(|e| {
+                    // A version that exists with other bytes: refused like a bad module.
+                    if e.api_code.as_deref() == Some("conflict") {
+                        CliError::new(EXIT_SKIPPED, e.message)
+                    } else {
+                        e
+                    }
+                })
         }
     };
     pushed.map_err(|e| CliError::new(e.code, format!("{}: {}", file.display(), e.message)))
@@ -958,7 +1079,7 @@ pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> E
                     module_push(&target, &file, name.as_deref(), version.as_deref()).await?;
                 Ok(emit(json, &pushed, |v| {
                     let (m, d) = (&v["module"], &v["describe"]);
-                    println!(
+                    outln!(
                         "pushed {}@{} sha256:{} (contract {}, describe: {} {})",
                         cell(&m["name"]),
                         cell(&m["version"]),
@@ -1042,7 +1163,7 @@ pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> E
                     }
                 };
                 Ok(emit(json, &record, |m| {
-                    println!(
+                    outln!(
                         "{} now means {}@{} sha256:{} from the next fire",
                         cell(&m["name"]),
                         cell(&m["name"]),

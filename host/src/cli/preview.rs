@@ -100,13 +100,13 @@ pub fn run(args: PreviewArgs) -> ExitCode {
                 }
             })
             .collect();
-        println!("{}", serde_json::Value::Array(items));
+        outln!("{}", serde_json::Value::Array(items));
     } else {
         for e in &entries {
             match e {
-                Entry::Fire(t) => println!("{}", utc(*t)),
+                Entry::Fire(t) => outln!("{}", utc(*t)),
                 Entry::Gap { local, at } => {
-                    println!(
+                    outln!(
                         "# skipped: {local} does not exist in {} (dst-gap at {})",
                         args.tz,
                         utc(*at)

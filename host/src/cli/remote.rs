@@ -11,6 +11,8 @@ use serde_json::Value;
 pub struct CliError {
     pub code: u8,
     pub message: String,
+    /// The admin API's error code, when the error is the server's answer.
+    pub api_code: Option<String>,
 }
 
 impl CliError {
@@ -18,6 +20,7 @@ impl CliError {
         CliError {
             code,
             message: message.into(),
+            api_code: None,
         }
     }
 }
@@ -74,7 +77,9 @@ impl Remote {
         path: &str,
         body: Option<Body>,
     ) -> Result<Value, CliError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -83,6 +88,11 @@ impl Remote {
             Some(Body::Wasm(bytes)) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/wasm")
                 .body(bytes),
+            // The server accepts changes only with a JSON (or wasm) content
+            // type, which a cross-site browser form cannot send.
+            None if method != Method::GET => {
+                request.header(reqwest::header::CONTENT_TYPE, "application/json")
+            }
             None => request,
         };
         let response = request.send().await.map_err(|e| {
@@ -121,7 +131,10 @@ impl Remote {
             (400 | 415 | 422, _) => EXIT_USAGE,
             _ => EXIT_FAILED,
         };
-        Err(CliError::new(exit, message))
+        Err(CliError {
+            api_code: Some(code.to_string()),
+            ..CliError::new(exit, message)
+        })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {

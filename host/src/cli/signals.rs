@@ -119,22 +119,22 @@ pub async fn event(conn: &Conn, command: EventCommand, json: bool) -> ExitCode {
                 Ok(emit(json, &value, |v| {
                     let fires = items(&v["fires"]).len();
                     if v["duplicate"] == true {
-                        println!(
+                        outln!(
                             "event {} was already emitted with this key as {}: nothing new started",
                             cell(&v["event"]),
                             cell(&v["event_id"])
                         );
                     } else {
-                        println!(
+                        outln!(
                             "event {} accepted as {}: {fires} fire(s)",
                             cell(&v["event"]),
                             cell(&v["event_id"])
                         );
                         for f in items(&v["fires"]) {
-                            println!("  {}  {}", cell(&f["job_key"]), cell(&f["fire_id"]));
+                            outln!("  {}  {}", cell(&f["job_key"]), cell(&f["fire_id"]));
                         }
                         for p in items(&v["paused"]) {
-                            println!("  {} is paused: recorded as skipped", cell(p));
+                            outln!("  {} is paused: recorded as skipped", cell(p));
                         }
                     }
                 }))
@@ -240,7 +240,7 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
                     }
                 };
                 Ok(emit(json, &value, |v| {
-                    println!("alert rule {} saved", cell(&v["name"]))
+                    outln!("alert rule {} saved", cell(&v["name"]))
                 }))
             }
             AlertCommand::Delete { name } => {
@@ -264,7 +264,7 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
                     }
                 };
                 Ok(emit(json, &value, |v| {
-                    println!("alert rule {} deleted", cell(&v["name"]))
+                    outln!("alert rule {} deleted", cell(&v["name"]))
                 }))
             }
             AlertCommand::Test { rule } => {
@@ -288,13 +288,13 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
                 let sent = value["state"] == "sent";
                 let code = emit(json, &value, |v| {
                     if sent {
-                        println!(
+                        outln!(
                             "sample alert sent to {} ({})",
                             cell(&v["webhook"]),
                             cell(&v["status"])
                         );
                     } else {
-                        println!(
+                        outln!(
                             "sample alert to {} failed: {}",
                             cell(&v["webhook"]),
                             cell(&v["error"])

@@ -234,6 +234,7 @@ pub async fn start_with_api(
                 Arc::clone(&runtime),
                 Arc::clone(&metrics),
                 auth,
+                api::origin::Origins::new(local_addr, a.allowed_hosts.as_deref()),
                 options.scheduler.dead_after_ms,
             );
             let (stop, stop_rx) = watch::channel(false);
@@ -250,6 +251,9 @@ pub async fn start_with_api(
     };
 
     if let Some(m) = &manifest {
+        // The overlap hints of the manifest's modules, by name: a job that
+        // writes no `overlap` takes its module's.
+        let mut hinted = std::collections::HashMap::new();
         for decl in &m.modules {
             let pushed = match read_module(&decl.path).await {
                 Ok(bytes) => {
@@ -267,8 +271,11 @@ pub async fn start_with_api(
                 Err(e) => Err(e),
             };
             match pushed {
-                Ok((record, _)) => {
-                    tracing::info!(module = %record.name, version = %record.version, digest = %record.digest, "module pushed")
+                Ok((record, info)) => {
+                    tracing::info!(module = %record.name, version = %record.version, digest = %record.digest, "module pushed");
+                    if let Some(o) = info.overlap {
+                        hinted.insert(record.name.clone(), o);
+                    }
                 }
                 Err(PushError::Store(e)) => return Err(e.into()),
                 Err(e) => {
@@ -281,7 +288,28 @@ pub async fn start_with_api(
                 }
             }
         }
-        let jobs: Vec<_> = m.jobs.iter().map(job_from_manifest).collect();
+        let jobs: Vec<_> = m
+            .jobs
+            .iter()
+            .map(|decl| {
+                let (mut job, triggers) = job_from_manifest(decl);
+                let name = match &decl.module {
+                    manifest::ModuleSpec::Latest(n)
+                    | manifest::ModuleSpec::Version { name: n, .. } => Some(n.as_str()),
+                    manifest::ModuleSpec::Digest(_) => None,
+                };
+                if !decl.overlap_given
+                    && let Some(o) = name.and_then(|n| hinted.get(n))
+                {
+                    job.overlap = match o {
+                        crate::runtime::Overlap::Allow => Overlap::Allow,
+                        crate::runtime::Overlap::Forbid => Overlap::Forbid,
+                        crate::runtime::Overlap::Skip => Overlap::Skip,
+                    };
+                }
+                (job, triggers)
+            })
+            .collect();
         store.jobs_put(&jobs).await?;
         store.alert_rules_sync("manifest", &m.alerts).await?;
         delete_orphans(&store, &runtime, m).await?;

@@ -5,8 +5,7 @@
 //! [`JobSpec::build`], so a job accepted by one is accepted by the other and a
 //! bad field gets the same message from both, naming the field.
 
-use crate::engine::modules::parse_ref;
-use crate::schedule::cron::CronSchedule;
+use crate::domain;
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use crate::store::model::{JobDef, Overlap, TriggerPut};
 use chrono::DateTime;
@@ -79,15 +78,9 @@ fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
     }
 }
 
-/// Whether `key` is `GROUP/NAME` of letters, digits, `_`, `.` and `-`.
+/// Whether `key` is a valid `GROUP/NAME` ([`domain::check_job_key`]).
 pub fn valid_key(key: &str) -> bool {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    };
-    key.split_once('/').is_some_and(|(g, n)| ok(g) && ok(n))
+    domain::check_job_key(key).is_ok()
 }
 
 /// Parses a duration such as `30s`, `500ms` or `2m`.
@@ -101,6 +94,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl JobSpec {
+    /// Fills what the operator left out from the hints of the module's
+    /// `describe()`: its `overlap` when none is given, and its
+    /// `default-schedule` (a cron expression, UTC) when no schedule is given.
+    /// What the operator gave always wins.
+    pub fn apply_hints(&mut self, info: &crate::runtime::JobInfo) {
+        if self.overlap.is_none()
+            && let Some(o) = info.overlap
+        {
+            self.overlap = Some(
+                match o {
+                    crate::runtime::Overlap::Allow => "allow",
+                    crate::runtime::Overlap::Forbid => "forbid",
+                    crate::runtime::Overlap::Skip => "skip",
+                }
+                .into(),
+            );
+        }
+        let scheduled = self.cron.is_some()
+            || self.every.is_some()
+            || self.at.is_some()
+            || self.event.is_some();
+        if !scheduled && let Some(cron) = &info.default_schedule {
+            self.cron = Some(cron.clone());
+        }
+    }
+
     /// Checks every field and builds the job (stored as coming from `source`)
     /// and its one trigger, `KEY:cron|every|at`.
     ///
@@ -108,20 +127,17 @@ impl JobSpec {
     ///
     /// The first field that is wrong, with what was expected.
     pub fn build(&self, source: &str) -> Result<(JobDef, TriggerPut), FieldError> {
-        if !valid_key(&self.key) {
+        if let Err(reason) = domain::check_job_key(&self.key) {
             return Err(bad(
                 "key",
-                format!(
-                    "{:?}: expected GROUP/NAME (letters, digits, _ . -)",
-                    self.key
-                ),
+                format!("{:?}: expected GROUP/NAME ({reason})", self.key),
             ));
         }
-        if parse_ref(&self.module).is_none() {
+        if let Err(reason) = domain::parse_module_ref(&self.module) {
             return Err(bad(
                 "module",
                 format!(
-                    "{:?}: not a module reference (NAME, NAME@VERSION, sha256:DIGEST)",
+                    "{:?}: not a module reference (NAME, NAME@VERSION, sha256:DIGEST): {reason}",
                     self.module
                 ),
             ));
@@ -141,16 +157,15 @@ impl JobSpec {
             )
         })?;
         let timeout = match &self.timeout {
-            Some(t) => parse_duration(t).map_err(|e| bad("timeout", e))?,
+            Some(t) => {
+                domain::parse_duration_within(t, Duration::from_millis(1), domain::MAX_TIMEOUT)
+                    .map_err(|e| bad("timeout", e))?
+            }
             None => Duration::from_secs(60),
         };
-        if timeout.is_zero() {
-            return Err(bad("timeout", "must be more than 0"));
-        }
-        let max_attempts = self.max_attempts.unwrap_or(1);
-        if max_attempts == 0 {
-            return Err(bad("max_attempts", "must be at least 1 (1 = no retry)"));
-        }
+        let max_attempts = domain::check_max_attempts(u64::from(self.max_attempts.unwrap_or(1)))
+            .map_err(|e| bad("max_attempts", e))?;
+        let data = domain::job_data_text(self.data.as_ref()).map_err(|e| bad("data", e))?;
         let given = [
             self.cron.is_some(),
             self.every.is_some(),
@@ -177,16 +192,18 @@ impl JobSpec {
             TriggerKind::Event { name: name.clone() }
         } else if let Some(expr) = &self.cron {
             let tz = self.tz.clone().unwrap_or_else(|| "UTC".into());
-            CronSchedule::parse(expr, &tz).map_err(|e| bad("cron", e.to_string()))?;
+            domain::check_cron(expr, &tz, chrono::Utc::now()).map_err(|e| match e {
+                domain::CronCheckError::Tz(m) => bad("tz", m),
+                domain::CronCheckError::Cron(m) => bad("cron", m),
+            })?;
             TriggerKind::Cron {
                 expr: expr.clone(),
                 tz,
             }
         } else if let Some(every) = &self.every {
-            let period = parse_duration(every).map_err(|e| bad("every", e))?;
-            if period < Duration::from_millis(1) {
-                return Err(bad("every", "the period must be at least 1 ms"));
-            }
+            let period =
+                domain::parse_duration_within(every, Duration::from_millis(1), domain::MAX_PERIOD)
+                    .map_err(|e| bad("every", e))?;
             TriggerKind::Every {
                 period_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
                 repeat: self.repeat,
@@ -202,10 +219,7 @@ impl JobSpec {
             TriggerKind::At(t.timestamp_millis())
         };
         let mut job = JobDef::new(&self.key, &self.module);
-        job.data = self
-            .data
-            .as_ref()
-            .map_or_else(|| "null".into(), serde_json::Value::to_string);
+        job.data = data;
         job.overlap = overlap;
         job.retry.max_attempts = max_attempts;
         job.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);

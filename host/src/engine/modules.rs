@@ -10,24 +10,7 @@ use std::sync::Arc;
 
 /// Parses `NAME`, `NAME@VERSION` or `sha256:DIGEST`.
 pub fn parse_ref(spec: &str) -> Option<ModuleRef> {
-    if let Some(digest) = spec.strip_prefix("sha256:") {
-        let ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
-        return ok.then(|| ModuleRef::Digest(digest.to_ascii_lowercase()));
-    }
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
-    };
-    match spec.split_once('@') {
-        Some((name, version)) if valid(name) && valid(version) => Some(ModuleRef::Version {
-            name: name.into(),
-            version: version.into(),
-        }),
-        None if valid(spec) => Some(ModuleRef::Latest(spec.into())),
-        _ => None,
-    }
+    crate::domain::parse_module_ref(spec).ok()
 }
 
 /// Why a module could not be pushed.
@@ -37,6 +20,15 @@ pub enum PushError {
     Rejected(ModuleRejection),
     #[error("describe() failed: {0}")]
     Describe(String),
+    /// A name or version the operator gave breaks the naming rules: bad input.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The module claims (in `describe()`) a name or version it may not take.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -115,10 +107,57 @@ pub async fn push_bytes(
         .describe(&module)
         .await
         .map_err(|o| PushError::Describe(o.summary()))?;
+    for (field, given, check) in [
+        (
+            "name",
+            name,
+            crate::domain::check_module_name as fn(&str) -> Result<(), String>,
+        ),
+        ("version", version, crate::domain::check_module_version),
+    ] {
+        if let Some(text) = given {
+            check(text).map_err(|e| PushError::Invalid {
+                field,
+                message: format!("{text:?}: {e}"),
+            })?;
+        }
+    }
+    let final_name = name.unwrap_or(&info.name);
+    let final_version = version.unwrap_or(&info.version);
+    if name.is_none() {
+        crate::domain::check_module_name(final_name).map_err(|e| {
+            PushError::Refused(format!(
+                "describe() names it {final_name:?}, which is not a module name ({e}); give one with --name"
+            ))
+        })?;
+    }
+    if version.is_none() {
+        crate::domain::check_module_version(final_version).map_err(|e| {
+            PushError::Refused(format!(
+                "describe() gives the version {final_version:?}, which is not a module version ({e}); give one with --version"
+            ))
+        })?;
+    }
+    // A module must not take over a name by claiming it in describe(): only a
+    // new name may come from there. Pushing the very same bytes under the same
+    // name and version again stays a harmless repeat.
+    if name.is_none() {
+        let existing = store.module_list(Some(final_name)).await?;
+        let repeat = existing
+            .iter()
+            .any(|m| m.version == final_version && m.digest == module.digest);
+        if !existing.is_empty() && !repeat {
+            return Err(PushError::Refused(format!(
+                "describe() says this module is {final_name} {final_version}, and a module named {final_name:?} exists already: \
+                 to add a version to it, give the name explicitly (--name {final_name}, API ?name={final_name}, the manifest's \
+                 [[module]] name or the modules directory's file name)"
+            )));
+        }
+    }
     let record = store
         .module_put(&ModulePut {
-            name: name.unwrap_or(&info.name).to_string(),
-            version: version.unwrap_or(&info.version).to_string(),
+            name: final_name.to_string(),
+            version: final_version.to_string(),
             digest: module.digest.clone(),
             wit_version: module.wit_version.to_string(),
             bytes,
@@ -126,6 +165,35 @@ pub async fn push_bytes(
         })
         .await?;
     Ok((record, info))
+}
+
+/// What `describe()` returns for the stored module `reference` names, or
+/// `None` when no such module is stored or it cannot be described (a job may
+/// name a module pushed later: then there are no hints to use).
+///
+/// # Errors
+///
+/// When the store fails.
+pub async fn describe_stored(
+    store: &Arc<dyn Store>,
+    runtime: &Arc<Runtime>,
+    reference: &str,
+) -> Result<Option<JobInfo>, StoreError> {
+    let Some(reference) = parse_ref(reference) else {
+        return Ok(None);
+    };
+    let Some(record) = store.module_get(&reference).await? else {
+        return Ok(None);
+    };
+    let Some(bytes) = store.module_bytes(&record.digest).await? else {
+        return Ok(None);
+    };
+    let rt = Arc::clone(runtime);
+    let loaded = tokio::task::spawn_blocking(move || rt.load_bytes(&bytes)).await;
+    let Ok(Ok(module)) = loaded else {
+        return Ok(None);
+    };
+    Ok(runtime.describe(&module).await.ok())
 }
 
 /// How long a resolved reference is reused before the store is asked again: a

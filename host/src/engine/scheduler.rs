@@ -1019,6 +1019,16 @@ impl Scheduler {
                         tracing::warn!(error = %e, "alert delivery cleanup failed");
                     }
                 }
+                // The audit log is kept as history is: same age, same row cap.
+                match self
+                    .store
+                    .audit_cleanup(self.config.history_max_age_ms, self.config.history_max_rows)
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "audit log cleanup"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "audit log cleanup failed"),
+                }
                 last_cleanup = Some(tokio::time::Instant::now());
             }
         }

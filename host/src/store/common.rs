@@ -305,7 +305,7 @@ macro_rules! impl_store {
                 let _writer = self.writer().await;
                 let id = $crate::store::sched::new_id();
                 sqlx::query(concat!(
-                    "INSERT INTO audit_log (id, at_ms, actor, action, target, status, summary) VALUES ($1, ", $now, ", $2, $3, $4, $5, $6)"
+                    "INSERT INTO audit_log (id, at_ms, actor, action, target, status, summary, client) VALUES ($1, ", $now, ", $2, $3, $4, $5, $6, $7)"
                 ))
                 .bind(&id)
                 .bind(&e.actor)
@@ -313,9 +313,28 @@ macro_rules! impl_store {
                 .bind(&e.target)
                 .bind(i64::from(e.status))
                 .bind(&e.summary)
+                .bind(e.client.as_deref())
                 .execute(&self.pool)
                 .await?;
                 Ok(id)
+            }
+
+            async fn audit_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let aged = sqlx::query(concat!("DELETE FROM audit_log WHERE at_ms < ", $now, " - $1"))
+                    .bind(max_age_ms)
+                    .execute(&self.pool)
+                    .await?;
+                // Rows older than the newest `max_rows` (rows sharing the last
+                // kept row's millisecond are kept too): one statement on both dialects.
+                let over = sqlx::query(
+                    "DELETE FROM audit_log WHERE at_ms < \
+                     (SELECT at_ms FROM audit_log ORDER BY at_ms DESC, id DESC LIMIT 1 OFFSET $1)",
+                )
+                .bind((max_rows - 1).max(0))
+                .execute(&self.pool)
+                .await?;
+                Ok(aged.rows_affected() + over.rows_affected())
             }
 
             async fn audit_list(&self, f: &$crate::store::model::AuditFilter) -> Result<Vec<$crate::store::model::AuditEntry>, $crate::store::StoreError> {
@@ -325,7 +344,7 @@ macro_rules! impl_store {
                     None => (None, None),
                 };
                 let rows = sqlx::query(
-                    "SELECT id, at_ms, actor, action, target, status, summary FROM audit_log \
+                    "SELECT id, at_ms, actor, action, target, status, summary, client FROM audit_log \
                      WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) \
                      AND ($3 IS NULL OR at_ms < $3 OR (at_ms = $3 AND id < $4)) \
                      ORDER BY at_ms DESC, id DESC LIMIT $5",
@@ -347,6 +366,7 @@ macro_rules! impl_store {
                             target: r.try_get("target")?,
                             status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(0),
                             summary: r.try_get("summary")?,
+                            client: r.try_get("client")?,
                         })
                     })
                     .collect()

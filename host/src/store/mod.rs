@@ -158,6 +158,9 @@ pub trait Store: Scheduling + Events + Send + Sync + 'static {
     async fn trigger_counts(&self) -> Result<model::TriggerCounts, StoreError>;
     /// Appends one row to the audit log; returns its id.
     async fn audit_put(&self, entry: &model::AuditPut) -> Result<String, StoreError>;
+    /// Deletes audit rows older than `max_age_ms` and beyond the newest
+    /// `max_rows`, as history is kept; returns how many went.
+    async fn audit_cleanup(&self, max_age_ms: i64, max_rows: i64) -> Result<u64, StoreError>;
     /// Audit rows, newest first.
     async fn audit_list(
         &self,

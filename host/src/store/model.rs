@@ -523,6 +523,8 @@ pub struct AuditPut {
     pub status: u16,
     /// A short JSON summary of the request.
     pub summary: String,
+    /// The caller's address (`IP:PORT`), when known.
+    pub client: Option<String>,
 }
 
 /// An audit log row.
@@ -537,6 +539,8 @@ pub struct AuditEntry {
     pub status: u16,
     /// JSON text.
     pub summary: String,
+    /// The caller's address (`IP:PORT`), when it was recorded.
+    pub client: Option<String>,
 }
 
 /// Filters of `audit_list`: newest first, rows strictly older than the

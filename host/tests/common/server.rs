@@ -31,6 +31,20 @@ pub struct Server {
     pub dir: tempfile::TempDir,
 }
 
+/// An HTTP client as scripts use the API: every request says its body is JSON
+/// (the server takes changes only so) unless it sets another type.
+pub fn json_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 /// Starts a node (ids and schema named after `tag`) and waits for `/readyz`.
 pub async fn start_server(backend: Backend, token: Option<&str>, tag: &str) -> Server {
     start_server_with(backend, token, tag, SchedulerConfig::default()).await
@@ -80,7 +94,7 @@ pub async fn start_server_with(
     let server = Server {
         base: format!("http://{addr}"),
         store,
-        http: reqwest::Client::new(),
+        http: json_client(),
         stop,
         task,
         schema,

@@ -85,6 +85,8 @@ class ApiFailure extends Error {
 
 async function api(method, path) {
   const headers = { Accept: "application/json" };
+  // The server takes changes only with a JSON content type (no cross-site form can send one).
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   let response;
