@@ -543,6 +543,109 @@ mod sandbox {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_cannot_take_the_hosts_own_task_locks() {
+        let f = fixture();
+        // The host's alert scanner holds its lock, as on a serving node.
+        let host = f
+            .locks
+            .lock_acquire(&LockAcquire {
+                name: "quartzite.alerts".into(),
+                holder: "node/alerts".into(),
+                timeout: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        let report = f
+            .hostile(json!({"op": "lock", "name": "quartzite.alerts", "timeout_ms": 0}))
+            .await;
+        assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        // The guest's lock lived in its own namespace and is gone; the host's is untouched.
+        assert_eq!(f.locks.holders(), [host.clone()]);
+        f.locks.lock_release(&host);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guest_lock_names_are_scoped_to_the_job_group() {
+        let f = fixture();
+        let held = f
+            .run(
+                "guest_hostile",
+                RunRequest {
+                    job_key: "billing/hold".into(),
+                    ..quick(json!({"op": "leak-lock", "name": "shared"}), 30_000)
+                },
+            )
+            .await;
+        assert_eq!(
+            details(&held)["leaked"],
+            "shared",
+            "the guard keeps the guest's name"
+        );
+        // Hold the group's lock from outside, as a long run of billing/hold would.
+        let outside = f
+            .locks
+            .lock_acquire(&LockAcquire {
+                name: "guest:billing:shared".into(),
+                holder: "elsewhere".into(),
+                timeout: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        let same_group = f
+            .run(
+                "guest_hostile",
+                RunRequest {
+                    job_key: "billing/other".into(),
+                    ..quick(
+                        json!({"op": "lock", "name": "shared", "timeout_ms": 50}),
+                        30_000,
+                    )
+                },
+            )
+            .await;
+        assert!(!same_group.outcome.is_success(), "{:?}", same_group.outcome);
+        let other_group = f
+            .run(
+                "guest_hostile",
+                RunRequest {
+                    job_key: "reports/daily".into(),
+                    ..quick(
+                        json!({"op": "lock", "name": "shared", "timeout_ms": 50}),
+                        30_000,
+                    )
+                },
+            )
+            .await;
+        assert!(
+            other_group.outcome.is_success(),
+            "{:?}",
+            other_group.outcome
+        );
+        f.locks.lock_release(&outside);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hundred_megabytes_of_stdout_end_with_capped_logs_and_a_count() {
+        let f = fixture();
+        let lines = 1_000_000;
+        let report = f
+            .run(
+                "guest_hostile",
+                quick(
+                    json!({"op": "flood-stdout", "lines": lines, "len": 100}),
+                    120_000,
+                ),
+            )
+            .await;
+        assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        let kept: usize = report.logs.iter().map(|l| l.message.len()).sum();
+        assert!(kept <= Limits::default().max_log_bytes, "kept {kept} bytes");
+        assert!(!report.logs.is_empty());
+        assert!(report.logs.iter().all(|l| l.source == LogSource::Stdout));
+        assert_eq!(report.logs.len() as u64 + report.logs_dropped, lines);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn log_spam_is_capped_and_counted() {
         let f = fixture();
         let req = RunRequest {
