@@ -333,6 +333,72 @@ mod noop {
         assert!(report.outcome.is_success());
     }
 
+    /// A component around one core module of `n` functions, built as text in a loop.
+    fn component_with_functions(n: usize) -> Vec<u8> {
+        let mut text = String::from("(component (core module");
+        for _ in 0..n {
+            text.push_str(" (func (result i32) i32.const 42)");
+        }
+        text.push_str("))");
+        wat::parse_str(&text).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_module_over_the_function_budget_is_refused_before_compiling() {
+        let f = fixture_with(
+            EngineConfig {
+                max_concurrent_runs: 4,
+                max_module_functions: 1_000,
+                ..EngineConfig::default()
+            },
+            None,
+        );
+        let (code, detail) = rejected(&f, &component_with_functions(1_001));
+        assert_eq!(code, SkipCode::ModuleInvalid);
+        assert!(detail.contains("more than 1000 functions"), "{detail}");
+        assert!(detail.contains("compile budget"), "{detail}");
+        // At the budget it compiles (and is then refused only for not being a job).
+        let (code, _) = rejected(&f, &component_with_functions(1_000));
+        assert_eq!(code, SkipCode::ModuleIncompatible);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_default_budget_refuses_a_hundred_thousand_and_one_functions() {
+        let f = fixture();
+        let (code, detail) = rejected(&f, &component_with_functions(100_001));
+        assert_eq!(code, SkipCode::ModuleInvalid);
+        assert!(detail.contains("more than 100000 functions"), "{detail}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn components_nested_too_deep_are_refused_before_compiling() {
+        let f = fixture();
+        let depth = 20;
+        let text = format!("{}{}", "(component ".repeat(depth), ")".repeat(depth));
+        let (code, detail) = rejected(&f, &wat::parse_str(&text).unwrap());
+        assert_eq!(code, SkipCode::ModuleInvalid);
+        assert!(detail.contains("nests"), "{detail}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_module_file_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.wasm");
+        // Sparse: 2 GiB on paper, nothing on disk. Reading it whole would take 2 GiB.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(2 << 30).unwrap();
+        drop(file);
+        let f = fixture();
+        let r = f.runtime.load_file(&path).unwrap_err();
+        assert_eq!(r.code, SkipCode::ModuleInvalid);
+        assert!(
+            r.detail
+                .starts_with(&format!("{} is 2147483648 bytes", path.display())),
+            "{}",
+            r.detail
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_core_module_is_incompatible() {
         let f = fixture();
@@ -830,6 +896,35 @@ mod sandbox {
 
 mod cache {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_loads_of_one_module_share_one_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(fixture_with(
+            EngineConfig {
+                max_concurrent_runs: 4,
+                ..EngineConfig::default()
+            },
+            Some(dir.path().to_path_buf()),
+        ));
+        let bytes = Arc::new(bytes("guest_hostile"));
+        let loads: Vec<_> = (0..6)
+            .map(|_| {
+                let (f, bytes) = (Arc::clone(&f), Arc::clone(&bytes));
+                std::thread::spawn(move || f.runtime.load_bytes(&bytes).unwrap())
+            })
+            .collect();
+        let loaded: Vec<_> = loads.into_iter().map(|t| t.join().unwrap()).collect();
+        // One compile: every load got the very module it produced.
+        assert_eq!(loaded[0].origin, LoadOrigin::Compiled);
+        assert!(loaded.iter().all(|m| Arc::ptr_eq(m, &loaded[0])));
+        // No temporary file is left behind in the cache.
+        let entries: Vec<_> = std::fs::read_dir(dir.path().join(f.runtime.fingerprint()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(entries, [format!("{}.cwasm", loaded[0].digest)]);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_loads_the_compiled_module_from_disk() {

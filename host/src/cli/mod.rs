@@ -463,9 +463,9 @@ async fn inspect(args: InspectArgs) -> ExitCode {
         Err(e) => return fail(EXIT_FAILED, &e),
     };
     let name = args.module.display().to_string();
-    let bytes = match std::fs::read(&args.module) {
+    let bytes = match crate::runtime::module::read_file(&args.module) {
         Ok(b) => b,
-        Err(e) => return reject(&args, "module-missing", &format!("cannot read {name}: {e}")),
+        Err(r) => return reject(&args, r.code.as_str(), &r.detail),
     };
     let digest = crate::runtime::module::digest(&bytes);
     let module = match runtime.load_bytes(&bytes) {

@@ -73,12 +73,12 @@ pub async fn push_file(
 ///
 /// When the file cannot be read.
 pub async fn read_module(path: &Path) -> Result<Vec<u8>, PushError> {
-    tokio::fs::read(path).await.map_err(|e| {
-        PushError::Rejected(ModuleRejection {
-            code: SkipCode::ModuleMissing,
-            detail: format!("cannot read {}: {e}", path.display()),
-        })
-    })
+    let path = path.to_path_buf();
+    // Checks the size before reading, so an oversized file is refused unread.
+    tokio::task::spawn_blocking(move || crate::runtime::module::read_file(&path))
+        .await
+        .map_err(|e| PushError::Describe(e.to_string()))?
+        .map_err(PushError::Rejected)
 }
 
 /// [`push_file`] for bytes already in memory (a module uploaded through the

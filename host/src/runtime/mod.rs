@@ -128,6 +128,10 @@ pub struct Runtime {
     linker: Linker<RunState>,
     cache: Option<DiskCache>,
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
+    /// Compiles in progress by digest: a second load of the same bytes waits for
+    /// the first one's result instead of compiling its own copy.
+    compiling: Mutex<HashMap<String, Arc<CompileGate>>>,
+    budget: module::CompileBudget,
     services: HostServices,
     node: watch::Sender<NodeState>,
     node_id: Arc<str>,
@@ -172,6 +176,11 @@ impl Runtime {
             linker,
             cache,
             modules: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+            budget: module::CompileBudget {
+                max_functions: config.engine.max_module_functions,
+                ..module::CompileBudget::default()
+            },
             services,
             node: watch::Sender::new(NodeState::Running),
             node_id: node_id.into(),
@@ -196,18 +205,55 @@ impl Runtime {
         if let Some(m) = self.cached(&digest) {
             return Ok(m);
         }
+        let gate = Arc::clone(
+            self.compiling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(digest.clone())
+                .or_default(),
+        );
+        let mut result = gate.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = result.as_ref() {
+            return done.clone();
+        }
+        // The compile that held the gate before us may have finished and left.
+        if let Some(m) = self.cached(&digest) {
+            return Ok(m);
+        }
+        let loaded = self.compile_and_admit(bytes, &digest, started);
+        *result = Some(loaded.clone());
+        let mut compiling = self
+            .compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if compiling
+            .get(&digest)
+            .is_some_and(|g| Arc::ptr_eq(g, &gate))
+        {
+            compiling.remove(&digest);
+        }
+        loaded
+    }
+
+    fn compile_and_admit(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        started: Instant,
+    ) -> Result<Arc<LoadedModule>, ModuleRejection> {
         let from_disk = self
             .cache
             .as_ref()
-            .and_then(|c| c.load(&self.engine, &digest));
+            .and_then(|c| c.load(&self.engine, digest));
         let (component, origin) = match from_disk {
             Some(c) => (c, LoadOrigin::DiskCache),
             None => {
+                module::check_budget(bytes, &self.budget)?;
                 let component = module::compile(&self.engine, bytes)?;
                 // Admit first, so the cache never holds a component we refuse.
                 module::scan(&self.engine, &component)?;
                 if let Some(cache) = &self.cache {
-                    cache.store(&digest, &component);
+                    cache.store(digest, &component);
                 }
                 (component, LoadOrigin::Compiled)
             }
@@ -216,7 +262,7 @@ impl Runtime {
             &self.engine,
             &self.linker,
             &component,
-            digest.clone(),
+            digest.to_string(),
             bytes.len(),
             origin,
             started,
@@ -225,7 +271,7 @@ impl Runtime {
         self.modules
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(digest, Arc::clone(&loaded));
+            .insert(digest.to_string(), Arc::clone(&loaded));
         Ok(loaded)
     }
 
@@ -235,13 +281,7 @@ impl Runtime {
     ///
     /// `module-missing` when the file cannot be read, else as [`Runtime::load_bytes`].
     pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedModule>, ModuleRejection> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            ModuleRejection::new(
-                SkipCode::ModuleMissing,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        self.load_bytes(&bytes)
+        self.load_bytes(&module::read_file(path)?)
     }
 
     /// Resolves a module file for a job, falling back to the NoOp job.
@@ -522,6 +562,10 @@ impl Runtime {
 }
 
 use logs::RunLog;
+
+/// One digest's compile: the first loader fills it, later ones read it.
+#[derive(Default)]
+struct CompileGate(Mutex<Option<Result<Arc<LoadedModule>, ModuleRejection>>>);
 
 fn raise(state: &mut NodeState, to: NodeState) -> bool {
     if *state < to {
