@@ -121,6 +121,71 @@ fn run_once_enforces_timeout_and_memory_flags() {
 }
 
 #[test]
+fn a_memory_cap_below_the_modules_initial_memory_is_a_memory_limit_and_keeps_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let hostile = wasm("guest_hostile");
+    let h = hostile.to_str().unwrap();
+    let out = quartzite(&["run-once", h, "--data", r#"{"op":"ok"}"#], cache.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for dir in std::fs::read_dir(cache.path()).unwrap() {
+            for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                files.push(f.unwrap().path());
+            }
+        }
+        files
+    };
+    let cached = entries();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+
+    // A Rust guest starts with more than 64 KiB of memory.
+    let out = quartzite(
+        &[
+            "run-once",
+            h,
+            "--data",
+            r#"{"op":"ok"}"#,
+            "--max-memory",
+            "64KiB",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json = stdout_json(&out);
+    assert_eq!(json["status"], "limit-exceeded", "{json}");
+    assert_eq!(json["limit"], "memory");
+    assert_eq!(entries(), cached, "the good cache entry stays");
+}
+
+#[test]
+fn module_push_compiles_into_quartzite_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args([
+            "module",
+            "push",
+            wasm("hello").to_str().unwrap(),
+            "--db",
+            &db,
+        ])
+        .env("QUARTZITE_CACHE_DIR", &cache)
+        .env_remove("QUARTZITE_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let compiled: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    assert!(compiled[0].ends_with(".cwasm"), "{compiled:?}");
+}
+
+#[test]
 fn run_once_exits_three_when_the_module_cannot_run() {
     let cache = tempfile::tempdir().unwrap();
     let future = wasm("guest_future_major");

@@ -226,7 +226,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {text:?}: {e} (use e.g. 30s, 500ms, 2m)"))
 }
 
+/// `QUARTZITE_CACHE_DIR`, else `~/.cache/quartzite/modules`: every command that
+/// compiles (serve, run-once, job add, module push) shares one cache, so a push
+/// compiles into the cache the server's first fire loads from.
 pub(crate) fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("QUARTZITE_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
@@ -404,7 +410,13 @@ async fn run_once(args: RunOnceArgs) -> ExitCode {
     }
     let engine = EngineConfig {
         fuel: args.fuel.is_some(),
-        max_memory_per_run: args.max_memory.max(1 << 20),
+        // The pool's slots stay at least the default size: a smaller pool makes
+        // wasmtime refuse a module whose initial memory is larger at compile
+        // time (reported as module-invalid, and a good cache entry discarded),
+        // where the per-run cap below reports the memory limit.
+        max_memory_per_run: args
+            .max_memory
+            .max(EngineConfig::default().max_memory_per_run),
         ..EngineConfig::default()
     };
     let runtime = match build_runtime(&args.runtime, engine) {
