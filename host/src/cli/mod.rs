@@ -397,7 +397,8 @@ fn config_check(file: Option<&std::path::Path>, json: bool) -> ExitCode {
 }
 
 pub(crate) fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("quartzite: {message}");
+    // Messages can carry guest text (a failure message, a module's name).
+    eprintln!("quartzite: {}", crate::text::escape(message));
     ExitCode::from(code)
 }
 
@@ -515,13 +516,15 @@ async fn inspect(args: InspectArgs) -> ExitCode {
             "contract:    {WIT_PACKAGE}@{} (this host: {WIT_VERSION}, compatible)",
             module.wit_version
         );
-        println!("name:        {}", info.name);
-        println!("version:     {}", info.version);
+        // describe() strings and interface names are guest text: printed escaped.
+        let esc = crate::text::escape;
+        println!("name:        {}", esc(&info.name));
+        println!("version:     {}", esc(&info.version));
         if let Some(d) = &info.description {
-            println!("description: {d}");
+            println!("description: {}", esc(d));
         }
         if let Some(s) = &info.default_schedule {
-            println!("schedule:    {s}");
+            println!("schedule:    {}", esc(s));
         }
         if let Some(o) = &info.overlap {
             println!(
@@ -534,11 +537,11 @@ async fn inspect(args: InspectArgs) -> ExitCode {
         }
         println!("imports:");
         for i in &module.imports {
-            println!("  {i}");
+            println!("  {}", esc(i));
         }
         println!("exports:");
         for e in &module.exports {
-            println!("  {e}");
+            println!("  {}", esc(e));
         }
     }
     ExitCode::SUCCESS

@@ -3,7 +3,7 @@
 //! job when the module is missing or cannot run.
 
 use crate::metrics::Metrics;
-use crate::runtime::{JobImpl, JobInfo, ModuleRejection, Runtime, SkipCode};
+use crate::runtime::{JobImpl, JobInfo, ModuleRejection, RunOutcome, Runtime, SkipCode};
 use crate::store::{ModulePut, ModuleRecord, ModuleRef, Store, StoreError};
 use std::path::Path;
 use std::sync::Arc;
@@ -111,14 +111,34 @@ pub async fn push_bytes(
     if fresh && let Some(m) = metrics {
         m.module_compiled(module.load_time);
     }
-    let info = runtime
-        .describe(&module)
-        .await
-        .map_err(|o| PushError::Describe(o.summary()))?;
+    let info = runtime.describe(&module).await.map_err(|o| match o {
+        RunOutcome::Skipped { reason, detail } => {
+            PushError::Rejected(ModuleRejection::new(reason, detail))
+        }
+        other => PushError::Describe(other.summary()),
+    })?;
+    let name = name.unwrap_or(&info.name);
+    let version = version.unwrap_or(&info.version);
+    // Names from describe() are guest text: they follow the module-reference rules
+    // like any other name, or the push is refused.
+    if !matches!(
+        parse_ref(&format!("{name}@{version}")),
+        Some(ModuleRef::Version { .. })
+    ) {
+        return Err(PushError::Rejected(ModuleRejection::new(
+            SkipCode::ModuleInvalid,
+            format!(
+                "name {:?} and version {:?} do not form a module reference (1 to 128 of \
+                 letters, digits, . _ - + each); give --name and --version",
+                crate::text::escape(name),
+                crate::text::escape(version)
+            ),
+        )));
+    }
     let record = store
         .module_put(&ModulePut {
-            name: name.unwrap_or(&info.name).to_string(),
-            version: version.unwrap_or(&info.version).to_string(),
+            name: name.to_string(),
+            version: version.to_string(),
             digest: module.digest.clone(),
             wit_version: module.wit_version.to_string(),
             bytes,

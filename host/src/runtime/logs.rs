@@ -190,19 +190,7 @@ fn note_panic(inner: &mut Inner, line: &str) {
 }
 
 fn sanitize(message: &str) -> String {
-    let mut out: String = message
-        .chars()
-        .filter(|c| *c == '\t' || !c.is_control())
-        .collect();
-    if out.len() > MAX_LINE {
-        let mut end = MAX_LINE;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push('…');
-    }
-    out
+    crate::text::strip(message, MAX_LINE)
 }
 
 fn emit(level: LogLevel, source: LogSource, job: &str, fire: &str, message: &str) {

@@ -476,7 +476,7 @@ impl Runtime {
             Err(_) => Err(RunOutcome::TimedOut {
                 timeout_ms: duration_ms(limits.timeout),
             }),
-            Ok(Ok(info)) => Ok(info.into()),
+            Ok(Ok(info)) => bounded_info(info.into()),
             Ok(Err(err)) => Err(classify_trap(
                 &err,
                 store.data(),
@@ -567,6 +567,37 @@ use logs::RunLog;
 #[derive(Default)]
 struct CompileGate(Mutex<Option<Result<Arc<LoadedModule>, ModuleRejection>>>);
 
+/// The longest `describe()` name or version accepted: the module-reference
+/// limit. A longer one is refused, not cut, so it cannot become a different name.
+pub const MAX_DESCRIBE_NAME: usize = 128;
+/// `describe()` descriptions and default schedules are cut to this many bytes.
+pub const MAX_DESCRIBE_TEXT: usize = 1024;
+
+/// Guest text is data: names too long to be names are refused, free text is cut
+/// and stripped of control characters. Names keep their characters, so a push
+/// can refuse one that is not a module name instead of storing a changed one.
+fn bounded_info(mut info: JobInfo) -> Result<JobInfo, RunOutcome> {
+    for (what, value) in [("name", &info.name), ("version", &info.version)] {
+        if value.len() > MAX_DESCRIBE_NAME {
+            // A module that describes itself so is refused like invalid bytes.
+            return Err(RunOutcome::Skipped {
+                reason: SkipCode::ModuleInvalid,
+                detail: format!(
+                    "describe() returned a {what} of {} bytes; the limit is {MAX_DESCRIBE_NAME}",
+                    value.len()
+                ),
+            });
+        }
+    }
+    info.description = info
+        .description
+        .map(|d| crate::text::strip(&d, MAX_DESCRIBE_TEXT));
+    info.default_schedule = info
+        .default_schedule
+        .map(|d| crate::text::strip(&d, MAX_DESCRIBE_TEXT));
+    Ok(info)
+}
+
 fn raise(state: &mut NodeState, to: NodeState) -> bool {
     if *state < to {
         *state = to;
@@ -585,18 +616,10 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Failure messages are stored in history: keep them to a sane size.
-fn cap(mut message: String) -> String {
-    const MAX: usize = 4096;
-    if message.len() > MAX {
-        let mut end = MAX;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
+/// Failure messages are guest text stored in history and printed: keep them to a
+/// sane size and free of control characters.
+fn cap(message: String) -> String {
+    crate::text::strip(&message, 4096)
 }
 
 fn completed(out: wit::Outcome, limits: &Limits, log: &RunLog) -> RunOutcome {
