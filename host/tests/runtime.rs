@@ -9,7 +9,9 @@ mod common;
 
 use common::*;
 
-use quartzite::runtime::services::{LocalLocks, LockAcquire, LockService, MemoryEvents, MemoryKv};
+use quartzite::runtime::services::{
+    KvStore, LocalLocks, LockAcquire, LockService, MemoryEvents, MemoryKv,
+};
 use quartzite::runtime::{
     EngineConfig, HostServices, JobImpl, LimitKind, Limits, LoadOrigin, LogSource, RunOutcome,
     RunReport, RunRequest, Runtime, RuntimeConfig, SkipCode,
@@ -790,6 +792,40 @@ mod sandbox {
             } => assert!(message.contains("limit exceeded"), "{message}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kv_state_past_the_jobs_quota_is_a_limit_error_to_the_guest() {
+        let f = fixture();
+        let fill = |keys: usize, bytes: usize, limits: Limits| RunRequest {
+            limits,
+            ..quick(
+                json!({"op": "kv-fill", "keys": keys, "bytes": bytes}),
+                30_000,
+            )
+        };
+        let by_keys = Limits {
+            max_kv_keys: 5,
+            ..Limits::default()
+        };
+        let report = f.run("guest_hostile", fill(100, 10, by_keys)).await;
+        let d = details(&report);
+        assert_eq!(d["written"], 5);
+        assert!(
+            d["error"].as_str().unwrap().contains("limit exceeded"),
+            "{d}"
+        );
+        // The default quota holds a run writing 1 MiB values without end to 16 MiB.
+        let report = f
+            .run("guest_hostile", fill(1_000, 1 << 20, Limits::default()))
+            .await;
+        let d = details(&report);
+        assert_eq!(d["written"], 16, "{d}");
+        assert!(
+            d["error"].as_str().unwrap().contains("16777216 bytes"),
+            "{d}"
+        );
+        assert!(f.kv.kv_get("tests/job", "k16").await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

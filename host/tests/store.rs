@@ -84,6 +84,46 @@ macro_rules! conformance {
     };
 }
 
+async fn state_writes_stay_within_the_jobs_quota(store: Arc<dyn Store>) {
+    // Three keys and 10 bytes of values at most.
+    let set = |key: &'static str, value: &'static [u8]| {
+        let store = store.clone();
+        async move {
+            store
+                .state_set_within("g/q", key, value, 3, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(set("a", b"1234").await);
+    assert!(set("b", b"1234").await);
+    assert!(!set("c", b"123").await, "11 bytes is over the byte quota");
+    assert!(set("c", b"12").await);
+    assert!(!set("d", b"").await, "a fourth key is over the key quota");
+    // Overwriting a key replaces its bytes: growing within the quota, shrinking always.
+    assert!(!set("a", b"12345").await);
+    assert!(set("a", b"1").await);
+    assert!(!set("d", b"").await);
+    assert_eq!(
+        store.state_get("g/q", "a").await.unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(store.state_keys("g/q").await.unwrap(), ["a", "b", "c"]);
+    // Deleting frees room; other jobs have their own quota.
+    assert!(store.state_delete("g/q", "b").await.unwrap());
+    assert!(set("d", b"12345").await);
+    assert!(
+        store
+            .state_set_within("g/other", "a", b"1234567890", 1, 10)
+            .await
+            .unwrap()
+    );
+}
+conformance!(
+    state_writes_stay_within_the_jobs_quota,
+    state_writes_stay_within_the_jobs_quota
+);
+
 async fn state_round_trips_and_is_per_job(store: Arc<dyn Store>) {
     assert_eq!(store.state_get("g/a", "k").await.unwrap(), None);
     store.state_set("g/a", "k", b"one").await.unwrap();

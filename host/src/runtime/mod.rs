@@ -515,6 +515,10 @@ impl Runtime {
             soft_deadline: start + limits.timeout,
             node: self.node.subscribe(),
             max_kv_value: limits.max_kv_value_bytes,
+            kv_quota: services::KvQuota {
+                max_keys: limits.max_kv_keys,
+                max_bytes: limits.max_kv_bytes,
+            },
             max_locks: limits.max_locks_held,
             locks_held: 0,
         };

@@ -9,7 +9,7 @@ use super::limits::{MAX_KV_KEY, MAX_LOCK_NAME, MAX_LOG_MESSAGE, RunLimiter};
 use super::logs::RunLog;
 use super::outcome::{LogLevel, LogSource};
 use super::services::{
-    EmitRequest, Emitted, HostServices, LockAcquire, LockGuardEntry, ServiceError,
+    EmitRequest, Emitted, HostServices, KvQuota, LockAcquire, LockGuardEntry, ServiceError,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ pub(crate) struct RunState {
     pub(crate) soft_deadline: Instant,
     pub(crate) node: watch::Receiver<NodeState>,
     pub(crate) max_kv_value: usize,
+    pub(crate) kv_quota: KvQuota,
     pub(crate) max_locks: usize,
     pub(crate) locks_held: usize,
 }
@@ -83,6 +84,7 @@ fn invalid(msg: impl Into<String>) -> HostError {
 fn service_error(e: ServiceError) -> HostError {
     match e {
         ServiceError::Timeout => HostError::Timeout,
+        ServiceError::LimitExceeded(m) => HostError::LimitExceeded(m),
         // The store's own message may name tables or hosts: keep it in our logs only.
         ServiceError::Unavailable(detail) => {
             tracing::warn!(%detail, "host service unavailable during a guest call");
@@ -161,7 +163,7 @@ impl Host for RunState {
         Ok(self
             .services
             .kv
-            .kv_set(&self.job_key, &key, &value)
+            .kv_set(&self.job_key, &key, &value, self.kv_quota)
             .await
             .map_err(service_error))
     }
