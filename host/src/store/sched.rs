@@ -1379,19 +1379,33 @@ macro_rules! impl_scheduling {
                 use sqlx::Row;
                 let _writer = self.writer().await;
                 // Insert, or take over a released or expired lock; a live holder makes
-                // the statement change nothing and return no row.
-                let row = sqlx::query(concat!(
-                    "INSERT INTO cluster_locks (name, holder, token, acquired_ms, lease_until_ms) VALUES ($1, $2, 1, ", $now, ", ", $now, " + $3) \
-                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = cluster_locks.token + 1, \
-                     acquired_ms = excluded.acquired_ms, lease_until_ms = excluded.lease_until_ms \
-                     WHERE cluster_locks.holder IS NULL OR cluster_locks.lease_until_ms < excluded.acquired_ms \
-                     RETURNING token"
-                ))
-                .bind(name)
-                .bind(holder)
-                .bind(lease_ms)
-                .fetch_optional(&self.pool)
-                .await?;
+                // the statement change nothing and return no row. Released rows are
+                // deleted, so a new row's token must start above every token the
+                // name ever had (see migration 0010).
+                let sql = match $crate::store::Store::dialect(self) {
+                    $crate::store::Dialect::Postgres => concat!(
+                        "INSERT INTO cluster_locks (name, holder, token, acquired_ms, lease_until_ms) \
+                         VALUES ($1, $2, nextval('cluster_lock_tokens'), ", $now, ", ", $now, " + $3) \
+                         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = nextval('cluster_lock_tokens'), \
+                         acquired_ms = excluded.acquired_ms, lease_until_ms = excluded.lease_until_ms \
+                         WHERE cluster_locks.holder IS NULL OR cluster_locks.lease_until_ms < excluded.acquired_ms \
+                         RETURNING token"
+                    ),
+                    _ => concat!(
+                        "INSERT INTO cluster_locks (name, holder, token, acquired_ms, lease_until_ms) \
+                         VALUES ($1, $2, COALESCE((SELECT token FROM cluster_locks WHERE name = ''), 0) + 1, ", $now, ", ", $now, " + $3) \
+                         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = cluster_locks.token + 1, \
+                         acquired_ms = excluded.acquired_ms, lease_until_ms = excluded.lease_until_ms \
+                         WHERE cluster_locks.holder IS NULL OR cluster_locks.lease_until_ms < excluded.acquired_ms \
+                         RETURNING token"
+                    ),
+                };
+                let row = sqlx::query(sql)
+                    .bind(name)
+                    .bind(holder)
+                    .bind(lease_ms)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 Ok(row.map(|r| r.try_get("token")).transpose()?)
             }
 
@@ -1410,12 +1424,29 @@ macro_rules! impl_scheduling {
 
             async fn lock_release(&self, name: &str, token: i64) -> Result<bool, $crate::store::StoreError> {
                 let _writer = self.writer().await;
-                let done = sqlx::query("UPDATE cluster_locks SET holder = NULL, lease_until_ms = NULL WHERE name = $1 AND token = $2 AND holder IS NOT NULL")
+                // A released lock leaves no row behind: a run taking a million names
+                // must not leave a million rows.
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("DELETE FROM cluster_locks WHERE name = $1 AND token = $2 AND holder IS NOT NULL AND name <> ''")
                     .bind(name)
                     .bind(token)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                let released = done.rows_affected() == 1;
+                if released && $crate::store::Store::dialect(self) != $crate::store::Dialect::Postgres {
+                    // SQLite: the '' row keeps the highest token deleted (PostgreSQL's
+                    // tokens come from a sequence instead).
+                    sqlx::query(
+                        "INSERT INTO cluster_locks (name, holder, token) VALUES ('', NULL, $1) \
+                         ON CONFLICT (name) DO UPDATE SET token = CASE WHEN cluster_locks.token < excluded.token \
+                         THEN excluded.token ELSE cluster_locks.token END",
+                    )
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(released)
             }
 
             async fn lock_list(&self) -> Result<Vec<$crate::store::model::LockRow>, $crate::store::StoreError> {
