@@ -628,7 +628,7 @@ mod sandbox {
             .await;
         assert!(report.outcome.is_success(), "{:?}", report.outcome);
         // The guest's lock lived in its own namespace and is gone; the host's is untouched.
-        assert_eq!(f.locks.holders(), [host.clone()]);
+        assert_eq!(f.locks.holders(), std::slice::from_ref(&host));
         f.locks.lock_release(&host);
     }
 

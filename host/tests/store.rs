@@ -1712,3 +1712,24 @@ mod released_locks_leave_no_rows {
         t.finish().await;
     }
 }
+
+/// A job's kv quota is stored with it, and read back by every kind of job read.
+async fn a_jobs_kv_quota_is_stored_with_it(store: Arc<dyn Store>) {
+    let mut job = quartzite::store::model::JobDef::new("q/small", "hello");
+    job.kv_max_keys = Some(5);
+    job.kv_max_bytes = Some(1 << 10);
+    let default = quartzite::store::model::JobDef::new("q/default", "hello");
+    store
+        .jobs_put(&[(job.clone(), Vec::new()), (default.clone(), Vec::new())])
+        .await
+        .unwrap();
+    assert_eq!(store.job_get("q/small").await.unwrap(), Some(job));
+    let listed = store.job_list().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|j| j.job_key == "q/small" && j.kv_max_keys == Some(5))
+    );
+    assert_eq!(store.job_get("q/default").await.unwrap(), Some(default));
+}
+conformance!(job_kv_quota, a_jobs_kv_quota_is_stored_with_it);

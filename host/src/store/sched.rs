@@ -199,7 +199,7 @@ where
 macro_rules! job_columns {
     () => {
         "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, backoff_max_ms, jitter, \
-         timeout_ms, max_memory, requests_recovery, priority, paused, source"
+         timeout_ms, max_memory, requests_recovery, priority, paused, source, kv_max_keys, kv_max_bytes"
     };
 }
 
@@ -230,6 +230,8 @@ pub(crate) struct JobColumns {
     priority: i64,
     paused: i64,
     source: String,
+    kv_max_keys: Option<i64>,
+    kv_max_bytes: Option<i64>,
 }
 
 impl JobColumns {
@@ -257,6 +259,8 @@ impl JobColumns {
             module: self.module,
             data: self.data,
             source: self.source,
+            kv_max_keys: self.kv_max_keys.map(u),
+            kv_max_bytes: self.kv_max_bytes.map(u),
         }
     }
 }
@@ -284,6 +288,8 @@ where
         priority: row.try_get("priority")?,
         paused: row.try_get("paused")?,
         source: row.try_get("source")?,
+        kv_max_keys: row.try_get("kv_max_keys")?,
+        kv_max_bytes: row.try_get("kv_max_bytes")?,
     }
     .into_job())
 }
@@ -438,6 +444,8 @@ macro_rules! impl_scheduling {
                             .push_bind(job.priority)
                             .push_bind(i64::from(job.paused))
                             .push_bind(job.source.clone())
+                            .push_bind(job.kv_max_keys.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+                            .push_bind(job.kv_max_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
                             .push_bind(now)
                             .push_bind(now);
                     });
@@ -447,7 +455,8 @@ macro_rules! impl_scheduling {
                          backoff_initial_ms = excluded.backoff_initial_ms, backoff_max_ms = excluded.backoff_max_ms, \
                          jitter = excluded.jitter, timeout_ms = excluded.timeout_ms, max_memory = excluded.max_memory, \
                          requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
-                         paused = excluded.paused, source = excluded.source, updated_at = excluded.updated_at",
+                         paused = excluded.paused, source = excluded.source, kv_max_keys = excluded.kv_max_keys, \
+                         kv_max_bytes = excluded.kv_max_bytes, updated_at = excluded.updated_at",
                     );
                     qb.build().execute(&mut *tx).await?;
                     let mut qb = sqlx::QueryBuilder::new(concat!($crate::store::sched::refresh_wit_need!(), "WHERE job_key IN ("));

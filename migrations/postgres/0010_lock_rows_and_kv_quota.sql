@@ -7,3 +7,8 @@
 CREATE SEQUENCE IF NOT EXISTS cluster_lock_tokens;
 SELECT setval('cluster_lock_tokens', COALESCE((SELECT MAX(token) FROM cluster_locks), 0) + 1, false);
 DELETE FROM cluster_locks WHERE holder IS NULL;
+
+-- A job's kv quota (`kv_max_keys`, `kv_max_bytes` in the manifest); NULL is the
+-- default quota.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS kv_max_keys BIGINT;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS kv_max_bytes BIGINT;

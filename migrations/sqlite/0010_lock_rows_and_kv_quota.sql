@@ -8,3 +8,8 @@ INSERT INTO cluster_locks (name, holder, token)
     SELECT '', NULL, COALESCE(MAX(token), 0) FROM cluster_locks WHERE true
     ON CONFLICT (name) DO NOTHING;
 DELETE FROM cluster_locks WHERE holder IS NULL AND name <> '';
+
+-- A job's kv quota (`kv_max_keys`, `kv_max_bytes` in the manifest); NULL is the
+-- default quota.
+ALTER TABLE jobs ADD COLUMN kv_max_keys INTEGER;
+ALTER TABLE jobs ADD COLUMN kv_max_bytes INTEGER;
