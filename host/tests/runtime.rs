@@ -212,10 +212,11 @@ mod examples {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn report_waits_for_a_lock_held_elsewhere_then_fails_retryably() {
         let f = fixture();
+        // The guest's `lock("report")` in the job's group, held by another run.
         let held = f
             .locks
             .lock_acquire(&LockAcquire {
-                name: "report".into(),
+                name: "guest:tests:report".into(),
                 holder: "other-node".into(),
                 timeout: Duration::ZERO,
             })
