@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-GUESTS=(hello counter flaky report guest-hostile guest-noop guest-future-major guest-unknown-import guest-contract-1-0 guest-relay)
+GUESTS=(hello counter flaky report guest-hostile guest-noop guest-future-major guest-unknown-import guest-contract-1-0 guest-relay guest-loud-describe guest-huge-describe)
 WASM_DIR="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

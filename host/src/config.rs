@@ -323,6 +323,12 @@ pub const KEYS: &[Key] = &[
         "false",
         "Map a module's initial memory copy-on-write instead of copying it per run (for data segments of megabytes).",
     ),
+    int(
+        "runtime.max_module_functions",
+        "100000",
+        1,
+        "Functions a module may define; a module with more is refused before compiling (compile memory grows with them).",
+    ),
 ];
 
 impl Key {

@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod schedule;
 pub mod store;
+pub mod text;

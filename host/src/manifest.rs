@@ -27,6 +27,8 @@
 //! overlap = "allow"               # "allow" | "forbid" | "skip"
 //! timeout = "30s"
 //! max_memory = "64MiB"
+//! kv_max_keys = 10000             # the job's whole kv state: keys ...
+//! kv_max_bytes = "16MiB"          # ... and bytes of values (these are the defaults)
 //! requests_recovery = false
 //! priority = 5                    # 1..=10, higher runs first
 //! paused = false
@@ -93,6 +95,8 @@ const JOB_KEYS: &[&str] = &[
     "overlap",
     "timeout",
     "max_memory",
+    "kv_max_keys",
+    "kv_max_bytes",
     "requests_recovery",
     "priority",
     "paused",
@@ -156,6 +160,10 @@ pub struct JobDecl {
     pub timeout: Duration,
     /// Memory limit of one run, in bytes.
     pub max_memory: u64,
+    /// Keys the job's kv state may hold (`None`: the default, 10,000).
+    pub kv_max_keys: Option<u64>,
+    /// Bytes of values the job's kv state may hold (`None`: the default, 16 MiB).
+    pub kv_max_bytes: Option<u64>,
     /// Whether a run interrupted by a node crash is run again.
     pub requests_recovery: bool,
     /// 1..=10; higher runs first.
@@ -1098,6 +1106,24 @@ impl<'a> Validator<'a> {
             .get("max_memory")
             .and_then(|v| self.size(v, &t.field("max_memory")))
             .unwrap_or(DEFAULT_MAX_MEMORY);
+        let kv_max_keys = t.get("kv_max_keys").and_then(|v| {
+            let field = t.field("kv_max_keys");
+            let n = self.integer(v, &field)?;
+            match u64::try_from(n).ok().filter(|&n| n > 0) {
+                Some(n) => Some(n),
+                None => {
+                    self.error(
+                        v.span(),
+                        &field,
+                        format!("invalid key count {n}: must be positive"),
+                    );
+                    None
+                }
+            }
+        });
+        let kv_max_bytes = t
+            .get("kv_max_bytes")
+            .and_then(|v| self.size(v, &t.field("kv_max_bytes")));
         let requests_recovery = t
             .get("requests_recovery")
             .and_then(|v| self.boolean(v, &t.field("requests_recovery")))
@@ -1146,6 +1172,8 @@ impl<'a> Validator<'a> {
             overlap_given: t.get("overlap").is_some(),
             timeout,
             max_memory,
+            kv_max_keys,
+            kv_max_bytes,
             requests_recovery,
             priority,
             paused,
@@ -1947,6 +1975,8 @@ on = "once"
 key = "reports/daily"
 module = "report@2.0.0"
 max_memory = 1048576
+kv_max_keys = 50
+kv_max_bytes = "1MiB"
 [job.retry]
 max_attempts = 5
 
@@ -2079,6 +2109,9 @@ max_memory = "2 g"
         assert_eq!(daily.overlap, Overlap::Allow);
         assert_eq!(daily.timeout, DEFAULT_TIMEOUT);
         assert_eq!(daily.max_memory, 1024 * 1024);
+        assert_eq!(daily.kv_max_keys, Some(50));
+        assert_eq!(daily.kv_max_bytes, Some(1 << 20));
+        assert_eq!(m.jobs[0].kv_max_keys, None, "the default quota");
         assert!(!daily.requests_recovery);
         assert_eq!(daily.priority, DEFAULT_PRIORITY);
         assert!(!daily.paused);

@@ -121,6 +121,71 @@ fn run_once_enforces_timeout_and_memory_flags() {
 }
 
 #[test]
+fn a_memory_cap_below_the_modules_initial_memory_is_a_memory_limit_and_keeps_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let hostile = wasm("guest_hostile");
+    let h = hostile.to_str().unwrap();
+    let out = quartzite(&["run-once", h, "--data", r#"{"op":"ok"}"#], cache.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for dir in std::fs::read_dir(cache.path()).unwrap() {
+            for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                files.push(f.unwrap().path());
+            }
+        }
+        files
+    };
+    let cached = entries();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+
+    // A Rust guest starts with more than 64 KiB of memory.
+    let out = quartzite(
+        &[
+            "run-once",
+            h,
+            "--data",
+            r#"{"op":"ok"}"#,
+            "--max-memory",
+            "64KiB",
+        ],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json = stdout_json(&out);
+    assert_eq!(json["status"], "limit-exceeded", "{json}");
+    assert_eq!(json["limit"], "memory");
+    assert_eq!(entries(), cached, "the good cache entry stays");
+}
+
+#[test]
+fn module_push_compiles_into_quartzite_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args([
+            "module",
+            "push",
+            wasm("hello").to_str().unwrap(),
+            "--db",
+            &db,
+        ])
+        .env("QUARTZITE_CACHE_DIR", &cache)
+        .env_remove("QUARTZITE_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let compiled: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(compiled.len(), 1, "{compiled:?}");
+    assert!(compiled[0].ends_with(".cwasm"), "{compiled:?}");
+}
+
+#[test]
 fn run_once_exits_three_when_the_module_cannot_run() {
     let cache = tempfile::tempdir().unwrap();
     let future = wasm("guest_future_major");
@@ -444,4 +509,109 @@ fn events_and_alerts_from_the_command_line() {
     assert_eq!(deliveries.as_array().unwrap().len(), 1, "{deliveries}");
     assert!(q(&["alert", "delete", "ops"]).status.success());
     assert_eq!(q(&["alert", "delete", "ops"]).status.code(), Some(1));
+}
+
+/// A command on a store, which takes its cache from `QUARTZITE_CACHE_DIR`.
+fn store_command(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(args)
+        .env("QUARTZITE_CACHE_DIR", cache)
+        .env_remove("QUARTZITE_LOG")
+        .output()
+        .unwrap()
+}
+
+/// No byte of `text` may drive a terminal: no C0 or C1 control but newline.
+fn assert_inert(text: &str) {
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|c| *c != '\n' && quartzite::text::is_unsafe(*c))
+        .collect();
+    assert!(bad.is_empty(), "control characters {bad:?} in {text:?}");
+}
+
+#[test]
+fn module_inspect_prints_guest_describe_text_escaped_and_bounded() {
+    let cache = tempfile::tempdir().unwrap();
+    let loud = wasm("guest_loud_describe");
+    let out = quartzite(&["module", "inspect", loud.to_str().unwrap()], cache.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_inert(&text);
+    assert!(text.contains("name:        loud\\u{1b}[2J"), "{text}");
+    let description = text
+        .lines()
+        .find(|l| l.starts_with("description: "))
+        .unwrap();
+    // Stored text is stripped of controls and cut to 1 KiB (and a mark).
+    assert!(description.len() < 1100, "{} bytes", description.len());
+    assert!(
+        description.starts_with("description: ]0;owned[31mred"),
+        "{description}"
+    );
+}
+
+#[test]
+fn a_push_refuses_describe_names_that_are_not_module_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    let push = |file: &str, extra: &[&str]| {
+        let mut args = vec!["module", "push", file, "--db", &db];
+        args.extend_from_slice(extra);
+        store_command(&args, dir.path())
+    };
+    let huge = wasm("guest_huge_describe");
+    let out = push(huge.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("name of 16777216 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        out.stderr.len() < 1000,
+        "{} bytes of stderr",
+        out.stderr.len()
+    );
+
+    let loud = wasm("guest_loud_describe");
+    let out = push(loud.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_inert(&stderr(&out));
+    assert!(
+        stderr(&out).contains("do not form a module reference"),
+        "{}",
+        stderr(&out)
+    );
+    let out = push(
+        loud.to_str().unwrap(),
+        &["--name", "loud", "--version", "1.0.0"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_list_prints_stored_guest_text_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    // A row stored before names were checked at push, as an older version did.
+    let store = quartzite::store::open(&db).await.unwrap();
+    let bytes = std::fs::read(wasm("guest_loud_describe")).unwrap();
+    store
+        .module_put(&quartzite::store::ModulePut {
+            name: "loud\u{1b}[2J".into(),
+            version: "1.0.0\u{1b}]0;owned\u{7}".into(),
+            digest: quartzite::runtime::module::digest(&bytes),
+            wit_version: "1.1.0".into(),
+            bytes,
+            restore: true,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let out = store_command(&["module", "list", "--db", &db], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_inert(&text);
+    assert!(text.contains("loud\\u{1b}[2J"), "{text}");
 }

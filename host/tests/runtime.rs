@@ -9,7 +9,9 @@ mod common;
 
 use common::*;
 
-use quartzite::runtime::services::{LocalLocks, LockAcquire, LockService, MemoryEvents, MemoryKv};
+use quartzite::runtime::services::{
+    KvStore, LocalLocks, LockAcquire, LockService, MemoryEvents, MemoryKv,
+};
 use quartzite::runtime::{
     EngineConfig, HostServices, JobImpl, LimitKind, Limits, LoadOrigin, LogSource, RunOutcome,
     RunReport, RunRequest, Runtime, RuntimeConfig, SkipCode,
@@ -210,10 +212,11 @@ mod examples {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn report_waits_for_a_lock_held_elsewhere_then_fails_retryably() {
         let f = fixture();
+        // The guest's `lock("report")` in the job's group, held by another run.
         let held = f
             .locks
             .lock_acquire(&LockAcquire {
-                name: "report".into(),
+                name: "guest:tests:report".into(),
                 holder: "other-node".into(),
                 timeout: Duration::ZERO,
             })
@@ -331,6 +334,72 @@ mod noop {
         }
         let report = f.run("hello", request(json!({}))).await;
         assert!(report.outcome.is_success());
+    }
+
+    /// A component around one core module of `n` functions, built as text in a loop.
+    fn component_with_functions(n: usize) -> Vec<u8> {
+        let mut text = String::from("(component (core module");
+        for _ in 0..n {
+            text.push_str(" (func (result i32) i32.const 42)");
+        }
+        text.push_str("))");
+        wat::parse_str(&text).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_module_over_the_function_budget_is_refused_before_compiling() {
+        let f = fixture_with(
+            EngineConfig {
+                max_concurrent_runs: 4,
+                max_module_functions: 1_000,
+                ..EngineConfig::default()
+            },
+            None,
+        );
+        let (code, detail) = rejected(&f, &component_with_functions(1_001));
+        assert_eq!(code, SkipCode::ModuleInvalid);
+        assert!(detail.contains("more than 1000 functions"), "{detail}");
+        assert!(detail.contains("compile budget"), "{detail}");
+        // At the budget it compiles (and is then refused only for not being a job).
+        let (code, _) = rejected(&f, &component_with_functions(1_000));
+        assert_eq!(code, SkipCode::ModuleIncompatible);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_default_budget_refuses_a_hundred_thousand_and_one_functions() {
+        let f = fixture();
+        let (code, detail) = rejected(&f, &component_with_functions(100_001));
+        assert_eq!(code, SkipCode::ModuleInvalid);
+        assert!(detail.contains("more than 100000 functions"), "{detail}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn components_nested_too_deep_are_refused_before_compiling() {
+        let f = fixture();
+        let depth = 20;
+        let text = format!("{}{}", "(component ".repeat(depth), ")".repeat(depth));
+        let (code, detail) = rejected(&f, &wat::parse_str(&text).unwrap());
+        assert_eq!(code, SkipCode::ModuleInvalid);
+        assert!(detail.contains("nests"), "{detail}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_module_file_over_the_size_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.wasm");
+        // Sparse: 2 GiB on paper, nothing on disk. Reading it whole would take 2 GiB.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(2 << 30).unwrap();
+        drop(file);
+        let f = fixture();
+        let r = f.runtime.load_file(&path).unwrap_err();
+        assert_eq!(r.code, SkipCode::ModuleInvalid);
+        assert!(
+            r.detail
+                .starts_with(&format!("{} is 2147483648 bytes", path.display())),
+            "{}",
+            r.detail
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,6 +612,109 @@ mod sandbox {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_cannot_take_the_hosts_own_task_locks() {
+        let f = fixture();
+        // The host's alert scanner holds its lock, as on a serving node.
+        let host = f
+            .locks
+            .lock_acquire(&LockAcquire {
+                name: "quartzite.alerts".into(),
+                holder: "node/alerts".into(),
+                timeout: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        let report = f
+            .hostile(json!({"op": "lock", "name": "quartzite.alerts", "timeout_ms": 0}))
+            .await;
+        assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        // The guest's lock lived in its own namespace and is gone; the host's is untouched.
+        assert_eq!(f.locks.holders(), std::slice::from_ref(&host));
+        f.locks.lock_release(&host);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guest_lock_names_are_scoped_to_the_job_group() {
+        let f = fixture();
+        let held = f
+            .run(
+                "guest_hostile",
+                RunRequest {
+                    job_key: "billing/hold".into(),
+                    ..quick(json!({"op": "leak-lock", "name": "shared"}), 30_000)
+                },
+            )
+            .await;
+        assert_eq!(
+            details(&held)["leaked"],
+            "shared",
+            "the guard keeps the guest's name"
+        );
+        // Hold the group's lock from outside, as a long run of billing/hold would.
+        let outside = f
+            .locks
+            .lock_acquire(&LockAcquire {
+                name: "guest:billing:shared".into(),
+                holder: "elsewhere".into(),
+                timeout: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        let same_group = f
+            .run(
+                "guest_hostile",
+                RunRequest {
+                    job_key: "billing/other".into(),
+                    ..quick(
+                        json!({"op": "lock", "name": "shared", "timeout_ms": 50}),
+                        30_000,
+                    )
+                },
+            )
+            .await;
+        assert!(!same_group.outcome.is_success(), "{:?}", same_group.outcome);
+        let other_group = f
+            .run(
+                "guest_hostile",
+                RunRequest {
+                    job_key: "reports/daily".into(),
+                    ..quick(
+                        json!({"op": "lock", "name": "shared", "timeout_ms": 50}),
+                        30_000,
+                    )
+                },
+            )
+            .await;
+        assert!(
+            other_group.outcome.is_success(),
+            "{:?}",
+            other_group.outcome
+        );
+        f.locks.lock_release(&outside);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hundred_megabytes_of_stdout_end_with_capped_logs_and_a_count() {
+        let f = fixture();
+        let lines = 1_000_000;
+        let report = f
+            .run(
+                "guest_hostile",
+                quick(
+                    json!({"op": "flood-stdout", "lines": lines, "len": 100}),
+                    120_000,
+                ),
+            )
+            .await;
+        assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        let kept: usize = report.logs.iter().map(|l| l.message.len()).sum();
+        assert!(kept <= Limits::default().max_log_bytes, "kept {kept} bytes");
+        assert!(!report.logs.is_empty());
+        assert!(report.logs.iter().all(|l| l.source == LogSource::Stdout));
+        assert_eq!(report.logs.len() as u64 + report.logs_dropped, lines);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn log_spam_is_capped_and_counted() {
         let f = fixture();
         let req = RunRequest {
@@ -621,6 +793,40 @@ mod sandbox {
             } => assert!(message.contains("limit exceeded"), "{message}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kv_state_past_the_jobs_quota_is_a_limit_error_to_the_guest() {
+        let f = fixture();
+        let fill = |keys: usize, bytes: usize, limits: Limits| RunRequest {
+            limits,
+            ..quick(
+                json!({"op": "kv-fill", "keys": keys, "bytes": bytes}),
+                30_000,
+            )
+        };
+        let by_keys = Limits {
+            max_kv_keys: 5,
+            ..Limits::default()
+        };
+        let report = f.run("guest_hostile", fill(100, 10, by_keys)).await;
+        let d = details(&report);
+        assert_eq!(d["written"], 5);
+        assert!(
+            d["error"].as_str().unwrap().contains("limit exceeded"),
+            "{d}"
+        );
+        // The default quota holds a run writing 1 MiB values without end to 16 MiB.
+        let report = f
+            .run("guest_hostile", fill(1_000, 1 << 20, Limits::default()))
+            .await;
+        let d = details(&report);
+        assert_eq!(d["written"], 16, "{d}");
+        assert!(
+            d["error"].as_str().unwrap().contains("16777216 bytes"),
+            "{d}"
+        );
+        assert!(f.kv.kv_get("tests/job", "k16").await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,6 +933,35 @@ mod sandbox {
 
 mod cache {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_loads_of_one_module_share_one_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(fixture_with(
+            EngineConfig {
+                max_concurrent_runs: 4,
+                ..EngineConfig::default()
+            },
+            Some(dir.path().to_path_buf()),
+        ));
+        let bytes = Arc::new(bytes("guest_hostile"));
+        let loads: Vec<_> = (0..6)
+            .map(|_| {
+                let (f, bytes) = (Arc::clone(&f), Arc::clone(&bytes));
+                std::thread::spawn(move || f.runtime.load_bytes(&bytes).unwrap())
+            })
+            .collect();
+        let loaded: Vec<_> = loads.into_iter().map(|t| t.join().unwrap()).collect();
+        // One compile: every load got the very module it produced.
+        assert_eq!(loaded[0].origin, LoadOrigin::Compiled);
+        assert!(loaded.iter().all(|m| Arc::ptr_eq(m, &loaded[0])));
+        // No temporary file is left behind in the cache.
+        let entries: Vec<_> = std::fs::read_dir(dir.path().join(f.runtime.fingerprint()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(entries, [format!("{}.cwasm", loaded[0].digest)]);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_loads_the_compiled_module_from_disk() {

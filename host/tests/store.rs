@@ -84,6 +84,46 @@ macro_rules! conformance {
     };
 }
 
+async fn state_writes_stay_within_the_jobs_quota(store: Arc<dyn Store>) {
+    // Three keys and 10 bytes of values at most.
+    let set = |key: &'static str, value: &'static [u8]| {
+        let store = store.clone();
+        async move {
+            store
+                .state_set_within("g/q", key, value, 3, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(set("a", b"1234").await);
+    assert!(set("b", b"1234").await);
+    assert!(!set("c", b"123").await, "11 bytes is over the byte quota");
+    assert!(set("c", b"12").await);
+    assert!(!set("d", b"").await, "a fourth key is over the key quota");
+    // Overwriting a key replaces its bytes: growing within the quota, shrinking always.
+    assert!(!set("a", b"12345").await);
+    assert!(set("a", b"1").await);
+    assert!(!set("d", b"").await);
+    assert_eq!(
+        store.state_get("g/q", "a").await.unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(store.state_keys("g/q").await.unwrap(), ["a", "b", "c"]);
+    // Deleting frees room; other jobs have their own quota.
+    assert!(store.state_delete("g/q", "b").await.unwrap());
+    assert!(set("d", b"12345").await);
+    assert!(
+        store
+            .state_set_within("g/other", "a", b"1234567890", 1, 10)
+            .await
+            .unwrap()
+    );
+}
+conformance!(
+    state_writes_stay_within_the_jobs_quota,
+    state_writes_stay_within_the_jobs_quota
+);
+
 async fn state_round_trips_and_is_per_job(store: Arc<dyn Store>) {
     assert_eq!(store.state_get("g/a", "k").await.unwrap(), None);
     store.state_set("g/a", "k", b"one").await.unwrap();
@@ -1148,9 +1188,10 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
     use quartzite::engine::locks::StoreLocks;
     use quartzite::runtime::services::{LockAcquire, LockService};
     let locks = StoreLocks::new(Arc::clone(&store), 60_000);
+    // The guest's `lock("report")` in group `jobs`, held by another run.
     let other = locks
         .lock_acquire(&LockAcquire {
-            name: "report".into(),
+            name: "guest:jobs:report".into(),
             holder: "elsewhere".into(),
             timeout: std::time::Duration::ZERO,
         })
@@ -1890,3 +1931,106 @@ conformance!(
     alerts,
     alert_rules_and_deliveries_are_kept_once_per_condition
 );
+
+/// Takes and releases 500 lock names and one name again and again: no released
+/// lock keeps a row, and a name taken again gets a larger fencing token.
+async fn released_locks_leave_no_rows_and_tokens_still_grow(
+    store: Arc<dyn Store>,
+    rows: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = i64> + Send>>,
+) {
+    let before = rows().await;
+    let mut last = 0;
+    for round in 0..3 {
+        let token = store.lock_try("again", "h", 10_000).await.unwrap().unwrap();
+        assert!(token > last, "round {round}: token {token} after {last}");
+        last = token;
+        assert!(store.lock_release("again", token).await.unwrap());
+        assert!(
+            !store.lock_release("again", token).await.unwrap(),
+            "released once"
+        );
+    }
+    for i in 0..500 {
+        let name = format!("many-{i}");
+        let token = store.lock_try(&name, "h", 10_000).await.unwrap().unwrap();
+        assert!(store.lock_release(&name, token).await.unwrap());
+    }
+    let held = store.lock_try("held", "h", 10_000).await.unwrap().unwrap();
+    assert!(rows().await <= before + 2, "{} rows", rows().await);
+    assert!(
+        store
+            .lock_try("held", "other", 10_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.lock_list().await.unwrap().len(), 1);
+    let again = store.lock_try("again", "h", 10_000).await.unwrap().unwrap();
+    assert!(again > last);
+    assert!(store.lock_release("held", held).await.unwrap());
+}
+
+mod released_locks_leave_no_rows {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("quartzite.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let rows = move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cluster_locks")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = i64> + Send>>
+        };
+        released_locks_leave_no_rows_and_tokens_still_grow(Arc::new(store), rows).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let t = TestStore::postgres().await;
+        let schema = t.schema.clone().unwrap();
+        let options = PgConnectOptions::from_str(&common::pg_url())
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+        let rows = move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cluster_locks")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = i64> + Send>>
+        };
+        released_locks_leave_no_rows_and_tokens_still_grow(t.store.clone(), rows).await;
+        t.finish().await;
+    }
+}
+
+/// A job's kv quota is stored with it, and read back by every kind of job read.
+async fn a_jobs_kv_quota_is_stored_with_it(store: Arc<dyn Store>) {
+    let mut job = quartzite::store::model::JobDef::new("q/small", "hello");
+    job.kv_max_keys = Some(5);
+    job.kv_max_bytes = Some(1 << 10);
+    let default = quartzite::store::model::JobDef::new("q/default", "hello");
+    store
+        .jobs_put(&[(job.clone(), Vec::new()), (default.clone(), Vec::new())])
+        .await
+        .unwrap();
+    assert_eq!(store.job_get("q/small").await.unwrap(), Some(job));
+    let listed = store.job_list().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|j| j.job_key == "q/small" && j.kv_max_keys == Some(5))
+    );
+    assert_eq!(store.job_get("q/default").await.unwrap(), Some(default));
+}
+conformance!(job_kv_quota, a_jobs_kv_quota_is_stored_with_it);

@@ -244,7 +244,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {text:?}: {e} (use e.g. 30s, 500ms, 2m)"))
 }
 
+/// `QUARTZITE_CACHE_DIR`, else `~/.cache/quartzite/modules`: every command that
+/// compiles (serve, run-once, job add, module push) shares one cache, so a push
+/// compiles into the cache the server's first fire loads from.
 pub(crate) fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("QUARTZITE_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
@@ -433,7 +439,8 @@ pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 pub(crate) fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("quartzite: {message}");
+    // Messages can carry guest text (a failure message, a module's name).
+    eprintln!("quartzite: {}", crate::text::escape(message));
     ExitCode::from(code)
 }
 
@@ -446,7 +453,13 @@ async fn run_once(args: RunOnceArgs) -> ExitCode {
     }
     let engine = EngineConfig {
         fuel: args.fuel.is_some(),
-        max_memory_per_run: args.max_memory.max(1 << 20),
+        // The pool's slots stay at least the default size: a smaller pool makes
+        // wasmtime refuse a module whose initial memory is larger at compile
+        // time (reported as module-invalid, and a good cache entry discarded),
+        // where the per-run cap below reports the memory limit.
+        max_memory_per_run: args
+            .max_memory
+            .max(EngineConfig::default().max_memory_per_run),
         ..EngineConfig::default()
     };
     let runtime = match build_runtime(&args.runtime, engine) {
@@ -505,9 +518,9 @@ async fn inspect(args: InspectArgs) -> ExitCode {
         Err(e) => return fail(EXIT_FAILED, &e),
     };
     let name = args.module.display().to_string();
-    let bytes = match std::fs::read(&args.module) {
+    let bytes = match crate::runtime::module::read_file(&args.module) {
         Ok(b) => b,
-        Err(e) => return reject(&args, "module-missing", &format!("cannot read {name}: {e}")),
+        Err(r) => return reject(&args, r.code.as_str(), &r.detail),
     };
     let digest = crate::runtime::module::digest(&bytes);
     let module = match runtime.load_bytes(&bytes) {
@@ -545,13 +558,15 @@ async fn inspect(args: InspectArgs) -> ExitCode {
             "contract:    {WIT_PACKAGE}@{} (this host: {WIT_VERSION}, compatible)",
             module.wit_version
         );
-        outln!("name:        {}", info.name);
-        outln!("version:     {}", info.version);
+        // describe() strings and interface names are guest text: printed escaped.
+        let esc = crate::text::escape;
+        outln!("name:        {}", esc(&info.name));
+        outln!("version:     {}", esc(&info.version));
         if let Some(d) = &info.description {
-            outln!("description: {d}");
+            outln!("description: {}", esc(d));
         }
         if let Some(s) = &info.default_schedule {
-            outln!("schedule:    {s}");
+            outln!("schedule:    {}", esc(s));
         }
         if let Some(o) = &info.overlap {
             outln!(
@@ -564,11 +579,11 @@ async fn inspect(args: InspectArgs) -> ExitCode {
         }
         outln!("imports:");
         for i in &module.imports {
-            outln!("  {i}");
+            outln!("  {}", esc(i));
         }
         outln!("exports:");
         for e in &module.exports {
-            outln!("  {e}");
+            outln!("  {}", esc(e));
         }
     }
     ExitCode::SUCCESS

@@ -255,14 +255,15 @@ pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(crate::text::escape(cell).chars().count());
         }
     }
     let line = |cells: Vec<String>| {
+        // Cells may hold guest text (module names, descriptions, log lines).
         let parts: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| format!("{:<w$}", crate::text::escape(c)))
             .collect();
         outln!("{}", parts.join("  ").trim_end());
     };

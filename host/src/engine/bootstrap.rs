@@ -113,6 +113,8 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
         priority: i64::from(decl.priority),
         paused: decl.paused,
         source: "manifest".into(),
+        kv_max_keys: decl.kv_max_keys,
+        kv_max_bytes: decl.kv_max_bytes,
     };
     let triggers = decl
         .triggers

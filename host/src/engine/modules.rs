@@ -3,7 +3,7 @@
 //! job when the module is missing or cannot run.
 
 use crate::metrics::Metrics;
-use crate::runtime::{JobImpl, JobInfo, ModuleRejection, Runtime, SkipCode};
+use crate::runtime::{JobImpl, JobInfo, ModuleRejection, RunOutcome, Runtime, SkipCode};
 use crate::store::{ModulePut, ModuleRecord, ModuleRef, Store, StoreError};
 use std::path::Path;
 use std::sync::Arc;
@@ -65,12 +65,12 @@ pub async fn push_file(
 ///
 /// When the file cannot be read.
 pub async fn read_module(path: &Path) -> Result<Vec<u8>, PushError> {
-    tokio::fs::read(path).await.map_err(|e| {
-        PushError::Rejected(ModuleRejection {
-            code: SkipCode::ModuleMissing,
-            detail: format!("cannot read {}: {e}", path.display()),
-        })
-    })
+    let path = path.to_path_buf();
+    // Checks the size before reading, so an oversized file is refused unread.
+    tokio::task::spawn_blocking(move || crate::runtime::module::read_file(&path))
+        .await
+        .map_err(|e| PushError::Describe(e.to_string()))?
+        .map_err(PushError::Rejected)
 }
 
 /// [`push_file`] for bytes already in memory (a module uploaded through the
@@ -103,10 +103,12 @@ pub async fn push_bytes(
     if fresh && let Some(m) = metrics {
         m.module_compiled(module.load_time);
     }
-    let info = runtime
-        .describe(&module)
-        .await
-        .map_err(|o| PushError::Describe(o.summary()))?;
+    let info = runtime.describe(&module).await.map_err(|o| match o {
+        RunOutcome::Skipped { reason, detail } => {
+            PushError::Rejected(ModuleRejection::new(reason, detail))
+        }
+        other => PushError::Describe(other.summary()),
+    })?;
     for (field, given, check) in [
         (
             "name",
@@ -124,17 +126,21 @@ pub async fn push_bytes(
     }
     let final_name = name.unwrap_or(&info.name);
     let final_version = version.unwrap_or(&info.version);
+    // describe() strings are guest text: quoted escaped in every message.
+    let shown = |text: &str| format!("\"{}\"", crate::text::escape(text));
     if name.is_none() {
         crate::domain::check_module_name(final_name).map_err(|e| {
             PushError::Refused(format!(
-                "describe() names it {final_name:?}, which is not a module name ({e}); give one with --name"
+                "describe() names it {}, which is not a module name ({e}); give one with --name",
+                shown(final_name)
             ))
         })?;
     }
     if version.is_none() {
         crate::domain::check_module_version(final_version).map_err(|e| {
             PushError::Refused(format!(
-                "describe() gives the version {final_version:?}, which is not a module version ({e}); give one with --version"
+                "describe() gives the version {}, which is not a module version ({e}); give one with --version",
+                shown(final_version)
             ))
         })?;
     }

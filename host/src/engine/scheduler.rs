@@ -760,6 +760,14 @@ impl Scheduler {
             limits: Limits {
                 timeout: Duration::from_millis(fire.job.timeout_ms.max(1)),
                 max_memory: fire.job.max_memory,
+                max_kv_keys: fire
+                    .job
+                    .kv_max_keys
+                    .unwrap_or(Limits::default().max_kv_keys),
+                max_kv_bytes: fire
+                    .job
+                    .kv_max_bytes
+                    .unwrap_or(Limits::default().max_kv_bytes),
                 ..Limits::default()
             },
         };

@@ -1,6 +1,6 @@
 //! Store-backed implementations of the runtime's host services.
 
-use crate::runtime::services::{EmitRequest, Emitted, EventSink, KvStore, ServiceError};
+use crate::runtime::services::{EmitRequest, Emitted, EventSink, KvQuota, KvStore, ServiceError};
 use crate::store::Store;
 use crate::store::events::{EmitBounds, EmitOutcome, EventPut};
 use async_trait::async_trait;
@@ -40,11 +40,23 @@ impl KvStore for StoreKv {
             .map_err(unavailable)
     }
 
-    async fn kv_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), ServiceError> {
-        self.store
-            .state_set(job_key, key, value)
+    async fn kv_set(
+        &self,
+        job_key: &str,
+        key: &str,
+        value: &[u8],
+        quota: KvQuota,
+    ) -> Result<(), ServiceError> {
+        let written = self
+            .store
+            .state_set_within(job_key, key, value, quota.max_keys, quota.max_bytes)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if written {
+            Ok(())
+        } else {
+            Err(quota.exceeded())
+        }
     }
 
     async fn kv_delete(&self, job_key: &str, key: &str) -> Result<bool, ServiceError> {

@@ -31,6 +31,10 @@ pub struct EngineConfig {
     /// each run: pays off only for modules with data segments of megabytes.
     /// Default false.
     pub memory_image_cow: bool,
+    /// Functions a module may define (over all its core modules); a module with
+    /// more is refused before compiling, since compile time and memory grow with
+    /// them. Default 100,000.
+    pub max_module_functions: u64,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +45,7 @@ impl Default for EngineConfig {
             fuel: false,
             max_wasm_stack: 512 << 10,
             memory_image_cow: false,
+            max_module_functions: 100_000,
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct Limits {
     pub max_kv_value_bytes: usize,
     /// Locks a run may hold at once. Default 16.
     pub max_locks_held: usize,
+    /// Keys the job's kv state may hold in all (durable across runs). Default 10,000.
+    pub max_kv_keys: u64,
+    /// Bytes of values the job's kv state may hold in all. Default 16 MiB.
+    pub max_kv_bytes: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +43,8 @@ impl Default for Limits {
             max_output_bytes: 1 << 20,
             max_kv_value_bytes: 1 << 20,
             max_locks_held: 16,
+            max_kv_keys: 10_000,
+            max_kv_bytes: 16 << 20,
         }
     }
 }

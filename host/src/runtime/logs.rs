@@ -1,11 +1,19 @@
 //! A run's captured output: `host.log` calls and guest stdout/stderr, capped in
 //! bytes per run, stripped of control characters, mirrored to `tracing`.
+//!
+//! Once the cap is reached every further line is only counted: stdout and stderr
+//! bytes past it are scanned for newlines and discarded, never turned into
+//! strings, so a guest printing without end costs the host next to nothing.
+//! Guest output is taken synchronously by [`GuestOutput`] as a WASI p2 output
+//! stream that is always ready, instead of wasmtime's default adapter, which
+//! hands every 4 KiB write to a worker task and waits for it.
 
 use super::outcome::{LogLevel, LogLine, LogSource};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 #[derive(Debug)]
 struct Inner {
@@ -13,6 +21,9 @@ struct Inner {
     bytes: usize,
     cap: usize,
     dropped: u64,
+    /// Set by the first line dropped: every later line is dropped too, so output
+    /// past the cap takes the cheap path in [`RunLog::write_stream`].
+    full: bool,
     /// Partial lines of stdout and stderr waiting for their newline.
     pending: [Vec<u8>; 2],
     /// The guest's panic message, recognised on stderr.
@@ -39,6 +50,7 @@ impl RunLog {
                 bytes: 0,
                 cap,
                 dropped: 0,
+                full: false,
                 pending: [Vec::new(), Vec::new()],
                 panic: None,
                 panic_follows: false,
@@ -59,7 +71,8 @@ impl RunLog {
         if source == LogSource::Stderr {
             note_panic(&mut inner, &message);
         }
-        if inner.bytes + message.len() > inner.cap {
+        if inner.full || inner.bytes + message.len() > inner.cap {
+            inner.full = true;
             inner.dropped += 1;
             return;
         }
@@ -76,14 +89,23 @@ impl RunLog {
         let mut complete = Vec::new();
         {
             let mut inner = self.lock();
-            let pending = &mut inner.pending[stream];
-            for &b in bytes {
-                if b == b'\n' {
-                    complete.push(String::from_utf8_lossy(pending).into_owned());
-                    pending.clear();
-                } else if pending.len() < MAX_LINE {
-                    pending.push(b);
+            let mut rest = bytes;
+            while let Some(at) = rest.iter().position(|&b| b == b'\n') {
+                let (line, after) = (&rest[..at], &rest[at + 1..]);
+                rest = after;
+                if inner.full && !(stream == 1 && wants_panic_line(&inner, line)) {
+                    // Past the cap: count the line, keep nothing of it.
+                    inner.pending[stream].clear();
+                    inner.dropped += 1;
+                    continue;
                 }
+                let pending = &mut inner.pending[stream];
+                append_capped(pending, line);
+                complete.push(String::from_utf8_lossy(pending).into_owned());
+                pending.clear();
+            }
+            if !rest.is_empty() && !inner.full {
+                append_capped(&mut inner.pending[stream], rest);
             }
         }
         for line in complete {
@@ -136,6 +158,19 @@ impl RunLog {
     }
 }
 
+/// Adds `bytes` to a partial line, keeping at most [`MAX_LINE`] bytes of it.
+fn append_capped(pending: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_LINE.saturating_sub(pending.len());
+    pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// Whether a stderr line past the cap must still be read for the guest's panic
+/// message, so a trap after much output can still say why it happened.
+fn wants_panic_line(inner: &Inner, line: &[u8]) -> bool {
+    const MARK: &[u8] = b"panicked at ";
+    inner.panic_follows || (inner.panic.is_none() && line.windows(MARK.len()).any(|w| w == MARK))
+}
+
 /// Rust guests print `thread '<unnamed>' panicked at src/lib.rs:1:2:` and then the
 /// message on the next line; keep both so a trap can say why it happened.
 fn note_panic(inner: &mut Inner, line: &str) {
@@ -155,19 +190,7 @@ fn note_panic(inner: &mut Inner, line: &str) {
 }
 
 fn sanitize(message: &str) -> String {
-    let mut out: String = message
-        .chars()
-        .filter(|c| *c == '\t' || !c.is_control())
-        .collect();
-    if out.len() > MAX_LINE {
-        let mut end = MAX_LINE;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-        out.push('…');
-    }
-    out
+    crate::text::strip(message, MAX_LINE)
 }
 
 fn emit(level: LogLevel, source: LogSource, job: &str, fire: &str, message: &str) {
@@ -215,6 +238,38 @@ impl StdoutStream for GuestOutput {
             stream: self.stream,
         })
     }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(GuestOutput {
+            log: self.log.clone(),
+            stream: self.stream,
+        })
+    }
+}
+
+/// How much one `write` may carry. Bounded because wasmtime allocates this much
+/// for a guest's `write-zeroes`; 64 KiB is the WASI streams' usual permit.
+const WRITE_PERMIT: usize = 64 * 1024;
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.log.write_stream(self.stream, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestOutput {
+    // Writes are taken at once, so the stream is always ready.
+    async fn ready(&mut self) {}
 }
 
 impl tokio::io::AsyncWrite for GuestOutput {

@@ -128,6 +128,10 @@ pub struct Runtime {
     linker: Linker<RunState>,
     cache: Option<DiskCache>,
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
+    /// Compiles in progress by digest: a second load of the same bytes waits for
+    /// the first one's result instead of compiling its own copy.
+    compiling: Mutex<HashMap<String, Arc<CompileGate>>>,
+    budget: module::CompileBudget,
     services: HostServices,
     node: watch::Sender<NodeState>,
     node_id: Arc<str>,
@@ -172,6 +176,11 @@ impl Runtime {
             linker,
             cache,
             modules: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+            budget: module::CompileBudget {
+                max_functions: config.engine.max_module_functions,
+                ..module::CompileBudget::default()
+            },
             services,
             node: watch::Sender::new(NodeState::Running),
             node_id: node_id.into(),
@@ -196,18 +205,55 @@ impl Runtime {
         if let Some(m) = self.cached(&digest) {
             return Ok(m);
         }
+        let gate = Arc::clone(
+            self.compiling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(digest.clone())
+                .or_default(),
+        );
+        let mut result = gate.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = result.as_ref() {
+            return done.clone();
+        }
+        // The compile that held the gate before us may have finished and left.
+        if let Some(m) = self.cached(&digest) {
+            return Ok(m);
+        }
+        let loaded = self.compile_and_admit(bytes, &digest, started);
+        *result = Some(loaded.clone());
+        let mut compiling = self
+            .compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if compiling
+            .get(&digest)
+            .is_some_and(|g| Arc::ptr_eq(g, &gate))
+        {
+            compiling.remove(&digest);
+        }
+        loaded
+    }
+
+    fn compile_and_admit(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        started: Instant,
+    ) -> Result<Arc<LoadedModule>, ModuleRejection> {
         let from_disk = self
             .cache
             .as_ref()
-            .and_then(|c| c.load(&self.engine, &digest));
+            .and_then(|c| c.load(&self.engine, digest));
         let (component, origin) = match from_disk {
             Some(c) => (c, LoadOrigin::DiskCache),
             None => {
+                module::check_budget(bytes, &self.budget)?;
                 let component = module::compile(&self.engine, bytes)?;
                 // Admit first, so the cache never holds a component we refuse.
                 module::scan(&self.engine, &component)?;
                 if let Some(cache) = &self.cache {
-                    cache.store(&digest, &component);
+                    cache.store(digest, &component);
                 }
                 (component, LoadOrigin::Compiled)
             }
@@ -216,7 +262,7 @@ impl Runtime {
             &self.engine,
             &self.linker,
             &component,
-            digest.clone(),
+            digest.to_string(),
             bytes.len(),
             origin,
             started,
@@ -225,7 +271,7 @@ impl Runtime {
         self.modules
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(digest, Arc::clone(&loaded));
+            .insert(digest.to_string(), Arc::clone(&loaded));
         Ok(loaded)
     }
 
@@ -235,13 +281,7 @@ impl Runtime {
     ///
     /// `module-missing` when the file cannot be read, else as [`Runtime::load_bytes`].
     pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedModule>, ModuleRejection> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            ModuleRejection::new(
-                SkipCode::ModuleMissing,
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        self.load_bytes(&bytes)
+        self.load_bytes(&module::read_file(path)?)
     }
 
     /// Resolves a module file for a job, falling back to the NoOp job.
@@ -436,7 +476,7 @@ impl Runtime {
             Err(_) => Err(RunOutcome::TimedOut {
                 timeout_ms: duration_ms(limits.timeout),
             }),
-            Ok(Ok(info)) => Ok(info.into()),
+            Ok(Ok(info)) => bounded_info(info.into()),
             Ok(Err(err)) => Err(classify_trap(
                 &err,
                 store.data(),
@@ -476,6 +516,10 @@ impl Runtime {
             soft_deadline: start + limits.timeout,
             node: self.node.subscribe(),
             max_kv_value: limits.max_kv_value_bytes,
+            kv_quota: services::KvQuota {
+                max_keys: limits.max_kv_keys,
+                max_bytes: limits.max_kv_bytes,
+            },
             max_locks: limits.max_locks_held,
             locks_held: 0,
         };
@@ -524,6 +568,41 @@ impl Runtime {
 
 use logs::RunLog;
 
+/// One digest's compile: the first loader fills it, later ones read it.
+#[derive(Default)]
+struct CompileGate(Mutex<Option<Result<Arc<LoadedModule>, ModuleRejection>>>);
+
+/// The longest `describe()` name or version accepted: the module-reference
+/// limit. A longer one is refused, not cut, so it cannot become a different name.
+pub const MAX_DESCRIBE_NAME: usize = 128;
+/// `describe()` descriptions and default schedules are cut to this many bytes.
+pub const MAX_DESCRIBE_TEXT: usize = 1024;
+
+/// Guest text is data: names too long to be names are refused, free text is cut
+/// and stripped of control characters. Names keep their characters, so a push
+/// can refuse one that is not a module name instead of storing a changed one.
+fn bounded_info(mut info: JobInfo) -> Result<JobInfo, RunOutcome> {
+    for (what, value) in [("name", &info.name), ("version", &info.version)] {
+        if value.len() > MAX_DESCRIBE_NAME {
+            // A module that describes itself so is refused like invalid bytes.
+            return Err(RunOutcome::Skipped {
+                reason: SkipCode::ModuleInvalid,
+                detail: format!(
+                    "describe() returned a {what} of {} bytes; the limit is {MAX_DESCRIBE_NAME}",
+                    value.len()
+                ),
+            });
+        }
+    }
+    info.description = info
+        .description
+        .map(|d| crate::text::strip(&d, MAX_DESCRIBE_TEXT));
+    info.default_schedule = info
+        .default_schedule
+        .map(|d| crate::text::strip(&d, MAX_DESCRIBE_TEXT));
+    Ok(info)
+}
+
 fn raise(state: &mut NodeState, to: NodeState) -> bool {
     if *state < to {
         *state = to;
@@ -542,18 +621,10 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Failure messages are stored in history: keep them to a sane size.
-fn cap(mut message: String) -> String {
-    const MAX: usize = 4096;
-    if message.len() > MAX {
-        let mut end = MAX;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
+/// Failure messages are guest text stored in history and printed: keep them to a
+/// sane size and free of control characters.
+fn cap(message: String) -> String {
+    crate::text::strip(&message, 4096)
 }
 
 fn completed(out: wit::Outcome, limits: &Limits, log: &RunLog) -> RunOutcome {

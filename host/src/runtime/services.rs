@@ -18,6 +18,26 @@ pub enum ServiceError {
     Timeout,
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The call would go over a quota; the message says which, for the guest.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+}
+
+/// What a job's whole kv state may hold: keys, and bytes of values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvQuota {
+    pub max_keys: u64,
+    pub max_bytes: u64,
+}
+
+impl KvQuota {
+    /// The guest's error for a write the quota refused.
+    pub fn exceeded(&self) -> ServiceError {
+        ServiceError::LimitExceeded(format!(
+            "the job's kv state may hold at most {} keys and {} bytes of values",
+            self.max_keys, self.max_bytes
+        ))
+    }
 }
 
 /// Per-job durable key-value state.
@@ -27,8 +47,15 @@ pub enum ServiceError {
 pub trait KvStore: Send + Sync + 'static {
     /// Reads `key` of `job_key`'s state.
     async fn kv_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, ServiceError>;
-    /// Writes `key` of `job_key`'s state.
-    async fn kv_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), ServiceError>;
+    /// Writes `key` of `job_key`'s state, unless afterwards the state would be
+    /// over `quota`: then nothing is written and the error is `LimitExceeded`.
+    async fn kv_set(
+        &self,
+        job_key: &str,
+        key: &str,
+        value: &[u8],
+        quota: KvQuota,
+    ) -> Result<(), ServiceError>;
     /// Deletes `key`; returns whether it existed.
     async fn kv_delete(&self, job_key: &str, key: &str) -> Result<bool, ServiceError>;
 }
@@ -82,8 +109,24 @@ impl KvStore for MemoryKv {
         Ok(values.get(&(job_key.to_string(), key.to_string())).cloned())
     }
 
-    async fn kv_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), ServiceError> {
+    async fn kv_set(
+        &self,
+        job_key: &str,
+        key: &str,
+        value: &[u8],
+        quota: KvQuota,
+    ) -> Result<(), ServiceError> {
         let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut keys, mut bytes) = (0u64, value.len() as u64);
+        for ((job, k), v) in values.iter() {
+            if job == job_key && k != key {
+                keys += 1;
+                bytes += v.len() as u64;
+            }
+        }
+        if keys >= quota.max_keys || bytes > quota.max_bytes {
+            return Err(quota.exceeded());
+        }
         values.insert((job_key.to_string(), key.to_string()), value.to_vec());
         Ok(())
     }

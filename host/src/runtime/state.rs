@@ -9,7 +9,7 @@ use super::limits::{MAX_KV_KEY, MAX_LOCK_NAME, MAX_LOG_MESSAGE, RunLimiter};
 use super::logs::RunLog;
 use super::outcome::{LogLevel, LogSource};
 use super::services::{
-    EmitRequest, Emitted, HostServices, LockAcquire, LockGuardEntry, ServiceError,
+    EmitRequest, Emitted, HostServices, KvQuota, LockAcquire, LockGuardEntry, ServiceError,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ pub(crate) struct RunState {
     pub(crate) soft_deadline: Instant,
     pub(crate) node: watch::Receiver<NodeState>,
     pub(crate) max_kv_value: usize,
+    pub(crate) kv_quota: KvQuota,
     pub(crate) max_locks: usize,
     pub(crate) locks_held: usize,
 }
@@ -88,6 +89,7 @@ fn invalid(msg: impl Into<String>) -> HostError {
 fn service_error(e: ServiceError) -> HostError {
     match e {
         ServiceError::Timeout => HostError::Timeout,
+        ServiceError::LimitExceeded(m) => HostError::LimitExceeded(m),
         // The store's own message may name tables or hosts: keep it in our logs only.
         ServiceError::Unavailable(detail) => {
             tracing::warn!(%detail, "host service unavailable during a guest call");
@@ -166,7 +168,7 @@ impl Host for RunState {
         Ok(self
             .services
             .kv
-            .kv_set(&self.job_key, &key, &value)
+            .kv_set(&self.job_key, &key, &value, self.kv_quota)
             .await
             .map_err(service_error))
     }
@@ -205,7 +207,7 @@ impl Host for RunState {
         // Never wait past the point where the run is asked to stop.
         let timeout = Duration::from_millis(u64::from(timeout_ms)).min(self.time_left());
         let params = LockAcquire {
-            name,
+            name: guest_lock_name(&self.job_key, &name),
             holder: self.holder.to_string(),
             timeout,
         };
@@ -351,7 +353,10 @@ pub(crate) const MAX_EMITS_PER_RUN: u32 = 1_000;
 
 impl HostLockGuard for RunState {
     async fn name(&mut self, guard: Resource<LockGuardEntry>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&guard)?.lease.name.clone())
+        // The guest sees the name it asked for, not the namespace around it.
+        let name = &self.table.get(&guard)?.lease.name;
+        let namespace = guest_lock_name(&self.job_key, "");
+        Ok(name.strip_prefix(&namespace).unwrap_or(name).to_string())
     }
 
     async fn fencing_token(&mut self, guard: Resource<LockGuardEntry>) -> wasmtime::Result<u64> {
@@ -364,6 +369,17 @@ impl HostLockGuard for RunState {
         self.locks_held = self.locks_held.saturating_sub(1);
         Ok(())
     }
+}
+
+/// Every lock name a guest passes is put under this prefix and its job's group
+/// (`guest:GROUP:NAME`), so a guest can reach neither the host's own task locks
+/// (`quartzite.*`) nor another group's locks: third-party guests are untrusted.
+const GUEST_LOCK_PREFIX: &str = "guest:";
+
+/// The cluster lock a guest's `lock(name)` takes for the job `job_key` (`GROUP/NAME`).
+pub(crate) fn guest_lock_name(job_key: &str, name: &str) -> String {
+    let group = job_key.split_once('/').map_or(job_key, |(group, _)| group);
+    format!("{GUEST_LOCK_PREFIX}{group}:{name}")
 }
 
 fn floor_char(s: &str, mut i: usize) -> usize {

@@ -63,6 +63,35 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn state_set_within(
+                &self,
+                job_key: &str,
+                key: &str,
+                value: &[u8],
+                max_keys: u64,
+                max_bytes: u64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let _writer = self.writer().await;
+                let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                // The other keys' count and bytes, plus this value, against the quota.
+                // The value's own length is bound: PostgreSQL cannot type `length($3)`.
+                let done = sqlx::query(concat!(
+                    "INSERT INTO job_state (job_key, key, value, updated_at) SELECT $1, $2, $3, ", $now, " \
+                     WHERE (SELECT COUNT(*) FROM job_state WHERE job_key = $1 AND key <> $2) < $4 \
+                     AND (SELECT COALESCE(SUM(length(value)), 0) FROM job_state WHERE job_key = $1 AND key <> $2) + $6 <= $5 \
+                     ON CONFLICT (job_key, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+                ))
+                .bind(job_key)
+                .bind(key)
+                .bind(value)
+                .bind(big(max_keys))
+                .bind(big(max_bytes))
+                .bind(big(value.len() as u64))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn state_delete(&self, job_key: &str, key: &str) -> Result<bool, $crate::store::StoreError> {
                 let _writer = self.writer().await;
                 let done = sqlx::query("DELETE FROM job_state WHERE job_key = $1 AND key = $2")

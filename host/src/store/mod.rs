@@ -114,6 +114,18 @@ pub trait Store: Scheduling + Events + Send + Sync + 'static {
     async fn state_get(&self, job_key: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes one key of a job's state.
     async fn state_set(&self, job_key: &str, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// [`Store::state_set`] within a quota on the job's whole state: the write
+    /// happens only if afterwards the job has at most `max_keys` keys and
+    /// `max_bytes` bytes of values. Checked in the writing statement itself, no
+    /// extra round trip. Returns whether it was written.
+    async fn state_set_within(
+        &self,
+        job_key: &str,
+        key: &str,
+        value: &[u8],
+        max_keys: u64,
+        max_bytes: u64,
+    ) -> Result<bool, StoreError>;
     /// Deletes one key of a job's state; returns whether it existed.
     async fn state_delete(&self, job_key: &str, key: &str) -> Result<bool, StoreError>;
     /// The keys of a job's state, sorted.

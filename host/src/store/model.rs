@@ -103,6 +103,12 @@ pub struct JobDef {
     pub paused: bool,
     /// Who declared it: `manifest` jobs are reconciled at start; `cli`/`api` ones are left alone.
     pub source: String,
+    /// Keys the job's kv state may hold; `None` for the default (10,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_max_keys: Option<u64>,
+    /// Bytes of values the job's kv state may hold; `None` for the default (16 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_max_bytes: Option<u64>,
 }
 
 impl JobDef {
@@ -120,6 +126,8 @@ impl JobDef {
             priority: 5,
             paused: false,
             source: "cli".into(),
+            kv_max_keys: None,
+            kv_max_bytes: None,
         }
     }
 }

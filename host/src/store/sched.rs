@@ -216,7 +216,7 @@ where
 macro_rules! job_columns {
     () => {
         "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, backoff_max_ms, jitter, \
-         timeout_ms, max_memory, requests_recovery, priority, paused, source"
+         timeout_ms, max_memory, requests_recovery, priority, paused, source, kv_max_keys, kv_max_bytes"
     };
 }
 
@@ -247,6 +247,8 @@ pub(crate) struct JobColumns {
     priority: i64,
     paused: i64,
     source: String,
+    kv_max_keys: Option<i64>,
+    kv_max_bytes: Option<i64>,
 }
 
 impl JobColumns {
@@ -274,6 +276,8 @@ impl JobColumns {
             module: self.module,
             data: self.data,
             source: self.source,
+            kv_max_keys: self.kv_max_keys.map(u),
+            kv_max_bytes: self.kv_max_bytes.map(u),
         }
     }
 }
@@ -301,6 +305,8 @@ where
         priority: row.try_get("priority")?,
         paused: row.try_get("paused")?,
         source: row.try_get("source")?,
+        kv_max_keys: row.try_get("kv_max_keys")?,
+        kv_max_bytes: row.try_get("kv_max_bytes")?,
     }
     .into_job())
 }
@@ -455,6 +461,8 @@ macro_rules! impl_scheduling {
                             .push_bind(job.priority)
                             .push_bind(i64::from(job.paused))
                             .push_bind(job.source.clone())
+                            .push_bind(job.kv_max_keys.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+                            .push_bind(job.kv_max_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
                             .push_bind(now)
                             .push_bind(now);
                     });
@@ -464,7 +472,8 @@ macro_rules! impl_scheduling {
                          backoff_initial_ms = excluded.backoff_initial_ms, backoff_max_ms = excluded.backoff_max_ms, \
                          jitter = excluded.jitter, timeout_ms = excluded.timeout_ms, max_memory = excluded.max_memory, \
                          requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
-                         paused = excluded.paused, source = excluded.source, updated_at = excluded.updated_at",
+                         paused = excluded.paused, source = excluded.source, kv_max_keys = excluded.kv_max_keys, \
+                         kv_max_bytes = excluded.kv_max_bytes, updated_at = excluded.updated_at",
                     );
                     qb.build().execute(&mut *tx).await?;
                     let mut qb = sqlx::QueryBuilder::new(concat!($crate::store::sched::refresh_wit_need!(), "WHERE job_key IN ("));
@@ -1439,19 +1448,33 @@ macro_rules! impl_scheduling {
                 use sqlx::Row;
                 let _writer = self.writer().await;
                 // Insert, or take over a released or expired lock; a live holder makes
-                // the statement change nothing and return no row.
-                let row = sqlx::query(concat!(
-                    "INSERT INTO cluster_locks (name, holder, token, acquired_ms, lease_until_ms) VALUES ($1, $2, 1, ", $now, ", ", $now, " + $3) \
-                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = cluster_locks.token + 1, \
-                     acquired_ms = excluded.acquired_ms, lease_until_ms = excluded.lease_until_ms \
-                     WHERE cluster_locks.holder IS NULL OR cluster_locks.lease_until_ms < excluded.acquired_ms \
-                     RETURNING token"
-                ))
-                .bind(name)
-                .bind(holder)
-                .bind(lease_ms)
-                .fetch_optional(&self.pool)
-                .await?;
+                // the statement change nothing and return no row. Released rows are
+                // deleted, so a new row's token must start above every token the
+                // name ever had (see migration 0010).
+                let sql = match $crate::store::Store::dialect(self) {
+                    $crate::store::Dialect::Postgres => concat!(
+                        "INSERT INTO cluster_locks (name, holder, token, acquired_ms, lease_until_ms) \
+                         VALUES ($1, $2, nextval('cluster_lock_tokens'), ", $now, ", ", $now, " + $3) \
+                         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = nextval('cluster_lock_tokens'), \
+                         acquired_ms = excluded.acquired_ms, lease_until_ms = excluded.lease_until_ms \
+                         WHERE cluster_locks.holder IS NULL OR cluster_locks.lease_until_ms < excluded.acquired_ms \
+                         RETURNING token"
+                    ),
+                    _ => concat!(
+                        "INSERT INTO cluster_locks (name, holder, token, acquired_ms, lease_until_ms) \
+                         VALUES ($1, $2, COALESCE((SELECT token FROM cluster_locks WHERE name = ''), 0) + 1, ", $now, ", ", $now, " + $3) \
+                         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = cluster_locks.token + 1, \
+                         acquired_ms = excluded.acquired_ms, lease_until_ms = excluded.lease_until_ms \
+                         WHERE cluster_locks.holder IS NULL OR cluster_locks.lease_until_ms < excluded.acquired_ms \
+                         RETURNING token"
+                    ),
+                };
+                let row = sqlx::query(sql)
+                    .bind(name)
+                    .bind(holder)
+                    .bind(lease_ms)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 Ok(row.map(|r| r.try_get("token")).transpose()?)
             }
 
@@ -1470,12 +1493,29 @@ macro_rules! impl_scheduling {
 
             async fn lock_release(&self, name: &str, token: i64) -> Result<bool, $crate::store::StoreError> {
                 let _writer = self.writer().await;
-                let done = sqlx::query("UPDATE cluster_locks SET holder = NULL, lease_until_ms = NULL WHERE name = $1 AND token = $2 AND holder IS NOT NULL")
+                // A released lock leaves no row behind: a run taking a million names
+                // must not leave a million rows.
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("DELETE FROM cluster_locks WHERE name = $1 AND token = $2 AND holder IS NOT NULL AND name <> ''")
                     .bind(name)
                     .bind(token)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                let released = done.rows_affected() == 1;
+                if released && $crate::store::Store::dialect(self) != $crate::store::Dialect::Postgres {
+                    // SQLite: the '' row keeps the highest token deleted (PostgreSQL's
+                    // tokens come from a sequence instead).
+                    sqlx::query(
+                        "INSERT INTO cluster_locks (name, holder, token) VALUES ('', NULL, $1) \
+                         ON CONFLICT (name) DO UPDATE SET token = CASE WHEN cluster_locks.token < excluded.token \
+                         THEN excluded.token ELSE cluster_locks.token END",
+                    )
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(released)
             }
 
             async fn lock_list(&self) -> Result<Vec<$crate::store::model::LockRow>, $crate::store::StoreError> {

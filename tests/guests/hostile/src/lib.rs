@@ -44,6 +44,12 @@ enum Op {
     SpamLog { lines: usize, len: usize },
     /// Prints `lines` lines to stdout and stderr.
     Print { lines: usize },
+    /// Writes `lines` lines of `len` bytes (newline included) to stdout in large
+    /// writes, as a chatty guest streaming output would.
+    FloodStdout { lines: usize, len: usize },
+    /// Writes kv keys `k0`, `k1`, ... of `bytes` bytes each until `keys` are
+    /// written or the host refuses one; reports how many were written and why it stopped.
+    KvFill { keys: usize, bytes: usize },
     /// Returns details of `bytes` bytes.
     BigOutput { bytes: usize },
     /// Writes a kv value of `bytes` bytes.
@@ -145,6 +151,39 @@ impl Job for Hostile {
                     eprintln!("stderr line {i}");
                 }
                 Ok(Outcome::none())
+            }
+            Op::FloodStdout { lines, len } => {
+                use std::io::Write;
+                let mut line = vec![b'z'; len.max(1)];
+                if let Some(last) = line.last_mut() {
+                    *last = b'\n';
+                }
+                let per_chunk = (1 << 20) / line.len().max(1) + 1;
+                let chunk = line.repeat(per_chunk);
+                let mut out = std::io::stdout().lock();
+                let mut left = lines;
+                while left > 0 {
+                    let n = left.min(per_chunk);
+                    out.write_all(&chunk[..n * line.len()])?;
+                    left -= n;
+                }
+                out.flush()?;
+                Ok(Outcome::none())
+            }
+            Op::KvFill { keys, bytes } => {
+                let value = vec![3u8; bytes];
+                let mut written = 0;
+                let mut error = None;
+                for i in 0..keys {
+                    match kv::set(&format!("k{i}"), &value) {
+                        Ok(()) => written += 1,
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                Outcome::details(&json!({ "written": written, "error": error }))
             }
             Op::BigOutput { bytes } => Outcome::details(&"y".repeat(bytes)),
             Op::BigKv { bytes } => {
