@@ -579,7 +579,7 @@ fn a_push_refuses_describe_names_that_are_not_module_names() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_inert(&stderr(&out));
     assert!(
-        stderr(&out).contains("do not form a module reference"),
+        stderr(&out).contains("which is not a module name"),
         "{}",
         stderr(&out)
     );
