@@ -14,7 +14,33 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn serve(dir: &Path, url: &str) -> Child {
+/// A server process that is killed when dropped, so a failing test leaves no
+/// server behind (one spinning guests would hold the machine's cores).
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn serve(dir: &Path, url: &str) -> Server {
     Command::new(env!("CARGO_BIN_EXE_quartzite"))
         .args([
             "serve",
@@ -30,6 +56,7 @@ fn serve(dir: &Path, url: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Server)
         .unwrap()
 }
 
@@ -359,7 +386,7 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
 }
 
 /// Stops a server as a deploy does (SIGTERM) and waits for it to exit.
-fn stop(mut server: Child) {
+fn stop(mut server: Server) {
     let pid = server.id().to_string();
     assert!(
         Command::new("kill")
@@ -537,6 +564,7 @@ at = "2020-01-01T00:00:00Z"
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Server)
         .unwrap();
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_until(
@@ -629,6 +657,7 @@ every = "1s"
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
+        .map(Server)
         .unwrap();
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_started(&store, 0).await;
@@ -750,6 +779,7 @@ tz = "America/New_York"
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Server)
         .unwrap();
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_started(&store, 0).await;
@@ -782,7 +812,7 @@ tz = "America/New_York"
     assert_eq!(next, Some(1_805_092_200_000), "then Monday 02:30 EDT");
 }
 
-fn serve_with_config(dir: &Path, url: &str, config: &str) -> Child {
+fn serve_with_config(dir: &Path, url: &str, config: &str) -> Server {
     let path = dir.join("quartzite.toml");
     std::fs::write(&path, config).unwrap();
     Command::new(env!("CARGO_BIN_EXE_quartzite"))
@@ -795,6 +825,7 @@ fn serve_with_config(dir: &Path, url: &str, config: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Server)
         .unwrap()
 }
 
