@@ -40,24 +40,37 @@ impl Drop for Server {
     }
 }
 
-fn serve(dir: &Path, url: &str) -> Server {
-    Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            url,
-            "--manifest",
-        ])
+/// `quartzite serve` on `dir`'s manifest and its own module cache, listening on
+/// `listen`, output discarded; callers add what their test needs.
+fn serve_command(dir: &Path, url: &str, listen: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quartzite"));
+    command
+        .args(["serve", "--listen", listen, "--db", url, "--manifest"])
         .arg(dir.join("jobs.toml"))
         .env("QUARTZITE_CACHE_DIR", dir.join("cache"))
         .env("QUARTZITE_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Server)
-        .unwrap()
+        .stderr(Stdio::null());
+    command
+}
+
+fn spawn(command: &mut Command) -> Server {
+    command.spawn().map(Server).unwrap()
+}
+
+fn serve(dir: &Path, url: &str) -> Server {
+    spawn(&mut serve_command(dir, url, "127.0.0.1:0"))
+}
+
+/// [`serve`] with `config` as its config file.
+fn serve_with_config(dir: &Path, url: &str, config: &str) -> Server {
+    let path = dir.join("quartzite.toml");
+    std::fs::write(&path, config).unwrap();
+    spawn(
+        serve_command(dir, url, "127.0.0.1:0")
+            .arg("--config")
+            .arg(path),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,20 +565,7 @@ at = "2020-01-01T00:00:00Z"
     .unwrap();
     // A grace far longer than the whole run: the guest can only stop early if
     // it was told.
-    let config = dir.path().join("quartzite.toml");
-    std::fs::write(&config, "[scheduler]\ngrace_ms = 60000\n").unwrap();
-    let server = Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db", &url, "--config"])
-        .arg(&config)
-        .arg("--manifest")
-        .arg(dir.path().join("jobs.toml"))
-        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
-        .env("QUARTZITE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Server)
-        .unwrap();
+    let server = serve_with_config(dir.path(), &url, "[scheduler]\ngrace_ms = 60000\n");
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_until(
         Duration::from_secs(60),
@@ -642,23 +642,9 @@ every = "1s"
     )
     .unwrap();
     let log = dir.path().join("serve.log");
-    let server = Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            &url,
-            "--manifest",
-        ])
-        .arg(dir.path().join("jobs.toml"))
-        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
-        .env("QUARTZITE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .map(Server)
-        .unwrap();
+    let server = spawn(
+        serve_command(dir.path(), &url, "127.0.0.1:0").stderr(std::fs::File::create(&log).unwrap()),
+    );
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_started(&store, 0).await;
     // Every worker spins until its timeout: both cores are the guests'.
@@ -762,25 +748,11 @@ tz = "America/New_York"
         .unwrap()
         .port();
     // Ten seconds before the clocks jump from 02:00 EST to 03:00 EDT.
-    let server = Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--db",
-            &url,
-            "--manifest",
-        ])
-        .arg(dir.path().join("jobs.toml"))
-        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
-        .env("QUARTZITE_LOG", "warn")
-        .envs(faketime_at("2027-03-14 06:59:50"))
-        .env("TZ", "UTC")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Server)
-        .unwrap();
+    let server = spawn(
+        serve_command(dir.path(), &url, &format!("127.0.0.1:{port}"))
+            .envs(faketime_at("2027-03-14 06:59:50"))
+            .env("TZ", "UTC"),
+    );
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_started(&store, 0).await;
     wait_until(Duration::from_secs(60), "the gap to be recorded", || {
@@ -810,23 +782,6 @@ tz = "America/New_York"
     );
     let next = store.trigger_list(Some("d/night")).await.unwrap()[0].next_fire_ms;
     assert_eq!(next, Some(1_805_092_200_000), "then Monday 02:30 EDT");
-}
-
-fn serve_with_config(dir: &Path, url: &str, config: &str) -> Server {
-    let path = dir.join("quartzite.toml");
-    std::fs::write(&path, config).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_quartzite"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db", url, "--config"])
-        .arg(&path)
-        .arg("--manifest")
-        .arg(dir.join("jobs.toml"))
-        .env("QUARTZITE_CACHE_DIR", dir.join("cache"))
-        .env("QUARTZITE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Server)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
