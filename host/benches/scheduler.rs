@@ -349,6 +349,7 @@ async fn store_only(backend: &str, n: usize) {
             quartzite::runtime::WIT_VERSION.major,
             quartzite::runtime::WIT_VERSION.minor,
         ),
+        started: true,
     };
     let (mut t_acq, mut t_comp, mut done) = (Duration::ZERO, Duration::ZERO, 0);
     let start = Instant::now();

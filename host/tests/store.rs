@@ -455,6 +455,7 @@ fn params(node: &str) -> AcquireParams {
         lease_ms: 60_000,
         misfire: MisfireLimits::default(),
         runs: WitRange::up_to(1, 0),
+        started: false,
     }
 }
 
@@ -688,6 +689,23 @@ async fn a_lost_claim_whose_run_never_began_waits_again_untouched(store: Arc<dyn
     assert!(history_of(&store, &again[0].job_key).await.is_empty());
     let third = claim_first(&store, &params("other")).await;
     assert_eq!(third.fire_id, again[0].fire_id);
+    // Claimed already marked (a node of very short runs): lost, it was started.
+    let (job, triggers) = at_job("g/marked", now, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let marked = store
+        .fire_acquire(&AcquireParams {
+            lease_ms: -1,
+            started: true,
+            ..params("dead")
+        })
+        .await
+        .unwrap()
+        .fires;
+    assert!(marked.iter().any(|f| f.job_key == "g/marked"));
+    store.fire_recover(60_000, None).await.unwrap();
+    let lost = history_of(&store, "g/marked").await;
+    assert_eq!(lost.len(), 1);
+    assert!(lost[0].details.contains("node-lost"), "{}", lost[0].details);
 }
 conformance!(
     ahead,

@@ -311,7 +311,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Runs shorter than this on average (µs) are marked started ahead of their run.
+/// Runs shorter than this on average (µs) are marked started when claimed.
 const MARK_AHEAD_BELOW_US: u64 = 2_000;
 
 /// At most this many fires are claimed per worker, counting the one it runs.
@@ -429,9 +429,6 @@ impl Scheduler {
     /// period, then are cancelled and released for the next start.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
-        // Fires marked started and waiting for a worker: as many as there are
-        // workers, so marking the next ones overlaps the runs of these.
-        let ready = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let claim_limit = self.config.workers.max(1) * CLAIM_AHEAD_MAX;
         let claims = Arc::new(Semaphore::new(claim_limit));
         let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
@@ -448,7 +445,7 @@ impl Scheduler {
                 tokio::spawn(Arc::clone(&self).acquire_loop(
                     Arc::clone(&claims),
                     claim_limit,
-                    (Arc::clone(&ready), Arc::clone(&workers)),
+                    Arc::clone(&workers),
                     done_tx.clone(),
                     stop.clone(),
                 ))
@@ -486,7 +483,7 @@ impl Scheduler {
         self: Arc<Self>,
         claims: Arc<Semaphore>,
         claim_limit: usize,
-        (ready, workers): (Arc<Semaphore>, Arc<Semaphore>),
+        workers: Arc<Semaphore>,
         done: mpsc::Sender<Completion>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -518,6 +515,7 @@ impl Scheduler {
                     catch_up: self.config.catch_up,
                 },
                 runs: self.runs(),
+                started: self.mark_ahead(),
             };
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
@@ -547,10 +545,11 @@ impl Scheduler {
                 });
                 let me = Arc::clone(&self);
                 let done = done.clone();
-                let (ready, workers) = (Arc::clone(&ready), Arc::clone(&workers));
+                let workers = Arc::clone(&workers);
                 let stop = stop.clone();
+                let marked = params.started;
                 tokio::spawn(async move {
-                    let completion = me.start_fire(fire, offset, ready, workers, stop).await;
+                    let completion = me.start_fire(fire, offset, marked, workers, stop).await;
                     let _ = done.send(completion).await;
                     drop(claim);
                 });
@@ -638,37 +637,21 @@ impl Scheduler {
         )
     }
 
-    /// Takes a claimed fire from the claim to its run: marks it started in the
-    /// store (batched with the other fires about to start, see [`StartMarks`]),
-    /// waits for a worker and its due time, then runs it. A stop before the
-    /// run begins hands it back unstarted.
+    /// Takes a claimed fire from the claim to its run: waits for a worker and
+    /// its due time, marks it started in the store unless the claim already
+    /// did (batched with the other fires starting then, see [`StartMarks`]),
+    /// then runs it. A stop before the run begins hands it back unstarted.
     async fn start_fire(
         &self,
         fire: FireClaim,
         offset_ms: i64,
-        ready: Arc<Semaphore>,
+        marked: bool,
         workers: Arc<Semaphore>,
         mut stop: watch::Receiver<bool>,
     ) -> Completion {
-        let Ok(ready) = ready.acquire_owned().await else {
-            return self.release_unstarted(&fire, offset_ms);
-        };
-        if *stop.borrow() {
-            return self.release_unstarted(&fire, offset_ms);
-        }
-        // Runs shorter than a store write are marked ahead, while the runs
-        // before them go on, or marking would bound the node's throughput; the
-        // price is that at most one worker's worth of fires marked and not yet
-        // run count as interrupted if the node dies. Longer runs (and all
-        // while the run time is unknown) are marked exactly as they start.
-        let ahead = self.mark_ahead();
-        if ahead && let Err(e) = self.marks.mark(&fire).await {
-            return self.release_unreadable(&fire, "claim", &e, local_ms() + offset_ms);
-        }
         let Ok(_worker) = workers.acquire_owned().await else {
             return self.release_unstarted(&fire, offset_ms);
         };
-        drop(ready);
         let wait = fire.due_ms - offset_ms - local_ms();
         if wait > 0 {
             tokio::select! {
@@ -679,14 +662,18 @@ impl Scheduler {
         if *stop.borrow() {
             return self.release_unstarted(&fire, offset_ms);
         }
-        if !ahead && let Err(e) = self.marks.mark(&fire).await {
+        if !marked && let Err(e) = self.marks.mark(&fire).await {
             return self.release_unreadable(&fire, "claim", &e, local_ms() + offset_ms);
         }
         self.run_fire(fire, offset_ms).await
     }
 
-    /// Whether fires are marked started ahead of their run (see [`Self::start_fire`]):
-    /// when recent runs took less than [`MARK_AHEAD_BELOW_US`].
+    /// Whether claims are marked started as they are made rather than each as
+    /// its run begins: when recent runs took less than [`MARK_AHEAD_BELOW_US`],
+    /// a store write per run would bound the node's throughput. The price: if
+    /// the node dies, the fires it claimed ahead (at most [`CLAIM_AHEAD_MAX`]
+    /// per worker) count as interrupted. Longer runs, and all runs while the
+    /// run time is unknown, are marked exactly as they begin.
     fn mark_ahead(&self) -> bool {
         let avg_us = self.avg_run_us.load(Ordering::Relaxed);
         avg_us > 0 && avg_us < MARK_AHEAD_BELOW_US

@@ -268,6 +268,9 @@ pub struct AcquireParams {
     /// The contract versions this node runs: fires of jobs whose module needs
     /// another one are left to nodes that can run them.
     pub runs: WitRange,
+    /// Mark the claims started as they are made (see `Store::fire_mark_started`):
+    /// the node's runs are too short for a store write of their own.
+    pub started: bool,
 }
 
 /// Contract versions as ranks (`MAJOR * 1000000 + MINOR`), so "can this node run

@@ -833,12 +833,14 @@ macro_rules! impl_scheduling {
                 }
                 for chunk in held.chunks(200) {
                     let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO held_claims (trigger_key, fire_id, job_key, scheduled_ms, priority, node_id, fencing, lease_until_ms) \
+                        "INSERT INTO held_claims (trigger_key, fire_id, job_key, scheduled_ms, priority, node_id, fencing, lease_until_ms, started) \
                          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, ",
                     );
                     qb.push_bind(p.node_id.clone());
                     qb.push(", 1, ");
                     qb.push_bind(now + p.lease_ms);
+                    qb.push(", ");
+                    qb.push_bind(i64::from(p.started));
                     qb.push(" FROM (");
                     qb.push_values(chunk, |mut b, (f, priority)| {
                         b.push_bind(f.trigger_key.clone())
@@ -1031,6 +1033,8 @@ macro_rules! impl_scheduling {
                     qb.push_bind(p.node_id.clone());
                     qb.push(", lease_until_ms = ");
                     qb.push_bind(now + p.lease_ms);
+                    qb.push(", started = ");
+                    qb.push_bind(i64::from(p.started));
                     qb.push(" WHERE fire_id IN (");
                     let mut list = qb.separated(", ");
                     for f in chunk {
