@@ -201,7 +201,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.guest_threads",
         "0",
         0,
-        "Threads that run guests, apart from the threads of the scheduler itself; 0: one per core.",
+        "Threads that run guests apart from the scheduler's own, so spinning guests cannot delay check-ins; 0: shared (costs throughput, see BENCHMARKS.md).",
     ),
     int(
         "scheduler.acquirers",

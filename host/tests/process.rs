@@ -642,8 +642,14 @@ every = "1s"
     )
     .unwrap();
     let log = dir.path().join("serve.log");
+    // Guests on threads of their own: what keeps such a node alive.
+    let config = dir.path().join("quartzite.toml");
+    std::fs::write(&config, "[scheduler]\nguest_threads = 2\n").unwrap();
     let server = spawn(
-        serve_command(dir.path(), &url, "127.0.0.1:0").stderr(std::fs::File::create(&log).unwrap()),
+        serve_command(dir.path(), &url, "127.0.0.1:0")
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::fs::File::create(&log).unwrap()),
     );
     let store = SqliteStore::connect(&url).await.unwrap();
     wait_started(&store, 0).await;

@@ -80,9 +80,11 @@ pub struct SchedulerConfig {
     /// Acquirers claiming fires at the same time on this node; 0 (default):
     /// 2 on PostgreSQL, 1 on SQLite.
     pub acquirers: usize,
-    /// Threads of the executor that runs guests, apart from the node's own
-    /// async threads (claims, completions, check-ins, the API); 0 (default):
-    /// one per core.
+    /// Threads of an executor that runs guests apart from the node's own async
+    /// threads (claims, completions, check-ins, the API), so guests spinning on
+    /// every core cannot delay check-ins; 0 (default): guests share the node's
+    /// threads. The hand-off costs 17-30 % of the end-to-end throughput of very
+    /// short runs (BENCHMARKS.md), hence not yet the default.
     pub guest_threads: usize,
 }
 
@@ -179,17 +181,16 @@ impl std::fmt::Debug for Scheduler {
 /// process's own async threads. Without it one node full of spinning guests
 /// checked in too late, took itself for dead and recovered its own fires.
 struct GuestExecutor {
-    /// `None` when the threads could not be started: guests then run on the
-    /// caller's executor, as before (logged once).
+    /// `None` when none was asked for (`guest_threads = 0`) or the threads
+    /// could not be started (logged): guests then run on the caller's executor.
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl GuestExecutor {
     fn start(threads: usize) -> Self {
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            n => n,
-        };
+        if threads == 0 {
+            return GuestExecutor { runtime: None };
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("quartzite-guest")
