@@ -136,18 +136,9 @@ every = "100ms"
     let counter_job = store.job_get("p/counter").await.unwrap().unwrap();
     assert_eq!(counter_job.overlap, Overlap::Forbid);
 
-    let mut second = serve(dir.path(), &url);
+    let second = serve(dir.path(), &url);
     wait_for_success(&store, "p/report", Duration::from_secs(60)).await;
-    let pid = second.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = second.wait().unwrap();
-    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    stop(second);
 
     let report = history_of(&store, "p/report").await;
     assert_eq!(report.len(), 1, "one fire, run to the end once: {report:?}");
@@ -230,7 +221,7 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("quartzite.db").display());
     std::fs::write(dir.path().join("jobs.toml"), "").unwrap();
-    let mut server = serve(dir.path(), &url);
+    let server = serve(dir.path(), &url);
 
     let bad = cli(
         dir.path(),
@@ -393,9 +384,7 @@ async fn a_job_added_by_the_cli_fires_on_a_running_server_without_a_restart() {
     let bad_status = cli(dir.path(), &url, &["history", "list", "--status", "great"]);
     assert_eq!(bad_status.status.code(), Some(2));
 
-    let pid = server.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(server.wait().unwrap().success());
+    stop(server);
 }
 
 /// Stops a server as a deploy does (SIGTERM) and waits for it to exit.
