@@ -350,6 +350,7 @@ async fn store_only(backend: &str, n: usize) {
             quartzite::runtime::WIT_VERSION.minor,
         ),
         started: true,
+        room: quartzite::store::model::JobRoom::unbounded(),
     };
     let (mut t_acq, mut t_comp, mut done) = (Duration::ZERO, Duration::ZERO, 0);
     let start = Instant::now();

@@ -204,6 +204,12 @@ pub const KEYS: &[Key] = &[
         "Threads that run guests apart from the scheduler's own, so spinning guests cannot delay check-ins; 0: shared (costs throughput, see BENCHMARKS.md).",
     ),
     int(
+        "scheduler.max_job_runs",
+        "0",
+        0,
+        "Runs of one job at the same time on this node, so no job takes every worker; 0: a quarter of workers (at least 1).",
+    ),
+    int(
         "scheduler.acquirers",
         "0",
         0,

@@ -40,6 +40,7 @@ pub struct Metrics {
     fire_lag: Histogram,
     misfires: IntCounter,
     skipped: IntCounter,
+    deferred: IntCounterVec,
     retries: IntCounter,
     lock_acquisitions: IntCounterVec,
     alerts: IntCounterVec,
@@ -104,6 +105,11 @@ impl Metrics {
             skipped: register!(counter(
                 "quartzite_fires_skipped_total",
                 "Due fires not run and recorded as skipped by this node's acquisitions: by the overlap policy or in a DST gap.",
+            )),
+            deferred: register!(counter_vec(
+                "quartzite_fires_deferred_total",
+                "Due fires this node left queued because their job had its share of the node (scheduler.max_job_runs), by job key.",
+                &["job"],
             )),
             retries: register!(counter(
                 "quartzite_retries_total",
@@ -189,6 +195,14 @@ impl Metrics {
     pub fn fires_not_run(&self, misfired: u64, skipped: u64) {
         self.misfires.inc_by(misfired);
         self.skipped.inc_by(skipped);
+    }
+
+    /// An acquisition left due fires of these jobs queued: each had its
+    /// share of the node.
+    pub fn fires_deferred(&self, by_job: &[(String, u64)]) {
+        for (job, n) in by_job {
+            self.deferred.with_label_values(&[job.as_str()]).inc_by(*n);
+        }
     }
 
     /// One attempt to take a cluster lock ended: `acquired`, `timeout` or `error`.

@@ -417,3 +417,97 @@ every = "300ms"
         "{text}"
     );
 }
+
+on_both!(a_job_whose_runs_spin_takes_its_share_and_the_others_run_on_time);
+/// Issue 15, item 8: every fire of `t/spin` spins until its timeout, beside
+/// jobs flooding stdout and filling their kv state. Without a per-job share
+/// the spinning fires took every worker, and `hello` waited for one for the
+/// whole timeout; with it `hello` runs each second.
+async fn a_job_whose_runs_spin_takes_its_share_and_the_others_run_on_time(backend: Backend) {
+    let env = env(backend).await;
+    let manifest = format!(
+        r#"
+[[module]]
+name = "hostile"
+path = "{hostile}"
+
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[job]]
+key = "t/spin"
+module = "hostile"
+data = {{ op = "loop" }}
+timeout = "30s"
+[[job.trigger]]
+every = "200ms"
+
+[[job]]
+key = "t/flood"
+module = "hostile"
+data = {{ op = "flood-stdout", lines = 20000, len = 1000 }}
+[[job.trigger]]
+every = "1s"
+
+[[job]]
+key = "t/kv"
+module = "hostile"
+data = {{ op = "kv-fill", keys = 2000, bytes = 1000 }}
+[[job.trigger]]
+every = "1s"
+
+[[job]]
+key = "t/hello"
+module = "hello"
+[[job.trigger]]
+every = "1s"
+"#,
+        hostile = wasm("guest_hostile").display(),
+        hello = wasm("hello").display(),
+    );
+    // A share of one run: one guest spins, the other core stays free.
+    let config = SchedulerConfig {
+        workers: 4,
+        ..quick()
+    };
+    let running = run(&options(&env, &manifest, config)).await;
+    let store = Arc::clone(&running.store);
+    let metrics = Arc::clone(&running.metrics);
+    // Ten seconds: the spinning fires would have taken all 4 workers after
+    // 0.8 s and kept them for 30.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let hello = history(&store, "t/hello").await;
+    let text = metrics.encode();
+    running.stop().await;
+    let ran = hello
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .count();
+    assert!(
+        ran >= 7,
+        "hello ran {ran} times in 10 s beside a spinning job: {hello:?}"
+    );
+    let mut lags: Vec<i64> = hello
+        .iter()
+        .filter_map(|h| Some(h.started_ms - h.scheduled_ms?))
+        .collect();
+    lags.sort_unstable();
+    eprintln!("hello beside a spinning job ({backend:?}): lags {lags:?} ms");
+    let deferred = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("quartzite_fires_deferred_total{job=\"t/spin\"} ")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    assert!(
+        deferred > 0,
+        "the spinning job's fires past its share are deferred and counted:\n{text}"
+    );
+    let spin = history(&store, "t/spin").await;
+    assert!(
+        spin.iter().all(|h| h.status != HistoryStatus::Success),
+        "{spin:?}"
+    );
+}

@@ -428,7 +428,7 @@ async fn an_unknown_database_url_is_a_clear_error() {
 use quartzite::schedule::trigger::{MisfireLimits, MisfirePolicy, TriggerKind, TriggerSpec};
 use quartzite::store::model::{
     AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryFilter, HistoryStatus,
-    JobDef, NodeCheckIn, Overlap, TriggerPut, TriggerState, WitRange,
+    JobDef, JobRoom, NodeCheckIn, Overlap, TriggerPut, TriggerState, WitRange,
 };
 
 fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<TriggerPut>) {
@@ -456,6 +456,7 @@ fn params(node: &str) -> AcquireParams {
         misfire: MisfireLimits::default(),
         runs: WitRange::up_to(1, 0),
         started: false,
+        room: JobRoom::unbounded(),
     }
 }
 
@@ -542,6 +543,69 @@ async fn a_due_fire_is_claimed_once_and_completed_once(store: Arc<dyn Store>) {
     assert!(store.fire_list().await.unwrap().is_empty());
 }
 conformance!(claim_once, a_due_fire_is_claimed_once_and_completed_once);
+
+/// A job with no room left in the node's share (issue 15, item 8): its due
+/// fires are queued, not claimed, and counted; another job's are claimed.
+async fn a_job_without_room_is_left_queued_and_the_others_claimed(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (job, mut triggers) = at_job("g/full", now - 3, MisfirePolicy::FireNow);
+    for (i, ago) in [(2, 2), (3, 1)] {
+        let mut more = triggers[0].clone();
+        more.trigger_key = format!("g/full:at{i}");
+        more.spec.kind = TriggerKind::At(now - ago);
+        triggers.push(more);
+    }
+    store.job_put(&job, &triggers).await.unwrap();
+    let (other, other_triggers) = at_job("g/other", now, MisfirePolicy::FireNow);
+    store.job_put(&other, &other_triggers).await.unwrap();
+    let room = |full: usize| JobRoom {
+        default: 10,
+        jobs: [("g/full".to_owned(), full)].into(),
+    };
+    let first = store
+        .fire_acquire(&AcquireParams {
+            room: room(1),
+            ..params("a")
+        })
+        .await
+        .unwrap();
+    let mut claimed: Vec<&str> = first.fires.iter().map(|f| f.job_key.as_str()).collect();
+    claimed.sort_unstable();
+    assert_eq!(claimed, ["g/full", "g/other"]);
+    assert_eq!(first.deferred, [("g/full".to_owned(), 2)]);
+    let none = store
+        .fire_acquire(&AcquireParams {
+            room: room(0),
+            ..params("a")
+        })
+        .await
+        .unwrap();
+    assert!(none.fires.is_empty(), "{:?}", none.fires);
+    let waiting = store.fire_running().await.unwrap();
+    assert_eq!(
+        waiting
+            .iter()
+            .filter(|f| f.job_key == "g/full" && f.state == "scheduled")
+            .count(),
+        2,
+        "{waiting:?}"
+    );
+    let rest = store.fire_acquire(&params("a")).await.unwrap();
+    assert_eq!(
+        rest.fires.len(),
+        2,
+        "with room again, the queued fires are claimed"
+    );
+    assert!(rest.fires.iter().all(|f| f.job_key == "g/full"));
+    assert!(
+        history_of(&store, "g/full").await.is_empty(),
+        "deferring records no history"
+    );
+}
+conformance!(
+    job_room,
+    a_job_without_room_is_left_queued_and_the_others_claimed
+);
 
 async fn a_dead_nodes_fire_is_recovered_once_and_its_late_completion_refused(
     store: Arc<dyn Store>,

@@ -9,5 +9,6 @@ pub mod locks;
 pub mod modules;
 pub mod scheduler;
 pub mod services;
+mod shares;
 pub mod signals;
 pub mod watch;

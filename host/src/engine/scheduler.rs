@@ -18,6 +18,7 @@
 
 use super::alerts::Alerter;
 use super::modules::ModuleResolver;
+use super::shares::JobShares;
 use crate::metrics::Metrics;
 use crate::runtime::{
     JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime, SkipCode,
@@ -86,6 +87,10 @@ pub struct SchedulerConfig {
     /// threads. The hand-off costs 17-30 % of the end-to-end throughput of very
     /// short runs (BENCHMARKS.md), hence not yet the default.
     pub guest_threads: usize,
+    /// Runs of one job at the same time on this node, so that no job takes
+    /// every worker (see [`super::shares`]); 0 (default): a quarter of
+    /// `workers`, at least one.
+    pub max_job_runs: usize,
 }
 
 impl SchedulerConfig {
@@ -139,6 +144,7 @@ impl Default for SchedulerConfig {
             public_url: None,
             acquirers: 0,
             guest_threads: 0,
+            max_job_runs: 0,
         }
     }
 }
@@ -165,6 +171,8 @@ pub struct Scheduler {
     guests: GuestExecutor,
     /// Marks fires started before they run (see [`StartMarks`]).
     marks: StartMarks,
+    /// Each job's share of the node's workers and claims.
+    shares: JobShares,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -365,6 +373,7 @@ impl Scheduler {
         );
         let guests = GuestExecutor::start(config.guest_threads);
         let marks = StartMarks::start(Arc::clone(&store), node_id.clone());
+        let shares = JobShares::new(config.workers, config.max_job_runs, CLAIM_AHEAD_MAX);
         Arc::new(Scheduler {
             store,
             runtime,
@@ -380,6 +389,7 @@ impl Scheduler {
             running: AtomicBool::new(false),
             guests,
             marks,
+            shares,
         })
     }
 
@@ -439,7 +449,13 @@ impl Scheduler {
         let alerts =
             tokio::spawn(Arc::clone(&self.alerter).run(Duration::from_millis(500), stop.clone()));
         let acquirers = self.acquirers();
-        tracing::info!(node = %self.node_id, workers = self.config.workers, acquirers, "scheduler started");
+        tracing::info!(
+            node = %self.node_id,
+            workers = self.config.workers,
+            runs_per_job = self.shares.per_job(),
+            acquirers,
+            "scheduler started"
+        );
         self.running.store(true, Ordering::Relaxed);
         let loops: Vec<_> = (0..acquirers)
             .map(|_| {
@@ -517,11 +533,15 @@ impl Scheduler {
                 },
                 runs: self.runs(),
                 started: self.mark_ahead(),
+                room: self.shares.room(Duration::from_millis(
+                    u64::try_from(self.config.lookahead_ms.max(1)).unwrap_or(1),
+                )),
             };
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
                     backoff = Duration::from_millis(100);
                     self.metrics.fires_not_run(a.misfired, a.skipped);
+                    self.metrics.fires_deferred(&a.deferred);
                     a
                 }
                 Err(e) => {
@@ -544,13 +564,22 @@ impl Scheduler {
                 self.held_update(|held| {
                     held.insert(fire.fire_id.clone());
                 });
+                let slots = self.shares.claimed(&fire.job_key);
                 let me = Arc::clone(&self);
                 let done = done.clone();
                 let workers = Arc::clone(&workers);
                 let stop = stop.clone();
                 let marked = params.started;
                 tokio::spawn(async move {
-                    let completion = me.start_fire(fire, offset, marked, workers, stop).await;
+                    let job_key = fire.job_key.clone();
+                    let completion = me
+                        .start_fire(fire, offset, marked, (slots, workers), stop)
+                        .await;
+                    let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
+                    let took = Duration::from_millis(
+                        u64::try_from(completion.history.duration_ms).unwrap_or(0),
+                    );
+                    me.shares.ended(&job_key, ran.then_some(took));
                     let _ = done.send(completion).await;
                     drop(claim);
                 });
@@ -638,19 +667,33 @@ impl Scheduler {
         )
     }
 
-    /// Takes a claimed fire from the claim to its run: waits for a worker and
-    /// its due time, marks it started in the store unless the claim already
-    /// did (batched with the other fires starting then, see [`StartMarks`]),
-    /// then runs it. A stop before the run begins hands it back unstarted.
+    /// Takes a claimed fire from the claim to its run: waits for one of its
+    /// job's run slots (see [`JobShares`]), then for a worker and its due time,
+    /// marks it started in the store unless the claim already did (batched
+    /// with the other fires starting then, see [`StartMarks`]), then runs it.
+    /// A stop before the run begins hands it back unstarted.
     async fn start_fire(
         &self,
         fire: FireClaim,
         offset_ms: i64,
         marked: bool,
-        workers: Arc<Semaphore>,
+        (slots, workers): (Arc<Semaphore>, Arc<Semaphore>),
         mut stop: watch::Receiver<bool>,
     ) -> Completion {
-        let Ok(_worker) = workers.acquire_owned().await else {
+        // A run of a job at its share waits here, not in the workers' queue,
+        // where it would hold back the fires of every other job.
+        let slot = tokio::select! {
+            slot = slots.acquire_owned() => slot.ok(),
+            _ = stopped(&mut stop) => None,
+        };
+        let Some(_slot) = slot else {
+            return self.release_unstarted(&fire, offset_ms);
+        };
+        let worker = tokio::select! {
+            worker = workers.acquire_owned() => worker.ok(),
+            _ = stopped(&mut stop) => None,
+        };
+        let Some(_worker) = worker else {
             return self.release_unstarted(&fire, offset_ms);
         };
         let wait = fire.due_ms - offset_ms - local_ms();

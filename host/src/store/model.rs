@@ -271,6 +271,53 @@ pub struct AcquireParams {
     /// Mark the claims started as they are made (see `Store::fire_mark_started`):
     /// the node's runs are too short for a store write of their own.
     pub started: bool,
+    /// How many more fires of each job this claim may take (each job's share
+    /// of the node): fires of a job without room stay queued for later or for
+    /// another node.
+    pub room: JobRoom,
+}
+
+/// How many more fires of each job a claim may take: `jobs` names those the
+/// node holds fires of, any other job has `default` room.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobRoom {
+    pub default: usize,
+    pub jobs: std::collections::HashMap<String, usize>,
+}
+
+impl JobRoom {
+    /// Room enough for any claim: no job's share is bounded.
+    pub fn unbounded() -> JobRoom {
+        JobRoom {
+            default: usize::MAX,
+            jobs: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Takes one fire of `job_key` from its room; false when it has none left.
+    pub fn take(&mut self, job_key: &str) -> bool {
+        let room = match self.jobs.get_mut(job_key) {
+            Some(room) => room,
+            None => self.jobs.entry(job_key.to_owned()).or_insert(self.default),
+        };
+        if *room == 0 {
+            return false;
+        }
+        *room -= 1;
+        true
+    }
+
+    /// The jobs with no room left, whose fires the claim need not read.
+    pub fn full(&self) -> Vec<String> {
+        let mut full: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, room)| **room == 0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        full.sort();
+        full
+    }
 }
 
 /// Contract versions as ranks (`MAJOR * 1000000 + MINOR`), so "can this node run
@@ -339,6 +386,9 @@ pub struct Acquired {
     pub misfired: u64,
     /// Fires skipped: by the overlap policy or in a DST gap.
     pub skipped: u64,
+    /// Due fires of jobs without room left (see [`JobRoom`]), by job: queued
+    /// instead of claimed.
+    pub deferred: Vec<(String, u64)>,
 }
 
 /// History status of a run or of a fire not run.

@@ -753,6 +753,10 @@ macro_rules! impl_scheduling {
                 // Each trigger that moves on: (key, next fire or None when it is complete).
                 let mut moved: Vec<(String, Option<i64>)> = Vec::new();
                 let mut budget = p.max;
+                // Each job's share of the node: fires of a job without room
+                // left stay queued (see `JobRoom`).
+                let mut room = p.room.clone();
+                let mut deferred: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
                 let mut held: Vec<(FireClaim, i64)> = Vec::new();
                 for (t, wit_need, held_ms, taken) in due {
                     let t = t.into_row()?;
@@ -782,7 +786,7 @@ macro_rules! impl_scheduling {
                             continue;
                         }
                         let job = jobs.get(&t.job_key).filter(|j| j.overlap == Overlap::Allow && runnable);
-                        if let Some(job) = job.filter(|_| held_ms.is_none() && taken == 0 && scheduled == next_fire && budget > 0) {
+                        if let Some(job) = job.filter(|_| held_ms.is_none() && taken == 0 && scheduled == next_fire && budget > 0 && room.take(&t.job_key)) {
                             budget -= 1;
                             held.push((FireClaim::first($crate::store::sched::new_id(), &t.trigger_key, job, scheduled, true), t.priority));
                             continue;
@@ -858,10 +862,13 @@ macro_rules! impl_scheduling {
                 let (direct, queued): (Vec<_>, Vec<_>) = {
                     new_fires.into_iter().partition(|(_, job_key, _, _)| {
                         let allow = jobs.get(job_key).is_some_and(|j| j.overlap == Overlap::Allow) && !unrunnable.contains(job_key);
-                        if allow && budget > 0 {
+                        if !allow || budget == 0 {
+                            false
+                        } else if room.take(job_key) {
                             budget -= 1;
                             true
                         } else {
+                            *deferred.entry(job_key.clone()).or_default() += 1;
                             false
                         }
                     })
@@ -917,18 +924,33 @@ macro_rules! impl_scheduling {
 
                 // 2. Claim due fires, respecting each job's overlap policy.
                 let budget = p.max.saturating_sub(out.fires.len());
-                let candidates = if budget == 0 { Vec::new() } else { sqlx::query(concat!(
-                    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth \
-                     FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
-                     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
-                     ORDER BY f.due_ms, f.priority DESC LIMIT $2", $lock
-                ))
-                .bind(horizon)
-                .bind(i64::try_from(budget).unwrap_or(1).saturating_mul(4))
-                .bind(p.runs.lo)
-                .bind(p.runs.hi)
-                .fetch_all(&mut *tx)
-                .await? };
+                // Jobs without room are left out here, or their queue could fill
+                // the window and hide every other job's fires.
+                let full = room.full();
+                let candidates = if budget == 0 { Vec::new() } else {
+                    let mut qb = sqlx::QueryBuilder::new(
+                        "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth \
+                         FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= ",
+                    );
+                    qb.push_bind(horizon);
+                    qb.push(" AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < ");
+                    qb.push_bind(p.runs.lo);
+                    qb.push(" OR j.wit_need > ");
+                    qb.push_bind(p.runs.hi);
+                    qb.push("))");
+                    if !full.is_empty() {
+                        qb.push(" AND f.job_key NOT IN (");
+                        let mut list = qb.separated(", ");
+                        for key in &full {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(")");
+                    }
+                    qb.push(" ORDER BY f.due_ms, f.priority DESC LIMIT ");
+                    qb.push_bind(i64::try_from(budget).unwrap_or(1).saturating_mul(4));
+                    qb.push($lock);
+                    qb.build().fetch_all(&mut *tx).await?
+                };
                 let keys = candidates.iter().map(|row| row.try_get::<String, _>("job_key")).collect::<Result<Vec<_>, _>>()?;
                 $crate::store::sched::load_jobs!(&mut *tx, keys, &mut jobs, $agg, $arr);
                 // `forbid` and `skip` decide on whether the job is running. Two
@@ -1002,6 +1024,9 @@ macro_rules! impl_scheduling {
                         skipped_overlap.push(fire_id);
                         continue;
                     }
+                    if !room.take(&job_key) {
+                        continue; // its job has its share of the node: stays scheduled
+                    }
                     busy.insert(job_key.clone());
                     out.fires.push(FireClaim {
                         fire_id,
@@ -1045,6 +1070,7 @@ macro_rules! impl_scheduling {
                 }
                 out.recorded = history.len() as u64;
                 out.skipped = history.iter().filter(|h| h.status == HistoryStatus::Skipped).count() as u64;
+                out.deferred = deferred.into_iter().collect();
                 $crate::store::sched::insert_history!(&mut *tx, &history);
 
                 let next = sqlx::query(
