@@ -201,7 +201,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.guest_threads",
         "0",
         0,
-        "Threads that run guests apart from the scheduler's own, so spinning guests cannot delay check-ins; 0: shared (costs throughput, see BENCHMARKS.md).",
+        "Threads that run guests apart from the scheduler's own (bounds guests to that many cores); 0: shared, each guest yielding every epoch tick (faster, see BENCHMARKS.md).",
     ),
     int(
         "scheduler.max_job_runs",

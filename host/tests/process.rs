@@ -618,6 +618,27 @@ data = {{ op = "loop" }}
 timeout = "3s"
 [[job.trigger]]
 every = "100ms"
+[[job]]
+key = "b/spin2"
+module = "hostile"
+data = {{ op = "loop" }}
+timeout = "3s"
+[[job.trigger]]
+every = "100ms"
+[[job]]
+key = "b/spin3"
+module = "hostile"
+data = {{ op = "loop" }}
+timeout = "3s"
+[[job.trigger]]
+every = "100ms"
+[[job]]
+key = "b/spin4"
+module = "hostile"
+data = {{ op = "loop" }}
+timeout = "3s"
+[[job.trigger]]
+every = "100ms"
 
 [[job]]
 key = "b/hello"
@@ -631,9 +652,10 @@ every = "1s"
     )
     .unwrap();
     let log = dir.path().join("serve.log");
-    // Guests on threads of their own: what keeps such a node alive.
+    // The default: guests share the node's threads (each yields every epoch
+    // tick), and four spinning jobs at their share take all 16 workers.
     let config = dir.path().join("quartzite.toml");
-    std::fs::write(&config, "[scheduler]\nguest_threads = 2\n").unwrap();
+    std::fs::write(&config, "[scheduler]\nguest_threads = 0\n").unwrap();
     let server = spawn(
         serve_command(dir.path(), &url, "127.0.0.1:0")
             .arg("--config")
