@@ -9,6 +9,7 @@
 //!   cargo bench -p quartzite --bench scheduler -- sqlite scale [STORED]   (default 1,000,000)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite store [N]   (the store's share alone)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite events [N]  (emit cost, event-to-run lag)
+//!   cargo bench -p quartzite --bench scheduler -- sqlite fairness [SECS]  (a 1 s job beside hostile ones)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
@@ -264,6 +265,11 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("events") {
         let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5_000);
         events(&backend, n).await;
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("fairness") {
+        let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
+        fairness(&backend, secs).await;
         return;
     }
     if args.get(1).map(String::as_str) == Some("store") {
@@ -529,4 +535,128 @@ async fn events(backend: &str, n: usize) {
         lag_summary(&store).await
     );
     drop_schema(schema).await;
+}
+
+fn guest_path(name: &str) -> PathBuf {
+    noop_path().with_file_name(format!("{name}.wasm"))
+}
+
+/// A job of `module` with `data`, fired every `period_ms`.
+fn every_job(
+    key: &str,
+    module: &str,
+    data: &str,
+    period_ms: i64,
+    timeout_ms: u64,
+) -> (
+    quartzite::store::model::JobDef,
+    Vec<quartzite::store::model::TriggerPut>,
+) {
+    use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+    let mut job = quartzite::store::model::JobDef::new(key, module);
+    job.data = data.into();
+    job.timeout_ms = timeout_ms;
+    let trigger = quartzite::store::model::TriggerPut {
+        trigger_key: format!("{key}:every"),
+        job_key: key.into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms,
+                repeat: None,
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+        },
+        priority: 5,
+    };
+    (job, vec![trigger])
+}
+
+/// Issue 15, item 8: a `hello` job every second beside a job whose fires
+/// (every 200 ms) spin until their 60 s timeout, one flooding stdout and one
+/// filling its kv state, on one node of 16 workers, for `secs` seconds; with
+/// each job's share (the default) and without (`max_job_runs` = every worker).
+async fn fairness(backend: &str, secs: u64) {
+    println!("fairness on {backend}: hello every 1 s beside hostile jobs, {secs} s per run");
+    println!("| per-job share | hello runs / due | lag p50 | lag p99 | max | fires deferred |");
+    println!("|---|---|---|---|---|---|");
+    for (label, share) in [("none (max_job_runs = 16)", 16), ("default (4 of 16)", 0)] {
+        let (store, schema, dir) = open(backend, "fair").await;
+        let rt = runtime(&store, dir.path().join("cache"));
+        for (name, file) in [("hostile", "guest_hostile"), ("hello", "hello")] {
+            push_file(&store, &rt, &guest_path(file), Some(name), Some("1"))
+                .await
+                .expect("push");
+        }
+        let jobs = vec![
+            every_job("f/spin", "hostile", r#"{"op":"loop"}"#, 200, 60_000),
+            every_job(
+                "f/flood",
+                "hostile",
+                r#"{"op":"flood-stdout","lines":100000,"len":1000}"#,
+                1_000,
+                60_000,
+            ),
+            every_job(
+                "f/kv",
+                "hostile",
+                r#"{"op":"kv-fill","keys":20000,"bytes":1000}"#,
+                1_000,
+                60_000,
+            ),
+            every_job("f/hello", "hello", "{}", 1_000, 60_000),
+        ];
+        store.jobs_put(&jobs).await.expect("jobs_put");
+        let scheduler = Scheduler::new(
+            Arc::clone(&store),
+            Arc::clone(&rt),
+            "fair-node".into(),
+            SchedulerConfig {
+                workers: 16,
+                max_job_runs: share,
+                grace_ms: 100,
+                ..SchedulerConfig::default()
+            },
+        );
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(Arc::clone(&scheduler).run(rx));
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let text = scheduler.metrics().encode();
+        let _ = stop.send(true);
+        rt.abort();
+        let _ = task.await;
+        let rows = store
+            .history_list(&HistoryFilter {
+                job_key: Some("f/hello".into()),
+                limit: 10_000,
+                ..HistoryFilter::default()
+            })
+            .await
+            .expect("history");
+        let mut lags: Vec<i64> = rows
+            .iter()
+            .filter_map(|h| Some(h.started_ms - h.scheduled_ms?))
+            .collect();
+        lags.sort_unstable();
+        let deferred: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("quartzite_fires_deferred_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let (p50, p99, max) = if lags.is_empty() {
+            (-1, -1, -1)
+        } else {
+            (
+                percentile(&lags, 0.5),
+                percentile(&lags, 0.99),
+                lags[lags.len() - 1],
+            )
+        };
+        println!(
+            "| {label} | {} / {secs} | {p50} ms | {p99} ms | {max} ms | {deferred} |",
+            rows.len()
+        );
+        drop_schema(schema).await;
+    }
 }
