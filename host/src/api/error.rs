@@ -65,8 +65,18 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
         match e {
-            crate::store::StoreError::Conflict(message) => ApiError::conflict(message),
+            StoreError::NotFound(message) => ApiError::not_found(message),
+            StoreError::Conflict(message) => ApiError::conflict(message),
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "admin API: unreadable data in the store");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_corrupt",
+                    "the store holds data this server cannot read; the server log has the cause",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "admin API: store error");
                 ApiError::new(
