@@ -100,3 +100,35 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn each_kind_of_store_error_has_its_status_and_hides_internals() {
+        let answer = |e: StoreError| {
+            let a = ApiError::from(e);
+            (a.status.as_u16(), a.code, a.message)
+        };
+        assert_eq!(
+            answer(StoreError::NotFound("no job \"g/a\"".into())),
+            (404, "not_found", "no job \"g/a\"".into())
+        );
+        assert_eq!(
+            answer(StoreError::Conflict("module m@1 already exists".into())).0,
+            409
+        );
+        let (status, code, message) = answer(StoreError::Corrupt("trigger t: kind x".into()));
+        assert_eq!((status, code), (500, "store_corrupt"));
+        assert!(!message.contains("kind x"), "{message}");
+        let (status, code, message) = answer(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!((status, code), (503, "store_unavailable"));
+        assert!(!message.contains("pool"), "{message}");
+        assert_eq!(
+            answer(StoreError::Unavailable("the node is stopping".into())).0,
+            503
+        );
+    }
+}

@@ -11,9 +11,12 @@
 //! must never decide on something the SQL did not read in the same
 //! transaction: a decision is only as good as the locks the reads took.
 //!
-//! A per-job limit on claims (a concurrency cap) belongs here too: a count of
-//! each job's running fires read beside `running`, checked where a fire is
-//! claimed in both functions (see `claimable` uses).
+//! A per-job limit on claims (a concurrency cap, fair claiming across jobs)
+//! belongs here too: the count of each job's running fires, read beside
+//! `running` in `fire_acquire`, comes in as one more argument, and the three
+//! places a fire is claimed check and count it: `holdable` and the
+//! claimed-or-queued split in [`plan_due`] (a fire over the cap is queued),
+//! and the loop of [`pick_waiting`] (a fire over the cap stays waiting).
 
 use super::model::{
     AcquireParams, FireClaim, HistoryEntry, HistoryStatus, JobDef, Overlap, TriggerRow,

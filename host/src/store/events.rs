@@ -17,6 +17,9 @@
 //! history rows an alert can be about (a partial index: successes are never
 //! read) and queues one delivery per rule and triggering condition, unique on a
 //! de-duplication key, so a row scanned twice or by two nodes is delivered once.
+//!
+//! Why one long file: the types of events and alerts, the statements and the
+//! one implementation of [`Events`] (a trait impl is one block) read together.
 
 use super::StoreError;
 use super::common::notify;

@@ -17,6 +17,11 @@
 //! booleans; the clock and the row-locking clause are named, see `sql.rs`).
 //! The claim's decisions are made in `claim.rs`; `fire_acquire` here reads
 //! what they need and writes what they decide.
+//!
+//! Why one long file: it is the one implementation of [`Scheduling`], and a
+//! trait impl is one block. The file reads top down: the trait, the row
+//! types, the statements (each a static next to the others of its method),
+//! the helpers, then the methods in the trait's order.
 
 use super::model::*;
 use super::sql::{Backend, Db, Sql, writer};
