@@ -2116,3 +2116,75 @@ async fn a_jobs_kv_quota_is_stored_with_it(store: Arc<dyn Store>) {
     assert_eq!(store.job_get("q/default").await.unwrap(), Some(default));
 }
 conformance!(job_kv_quota, a_jobs_kv_quota_is_stored_with_it);
+
+// ---- error kinds ----------------------------------------------------------
+
+/// A row this build cannot read is reported as corrupt, naming the row; what
+/// is not stored is not found; a contradiction is a conflict. The admin API
+/// answers each with its own status (500, 404, 409).
+async fn errors_say_what_went_wrong(store: Arc<dyn Store>, corrupt: impl std::future::Future) {
+    match store.fire_now("g/nobody").await {
+        Err(StoreError::NotFound(msg)) => assert!(msg.contains("g/nobody"), "{msg}"),
+        other => panic!("a fire of no job is not found: {other:?}"),
+    }
+    store
+        .module_put(&module("m", "1.0.0", b"one"))
+        .await
+        .unwrap();
+    match store.module_put(&module("m", "1.0.0", b"two")).await {
+        Err(StoreError::Conflict(msg)) => assert!(msg.contains("m@1.0.0"), "{msg}"),
+        other => panic!("other bytes under a pushed version conflict: {other:?}"),
+    }
+    let (job, triggers) = at_job("g/odd", 4_102_444_800_000, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    corrupt.await;
+    match store.trigger_list(Some("g/odd")).await {
+        Err(e @ StoreError::Corrupt(_)) => {
+            assert!(!e.is_unavailable());
+            let msg = e.to_string();
+            assert!(msg.contains("g/odd:at") && msg.contains("cron"), "{msg}");
+        }
+        other => panic!("an unknown schedule kind is corrupt data: {other:?}"),
+    }
+}
+
+/// A cron trigger without its expression: columns that do not make a schedule.
+const CORRUPT_TRIGGER: &str =
+    "UPDATE triggers SET kind = 'cron', cron = NULL WHERE trigger_key = 'g/odd:at'";
+
+mod error_kinds {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let t = super::TestStore::sqlite().await;
+        let file = t._dir.as_ref().unwrap().path().join("quartzite.db");
+        let corrupt = async move {
+            let url = format!("sqlite://{}", file.display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(super::CORRUPT_TRIGGER)
+                .execute(&pool)
+                .await
+                .unwrap();
+        };
+        super::errors_say_what_went_wrong(t.store.clone(), corrupt).await;
+        t.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let t = super::TestStore::postgres().await;
+        let schema = t.schema.clone().unwrap();
+        let corrupt = async move {
+            use std::str::FromStr;
+            let options = sqlx::postgres::PgConnectOptions::from_str(&super::common::pg_url())
+                .unwrap()
+                .options([("search_path", schema.as_str())]);
+            let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+            sqlx::query(super::CORRUPT_TRIGGER)
+                .execute(&pool)
+                .await
+                .unwrap();
+        };
+        super::errors_say_what_went_wrong(t.store.clone(), corrupt).await;
+        t.finish().await;
+    }
+}

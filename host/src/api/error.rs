@@ -65,8 +65,18 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
         match e {
-            crate::store::StoreError::Conflict(message) => ApiError::conflict(message),
+            StoreError::NotFound(message) => ApiError::not_found(message),
+            StoreError::Conflict(message) => ApiError::conflict(message),
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "admin API: unreadable data in the store");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_corrupt",
+                    "the store holds data this server cannot read; the server log has the cause",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "admin API: store error");
                 ApiError::new(
@@ -88,5 +98,37 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         response.extensions_mut().insert(ErrorCode(self.code));
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn each_kind_of_store_error_has_its_status_and_hides_internals() {
+        let answer = |e: StoreError| {
+            let a = ApiError::from(e);
+            (a.status.as_u16(), a.code, a.message)
+        };
+        assert_eq!(
+            answer(StoreError::NotFound("no job \"g/a\"".into())),
+            (404, "not_found", "no job \"g/a\"".into())
+        );
+        assert_eq!(
+            answer(StoreError::Conflict("module m@1 already exists".into())).0,
+            409
+        );
+        let (status, code, message) = answer(StoreError::Corrupt("trigger t: kind x".into()));
+        assert_eq!((status, code), (500, "store_corrupt"));
+        assert!(!message.contains("kind x"), "{message}");
+        let (status, code, message) = answer(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!((status, code), (503, "store_unavailable"));
+        assert!(!message.contains("pool"), "{message}");
+        assert_eq!(
+            answer(StoreError::Unavailable("the node is stopping".into())).0,
+            503
+        );
     }
 }

@@ -286,7 +286,7 @@ impl StartMarks {
                 for reply in replies {
                     let _ = reply.send(match &result {
                         Ok(_) => Ok(()),
-                        Err(e) => Err(crate::store::StoreError::Conflict(format!(
+                        Err(e) => Err(crate::store::StoreError::Unavailable(format!(
                             "marking the run started failed: {e}"
                         ))),
                     });
@@ -300,12 +300,12 @@ impl StartMarks {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let ask = (fire.fire_id.clone(), fire.trigger_key.clone(), fire.held);
         if self.queue.send((ask, reply)).is_err() {
-            return Err(crate::store::StoreError::Conflict(
+            return Err(crate::store::StoreError::Unavailable(
                 "the node is stopping".into(),
             ));
         }
         answer.await.unwrap_or_else(|_| {
-            Err(crate::store::StoreError::Conflict(
+            Err(crate::store::StoreError::Unavailable(
                 "the node is stopping".into(),
             ))
         })

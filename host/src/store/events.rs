@@ -17,11 +17,18 @@
 //! history rows an alert can be about (a partial index: successes are never
 //! read) and queues one delivery per rule and triggering condition, unique on a
 //! de-duplication key, so a row scanned twice or by two nodes is delivered once.
+//!
+//! Why one long file: the types of events and alerts, the statements and the
+//! one implementation of [`Events`] (a trait impl is one block) read together.
 
 use super::StoreError;
-use super::model::{HistoryEntry, HistoryStatus};
+use super::common::notify;
+use super::model::{HistoryEntry, HistoryStatus, TriggerState};
+use super::sched::{history_from_row, history_row, insert_history, new_id, trigger_from_row};
+use super::sql::{Backend, Db, Sql, writer};
 use async_trait::async_trait;
 use serde::Serialize;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
 /// The longest event name.
 pub const MAX_EVENT_NAME: usize = 128;
@@ -484,7 +491,7 @@ where
     let condition: String = r.try_get("condition")?;
     Ok(AlertRule {
         condition: AlertCondition::parse(&condition).ok_or_else(|| {
-            StoreError::Conflict(format!(
+            StoreError::Corrupt(format!(
                 "alert rule {name} has an unknown condition {condition:?}"
             ))
         })?,
@@ -524,432 +531,544 @@ where
     })
 }
 
-macro_rules! event_columns {
-    () => {
-        "event_id, name, idem_key, payload, depth, source_job, source_fire, fires, created_ms"
-    };
-}
+/// The columns of an event row, as [`event_from_row`] reads them.
+pub(crate) const EVENT_COLUMNS: &str =
+    "event_id, name, idem_key, payload, depth, source_job, source_fire, fires, created_ms";
 
-macro_rules! delivery_columns {
-    () => {
-        "delivery_id, rule, dedup_key, job_key, history_id, payload, state, attempts, next_at_ms, \
-         last_status, last_error, created_ms, updated_ms"
-    };
-}
+/// The columns of a delivery row, as [`delivery_from_row`] reads them.
+pub(crate) const DELIVERY_COLUMNS: &str = "delivery_id, rule, dedup_key, job_key, history_id, payload, state, attempts, next_at_ms, \
+     last_status, last_error, created_ms, updated_ms";
 
-/// Implements [`Events`] for a store type; the arguments are those of
-/// `impl_scheduling!` that these statements need.
-macro_rules! impl_events {
-    ($store:ty, $now:literal, $begin:literal) => {
-        #[async_trait::async_trait]
-        impl $crate::store::events::Events for $store {
-            async fn event_emit(
-                &self,
-                e: &$crate::store::events::EventPut,
-            ) -> Result<$crate::store::events::EmitOutcome, $crate::store::StoreError> {
-                use sqlx::Row;
-                use $crate::store::events::{EmitOutcome, EventFire};
-                use $crate::store::model::{HistoryStatus, TriggerState};
-                let _writer = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                let scope = e.source_job.as_deref().unwrap_or("");
-                // One read answers the clock, a repeated key, the chain this
-                // event joins (its root, if that row is still kept) and the fires
-                // the emitting job's events have waiting: a refusal or a
-                // duplicate costs no second round trip.
-                let head = sqlx::query(concat!(
-                    "SELECT ", $now, " AS now, \
-                     (SELECT event_id FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3) AS dup_id, \
-                     (SELECT fires FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3) AS dup_fires, \
-                     (SELECT r.event_id FROM events p JOIN events r ON r.event_id = COALESCE(p.root_id, p.event_id) \
-                      WHERE p.event_id = $4) AS root, \
-                     (SELECT COUNT(*) FROM fires WHERE source_job = $5) AS waiting"
-                ))
-                .bind(&e.name)
-                .bind(scope)
-                .bind(e.key.as_deref())
-                .bind(e.parent_event.as_deref())
-                .bind(e.source_job.as_deref())
-                .fetch_one(&mut *tx)
-                .await?;
-                let now: i64 = head.try_get("now")?;
-                if let Some(event_id) = head.try_get::<Option<String>, _>("dup_id")? {
-                    let fires = head.try_get::<Option<i64>, _>("dup_fires")?.unwrap_or(0);
-                    tx.rollback().await?;
-                    return Ok(EmitOutcome::Duplicate { event_id, fires: u64::try_from(fires).unwrap_or(0) });
-                }
-                if e.depth > e.max_depth {
-                    let row = $crate::store::events::refusal_row(e, now, "event-depth-limit", e.max_depth, serde_json::json!({ "depth": e.depth }),
-                        format!("event {:?} not emitted: it would be {} events deep, and chains stop at {}", e.name, e.depth, e.max_depth));
-                    $crate::store::sched::insert_history!(&mut *tx, std::slice::from_ref(&row));
-                    tx.commit().await?;
-                    return Ok(EmitOutcome::DepthExceeded { depth: e.depth, limit: e.max_depth });
-                }
-                let waiting = u64::try_from(head.try_get::<i64, _>("waiting")?).unwrap_or(0);
-                if waiting >= u64::from(e.max_job_fires) {
-                    let row = $crate::store::events::refusal_row(e, now, "event-job-fires-limit", e.max_job_fires, serde_json::json!({ "waiting": waiting }),
-                        format!("event {:?} not emitted: the events of {} have {waiting} fires waiting, and a job's events may have at most {}",
-                            e.name, scope, e.max_job_fires));
-                    $crate::store::sched::insert_history!(&mut *tx, std::slice::from_ref(&row));
-                    tx.commit().await?;
-                    return Ok(EmitOutcome::JobFiresExceeded { waiting, limit: e.max_job_fires });
-                }
-                let root: Option<String> = head.try_get("root")?;
-                if let Some(root) = &root {
-                    // A conditional UPDATE, not the count read above: concurrent
-                    // emitters in one chain each wait for the row and re-check,
-                    // so the chain never holds more than its budget.
-                    let reserved = sqlx::query("UPDATE events SET chain_events = chain_events + 1 WHERE event_id = $1 AND chain_events < $2")
-                        .bind(root)
-                        .bind(i64::from(e.max_chain_events))
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if reserved == 0 {
-                        let row = $crate::store::events::refusal_row(e, now, "event-chain-budget", e.max_chain_events, serde_json::json!({ "root": root }),
-                            format!("event {:?} not emitted: the chain of event {root} holds {} events already, its budget", e.name, e.max_chain_events));
-                        $crate::store::sched::insert_history!(&mut *tx, std::slice::from_ref(&row));
-                        tx.commit().await?;
-                        return Ok(EmitOutcome::ChainBudgetExceeded { root: root.clone(), limit: e.max_chain_events });
-                    }
-                }
-                let event_id = $crate::store::sched::new_id();
-                let inserted = sqlx::query(
-                    "INSERT INTO events (event_id, name, idem_key, key_scope, payload, depth, source_job, source_fire, fires, created_ms, root_id, chain_events) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, 0) ON CONFLICT DO NOTHING RETURNING event_id",
-                )
-                .bind(&event_id)
-                .bind(&e.name)
-                .bind(e.key.as_deref())
-                .bind(scope)
-                .bind(&e.payload)
-                .bind(i64::from(e.depth))
-                .bind(e.source_job.as_deref())
-                .bind(e.source_fire.as_deref())
-                .bind(now)
-                .bind(root.as_deref())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if inserted.is_none() {
-                    // Another emit of the key committed since the first read:
-                    // undo this one's reservation and answer with that event.
-                    tx.rollback().await?;
-                    let first = sqlx::query("SELECT event_id, fires FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3")
-                        .bind(&e.name)
-                        .bind(scope)
-                        .bind(e.key.as_deref())
-                        .fetch_one(&self.pool)
-                        .await?;
-                    return Ok(EmitOutcome::Duplicate {
-                        event_id: first.try_get("event_id")?,
-                        fires: u64::try_from(first.try_get::<i64, _>("fires")?).unwrap_or(0),
-                    });
-                }
-                let subscribers = sqlx::query(concat!(
-                    "SELECT ", $crate::store::sched::trigger_columns!(), ", \
-                     (SELECT j.paused FROM jobs j WHERE j.job_key = triggers.job_key) AS job_paused \
-                     FROM triggers WHERE kind = 'event' AND event_name = $1 ORDER BY trigger_key"
-                ))
-                .bind(&e.name)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut fires: Vec<(EventFire, i64)> = Vec::new();
-                let mut paused = Vec::new();
-                let mut history = Vec::new();
-                for row in &subscribers {
-                    let t = $crate::store::sched::trigger_from_row(row)?;
-                    // Outside the subscription's start and end: not subscribed now.
-                    if t.spec.start_ms.is_some_and(|s| now < s) || t.spec.end_ms.is_some_and(|end| now > end) {
-                        continue;
-                    }
-                    let job_paused = row.try_get::<Option<i64>, _>("job_paused")?.unwrap_or(0) != 0;
-                    match t.state {
-                        TriggerState::Waiting if !job_paused => fires.push((
-                            EventFire { fire_id: $crate::store::sched::new_id(), job_key: t.job_key.clone(), trigger_key: t.trigger_key.clone() },
-                            t.priority,
-                        )),
-                        TriggerState::Waiting | TriggerState::Paused => {
-                            history.push($crate::store::sched::history_row(None, &t.job_key, Some(&t.trigger_key), HistoryStatus::Skipped, Some(now), now,
-                                serde_json::json!({ "reason": "paused", "event": e.name, "event_id": event_id,
-                                    "detail": format!("event {:?} arrived while this {} was paused", e.name, if job_paused { "job" } else { "trigger" }) })));
-                            paused.push(t.job_key.clone());
-                        }
-                        _ => {}
-                    }
-                }
-                for chunk in fires.chunks(100) {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth, source_job) ",
-                    );
-                    qb.push_values(chunk, |mut b, (f, priority)| {
-                        b.push_bind(f.fire_id.clone())
-                            .push_bind(f.trigger_key.clone())
-                            .push_bind(f.job_key.clone())
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(*priority)
-                            .push_bind(1i64)
-                            .push_bind("scheduled")
-                            .push_bind(0i64)
-                            .push_bind(0i64)
-                            .push_bind(event_id.clone())
-                            .push_bind(i64::from(e.depth))
-                            .push_bind(e.source_job.clone());
-                    });
-                    qb.build().execute(&mut *tx).await?;
-                }
-                sqlx::query("UPDATE events SET fires = $1 WHERE event_id = $2")
-                    .bind(i64::try_from(fires.len()).unwrap_or(i64::MAX))
-                    .bind(&event_id)
-                    .execute(&mut *tx)
-                    .await?;
-                $crate::store::sched::insert_history!(&mut *tx, &history);
-                if !fires.is_empty() {
-                    self.fires_added(&mut tx).await?;
-                }
-                tx.commit().await?;
-                Ok(EmitOutcome::Accepted { event_id, fires: fires.into_iter().map(|(f, _)| f).collect(), paused })
-            }
+// One read answers the clock, a repeated key, the chain this event joins (its
+// root, if that row is still kept) and the fires the emitting job's events
+// have waiting: a refusal or a duplicate costs no second round trip.
+static EMIT_HEAD: Sql = Sql::new(
+    "SELECT {now} AS now, \
+     (SELECT event_id FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3) AS dup_id, \
+     (SELECT fires FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3) AS dup_fires, \
+     (SELECT r.event_id FROM events p JOIN events r ON r.event_id = COALESCE(p.root_id, p.event_id) \
+      WHERE p.event_id = $4) AS root, \
+     (SELECT COUNT(*) FROM fires WHERE source_job = $5) AS waiting",
+);
+// A conditional UPDATE, not the count read above: concurrent emitters in one
+// chain each wait for the row and re-check, so the chain never holds more
+// than its budget.
+static CHAIN_RESERVE: Sql = Sql::new(
+    "UPDATE events SET chain_events = chain_events + 1 WHERE event_id = $1 AND chain_events < $2",
+);
+static EVENT_INSERT: Sql = Sql::new(
+    "INSERT INTO events (event_id, name, idem_key, key_scope, payload, depth, source_job, source_fire, fires, created_ms, root_id, chain_events) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, 0) ON CONFLICT DO NOTHING RETURNING event_id",
+);
+static EVENT_BY_KEY: Sql = Sql::new(
+    "SELECT event_id, fires FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3",
+);
+static SUBSCRIBERS: Sql = Sql::new(
+    "SELECT {trigger_columns}, (SELECT j.paused FROM jobs j WHERE j.job_key = triggers.job_key) AS job_paused \
+     FROM triggers WHERE kind = 'event' AND event_name = $1 ORDER BY trigger_key",
+);
+static EVENT_FIRES_INSERT: Sql = Sql::new(
+    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth, source_job) ",
+);
+static EVENT_FIRES_SET: Sql = Sql::new("UPDATE events SET fires = $1 WHERE event_id = $2");
+static EVENT_GET: Sql = Sql::new("SELECT {event_columns} FROM events WHERE event_id = $1");
+static EVENT_LIST: Sql = Sql::new(
+    "SELECT {event_columns} FROM events WHERE ($1 IS NULL OR name = $1) \
+     ORDER BY created_ms DESC, event_id DESC LIMIT $2",
+);
+static EVENT_CLEANUP: Sql = Sql::new("DELETE FROM events WHERE created_ms < $1");
 
-            async fn event_get(&self, event_id: &str) -> Result<Option<$crate::store::events::EventRecord>, $crate::store::StoreError> {
-                let row = sqlx::query(concat!("SELECT ", $crate::store::events::event_columns!(), " FROM events WHERE event_id = $1"))
-                    .bind(event_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.as_ref().map($crate::store::events::event_from_row).transpose()
-            }
+static RULE_UPSERT: Sql = Sql::new(
+    "INSERT INTO alert_rules (name, condition, job_pattern, threshold, webhook, source, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, {now}) ON CONFLICT (name) DO UPDATE SET condition = excluded.condition, \
+     job_pattern = excluded.job_pattern, threshold = excluded.threshold, webhook = excluded.webhook, \
+     source = excluded.source, updated_at = excluded.updated_at",
+);
+static RULE_DELETE: Sql = Sql::new("DELETE FROM alert_rules WHERE name = $1");
+static RULE_LIST: Sql = Sql::new(
+    "SELECT name, condition, job_pattern, threshold, webhook, source FROM alert_rules ORDER BY name",
+);
+static CURSOR_GET: Sql = Sql::new("SELECT ended_ms FROM alert_cursor WHERE name = $1");
+static CURSOR_SET: Sql = Sql::new(
+    "INSERT INTO alert_cursor (name, ended_ms) VALUES ($1, $2) \
+     ON CONFLICT (name) DO UPDATE SET ended_ms = excluded.ended_ms",
+);
+// The status list repeats the partial index's, so the index serves it.
+static HISTORY_ALERTABLE: Sql = Sql::new(
+    "SELECT {history_columns} FROM task_history \
+     WHERE status IN ('failed', 'retried', 'timeout', 'skipped', 'misfired') \
+     AND ended_ms > $1 ORDER BY ended_ms, id LIMIT $2",
+);
+static HISTORY_RUNS_BEFORE: Sql = Sql::new(
+    "SELECT id, status FROM task_history WHERE job_key = $1 \
+     AND status IN ('success', 'failed', 'retried', 'timeout') \
+     AND (started_ms < $2 OR (started_ms = $2 AND id <= $3)) \
+     ORDER BY started_ms DESC, id DESC LIMIT $4",
+);
+static HISTORY_GET: Sql = Sql::new("SELECT {history_columns} FROM task_history WHERE id = $1");
+static CLOCK: Sql = Sql::new("SELECT {now}");
+static DELIVERIES_INSERT: Sql = Sql::new("INSERT INTO alert_deliveries ({delivery_columns}) ");
+static DELIVERIES_DUE: Sql = Sql::new(
+    "SELECT {delivery_columns} FROM alert_deliveries \
+     WHERE state = 'pending' AND next_at_ms <= {now} ORDER BY next_at_ms, delivery_id LIMIT $1",
+);
+static DELIVERY_ATTEMPT: Sql = Sql::new(
+    "UPDATE alert_deliveries SET state = $1, attempts = $2, next_at_ms = $3, last_status = $4, last_error = $5, \
+     updated_ms = {now} WHERE delivery_id = $6",
+);
+static DELIVERY_LIST: Sql = Sql::new(
+    "SELECT {delivery_columns} FROM alert_deliveries \
+     WHERE ($1 IS NULL OR rule = $1) AND ($2 IS NULL OR state = $2) ORDER BY created_ms DESC, delivery_id DESC LIMIT $3",
+);
+static DELIVERY_CLEANUP: Sql =
+    Sql::new("DELETE FROM alert_deliveries WHERE state <> 'pending' AND created_ms < $1");
 
-            async fn event_list(&self, name: Option<&str>, limit: i64) -> Result<Vec<$crate::store::events::EventRecord>, $crate::store::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "SELECT ", $crate::store::events::event_columns!(), " FROM events WHERE ($1 IS NULL OR name = $1) \
-                     ORDER BY created_ms DESC, event_id DESC LIMIT $2"
-                ))
-                .bind(name)
-                .bind(if limit > 0 { limit } else { 100 })
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map($crate::store::events::event_from_row).collect()
-            }
-
-            async fn event_cleanup(&self, before_ms: i64) -> Result<u64, $crate::store::StoreError> {
-                let _writer = self.writer().await;
-                let done = sqlx::query("DELETE FROM events WHERE created_ms < $1").bind(before_ms).execute(&self.pool).await?;
-                Ok(done.rows_affected())
-            }
-
-            async fn alert_rules_sync(&self, source: &str, rules: &[$crate::store::events::AlertRule]) -> Result<(), $crate::store::StoreError> {
-                let _writer = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                let mut qb = sqlx::QueryBuilder::new("DELETE FROM alert_rules WHERE source = ");
-                qb.push_bind(source.to_string());
-                if !rules.is_empty() {
-                    qb.push(" AND name NOT IN (");
-                    let mut list = qb.separated(", ");
-                    for r in rules {
-                        list.push_bind(r.name.clone());
-                    }
-                    qb.push(")");
-                }
-                qb.build().execute(&mut *tx).await?;
-                for r in rules {
-                    $crate::store::events::upsert_rule!(&mut *tx, r, $now);
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn alert_rule_put(&self, rule: &$crate::store::events::AlertRule) -> Result<(), $crate::store::StoreError> {
-                let _writer = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                $crate::store::events::upsert_rule!(&mut *tx, rule, $now);
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn alert_rule_delete(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
-                let _writer = self.writer().await;
-                let done = sqlx::query("DELETE FROM alert_rules WHERE name = $1").bind(name).execute(&self.pool).await?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn alert_rule_list(&self) -> Result<Vec<$crate::store::events::AlertRule>, $crate::store::StoreError> {
-                let rows = sqlx::query("SELECT name, condition, job_pattern, threshold, webhook, source FROM alert_rules ORDER BY name")
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map($crate::store::events::rule_from_row).collect()
-            }
-
-            async fn alert_cursor(&self, name: &str) -> Result<Option<i64>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let row = sqlx::query("SELECT ended_ms FROM alert_cursor WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
-                Ok(row.map(|r| r.try_get("ended_ms")).transpose()?)
-            }
-
-            async fn alert_cursor_set(&self, name: &str, ended_ms: i64) -> Result<(), $crate::store::StoreError> {
-                let _writer = self.writer().await;
-                sqlx::query("INSERT INTO alert_cursor (name, ended_ms) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET ended_ms = excluded.ended_ms")
-                    .bind(name)
-                    .bind(ended_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn history_alertable(&self, after_ms: i64, limit: i64) -> Result<Vec<$crate::store::model::HistoryEntry>, $crate::store::StoreError> {
-                // The status list repeats the partial index's, so the index serves it.
-                let rows = sqlx::query(concat!(
-                    "SELECT ", $crate::store::sched::history_columns!(), " FROM task_history \
-                     WHERE status IN ('failed', 'retried', 'timeout', 'skipped', 'misfired') \
-                     AND ended_ms > $1 ORDER BY ended_ms, id LIMIT $2"
-                ))
-                .bind(after_ms)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map($crate::store::sched::history_from_row).collect()
-            }
-
-            async fn history_runs_before(
-                &self,
-                job_key: &str,
-                upto: &$crate::store::model::HistoryEntry,
-                limit: i64,
-            ) -> Result<Vec<(String, $crate::store::model::HistoryStatus)>, $crate::store::StoreError> {
-                use sqlx::Row;
-                let rows = sqlx::query(
-                    "SELECT id, status FROM task_history WHERE job_key = $1 \
-                     AND status IN ('success', 'failed', 'retried', 'timeout') \
-                     AND (started_ms < $2 OR (started_ms = $2 AND id <= $3)) \
-                     ORDER BY started_ms DESC, id DESC LIMIT $4",
-                )
-                .bind(job_key)
-                .bind(upto.started_ms)
-                .bind(&upto.id)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        let status: String = r.try_get("status")?;
-                        Ok((r.try_get("id")?, $crate::store::model::HistoryStatus::parse(&status).unwrap_or($crate::store::model::HistoryStatus::Failed)))
-                    })
-                    .collect()
-            }
-
-            async fn history_get(&self, id: &str) -> Result<Option<$crate::store::model::HistoryEntry>, $crate::store::StoreError> {
-                let row = sqlx::query(concat!("SELECT ", $crate::store::sched::history_columns!(), " FROM task_history WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.as_ref().map($crate::store::sched::history_from_row).transpose()
-            }
-
-            async fn alert_enqueue(&self, deliveries: &[$crate::store::events::DeliveryPut]) -> Result<u64, $crate::store::StoreError> {
-                use sqlx::Row;
-                if deliveries.is_empty() {
-                    return Ok(0);
-                }
-                let _writer = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                let now: i64 = sqlx::query(concat!("SELECT ", $now, " AS now")).fetch_one(&mut *tx).await?.try_get("now")?;
-                let mut added = 0;
-                for chunk in deliveries.chunks(50) {
-                    let mut qb = sqlx::QueryBuilder::new(concat!("INSERT INTO alert_deliveries (", $crate::store::events::delivery_columns!(), ") "));
-                    qb.push_values(chunk, |mut b, d| {
-                        b.push_bind(d.delivery_id.clone())
-                            .push_bind(d.rule.clone())
-                            .push_bind(d.dedup_key.clone())
-                            .push_bind(d.job_key.clone())
-                            .push_bind(d.history_id.clone())
-                            .push_bind(d.payload.clone())
-                            .push_bind("pending")
-                            .push_bind(0i64)
-                            .push_bind(now)
-                            .push_bind(None::<i64>)
-                            .push_bind(None::<String>)
-                            .push_bind(now)
-                            .push_bind(now);
-                    });
-                    qb.push(" ON CONFLICT DO NOTHING");
-                    added += qb.build().execute(&mut *tx).await?.rows_affected();
-                }
-                tx.commit().await?;
-                Ok(added)
-            }
-
-            async fn alert_due(&self, limit: i64) -> Result<Vec<$crate::store::events::Delivery>, $crate::store::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "SELECT ", $crate::store::events::delivery_columns!(), " FROM alert_deliveries \
-                     WHERE state = 'pending' AND next_at_ms <= ", $now, " ORDER BY next_at_ms, delivery_id LIMIT $1"
-                ))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map($crate::store::events::delivery_from_row).collect()
-            }
-
-            async fn alert_attempt(&self, a: &$crate::store::events::DeliveryAttempt) -> Result<(), $crate::store::StoreError> {
-                let _writer = self.writer().await;
-                sqlx::query(concat!(
-                    "UPDATE alert_deliveries SET state = $1, attempts = $2, next_at_ms = $3, last_status = $4, last_error = $5, \
-                     updated_ms = ", $now, " WHERE delivery_id = $6"
-                ))
-                .bind(a.state.as_str())
-                .bind(i64::from(a.attempts))
-                .bind(a.next_at_ms)
-                .bind(a.status.map(i64::from))
-                .bind(a.error.as_deref())
-                .bind(&a.delivery_id)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn alert_delivery_list(&self, f: &$crate::store::events::DeliveryFilter) -> Result<Vec<$crate::store::events::Delivery>, $crate::store::StoreError> {
-                let rows = sqlx::query(concat!(
-                    "SELECT ", $crate::store::events::delivery_columns!(), " FROM alert_deliveries \
-                     WHERE ($1 IS NULL OR rule = $1) AND ($2 IS NULL OR state = $2) ORDER BY created_ms DESC, delivery_id DESC LIMIT $3"
-                ))
-                .bind(f.rule.as_deref())
-                .bind(f.state.map(|s| s.as_str()))
-                .bind(if f.limit > 0 { f.limit } else { 100 })
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map($crate::store::events::delivery_from_row).collect()
-            }
-
-            async fn alert_cleanup(&self, before_ms: i64) -> Result<u64, $crate::store::StoreError> {
-                let _writer = self.writer().await;
-                let done = sqlx::query("DELETE FROM alert_deliveries WHERE state <> 'pending' AND created_ms < $1")
-                    .bind(before_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected())
-            }
-        }
-
-    };
-}
-
-/// Adds or replaces one alert rule on a connection or transaction.
-macro_rules! upsert_rule {
-    ($conn:expr, $r:expr, $now:literal) => {{
-        let r: &$crate::store::events::AlertRule = $r;
-        sqlx::query(concat!(
-            "INSERT INTO alert_rules (name, condition, job_pattern, threshold, webhook, source, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, ", $now, ") ON CONFLICT (name) DO UPDATE SET condition = excluded.condition, \
-             job_pattern = excluded.job_pattern, threshold = excluded.threshold, webhook = excluded.webhook, \
-             source = excluded.source, updated_at = excluded.updated_at"
-        ))
-        .bind(&r.name)
+/// Adds or replaces one alert rule.
+async fn rule_upsert<DB: Db>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    r: &AlertRule,
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+{
+    sqlx::query(RULE_UPSERT.on(DB::DIALECT))
+        .bind(r.name.as_str())
         .bind(r.condition.as_str())
         .bind(r.job_pattern.as_deref())
         .bind(i64::from(r.threshold))
-        .bind(&r.webhook)
-        .bind(&r.source)
-        .execute($conn)
+        .bind(r.webhook.as_str())
+        .bind(r.source.as_str())
+        .execute(&mut **tx)
         .await?;
-    }};
+    Ok(())
 }
 
-pub(crate) use {delivery_columns, event_columns, impl_events, upsert_rule};
+#[async_trait]
+impl<S, DB> Events for S
+where
+    S: Backend<Db = DB>,
+    DB: Db,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+{
+    async fn event_emit(&self, e: &EventPut) -> Result<EmitOutcome, StoreError> {
+        let _writer = writer(self).await;
+        let mut tx = self.pool().begin_with(DB::DIALECT.begin_write()).await?;
+        let scope = e.source_job.as_deref().unwrap_or("");
+        let head = sqlx::query(EMIT_HEAD.on(DB::DIALECT))
+            .bind(&e.name)
+            .bind(scope)
+            .bind(e.key.as_deref())
+            .bind(e.parent_event.as_deref())
+            .bind(e.source_job.as_deref())
+            .fetch_one(&mut *tx)
+            .await?;
+        let now: i64 = head.try_get("now")?;
+        if let Some(event_id) = head.try_get::<Option<String>, _>("dup_id")? {
+            let fires = head.try_get::<Option<i64>, _>("dup_fires")?.unwrap_or(0);
+            tx.rollback().await?;
+            return Ok(EmitOutcome::Duplicate {
+                event_id,
+                fires: u64::try_from(fires).unwrap_or(0),
+            });
+        }
+        if e.depth > e.max_depth {
+            let row = refusal_row(
+                e,
+                now,
+                "event-depth-limit",
+                e.max_depth,
+                serde_json::json!({ "depth": e.depth }),
+                format!(
+                    "event {:?} not emitted: it would be {} events deep, and chains stop at {}",
+                    e.name, e.depth, e.max_depth
+                ),
+            );
+            insert_history(&mut tx, &[row]).await?;
+            tx.commit().await?;
+            return Ok(EmitOutcome::DepthExceeded {
+                depth: e.depth,
+                limit: e.max_depth,
+            });
+        }
+        let waiting = u64::try_from(head.try_get::<i64, _>("waiting")?).unwrap_or(0);
+        if waiting >= u64::from(e.max_job_fires) {
+            let row = refusal_row(
+                e,
+                now,
+                "event-job-fires-limit",
+                e.max_job_fires,
+                serde_json::json!({ "waiting": waiting }),
+                format!(
+                    "event {:?} not emitted: the events of {} have {waiting} fires waiting, and a job's events may have at most {}",
+                    e.name, scope, e.max_job_fires
+                ),
+            );
+            insert_history(&mut tx, &[row]).await?;
+            tx.commit().await?;
+            return Ok(EmitOutcome::JobFiresExceeded {
+                waiting,
+                limit: e.max_job_fires,
+            });
+        }
+        let root: Option<String> = head.try_get("root")?;
+        if let Some(root) = &root {
+            let reserved = sqlx::query(CHAIN_RESERVE.on(DB::DIALECT))
+                .bind(root)
+                .bind(i64::from(e.max_chain_events))
+                .execute(&mut *tx)
+                .await?;
+            if DB::rows_affected(&reserved) == 0 {
+                let row = refusal_row(
+                    e,
+                    now,
+                    "event-chain-budget",
+                    e.max_chain_events,
+                    serde_json::json!({ "root": root }),
+                    format!(
+                        "event {:?} not emitted: the chain of event {root} holds {} events already, its budget",
+                        e.name, e.max_chain_events
+                    ),
+                );
+                insert_history(&mut tx, &[row]).await?;
+                tx.commit().await?;
+                return Ok(EmitOutcome::ChainBudgetExceeded {
+                    root: root.clone(),
+                    limit: e.max_chain_events,
+                });
+            }
+        }
+        let event_id = new_id();
+        let inserted: Option<String> = sqlx::query_scalar(EVENT_INSERT.on(DB::DIALECT))
+            .bind(&event_id)
+            .bind(&e.name)
+            .bind(e.key.as_deref())
+            .bind(scope)
+            .bind(&e.payload)
+            .bind(i64::from(e.depth))
+            .bind(e.source_job.as_deref())
+            .bind(e.source_fire.as_deref())
+            .bind(now)
+            .bind(root.as_deref())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if inserted.is_none() {
+            // Another emit of the key committed since the first read: undo
+            // this one's reservation and answer with that event.
+            tx.rollback().await?;
+            let (event_id, fires): (String, i64) = sqlx::query_as(EVENT_BY_KEY.on(DB::DIALECT))
+                .bind(&e.name)
+                .bind(scope)
+                .bind(e.key.as_deref())
+                .fetch_one(self.pool())
+                .await?;
+            return Ok(EmitOutcome::Duplicate {
+                event_id,
+                fires: u64::try_from(fires).unwrap_or(0),
+            });
+        }
+        let subscribers = sqlx::query(SUBSCRIBERS.on(DB::DIALECT))
+            .bind(&e.name)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut fires: Vec<(EventFire, i64)> = Vec::new();
+        let mut paused = Vec::new();
+        let mut history = Vec::new();
+        for row in &subscribers {
+            let t = trigger_from_row(row)?;
+            // Outside the subscription's start and end: not subscribed now.
+            if t.spec.start_ms.is_some_and(|s| now < s)
+                || t.spec.end_ms.is_some_and(|end| now > end)
+            {
+                continue;
+            }
+            let job_paused = row.try_get::<Option<i64>, _>("job_paused")?.unwrap_or(0) != 0;
+            match t.state {
+                TriggerState::Waiting if !job_paused => fires.push((
+                    EventFire {
+                        fire_id: new_id(),
+                        job_key: t.job_key.clone(),
+                        trigger_key: t.trigger_key.clone(),
+                    },
+                    t.priority,
+                )),
+                TriggerState::Waiting | TriggerState::Paused => {
+                    let what = if job_paused { "job" } else { "trigger" };
+                    history.push(history_row(
+                        None,
+                        &t.job_key,
+                        Some(&t.trigger_key),
+                        HistoryStatus::Skipped,
+                        Some(now),
+                        now,
+                        serde_json::json!({ "reason": "paused", "event": e.name, "event_id": event_id,
+                            "detail": format!("event {:?} arrived while this {what} was paused", e.name) }),
+                    ));
+                    paused.push(t.job_key.clone());
+                }
+                _ => {}
+            }
+        }
+        for chunk in fires.chunks(100) {
+            let mut qb = QueryBuilder::<DB>::new(EVENT_FIRES_INSERT.on(DB::DIALECT));
+            qb.push_values(chunk, |mut b, (f, priority)| {
+                b.push_bind(f.fire_id.clone())
+                    .push_bind(f.trigger_key.clone())
+                    .push_bind(f.job_key.clone())
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(*priority)
+                    .push_bind(1i64)
+                    .push_bind("scheduled")
+                    .push_bind(0i64)
+                    .push_bind(0i64)
+                    .push_bind(event_id.clone())
+                    .push_bind(i64::from(e.depth))
+                    .push_bind(e.source_job.clone());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        sqlx::query(EVENT_FIRES_SET.on(DB::DIALECT))
+            .bind(i64::try_from(fires.len()).unwrap_or(i64::MAX))
+            .bind(&event_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_history(&mut tx, &history).await?;
+        if !fires.is_empty() {
+            notify(&mut tx, super::postgres::FIRES_ADDED).await?;
+        }
+        tx.commit().await?;
+        Ok(EmitOutcome::Accepted {
+            event_id,
+            fires: fires.into_iter().map(|(f, _)| f).collect(),
+            paused,
+        })
+    }
+
+    async fn event_get(&self, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+        let row = sqlx::query(EVENT_GET.on(DB::DIALECT))
+            .bind(event_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn event_list(
+        &self,
+        name: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(EVENT_LIST.on(DB::DIALECT))
+            .bind(name)
+            .bind(if limit > 0 { limit } else { 100 })
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn event_cleanup(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let _writer = writer(self).await;
+        let done = sqlx::query(EVENT_CLEANUP.on(DB::DIALECT))
+            .bind(before_ms)
+            .execute(self.pool())
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn alert_rules_sync(&self, source: &str, rules: &[AlertRule]) -> Result<(), StoreError> {
+        let _writer = writer(self).await;
+        let mut tx = self.pool().begin_with(DB::DIALECT.begin_write()).await?;
+        let mut qb = QueryBuilder::<DB>::new("DELETE FROM alert_rules WHERE source = ");
+        qb.push_bind(source.to_string());
+        if !rules.is_empty() {
+            qb.push(" AND name NOT IN (");
+            let mut list = qb.separated(", ");
+            for r in rules {
+                list.push_bind(r.name.clone());
+            }
+            qb.push(")");
+        }
+        qb.build().execute(&mut *tx).await?;
+        for r in rules {
+            rule_upsert(&mut tx, r).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn alert_rule_put(&self, rule: &AlertRule) -> Result<(), StoreError> {
+        let _writer = writer(self).await;
+        let mut tx = self.pool().begin_with(DB::DIALECT.begin_write()).await?;
+        rule_upsert(&mut tx, rule).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn alert_rule_delete(&self, name: &str) -> Result<bool, StoreError> {
+        let _writer = writer(self).await;
+        let done = sqlx::query(RULE_DELETE.on(DB::DIALECT))
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn alert_rule_list(&self) -> Result<Vec<AlertRule>, StoreError> {
+        let rows = sqlx::query(RULE_LIST.on(DB::DIALECT))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    async fn alert_cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(CURSOR_GET.on(DB::DIALECT))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn alert_cursor_set(&self, name: &str, ended_ms: i64) -> Result<(), StoreError> {
+        let _writer = writer(self).await;
+        sqlx::query(CURSOR_SET.on(DB::DIALECT))
+            .bind(name)
+            .bind(ended_ms)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn history_alertable(
+        &self,
+        after_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query(HISTORY_ALERTABLE.on(DB::DIALECT))
+            .bind(after_ms)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(history_from_row).collect()
+    }
+
+    async fn history_runs_before(
+        &self,
+        job_key: &str,
+        upto: &HistoryEntry,
+        limit: i64,
+    ) -> Result<Vec<(String, HistoryStatus)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(HISTORY_RUNS_BEFORE.on(DB::DIALECT))
+            .bind(job_key)
+            .bind(upto.started_ms)
+            .bind(&upto.id)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, status)| {
+                let status = HistoryStatus::parse(&status).unwrap_or(HistoryStatus::Failed);
+                (id, status)
+            })
+            .collect())
+    }
+
+    async fn history_get(&self, id: &str) -> Result<Option<HistoryEntry>, StoreError> {
+        let row = sqlx::query(HISTORY_GET.on(DB::DIALECT))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(history_from_row).transpose()
+    }
+
+    async fn alert_enqueue(&self, deliveries: &[DeliveryPut]) -> Result<u64, StoreError> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let _writer = writer(self).await;
+        let mut tx = self.pool().begin_with(DB::DIALECT.begin_write()).await?;
+        let now: i64 = sqlx::query_scalar(CLOCK.on(DB::DIALECT))
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut added = 0;
+        for chunk in deliveries.chunks(50) {
+            let mut qb = QueryBuilder::<DB>::new(DELIVERIES_INSERT.on(DB::DIALECT));
+            qb.push_values(chunk, |mut b, d| {
+                b.push_bind(d.delivery_id.clone())
+                    .push_bind(d.rule.clone())
+                    .push_bind(d.dedup_key.clone())
+                    .push_bind(d.job_key.clone())
+                    .push_bind(d.history_id.clone())
+                    .push_bind(d.payload.clone())
+                    .push_bind("pending")
+                    .push_bind(0i64)
+                    .push_bind(now)
+                    .push_bind(None::<i64>)
+                    .push_bind(None::<String>)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            added += DB::rows_affected(&qb.build().execute(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn alert_due(&self, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(DELIVERIES_DUE.on(DB::DIALECT))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn alert_attempt(&self, a: &DeliveryAttempt) -> Result<(), StoreError> {
+        let _writer = writer(self).await;
+        sqlx::query(DELIVERY_ATTEMPT.on(DB::DIALECT))
+            .bind(a.state.as_str())
+            .bind(i64::from(a.attempts))
+            .bind(a.next_at_ms)
+            .bind(a.status.map(i64::from))
+            .bind(a.error.as_deref())
+            .bind(&a.delivery_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn alert_delivery_list(&self, f: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(DELIVERY_LIST.on(DB::DIALECT))
+            .bind(f.rule.as_deref())
+            .bind(f.state.map(|s| s.as_str()))
+            .bind(if f.limit > 0 { f.limit } else { 100 })
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn alert_cleanup(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let _writer = writer(self).await;
+        let done = sqlx::query(DELIVERY_CLEANUP.on(DB::DIALECT))
+            .bind(before_ms)
+            .execute(self.pool())
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+}

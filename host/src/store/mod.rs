@@ -6,11 +6,13 @@
 //! with a name, a version and a digest. Methods read noun-then-verb
 //! (`state_get`, `module_put`). Times come from the database clock.
 
+mod claim;
 mod common;
 pub mod events;
 pub mod model;
 mod postgres;
 pub mod sched;
+mod sql;
 mod sqlite;
 
 pub use events::Events;
@@ -24,6 +26,12 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// Errors of the store. Messages name what failed, never credentials.
+///
+/// Four kinds a caller branches on: [`NotFound`](StoreError::NotFound) (what
+/// was named is not stored), [`Conflict`](StoreError::Conflict) (the request
+/// contradicts what is stored), [`Corrupt`](StoreError::Corrupt) (a stored row
+/// this build cannot read) and, for every other variant, the store being
+/// unavailable (see [`StoreError::is_unavailable`]): worth retrying later.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid database URL {url:?}: {reason}")]
@@ -32,10 +40,49 @@ pub enum StoreError {
     Connect { url: String, source: sqlx::Error },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// What was named (a job, a trigger, a module version) is not stored.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts what is stored: a pushed version with other
+    /// bytes, no older version to roll back to.
     #[error("{0}")]
     Conflict(String),
+    /// A stored row this build cannot read: an unknown schedule or condition,
+    /// a value of the wrong type.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The store could not do it now: a lock it could not take, the node
+    /// stopping under the call.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database failed to answer (connection, I/O, a statement refused).
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the failure is the store's availability rather than the
+    /// request or the data: a later try may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::Corrupt(_)
+        )
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A value the driver cannot decode is a corrupt row; the rest is the
+    /// database failing to answer.
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. } => StoreError::Corrupt(e.to_string()),
+            e => StoreError::Database(e),
+        }
+    }
 }
 
 /// Which database a store talks to.

@@ -43,56 +43,39 @@ impl PgStore {
     }
 }
 
-impl PgStore {
-    /// PostgreSQL has row locks: writers need no queue of their own.
-    pub(crate) async fn writer(&self) -> Option<()> {
-        None
-    }
-}
+use super::common::NOTIFY_CHANNEL as MODULES_CHANNEL;
 
-/// The channel every node listens on for pushed modules. Channels are per
-/// database, not per schema, so the payload names the schema.
-const MODULES_CHANNEL: &str = "quartzite_modules";
 /// The payload (after the schema) announcing fires added by an event; a digest
 /// is 64 hex digits, so the two never mix.
-const FIRES_ADDED: &str = "fires";
+pub(crate) const FIRES_ADDED: &str = "fires";
 
-impl PgStore {
-    /// Tells every node listening that a module was stored (sent on commit).
-    pub(crate) async fn module_pushed(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        digest: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
-            .bind(MODULES_CHANNEL)
-            .bind(digest)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+#[async_trait::async_trait]
+impl super::sql::Backend for PgStore {
+    type Db = sqlx::Postgres;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
-    /// Tells every node listening that fires are waiting (an event was
-    /// accepted), so they claim them now rather than at their next poll.
-    pub(crate) async fn fires_added(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, current_schema() || ' ' || $2)")
-            .bind(MODULES_CHANNEL)
-            .bind(FIRES_ADDED)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+    /// PostgreSQL has row locks: writers need no queue of their own.
+    fn write_queue(&self) -> Option<&tokio::sync::Mutex<()>> {
+        None
     }
 
-    pub(crate) async fn module_watch_start(&self) -> Result<Option<ModuleWatch>, StoreError> {
+    async fn module_watch_start(&self) -> Result<Option<ModuleWatch>, StoreError> {
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&self.pool)
             .await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(MODULES_CHANNEL).await?;
         Ok(Some(ModuleWatch { listener, schema }))
+    }
+
+    async fn migrate_schema(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -144,35 +127,3 @@ impl ModuleWatch {
         }
     }
 }
-
-impl PgStore {
-    async fn migrate_schema(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
-    }
-}
-
-super::common::impl_store!(
-    PgStore,
-    crate::store::Dialect::Postgres,
-    "(extract(epoch from clock_timestamp()) * 1000)::bigint"
-);
-
-super::sched::impl_scheduling!(
-    PgStore,
-    "(extract(epoch from clock_timestamp()) * 1000)::bigint",
-    // Concurrent claimers each take rows the others have not locked.
-    " FOR UPDATE SKIP LOCKED",
-    "OFFSET $1",
-    "BEGIN",
-    "json_agg",
-    "json_build_array"
-);
-
-super::events::impl_events!(
-    PgStore,
-    "(extract(epoch from clock_timestamp()) * 1000)::bigint",
-    "BEGIN"
-);

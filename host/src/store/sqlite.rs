@@ -7,9 +7,6 @@ use sqlx::sqlite::{
 use std::str::FromStr;
 use std::time::Duration;
 
-// `CAST(unixepoch('subsec') * 1000 AS INTEGER)` is the database clock in UTC
-// milliseconds: times are never taken from the host's clock.
-
 /// How often the WAL is copied back into the database file, off the writer.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Pages the WAL may reach before a committing writer copies it back itself:
@@ -102,37 +99,24 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    pub(crate) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        Some(self.writer.lock().await)
-    }
-}
+#[async_trait::async_trait]
+impl super::sql::Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
 
-impl SqliteStore {
-    /// One process per SQLite file: nobody else to tell.
-    pub(crate) async fn module_pushed(
-        &self,
-        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        _digest: &str,
-    ) -> Result<(), StoreError> {
-        Ok(())
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
-    pub(crate) async fn fires_added(
-        &self,
-        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    ) -> Result<(), StoreError> {
-        Ok(())
+    /// SQLite has one writer at a time.
+    fn write_queue(&self) -> Option<&tokio::sync::Mutex<()>> {
+        Some(&self.writer)
     }
 
-    pub(crate) async fn module_watch_start(
-        &self,
-    ) -> Result<Option<super::ModuleWatch>, StoreError> {
+    /// One process per SQLite file: nothing to watch.
+    async fn module_watch_start(&self) -> Result<Option<super::ModuleWatch>, StoreError> {
         Ok(None)
     }
-}
 
-impl SqliteStore {
     async fn migrate_schema(&self) -> Result<(), StoreError> {
         // Two processes opening a new file at once (a server and a CLI call) would
         // race to apply the same migration: take a lock file next to the database.
@@ -150,9 +134,11 @@ impl SqliteStore {
                         Ok(file)
                     })
                     .await
-                    .map_err(|e| StoreError::Conflict(format!("migration lock: {e}")))?
+                    .map_err(|e| StoreError::Unavailable(format!("migration lock: {e}")))?
                     .map_err(|e| {
-                        StoreError::Conflict(format!("cannot lock the database for migration: {e}"))
+                        StoreError::Unavailable(format!(
+                            "cannot lock the database for migration: {e}"
+                        ))
                     })?;
                 Some(file)
             }
@@ -164,28 +150,3 @@ impl SqliteStore {
         Ok(())
     }
 }
-
-super::common::impl_store!(
-    SqliteStore,
-    crate::store::Dialect::Sqlite,
-    "CAST(unixepoch('subsec') * 1000 AS INTEGER)"
-);
-
-super::sched::impl_scheduling!(
-    SqliteStore,
-    "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
-    // One writer at a time: a SQLite transaction that writes holds the database.
-    "",
-    "LIMIT -1 OFFSET $1",
-    // Take the write lock up front: a deferred transaction that reads first and
-    // then writes fails at once with SQLITE_BUSY when another writer got in between.
-    "BEGIN IMMEDIATE",
-    "json_group_array",
-    "json_array"
-);
-
-super::events::impl_events!(
-    SqliteStore,
-    "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
-    "BEGIN IMMEDIATE"
-);

@@ -1,0 +1,765 @@
+//! The claim's decisions, apart from the SQL that reads and writes them.
+//!
+//! `fire_acquire` reads what is due in one transaction, asks [`plan_due`] what
+//! becomes of each due trigger (which fires are created, which of them this
+//! node claims, what is recorded as misfired or fell in a DST gap, where each
+//! trigger moves next) and [`pick_waiting`] which waiting fires it claims (the
+//! overlap policy, the budget), then writes the answers in that transaction.
+//!
+//! Everything here is a function of the rows read and the database clock: no
+//! I/O, no clock of its own, so every policy is tested without a database. It
+//! must never decide on something the SQL did not read in the same
+//! transaction: a decision is only as good as the locks the reads took.
+//!
+//! Each job's share of the claiming node comes in as a [`JobRoom`] (the node
+//! knows what it holds of each job): the three places a fire is claimed take
+//! from it, `holdable` and the claimed-or-queued split in [`plan_due`] (a fire
+//! of a job without room is queued and counted as deferred), and the loop of
+//! [`pick_waiting`] (it stays waiting).
+
+use super::model::{
+    AcquireParams, FireClaim, HistoryEntry, HistoryStatus, JobDef, JobRoom, Overlap, TriggerRow,
+};
+use super::sched::{history_row, new_id};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A due trigger as the claim reads it.
+#[derive(Clone, Debug)]
+pub(crate) struct DueTrigger {
+    pub trigger: TriggerRow,
+    /// The contract rank its job's module needs; `None`: unknown, any node runs it.
+    pub wit_need: Option<i64>,
+    /// The scheduled time of the fire it holds as a `held_claims` row, if any.
+    pub held_ms: Option<i64>,
+    /// Whether a `fires` row already has the trigger's next time.
+    pub taken: bool,
+}
+
+/// A `fires` row to create for a due trigger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NewFire {
+    pub trigger_key: String,
+    pub job_key: String,
+    pub scheduled_ms: i64,
+    pub priority: i64,
+}
+
+/// What becomes of the due triggers.
+#[derive(Debug, Default)]
+pub(crate) struct DuePlan {
+    /// Triggers whose schedule can no longer be computed: to `ERROR`, with the message.
+    pub errors: Vec<(String, String)>,
+    /// Triggers that move on: their next fire time.
+    pub moved: Vec<(String, i64)>,
+    /// Triggers with no fire left: `COMPLETE`.
+    pub completed: Vec<String>,
+    /// Next fires of `allow` jobs claimed as `held_claims` rows, with their priority.
+    pub held: Vec<(FireClaim, i64)>,
+    /// Fires created claimed by this node (`allow` jobs it runs, within the budget).
+    pub claimed: Vec<NewFire>,
+    /// Fires created waiting: jobs whose overlap policy decides at claim time,
+    /// jobs this node cannot run, fires beyond the budget.
+    pub queued: Vec<NewFire>,
+    /// History rows of fires not run: misfired, DST gaps.
+    pub history: Vec<HistoryEntry>,
+    /// Misfired fires, each counted even where one summary row stands for many.
+    pub misfired: u64,
+    /// Fires queued because their job had no room left, by job.
+    pub deferred: BTreeMap<String, u64>,
+}
+
+/// Decides what becomes of `due` (oldest first), whose jobs are in `jobs`, at
+/// the database time `now`. At most `p.max` fires are claimed, each taken
+/// from its job's `room`.
+pub(crate) fn plan_due(
+    due: Vec<DueTrigger>,
+    jobs: &HashMap<String, JobDef>,
+    p: &AcquireParams,
+    room: &mut JobRoom,
+    now: i64,
+) -> DuePlan {
+    let horizon = now + p.lookahead_ms;
+    let mut out = DuePlan::default();
+    let mut budget = p.max;
+    // Jobs whose module this node cannot run: their fires are created for the
+    // nodes that can.
+    let mut unrunnable: HashSet<String> = HashSet::new();
+    let mut created: Vec<NewFire> = Vec::new();
+    for d in due {
+        let t = d.trigger;
+        let runnable = d.wit_need.is_none_or(|need| p.runs.contains(need));
+        if !runnable {
+            unrunnable.insert(t.job_key.clone());
+        }
+        let Some(next_fire) = t.next_fire_ms else {
+            continue;
+        };
+        let plan = match t.spec.plan(next_fire, now, horizon, &p.misfire) {
+            Ok(plan) => plan,
+            Err(e) => {
+                out.errors.push((t.trigger_key.clone(), e.to_string()));
+                continue;
+            }
+        };
+        // The trigger's next fire, if its job is `allow` and runnable here, is
+        // claimed as a `held_claims` row (see migration 0008) when the trigger
+        // holds none and no `fires` row has that time. A time the trigger
+        // holds is never made a `fires` row as well.
+        let allow = jobs
+            .get(&t.job_key)
+            .filter(|j| j.overlap == Overlap::Allow && runnable);
+        for &scheduled in &plan.run {
+            if d.held_ms == Some(scheduled) {
+                continue;
+            }
+            let holdable = d.held_ms.is_none() && !d.taken && scheduled == next_fire && budget > 0;
+            if let Some(job) = allow.filter(|_| holdable && room.take(&t.job_key)) {
+                budget -= 1;
+                let claim = FireClaim::first(new_id(), &t.trigger_key, job, scheduled, true);
+                out.held.push((claim, t.priority));
+                continue;
+            }
+            created.push(NewFire {
+                trigger_key: t.trigger_key.clone(),
+                job_key: t.job_key.clone(),
+                scheduled_ms: scheduled,
+                priority: t.priority,
+            });
+        }
+        let policy = t.spec.misfire.as_str();
+        for missed in &plan.misfired {
+            out.history.push(history_row(
+                None,
+                &t.job_key,
+                Some(&t.trigger_key),
+                HistoryStatus::Misfired,
+                Some(*missed),
+                now,
+                serde_json::json!({ "reason": "misfire", "policy": policy }),
+            ));
+        }
+        out.misfired += plan.misfired_total;
+        let unlisted = plan
+            .misfired_total
+            .saturating_sub(plan.misfired.len() as u64);
+        if unlisted > 0 || plan.misfired_uncounted {
+            out.history.push(history_row(
+                None,
+                &t.job_key,
+                Some(&t.trigger_key),
+                HistoryStatus::Misfired,
+                None,
+                now,
+                serde_json::json!({ "reason": "misfire", "policy": policy,
+                    "more_not_listed": unlisted, "outage_too_long_to_count": plan.misfired_uncounted }),
+            ));
+        }
+        for (at, local) in &plan.gaps {
+            out.history.push(history_row(
+                None,
+                &t.job_key,
+                Some(&t.trigger_key),
+                HistoryStatus::Skipped,
+                Some(*at),
+                now,
+                serde_json::json!({ "reason": "dst-gap", "local_time": local }),
+            ));
+        }
+        match plan.next {
+            Some(next) => out.moved.push((t.trigger_key, next)),
+            None => out.completed.push(t.trigger_key),
+        }
+    }
+    // Fires of `allow` jobs are claimed as they are created (one statement
+    // instead of insert, select and update); the others wait as `scheduled`.
+    for fire in created {
+        let allow = jobs
+            .get(&fire.job_key)
+            .is_some_and(|j| j.overlap == Overlap::Allow)
+            && !unrunnable.contains(&fire.job_key);
+        if !allow || budget == 0 {
+            out.queued.push(fire);
+        } else if room.take(&fire.job_key) {
+            budget -= 1;
+            out.claimed.push(fire);
+        } else {
+            *out.deferred.entry(fire.job_key.clone()).or_default() += 1;
+            out.queued.push(fire);
+        }
+    }
+    out
+}
+
+/// A waiting fire (`fires` row, `scheduled`) read as a candidate to claim.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub(crate) struct Waiting {
+    pub fire_id: String,
+    pub trigger_key: String,
+    pub job_key: String,
+    pub scheduled_ms: i64,
+    pub due_ms: i64,
+    pub attempt: i64,
+    pub recovering: i64,
+    pub fencing: i64,
+    /// `''` for clock, start and manual fires.
+    pub event_id: String,
+    pub depth: i64,
+}
+
+/// The jobs among `candidates` whose overlap policy decides on whether they
+/// are running (`forbid`, `skip`), each once, in the order met: the claim locks
+/// their rows and reads which are running before [`pick_waiting`].
+pub(crate) fn guarded_jobs(candidates: &[Waiting], jobs: &HashMap<String, JobDef>) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for c in candidates {
+        if jobs
+            .get(&c.job_key)
+            .is_some_and(|j| j.overlap != Overlap::Allow)
+            && !keys.contains(&c.job_key)
+        {
+            keys.push(c.job_key.clone());
+        }
+    }
+    keys
+}
+
+/// Which waiting fires the claim takes.
+#[derive(Debug, Default)]
+pub(crate) struct Picked {
+    /// Claimed: the SQL marks them `acquired` (the fencing given is the new one).
+    pub claims: Vec<FireClaim>,
+    /// Fires of `skip` jobs already running: deleted, recorded in `history`.
+    pub skipped: Vec<String>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// Picks among `candidates` (oldest due first) up to `max` claims in all,
+/// counting `claimed` (the fires this acquire claimed already).
+///
+/// `running` holds, for each guarded job (see [`guarded_jobs`]) whose row the
+/// claim locked, whether a fire of it is running; a guarded job missing from
+/// it is being claimed by another node right now and is left for the next round.
+pub(crate) fn pick_waiting(
+    candidates: Vec<Waiting>,
+    jobs: &HashMap<String, JobDef>,
+    running: &HashMap<String, bool>,
+    claimed: &[FireClaim],
+    room: &mut JobRoom,
+    max: usize,
+    now: i64,
+) -> Picked {
+    let mut out = Picked::default();
+    let mut busy: HashSet<String> = claimed.iter().map(|f| f.job_key.clone()).collect();
+    for c in candidates {
+        if claimed.len() + out.claims.len() >= max {
+            break;
+        }
+        let Some(job) = jobs.get(&c.job_key) else {
+            continue;
+        };
+        let active = match running.get(&c.job_key) {
+            _ if job.overlap == Overlap::Allow => false,
+            None => continue, // another node is claiming this job's fires
+            Some(running) => *running || busy.contains(&c.job_key),
+        };
+        if active && job.overlap == Overlap::Forbid {
+            continue; // stays scheduled: blocked until the running fire ends
+        }
+        if active && job.overlap == Overlap::Skip {
+            out.history.push(history_row(
+                Some(&c.fire_id),
+                &c.job_key,
+                Some(&c.trigger_key),
+                HistoryStatus::Skipped,
+                Some(c.scheduled_ms),
+                now,
+                serde_json::json!({ "reason": "overlap", "detail": "the previous fire of this job is still running" }),
+            ));
+            out.skipped.push(c.fire_id);
+            continue;
+        }
+        if !room.take(&c.job_key) {
+            continue; // its job has its share of the node: stays waiting
+        }
+        busy.insert(c.job_key.clone());
+        out.claims.push(FireClaim {
+            fire_id: c.fire_id,
+            trigger_key: c.trigger_key,
+            job_key: c.job_key,
+            scheduled_ms: c.scheduled_ms,
+            due_ms: c.due_ms,
+            attempt: u32::try_from(c.attempt).unwrap_or(1),
+            recovering: c.recovering != 0,
+            // The claim's UPDATE increments it in the same transaction.
+            fencing: c.fencing + 1,
+            job: job.clone(),
+            event_id: Some(c.event_id).filter(|e| !e.is_empty()),
+            depth: u32::try_from(c.depth).unwrap_or(0),
+            held: false,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::trigger::{MisfireLimits, MisfirePolicy, TriggerKind, TriggerSpec};
+    use crate::store::model::{TriggerState, WitRange};
+
+    const MINUTE: i64 = 60_000;
+    /// 2030-01-01T10:00:00Z.
+    const T0: i64 = 1_893_492_000_000;
+
+    fn params(max: usize) -> AcquireParams {
+        AcquireParams {
+            node_id: "n1".into(),
+            lookahead_ms: 0,
+            max,
+            lease_ms: 30_000,
+            misfire: MisfireLimits::default(),
+            runs: WitRange::up_to(1, 0),
+            started: false,
+            room: JobRoom::unbounded(),
+        }
+    }
+
+    fn job(key: &str, overlap: Overlap) -> JobDef {
+        JobDef {
+            overlap,
+            ..JobDef::new(key, "hello")
+        }
+    }
+
+    fn jobs(list: &[JobDef]) -> HashMap<String, JobDef> {
+        list.iter()
+            .map(|j| (j.job_key.clone(), j.clone()))
+            .collect()
+    }
+
+    fn cron(job_key: &str, expr: &str, tz: &str, misfire: MisfirePolicy, next: i64) -> DueTrigger {
+        DueTrigger {
+            trigger: TriggerRow {
+                trigger_key: format!("{job_key}:t"),
+                job_key: job_key.into(),
+                spec: TriggerSpec {
+                    kind: TriggerKind::Cron {
+                        expr: expr.into(),
+                        tz: tz.into(),
+                    },
+                    start_ms: None,
+                    end_ms: None,
+                    misfire,
+                },
+                priority: 5,
+                state: TriggerState::Waiting,
+                next_fire_ms: Some(next),
+                error: None,
+            },
+            wit_need: None,
+            held_ms: None,
+            taken: false,
+        }
+    }
+
+    fn minutely(job_key: &str, next: i64) -> DueTrigger {
+        cron(job_key, "0 * * * * ?", "UTC", MisfirePolicy::FireNow, next)
+    }
+
+    fn reasons(history: &[HistoryEntry]) -> Vec<(HistoryStatus, String)> {
+        history
+            .iter()
+            .map(|h| {
+                let details: serde_json::Value = serde_json::from_str(&h.details).unwrap();
+                (h.status, details["reason"].as_str().unwrap().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_on_time_fire_of_an_allow_job_is_held_and_its_trigger_moves_on() {
+        let plan = plan_due(
+            vec![minutely("g/a", T0)],
+            &jobs(&[job("g/a", Overlap::Allow)]),
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0 + 5,
+        );
+        assert_eq!(plan.held.len(), 1);
+        let (claim, priority) = &plan.held[0];
+        assert!(claim.held);
+        assert_eq!(
+            (claim.scheduled_ms, claim.attempt, claim.fencing),
+            (T0, 1, 1)
+        );
+        assert_eq!(*priority, 5);
+        assert!(plan.claimed.is_empty() && plan.queued.is_empty());
+        assert_eq!(plan.moved, [("g/a:t".to_string(), T0 + MINUTE)]);
+        assert!(plan.history.is_empty());
+    }
+
+    #[test]
+    fn a_fire_of_a_forbid_or_skip_job_waits_to_be_claimed() {
+        for overlap in [Overlap::Forbid, Overlap::Skip] {
+            let plan = plan_due(
+                vec![minutely("g/a", T0)],
+                &jobs(&[job("g/a", overlap)]),
+                &params(10),
+                &mut JobRoom::unbounded(),
+                T0,
+            );
+            assert!(
+                plan.held.is_empty() && plan.claimed.is_empty(),
+                "{overlap:?}"
+            );
+            assert_eq!(plan.queued.len(), 1);
+            assert_eq!(plan.queued[0].scheduled_ms, T0);
+        }
+    }
+
+    #[test]
+    fn a_fire_of_a_module_this_node_cannot_run_waits_for_a_node_that_can() {
+        let mut due = minutely("g/a", T0);
+        due.wit_need = Some(2_000_000); // quartzite:job 2.0, this node runs 1.0
+        let plan = plan_due(
+            vec![due],
+            &jobs(&[job("g/a", Overlap::Allow)]),
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0,
+        );
+        assert!(plan.held.is_empty() && plan.claimed.is_empty());
+        assert_eq!(plan.queued.len(), 1);
+    }
+
+    #[test]
+    fn a_time_already_held_or_taken_is_not_claimed_twice() {
+        let allow = jobs(&[job("g/a", Overlap::Allow)]);
+        let mut held = minutely("g/a", T0);
+        held.held_ms = Some(T0);
+        let plan = plan_due(
+            vec![held],
+            &allow,
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0,
+        );
+        assert!(plan.held.is_empty() && plan.claimed.is_empty() && plan.queued.is_empty());
+        assert_eq!(plan.moved, [("g/a:t".to_string(), T0 + MINUTE)]);
+
+        // A `fires` row has the time: the insert's ON CONFLICT keeps the one there.
+        let mut taken = minutely("g/a", T0);
+        taken.taken = true;
+        let plan = plan_due(
+            vec![taken],
+            &allow,
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0,
+        );
+        assert!(plan.held.is_empty());
+        assert_eq!(plan.claimed.len(), 1);
+    }
+
+    #[test]
+    fn the_budget_caps_the_claims_and_the_rest_wait() {
+        let due = vec![
+            minutely("g/a", T0),
+            minutely("g/b", T0),
+            minutely("g/c", T0),
+        ];
+        let all = jobs(&[
+            job("g/a", Overlap::Allow),
+            job("g/b", Overlap::Allow),
+            job("g/c", Overlap::Allow),
+        ]);
+        let plan = plan_due(due, &all, &params(2), &mut JobRoom::unbounded(), T0);
+        let held: Vec<&str> = plan.held.iter().map(|(c, _)| c.job_key.as_str()).collect();
+        assert_eq!(held, ["g/a", "g/b"]);
+        assert!(plan.claimed.is_empty());
+        assert_eq!(plan.queued.len(), 1);
+        assert_eq!(plan.queued[0].job_key, "g/c");
+        assert_eq!(
+            plan.moved.len(),
+            3,
+            "every due trigger moves on, claimed or not"
+        );
+    }
+
+    #[test]
+    fn after_an_outage_each_misfire_policy_runs_what_it_says_and_records_the_rest() {
+        // Two hours of minutely fires missed.
+        let now = T0 + 120 * MINUTE + 30_000;
+        let allow = jobs(&[job("g/a", Overlap::Allow)]);
+        let run = |policy| {
+            let due = cron("g/a", "0 * * * * ?", "UTC", policy, T0);
+            let plan = plan_due(
+                vec![due],
+                &allow,
+                &params(100),
+                &mut JobRoom::unbounded(),
+                now,
+            );
+            let runs = plan.held.len() + plan.claimed.len() + plan.queued.len();
+            (plan, runs)
+        };
+
+        // 12:00:00 is 30 s late, within the threshold: it runs under every policy.
+        let (skip, runs) = run(MisfirePolicy::Skip);
+        assert_eq!(runs, 1);
+        assert_eq!(skip.misfired, 120);
+        assert!(
+            reasons(&skip.history)
+                .iter()
+                .all(|r| r == &(HistoryStatus::Misfired, "misfire".into()))
+        );
+        // One row per missed fire up to the listing limit, and one row for the rest.
+        let listed = skip
+            .history
+            .iter()
+            .filter(|h| h.scheduled_ms.is_some())
+            .count();
+        assert_eq!(listed, 100);
+        let summary = skip
+            .history
+            .iter()
+            .find(|h| h.scheduled_ms.is_none())
+            .unwrap();
+        let details: serde_json::Value = serde_json::from_str(&summary.details).unwrap();
+        assert_eq!(details["more_not_listed"], 20);
+        assert_eq!(details["policy"], "skip");
+        assert_eq!(skip.moved, [("g/a:t".to_string(), T0 + 121 * MINUTE)]);
+
+        let (once, runs) = run(MisfirePolicy::FireOnce);
+        assert_eq!(runs, 2, "one for all the missed fires, and the on-time one");
+        assert_eq!(once.misfired, 119);
+
+        let (now_policy, runs) = run(MisfirePolicy::FireNow);
+        assert_eq!(
+            runs, 11,
+            "10 late fires of the catch-up window and the on-time one"
+        );
+        assert_eq!(now_policy.misfired, 110);
+        // None of them is the trigger's stored next fire: created claimed, not held.
+        assert!(now_policy.held.is_empty());
+        assert_eq!(now_policy.claimed.len(), 11);
+    }
+
+    #[test]
+    fn a_wall_time_skipped_by_a_dst_change_is_recorded_and_nothing_runs() {
+        // 02:30 does not exist in New York on 2027-03-14: the clock jumps at 07:00Z.
+        let jump = 1_805_007_600_000; // 2027-03-14T07:00:00Z
+        let due = cron(
+            "g/a",
+            "0 30 2 * * ?",
+            "America/New_York",
+            MisfirePolicy::FireNow,
+            jump,
+        );
+        let plan = plan_due(
+            vec![due],
+            &jobs(&[job("g/a", Overlap::Allow)]),
+            &params(10),
+            &mut JobRoom::unbounded(),
+            jump + 5,
+        );
+        assert!(plan.held.is_empty() && plan.claimed.is_empty() && plan.queued.is_empty());
+        assert_eq!(
+            reasons(&plan.history),
+            [(HistoryStatus::Skipped, "dst-gap".to_string())]
+        );
+        assert_eq!(plan.history[0].scheduled_ms, Some(jump));
+        let details: serde_json::Value = serde_json::from_str(&plan.history[0].details).unwrap();
+        assert!(
+            details["local_time"].as_str().unwrap().contains("02:30"),
+            "{details}"
+        );
+        // Monday 02:30 EDT.
+        assert_eq!(plan.moved, [("g/a:t".to_string(), 1_805_092_200_000)]);
+    }
+
+    #[test]
+    fn a_schedule_that_cannot_be_computed_puts_its_trigger_in_error() {
+        let due = cron(
+            "g/a",
+            "0 * * * * ?",
+            "Mars/Olympus_Mons",
+            MisfirePolicy::FireNow,
+            T0,
+        );
+        let plan = plan_due(
+            vec![due],
+            &jobs(&[job("g/a", Overlap::Allow)]),
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0,
+        );
+        assert_eq!(plan.errors.len(), 1);
+        assert_eq!(plan.errors[0].0, "g/a:t");
+        assert!(plan.moved.is_empty() && plan.completed.is_empty() && plan.held.is_empty());
+    }
+
+    #[test]
+    fn a_one_shot_that_ran_completes_its_trigger() {
+        let mut due = minutely("g/a", T0);
+        due.trigger.spec.kind = TriggerKind::At(T0);
+        let plan = plan_due(
+            vec![due],
+            &jobs(&[job("g/a", Overlap::Allow)]),
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0,
+        );
+        assert_eq!(plan.held.len(), 1);
+        assert_eq!(plan.completed, ["g/a:t"]);
+        assert!(plan.moved.is_empty());
+    }
+
+    fn waiting(fire_id: &str, job_key: &str) -> Waiting {
+        Waiting {
+            fire_id: fire_id.into(),
+            trigger_key: format!("{job_key}:t"),
+            job_key: job_key.into(),
+            scheduled_ms: T0,
+            due_ms: T0,
+            attempt: 2,
+            recovering: 1,
+            fencing: 3,
+            event_id: String::new(),
+            depth: 0,
+        }
+    }
+
+    #[test]
+    fn waiting_fires_are_claimed_by_overlap_policy() {
+        let all = jobs(&[
+            job("g/allow", Overlap::Allow),
+            job("g/forbid", Overlap::Forbid),
+            job("g/skip", Overlap::Skip),
+            job("g/idle", Overlap::Forbid),
+        ]);
+        let candidates = vec![
+            waiting("f1", "g/allow"),
+            waiting("f2", "g/allow"),
+            waiting("f3", "g/forbid"),
+            waiting("f4", "g/skip"),
+            waiting("f5", "g/idle"),
+            waiting("f6", "g/idle"),
+        ];
+        assert_eq!(
+            guarded_jobs(&candidates, &all),
+            ["g/forbid", "g/skip", "g/idle"]
+        );
+        let running: HashMap<String, bool> = [
+            ("g/forbid".to_string(), true),
+            ("g/skip".to_string(), true),
+            ("g/idle".to_string(), false),
+        ]
+        .into();
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &running,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        // Both `allow` fires; one of the idle `forbid` job (the second waits for it).
+        assert_eq!(ids, ["f1", "f2", "f5"]);
+        assert_eq!(picked.skipped, ["f4"]);
+        assert_eq!(
+            reasons(&picked.history),
+            [(HistoryStatus::Skipped, "overlap".to_string())]
+        );
+        let c = &picked.claims[0];
+        assert_eq!(
+            (c.attempt, c.recovering, c.fencing, c.held),
+            (2, true, 4, false)
+        );
+        assert_eq!(c.event_id, None);
+    }
+
+    #[test]
+    fn a_guarded_job_another_node_is_claiming_is_left_for_the_next_round() {
+        let all = jobs(&[job("g/forbid", Overlap::Forbid)]);
+        let picked = pick_waiting(
+            vec![waiting("f1", "g/forbid")],
+            &all,
+            &HashMap::new(),
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        assert!(picked.claims.is_empty() && picked.skipped.is_empty());
+    }
+
+    #[test]
+    fn waiting_fires_fill_only_what_the_claims_so_far_left_of_the_budget() {
+        let all = jobs(&[job("g/a", Overlap::Allow), job("g/f", Overlap::Forbid)]);
+        let held = FireClaim::first("h1".into(), "g/f:t", &all["g/f"], T0, true);
+        let running: HashMap<String, bool> = [("g/f".to_string(), false)].into();
+        let candidates = vec![
+            waiting("f1", "g/f"),
+            waiting("f2", "g/a"),
+            waiting("f3", "g/a"),
+        ];
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &running,
+            std::slice::from_ref(&held),
+            &mut JobRoom::unbounded(),
+            2,
+            T0,
+        );
+        // g/f is busy with the claim made this round; one slot was left.
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        assert_eq!(ids, ["f2"]);
+    }
+
+    #[test]
+    fn a_job_without_room_is_queued_and_counted_and_the_others_claimed() {
+        let all = jobs(&[
+            job("g/full", Overlap::Allow),
+            job("g/other", Overlap::Allow),
+        ]);
+        let due = vec![minutely("g/full", T0), minutely("g/other", T0)];
+        let mut room = JobRoom {
+            default: 10,
+            jobs: [("g/full".to_owned(), 0)].into(),
+        };
+        let plan = plan_due(due, &all, &params(10), &mut room, T0 + 5);
+        let claimed: Vec<&str> = plan
+            .held
+            .iter()
+            .map(|(f, _)| f.job_key.as_str())
+            .chain(plan.claimed.iter().map(|f| f.job_key.as_str()))
+            .collect();
+        assert_eq!(claimed, ["g/other"], "{plan:?}");
+        let queued: Vec<&str> = plan.queued.iter().map(|f| f.job_key.as_str()).collect();
+        assert_eq!(queued, ["g/full"], "{plan:?}");
+        assert_eq!(plan.deferred.get("g/full"), Some(&1));
+    }
+
+    #[test]
+    fn waiting_fires_of_a_job_take_its_room_and_no_more() {
+        let all = jobs(&[job("g/a", Overlap::Allow), job("g/b", Overlap::Allow)]);
+        let candidates = vec![
+            waiting("f1", "g/a"),
+            waiting("f2", "g/a"),
+            waiting("f3", "g/a"),
+            waiting("f4", "g/b"),
+        ];
+        let mut room = JobRoom {
+            default: 10,
+            jobs: [("g/a".to_owned(), 2)].into(),
+        };
+        let picked = pick_waiting(candidates, &all, &HashMap::new(), &[], &mut room, 10, T0);
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        assert_eq!(ids, ["f1", "f2", "f4"]);
+        assert!(picked.history.is_empty(), "a fire past the room is no skip");
+    }
+}
