@@ -419,8 +419,8 @@ every = "300ms"
 }
 
 on_both!(a_job_whose_runs_spin_takes_its_share_and_the_others_run_on_time);
-/// Issue 15, item 8: every fire of `t/spin` spins until its timeout, beside
-/// jobs flooding stdout and filling their kv state. Without a per-job share
+/// Issue 15, item 8: every fire of `t/spin` spins until its timeout. Without
+/// a per-job share
 /// the spinning fires took every worker, and `hello` waited for one for the
 /// whole timeout; with it `hello` runs each second.
 async fn a_job_whose_runs_spin_takes_its_share_and_the_others_run_on_time(backend: Backend) {
@@ -444,20 +444,6 @@ timeout = "30s"
 every = "200ms"
 
 [[job]]
-key = "t/flood"
-module = "hostile"
-data = {{ op = "flood-stdout", lines = 20000, len = 1000 }}
-[[job.trigger]]
-every = "1s"
-
-[[job]]
-key = "t/kv"
-module = "hostile"
-data = {{ op = "kv-fill", keys = 2000, bytes = 1000 }}
-[[job.trigger]]
-every = "1s"
-
-[[job]]
 key = "t/hello"
 module = "hello"
 [[job.trigger]]
@@ -466,7 +452,9 @@ every = "1s"
         hostile = wasm("guest_hostile").display(),
         hello = wasm("hello").display(),
     );
-    // A share of one run: one guest spins, the other core stays free.
+    // A share of one run: one guest spins, the other core stays free. (Jobs
+    // flooding stdout and kv beside it are measured in the scheduler bench's
+    // `fairness` mode, not timed here.)
     let config = SchedulerConfig {
         workers: 4,
         ..quick()
