@@ -255,7 +255,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.history_max_age_ms",
         "2592000000",
         1,
-        "Task history older than this is deleted by the cleanup job (30 days).",
+        "Run history older than this is deleted by the cleanup job (30 days).",
     ),
     key(
         "scheduler.max_wit",
@@ -291,7 +291,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.history_max_rows",
         "1000000",
         1,
-        "At most this many task history rows are kept.",
+        "At most this many run history rows are kept.",
     ),
     int(
         "runtime.max_concurrent_runs",

@@ -61,13 +61,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::domain::events::{AlertCondition, AlertRule, check_job_pattern, check_webhook};
+pub use crate::domain::{
+    Backoff, MisfirePolicy, Overlap, ParseValueError, RetryPolicy, TriggerKind, parse_size,
+};
 use crate::schedule::cron::{CronError, CronSchedule};
 use crate::schedule::interval::IntervalSchedule;
-use crate::store::events::{AlertCondition, AlertRule};
 
 /// Job timeout when the manifest gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -183,216 +185,8 @@ impl JobDecl {
     }
 }
 
-/// Which module a job runs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ModuleSpec {
-    /// `NAME`: the most recently pushed version of the module.
-    Latest(String),
-    /// `NAME@VERSION`: one pinned version.
-    Version {
-        /// Module name.
-        name: String,
-        /// Module version.
-        version: String,
-    },
-    /// `sha256:<hex>`: exactly these bytes; holds the 64 lowercase hex digits.
-    Digest(String),
-}
-
-impl ModuleSpec {
-    /// The module name, unless the spec is a digest.
-    pub fn module_name(&self) -> Option<&str> {
-        match self {
-            ModuleSpec::Latest(name) | ModuleSpec::Version { name, .. } => Some(name),
-            ModuleSpec::Digest(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for ModuleSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModuleSpec::Latest(name) => f.write_str(name),
-            ModuleSpec::Version { name, version } => write!(f, "{name}@{version}"),
-            ModuleSpec::Digest(hex) => write!(f, "sha256:{hex}"),
-        }
-    }
-}
-
-impl FromStr for ModuleSpec {
-    type Err = ParseValueError;
-
-    /// Parses `NAME`, `NAME@VERSION` or `sha256:<64 hex digits>` (hex digits
-    /// of either case; they are stored lowercase).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: String| ParseValueError(format!("invalid module {s:?}: {reason}"));
-        if let Some(hex) = s.strip_prefix("sha256:") {
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(
-                    "a digest is `sha256:` followed by 64 hex digits".to_owned(),
-                ));
-            }
-            return Ok(ModuleSpec::Digest(hex.to_ascii_lowercase()));
-        }
-        match s.split_once('@') {
-            Some((name, version)) => {
-                check_module_name(name).map_err(invalid)?;
-                check_version(version).map_err(invalid)?;
-                Ok(ModuleSpec::Version {
-                    name: name.to_owned(),
-                    version: version.to_owned(),
-                })
-            }
-            None => {
-                check_module_name(s).map_err(invalid)?;
-                Ok(ModuleSpec::Latest(s.to_owned()))
-            }
-        }
-    }
-}
-
-/// What happens when a job fires while one of its runs is still going.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlap {
-    /// Start another run alongside.
-    #[default]
-    Allow,
-    /// Keep the fire waiting until the running one ends.
-    Forbid,
-    /// Drop the fire.
-    Skip,
-}
-
-impl Overlap {
-    /// The manifest spelling: `allow`, `forbid` or `skip`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Overlap::Allow => "allow",
-            Overlap::Forbid => "forbid",
-            Overlap::Skip => "skip",
-        }
-    }
-}
-
-impl FromStr for Overlap {
-    type Err = ParseValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "allow" => Ok(Overlap::Allow),
-            "forbid" => Ok(Overlap::Forbid),
-            "skip" => Ok(Overlap::Skip),
-            _ => Err(ParseValueError(format!(
-                "invalid overlap policy {s:?}: expected \"allow\", \"forbid\" or \"skip\""
-            ))),
-        }
-    }
-}
-
-/// How long to wait between attempts of a failed run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts in total, at least 1 (1 means no retry).
-    pub max_attempts: u32,
-    /// How the delay grows.
-    pub backoff: Backoff,
-    /// Delay after the first failed attempt (before jitter).
-    pub initial: Duration,
-    /// Cap on the delay (before jitter); at least `initial`.
-    pub max: Duration,
-    /// Relative spread of the delay, 0.0..=1.0: the delay is multiplied by a
-    /// random factor in `[1 - jitter, 1 + jitter)`.
-    pub jitter: f64,
-}
-
-impl Default for RetryPolicy {
-    /// One attempt (no retry), exponential from 1 s up to 5 min, 10 % jitter.
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            backoff: Backoff::Exponential,
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-            jitter: 0.1,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before attempt `attempt + 1`, after attempt `attempt` (1-based;
-    /// 0 is read as 1) failed.
-    ///
-    /// [`Backoff::Immediate`] gives zero. [`Backoff::Exponential`] gives
-    /// `min(initial * 2^(attempt-1), max)` multiplied by
-    /// `1 + jitter * (2 * random - 1)`, where `random` is a uniform sample from
-    /// `[0, 1)` supplied by the caller (values outside are clamped, a
-    /// non-finite one means no jitter). Never overflows or panics: the
-    /// arithmetic saturates at `max` and at [`Duration::MAX`].
-    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
-        if self.backoff == Backoff::Immediate {
-            return Duration::ZERO;
-        }
-        let doublings = attempt.saturating_sub(1);
-        let base = if self.initial.is_zero() {
-            Duration::ZERO
-        } else {
-            2u32.checked_pow(doublings)
-                .and_then(|factor| self.initial.checked_mul(factor))
-                .map_or(self.max, |d| d.min(self.max))
-        };
-        let jitter = if self.jitter.is_finite() {
-            self.jitter.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let random = if random.is_finite() {
-            random.clamp(0.0, 1.0)
-        } else {
-            0.5
-        };
-        let factor = 1.0 + jitter * (2.0 * random - 1.0);
-        if base.is_zero() || factor == 1.0 {
-            return base;
-        }
-        Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
-    }
-}
-
-/// How the retry delay grows from attempt to attempt.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backoff {
-    /// Retry at once.
-    Immediate,
-    /// Double the delay after each failed attempt, up to the maximum.
-    #[default]
-    Exponential,
-}
-
-impl Backoff {
-    /// The manifest spelling: `immediate` or `exponential`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backoff::Immediate => "immediate",
-            Backoff::Exponential => "exponential",
-        }
-    }
-}
-
-impl FromStr for Backoff {
-    type Err = ParseValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "immediate" => Ok(Backoff::Immediate),
-            "exponential" => Ok(Backoff::Exponential),
-            _ => Err(ParseValueError(format!(
-                "invalid backoff {s:?}: expected \"immediate\" or \"exponential\""
-            ))),
-        }
-    }
-}
+/// Which module a job runs: the store's and the API's module reference.
+pub use crate::domain::ModuleRef as ModuleSpec;
 
 /// One `[[job.trigger]]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -410,84 +204,6 @@ pub struct TriggerDecl {
     /// Overrides the job's priority for fires of this trigger.
     pub priority: Option<u8>,
 }
-
-/// When a trigger fires.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TriggerKind {
-    /// A Quartz cron expression in an IANA time zone (both validated).
-    Cron {
-        /// The expression as written.
-        expr: String,
-        /// IANA zone name, `UTC` by default.
-        tz: String,
-    },
-    /// Every `period`, `repeat` more times after the first (forever if `None`).
-    Every {
-        /// At least 1 ms.
-        period: Duration,
-        /// Number of repeats after the first fire.
-        repeat: Option<u64>,
-    },
-    /// Once, at this instant.
-    At(DateTime<Utc>),
-    /// At every node start.
-    OnStart,
-    /// Once per store, keyed by job key and module version.
-    Once,
-    /// Once for every event of this name.
-    Event(String),
-}
-
-/// What to do about fires that were due while no node could run them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MisfirePolicy {
-    /// Fire once now for the missed fires, then continue on schedule.
-    #[default]
-    FireNow,
-    /// Drop missed fires.
-    Skip,
-    /// Fire once for all missed fires (Quartz's "fire once now").
-    FireOnce,
-}
-
-impl MisfirePolicy {
-    /// The manifest spelling: `fire-now`, `skip` or `fire-once`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MisfirePolicy::FireNow => "fire-now",
-            MisfirePolicy::Skip => "skip",
-            MisfirePolicy::FireOnce => "fire-once",
-        }
-    }
-}
-
-impl fmt::Display for MisfirePolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for MisfirePolicy {
-    type Err = ParseValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fire-now" => Ok(MisfirePolicy::FireNow),
-            "skip" => Ok(MisfirePolicy::Skip),
-            "fire-once" => Ok(MisfirePolicy::FireOnce),
-            _ => Err(ParseValueError(format!(
-                "invalid misfire policy {s:?}: expected \"fire-now\", \"skip\" or \"fire-once\""
-            ))),
-        }
-    }
-}
-
-/// A string that is not a valid [`ModuleSpec`], [`Overlap`], [`Backoff`] or
-/// [`MisfirePolicy`]; the message quotes it and says what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseValueError(pub String);
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -1212,11 +928,11 @@ impl<'a> Validator<'a> {
         let initial_value = t.get("initial");
         let initial = initial_value
             .and_then(|v| self.duration(v, &t.field("initial"), Duration::ZERO))
-            .unwrap_or(defaults.initial);
+            .unwrap_or(Duration::from_millis(defaults.initial_ms));
         let max_value = t.get("max");
         let max = max_value
             .and_then(|v| self.duration(v, &t.field("max"), Duration::ZERO))
-            .unwrap_or(defaults.max);
+            .unwrap_or(Duration::from_millis(defaults.max_ms));
         if max < initial {
             let message = format!(
                 "the maximum delay ({}) is shorter than the initial delay ({})",
@@ -1246,11 +962,12 @@ impl<'a> Validator<'a> {
                 }
             })
             .unwrap_or(defaults.jitter);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         RetryPolicy {
             max_attempts,
             backoff,
-            initial,
-            max,
+            initial_ms: ms(initial),
+            max_ms: ms(max),
             jitter,
         }
     }
@@ -1363,12 +1080,14 @@ impl<'a> Validator<'a> {
             Some("at") => t
                 .get("at")
                 .and_then(|v| self.timestamp(v, &t.field("at")))
-                .map(TriggerKind::At),
+                .map(|at| TriggerKind::At(at.timestamp_millis())),
             Some("event") => t.get("event").and_then(|v| {
                 let field = t.field("event");
                 let name = self.string(v, &field)?;
-                match crate::store::events::check_event_name(name) {
-                    Ok(()) => Some(TriggerKind::Event(name.to_owned())),
+                match crate::domain::events::check_event_name(name) {
+                    Ok(()) => Some(TriggerKind::Event {
+                        name: name.to_owned(),
+                    }),
                     Err(reason) => {
                         self.error(v.span(), &field, reason);
                         None
@@ -1484,7 +1203,7 @@ impl<'a> Validator<'a> {
             }
         });
         Some(TriggerKind::Every {
-            period: period?,
+            period_ms: i64::try_from(period?.as_millis()).unwrap_or(i64::MAX),
             repeat: repeat?,
         })
     }
@@ -1833,65 +1552,6 @@ fn parse_job_key(key: &str) -> Result<(&str, &str), String> {
     crate::domain::check_job_key(key)
 }
 
-/// Digits and an optional binary unit: `B`, `KiB`/`k`/`kb`, `MiB`/`m`/`mb`,
-/// `GiB`/`g`/`gb` (case-insensitive; every unit is a power of 1024).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let invalid = |reason: &str| format!("invalid size {text:?}: {reason}");
-    let trimmed = text.trim();
-    let digits_end = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(invalid(
-            "expected digits and an optional unit, e.g. \"64MiB\"",
-        ));
-    }
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(invalid("unknown unit; use B, KiB, MiB or GiB")),
-    };
-    let size = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| invalid("too large"))?;
-    if size == 0 {
-        return Err(invalid("must be positive"));
-    }
-    Ok(size)
-}
-
-/// An alert's `job`: a job key, `group/*` or `*`.
-pub(crate) fn check_job_pattern(s: &str) -> Result<(), String> {
-    if s == "*" {
-        return Ok(());
-    }
-    let (group, name) = s.split_once('/').ok_or_else(|| {
-        format!("invalid job {s:?}: expected \"group/name\", \"group/*\" or \"*\"")
-    })?;
-    check_part(group).map_err(|r| format!("invalid job {s:?}: {r}"))?;
-    if name != "*" {
-        check_part(name).map_err(|r| format!("invalid job {s:?}: {r}"))?;
-    }
-    Ok(())
-}
-
-/// A webhook URL: http or https with a host.
-pub fn check_webhook(s: &str) -> Result<(), String> {
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .ok_or_else(|| format!("invalid webhook {s:?}: expected an http:// or https:// URL"))?;
-    if rest.is_empty() || rest.starts_with('/') || s.chars().any(char::is_whitespace) {
-        return Err(format!("invalid webhook {s:?}: the URL has no host"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2038,8 +1698,8 @@ max_memory = "2 g"
             RetryPolicy {
                 max_attempts: 3,
                 backoff: Backoff::Immediate,
-                initial: Duration::from_secs(2),
-                max: Duration::from_secs(60),
+                initial_ms: 2_000,
+                max_ms: 60_000,
                 jitter: 0.0,
             }
         );
@@ -2060,7 +1720,7 @@ max_memory = "2 g"
                 TriggerDecl {
                     name: "hello-2".into(),
                     kind: TriggerKind::Every {
-                        period: Duration::from_secs(90),
+                        period_ms: 90_000,
                         repeat: Some(10),
                     },
                     misfire: MisfirePolicy::FireNow,
@@ -2070,7 +1730,7 @@ max_memory = "2 g"
                 },
                 TriggerDecl {
                     name: "hello-3".into(),
-                    kind: TriggerKind::At(ts("2030-06-01T12:00:00Z")),
+                    kind: TriggerKind::At(ts("2030-06-01T12:00:00Z").timestamp_millis()),
                     misfire: MisfirePolicy::FireOnce,
                     start: None,
                     end: None,
@@ -2505,64 +2165,6 @@ overlap = "sometimes"
         assert!(parse_size("1.5GiB").is_err());
         assert!(parse_size("99999999999999999999GiB").is_err());
         assert!(parse_size("17179869184GiB").is_err());
-    }
-
-    fn exponential(jitter: f64) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 10,
-            backoff: Backoff::Exponential,
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-            jitter,
-        }
-    }
-
-    #[test]
-    fn exponential_delays_double_up_to_the_maximum() {
-        let p = exponential(0.0);
-        let secs: Vec<u64> = (1..=11).map(|a| p.delay(a, 0.3).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(p.delay(0, 0.3), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn jitter_spreads_the_delay_symmetrically() {
-        let p = exponential(0.1);
-        assert_eq!(p.delay(3, 0.0), Duration::from_millis(3600));
-        assert_eq!(p.delay(3, 0.5), Duration::from_secs(4));
-        let high = p.delay(3, 0.999_999);
-        assert!(high > Duration::from_millis(4399) && high < Duration::from_millis(4400));
-        // Out-of-range or non-finite samples are tamed.
-        assert_eq!(p.delay(3, f64::NAN), Duration::from_secs(4));
-        assert_eq!(p.delay(3, -5.0), Duration::from_millis(3600));
-    }
-
-    #[test]
-    fn huge_attempt_numbers_do_not_overflow() {
-        let p = exponential(0.1);
-        assert_eq!(p.delay(u32::MAX, 0.5), Duration::from_secs(300));
-        let wide = RetryPolicy {
-            initial: Duration::from_secs(u64::MAX / 2),
-            max: Duration::MAX,
-            ..exponential(1.0)
-        };
-        assert_eq!(wide.delay(40, 0.999), Duration::MAX);
-        assert_eq!(wide.delay(u32::MAX, 0.0), Duration::ZERO);
-        let zero = RetryPolicy {
-            initial: Duration::ZERO,
-            ..exponential(0.5)
-        };
-        assert_eq!(zero.delay(1000, 0.9), Duration::ZERO);
-    }
-
-    #[test]
-    fn immediate_backoff_has_no_delay() {
-        let p = RetryPolicy {
-            backoff: Backoff::Immediate,
-            ..exponential(0.5)
-        };
-        assert_eq!(p.delay(1, 0.9), Duration::ZERO);
-        assert_eq!(p.delay(u32::MAX, 0.9), Duration::ZERO);
     }
 
     #[test]

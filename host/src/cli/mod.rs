@@ -29,9 +29,10 @@ mod preview;
 mod remote;
 mod signals;
 
+use crate::domain::parse_size;
 use crate::runtime::{
     EngineConfig, HostServices, JobImpl, Limits, RunOutcome, RunRequest, Runtime, RuntimeConfig,
-    WIT_PACKAGE, WIT_VERSION, parse_size,
+    WIT_PACKAGE, WIT_VERSION,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -105,7 +106,7 @@ pub enum Command {
     /// Work with jobs.
     #[command(subcommand)]
     Job(ops::JobCommand),
-    /// Read the task history.
+    /// Read the run history.
     #[command(subcommand)]
     History(ops::HistoryCommand),
     /// See the nodes and locks of the cluster sharing this database.

@@ -3,11 +3,10 @@
 //! that knows both wasm and SQL exist.
 
 pub mod alerts;
-pub mod bootstrap;
 pub mod jobs;
 pub mod locks;
 pub mod modules;
 pub mod scheduler;
 pub mod services;
-pub mod signals;
+pub mod wake;
 pub mod watch;

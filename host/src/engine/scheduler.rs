@@ -159,7 +159,7 @@ pub struct Scheduler {
     avg_run_us: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
     /// Whether the acquire loop runs: what the API's `/readyz` reports.
-    running: AtomicBool,
+    running: Arc<AtomicBool>,
     alerter: Arc<Alerter>,
     /// Where guests run (see [`GuestExecutor`]).
     guests: GuestExecutor,
@@ -377,7 +377,7 @@ impl Scheduler {
             avg_run_us: std::sync::atomic::AtomicU64::new(0),
             alerter,
             metrics,
-            running: AtomicBool::new(false),
+            running: Arc::new(AtomicBool::new(false)),
             guests,
             marks,
         })
@@ -391,6 +391,12 @@ impl Scheduler {
     /// What [`Scheduler::wake`] notifies, for services that add fires (events).
     pub fn wake_handle(&self) -> Arc<Notify> {
         Arc::clone(&self.wake)
+    }
+
+    /// Connects `link` to this scheduler: the layers above the engine wake it
+    /// and ask whether it runs through the link alone.
+    pub fn connect(&self, link: &super::wake::SchedulerLink) {
+        link.connect(Arc::clone(&self.wake), Arc::clone(&self.running));
     }
 
     /// The node's alert scanner and sender.
