@@ -16,6 +16,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod diagnostics;
 pub mod domain;
 pub mod engine;
 pub mod manifest;

@@ -64,6 +64,8 @@ use chrono::{DateTime, Utc};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::diagnostics::{self, Diagnostics};
+
 use crate::domain::events::{AlertCondition, AlertRule, check_job_pattern, check_webhook};
 pub use crate::domain::{
     Backoff, MisfirePolicy, Overlap, ParseValueError, RetryPolicy, TriggerKind, parse_size,
@@ -361,21 +363,27 @@ fn parse_with_base(
 ) -> Result<Manifest, ManifestErrors> {
     let mut validator = Validator::new(path, text);
     validator.check_files = check_files;
-    let (root, syntax_errors) = DeTable::parse_recoverable(text);
-    if !syntax_errors.is_empty() {
-        for error in syntax_errors {
-            let span = error.span().unwrap_or(0..0);
-            validator.error(span, "", format!("invalid TOML: {}", error.message()));
-        }
+    let file = path.to_path_buf();
+    let Some(root) =
+        diagnostics::parse_document(&mut validator.diagnostics, |line, column, message| {
+            ManifestError {
+                file: file.clone(),
+                line,
+                column,
+                field: String::new(),
+                message,
+            }
+        })
+    else {
         return Err(validator.into_errors());
-    }
+    };
     let table = Table {
         table: root.get_ref(),
         span: root.span(),
         path: String::new(),
     };
     let (modules, jobs, alerts) = validator.document(&table, base);
-    if validator.errors.is_empty() {
+    if validator.diagnostics.is_empty() {
         Ok(Manifest {
             path: path.to_path_buf(),
             modules,
@@ -424,10 +432,8 @@ impl<'t, 'i> Table<'t, 'i> {
 /// Collects errors while turning the document tree into domain values.
 struct Validator<'a> {
     file: &'a Path,
-    text: &'a str,
-    line_starts: Vec<usize>,
-    /// Errors with the byte offset they point at, for sorting into file order.
-    errors: Vec<(usize, ManifestError)>,
+    /// Every error found, reported in file order.
+    diagnostics: Diagnostics<'a, ManifestError>,
     /// Whether module paths are checked to name existing files.
     check_files: bool,
 }
@@ -449,50 +455,32 @@ struct JobSeen {
 
 impl<'a> Validator<'a> {
     fn new(file: &'a Path, text: &'a str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
         Validator {
             file,
-            text,
-            line_starts,
-            errors: Vec::new(),
+            diagnostics: Diagnostics::new(text),
             check_files: false,
         }
     }
 
     /// 1-based line and column (in characters) of byte `offset`.
     fn position(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let line = self
-            .line_starts
-            .partition_point(|&start| start <= offset)
-            .max(1);
-        let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
-        (line, column + 1)
+        self.diagnostics.position(offset)
     }
 
     fn error(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
-        let (line, column) = self.position(span.start);
-        self.errors.push((
-            span.start,
-            ManifestError {
-                file: self.file.to_path_buf(),
-                line,
-                column,
-                field: field.to_owned(),
-                message: message.into(),
-            },
-        ));
+        let file = self.file.to_path_buf();
+        let (field, message) = (field.to_owned(), message.into());
+        self.diagnostics.push(&span, |line, column| ManifestError {
+            file,
+            line,
+            column,
+            field,
+            message,
+        });
     }
 
-    fn into_errors(mut self) -> ManifestErrors {
-        self.errors.sort_by_key(|(offset, _)| *offset);
-        ManifestErrors(self.errors.into_iter().map(|(_, e)| e).collect())
+    fn into_errors(self) -> ManifestErrors {
+        ManifestErrors(self.diagnostics.into_sorted())
     }
 
     // -- the document -------------------------------------------------------

@@ -313,7 +313,11 @@ async fn push_and_rollback_move_following_jobs_and_never_pinned_ones(backend: Ba
         .map(|e| {
             let actor = e["actor"].as_str().unwrap();
             let kind = actor.split(':').next().unwrap();
-            (kind, e["target"].as_str().unwrap(), e["status"].as_u64().unwrap())
+            (
+                kind,
+                e["target"].as_str().unwrap(),
+                e["status"].as_u64().unwrap(),
+            )
         })
         .collect();
     let done: Vec<(&str, &str)> = rows
