@@ -357,3 +357,53 @@ impl Admin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_one_status_code_and_exit_code() {
+        let cases: Vec<(AdminError, u16, &str, u8)> = vec![
+            (AdminError::invalid("key", "k"), 422, "invalid_field", 2),
+            (AdminError::BadRequest("b".into()), 400, "bad_request", 2),
+            (AdminError::NotFound("n".into()), 404, "not_found", 1),
+            (AdminError::Conflict("c".into()), 409, "conflict", 1),
+            (
+                AdminError::Rejected {
+                    field: "body",
+                    message: "r".into(),
+                },
+                422,
+                "module_rejected",
+                3,
+            ),
+            (
+                AdminError::Store(StoreError::Conflict("s".into())),
+                409,
+                "conflict",
+                1,
+            ),
+            (
+                AdminError::Runtime("x".into()),
+                503,
+                "runtime_unavailable",
+                1,
+            ),
+        ];
+        for (e, status, code, exit) in cases {
+            assert_eq!((e.http_status(), e.code()), (status, code), "{e:?}");
+            assert_eq!(AdminError::exit_code(status, code), exit, "{e:?}");
+        }
+        // What the API answers a client that is not JSON, as the CLI reads it.
+        assert_eq!(AdminError::exit_code(415, "unsupported_media_type"), 2);
+    }
+
+    #[test]
+    fn the_os_user_is_the_actor_of_the_cli() {
+        let caller = Caller::os_user();
+        assert!(caller.actor.starts_with("os:"), "{caller:?}");
+        assert!(caller.actor.len() > "os:".len(), "{caller:?}");
+        assert_eq!((caller.client, caller.surface), (None, "cli"));
+    }
+}
