@@ -4,6 +4,7 @@
 #   ./dev.sh demo     set up, build, and run the example jobs (embedded default)
 #   ./dev.sh test     set up, build, and run the whole test suite (what CI runs)
 #   ./dev.sh guests   build the example jobs and test guests for wasm32-wasip2
+#   ./dev.sh deny     check dependencies: licenses, duplicates, sources, advisories
 #
 # Each command installs what it needs (the wasm32-wasip2 target, a C toolchain)
 # and stops with a clear message when something it needs cannot be had.
@@ -23,19 +24,80 @@ as_root() {
   fi
 }
 
+# The toolchain rust-toolchain.toml pins (and Cargo.toml's rust-version names),
+# installed with the wasm32-wasip2 target and rustfmt/clippy. rustup here may not
+# install toolchains on demand (RUSTUP_AUTO_INSTALL=0), so it is done explicitly.
 ensure_toolchain() {
-  command -v cargo >/dev/null || die "cargo is not installed: install Rust with rustup (https://rustup.rs) first"
-  command -v rustup >/dev/null || die "rustup is not installed: it is needed to add the wasm32-wasip2 target"
+  command -v rustup >/dev/null || die "rustup is not installed: install Rust with rustup (https://rustup.rs) first"
   if ! command -v cc >/dev/null; then
     say "installing a C toolchain (build-essential)"
     as_root apt-get update -qq && as_root apt-get install -y -qq build-essential >/dev/null
     command -v cc >/dev/null || die "no C compiler (cc) after installing build-essential"
   fi
-  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-    say "adding the wasm32-wasip2 target"
-    rustup target add wasm32-wasip2
+  local channel rust_version
+  channel="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)"
+  [ -n "$channel" ] || die "rust-toolchain.toml names no channel"
+  rust_version="$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)"
+  case "$channel" in
+    "$rust_version" | "$rust_version".*) ;;
+    *) die "rust-toolchain.toml pins $channel but Cargo.toml's rust-version is $rust_version: make them agree" ;;
+  esac
+  if ! rustup toolchain list | grep -q "^$channel-" \
+    || ! rustup +"$channel" target list --installed | grep -qx wasm32-wasip2 \
+    || ! rustup +"$channel" component list --installed | grep -q '^clippy' \
+    || ! rustup +"$channel" component list --installed | grep -q '^rustfmt'; then
+    say "installing the Rust toolchain $channel with wasm32-wasip2, rustfmt and clippy"
+    rustup toolchain install "$channel" --profile minimal --component rustfmt,clippy --target wasm32-wasip2 \
+      || die "cannot install the Rust toolchain $channel (rustup toolchain install $channel): it is what rust-toolchain.toml pins"
   fi
-  rustup target list --installed | grep -qx wasm32-wasip2 || die "the wasm32-wasip2 target could not be installed"
+  rustup +"$channel" target list --installed | grep -qx wasm32-wasip2 \
+    || die "the wasm32-wasip2 target of toolchain $channel could not be installed"
+  local active
+  active="$(cargo --version 2>/dev/null)" || die "cargo of toolchain $channel does not run"
+  case "$(rustc --version)" in
+    "rustc $channel "*) ;;
+    *) die "rustc here is '$(rustc --version)', not the pinned $channel (is RUSTUP_TOOLCHAIN set?)" ;;
+  esac
+  say "toolchain: $active"
+}
+
+# cargo-deny, at the version this repository's deny.toml is written for.
+CARGO_DENY_VERSION=0.20.2
+
+ensure_cargo_deny() {
+  if cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then return; fi
+  say "installing cargo-deny $CARGO_DENY_VERSION (cargo install --locked)"
+  cargo install --locked "cargo-deny@$CARGO_DENY_VERSION" \
+    || die "cannot install cargo-deny $CARGO_DENY_VERSION with cargo install --locked"
+}
+
+# Licenses, bans (duplicate versions, wildcards) and sources always run and fail
+# the command on any violation. Advisories need the RustSec database, fetched
+# from GitHub: when it cannot be fetched they are NOT checked, which is said in
+# a box on stderr; QUARTZITE_REQUIRE_ADVISORIES=1 makes that an error too.
+check_dependencies() {
+  ensure_cargo_deny
+  say "cargo deny: licenses, bans (duplicates), sources"
+  cargo deny --locked check licenses bans sources \
+    || die "cargo deny found a dependency problem (licenses, bans or sources): see above; deny.toml says what is allowed"
+  say "cargo deny: advisories"
+  if cargo deny --locked fetch db >/dev/null 2>&1; then
+    cargo deny --locked check --disable-fetch advisories \
+      || die "cargo deny found a security advisory for a dependency: see above"
+  else
+    {
+      printf '\033[1;31m'
+      printf '%s\n' "+--------------------------------------------------------------------------+"
+      printf '%s\n' "| SECURITY ADVISORIES WERE NOT CHECKED: the RustSec advisory database       |"
+      printf '%s\n' "| (github.com/rustsec/advisory-db) cannot be fetched from this machine.     |"
+      printf '%s\n' "| Licenses, bans and sources were checked. Run 'cargo deny check           |"
+      printf '%s\n' "| advisories' where GitHub is reachable.                                    |"
+      printf '%s\n' "+--------------------------------------------------------------------------+"
+      printf '\033[0m'
+    } >&2
+    [ "${QUARTZITE_REQUIRE_ADVISORIES:-}" = 1 ] \
+      && die "QUARTZITE_REQUIRE_ADVISORIES=1 and the advisory database cannot be fetched"
+  fi
 }
 
 ensure_postgres() {
@@ -126,6 +188,7 @@ cmd_test() {
   cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
   say "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
+  check_dependencies
   say "cargo test"
   cargo test --workspace --no-fail-fast
 }
@@ -134,5 +197,6 @@ case "${1:-}" in
   demo) cmd_demo ;;
   test) cmd_test ;;
   guests) ensure_toolchain; build_guests ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  deny) ensure_toolchain; check_dependencies ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -8,6 +8,10 @@
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
+/// As the `quartzite` binary: the bench measures what a node runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use quartzite::metrics::Metrics;
 use quartzite::store::model::{HistoryStatus, JobDef, TriggerPut};
 use std::sync::Arc;

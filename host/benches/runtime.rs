@@ -5,7 +5,13 @@
 //!
 //! Run: `./dev.sh guests && cargo bench -p quartzite --bench runtime`
 
-use quartzite::runtime::bench_support::BareFloor;
+/// As the `quartzite` binary: the bench measures what a node runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod bare;
+
+use bare::BareFloor;
 use quartzite::runtime::{EngineConfig, HostServices, RunRequest, Runtime, RuntimeConfig};
 use std::path::PathBuf;
 use std::sync::Arc;

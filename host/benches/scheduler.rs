@@ -13,6 +13,10 @@
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
+/// As the `quartzite` binary: the bench measures what a node runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use quartzite::engine::modules::push_file;
 use quartzite::engine::scheduler::{Scheduler, SchedulerConfig};
 use quartzite::engine::services::{StoreEvents, StoreKv};

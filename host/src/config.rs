@@ -18,7 +18,9 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeValue;
+
+use crate::diagnostics::{self, Diagnostics};
 
 /// A node's settings.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -261,7 +263,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.history_max_age_ms",
         "2592000000",
         1,
-        "Task history older than this is deleted by the cleanup job (30 days).",
+        "Run history older than this is deleted by the cleanup job (30 days).",
     ),
     key(
         "scheduler.max_wit",
@@ -297,7 +299,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.history_max_rows",
         "1000000",
         1,
-        "At most this many task history rows are kept.",
+        "At most this many run history rows are kept.",
     ),
     int(
         "runtime.max_concurrent_runs",
@@ -439,12 +441,10 @@ pub fn load_from(
     if let Some((path, text)) = file {
         let mut reader = FileReader {
             path,
-            text,
-            errors: Vec::new(),
+            diagnostics: Diagnostics::new(text),
         };
         from_file = reader.read(&mut merged);
-        reader.errors.sort_by_key(|(at, _)| *at);
-        errors.extend(reader.errors.into_iter().map(|(_, e)| e));
+        errors.extend(reader.diagnostics.into_sorted());
     }
     let mut from_env = Vec::new();
     for k in KEYS {
@@ -601,35 +601,36 @@ fn check_str(path: &str, s: &str) -> Option<String> {
 
 struct FileReader<'a> {
     path: &'a Path,
-    text: &'a str,
-    /// With their offsets, to be reported in file order.
-    errors: Vec<(usize, ConfigError)>,
+    /// Every problem in the file, reported in file order.
+    diagnostics: Diagnostics<'a, ConfigError>,
 }
 
-impl FileReader<'_> {
-    fn at(&self, span: &Range<usize>) -> String {
-        let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        format!("{}:{line}:{col}", self.path.display())
+impl<'a> FileReader<'a> {
+    fn location(path: &Path, line: usize, column: usize) -> String {
+        format!("{}:{line}:{column}", path.display())
     }
 
     fn error(&mut self, span: &Range<usize>, message: String) {
-        let location = self.at(span);
-        self.errors
-            .push((span.start, ConfigError { location, message }));
+        let path = self.path;
+        self.diagnostics.push(span, |line, column| ConfigError {
+            location: Self::location(path, line, column),
+            message,
+        });
     }
 
     /// Walks the file against [`KEYS`]; returns the keys it set.
     fn read(&mut self, merged: &mut toml::Table) -> Vec<&'static str> {
-        let (root, syntax) = DeTable::parse_recoverable(self.text);
-        if !syntax.is_empty() {
-            for e in syntax {
-                let span = e.span().unwrap_or(0..0);
-                self.error(&span, format!("TOML syntax: {}", e.message()));
-            }
+        let path = self.path;
+        let Some(root) =
+            diagnostics::parse_document(&mut self.diagnostics, |line, column, message| {
+                ConfigError {
+                    location: Self::location(path, line, column),
+                    message,
+                }
+            })
+        else {
             return Vec::new();
-        }
+        };
         let mut set = Vec::new();
         for (name, value) in root.get_ref() {
             let name_str: &str = name.get_ref();
@@ -849,7 +850,7 @@ mod tests {
             .expect_err("rejected")
             .0;
         assert!(errors[0].location.starts_with("q.toml:2:"), "{errors:?}");
-        assert!(errors[0].message.starts_with("TOML syntax"), "{errors:?}");
+        assert!(errors[0].message.starts_with("invalid TOML"), "{errors:?}");
     }
 
     #[test]

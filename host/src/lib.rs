@@ -2,24 +2,26 @@
 //! WebAssembly components.
 //!
 //! This crate is both the `quartzite` binary and its library. Each concern has
-//! its own module and owns its data; dependencies point one way, from the
-//! operator surface ([`cli`]) to the [`runtime`], which knows no SQL.
+//! its own module and owns its data; dependencies point one way, down: from
+//! the operator surface ([`cli`]) through the composition root ([`node`]), the
+//! admin API ([`api`]) and service ([`admin`]) and the [`engine`], to the
+//! [`store`] and the [`runtime`] (which know nothing of each other), and the
+//! vocabulary they share ([`domain`], [`schedule`]). ARCHITECTURE.md draws the
+//! layers and says what each may import.
+//!
+//! The library sets no global allocator: the binary and the benches choose
+//! theirs (mimalloc).
 
-/// Every binary that links the library (the `quartzite` binary, its tests
-/// and benches) allocates with mimalloc: a run's sandbox, its store
-/// transaction and its history row make many short-lived allocations on two
-/// or more threads, where the system allocator spends a measurable share of
-/// the run consolidating and locking (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod diagnostics;
 pub mod domain;
 pub mod engine;
 pub mod manifest;
 pub mod metrics;
+pub mod node;
 pub mod runtime;
 pub mod schedule;
 pub mod store;

@@ -1,3 +1,11 @@
+/// The binary allocates with mimalloc: a run's sandbox, its store transaction
+/// and its history row make many short-lived allocations on two or more
+/// threads, where the system allocator spends a measurable share of the run
+/// consolidating and locking (see BENCHMARKS.md). The library leaves the
+/// choice to the binary that links it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use quartzite::cli::{self, Cli};
 use std::process::ExitCode;

@@ -11,8 +11,8 @@ use common::server::{Backend, Server, start_server};
 use common::*;
 
 use quartzite::api::ApiOptions;
-use quartzite::engine::bootstrap::{self, ServeOptions};
 use quartzite::engine::scheduler::SchedulerConfig;
+use quartzite::node::{self, ServeOptions};
 use quartzite::runtime::{EngineConfig, RuntimeConfig};
 use quartzite::store::model::{HistoryFilter, HistoryStatus};
 use reqwest::StatusCode;
@@ -1028,9 +1028,7 @@ async fn readyz_turns_ready_when_the_scheduler_runs_and_healthz_answers_before()
             },
         };
         let api = ApiOptions::parse("127.0.0.1:0", None, None).unwrap();
-        let node = bootstrap::start_with_api(&options, Some(api))
-            .await
-            .unwrap();
+        let node = node::start_with_api(&options, Some(api)).await.unwrap();
         let base = format!("http://{}", node.api.as_ref().unwrap().local_addr);
         let http = reqwest::Client::new();
         // Bootstrapped, but the scheduler has not been started yet.
@@ -1044,7 +1042,7 @@ async fn readyz_turns_ready_when_the_scheduler_runs_and_healthz_answers_before()
         let health = http.get(format!("{base}/healthz")).send().await.unwrap();
         assert_eq!(health.status(), StatusCode::OK);
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(bootstrap::run(node, standby, rx));
+        let task = tokio::spawn(node::run(node, standby, rx));
         wait_until(Duration::from_secs(30), "/readyz to answer 200", || {
             let (http, url) = (http.clone(), format!("{base}/readyz"));
             async move {

@@ -615,3 +615,99 @@ async fn module_list_prints_stored_guest_text_escaped() {
     assert_inert(&text);
     assert!(text.contains("loud\\u{1b}[2J"), "{text}");
 }
+
+/// Issue 18: a change made with `--db` goes through the admin service the API
+/// uses, so it is checked the same way and leaves the same audit row, with the
+/// operating-system user as the actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_changes_are_audited_as_the_os_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    let hello = wasm("hello");
+    let run = |args: &[&str], user: &str| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--db", &db]);
+        Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(&all)
+            .env("QUARTZITE_CACHE_DIR", dir.path())
+            .env("USER", user)
+            .env_remove("QUARTZITE_LOG")
+            .output()
+            .unwrap()
+    };
+    let pushed = run(&["module", "push", hello.to_str().unwrap()], "alice");
+    assert_eq!(pushed.status.code(), Some(0), "{}", stderr(&pushed));
+    let added = run(
+        &[
+            "job",
+            "add",
+            "ops/nightly",
+            "--module",
+            "hello",
+            "--every",
+            "1h",
+        ],
+        "alice",
+    );
+    assert_eq!(added.status.code(), Some(0), "{}", stderr(&added));
+    let paused = run(&["job", "pause", "ops/nightly"], "bob");
+    assert_eq!(paused.status.code(), Some(0), "{}", stderr(&paused));
+    // A refused change is audited too, with the status the API would answer.
+    let missing = run(&["job", "delete", "ops/none"], "bob");
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("no job \"ops/none\""),
+        "{}",
+        stderr(&missing)
+    );
+    // Reads are not audited.
+    assert!(run(&["job", "list"], "carol").status.success());
+
+    let store = quartzite::store::open(&db).await.unwrap();
+    let rows = store
+        .audit_list(&quartzite::store::model::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String, u16)> = rows
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r.actor.clone(),
+                r.action.clone(),
+                r.target.clone(),
+                r.status,
+            )
+        })
+        .collect();
+    let version = stdout_of(&pushed);
+    assert_eq!(
+        got,
+        [
+            ("os:alice", "module.push", version.as_str(), 201),
+            ("os:alice", "job.update", "ops/nightly", 201),
+            ("os:bob", "job.pause", "ops/nightly", 200),
+            ("os:bob", "job.delete", "ops/none", 404),
+        ]
+        .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d))
+    );
+    // The job is stored as the CLI's, and the summary is the API's.
+    let job = store.job_get("ops/nightly").await.unwrap().unwrap();
+    assert_eq!(job.source, "cli");
+    let add_row = &rows[rows.len() - 2];
+    let summary: Value = serde_json::from_str(&add_row.summary).unwrap();
+    assert_eq!(summary["every"], "1h", "{summary}");
+    assert_eq!(add_row.client, None);
+}
+
+/// The `NAME@VERSION` a `module push` printed.
+fn stdout_of(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no module in {text:?}"))
+        .to_string()
+}

@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 
-use quartzite::engine::bootstrap::{self, Node, ServeOptions};
 use quartzite::engine::scheduler::SchedulerConfig;
+use quartzite::node::{self, Node, ServeOptions};
 use quartzite::runtime::{EngineConfig, RuntimeConfig};
 use quartzite::store::Store;
 use quartzite::store::model::{HistoryEntry, HistoryFilter, HistoryStatus};
@@ -89,11 +89,11 @@ struct Running {
 }
 
 async fn run(options: &ServeOptions) -> Running {
-    let node: Node = bootstrap::start(options).await.unwrap();
+    let node: Node = node::start(options).await.unwrap();
     let store = Arc::clone(&node.store);
     let metrics = Arc::clone(node.scheduler.metrics());
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(bootstrap::run(node, false, rx));
+    let task = tokio::spawn(node::run(node, false, rx));
     Running {
         store,
         metrics,
@@ -310,7 +310,7 @@ module = "hello"
 [[job.trigger]]
 cron = "0 0 25 * * ?"
 "#;
-    let err = bootstrap::start(&options(&env, manifest, quick()))
+    let err = node::start(&options(&env, manifest, quick()))
         .await
         .err()
         .unwrap()
@@ -328,7 +328,7 @@ cron = "0 0 25 * * ?"
         env.dir.path().join("junk.wasm").display()
     );
     std::fs::write(env.dir.path().join("junk.wasm"), b"not wasm").unwrap();
-    let err = bootstrap::start(&options(&env, &manifest, quick()))
+    let err = node::start(&options(&env, &manifest, quick()))
         .await
         .err()
         .unwrap()

@@ -293,7 +293,8 @@ async fn push_and_rollback_move_following_jobs_and_never_pinned_ones(backend: Ba
         assert!(message.contains(says), "{path}: {message}");
     }
 
-    // Rollback is audited like every other change.
+    // Rollback is audited like every other change, through the API and on the
+    // database alike, refused ones too (with the status the API answers).
     let response = server
         .http
         .get(format!(
@@ -305,13 +306,28 @@ async fn push_and_rollback_move_following_jobs_and_never_pinned_ones(backend: Ba
         .await
         .unwrap();
     let audit: Value = response.json().await.unwrap();
-    let targets: Vec<&str> = audit["items"]
+    let rows: Vec<(&str, &str, u64)> = audit["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["target"].as_str().unwrap())
+        .map(|e| {
+            let actor = e["actor"].as_str().unwrap();
+            let kind = actor.split(':').next().unwrap();
+            (
+                kind,
+                e["target"].as_str().unwrap(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(targets, ["greet@1"], "{audit}");
+    let done: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r.2 == 200)
+        .map(|r| (r.0, r.1))
+        .collect();
+    assert_eq!(done, [("os", "greet@1"), ("token", "greet@1")], "{audit}");
+    assert!(rows.contains(&("os", "nosuch", 404)), "{audit}");
+    assert!(rows.contains(&("token", "nosuch", 404)), "{audit}");
     server.stop().await;
 }
 

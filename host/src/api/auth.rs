@@ -8,14 +8,17 @@
 //!
 //! Every mutating call, allowed or not, leaves an audit row: who (the token's
 //! id, `anonymous-loopback`, or `denied`), the client's address, the action,
-//! its target, the status and a summary of the request. Refused calls are
+//! its target, the status and a summary of the request. A call that reaches
+//! the admin service is audited there, as the CLI's `--db` changes are; this
+//! guard writes the row of a call refused before it (a bad token, an
+//! unreadable request). Refused calls are
 //! limited per client address before they are written: a client that keeps
 //! being refused gets 429 without a row, so neither a token-guessing loop nor
 //! a hostile page can flood the audit log.
 
 use super::ApiState;
 use super::error::{ApiError, ErrorCode};
-use crate::store::model::AuditPut;
+use crate::admin::Caller;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
@@ -152,13 +155,9 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// What a mutating handler did, for the audit row.
-#[derive(Clone, Debug)]
-pub struct AuditNote {
-    pub action: &'static str,
-    pub target: String,
-    pub summary: serde_json::Value,
-}
+/// Marks a response whose audit row the admin service wrote.
+#[derive(Clone, Copy, Debug)]
+pub struct Audited;
 
 /// Authenticates every routed request and audits every mutating one.
 pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
@@ -195,8 +194,14 @@ pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: N
         presented
     }
     .and_then(|p| state.auth.check(p.as_deref(), mutating));
-    let (actor, response) = match checked {
-        Ok(actor) => (actor, next.run(request).await),
+    let caller = |actor: String| Caller::api(actor, client.map(|c| c.to_string()));
+    let (caller, response) = match checked {
+        Ok(actor) => {
+            let caller = caller(actor);
+            let mut request = request;
+            request.extensions_mut().insert(caller.clone());
+            (caller, next.run(request).await)
+        }
         Err(e) => {
             // A client refused again and again is answered 429, unwritten.
             if let Some(peer) = client {
@@ -210,32 +215,23 @@ pub async fn guard(State(state): State<Arc<ApiState>>, request: Request, next: N
                 }
                 state.refusals.refused(peer.ip());
             }
-            ("denied".to_string(), e.into_response())
+            (caller("denied".to_string()), e.into_response())
         }
     };
-    if mutating {
-        let note = response.extensions().get::<AuditNote>().cloned();
-        let (action, target, summary) = match note {
-            Some(n) => (n.action.to_string(), n.target, n.summary),
-            None => (
+    if mutating && response.extensions().get::<Audited>().is_none() {
+        let summary = serde_json::json!({
+            "error": response.extensions().get::<ErrorCode>().map(|c| c.0),
+        });
+        state
+            .admin
+            .audit(
+                &caller,
                 format!("{method} {route}"),
                 path,
-                serde_json::json!({
-                    "error": response.extensions().get::<ErrorCode>().map(|c| c.0),
-                }),
-            ),
-        };
-        let row = AuditPut {
-            actor,
-            action,
-            target,
-            status: response.status().as_u16(),
-            summary: summary.to_string(),
-            client: client.map(|c| c.to_string()),
-        };
-        if let Err(e) = state.store.audit_put(&row).await {
-            tracing::error!(error = %e, action = %row.action, target = %row.target, "writing the audit row failed");
-        }
+                response.status().as_u16(),
+                summary,
+            )
+            .await;
     }
     response
 }

@@ -89,6 +89,20 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::admin::AdminError> for ApiError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        if let AdminError::Store(e) = e {
+            return e.into();
+        }
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError {
+            field: e.field().map(str::to_string),
+            ..ApiError::new(status, e.code(), e.to_string())
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });

@@ -1,19 +1,21 @@
-//! One function per route: read the request, call the store or engine, answer
-//! JSON. Mutating handlers attach an [`AuditNote`] for the audit row.
+//! One function per route: read the request, call the admin service (or, for
+//! reads with no CLI twin, the store), answer JSON. Every change is an admin
+//! service operation, which writes its audit row; [`answer`] marks the
+//! response so the guard does not write another.
 
-use super::ApiState;
-use super::auth::AuditNote;
+use super::auth::Audited;
 use super::error::ApiError;
-use super::views::{fmt_ms, history_view, job_view, trigger_view};
-use crate::engine::jobs::{JobSpec, valid_key};
-use crate::engine::modules::{PushError, push_bytes};
+use crate::admin::jobs::PutMode;
+use crate::admin::views::{fmt_ms, history_view};
+use crate::admin::{AdminError, Caller, Done};
+use crate::engine::jobs::JobSpec;
 use crate::store::model::{
     AuditFilter, HistoryBucket, HistoryFilter, HistoryStatsParams, HistoryStatus,
 };
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -21,21 +23,21 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 pub(super) type Result<T> = std::result::Result<T, ApiError>;
-pub(super) type Shared = State<Arc<ApiState>>;
+pub(super) type Shared = State<Arc<super::ApiState>>;
+/// Who is calling, as the guard authenticated them.
+pub(super) type Who = Extension<Caller>;
 
-/// A successful mutation: its JSON answer and what the audit log records.
-pub(super) fn done(status: StatusCode, body: Value, note: AuditNote) -> Response {
-    let mut response = (status, Json(body)).into_response();
-    response.extensions_mut().insert(note);
+/// The response to an admin service change, marked as audited either way.
+pub(super) fn answer(result: std::result::Result<Done, AdminError>) -> Response {
+    let mut response = match result {
+        Ok(done) => {
+            let status = StatusCode::from_u16(done.status.http()).unwrap_or(StatusCode::OK);
+            (status, Json(done.body)).into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    response.extensions_mut().insert(Audited);
     response
-}
-
-pub(super) fn note(action: &'static str, target: &str, summary: Value) -> AuditNote {
-    AuditNote {
-        action,
-        target: target.to_string(),
-        summary,
-    }
 }
 
 pub(super) fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
@@ -85,18 +87,6 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
-fn job_key(group: &str, name: &str) -> Result<String> {
-    let key = format!("{group}/{name}");
-    if valid_key(&key) {
-        Ok(key)
-    } else {
-        Err(ApiError::invalid_field(
-            "key",
-            format!("{key:?}: expected GROUP/NAME (letters, digits, _ . -)"),
-        ))
-    }
-}
-
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -138,8 +128,9 @@ pub async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiE
 
 pub async fn metrics(State(state): Shared) -> Result<Response> {
     let text = state
-        .metrics
-        .render(state.store.as_ref(), state.dead_after_ms)
+        .admin
+        .metrics()
+        .render(state.admin.store().as_ref(), state.dead_after_ms)
         .await?;
     Ok((
         [(
@@ -156,105 +147,45 @@ pub async fn openapi() -> Json<Value> {
 }
 
 pub async fn job_list(State(state): Shared) -> Result<Json<Value>> {
-    let jobs = state.store.job_list().await?;
-    let triggers = state.store.trigger_list(None).await?;
-    Ok(Json(json!({
-        "items": jobs.iter().map(|j| job_view(j, &triggers)).collect::<Vec<_>>(),
-    })))
+    Ok(Json(json!({ "items": state.admin.job_list().await? })))
 }
 
-pub async fn job_show(
-    State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<Value>> {
+type KeyPath = std::result::Result<Path<(String, String)>, PathRejection>;
+type NamePath = std::result::Result<Path<String>, PathRejection>;
+
+fn key_of(p: KeyPath) -> Result<String> {
     let (group, name) = path(p)?;
-    let key = job_key(&group, &name)?;
-    let Some(job) = state.store.job_get(&key).await? else {
-        return Err(ApiError::not_found(format!("no job {key:?}")));
-    };
-    let triggers = state.store.trigger_list(Some(&key)).await?;
-    let history = state
-        .store
-        .history_list(&HistoryFilter {
-            job_key: Some(key.clone()),
-            limit: 10,
-            ..HistoryFilter::default()
-        })
-        .await?;
-    let mut v = job_view(&job, &triggers);
-    v["history"] = Value::Array(history.iter().map(history_view).collect());
-    Ok(Json(v))
+    Ok(format!("{group}/{name}"))
 }
 
-async fn put_job(state: &ApiState, spec: &JobSpec) -> Result<Value> {
-    let mut spec = spec.clone();
-    let scheduled =
-        spec.cron.is_some() || spec.every.is_some() || spec.at.is_some() || spec.event.is_some();
-    // The module's own hints stand in for what the request leaves out.
-    if (spec.overlap.is_none() || !scheduled)
-        && let Some(info) =
-            crate::engine::modules::describe_stored(&state.store, &state.runtime, &spec.module)
-                .await?
-    {
-        spec.apply_hints(&info);
-    }
-    let (job, trigger) = spec
-        .build("api")
-        .map_err(|e| ApiError::invalid_field(e.field, e.to_string()))?;
-    state.store.job_put(&job, &[trigger]).await?;
-    state.wake();
-    let triggers = state.store.trigger_list(Some(&job.job_key)).await?;
-    Ok(job_view(&job, &triggers))
-}
-
-fn spec_summary(spec: &JobSpec) -> Value {
-    let mut v = serde_json::to_value(spec).unwrap_or_default();
-    // Data can be large and is the job's own business: the audit log keeps its size.
-    if let Some(obj) = v.as_object_mut()
-        && let Some(data) = obj.remove("data")
-    {
-        obj.insert("data_bytes".into(), json!(data.to_string().len()));
-    }
-    v
+pub async fn job_show(State(state): Shared, p: KeyPath) -> Result<Json<Value>> {
+    let key = key_of(p)?;
+    Ok(Json(state.admin.job_show(&key).await?))
 }
 
 pub async fn job_create(
     State(state): Shared,
+    Extension(caller): Who,
     headers: axum::http::HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let spec: JobSpec = json_body(&headers, &read_body(body)?)?;
-    if spec.key.is_empty() {
-        return Err(ApiError::invalid_field(
-            "key",
-            "key: missing; give the job key as GROUP/NAME",
-        ));
-    }
-    if state.store.job_get(&spec.key).await?.is_some() {
-        return Err(ApiError::conflict(format!(
-            "job {:?} exists; update it with PUT /api/v1/jobs/{}",
-            spec.key, spec.key
-        )));
-    }
-    let view = put_job(&state, &spec).await?;
-    Ok(done(
-        StatusCode::CREATED,
-        view,
-        note("job.create", &spec.key, spec_summary(&spec)),
+    Ok(answer(
+        state.admin.job_put(&caller, &spec, PutMode::Create).await,
     ))
 }
 
 pub async fn job_update(
     State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
+    Extension(caller): Who,
+    p: KeyPath,
     headers: axum::http::HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let (group, name) = path(p)?;
-    let key = job_key(&group, &name)?;
+    let key = key_of(p)?;
     let mut spec: JobSpec = json_body(&headers, &read_body(body)?)?;
     if spec.key.is_empty() {
-        spec.key = key.clone();
+        spec.key = key;
     } else if spec.key != key {
         return Err(ApiError::invalid_field(
             "key",
@@ -264,136 +195,65 @@ pub async fn job_update(
             ),
         ));
     }
-    let existed = state.store.job_get(&key).await?.is_some();
-    let view = put_job(&state, &spec).await?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(done(
-        status,
-        view,
-        note("job.update", &key, spec_summary(&spec)),
+    Ok(answer(
+        state.admin.job_put(&caller, &spec, PutMode::Upsert).await,
     ))
 }
 
 pub async fn job_delete(
     State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
+    Extension(caller): Who,
+    p: KeyPath,
 ) -> Result<Response> {
-    let (group, name) = path(p)?;
-    let key = job_key(&group, &name)?;
-    if !state.store.job_delete(&key).await? {
-        return Err(ApiError::not_found(format!("no job {key:?}")));
-    }
-    state.wake();
-    Ok(done(
-        StatusCode::OK,
-        json!({ "deleted": key }),
-        note("job.delete", &key, json!({})),
-    ))
-}
-
-async fn job_toggle(
-    state: &ApiState,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
-    paused: bool,
-) -> Result<Response> {
-    let (group, name) = path(p)?;
-    let key = job_key(&group, &name)?;
-    if !state.store.job_pause(&key, paused).await? {
-        return Err(ApiError::not_found(format!("no job {key:?}")));
-    }
-    state.wake();
-    let (action, state_name) = if paused {
-        ("job.pause", "paused")
-    } else {
-        ("job.resume", "active")
-    };
-    Ok(done(
-        StatusCode::OK,
-        json!({ "job_key": key, "state": state_name }),
-        note(action, &key, json!({})),
-    ))
+    let key = key_of(p)?;
+    Ok(answer(state.admin.job_delete(&caller, &key).await))
 }
 
 pub async fn job_pause(
     State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
+    Extension(caller): Who,
+    p: KeyPath,
 ) -> Result<Response> {
-    job_toggle(&state, p, true).await
+    let key = key_of(p)?;
+    Ok(answer(state.admin.job_pause(&caller, &key, true).await))
 }
 
 pub async fn job_resume(
     State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
+    Extension(caller): Who,
+    p: KeyPath,
 ) -> Result<Response> {
-    job_toggle(&state, p, false).await
+    let key = key_of(p)?;
+    Ok(answer(state.admin.job_pause(&caller, &key, false).await))
 }
 
 pub async fn job_run_now(
     State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
+    Extension(caller): Who,
+    p: KeyPath,
 ) -> Result<Response> {
-    let (group, name) = path(p)?;
-    let key = job_key(&group, &name)?;
-    if state.store.job_get(&key).await?.is_none() {
-        return Err(ApiError::not_found(format!("no job {key:?}")));
-    }
-    let fire_id = state.store.fire_now(&key).await?;
-    state.wake();
-    Ok(done(
-        StatusCode::ACCEPTED,
-        json!({ "job_key": key, "fire_id": fire_id }),
-        note("job.run_now", &key, json!({ "fire_id": fire_id })),
-    ))
-}
-
-fn valid_group(group: &str) -> Result<()> {
-    if valid_key(&format!("{group}/x")) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_field(
-            "group",
-            format!("{group:?}: expected letters, digits, _ . -"),
-        ))
-    }
-}
-
-async fn group_toggle(
-    state: &ApiState,
-    p: std::result::Result<Path<String>, PathRejection>,
-    paused: bool,
-) -> Result<Response> {
-    let group = path(p)?;
-    valid_group(&group)?;
-    let n = state.store.group_pause(&group, paused).await?;
-    state.wake();
-    let action = if paused {
-        "group.pause"
-    } else {
-        "group.resume"
-    };
-    Ok(done(
-        StatusCode::OK,
-        json!({ "group": group, "jobs": n }),
-        note(action, &group, json!({ "jobs": n })),
-    ))
+    let key = key_of(p)?;
+    Ok(answer(state.admin.job_run_now(&caller, &key).await))
 }
 
 pub async fn group_pause(
     State(state): Shared,
-    p: std::result::Result<Path<String>, PathRejection>,
+    Extension(caller): Who,
+    p: NamePath,
 ) -> Result<Response> {
-    group_toggle(&state, p, true).await
+    let group = path(p)?;
+    Ok(answer(state.admin.group_pause(&caller, &group, true).await))
 }
 
 pub async fn group_resume(
     State(state): Shared,
-    p: std::result::Result<Path<String>, PathRejection>,
+    Extension(caller): Who,
+    p: NamePath,
 ) -> Result<Response> {
-    group_toggle(&state, p, false).await
+    let group = path(p)?;
+    Ok(answer(
+        state.admin.group_pause(&caller, &group, false).await,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -407,49 +267,29 @@ pub async fn trigger_list(
     q: std::result::Result<Query<TriggerQuery>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let q = query(q)?;
-    let triggers = state.store.trigger_list(q.job.as_deref()).await?;
-    Ok(Json(json!({
-        "items": triggers.iter().map(trigger_view).collect::<Vec<_>>(),
-    })))
-}
-
-async fn trigger_toggle(
-    state: &ApiState,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
-    paused: bool,
-) -> Result<Response> {
-    let (group, name) = path(p)?;
-    let key = format!("{group}/{name}");
-    if !state.store.trigger_pause(&key, paused).await? {
-        return Err(ApiError::not_found(format!(
-            "no trigger {key:?} (trigger keys look like GROUP/NAME:TRIGGER)"
-        )));
-    }
-    state.wake();
-    let action = if paused {
-        "trigger.pause"
-    } else {
-        "trigger.resume"
-    };
-    Ok(done(
-        StatusCode::OK,
-        json!({ "trigger_key": key, "state": if paused { "PAUSED" } else { "WAITING" } }),
-        note(action, &key, json!({})),
+    Ok(Json(
+        json!({ "items": state.admin.trigger_list(q.job.as_deref()).await? }),
     ))
 }
 
 pub async fn trigger_pause(
     State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
+    Extension(caller): Who,
+    p: KeyPath,
 ) -> Result<Response> {
-    trigger_toggle(&state, p, true).await
+    let key = key_of(p)?;
+    Ok(answer(state.admin.trigger_pause(&caller, &key, true).await))
 }
 
 pub async fn trigger_resume(
     State(state): Shared,
-    p: std::result::Result<Path<(String, String)>, PathRejection>,
+    Extension(caller): Who,
+    p: KeyPath,
 ) -> Result<Response> {
-    trigger_toggle(&state, p, false).await
+    let key = key_of(p)?;
+    Ok(answer(
+        state.admin.trigger_pause(&caller, &key, false).await,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -469,74 +309,31 @@ pub async fn module_list(
             "query string: version only applies when pushing a module",
         ));
     }
-    let modules = state.store.module_list(q.name.as_deref()).await?;
-    Ok(Json(json!({ "items": modules })))
+    Ok(Json(
+        json!({ "items": state.admin.module_list(q.name.as_deref()).await? }),
+    ))
 }
 
 /// The body is the component's bytes; validated exactly as `quartzite module push`.
 pub async fn module_push(
     State(state): Shared,
+    Extension(caller): Who,
     q: std::result::Result<Query<ModuleQuery>, QueryRejection>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let q = query(q)?;
     let body = read_body(body)?;
-    if body.is_empty() {
-        return Err(ApiError::bad_request(
-            "the request body is empty; send the component's bytes (Content-Type: application/wasm)",
-        ));
-    }
-    let size = body.len();
-    let pushed = push_bytes(
-        &state.store,
-        &state.runtime,
-        body.to_vec(),
-        q.name.as_deref(),
-        q.version.as_deref(),
-        Some(&state.metrics),
-        true,
-    )
-    .await;
-    match pushed {
-        Ok((record, info)) => {
-            let target = format!("{}@{}", record.name, record.version);
-            let summary = json!({ "digest": record.digest, "bytes": size });
-            Ok(done(
-                StatusCode::CREATED,
-                json!({ "module": record, "describe": info }),
-                note("module.push", &target, summary),
-            ))
-        }
-        Err(PushError::Rejected(r)) => Err(ApiError {
-            field: Some("body".into()),
-            ..ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "module_rejected",
-                format!("module rejected ({}): {}", r.code.as_str(), r.detail),
+    Ok(answer(
+        state
+            .admin
+            .module_push(
+                &caller,
+                body.to_vec(),
+                q.name.as_deref(),
+                q.version.as_deref(),
             )
-        }),
-        Err(PushError::Describe(e)) => Err(ApiError {
-            field: Some("body".into()),
-            ..ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "module_rejected",
-                format!("module rejected: describe() failed: {e}"),
-            )
-        }),
-        Err(PushError::Refused(e)) => Err(ApiError {
-            field: Some("name".into()),
-            ..ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "module_rejected",
-                format!("module rejected: {e}"),
-            )
-        }),
-        Err(PushError::Invalid { field, message }) => Err(ApiError::invalid_field(
-            field,
-            format!("{field}: {message}"),
-        )),
-        Err(PushError::Store(e)) => Err(e.into()),
-    }
+            .await,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -549,39 +346,23 @@ pub struct RollbackQuery {
 /// their next fire; pinned jobs are unaffected.
 pub async fn module_rollback(
     State(state): Shared,
-    p: std::result::Result<Path<String>, PathRejection>,
+    Extension(caller): Who,
+    p: NamePath,
     q: std::result::Result<Query<RollbackQuery>, QueryRejection>,
 ) -> Result<Response> {
     let name = path(p)?;
     let q = query(q)?;
-    let Some(crate::store::ModuleRef::Latest(name)) = crate::engine::modules::parse_ref(&name)
-    else {
-        return Err(ApiError::bad_request(format!(
-            "{name:?} is not a module name"
-        )));
-    };
-    let rollback = crate::store::ModuleRollback {
-        name: name.clone(),
-        to: q.to,
-    };
-    let Some(record) = state.store.module_rollback(&rollback).await? else {
-        return Err(ApiError::not_found(match &rollback.to {
-            Some(v) => format!("no module {name}@{v}"),
-            None => format!("no module {name}"),
-        }));
-    };
-    let target = format!("{}@{}", record.name, record.version);
-    let summary = json!({ "digest": record.digest, "to": rollback.to });
-    Ok(done(
-        StatusCode::OK,
-        json!({ "module": record }),
-        note("module.rollback", &target, summary),
+    Ok(answer(
+        state
+            .admin
+            .module_rollback(&caller, &name, q.to.as_deref())
+            .await,
     ))
 }
 
 /// A page position: the `started_ms`/`at_ms` and id of the last row returned.
 fn parse_cursor(text: &str) -> Result<(i64, String)> {
-    super::views::parse_cursor(text).ok_or_else(|| {
+    crate::admin::views::parse_cursor(text).ok_or_else(|| {
         ApiError::invalid_field(
             "cursor",
             format!("cursor {text:?}: not a cursor this API returned (next_cursor)"),
@@ -627,8 +408,8 @@ pub async fn history_list(
         })?),
     };
     let cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
-    let (rows, next_cursor) = super::views::history_page(
-        state.store.as_ref(),
+    let (rows, next_cursor) = crate::admin::views::history_page(
+        state.admin.store().as_ref(),
         q.job.as_deref(),
         status,
         limit,
@@ -636,7 +417,8 @@ pub async fn history_list(
     )
     .await?;
     let total = state
-        .store
+        .admin
+        .store()
         .history_count(&HistoryFilter {
             job_key: q.job.clone(),
             status,
@@ -650,8 +432,9 @@ pub async fn history_list(
     })))
 }
 
-pub async fn execution_list(State(state): Shared) -> Result<Json<Value>> {
-    let fires = state.store.fire_running().await?;
+/// Fires in flight: claimed by a node, or due and waiting.
+pub async fn fire_list(State(state): Shared) -> Result<Json<Value>> {
+    let fires = state.admin.store().fire_running().await?;
     Ok(Json(json!({ "items": fires })))
 }
 
@@ -673,12 +456,12 @@ pub async fn node_list(
             format!("dead_after_ms {dead_after}: expected a positive number of milliseconds"),
         ));
     }
-    let nodes = state.store.node_list(dead_after).await?;
+    let nodes = state.admin.store().node_list(dead_after).await?;
     Ok(Json(json!({ "items": nodes })))
 }
 
 pub async fn lock_list(State(state): Shared) -> Result<Json<Value>> {
-    let locks = state.store.lock_list().await?;
+    let locks = state.admin.store().lock_list().await?;
     Ok(Json(json!({ "items": locks })))
 }
 
@@ -699,7 +482,8 @@ pub async fn audit_list(
     let limit = parse_limit(q.limit)?;
     let before = q.cursor.as_deref().map(parse_cursor).transpose()?;
     let mut rows = state
-        .store
+        .admin
+        .store()
         .audit_list(&AuditFilter {
             actor: q.actor,
             action: q.action,
@@ -737,11 +521,11 @@ pub struct StatsQuery {
 const STATS_MAX_MINUTES: i64 = 7 * 24 * 60;
 const STATS_MAX_BUCKETS: i64 = 1440;
 
-/// Executions and failures per bucket, and fire lag percentiles, over the last
+/// Runs and failures per bucket, and fire lag percentiles, over the last
 /// `minutes` (default 60) in buckets of `bucket` seconds (default 60). Buckets
 /// are aligned on multiples of their width and every bucket of the window is
 /// listed, empty ones included, oldest first.
-pub async fn stats_executions(
+pub async fn stats_runs(
     State(state): Shared,
     q: std::result::Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Json<Value>> {
@@ -771,11 +555,12 @@ pub async fn stats_executions(
             ),
         ));
     }
-    let now = state.store.now_ms().await?;
+    let now = state.admin.store().now_ms().await?;
     let to_ms = (now.div_euclid(bucket_ms) + 1) * bucket_ms;
     let from_ms = to_ms - n * bucket_ms;
     let found = state
-        .store
+        .admin
+        .store()
         .history_stats(&HistoryStatsParams {
             from_ms,
             to_ms,

@@ -4,9 +4,10 @@
 //! Prometheus, `/healthz` / `/readyz` for probes, and the web dashboard at
 //! `/ui/` (static assets that call this API from the browser).
 //!
-//! Handlers call the same store and engine functions as the CLI (a job is
-//! checked by [`crate::engine::jobs::JobSpec`], a module by
-//! [`crate::engine::modules::push_bytes`]); this module only translates HTTP.
+//! Every change goes through the admin service ([`crate::admin::Admin`]), the
+//! same operations the CLI's `--db` mode calls, which check it and audit it;
+//! this module only translates HTTP, authenticates, and audits calls refused
+//! before they reach the service.
 //! It never panics on input: every malformed request is a JSON error naming
 //! what was wrong ([`error::ApiError`]).
 
@@ -17,22 +18,17 @@ mod handlers;
 pub mod openapi;
 pub mod origin;
 mod signals;
-pub mod views;
 
-use crate::engine::scheduler::Scheduler;
-use crate::metrics::Metrics;
-use crate::runtime::Runtime;
-use crate::store::Store;
+use crate::admin::Admin;
 use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, get};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
-/// The address the API listens on when none is given.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+pub use crate::domain::DEFAULT_LISTEN;
 
 /// How the API is served.
 #[derive(Clone, Debug)]
@@ -92,11 +88,8 @@ impl ApiOptions {
 
 /// What the handlers share.
 pub struct ApiState {
-    pub store: Arc<dyn Store>,
-    pub runtime: Arc<Runtime>,
-    pub metrics: Arc<Metrics>,
-    /// Set once bootstrap has built the scheduler; until then nothing is woken.
-    pub scheduler: OnceLock<Arc<Scheduler>>,
+    /// Every operation the API offers, checked and audited.
+    pub admin: Admin,
     pub auth: auth::Auth,
     /// The `Host` names and page origins the API answers.
     pub origins: origin::Origins,
@@ -116,18 +109,13 @@ impl std::fmt::Debug for ApiState {
 
 impl ApiState {
     pub fn new(
-        store: Arc<dyn Store>,
-        runtime: Arc<Runtime>,
-        metrics: Arc<Metrics>,
+        admin: Admin,
         auth: auth::Auth,
         origins: origin::Origins,
         dead_after_ms: i64,
     ) -> Arc<Self> {
         Arc::new(ApiState {
-            store,
-            runtime,
-            metrics,
-            scheduler: OnceLock::new(),
+            admin,
             auth,
             origins,
             refusals: auth::RefusalLimiter::default(),
@@ -139,20 +127,12 @@ impl ApiState {
     /// Whether `/readyz` answers 200: the scheduler's loop runs, or a standby
     /// node finished bootstrapping.
     pub fn ready(&self) -> bool {
-        self.standby_ready.load(Ordering::Relaxed)
-            || self.scheduler.get().is_some_and(|s| s.is_running())
+        self.standby_ready.load(Ordering::Relaxed) || self.admin.scheduler_running()
     }
 
     /// Marks a standby node ready.
     pub fn set_standby_ready(&self) {
         self.standby_ready.store(true, Ordering::Relaxed);
-    }
-
-    /// Lets the scheduler see a change made through the API at once.
-    fn wake(&self) {
-        if let Some(s) = self.scheduler.get() {
-            s.wake();
-        }
     }
 }
 
@@ -242,15 +222,15 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
             "/api/v1/alerts/deliveries",
             get(s::delivery_list),
         ),
-        (Method::GET, "/api/v1/executions", get(h::execution_list)),
+        (Method::GET, "/api/v1/fires", get(h::fire_list)),
+        // Deprecated: the old name of /api/v1/fires (see the glossary in ARCHITECTURE.md).
+        (Method::GET, "/api/v1/executions", get(h::fire_list)),
         (Method::GET, "/api/v1/cluster/nodes", get(h::node_list)),
         (Method::GET, "/api/v1/cluster/locks", get(h::lock_list)),
         (Method::GET, "/api/v1/audit", get(h::audit_list)),
-        (
-            Method::GET,
-            "/api/v1/stats/executions",
-            get(h::stats_executions),
-        ),
+        (Method::GET, "/api/v1/stats/runs", get(h::stats_runs)),
+        // Deprecated: the old name of /api/v1/stats/runs.
+        (Method::GET, "/api/v1/stats/executions", get(h::stats_runs)),
     ]
 }
 

@@ -33,6 +33,12 @@ fn op(summary: &str, params: Vec<Value>, ok: &str, ok_schema: &str, mutating: bo
     json!({ "summary": summary, "parameters": params, "responses": responses })
 }
 
+/// Marks an operation kept only under an old name.
+fn deprecated(mut operation: Value) -> Value {
+    operation["deprecated"] = json!(true);
+    operation
+}
+
 fn with_body(mut operation: Value, content_type: &str, schema: Value) -> Value {
     operation["requestBody"] =
         json!({ "required": true, "content": { content_type: { "schema": schema } } });
@@ -196,7 +202,7 @@ pub fn document() -> Value {
             "/api/v1/modules/{name}/rollback": {
                 "post": op("Make jobs following NAME run the previous (or given) version from their next fire; newer versions are withdrawn until pushed again.", vec![param("name", "path", "The module name.", string()), param("to", "query", "Roll back to this version [default: the one before the current].", string())], "200", "Object", true)
             },
-            "/api/v1/history": { "get": op("Task history, newest first, paged.", history, "200", "Page", false) },
+            "/api/v1/history": { "get": op("Run history, newest first, paged.", history, "200", "Page", false) },
             "/api/v1/history/{id}": { "get": op("One history entry (alerts link here).", vec![param("id", "path", "The entry's id.", string())], "200", "Object", false) },
             "/api/v1/events": { "get": op("Accepted events, newest first.", vec![param("name", "query", "Only events of this name.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/events/{name}": {
@@ -209,11 +215,13 @@ pub fn document() -> Value {
             },
             "/api/v1/alerts/{name}/test": { "post": op("Send a sample alert to the rule's webhook now, recorded as a delivery.", vec![param("name", "path", "The rule's name.", string())], "200", "Object", true) },
             "/api/v1/alerts/deliveries": { "get": op("Alert deliveries, newest first.", vec![param("rule", "query", "Only this rule's.", string()), param("state", "query", "pending, sent or failed.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
-            "/api/v1/executions": { "get": op("Fires in flight: claimed by a node or due and waiting.", vec![], "200", "Items", false) },
+            "/api/v1/fires": { "get": op("Fires in flight: claimed by a node or due and waiting.", vec![], "200", "Items", false) },
+            "/api/v1/executions": { "get": deprecated(op("Deprecated: the old name of /api/v1/fires.", vec![], "200", "Items", false)) },
             "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/cluster/locks": { "get": op("Cluster locks held now.", vec![], "200", "Items", false) },
             "/api/v1/audit": { "get": op("The audit log, newest first, paged.", audit, "200", "Page", false) },
-            "/api/v1/stats/executions": { "get": op("History per time bucket: rows per status, failures (failed, retried, timeout) and fire lag p50/p99/max of first attempts that ran (started minus scheduled, ms). Buckets are aligned, oldest first, empty ones included.", stats, "200", "Stats", false) }
+            "/api/v1/stats/runs": { "get": op("Run history per time bucket: rows per status, failures (failed, retried, timeout) and fire lag p50/p99/max of first attempts that ran (started minus scheduled, ms). Buckets are aligned, oldest first, empty ones included.", stats.clone(), "200", "Stats", false) },
+            "/api/v1/stats/executions": { "get": deprecated(op("Deprecated: the old name of /api/v1/stats/runs.", stats, "200", "Stats", false)) }
         }
     })
 }

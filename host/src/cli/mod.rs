@@ -27,11 +27,13 @@ macro_rules! out {
 mod ops;
 mod preview;
 mod remote;
+mod serve;
 mod signals;
 
+use crate::domain::parse_size;
 use crate::runtime::{
     EngineConfig, HostServices, JobImpl, Limits, RunOutcome, RunRequest, Runtime, RuntimeConfig,
-    WIT_PACKAGE, WIT_VERSION, parse_size,
+    WIT_PACKAGE, WIT_VERSION,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -101,11 +103,11 @@ pub enum Command {
     #[command(subcommand)]
     Db(DbCommand),
     /// Run the scheduler: bootstrap from the manifest, then fire jobs until SIGTERM.
-    Serve(ops::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Work with jobs.
     #[command(subcommand)]
     Job(ops::JobCommand),
-    /// Read the task history.
+    /// Read the run history.
     #[command(subcommand)]
     History(ops::HistoryCommand),
     /// See the nodes and locks of the cluster sharing this database.
@@ -337,7 +339,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             preview::run(args)
         }
         Command::Trigger(command) => ops::trigger(&conn, command, json).await,
-        Command::Serve(args) => ops::serve(cli.db.as_deref(), args).await,
+        Command::Serve(args) => serve::serve(cli.db.as_deref(), args).await,
         Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref(), json),
         Command::Config(ConfigCommand::Defaults) => {
             out!("{}", crate::config::defaults_document());

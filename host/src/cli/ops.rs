@@ -1,205 +1,29 @@
-//! Operator commands: serve, job, trigger, history, module, cluster. They work
-//! on the same database as a running server (`--db`), or through a server's
-//! admin API (`--server`), with the same output and exit codes either way.
+//! Operator commands: job, trigger, history, module, cluster. They work on the
+//! same database as a running server (`--db`, through the admin service the
+//! server runs), or through a server's admin API (`--server`), with the same
+//! output and exit codes either way.
 
 use super::remote::{Body, CliError, Remote};
 use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, remote};
-use crate::api::views;
-use crate::engine::bootstrap::{self, ServeOptions};
+use crate::admin::jobs::PutMode;
+use crate::admin::{Admin, AdminError, Caller, views};
 use crate::engine::jobs::JobSpec;
-use crate::engine::modules::{PushError, parse_ref, push_file, read_module};
-use crate::runtime::{EngineConfig, HostServices, Runtime, RuntimeConfig};
-use crate::store::model::{HistoryFilter, HistoryStatus};
-use crate::store::{self, Store};
+use crate::engine::modules::read_module;
+use crate::runtime::{EngineConfig, RuntimeConfig};
+use crate::store;
+use crate::store::model::HistoryStatus;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use serde_json::Value;
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-/// `serve` options.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// TOML config file.
-    #[arg(long, env = "QUARTZITE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// The job manifest [default: jobs.toml, if present].
-    #[arg(long, env = "QUARTZITE_MANIFEST")]
-    pub manifest: Option<PathBuf>,
-    /// This node's id [default: generated].
-    #[arg(long, env = "QUARTZITE_NODE_ID")]
-    pub node_id: Option<String>,
-    /// Bootstrap and stay up without running fires.
-    #[arg(long, env = "QUARTZITE_STANDBY")]
-    pub standby: bool,
-    /// Same as --standby: the scheduler is disabled.
-    #[arg(long, env = "QUARTZITE_SCHEDULER_DISABLED")]
-    pub no_scheduler: bool,
-    /// Address of the admin API, /metrics and health endpoints [default: 127.0.0.1:7878].
-    /// Port 0 picks a free port.
-    #[arg(long, env = "QUARTZITE_LISTEN")]
-    pub listen: Option<String>,
-    /// Serve no HTTP at all (no admin API, metrics or health endpoints).
-    #[arg(long, conflicts_with = "listen")]
-    pub no_api: bool,
-    /// The admin API's bearer token; prefer the environment variable, which `ps` does not show.
-    #[arg(long, env = "QUARTZITE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// Run and advertise contract versions only up to `MAJOR.MINOR` (rolling
-    /// upgrades: fires of newer modules are left to nodes that run them)
-    /// [default: the host's own; config `scheduler.max_wit`].
-    #[arg(long, env = "QUARTZITE_MAX_WIT", value_name = "MAJOR.MINOR")]
-    pub max_wit: Option<String>,
-    /// Watch this directory: each `*.wasm` file is validated and pushed (named
-    /// by its file stem) at start and whenever it changes; a bad file is logged
-    /// and changes nothing [config `modules_dir`].
-    #[arg(long, env = "QUARTZITE_MODULES_DIR", value_name = "DIR")]
-    pub modules_dir: Option<PathBuf>,
-}
-
-fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "node".into());
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::now_v7().simple().to_string()[24..]
-    )
-}
-
-pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
-    // Flags (and their environment variables) beat the config file.
-    let mut config = match crate::config::load(args.config.as_deref()) {
-        Ok(loaded) => loaded.config,
-        Err(errors) => return fail(EXIT_USAGE, errors.to_string().trim_end()),
-    };
-    let db = db
-        .map(str::to_string)
-        .or_else(|| config.db.clone())
-        .unwrap_or_else(|| store::DEFAULT_URL.into());
-    let db = db.as_str();
-    let manifest = args
-        .manifest
-        .clone()
-        .or_else(|| config.manifest.clone())
-        .or_else(|| {
-            Path::new("jobs.toml")
-                .is_file()
-                .then(|| PathBuf::from("jobs.toml"))
-        });
-    let node_id = args
-        .node_id
-        .clone()
-        .or_else(|| config.node_id.clone())
-        .unwrap_or_else(default_node_id);
-    if args.max_wit.is_some() {
-        config.scheduler.max_wit.clone_from(&args.max_wit);
-    }
-    if let Err(e) = config.scheduler.wit() {
-        return fail(EXIT_USAGE, &e);
-    }
-    let options = ServeOptions {
-        db_url: db.to_string(),
-        manifest,
-        node_id: node_id.clone(),
-        standby: args.standby || args.no_scheduler || config.standby,
-        scheduler: config.scheduler,
-        runtime: RuntimeConfig {
-            engine: config.runtime,
-            cache_dir: config.cache_dir.or_else(super::default_cache_dir),
-            node_id: node_id.clone(),
-        },
-    };
-    let api = if args.no_api {
-        None
-    } else {
-        let listen = args
-            .listen
-            .as_deref()
-            .or(config.api.listen.as_deref())
-            .unwrap_or(crate::api::DEFAULT_LISTEN);
-        let token = args
-            .admin_token
-            .as_deref()
-            .or(config.api.admin_token.as_deref());
-        match crate::api::ApiOptions::parse(listen, token, config.api.admin_token_sha256.as_deref())
-        {
-            Ok(a) => match crate::api::auth::Auth::new(a.listen, a.token_sha256) {
-                Ok(_) => Some(crate::api::ApiOptions {
-                    allowed_hosts: config.api.allowed_hosts.clone(),
-                    ..a
-                }),
-                Err(e) => return fail(EXIT_USAGE, &format!("not started: {e}")),
-            },
-            Err(e) => return fail(EXIT_USAGE, &e),
-        }
-    };
-    let modules_dir = args.modules_dir.clone().or(config.modules_dir.clone());
-    if let Some(dir) = &modules_dir
-        && let Err(e) = crate::engine::watch::check_dir(dir)
-    {
-        return fail(EXIT_USAGE, &format!("not started: {e}"));
-    }
-    let node = match bootstrap::start_with_api(&options, api).await {
-        Ok(node) => node,
-        // A rejected manifest (or a module file it names) is bad input, as a
-        // bad config is: exit 2. Anything else failed while starting: exit 1.
-        Err(e @ (bootstrap::BootError::Manifest(_) | bootstrap::BootError::Module { .. })) => {
-            return fail(EXIT_USAGE, &format!("not started: {e}"));
-        }
-        Err(e) => return fail(EXIT_FAILED, &format!("not started: {e}")),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(dir) = modules_dir {
-        tokio::spawn(crate::engine::watch::watch_modules(
-            Arc::clone(&node.store),
-            Arc::clone(&node.runtime),
-            dir,
-            stop_rx.clone(),
-        ));
-    }
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: stopping");
-        let _ = stop_tx.send(true);
-    });
-    tracing::info!(node = %node_id, db = %store::redact(db), "quartzite serving");
-    bootstrap::run(node, options.standby, stop_rx).await;
-    ExitCode::SUCCESS
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Where the operator commands act: the database itself, or a server's admin
+/// Where the operator commands act: the database itself, through the same
+/// admin service a server runs (audited as the OS user), or a server's admin
 /// API (`--server`). Both give the same JSON, so output and exit codes do not
 /// depend on which.
 pub enum Target {
-    Local(Arc<dyn Store>),
+    Local { admin: Admin, caller: Caller },
     Remote(Remote),
 }
 
@@ -215,7 +39,17 @@ impl Conn {
     pub(super) async fn open(&self) -> Result<Target, CliError> {
         match &self.server {
             Some(url) => Ok(Target::Remote(Remote::new(url, self.token.clone())?)),
-            None => Ok(Target::Local(store::open(&self.db).await?)),
+            None => Ok(Target::Local {
+                admin: Admin::detached(
+                    store::open(&self.db).await?,
+                    RuntimeConfig {
+                        engine: EngineConfig::default(),
+                        cache_dir: super::default_cache_dir(),
+                        node_id: "cli".into(),
+                    },
+                ),
+                caller: Caller::os_user(),
+            }),
         }
     }
 }
@@ -386,11 +220,7 @@ async fn job_command(
         JobCommand::Add(_) => Err(CliError::new(EXIT_USAGE, "job add is handled above")),
         JobCommand::List => {
             let jobs = match target {
-                Target::Local(store) => {
-                    let triggers = store.trigger_list(None).await?;
-                    let jobs = store.job_list().await?;
-                    Value::Array(jobs.iter().map(|j| views::job_view(j, &triggers)).collect())
-                }
+                Target::Local { admin, .. } => admin.job_list().await?,
                 Target::Remote(r) => r.get("/api/v1/jobs").await?["items"].take(),
             };
             Ok(emit(json, &jobs, |jobs| {
@@ -411,22 +241,7 @@ async fn job_command(
         }
         JobCommand::Show { key } => {
             let job = match target {
-                Target::Local(store) => {
-                    let Some(job) = store.job_get(&key).await? else {
-                        return Err(CliError::new(EXIT_FAILED, format!("no job {key:?}")));
-                    };
-                    let triggers = store.trigger_list(Some(&key)).await?;
-                    let history = store
-                        .history_list(&HistoryFilter {
-                            job_key: Some(key.clone()),
-                            limit: 10,
-                            ..HistoryFilter::default()
-                        })
-                        .await?;
-                    let mut v = views::job_view(&job, &triggers);
-                    v["history"] = Value::Array(history.iter().map(views::history_view).collect());
-                    v
-                }
+                Target::Local { admin, .. } => admin.job_show(&key).await?,
                 Target::Remote(r) => r.get(&format!("/api/v1/jobs/{}", key_path(&key)?)).await?,
             };
             Ok(emit(json, &job, print_job))
@@ -437,12 +252,7 @@ async fn job_command(
         JobCommand::Resume { key, .. } => job_pause(target, &key, false, json).await,
         JobCommand::Delete { key } => {
             let done = match target {
-                Target::Local(store) => {
-                    if !store.job_delete(&key).await? {
-                        return Err(CliError::new(EXIT_FAILED, format!("no job {key:?}")));
-                    }
-                    json!({ "deleted": key })
-                }
+                Target::Local { admin, caller } => admin.job_delete(caller, &key).await?.body,
                 Target::Remote(r) => {
                     r.call(
                         reqwest::Method::DELETE,
@@ -456,10 +266,7 @@ async fn job_command(
         }
         JobCommand::RunNow { key } => {
             let fired = match target {
-                Target::Local(store) => {
-                    let fire_id = store.fire_now(&key).await?;
-                    json!({ "job_key": key, "fire_id": fire_id })
-                }
+                Target::Local { admin, caller } => admin.job_run_now(caller, &key).await?.body,
                 Target::Remote(r) => {
                     r.post(&format!("/api/v1/jobs/{}/run-now", key_path(&key)?))
                         .await?
@@ -493,12 +300,7 @@ async fn job_pause(
     json: bool,
 ) -> Result<ExitCode, CliError> {
     let done = match target {
-        Target::Local(store) => {
-            if !store.job_pause(key, paused).await? {
-                return Err(CliError::new(EXIT_FAILED, format!("no job {key:?}")));
-            }
-            json!({ "job_key": key, "state": if paused { "paused" } else { "active" } })
-        }
+        Target::Local { admin, caller } => admin.job_pause(caller, key, paused).await?.body,
         Target::Remote(r) => {
             let verb = if paused { "pause" } else { "resume" };
             r.post(&format!("/api/v1/jobs/{}/{verb}", key_path(key)?))
@@ -516,10 +318,7 @@ async fn group_pause(
     json: bool,
 ) -> Result<ExitCode, CliError> {
     let done = match target {
-        Target::Local(store) => {
-            let n = store.group_pause(group, paused).await?;
-            json!({ "group": group, "jobs": n })
-        }
+        Target::Local { admin, caller } => admin.group_pause(caller, group, paused).await?.body,
         Target::Remote(r) => {
             let verb = if paused { "pause" } else { "resume" };
             r.post(&format!("/api/v1/groups/{}/{verb}", remote::encode(group)))
@@ -549,12 +348,9 @@ fn flag_error(e: &crate::engine::jobs::FieldError, module: &str) -> CliError {
 
 /// The hints of a `describe()` answer as the API shows it (JSON).
 fn hints_of(describe: &Value) -> crate::runtime::JobInfo {
-    let overlap = match describe["overlap"].as_str() {
-        Some("allow") => Some(crate::runtime::Overlap::Allow),
-        Some("forbid") => Some(crate::runtime::Overlap::Forbid),
-        Some("skip") => Some(crate::runtime::Overlap::Skip),
-        _ => None,
-    };
+    let overlap = describe["overlap"]
+        .as_str()
+        .and_then(crate::domain::Overlap::parse);
     crate::runtime::JobInfo {
         name: cell(&describe["name"]),
         version: cell(&describe["version"]),
@@ -562,20 +358,6 @@ fn hints_of(describe: &Value) -> crate::runtime::JobInfo {
         default_schedule: describe["default_schedule"].as_str().map(str::to_string),
         overlap,
     }
-}
-
-/// A runtime for commands that check or describe modules on `--db`.
-fn cli_runtime() -> Result<Arc<Runtime>, CliError> {
-    Runtime::new(
-        RuntimeConfig {
-            engine: EngineConfig::default(),
-            cache_dir: super::default_cache_dir(),
-            node_id: "cli".into(),
-        },
-        HostServices::in_memory(),
-    )
-    .map(Arc::new)
-    .map_err(|e| CliError::new(EXIT_FAILED, e.to_string()))
 }
 
 /// Validates every argument before touching the database or the server, with
@@ -642,22 +424,15 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         }
         spec.module = format!("{}@{}", cell(&record["name"]), cell(&record["version"]));
         spec.apply_hints(&hints_of(&pushed["describe"]));
-    } else if let Target::Local(store) = &target
-        && (spec.overlap.is_none() || !scheduled)
-        && let Some(info) =
-            crate::engine::modules::describe_stored(store, &cli_runtime()?, &spec.module).await?
-    {
-        // Through --server the API applies the same hints itself.
-        spec.apply_hints(&info);
     }
     let job = match &target {
-        Target::Local(store) => {
-            let (job, trigger) = spec
-                .build("cli")
-                .map_err(|e| flag_error(&e, &args.module))?;
-            store.job_put(&job, &[trigger]).await?;
-            let triggers = store.trigger_list(Some(&args.key)).await?;
-            views::job_view(&job, &triggers)
+        // The service applies the module's hints, as the API does.
+        Target::Local { admin, caller } => {
+            match admin.job_put(caller, &spec, PutMode::Upsert).await {
+                Ok(done) => done.body,
+                Err(AdminError::Field(e)) => return Err(flag_error(&e, &args.module)),
+                Err(e) => return Err(e.into()),
+            }
         }
         Target::Remote(r) => {
             if is_file {
@@ -739,7 +514,7 @@ fn print_history(history: &Value) {
 
 #[derive(Debug, Subcommand)]
 pub enum HistoryCommand {
-    /// List task history, newest first.
+    /// List run history, newest first.
     List {
         #[arg(long)]
         job: Option<String>,
@@ -798,9 +573,9 @@ pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCo
     };
     let rows = async {
         Ok::<(Value, Option<String>), CliError>(match conn.open().await? {
-            Target::Local(store) => {
+            Target::Local { admin, .. } => {
                 let (rows, next) = views::history_page(
-                    store.as_ref(),
+                    admin.store().as_ref(),
                     job.as_deref(),
                     parsed,
                     limit,
@@ -863,14 +638,7 @@ pub async fn trigger(conn: &Conn, command: super::TriggerCommand, json: bool) ->
             }
             TriggerCommand::List { job } => {
                 let triggers = match &target {
-                    Target::Local(store) => Value::Array(
-                        store
-                            .trigger_list(job.as_deref())
-                            .await?
-                            .iter()
-                            .map(views::trigger_view)
-                            .collect(),
-                    ),
+                    Target::Local { admin, .. } => admin.trigger_list(job.as_deref()).await?,
                     Target::Remote(r) => {
                         let path = match &job {
                             Some(j) => format!("/api/v1/triggers?job={}", remote::encode(j)),
@@ -896,15 +664,7 @@ async fn trigger_pause(
     json: bool,
 ) -> Result<ExitCode, CliError> {
     let done = match target {
-        Target::Local(store) => {
-            if !store.trigger_pause(key, paused).await? {
-                return Err(CliError::new(
-                    EXIT_FAILED,
-                    format!("no job or trigger {key:?}"),
-                ));
-            }
-            json!({ "trigger_key": key, "state": if paused { "PAUSED" } else { "WAITING" } })
-        }
+        Target::Local { admin, caller } => admin.trigger_pause(caller, key, paused).await?.body,
         Target::Remote(r) => {
             let verb = if paused { "pause" } else { "resume" };
             r.post(&format!("/api/v1/triggers/{}/{verb}", key_path(key)?))
@@ -934,8 +694,8 @@ pub async fn cluster(conn: &Conn, command: ClusterCommand, json: bool) -> ExitCo
         match command {
             ClusterCommand::Nodes { dead_after_ms } => {
                 let nodes = match &target {
-                    Target::Local(store) => {
-                        serde_json::to_value(store.node_list(dead_after_ms).await?)
+                    Target::Local { admin, .. } => {
+                        serde_json::to_value(admin.store().node_list(dead_after_ms).await?)
                             .unwrap_or_default()
                     }
                     Target::Remote(r) => r
@@ -980,8 +740,8 @@ pub async fn cluster(conn: &Conn, command: ClusterCommand, json: bool) -> ExitCo
             }
             ClusterCommand::Locks => {
                 let locks = match &target {
-                    Target::Local(store) => {
-                        serde_json::to_value(store.lock_list().await?).unwrap_or_default()
+                    Target::Local { admin, .. } => {
+                        serde_json::to_value(admin.store().lock_list().await?).unwrap_or_default()
                     }
                     Target::Remote(r) => r.get("/api/v1/cluster/locks").await?["items"].take(),
                 };
@@ -1016,23 +776,19 @@ async fn module_push(
     version: Option<&str>,
 ) -> Result<Value, CliError> {
     let pushed = match target {
-        Target::Local(store) => {
-            let runtime = cli_runtime()?;
-            match push_file(store, &runtime, file, name, version).await {
-                Ok((record, info)) => Ok(json!({ "module": record, "describe": info })),
-                Err(PushError::Rejected(r)) => {
-                    Err(CliError::new(EXIT_SKIPPED, format!("rejected: {r}")))
-                }
-                Err(PushError::Invalid { field, message }) => {
-                    Err(CliError::new(EXIT_USAGE, format!("--{field} {message}")))
-                }
-                // A version that exists with other bytes is refused like a bad module.
-                Err(
-                    e @ (PushError::Describe(_)
-                    | PushError::Refused(_)
-                    | PushError::Store(crate::store::StoreError::Conflict(_))),
-                ) => Err(CliError::new(EXIT_SKIPPED, format!("rejected: {e}"))),
-                Err(e) => Err(CliError::new(EXIT_FAILED, e.to_string())),
+        Target::Local { admin, caller } => {
+            let bytes = match read_module(file).await {
+                Ok(b) => b,
+                Err(e) => return Err(CliError::new(EXIT_SKIPPED, format!("rejected: {e}"))),
+            };
+            match admin.module_push(caller, bytes, name, version).await {
+                Ok(done) => Ok(done.body),
+                // As flags: `--version ...`.
+                Err(AdminError::Invalid { message, .. }) => Err(CliError::new(
+                    EXIT_USAGE,
+                    format!("--{}", message.replacen(": ", " ", 1)),
+                )),
+                Err(e) => Err(push_refused(e.into())),
             }
         }
         Target::Remote(r) => {
@@ -1050,17 +806,22 @@ async fn module_push(
             }
             r.call(reqwest::Method::POST, &path, Some(Body::Wasm(bytes)))
                 .await
-                .map_err(|e| {
-                    // A version that exists with other bytes: refused like a bad module.
-                    if e.api_code.as_deref() == Some("conflict") {
-                        CliError::new(EXIT_SKIPPED, e.message)
-                    } else {
-                        e
-                    }
-                })
+                .map_err(push_refused)
         }
     };
     pushed.map_err(|e| CliError::new(e.code, format!("{}: {}", file.display(), e.message)))
+}
+
+/// A version that exists with other bytes is refused like a bad module.
+fn push_refused(e: CliError) -> CliError {
+    if e.api_code.as_deref() == Some("conflict") {
+        CliError {
+            code: EXIT_SKIPPED,
+            ..e
+        }
+    } else {
+        e
+    }
 }
 
 pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> ExitCode {
@@ -1093,9 +854,7 @@ pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> E
             }
             ModuleCommand::List => {
                 let modules = match &target {
-                    Target::Local(store) => {
-                        serde_json::to_value(store.module_list(None).await?).unwrap_or_default()
-                    }
+                    Target::Local { admin, .. } => admin.module_list(None).await?,
                     Target::Remote(r) => r.get("/api/v1/modules").await?["items"].take(),
                 };
                 Ok(emit(json, &modules, |modules| {
@@ -1129,31 +888,12 @@ pub async fn module(conn: &Conn, command: super::ModuleCommand, json: bool) -> E
                 }))
             }
             ModuleCommand::Rollback { name, to } => {
-                let Some(crate::store::ModuleRef::Latest(name)) = parse_ref(&name) else {
-                    return Err(CliError::new(
-                        EXIT_USAGE,
-                        format!("{name:?} is not a module name"),
-                    ));
-                };
                 let record = match &target {
-                    Target::Local(store) => {
-                        let rollback = crate::store::ModuleRollback {
-                            name: name.clone(),
-                            to: to.clone(),
-                        };
-                        match store.module_rollback(&rollback).await? {
-                            Some(m) => serde_json::to_value(m).unwrap_or_default(),
-                            None => {
-                                return Err(CliError::new(
-                                    EXIT_FAILED,
-                                    match &to {
-                                        Some(v) => format!("no module {name}@{v}"),
-                                        None => format!("no module {name}"),
-                                    },
-                                ));
-                            }
-                        }
-                    }
+                    Target::Local { admin, caller } => admin
+                        .module_rollback(caller, &name, to.as_deref())
+                        .await?
+                        .body["module"]
+                        .take(),
                     Target::Remote(r) => {
                         let mut path =
                             format!("/api/v1/modules/{}/rollback", remote::encode(&name));

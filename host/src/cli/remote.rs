@@ -2,7 +2,8 @@
 //! returns the JSON the API answers, and an API error becomes the exit code a
 //! script would get from the same mistake made against the database.
 
-use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE};
+use super::{EXIT_FAILED, EXIT_USAGE};
+use crate::admin::AdminError;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -28,6 +29,18 @@ impl CliError {
 impl From<crate::store::StoreError> for CliError {
     fn from(e: crate::store::StoreError) -> Self {
         CliError::new(EXIT_FAILED, e.to_string())
+    }
+}
+
+/// An admin service error on `--db` gets the exit code and message the API's
+/// answer to the same call gets on `--server`.
+impl From<AdminError> for CliError {
+    fn from(e: AdminError) -> Self {
+        let code = e.code();
+        CliError {
+            api_code: Some(code.to_string()),
+            ..CliError::new(AdminError::exit_code(e.http_status(), code), e.to_string())
+        }
     }
 }
 
@@ -126,11 +139,7 @@ impl Remote {
             || format!("{} answered {status}", self.base),
             str::to_string,
         );
-        let exit = match (status.as_u16(), code) {
-            (_, "module_rejected") => EXIT_SKIPPED,
-            (400 | 415 | 422, _) => EXIT_USAGE,
-            _ => EXIT_FAILED,
-        };
+        let exit = AdminError::exit_code(status.as_u16(), code);
         Err(CliError {
             api_code: Some(code.to_string()),
             ..CliError::new(exit, message)

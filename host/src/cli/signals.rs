@@ -4,15 +4,11 @@
 use super::ops::{Conn, Target, cell, emit, finish, fmt_ms, items, print_table};
 use super::remote::{Body, CliError, encode};
 use super::{EXIT_FAILED, EXIT_USAGE};
-use crate::engine::alerts::Alerter;
-use crate::engine::signals::{self, SignalError};
-use crate::metrics::Metrics;
 use crate::store::events::{DeliveryFilter, DeliveryState};
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum EventCommand {
@@ -75,14 +71,6 @@ pub enum AlertCommand {
     },
 }
 
-fn cli_error(e: SignalError) -> CliError {
-    match e {
-        SignalError::Invalid { .. } => CliError::new(EXIT_USAGE, e.to_string()),
-        SignalError::NotFound(m) => CliError::new(EXIT_FAILED, m),
-        SignalError::Store(e) => e.into(),
-    }
-}
-
 fn path_part(text: &str) -> String {
     encode(text)
 }
@@ -93,12 +81,11 @@ pub async fn event(conn: &Conn, command: EventCommand, json: bool) -> ExitCode {
         match command {
             EventCommand::Emit { name, data, key } => {
                 let value = match &target {
-                    Target::Local(store) => {
-                        let outcome =
-                            signals::emit(store.as_ref(), &name, data.as_deref(), key.as_deref())
-                                .await
-                                .map_err(cli_error)?;
-                        signals::emit_view(&name, &outcome)
+                    Target::Local { admin, caller } => {
+                        admin
+                            .event_emit(caller, &name, data.as_deref(), key.as_deref())
+                            .await?
+                            .body
                     }
                     Target::Remote(r) => {
                         let payload: Value =
@@ -142,14 +129,7 @@ pub async fn event(conn: &Conn, command: EventCommand, json: bool) -> ExitCode {
             EventCommand::List { name, limit } => {
                 let limit = limit.clamp(1, 1000);
                 let value = match &target {
-                    Target::Local(store) => Value::Array(
-                        store
-                            .event_list(name.as_deref(), limit)
-                            .await?
-                            .iter()
-                            .map(signals::event_view)
-                            .collect(),
-                    ),
+                    Target::Local { admin, .. } => admin.event_list(name.as_deref(), limit).await?,
                     Target::Remote(r) => {
                         let mut path = format!("/api/v1/events?limit={limit}");
                         if let Some(n) = &name {
@@ -191,9 +171,7 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
         match command {
             AlertCommand::List => {
                 let value = match &target {
-                    Target::Local(store) => {
-                        serde_json::to_value(store.alert_rule_list().await?).unwrap_or_default()
-                    }
+                    Target::Local { admin, .. } => admin.alert_list().await?,
                     Target::Remote(r) => r.get("/api/v1/alerts").await?["items"].take(),
                 };
                 Ok(emit(json, &value, |v| {
@@ -220,13 +198,12 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
                 after,
                 webhook,
             } => {
-                let rule =
-                    signals::rule_from_input(&name, &on, job.as_deref(), after, &webhook, "cli")
-                        .map_err(cli_error)?;
                 let value = match &target {
-                    Target::Local(store) => {
-                        store.alert_rule_put(&rule).await?;
-                        serde_json::to_value(&rule).unwrap_or_default()
+                    Target::Local { admin, caller } => {
+                        admin
+                            .alert_put(caller, &name, &on, job.as_deref(), after, &webhook)
+                            .await?
+                            .body
                     }
                     Target::Remote(r) => {
                         let body =
@@ -245,14 +222,8 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
             }
             AlertCommand::Delete { name } => {
                 let value = match &target {
-                    Target::Local(store) => {
-                        if !store.alert_rule_delete(&name).await? {
-                            return Err(CliError::new(
-                                EXIT_FAILED,
-                                format!("no alert rule {name:?}"),
-                            ));
-                        }
-                        json!({ "name": name, "deleted": true })
+                    Target::Local { admin, caller } => {
+                        admin.alert_delete(caller, &name).await?.body
                     }
                     Target::Remote(r) => {
                         r.call(
@@ -269,17 +240,7 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
             }
             AlertCommand::Test { rule } => {
                 let value = match &target {
-                    Target::Local(store) => {
-                        let alerter = Alerter::new(
-                            Arc::clone(store),
-                            Arc::new(Metrics::new()),
-                            "cli".into(),
-                            None,
-                        );
-                        signals::alert_test(store.as_ref(), &alerter, &rule)
-                            .await
-                            .map_err(cli_error)?
-                    }
+                    Target::Local { admin, caller } => admin.alert_test(caller, &rule).await?.body,
                     Target::Remote(r) => {
                         r.post(&format!("/api/v1/alerts/{}/test", path_part(&rule)))
                             .await?
@@ -319,18 +280,15 @@ pub async fn alert(conn: &Conn, command: AlertCommand, json: bool) -> ExitCode {
                 };
                 let limit = limit.clamp(1, 1000);
                 let value = match &target {
-                    Target::Local(store) => Value::Array(
-                        store
-                            .alert_delivery_list(&DeliveryFilter {
+                    Target::Local { admin, .. } => {
+                        admin
+                            .delivery_list(&DeliveryFilter {
                                 rule: rule.clone(),
                                 state: parsed,
                                 limit,
                             })
                             .await?
-                            .iter()
-                            .map(signals::delivery_view)
-                            .collect(),
-                    ),
+                    }
                     Target::Remote(r) => {
                         let mut path = format!("/api/v1/alerts/deliveries?limit={limit}");
                         for (name, v) in [("rule", &rule), ("state", &state)] {

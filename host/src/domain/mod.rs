@@ -1,13 +1,68 @@
-//! The rules for names and inputs an operator gives, in one place: job keys,
-//! module names, versions and references, job data, retry counts, durations,
-//! cron expressions and time zones. The manifest, the admin API and the CLI
-//! (on `--db` and through `--server`) all call these functions, so a value is
-//! accepted by one exactly when it is accepted by the others and is refused
-//! with the same words, quoting what the operator typed.
+//! Quartzite's vocabulary, defined once: the names and values an operator
+//! gives and every layer passes on. Job keys, module names, versions and
+//! references, job data, retry counts, sizes and durations (here); a job's
+//! policies and a trigger's kinds ([`policy`]); event names and alert rules
+//! ([`events`]). Each comes with its parser and its checks. The manifest, the
+//! config, the admin service (API and CLI alike), the store and the runtime
+//! all use these, so a value is accepted by one exactly when it is accepted by
+//! the others and is refused with the same words, quoting what was typed.
+//!
+//! This is the bottom layer: it imports nothing of the crate. The words it
+//! uses are those of the glossary in ARCHITECTURE.md.
 
-use crate::schedule::cron::{CronError, CronSchedule};
-use crate::store::ModuleRef;
+pub mod events;
+pub mod policy;
+
+pub use policy::{Backoff, MisfirePolicy, Overlap, ParseValueError, RetryPolicy, TriggerKind};
+
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
+
+/// Which module a job means.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ModuleRef {
+    /// `NAME`: the most recently pushed version of `name`.
+    Latest(String),
+    /// `NAME@VERSION`: one pinned version of a module.
+    Version { name: String, version: String },
+    /// `sha256:<64 hex digits>`: exactly these bytes (the digits, lowercase).
+    Digest(String),
+}
+
+impl ModuleRef {
+    /// The module name, unless the reference is a digest.
+    pub fn module_name(&self) -> Option<&str> {
+        match self {
+            ModuleRef::Latest(name) | ModuleRef::Version { name, .. } => Some(name),
+            ModuleRef::Digest(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ModuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModuleRef::Latest(name) => f.write_str(name),
+            ModuleRef::Version { name, version } => write!(f, "{name}@{version}"),
+            ModuleRef::Digest(hex) => write!(f, "sha256:{hex}"),
+        }
+    }
+}
+
+impl FromStr for ModuleRef {
+    type Err = ParseValueError;
+
+    /// [`parse_module_ref`], the message quoting the text.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_module_ref(s)
+            .map_err(|reason| ParseValueError(format!("invalid module {s:?}: {reason}")))
+    }
+}
+
+/// The address the admin API listens on when none is given; alert links
+/// start with it when the node has no other public URL.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 /// Longest job-key part, trigger name, module name or version.
 pub const MAX_NAME_LEN: usize = 64;
@@ -197,47 +252,41 @@ pub fn parse_duration_within(text: &str, min: Duration, max: Duration) -> Result
     Ok(d)
 }
 
-/// What is wrong with a cron trigger, and in which field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CronCheckError {
-    /// The time zone is not an IANA zone (reported under `tz`).
-    #[error("{0}")]
-    Tz(String),
-    /// The expression does not parse, or can never fire (reported under `cron`).
-    #[error("{0}")]
-    Cron(String),
-}
-
-/// Checks a cron expression in a time zone: the zone is an IANA name, the
-/// expression parses, and it fires at least once after `now` (as Quartz refuses
-/// a trigger that will never fire, e.g. `0 0 0 31 2 ?`).
+/// Digits and an optional binary unit: `B`, `KiB`/`k`/`kb`, `MiB`/`m`/`mb`,
+/// `GiB`/`g`/`gb` (case-insensitive; every unit is a power of 1024). Zero is refused: every
+/// size is a limit (memory, kv), and a limit of nothing is a mistake.
 ///
 /// # Errors
 ///
-/// The first problem, tagged with the field it belongs to.
-pub fn check_cron(
-    expr: &str,
-    tz: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<CronSchedule, CronCheckError> {
-    if tz.parse::<chrono_tz::Tz>().is_err() {
-        return Err(CronCheckError::Tz(
-            CronError::UnknownTimeZone {
-                name: tz.to_owned(),
-            }
-            .to_string(),
+/// The text, quoted, and what is wrong with it.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = |reason: &str| format!("invalid size {text:?}: {reason}");
+    let trimmed = text.trim();
+    let digits_end = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(invalid(
+            "expected digits and an optional unit, e.g. \"64MiB\"",
         ));
     }
-    let schedule = CronSchedule::parse(expr, tz).map_err(|e| match e {
-        e @ CronError::UnknownTimeZone { .. } => CronCheckError::Tz(e.to_string()),
-        e => CronCheckError::Cron(e.to_string()),
-    })?;
-    if schedule.next_after(now).is_none() {
-        return Err(CronCheckError::Cron(format!(
-            "{expr:?} can never fire: no time matches it"
-        )));
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(invalid("unknown unit; use B, KiB, MiB or GiB")),
+    };
+    let size = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| invalid("too large"))?;
+    if size == 0 {
+        return Err(invalid("must be positive"));
     }
-    Ok(schedule)
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -273,17 +322,23 @@ mod tests {
     }
 
     #[test]
-    fn a_cron_that_never_fires_and_a_bad_zone_are_told_apart() {
-        let now = chrono::Utc::now();
-        assert!(matches!(
-            check_cron("0 0 0 31 2 ?", "UTC", now),
-            Err(CronCheckError::Cron(m)) if m.contains("never fire")
-        ));
-        assert!(matches!(
-            check_cron("0 0 * * * ?", "Mars/Olympus", now),
-            Err(CronCheckError::Tz(_))
-        ));
-        assert!(check_cron("0 0 * * * ?", "Europe/Berlin", now).is_ok());
+    fn sizes_take_binary_units_and_are_positive() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("4KB"), Ok(4096));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64 mb"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        // Every size is a limit, and a limit of nothing is a mistake.
+        assert!(parse_size("0").is_err_and(|e| e.contains("must be positive")));
+        assert!(parse_size("0MiB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("12XB").is_err_and(|e| e.contains("\"12XB\"")));
+        assert!(parse_size("99999999999999999999GiB").is_err());
     }
 
     #[test]

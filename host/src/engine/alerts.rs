@@ -1,4 +1,4 @@
-//! Failure alerts: rules evaluated against task history, delivered to webhooks.
+//! Failure alerts: rules evaluated against run history, delivered to webhooks.
 //!
 //! One node at a time (the `quartzite.alerts` cluster lock) scans the history
 //! rows an alert can be about since its cursor, queues one delivery per rule and
@@ -90,7 +90,7 @@ impl Alerter {
         link_base: Option<&str>,
     ) -> Arc<Self> {
         let link_base = link_base.filter(|u| !u.is_empty()).map_or_else(
-            || format!("http://{}", crate::api::DEFAULT_LISTEN),
+            || format!("http://{}", crate::domain::DEFAULT_LISTEN),
             |u| u.trim_end_matches('/').to_string(),
         );
         let client = reqwest::Client::builder()

@@ -1,11 +1,13 @@
 //! A job as an operator describes it (one job, one schedule), checked field by
-//! field and turned into the store's job and trigger.
+//! field and turned into the store's job and trigger; and a manifest's job
+//! turned into the store's job and triggers ([`job_from_manifest`]).
 //!
 //! `quartzite job add` and the admin API's job create/update both go through
 //! [`JobSpec::build`], so a job accepted by one is accepted by the other and a
 //! bad field gets the same message from both, naming the field.
 
 use crate::domain;
+use crate::manifest;
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use crate::store::model::{JobDef, Overlap, TriggerPut};
 use chrono::DateTime;
@@ -102,14 +104,7 @@ impl JobSpec {
         if self.overlap.is_none()
             && let Some(o) = info.overlap
         {
-            self.overlap = Some(
-                match o {
-                    crate::runtime::Overlap::Allow => "allow",
-                    crate::runtime::Overlap::Forbid => "forbid",
-                    crate::runtime::Overlap::Skip => "skip",
-                }
-                .into(),
-            );
+            self.overlap = Some(o.as_str().into());
         }
         let scheduled = self.cron.is_some()
             || self.every.is_some()
@@ -188,13 +183,13 @@ impl JobSpec {
             return Err(bad("repeat", "only applies to every"));
         }
         let kind = if let Some(name) = &self.event {
-            crate::store::events::check_event_name(name).map_err(|e| bad("event", e))?;
+            crate::domain::events::check_event_name(name).map_err(|e| bad("event", e))?;
             TriggerKind::Event { name: name.clone() }
         } else if let Some(expr) = &self.cron {
             let tz = self.tz.clone().unwrap_or_else(|| "UTC".into());
-            domain::check_cron(expr, &tz, chrono::Utc::now()).map_err(|e| match e {
-                domain::CronCheckError::Tz(m) => bad("tz", m),
-                domain::CronCheckError::Cron(m) => bad("cron", m),
+            crate::schedule::check_cron(expr, &tz, chrono::Utc::now()).map_err(|e| match e {
+                crate::schedule::CronCheckError::Tz(m) => bad("tz", m),
+                crate::schedule::CronCheckError::Cron(m) => bad("cron", m),
             })?;
             TriggerKind::Cron {
                 expr: expr.clone(),
@@ -239,6 +234,43 @@ impl JobSpec {
         };
         Ok((job, trigger))
     }
+}
+
+/// Converts a manifest job to the store's job and triggers.
+pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) {
+    let key = decl.key();
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let job = JobDef {
+        job_key: key.clone(),
+        module: decl.module.to_string(),
+        data: decl.data.to_string(),
+        overlap: decl.overlap,
+        retry: decl.retry.clone(),
+        timeout_ms: ms(decl.timeout),
+        max_memory: decl.max_memory,
+        requests_recovery: decl.requests_recovery,
+        priority: i64::from(decl.priority),
+        paused: decl.paused,
+        source: "manifest".into(),
+        kv_max_keys: decl.kv_max_keys,
+        kv_max_bytes: decl.kv_max_bytes,
+    };
+    let triggers = decl
+        .triggers
+        .iter()
+        .map(|t| TriggerPut {
+            trigger_key: format!("{key}:{}", t.name),
+            job_key: key.clone(),
+            spec: TriggerSpec {
+                kind: t.kind.clone(),
+                start_ms: t.start.map(|s| s.timestamp_millis()),
+                end_ms: t.end.map(|e| e.timestamp_millis()),
+                misfire: t.misfire,
+            },
+            priority: i64::from(t.priority.unwrap_or(decl.priority)),
+        })
+        .collect();
+    (job, triggers)
 }
 
 #[cfg(test)]

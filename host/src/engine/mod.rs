@@ -3,12 +3,11 @@
 //! that knows both wasm and SQL exist.
 
 pub mod alerts;
-pub mod bootstrap;
 pub mod jobs;
 pub mod locks;
 pub mod modules;
 pub mod scheduler;
 pub mod services;
 mod shares;
-pub mod signals;
+pub mod wake;
 pub mod watch;

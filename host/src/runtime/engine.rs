@@ -62,7 +62,7 @@ const DECOMMIT_BATCH: usize = 32;
 ///
 /// When wasmtime rejects the configuration (e.g. the pooling allocator cannot
 /// reserve its address space).
-pub(crate) fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
+pub fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     // Jobs are components (the WIT contract), never bare core modules.
     config.wasm_component_model(true);
@@ -114,13 +114,18 @@ pub(crate) fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
 }
 
 /// The thread that advances the engine's epoch every [`TICK`] until dropped.
-pub(crate) struct EpochTicker {
+pub struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub(crate) fn start(engine: &Engine) -> std::io::Result<Self> {
+    /// Starts the thread.
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot be spawned.
+    pub fn start(engine: &Engine) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.weak();
         let flag = Arc::clone(&stop);

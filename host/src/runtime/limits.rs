@@ -130,47 +130,10 @@ pub(crate) mod humantime_serde_compat {
     }
 }
 
-/// Parses a size such as `64MiB`, `512KiB`, `1GiB`, `2000000` (bytes).
-///
-/// # Errors
-///
-/// A message quoting the input when it is not a size.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected e.g. 64MiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("invalid size {text:?}: too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("12XB").unwrap_err().contains("\"12XB\""));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999999999999GiB").is_err());
-    }
 
     #[test]
     fn the_memory_cap_counts_all_memories_and_remembers_a_refusal() {

@@ -12,7 +12,6 @@
 //! holds is released when its run ends, however it ends.
 
 #[doc(hidden)]
-pub mod bench_support;
 pub(crate) mod bindings;
 pub mod engine;
 pub mod limits;
@@ -24,7 +23,7 @@ mod state;
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION, WitVersion};
 pub use engine::EngineConfig;
-pub use limits::{Limits, parse_size};
+pub use limits::Limits;
 pub use module::{LoadOrigin, LoadedModule};
 pub use outcome::{
     JobInfo, LimitKind, LogLevel, LogLine, LogSource, ModuleRejection, Overlap, RunOutcome,

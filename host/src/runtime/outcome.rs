@@ -213,14 +213,7 @@ mod system_time_ms {
     }
 }
 
-/// Whether fires of a job may overlap, as the job suggests it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlap {
-    Allow,
-    Forbid,
-    Skip,
-}
+pub use crate::domain::Overlap;
 
 /// What a module's `describe` returned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -328,7 +328,7 @@ impl HostServices {
         HostServices {
             kv: Arc::new(MemoryKv::new()),
             locks: Arc::new(LocalLocks::new()),
-            events: Arc::new(MemoryEvents::new(crate::store::events::DEFAULT_MAX_DEPTH)),
+            events: Arc::new(MemoryEvents::new(crate::domain::events::DEFAULT_MAX_DEPTH)),
         }
     }
 }

@@ -260,9 +260,9 @@ impl RunState {
         payload: String,
         key: Option<String>,
     ) -> Result<String, HostError> {
-        crate::store::events::check_event_name(&name).map_err(invalid)?;
-        crate::store::events::check_event_input(key.as_deref(), &payload).map_err(|e| {
-            if payload.len() > crate::store::events::MAX_EVENT_PAYLOAD {
+        crate::domain::events::check_event_name(&name).map_err(invalid)?;
+        crate::domain::events::check_event_input(key.as_deref(), &payload).map_err(|e| {
+            if payload.len() > crate::domain::events::MAX_EVENT_PAYLOAD {
                 HostError::LimitExceeded(e)
             } else {
                 invalid(e)

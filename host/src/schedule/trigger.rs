@@ -1,73 +1,13 @@
-//! Trigger kinds, and the plan for a trigger that has come due: which fires to
+//! The plan for a trigger that has come due: which fires to
 //! create, which were missed (misfire policy), which wall times did not exist
 //! (DST gaps), and the next fire time. Pure: every instant comes in as an argument.
 
 use super::cron::{CronEvent, CronSchedule};
 use super::interval::IntervalSchedule;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What to do with fires missed by more than the misfire threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MisfirePolicy {
-    /// Run the most recent missed fires, up to the catch-up limit; older ones are recorded as misfired.
-    FireNow,
-    /// Run none of them; record them as misfired and go on with the next fire.
-    Skip,
-    /// Run one fire for all of them; record the others as misfired.
-    FireOnce,
-}
-
-impl MisfirePolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MisfirePolicy::FireNow => "fire-now",
-            MisfirePolicy::Skip => "skip",
-            MisfirePolicy::FireOnce => "fire-once",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "fire-now" => Some(MisfirePolicy::FireNow),
-            "skip" => Some(MisfirePolicy::Skip),
-            "fire-once" => Some(MisfirePolicy::FireOnce),
-            _ => None,
-        }
-    }
-}
-
-/// When a trigger fires.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TriggerKind {
-    /// Quartz cron in an IANA zone.
-    Cron { expr: String, tz: String },
-    /// Every `period_ms` from the trigger's start, `repeat` more times after the first (or forever).
-    Every { period_ms: i64, repeat: Option<u64> },
-    /// Once, at an instant.
-    At(i64),
-    /// Once each time a node starts.
-    OnStart,
-    /// Once per store for each module version of the job.
-    Once,
-    /// Once for every accepted event of this name: never due by the clock.
-    Event { name: String },
-}
-
-impl TriggerKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TriggerKind::Cron { .. } => "cron",
-            TriggerKind::Every { .. } => "every",
-            TriggerKind::At(_) => "at",
-            TriggerKind::OnStart => "on-start",
-            TriggerKind::Once => "once",
-            TriggerKind::Event { .. } => "event",
-        }
-    }
-}
+pub use crate::domain::{MisfirePolicy, TriggerKind};
 
 /// A trigger's schedule, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,70 +30,10 @@ use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 
-/// The longest event name.
-pub const MAX_EVENT_NAME: usize = 128;
-/// The longest idempotency key.
-pub const MAX_EVENT_KEY: usize = 256;
-/// The largest event payload, as JSON text.
-pub const MAX_EVENT_PAYLOAD: usize = 64 << 10;
-/// How deep a chain of events emitted by jobs may go unless configured.
-pub const DEFAULT_MAX_DEPTH: u32 = 8;
-/// How many events jobs may emit below one root event unless configured.
-pub const DEFAULT_MAX_CHAIN_EVENTS: u32 = 10_000;
-/// How many fires the events of one job may have waiting unless configured.
-pub const DEFAULT_MAX_JOB_FIRES: u32 = 1_000;
-
-/// Checks an event name: 1 to 128 of `A-Z a-z 0-9 . _ - : /`, starting with a
-/// letter or digit. The message says what is wrong.
-///
-/// # Errors
-///
-/// When the name is not acceptable.
-pub fn check_event_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_EVENT_NAME {
-        return Err(format!(
-            "event name {name:?} must be 1 to {MAX_EVENT_NAME} bytes"
-        ));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!(
-            "event name {name:?} must start with a letter or digit"
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._-:/".contains(*c)))
-    {
-        return Err(format!(
-            "event name {name:?} contains {bad:?}; use letters, digits and . _ - : /"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks an event's idempotency key and payload (JSON text).
-///
-/// # Errors
-///
-/// When the key is empty or too long, or the payload is too large or not JSON.
-pub fn check_event_input(key: Option<&str>, payload: &str) -> Result<(), String> {
-    if let Some(key) = key
-        && (key.is_empty() || key.len() > MAX_EVENT_KEY)
-    {
-        return Err(format!(
-            "idempotency key must be 1 to {MAX_EVENT_KEY} bytes"
-        ));
-    }
-    if payload.len() > MAX_EVENT_PAYLOAD {
-        return Err(format!(
-            "event payload is {} bytes; the limit is {MAX_EVENT_PAYLOAD}",
-            payload.len()
-        ));
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(payload)
-        .map_err(|e| format!("event payload is not JSON: {e}"))?;
-    Ok(())
-}
+pub use crate::domain::events::{
+    AlertCondition, AlertRule, DEFAULT_MAX_CHAIN_EVENTS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_JOB_FIRES,
+    MAX_EVENT_KEY, MAX_EVENT_NAME, MAX_EVENT_PAYLOAD, check_event_input, check_event_name,
+};
 
 /// The bounds on the events jobs emit (`[scheduler]` `max_event_depth`,
 /// `max_chain_events`, `max_job_event_fires`).
@@ -214,71 +154,6 @@ pub struct EventRecord {
     /// Fires it started.
     pub fires: u64,
     pub created_ms: i64,
-}
-
-/// What an alert rule watches for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AlertCondition {
-    /// A fire ended failed for good: a fatal failure, a timeout or retries used up.
-    PermanentFailure,
-    /// `threshold` runs in a row failed (retried attempts count; a success resets).
-    ConsecutiveFailures,
-    /// A fire was missed (history status `misfired`).
-    Misfire,
-    /// The NoOp job ran instead of the module (missing, invalid, incompatible,
-    /// or no node able to run it).
-    NoopSkip,
-}
-
-impl AlertCondition {
-    pub const ALL: [AlertCondition; 4] = [
-        AlertCondition::PermanentFailure,
-        AlertCondition::ConsecutiveFailures,
-        AlertCondition::Misfire,
-        AlertCondition::NoopSkip,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertCondition::PermanentFailure => "permanent-failure",
-            AlertCondition::ConsecutiveFailures => "consecutive-failures",
-            AlertCondition::Misfire => "misfire",
-            AlertCondition::NoopSkip => "noop-skip",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == text)
-    }
-}
-
-/// An alert rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AlertRule {
-    pub name: String,
-    pub condition: AlertCondition,
-    /// A job key, or `group/*` for a group; `None`: every job.
-    pub job_pattern: Option<String>,
-    /// For `consecutive-failures`: how many in a row (1 otherwise).
-    pub threshold: u32,
-    /// Where deliveries are POSTed.
-    pub webhook: String,
-    /// Who declared it: `manifest`, `cli` or `api`.
-    pub source: String,
-}
-
-impl AlertRule {
-    /// Whether the rule covers `job_key`.
-    pub fn covers(&self, job_key: &str) -> bool {
-        match self.job_pattern.as_deref() {
-            None | Some("*") => true,
-            Some(p) => match p.strip_suffix("/*") {
-                Some(group) => job_key.split_once('/').is_some_and(|(g, _)| g == group),
-                None => p == job_key,
-            },
-        }
-    }
 }
 
 /// Where an alert delivery stands.

@@ -108,16 +108,7 @@ pub struct ModulePut {
     pub restore: bool,
 }
 
-/// Which module a job means.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ModuleRef {
-    /// The most recently pushed version of `name`.
-    Latest(String),
-    /// One pinned version of a module.
-    Version { name: String, version: String },
-    /// Exactly these bytes.
-    Digest(String),
-}
+pub use crate::domain::ModuleRef;
 
 /// A stored module, without its bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

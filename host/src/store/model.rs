@@ -4,85 +4,7 @@
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use serde::Serialize;
 
-/// Overlap policy of a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlap {
-    Allow,
-    Forbid,
-    Skip,
-}
-
-impl Overlap {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Overlap::Allow => "allow",
-            Overlap::Forbid => "forbid",
-            Overlap::Skip => "skip",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "allow" => Some(Overlap::Allow),
-            "forbid" => Some(Overlap::Forbid),
-            "skip" => Some(Overlap::Skip),
-            _ => None,
-        }
-    }
-}
-
-/// Retry backoff shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backoff {
-    Immediate,
-    Exponential,
-}
-
-/// How a failed run is retried.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RetryPolicy {
-    /// Runs of a fire in all; 1 means no retry.
-    pub max_attempts: u32,
-    pub backoff: Backoff,
-    pub initial_ms: u64,
-    pub max_ms: u64,
-    /// Spread of each delay, 0.0 to 1.0 (0.1: +/-10%).
-    pub jitter: f64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            backoff: Backoff::Exponential,
-            initial_ms: 1_000,
-            max_ms: 300_000,
-            jitter: 0.1,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before the next attempt after attempt `attempt` (1-based) failed.
-    /// `random` is uniform in [0, 1).
-    pub fn delay_ms(&self, attempt: u32, random: f64) -> u64 {
-        match self.backoff {
-            Backoff::Immediate => 0,
-            Backoff::Exponential => {
-                let doublings = attempt.saturating_sub(1).min(62);
-                let base = self
-                    .initial_ms
-                    .saturating_mul(1u64 << doublings)
-                    .min(self.max_ms);
-                let spread =
-                    1.0 + self.jitter.clamp(0.0, 1.0) * (2.0 * random.clamp(0.0, 1.0) - 1.0);
-                (base as f64 * spread).round().max(0.0) as u64
-            }
-        }
-    }
-}
+pub use crate::domain::{Backoff, Overlap, RetryPolicy};
 
 /// A job as stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -697,28 +619,5 @@ mod tests {
         assert_eq!(wit_rank("1.x.0"), None);
         assert_eq!(wit_rank("1.0.0.0"), None);
         assert_eq!(wit_rank("1.1000000.0"), None);
-    }
-
-    #[test]
-    fn exponential_backoff_doubles_caps_and_jitters_within_bounds() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            backoff: Backoff::Exponential,
-            initial_ms: 1000,
-            max_ms: 5000,
-            jitter: 0.1,
-        };
-        assert_eq!(p.delay_ms(1, 0.5), 1000);
-        assert_eq!(p.delay_ms(2, 0.5), 2000);
-        assert_eq!(p.delay_ms(3, 0.5), 4000);
-        assert_eq!(p.delay_ms(4, 0.5), 5000);
-        assert_eq!(p.delay_ms(u32::MAX, 0.5), 5000);
-        assert_eq!(p.delay_ms(1, 0.0), 900);
-        assert_eq!(p.delay_ms(1, 0.999_999), 1100);
-        let immediate = RetryPolicy {
-            backoff: Backoff::Immediate,
-            ..p
-        };
-        assert_eq!(immediate.delay_ms(3, 0.7), 0);
     }
 }

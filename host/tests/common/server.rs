@@ -3,8 +3,8 @@
 
 use super::{pg_drop, pg_schema, wait_until};
 use quartzite::api::ApiOptions;
-use quartzite::engine::bootstrap::{self, Node, ServeOptions};
 use quartzite::engine::scheduler::SchedulerConfig;
+use quartzite::node::{self, Node, ServeOptions};
 use quartzite::runtime::{EngineConfig, RuntimeConfig};
 use quartzite::store::Store;
 use reqwest::StatusCode;
@@ -84,13 +84,13 @@ pub async fn start_server_with(
         },
     };
     let api = ApiOptions::parse("127.0.0.1:0", token, None).expect("API options");
-    let node: Node = bootstrap::start_with_api(&options, Some(api))
+    let node: Node = node::start_with_api(&options, Some(api))
         .await
         .expect("node starts");
     let addr = node.api.as_ref().expect("API running").local_addr;
     let store = Arc::clone(&node.store);
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(bootstrap::run(node, false, rx));
+    let task = tokio::spawn(node::run(node, false, rx));
     let server = Server {
         base: format!("http://{addr}"),
         store,

@@ -352,7 +352,7 @@ function renderCharts(stats) {
     if (ok > 0) bars.push(svg("rect", { x: x(i), y: y(ok, maxCount), width: bw, height: plotH * (ok / maxCount), class: "bar ok", "data-start": k.start_ms, "data-count": ok }, svg("title", {}, label)));
     if (k.failures > 0) bars.push(svg("rect", { x: x(i), y: y(k.total, maxCount), width: bw, height: plotH * (k.failures / maxCount), class: "bar fail", "data-start": k.start_ms, "data-count": k.failures }, svg("title", {}, label)));
   });
-  frame("#chart-executions", "Executions and failures per bucket", maxCount, [...bars, ...timeLabels(stats, x)]);
+  frame("#chart-executions", "Runs and failures per bucket", maxCount, [...bars, ...timeLabels(stats, x)]);
 
   const maxLag = Math.max(1, ...b.map((k) => k.lag_max_ms || 0));
   const series = [];
@@ -371,11 +371,11 @@ function renderCharts(stats) {
 
 const views = [
   ["jobs", () => "/api/v1/jobs", renderJobs],
-  ["executions", () => "/api/v1/executions", renderExecutions],
+  ["executions", () => "/api/v1/fires", renderExecutions],
   ["history", historyQuery, renderHistory],
   ["charts", () => {
     const [minutes, bucket] = $("#chart-window").value.split(":");
-    return `/api/v1/stats/executions?minutes=${minutes}&bucket=${bucket}`;
+    return `/api/v1/stats/runs?minutes=${minutes}&bucket=${bucket}`;
   }, renderCharts],
   ["events", () => "/api/v1/events?limit=20", renderEvents],
   ["alert rules", () => "/api/v1/alerts", renderAlertRules],

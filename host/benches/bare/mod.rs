@@ -1,12 +1,22 @@
 //! The bare-wasmtime floor the runtime benchmark compares the host path with:
-//! the same engine configuration, a store holding only WASI, instantiate and
-//! call `run`, drop. Not part of the public API.
+//! the same engine ([`quartzite::runtime::engine::build`]), a store holding
+//! only WASI, instantiate and call `run`, drop. It has bindings of its own to
+//! `wit/`, so the library exports nothing for benches.
 
-use super::bindings::{JobPre, wit};
-use super::engine::{self, EngineConfig};
+use ::quartzite::runtime::engine::{self, EngineConfig};
+use ::quartzite::runtime::{WIT_PACKAGE, WIT_VERSION};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "quartzite:job/job",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+use self::quartzite::job::types as wit;
 
 struct Bare {
     wasi: WasiCtx,
@@ -40,11 +50,7 @@ impl BareFloor {
         let mut linker: Linker<Bare> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // The types-only interface: nothing to define but the instance itself.
-        linker.instance(&format!(
-            "{}/types@{}",
-            super::WIT_PACKAGE,
-            super::WIT_VERSION
-        ))?;
+        linker.instance(&format!("{}/types@{}", WIT_PACKAGE, WIT_VERSION))?;
         let component = Component::from_binary(&engine, bytes)?;
         let pre = JobPre::new(linker.instantiate_pre(&component)?)?;
         let ticker = engine::EpochTicker::start(&engine)?;

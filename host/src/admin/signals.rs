@@ -1,46 +1,33 @@
-//! What the CLI and the admin API share about events and alerts: checking an
-//! operator's input, emitting, sending a test alert, and the JSON both print.
+//! Events and alerts: emitting as an operator, alert rules, test alerts,
+//! deliveries, and the JSON both surfaces print.
 
-use super::alerts::Alerter;
+use super::views::fmt_ms;
+use super::{Admin, AdminError, Caller, Done, Status};
+use crate::domain::events;
+use crate::engine::alerts::Alerter;
+use crate::store::Store;
 use crate::store::events::{
-    self, AlertCondition, AlertRule, DeliveryAttempt, DeliveryPut, DeliveryState, EmitOutcome,
-    EventPut,
+    AlertCondition, AlertRule, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryPut,
+    DeliveryState, EmitOutcome, EventPut, EventRecord,
 };
-use crate::store::{Store, StoreError};
 use serde_json::{Value, json};
 
-/// An operator's input that cannot be used, with the field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum SignalError {
-    #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
-    #[error("{0}")]
-    NotFound(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> SignalError {
-    SignalError::Invalid {
-        field,
-        message: message.into(),
-    }
+/// An input error whose message is `field: message`.
+fn invalid(field: &'static str, message: impl Into<String>) -> AdminError {
+    AdminError::invalid(field, format!("{field}: {}", message.into()))
 }
 
 /// Emits an event as an operator (depth 0). `payload` is JSON text; none is `null`.
 ///
 /// # Errors
 ///
-/// A bad name, key or payload ([`SignalError::Invalid`]), or a store error.
-pub async fn emit(
+/// A bad name, key or payload ([`AdminError::Invalid`]), or a store error.
+async fn emit(
     store: &dyn Store,
     name: &str,
     payload: Option<&str>,
     key: Option<&str>,
-) -> Result<EmitOutcome, SignalError> {
+) -> Result<EmitOutcome, AdminError> {
     events::check_event_name(name).map_err(|m| invalid("name", m))?;
     let payload = payload
         .map(str::trim)
@@ -103,18 +90,18 @@ pub fn emit_view(name: &str, outcome: &EmitOutcome) -> Value {
 }
 
 /// A stored event as JSON, its payload parsed.
-pub fn event_view(e: &events::EventRecord) -> Value {
+pub fn event_view(e: &EventRecord) -> Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     v["payload"] = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
-    v["created_at"] = crate::api::views::fmt_ms(Some(e.created_ms));
+    v["created_at"] = fmt_ms(Some(e.created_ms));
     v
 }
 
 /// A delivery as JSON, its document parsed.
-pub fn delivery_view(d: &events::Delivery) -> Value {
+pub fn delivery_view(d: &Delivery) -> Value {
     let mut v = serde_json::to_value(d).unwrap_or_default();
     v["payload"] = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
-    v["created_at"] = crate::api::views::fmt_ms(Some(d.created_ms));
+    v["created_at"] = fmt_ms(Some(d.created_ms));
     v
 }
 
@@ -130,8 +117,8 @@ pub fn rule_from_input(
     after: Option<u32>,
     webhook: &str,
     source: &str,
-) -> Result<AlertRule, SignalError> {
-    crate::manifest::check_part(name)
+) -> Result<AlertRule, AdminError> {
+    crate::domain::check_part(name)
         .map_err(|reason| invalid("name", format!("invalid alert name {name:?}: {reason}")))?;
     let condition = AlertCondition::parse(on).ok_or_else(|| {
         invalid(
@@ -142,7 +129,7 @@ pub fn rule_from_input(
         )
     })?;
     if let Some(job) = job {
-        crate::manifest::check_job_pattern(job).map_err(|m| invalid("job", m))?;
+        events::check_job_pattern(job).map_err(|m| invalid("job", m))?;
     }
     let threshold = match (condition, after) {
         (AlertCondition::ConsecutiveFailures, Some(n @ 1..=1000)) => n,
@@ -163,7 +150,7 @@ pub fn rule_from_input(
         }
         (_, None) => 1,
     };
-    crate::manifest::check_webhook(webhook).map_err(|m| invalid("webhook", m))?;
+    events::check_webhook(webhook).map_err(|m| invalid("webhook", m))?;
     Ok(AlertRule {
         name: name.to_string(),
         condition,
@@ -180,17 +167,17 @@ pub fn rule_from_input(
 /// # Errors
 ///
 /// No such rule, or a store error. A receiver that fails is a result, not an error.
-pub async fn alert_test(
+async fn alert_test(
     store: &dyn Store,
     alerter: &Alerter,
     rule_name: &str,
-) -> Result<Value, SignalError> {
+) -> Result<Value, AdminError> {
     let rule = store
         .alert_rule_list()
         .await?
         .into_iter()
         .find(|r| r.name == rule_name)
-        .ok_or_else(|| SignalError::NotFound(format!("no alert rule {rule_name:?}")))?;
+        .ok_or_else(|| AdminError::NotFound(format!("no alert rule {rule_name:?}")))?;
     let now = store.now_ms().await?;
     let (delivery_id, doc) = alerter.sample(&rule, now);
     let payload = doc.to_string();
@@ -231,4 +218,125 @@ pub async fn alert_test(
         "error": result.error,
         "payload": doc,
     }))
+}
+
+impl Admin {
+    /// Emits an event as an operator: every job subscribed to `name` fires
+    /// once (202), or nothing starts (200: a duplicate key, or a limit).
+    ///
+    /// # Errors
+    ///
+    /// A bad name, key or payload, or a store error.
+    pub async fn event_emit(
+        &self,
+        caller: &Caller,
+        name: &str,
+        payload: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Done, AdminError> {
+        self.audited(caller, "event.emit", name, async {
+            let outcome = emit(self.store.as_ref(), name, payload, key).await?;
+            self.metrics.event_emitted(&outcome);
+            let status = match &outcome {
+                EmitOutcome::Accepted { fires, .. } => {
+                    if !fires.is_empty() {
+                        self.scheduler.wake();
+                    }
+                    Status::Accepted
+                }
+                _ => Status::Ok,
+            };
+            let view = emit_view(name, &outcome);
+            let summary =
+                json!({ "event_id": view["event_id"], "key": key, "duplicate": view["duplicate"] });
+            Ok(Done::new(status, view, summary))
+        })
+        .await
+    }
+
+    /// Accepted events (of one name, or all), newest first.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn event_list(&self, name: Option<&str>, limit: i64) -> Result<Value, AdminError> {
+        let events = self.store.event_list(name, limit).await?;
+        Ok(Value::Array(events.iter().map(event_view).collect()))
+    }
+
+    /// The alert rules.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn alert_list(&self) -> Result<Value, AdminError> {
+        Ok(serde_json::to_value(self.store.alert_rule_list().await?).unwrap_or_default())
+    }
+
+    /// Adds or replaces an alert rule; answers the rule.
+    ///
+    /// # Errors
+    ///
+    /// The first field that is not acceptable, or a store error.
+    pub async fn alert_put(
+        &self,
+        caller: &Caller,
+        name: &str,
+        on: &str,
+        job: Option<&str>,
+        after: Option<u32>,
+        webhook: &str,
+    ) -> Result<Done, AdminError> {
+        self.audited(caller, "alert.put", name, async {
+            let rule = rule_from_input(name, on, job, after, webhook, caller.surface)?;
+            self.store.alert_rule_put(&rule).await?;
+            let view = serde_json::to_value(&rule).unwrap_or_default();
+            Ok(Done::new(Status::Ok, view.clone(), view))
+        })
+        .await
+    }
+
+    /// Deletes an alert rule.
+    ///
+    /// # Errors
+    ///
+    /// No such rule, or a store error.
+    pub async fn alert_delete(&self, caller: &Caller, name: &str) -> Result<Done, AdminError> {
+        self.audited(caller, "alert.delete", name, async {
+            if !self.store.alert_rule_delete(name).await? {
+                return Err(AdminError::NotFound(format!("no alert rule {name:?}")));
+            }
+            Ok(Done::new(
+                Status::Ok,
+                json!({ "name": name, "deleted": true }),
+                json!({}),
+            ))
+        })
+        .await
+    }
+
+    /// Sends a sample alert to a rule's webhook now, and records the delivery.
+    /// A receiver that fails is a result (`state: failed`), not an error.
+    ///
+    /// # Errors
+    ///
+    /// No such rule, or a store error.
+    pub async fn alert_test(&self, caller: &Caller, rule: &str) -> Result<Done, AdminError> {
+        self.audited(caller, "alert.test", rule, async {
+            let result = alert_test(self.store.as_ref(), &self.alerter, rule).await?;
+            let summary = json!({ "state": result["state"], "status": result["status"] });
+            Ok(Done::new(Status::Ok, result, summary))
+        })
+        .await
+    }
+
+    /// Alert deliveries, newest first.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    pub async fn delivery_list(&self, filter: &DeliveryFilter) -> Result<Value, AdminError> {
+        let rows = self.store.alert_delivery_list(filter).await?;
+        Ok(Value::Array(rows.iter().map(delivery_view).collect()))
+    }
 }

@@ -16,6 +16,9 @@
 //! taken over cannot complete (fencing); a node stopped with SIGTERM lets running
 //! fires finish within the grace period, then cancels and releases them.
 
+mod config;
+mod executor;
+
 use super::alerts::Alerter;
 use super::modules::ModuleResolver;
 use super::shares::JobShares;
@@ -38,118 +41,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
-/// Scheduler settings of a node.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SchedulerConfig {
-    /// Runs at the same time on this node. Default 16.
-    pub workers: usize,
-    /// Fires due within this many ms are claimed early and started on time. Default 100.
-    pub lookahead_ms: i64,
-    /// How long a claim holds without renewal; leases are renewed every third of it. Default 6000.
-    pub lease_ms: i64,
-    /// A node silent for this long is dead and its fires are recovered. Default 1500.
-    pub dead_after_ms: i64,
-    /// Longest sleep when nothing is due: bounds how late a change made by another
-    /// process is seen. Default 500.
-    pub poll_ms: u64,
-    /// A fire later than this is misfired. Default 60000 (Quartz's).
-    pub misfire_threshold_ms: i64,
-    /// With `fire-now`, missed fires still run after an outage, at most. Default 10.
-    pub catch_up: usize,
-    /// On shutdown, how long running fires may finish before being cancelled. Default 10000.
-    pub grace_ms: u64,
-    /// History older than this is deleted by the cleanup job. Default 30 days.
-    pub history_max_age_ms: i64,
-    /// At most this many history rows are kept. Default 1,000,000.
-    pub history_max_rows: i64,
-    /// The newest contract version this node advertises and runs, `MAJOR.MINOR`
-    /// (default: the host's own). Lowering it keeps modules built for newer
-    /// minors on other nodes, as a host of an older release would.
-    pub max_wit: Option<String>,
-    /// How deep a chain of events emitted by jobs may go. Default 8.
-    pub max_event_depth: u32,
-    /// How many events jobs may emit below one root event (an operator's event,
-    /// or one a job emitted from a clock fire), at any depth. Default 10,000.
-    pub max_chain_events: u32,
-    /// An emit is refused while the fires started by the emitting job's events
-    /// and not yet ended number this many. Default 1,000.
-    pub max_job_event_fires: u32,
-    /// The base of links in alerts (e.g. `https://quartzite.example`); the
-    /// admin API's address when unset.
-    pub public_url: Option<String>,
-    /// Acquirers claiming fires at the same time on this node; 0 (default):
-    /// 2 on PostgreSQL, 1 on SQLite.
-    pub acquirers: usize,
-    /// Threads of an executor that runs guests apart from the node's own async
-    /// threads (claims, completions, check-ins, the API); 0 (default): guests
-    /// share the node's threads. Sharing is safe: a running guest hands its
-    /// thread back every epoch tick, so check-ins and leases stay on time with
-    /// every worker spinning (tested), and the hand-off to separate threads
-    /// costs 17-30 % of the end-to-end throughput of very short runs
-    /// (BENCHMARKS.md). Separate threads bound the guests to that many cores.
-    pub guest_threads: usize,
-    /// Runs of one job at the same time on this node, so that no job takes
-    /// every worker (see [`super::shares`]); 0 (default): a quarter of
-    /// `workers`, at least one.
-    pub max_job_runs: usize,
-}
-
-impl SchedulerConfig {
-    /// The bounds on the events this node's jobs emit.
-    pub fn emit_bounds(&self) -> crate::store::events::EmitBounds {
-        crate::store::events::EmitBounds {
-            max_depth: self.max_event_depth,
-            max_chain_events: self.max_chain_events,
-            max_job_fires: self.max_job_event_fires,
-        }
-    }
-
-    /// The contract version this node runs: the host's own, or `max_wit`.
-    ///
-    /// # Errors
-    ///
-    /// When `max_wit` is not `MAJOR.MINOR` or is newer than what this host implements.
-    pub fn wit(&self) -> Result<WitVersion, String> {
-        let Some(text) = &self.max_wit else {
-            return Ok(WIT_VERSION);
-        };
-        let wanted = WitVersion::parse(&format!("{}.0", text.trim()))
-            .ok_or_else(|| format!("max_wit {text:?}: expected MAJOR.MINOR, e.g. 1.0"))?;
-        if wanted > WIT_VERSION {
-            return Err(format!(
-                "max_wit {text:?}: this host implements quartzite:job {}.{} and cannot advertise more",
-                WIT_VERSION.major, WIT_VERSION.minor
-            ));
-        }
-        Ok(wanted)
-    }
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            workers: 16,
-            lookahead_ms: 100,
-            lease_ms: 6_000,
-            dead_after_ms: 1_500,
-            poll_ms: 500,
-            misfire_threshold_ms: 60_000,
-            catch_up: 10,
-            grace_ms: 10_000,
-            history_max_age_ms: 30 * 24 * 3_600_000,
-            history_max_rows: 1_000_000,
-            max_wit: None,
-            max_event_depth: crate::store::events::DEFAULT_MAX_DEPTH,
-            max_chain_events: crate::store::events::DEFAULT_MAX_CHAIN_EVENTS,
-            max_job_event_fires: crate::store::events::DEFAULT_MAX_JOB_FIRES,
-            public_url: None,
-            acquirers: 0,
-            guest_threads: 0,
-            max_job_runs: 0,
-        }
-    }
-}
+pub use config::SchedulerConfig;
+use executor::{GuestExecutor, StartMarks};
 
 /// One node's scheduler.
 pub struct Scheduler {
@@ -167,7 +60,7 @@ pub struct Scheduler {
     avg_run_us: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
     /// Whether the acquire loop runs: what the API's `/readyz` reports.
-    running: AtomicBool,
+    running: Arc<AtomicBool>,
     alerter: Arc<Alerter>,
     /// Where guests run (see [`GuestExecutor`]).
     guests: GuestExecutor,
@@ -182,133 +75,6 @@ impl std::fmt::Debug for Scheduler {
         f.debug_struct("Scheduler")
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
-    }
-}
-
-/// The executor guests run on: threads of their own, so that guests busy to
-/// the last cycle (spinning until their timeout) cannot delay the node's
-/// check-ins, lease renewals, claims and completions, which stay on the
-/// process's own async threads. Without it one node full of spinning guests
-/// checked in too late, took itself for dead and recovered its own fires.
-struct GuestExecutor {
-    /// `None` when none was asked for (`guest_threads = 0`) or the threads
-    /// could not be started (logged): guests then run on the caller's executor.
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl GuestExecutor {
-    fn start(threads: usize) -> Self {
-        if threads == 0 {
-            return GuestExecutor { runtime: None };
-        }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("quartzite-guest")
-            .enable_all()
-            .build();
-        match runtime {
-            Ok(rt) => GuestExecutor { runtime: Some(rt) },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the guest threads; guests share the scheduler's");
-                GuestExecutor { runtime: None }
-            }
-        }
-    }
-
-    async fn execute(
-        &self,
-        runtime: &Arc<Runtime>,
-        job: &JobImpl,
-        request: RunRequest,
-    ) -> RunReport {
-        let Some(rt) = &self.runtime else {
-            return runtime.execute(job, request).await;
-        };
-        let (runtime, job_for_run) = (Arc::clone(runtime), job.clone());
-        let fire_id = request.fire_id.clone();
-        match rt
-            .spawn(async move { runtime.execute(&job_for_run, request).await })
-            .await
-        {
-            Ok(report) => report,
-            Err(e) => {
-                // The run's task panicked or was dropped at shutdown: a failed run, never a lost fire.
-                tracing::error!(fire = %fire_id, error = %e, "the run's task ended abnormally");
-                RunReport {
-                    outcome: RunOutcome::Failed {
-                        retryable: true,
-                        message: "the run ended abnormally in the host".into(),
-                    },
-                    started_at: SystemTime::now(),
-                    duration: Duration::ZERO,
-                    logs: Vec::new(),
-                    logs_dropped: 0,
-                }
-            }
-        }
-    }
-}
-
-impl Drop for GuestExecutor {
-    fn drop(&mut self) {
-        // Dropped from async code: do not block on the guest threads.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Records in the store that runs are about to begin, in one statement for
-/// every fire that asks while the previous statement runs (group commit), so
-/// that a node lost (stopped, killed) hands back the fires it claimed ahead
-/// but never ran as untouched, and only started runs count as interrupted.
-/// A fire is marked before it waits for a worker, at most one worker's worth
-/// ahead, so marking overlaps the runs before it.
-struct StartMarks {
-    queue: mpsc::UnboundedSender<StartAsk>,
-}
-
-/// A fire to mark, `(fire_id, trigger_key, held)`, and where to say it is done.
-type StartAsk = (
-    (String, String, bool),
-    tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>,
-);
-
-impl StartMarks {
-    fn start(store: Arc<dyn Store>, node_id: String) -> Self {
-        let (queue, mut asks) = mpsc::unbounded_channel::<StartAsk>();
-        tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while asks.recv_many(&mut batch, 1024).await > 0 {
-                let (fires, replies): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut batch).into_iter().unzip();
-                let result = store.fire_mark_started(&node_id, &fires).await;
-                for reply in replies {
-                    let _ = reply.send(match &result {
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(crate::store::StoreError::Unavailable(format!(
-                            "marking the run started failed: {e}"
-                        ))),
-                    });
-                }
-            }
-        });
-        StartMarks { queue }
-    }
-
-    async fn mark(&self, fire: &FireClaim) -> Result<(), crate::store::StoreError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let ask = (fire.fire_id.clone(), fire.trigger_key.clone(), fire.held);
-        if self.queue.send((ask, reply)).is_err() {
-            return Err(crate::store::StoreError::Unavailable(
-                "the node is stopping".into(),
-            ));
-        }
-        answer.await.unwrap_or_else(|_| {
-            Err(crate::store::StoreError::Unavailable(
-                "the node is stopping".into(),
-            ))
-        })
     }
 }
 
@@ -388,7 +154,7 @@ impl Scheduler {
             avg_run_us: std::sync::atomic::AtomicU64::new(0),
             alerter,
             metrics,
-            running: AtomicBool::new(false),
+            running: Arc::new(AtomicBool::new(false)),
             guests,
             marks,
             shares,
@@ -403,6 +169,12 @@ impl Scheduler {
     /// What [`Scheduler::wake`] notifies, for services that add fires (events).
     pub fn wake_handle(&self) -> Arc<Notify> {
         Arc::clone(&self.wake)
+    }
+
+    /// Connects `link` to this scheduler: the layers above the engine wake it
+    /// and ask whether it runs through the link alone.
+    pub fn connect(&self, link: &super::wake::SchedulerLink) {
+        link.connect(Arc::clone(&self.wake), Arc::clone(&self.running));
     }
 
     /// The node's alert scanner and sender.

@@ -1,3 +1,9 @@
+//! The composition root: the one module that knows every layer. It builds a
+//! node from its options (store, runtime, scheduler, admin API), connects
+//! them, runs it until a signal or a stop, and stops it in order. Nothing below
+//! imports it; the CLI's `serve` only turns flags and config into
+//! [`ServeOptions`] and calls [`serve`].
+//!
 //! Starting a node, in order: config -> manifest (parsed and validated) ->
 //! runtime -> module files checked -> connect + migrate -> admin API -> push modules ->
 //! reconcile jobs -> delete orphaned jobs -> reset ERROR triggers -> recover
@@ -7,16 +13,18 @@
 //! not load) is checked before the first write, so a rejected start changes
 //! nothing in the store.
 
-use super::locks::StoreLocks;
-use super::modules::{ModuleResolver, PushError, push_bytes, read_module};
-use super::scheduler::{Scheduler, SchedulerConfig};
-use super::services::{StoreEvents, StoreKv};
+use crate::admin::Admin;
 use crate::api::{self, ApiOptions, ApiState};
+use crate::engine::alerts::Alerter;
+use crate::engine::jobs::job_from_manifest;
+use crate::engine::locks::StoreLocks;
+use crate::engine::modules::{ModuleResolver, PushError, push_bytes, read_module};
+use crate::engine::scheduler::{Scheduler, SchedulerConfig};
+use crate::engine::services::{StoreEvents, StoreKv};
+use crate::engine::wake::SchedulerLink;
 use crate::manifest::{self, Manifest};
 use crate::metrics::Metrics;
 use crate::runtime::{HostServices, JobImpl, Runtime, RuntimeConfig};
-use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
-use crate::store::model::{Backoff, JobDef, Overlap, RetryPolicy, TriggerPut};
 use crate::store::{self, Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,73 +90,6 @@ impl std::fmt::Debug for Node {
             .field("node_id", &self.scheduler.node_id())
             .finish_non_exhaustive()
     }
-}
-
-/// Converts a manifest job to the store's job and triggers.
-pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) {
-    let key = decl.key();
-    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let job = JobDef {
-        job_key: key.clone(),
-        module: decl.module.to_string(),
-        data: decl.data.to_string(),
-        overlap: match decl.overlap {
-            manifest::Overlap::Allow => Overlap::Allow,
-            manifest::Overlap::Forbid => Overlap::Forbid,
-            manifest::Overlap::Skip => Overlap::Skip,
-        },
-        retry: RetryPolicy {
-            max_attempts: decl.retry.max_attempts,
-            backoff: match decl.retry.backoff {
-                manifest::Backoff::Immediate => Backoff::Immediate,
-                manifest::Backoff::Exponential => Backoff::Exponential,
-            },
-            initial_ms: ms(decl.retry.initial),
-            max_ms: ms(decl.retry.max),
-            jitter: decl.retry.jitter,
-        },
-        timeout_ms: ms(decl.timeout),
-        max_memory: decl.max_memory,
-        requests_recovery: decl.requests_recovery,
-        priority: i64::from(decl.priority),
-        paused: decl.paused,
-        source: "manifest".into(),
-        kv_max_keys: decl.kv_max_keys,
-        kv_max_bytes: decl.kv_max_bytes,
-    };
-    let triggers = decl
-        .triggers
-        .iter()
-        .map(|t| TriggerPut {
-            trigger_key: format!("{key}:{}", t.name),
-            job_key: key.clone(),
-            spec: TriggerSpec {
-                kind: match &t.kind {
-                    manifest::TriggerKind::Cron { expr, tz } => TriggerKind::Cron {
-                        expr: expr.clone(),
-                        tz: tz.clone(),
-                    },
-                    manifest::TriggerKind::Every { period, repeat } => TriggerKind::Every {
-                        period_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
-                        repeat: *repeat,
-                    },
-                    manifest::TriggerKind::At(at) => TriggerKind::At(at.timestamp_millis()),
-                    manifest::TriggerKind::OnStart => TriggerKind::OnStart,
-                    manifest::TriggerKind::Once => TriggerKind::Once,
-                    manifest::TriggerKind::Event(name) => TriggerKind::Event { name: name.clone() },
-                },
-                start_ms: t.start.map(|s| s.timestamp_millis()),
-                end_ms: t.end.map(|e| e.timestamp_millis()),
-                misfire: match t.misfire {
-                    manifest::MisfirePolicy::FireNow => MisfirePolicy::FireNow,
-                    manifest::MisfirePolicy::Skip => MisfirePolicy::Skip,
-                    manifest::MisfirePolicy::FireOnce => MisfirePolicy::FireOnce,
-                },
-            },
-            priority: i64::from(t.priority.unwrap_or(decl.priority)),
-        })
-        .collect();
-    (job, triggers)
 }
 
 /// Bootstraps a node. See the module docs for the order.
@@ -227,14 +168,35 @@ pub async fn start_with_api(
         Runtime::new(options.runtime.clone(), services)
             .map_err(|e| BootError::Runtime(e.to_string()))?,
     );
+    let link = SchedulerLink::new();
+    let mut scheduler_config = options.scheduler.clone();
     let api = match (api_options, auth) {
         (Some(a), Some(auth)) => {
             let bound = api::bind(a.listen).await.map_err(BootError::Api)?;
             let local_addr = bound.local_addr;
-            let state = ApiState::new(
+            // Alert links point at this API unless the config names another URL.
+            if scheduler_config
+                .public_url
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
+                scheduler_config.public_url = Some(format!("http://{local_addr}"));
+            }
+            let alerter = Alerter::new(
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                options.node_id.clone(),
+                scheduler_config.public_url.as_deref(),
+            );
+            let admin = Admin::new(
                 Arc::clone(&store),
                 Arc::clone(&runtime),
                 Arc::clone(&metrics),
+                link.clone(),
+                alerter,
+            );
+            let state = ApiState::new(
+                admin,
                 auth,
                 api::origin::Origins::new(local_addr, a.allowed_hosts.as_deref()),
                 options.scheduler.dead_after_ms,
@@ -295,19 +257,11 @@ pub async fn start_with_api(
             .iter()
             .map(|decl| {
                 let (mut job, triggers) = job_from_manifest(decl);
-                let name = match &decl.module {
-                    manifest::ModuleSpec::Latest(n)
-                    | manifest::ModuleSpec::Version { name: n, .. } => Some(n.as_str()),
-                    manifest::ModuleSpec::Digest(_) => None,
-                };
+                let name = decl.module.module_name();
                 if !decl.overlap_given
                     && let Some(o) = name.and_then(|n| hinted.get(n))
                 {
-                    job.overlap = match o {
-                        crate::runtime::Overlap::Allow => Overlap::Allow,
-                        crate::runtime::Overlap::Forbid => Overlap::Forbid,
-                        crate::runtime::Overlap::Skip => Overlap::Skip,
-                    };
+                    job.overlap = *o;
                 }
                 (job, triggers)
             })
@@ -337,15 +291,6 @@ pub async fn start_with_api(
     if startup > 0 {
         tracing::info!(fires = startup, "on-start and once fires created");
     }
-    let mut scheduler_config = options.scheduler.clone();
-    if scheduler_config
-        .public_url
-        .as_deref()
-        .is_none_or(str::is_empty)
-        && let Some(a) = &api
-    {
-        scheduler_config.public_url = Some(format!("http://{}", a.local_addr));
-    }
     let scheduler = Scheduler::with_metrics(
         Arc::clone(&store),
         Arc::clone(&runtime),
@@ -354,9 +299,7 @@ pub async fn start_with_api(
         metrics,
     );
     events.wake_on_fires(scheduler.wake_handle());
-    if let Some(a) = &api {
-        let _ = a.state.scheduler.set(Arc::clone(&scheduler));
-    }
+    scheduler.connect(&link);
     Ok(Node {
         store,
         runtime,
@@ -409,5 +352,51 @@ pub async fn run(node: Node, standby: bool, stop: watch::Receiver<bool>) {
     if let Some(a) = node.api {
         let _ = a.stop.send(true);
         let _ = a.task.await;
+    }
+}
+
+/// Runs a started node until SIGTERM or SIGINT, with the module directory
+/// watcher when one is given: what `quartzite serve` does once its options are
+/// known.
+pub async fn serve(node: Node, standby: bool, modules_dir: Option<PathBuf>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(dir) = modules_dir {
+        tokio::spawn(crate::engine::watch::watch_modules(
+            Arc::clone(&node.store),
+            Arc::clone(&node.runtime),
+            dir,
+            stop_rx.clone(),
+        ));
+    }
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping");
+        let _ = stop_tx.send(true);
+    });
+    run(node, standby, stop_rx).await;
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,0 +1,131 @@
+//! Where runs happen beside the loop: the guests' own threads
+//! ([`GuestExecutor`]) and the group-committed start marks ([`StartMarks`]).
+
+use super::*;
+
+/// The executor guests run on: threads of their own, so that guests busy to
+/// the last cycle (spinning until their timeout) cannot delay the node's
+/// check-ins, lease renewals, claims and completions, which stay on the
+/// process's own async threads. Without it one node full of spinning guests
+/// checked in too late, took itself for dead and recovered its own fires.
+pub(super) struct GuestExecutor {
+    /// `None` when none was asked for (`guest_threads = 0`) or the threads
+    /// could not be started (logged): guests then run on the caller's executor.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl GuestExecutor {
+    pub(super) fn start(threads: usize) -> Self {
+        if threads == 0 {
+            return GuestExecutor { runtime: None };
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("quartzite-guest")
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => GuestExecutor { runtime: Some(rt) },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the guest threads; guests share the scheduler's");
+                GuestExecutor { runtime: None }
+            }
+        }
+    }
+
+    pub(super) async fn execute(
+        &self,
+        runtime: &Arc<Runtime>,
+        job: &JobImpl,
+        request: RunRequest,
+    ) -> RunReport {
+        let Some(rt) = &self.runtime else {
+            return runtime.execute(job, request).await;
+        };
+        let (runtime, job_for_run) = (Arc::clone(runtime), job.clone());
+        let fire_id = request.fire_id.clone();
+        match rt
+            .spawn(async move { runtime.execute(&job_for_run, request).await })
+            .await
+        {
+            Ok(report) => report,
+            Err(e) => {
+                // The run's task panicked or was dropped at shutdown: a failed run, never a lost fire.
+                tracing::error!(fire = %fire_id, error = %e, "the run's task ended abnormally");
+                RunReport {
+                    outcome: RunOutcome::Failed {
+                        retryable: true,
+                        message: "the run ended abnormally in the host".into(),
+                    },
+                    started_at: SystemTime::now(),
+                    duration: Duration::ZERO,
+                    logs: Vec::new(),
+                    logs_dropped: 0,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for GuestExecutor {
+    fn drop(&mut self) {
+        // Dropped from async code: do not block on the guest threads.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Records in the store that runs are about to begin, in one statement for
+/// every fire that asks while the previous statement runs (group commit), so
+/// that a node lost (stopped, killed) hands back the fires it claimed ahead
+/// but never ran as untouched, and only started runs count as interrupted.
+/// A fire is marked before it waits for a worker, at most one worker's worth
+/// ahead, so marking overlaps the runs before it.
+pub(super) struct StartMarks {
+    queue: mpsc::UnboundedSender<StartAsk>,
+}
+
+/// A fire to mark, `(fire_id, trigger_key, held)`, and where to say it is done.
+type StartAsk = (
+    (String, String, bool),
+    tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>,
+);
+
+impl StartMarks {
+    pub(super) fn start(store: Arc<dyn Store>, node_id: String) -> Self {
+        let (queue, mut asks) = mpsc::unbounded_channel::<StartAsk>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while asks.recv_many(&mut batch, 1024).await > 0 {
+                let (fires, replies): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut batch).into_iter().unzip();
+                let result = store.fire_mark_started(&node_id, &fires).await;
+                for reply in replies {
+                    let _ = reply.send(match &result {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(crate::store::StoreError::Conflict(format!(
+                            "marking the run started failed: {e}"
+                        ))),
+                    });
+                }
+            }
+        });
+        StartMarks { queue }
+    }
+
+    pub(super) async fn mark(&self, fire: &FireClaim) -> Result<(), crate::store::StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = (fire.fire_id.clone(), fire.trigger_key.clone(), fire.held);
+        if self.queue.send((ask, reply)).is_err() {
+            return Err(crate::store::StoreError::Conflict(
+                "the node is stopping".into(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Conflict(
+                "the node is stopping".into(),
+            ))
+        })
+    }
+}
