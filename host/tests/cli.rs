@@ -185,6 +185,57 @@ fn module_push_compiles_into_quartzite_cache_dir() {
     assert!(compiled[0].ends_with(".cwasm"), "{compiled:?}");
 }
 
+/// Issue 15, item 10: `--cache-dir` is honoured by `module push` and
+/// `job add` on `--db` as by `serve` (the flag beats the environment).
+#[test]
+fn module_push_and_job_add_compile_into_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    let compiled = |cache: &Path| -> Vec<String> {
+        std::fs::read_dir(cache)
+            .map(|dirs| {
+                dirs.flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+                    .map(|f| f.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (i, args) in [
+        vec!["module", "push", wasm("hello").to_str().unwrap()],
+        vec![
+            "job",
+            "add",
+            "g/count",
+            "--module",
+            wasm("counter").to_str().unwrap(),
+            "--every",
+            "1h",
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cache = dir.path().join(format!("cache-{i}"));
+        let env_cache = dir.path().join(format!("env-cache-{i}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(&args)
+            .args(["--db", &db, "--cache-dir"])
+            .arg(&cache)
+            .env("QUARTZITE_CACHE_DIR", &env_cache)
+            .env_remove("QUARTZITE_LOG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let files = compiled(&cache);
+        assert_eq!(files.len(), 1, "{args:?}: {files:?}");
+        assert!(files[0].ends_with(".cwasm"), "{files:?}");
+        assert!(
+            compiled(&env_cache).is_empty(),
+            "the flag beats the environment"
+        );
+    }
+}
+
 #[test]
 fn run_once_exits_three_when_the_module_cannot_run() {
     let cache = tempfile::tempdir().unwrap();

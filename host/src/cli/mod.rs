@@ -79,6 +79,12 @@ pub struct Cli {
     /// Print results as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Directory for compiled modules, shared by every command that compiles
+    /// (serve, run-once, module inspect, job add, module push), so a push
+    /// compiles into the cache a server's first fire loads from
+    /// [default: config `cache_dir`, else ~/.cache/quartzite/modules].
+    #[arg(long, global = true, env = "QUARTZITE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -196,8 +202,8 @@ pub enum ModuleCommand {
 
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
-    /// Directory for compiled modules [default: ~/.cache/quartzite/modules].
-    #[arg(long, env = "QUARTZITE_CACHE_DIR")]
+    /// The global `--cache-dir`.
+    #[arg(skip)]
     pub cache_dir: Option<PathBuf>,
     /// Compile every time; read and write no cache.
     #[arg(long)]
@@ -325,12 +331,17 @@ pub async fn run(cli: Cli) -> ExitCode {
         db: db.clone(),
         server: cli.server.clone(),
         token: cli.token.clone(),
+        cache_dir: cli.cache_dir.clone().or_else(default_cache_dir),
     };
     let json = cli.json;
     match cli.command {
-        Command::RunOnce(args) => run_once(args).await,
+        Command::RunOnce(mut args) => {
+            args.runtime.cache_dir = cli.cache_dir;
+            run_once(args).await
+        }
         Command::Module(ModuleCommand::Inspect(mut args)) => {
             args.json |= json;
+            args.runtime.cache_dir = cli.cache_dir;
             inspect(args).await
         }
         Command::Module(command) => ops::module(&conn, command, json).await,
@@ -339,7 +350,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             preview::run(args)
         }
         Command::Trigger(command) => ops::trigger(&conn, command, json).await,
-        Command::Serve(args) => serve::serve(cli.db.as_deref(), args).await,
+        Command::Serve(args) => serve::serve(cli.db.as_deref(), cli.cache_dir, args).await,
         Command::Config(ConfigCommand::Check { file }) => config_check(file.as_deref(), json),
         Command::Config(ConfigCommand::Defaults) => {
             out!("{}", crate::config::defaults_document());

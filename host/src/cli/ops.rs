@@ -33,6 +33,8 @@ pub struct Conn {
     pub db: String,
     pub server: Option<String>,
     pub token: Option<String>,
+    /// Where `--db` commands that compile (job add, module push) cache modules.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Conn {
@@ -44,7 +46,7 @@ impl Conn {
                     store::open(&self.db).await?,
                     RuntimeConfig {
                         engine: EngineConfig::default(),
-                        cache_dir: super::default_cache_dir(),
+                        cache_dir: self.cache_dir.clone(),
                         node_id: "cli".into(),
                     },
                 ),

@@ -60,7 +60,7 @@ fn default_node_id() -> String {
     )
 }
 
-pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
+pub async fn serve(db: Option<&str>, cache_dir: Option<PathBuf>, args: ServeArgs) -> ExitCode {
     // Flags (and their environment variables) beat the config file.
     let mut config = match crate::config::load(args.config.as_deref()) {
         Ok(loaded) => loaded.config,
@@ -99,7 +99,9 @@ pub async fn serve(db: Option<&str>, args: ServeArgs) -> ExitCode {
         scheduler: config.scheduler,
         runtime: RuntimeConfig {
             engine: config.runtime,
-            cache_dir: config.cache_dir.or_else(super::default_cache_dir),
+            cache_dir: cache_dir
+                .or(config.cache_dir)
+                .or_else(super::default_cache_dir),
             node_id: node_id.clone(),
         },
     };
