@@ -45,6 +45,15 @@
 //! misfire = "fire-now"            # "fire-now" | "skip" | "fire-once"
 //! [[job.trigger]]
 //! event = "order.created"         # fires once for every event of this name
+//! [job.grants]                    # nothing is granted by default (see `crate::grants`)
+//! http = ["https://api.example.com/v1/*"]
+//! emit = ["report.*"]
+//! config = { channel = "#ops" }
+//! [[job.grants.secret]]
+//! name = "SLACK_TOKEN"            # stored with `quartzite secret set`
+//! url = "https://hooks.example.com/*"
+//! header = "Authorization"
+//! format = "Bearer {}"
 //!
 //! [[alert]]
 //! name = "ops"
@@ -102,6 +111,7 @@ const JOB_KEYS: &[&str] = &[
     "paused",
     "retry",
     "trigger",
+    "grants",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff", "initial", "max", "jitter"];
 const TRIGGER_KEYS: &[&str] = &[
@@ -174,6 +184,8 @@ pub struct JobDecl {
     pub retry: RetryPolicy,
     /// When the job fires, in file order.
     pub triggers: Vec<TriggerDecl>,
+    /// What the job may do beyond its sandbox (`[job.grants]`); nothing by default.
+    pub grants: crate::grants::Grants,
 }
 
 impl JobDecl {
@@ -1139,6 +1151,10 @@ impl<'a> Validator<'a> {
         let retry = self
             .table(t, "retry")
             .map_or_else(RetryPolicy::default, |r| self.retry(&r));
+        let grants = t
+            .get("grants")
+            .map(|v| self.grants(v, &t.field("grants")))
+            .unwrap_or_default();
 
         let mut triggers: Vec<TriggerDecl> = Vec::new();
         let mut trigger_names: HashMap<String, usize> = HashMap::new();
@@ -1179,8 +1195,30 @@ impl<'a> Validator<'a> {
             paused,
             retry,
             triggers,
+            grants,
         };
         (decl, seen)
+    }
+
+    // -- [job.grants] --------------------------------------------------------
+
+    fn grants(&mut self, v: &Value<'_>, field: &str) -> crate::grants::Grants {
+        let json = self.json(v, field);
+        if !json.is_object() {
+            self.type_error(v, field, "a table");
+            return crate::grants::Grants::default();
+        }
+        let grants: crate::grants::Grants = match serde_json::from_value(json) {
+            Ok(g) => g,
+            Err(e) => {
+                self.error(v.span(), field, e.to_string());
+                return crate::grants::Grants::default();
+            }
+        };
+        if let Err(e) = grants.compile() {
+            self.error(v.span(), &format!("{field}.{}", e.field), e.message);
+        }
+        grants
     }
 
     // -- [job.retry] ---------------------------------------------------------

@@ -38,6 +38,7 @@ fn fixture_with(engine: EngineConfig, cache_dir: Option<PathBuf>) -> Fixture {
         kv: kv.clone(),
         locks: locks.clone(),
         events: Arc::new(MemoryEvents::new(8)),
+        grants: Arc::new(quartzite::runtime::MemoryGrants::new()),
     };
     let runtime = Runtime::new(
         RuntimeConfig {

@@ -365,6 +365,7 @@ fn runtime_on(store: &Arc<dyn Store>) -> Runtime {
         kv: Arc::new(StoreKv::new(Arc::clone(store))),
         locks: Arc::new(LocalLocks::new()),
         events: StoreEvents::new(Arc::clone(store), 8),
+        grants: quartzite::secrets::StoreGrants::new(Arc::clone(store), Arc::default(), None),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 4,
@@ -1219,6 +1220,7 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),
         locks: locks.clone(),
         events: StoreEvents::new(Arc::clone(&store), 8),
+        grants: quartzite::secrets::StoreGrants::new(Arc::clone(&store), Arc::default(), None),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 4,

@@ -4,7 +4,7 @@
 use super::ApiState;
 use super::auth::AuditNote;
 use super::error::ApiError;
-use super::views::{fmt_ms, history_view, job_view, trigger_view};
+use super::views::{fmt_ms, grants_view, history_view, job_view, trigger_view};
 use crate::engine::jobs::{JobSpec, valid_key};
 use crate::engine::modules::{PushError, push_bytes};
 use crate::store::model::{
@@ -182,6 +182,7 @@ pub async fn job_show(
         })
         .await?;
     let mut v = job_view(&job, &triggers);
+    v["grants"] = grants_view(state.store.job_grants_get(&key).await?.as_ref());
     v["history"] = Value::Array(history.iter().map(history_view).collect());
     Ok(Json(v))
 }
@@ -201,10 +202,17 @@ async fn put_job(state: &ApiState, spec: &JobSpec) -> Result<Value> {
     let (job, trigger) = spec
         .build("api")
         .map_err(|e| ApiError::invalid_field(e.field, e.to_string()))?;
+    let grants = spec
+        .checked_grants()
+        .map_err(|e| ApiError::invalid_field(e.field, e.to_string()))?;
+    // Grants first: a fire of the new job never runs with the old grants.
+    state.store.job_grants_put(&job.job_key, &grants).await?;
     state.store.job_put(&job, &[trigger]).await?;
     state.wake();
     let triggers = state.store.trigger_list(Some(&job.job_key)).await?;
-    Ok(job_view(&job, &triggers))
+    let mut v = job_view(&job, &triggers);
+    v["grants"] = grants_view(Some(&grants));
+    Ok(v)
 }
 
 fn spec_summary(spec: &JobSpec) -> Value {
@@ -287,6 +295,10 @@ pub async fn job_delete(
     if !state.store.job_delete(&key).await? {
         return Err(ApiError::not_found(format!("no job {key:?}")));
     }
+    state
+        .store
+        .job_grants_put(&key, &crate::grants::Grants::default())
+        .await?;
     state.wake();
     Ok(done(
         StatusCode::OK,
@@ -810,4 +822,62 @@ pub async fn stats_executions(
         "bucket_seconds": bucket_s,
         "buckets": buckets,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    value: String,
+}
+
+impl std::fmt::Debug for SecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBody(..)")
+    }
+}
+
+pub async fn secret_list(State(state): Shared) -> Result<Json<Value>> {
+    let list = state.store.secret_list().await?;
+    Ok(Json(json!({
+        "items": list.iter().map(crate::secrets::secret_view).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn secret_set(
+    State(state): Shared,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let secret: SecretBody = json_body(&headers, &read_body(body)?)?;
+    let value = zeroize::Zeroizing::new(secret.value);
+    let keys = state.secret_keys.get().cloned().unwrap_or_default();
+    let meta = crate::secrets::secret_set(&*state.store, &keys, &name, &value)
+        .await
+        .map_err(|e| match e {
+            crate::secrets::SecretError::Store(s) => ApiError::from(s),
+            crate::secrets::SecretError::NoKey => ApiError::conflict(e.to_string()),
+            other => ApiError::invalid_field("value", other.to_string()),
+        })?;
+    let view = crate::secrets::secret_view(&meta);
+    Ok(done(
+        StatusCode::OK,
+        view,
+        note(
+            "secret.set",
+            &name,
+            json!({ "name": meta.name, "version": meta.version }),
+        ),
+    ))
+}
+
+pub async fn secret_delete(State(state): Shared, Path(name): Path<String>) -> Result<Response> {
+    if !state.store.secret_delete(&name).await? {
+        return Err(ApiError::not_found(format!("no secret {name:?}")));
+    }
+    Ok(done(
+        StatusCode::OK,
+        json!({ "deleted": name }),
+        note("secret.delete", &name, json!({ "name": name })),
+    ))
 }

@@ -27,6 +27,7 @@ macro_rules! out {
 mod ops;
 mod preview;
 mod remote;
+mod secrets;
 mod signals;
 
 use crate::runtime::{
@@ -117,6 +118,9 @@ pub enum Command {
     /// Alert rules and their deliveries to webhooks.
     #[command(subcommand)]
     Alert(signals::AlertCommand),
+    /// Secrets that grants inject into jobs' requests: set, list, delete.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
     /// Check a config file or print every key with its default.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -347,6 +351,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::History(command) => ops::history(&conn, command, json).await,
         Command::Cluster(command) => ops::cluster(&conn, command, json).await,
         Command::Event(command) => signals::event(&conn, command, json).await,
+        Command::Secret(command) => secrets::secret(&conn, command, json).await,
         Command::Alert(command) => signals::alert(&conn, command, json).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

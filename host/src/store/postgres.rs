@@ -44,6 +44,10 @@ impl PgStore {
 }
 
 impl PgStore {
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// PostgreSQL has row locks: writers need no queue of their own.
     pub(crate) async fn writer(&self) -> Option<()> {
         None
