@@ -72,8 +72,8 @@ impl std::fmt::Display for HttpError {
     }
 }
 
-impl std::error::Error for HttpError {}
-
+// Not `std::error::Error` on purpose: the SDK's blanket conversion of those
+// makes every error retryable, and a denied request or a 4xx must be fatal.
 impl HttpError {
     /// Whether trying again later may succeed: network errors, 5xx and 429.
     pub fn is_retryable(&self) -> bool {
@@ -351,7 +351,16 @@ mod imp {
             StreamError::LastOperationFailed(err) => {
                 match wasip2::http::types::http_error_code(&err) {
                     Some(code) => from_code(code),
-                    None => HttpError::Network(err.to_debug_string()),
+                    // wasmtime 48 hands body errors over as text only.
+                    None => {
+                        let text = err.to_debug_string();
+                        let first = text.lines().next().unwrap_or_default().to_string();
+                        if first.contains("body size exceeds limit") {
+                            HttpError::Limit(first)
+                        } else {
+                            HttpError::Network(first)
+                        }
+                    }
                 }
             }
         }
@@ -361,14 +370,12 @@ mod imp {
         let (scheme, authority, path) = split(&request.url)?;
         let fields = Fields::new();
         for (name, value) in &request.headers {
-            fields
-                .append(name, value.as_bytes())
-                .map_err(|e| match e {
-                    HeaderError::Forbidden => HttpError::Denied(format!(
-                        "header {name:?} is set by the host, not by jobs"
-                    )),
-                    _ => HttpError::Invalid(format!("header {name:?}")),
-                })?;
+            fields.append(name, value.as_bytes()).map_err(|e| match e {
+                HeaderError::Forbidden => {
+                    HttpError::Denied(format!("header {name:?} is set by the host, not by jobs"))
+                }
+                _ => HttpError::Invalid(format!("header {name:?}")),
+            })?;
         }
         let outgoing = OutgoingRequest::new(fields);
         let method = match request.method.as_str() {
@@ -388,7 +395,9 @@ mod imp {
         };
         let bad = |what: &str| HttpError::Invalid(format!("the request's {what}"));
         outgoing.set_method(&method).map_err(|()| bad("method"))?;
-        outgoing.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
+        outgoing
+            .set_scheme(Some(&scheme))
+            .map_err(|()| bad("scheme"))?;
         outgoing
             .set_authority(Some(authority))
             .map_err(|()| bad("host"))?;
@@ -406,7 +415,9 @@ mod imp {
         if !request.body.is_empty() {
             let stream = body.write().map_err(|()| bad("body"))?;
             for chunk in request.body.chunks(4096) {
-                stream.blocking_write_and_flush(chunk).map_err(stream_error)?;
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(stream_error)?;
             }
             drop(stream);
         }
@@ -474,10 +485,14 @@ pub(crate) mod fake {
         pub(crate) fn handle(&mut self, request: &Request) -> Result<Response, HttpError> {
             self.requests.push(request.clone());
             let url = request.url.as_str();
-            let Some((_, answers)) = self.stubs.iter_mut().find(|(u, _)| match u.strip_suffix('*') {
-                Some(prefix) => url.starts_with(prefix),
-                None => u == url,
-            }) else {
+            let Some((_, answers)) =
+                self.stubs
+                    .iter_mut()
+                    .find(|(u, _)| match u.strip_suffix('*') {
+                        Some(prefix) => url.starts_with(prefix),
+                        None => u == url,
+                    })
+            else {
                 return Err(HttpError::Denied(format!(
                     "no stub for {url} (TestHost denies what it was not told about, as the host denies what is not granted)"
                 )));

@@ -213,7 +213,9 @@ impl Grants {
             if k.is_empty() || k.len() > MAX_GRANT_TEXT || v.len() > MAX_GRANT_TEXT {
                 return Err(bad(
                     format!("config.{k}"),
-                    format!("keys must be 1 to {MAX_GRANT_TEXT} bytes, values at most {MAX_GRANT_TEXT}"),
+                    format!(
+                        "keys must be 1 to {MAX_GRANT_TEXT} bytes, values at most {MAX_GRANT_TEXT}"
+                    ),
                 ));
             }
         }
@@ -225,8 +227,12 @@ impl Grants {
             let field = |f: &str| format!("secret[{}].{f}", i + 1);
             check_secret_name(&s.name).map_err(|m| bad(field("name"), m))?;
             let url = UrlPattern::parse(&s.url).map_err(|m| bad(field("url"), m))?;
-            let header = http::HeaderName::from_bytes(s.header.as_bytes())
-                .map_err(|_| bad(field("header"), format!("{:?} is not a header name", s.header)))?;
+            let header = http::HeaderName::from_bytes(s.header.as_bytes()).map_err(|_| {
+                bad(
+                    field("header"),
+                    format!("{:?} is not a header name", s.header),
+                )
+            })?;
             if wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(&header)
                 || header == http::header::CONTENT_LENGTH
             {
@@ -315,12 +321,18 @@ impl HttpLimitsSpec {
         let d = HttpLimits::default();
         let size = |v: &Option<String>, f: &str, def: u64| match v {
             None => Ok(def),
-            Some(t) => crate::runtime::parse_size(t).map_err(|m| bad(format!("http_limits.{f}"), m)),
+            Some(t) => {
+                crate::runtime::parse_size(t).map_err(|m| bad(format!("http_limits.{f}"), m))
+            }
         };
         let time = |v: &Option<String>, f: &str, def: Duration| match v {
             None => Ok(def),
-            Some(t) => humantime::parse_duration(t)
-                .map_err(|e| bad(format!("http_limits.{f}"), format!("invalid duration {t:?}: {e}"))),
+            Some(t) => humantime::parse_duration(t).map_err(|e| {
+                bad(
+                    format!("http_limits.{f}"),
+                    format!("invalid duration {t:?}: {e}"),
+                )
+            }),
         };
         let positive = |v: Option<u32>, f: &str, def: u32| match v {
             None => Ok(def),
@@ -330,7 +342,11 @@ impl HttpLimitsSpec {
         Ok(HttpLimits {
             max_requests: positive(self.max_requests, "max_requests", d.max_requests)?,
             max_concurrent: positive(self.max_concurrent, "max_concurrent", d.max_concurrent)?,
-            max_request_bytes: size(&self.max_request_bytes, "max_request_bytes", d.max_request_bytes)?,
+            max_request_bytes: size(
+                &self.max_request_bytes,
+                "max_request_bytes",
+                d.max_request_bytes,
+            )?,
             max_response_bytes: size(
                 &self.max_response_bytes,
                 "max_response_bytes",
@@ -352,7 +368,9 @@ pub fn check_secret_name(name: &str) -> Result<(), String> {
         return Err(format!("secret name {name:?} must be 1 to 128 characters"));
     }
     if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
     {
         return Err(format!(
             "secret name {name:?}: use letters, digits, _ - and ., starting with a letter or _"
@@ -490,7 +508,9 @@ impl RequestUrl {
             }),
             None => return Err(format!("URL {text:?} has no host")),
         };
-        let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if https { 443 } else { 80 });
         Ok(RequestUrl {
             https,
             host,
@@ -683,7 +703,11 @@ fn normalise_path(path: &str) -> Result<String, String> {
 /// unspecified, multicast, documentation and their IPv6 equivalents are
 /// refused unless `literal` (the address the matching grant names) is `ip`
 /// or `allow_private` is set.
-pub fn address_refusal(ip: IpAddr, literal: Option<IpAddr>, allow_private: bool) -> Option<&'static str> {
+pub fn address_refusal(
+    ip: IpAddr,
+    literal: Option<IpAddr>,
+    allow_private: bool,
+) -> Option<&'static str> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -756,7 +780,12 @@ fn v6_class(a: Ipv6Addr) -> Option<&'static str> {
         v4_class(v4).map(|_| "NAT64 of a special IPv4 address")
     } else if s[0] == 0x2002 {
         // 6to4: the embedded IPv4 address decides.
-        let v4 = Ipv4Addr::new((s[1] >> 8) as u8, (s[1] & 0xff) as u8, (s[2] >> 8) as u8, (s[2] & 0xff) as u8);
+        let v4 = Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            (s[1] & 0xff) as u8,
+            (s[2] >> 8) as u8,
+            (s[2] & 0xff) as u8,
+        );
         v4_class(v4).map(|_| "6to4 of a special IPv4 address")
     } else {
         None
@@ -847,8 +876,14 @@ mod tests {
         assert!(p.matches(&url("https://api.example.com/v1/items?x=1")));
         assert!(!p.matches(&url("https://api.example.com/v10")));
         assert!(!p.matches(&url("https://api.example.com/")));
-        assert!(!p.matches(&url("http://api.example.com/v1/items")), "scheme");
-        assert!(!p.matches(&url("https://api.example.com:8443/v1/items")), "port");
+        assert!(
+            !p.matches(&url("http://api.example.com/v1/items")),
+            "scheme"
+        );
+        assert!(
+            !p.matches(&url("https://api.example.com:8443/v1/items")),
+            "port"
+        );
         let exact = pat("https://api.example.com/v1/items/");
         assert!(exact.matches(&url("https://api.example.com/v1/items")));
         assert!(!exact.matches(&url("https://api.example.com/v1/items/7")));
@@ -906,7 +941,10 @@ mod tests {
             "https://*./x",
         ] {
             let e = UrlPattern::parse(bad).unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")) || e.contains("host"), "{bad}: {e}");
+            assert!(
+                e.contains(&format!("{bad:?}")) || e.contains("host"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -929,12 +967,18 @@ mod tests {
             assert_eq!(address_refusal(ip(a), None, false), Some(class), "{a}");
             assert_eq!(address_refusal(ip(a), None, true), None, "{a} allowed");
         }
-        assert_eq!(address_refusal(ip("127.0.0.1"), Some(ip("127.0.0.1")), false), None);
+        assert_eq!(
+            address_refusal(ip("127.0.0.1"), Some(ip("127.0.0.1")), false),
+            None
+        );
         assert_eq!(
             address_refusal(ip("127.0.0.2"), Some(ip("127.0.0.1")), false),
             Some("loopback")
         );
-        assert_eq!(address_refusal(ip("0.0.0.0"), Some(ip("0.0.0.0")), true), Some("unspecified"));
+        assert_eq!(
+            address_refusal(ip("0.0.0.0"), Some(ip("0.0.0.0")), true),
+            Some("unspecified")
+        );
         assert_eq!(address_refusal(ip("93.184.216.34"), None, false), None);
         assert_eq!(address_refusal(ip("2606:2800:220:1::1"), None, false), None);
     }
@@ -975,9 +1019,18 @@ mod tests {
             ..Grants::default()
         };
         assert!(secret("Authorization", "Bearer {}").compile().is_ok());
-        assert_eq!(secret("Host", "{}").compile().unwrap_err().field, "secret[1].header");
-        assert_eq!(secret("X-Key", "none").compile().unwrap_err().field, "secret[1].format");
-        assert_eq!(secret("bad header", "{}").compile().unwrap_err().field, "secret[1].header");
+        assert_eq!(
+            secret("Host", "{}").compile().unwrap_err().field,
+            "secret[1].header"
+        );
+        assert_eq!(
+            secret("X-Key", "none").compile().unwrap_err().field,
+            "secret[1].format"
+        );
+        assert_eq!(
+            secret("bad header", "{}").compile().unwrap_err().field,
+            "secret[1].header"
+        );
     }
 
     #[test]
@@ -1010,7 +1063,10 @@ mod tests {
         .unwrap();
         assert_eq!(g.limits.max_requests, 3);
         assert_eq!(g.limits.max_response_bytes, 1024);
-        assert_eq!(g.limits.connect_timeout, HttpLimits::default().connect_timeout);
+        assert_eq!(
+            g.limits.connect_timeout,
+            HttpLimits::default().connect_timeout
+        );
     }
 
     #[test]

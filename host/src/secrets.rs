@@ -399,9 +399,18 @@ mod tests {
         );
         assert_eq!(rotated.open(&s).unwrap().as_str(), "v1");
         let new_only = SecretKeys::new(Some(SecretKey::from_hex(OTHER).unwrap()), None);
-        assert!(matches!(new_only.open(&s), Err(SecretError::UnknownKey { .. })));
-        assert!(matches!(SecretKeys::default().open(&s), Err(SecretError::NoKey)));
-        assert!(matches!(SecretKeys::default().seal("A", "b"), Err(SecretError::NoKey)));
+        assert!(matches!(
+            new_only.open(&s),
+            Err(SecretError::UnknownKey { .. })
+        ));
+        assert!(matches!(
+            SecretKeys::default().open(&s),
+            Err(SecretError::NoKey)
+        ));
+        assert!(matches!(
+            SecretKeys::default().seal("A", "b"),
+            Err(SecretError::NoKey)
+        ));
     }
 
     #[test]

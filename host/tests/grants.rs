@@ -14,7 +14,6 @@ mod common;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use common::*;
 use quartzite::grants::{Grants, HttpLimitsSpec, SecretGrant};
 use quartzite::runtime::services::{KvStore, MemoryEvents, MemoryKv};
@@ -32,7 +31,12 @@ struct Seen(Arc<Mutex<Vec<(String, HeaderMap)>>>);
 
 impl Seen {
     fn paths(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(p, _)| p.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     fn header(&self, path: &str, name: &str) -> Option<String> {
@@ -40,6 +44,18 @@ impl Seen {
             .lock()
             .unwrap()
             .iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, h)| h.get(name).map(|v| v.to_str().unwrap().to_string()))
+    }
+}
+
+impl Seen {
+    fn header_last(&self, path: &str, name: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
             .find(|(p, _)| p == path)
             .and_then(|(_, h)| h.get(name).map(|v| v.to_str().unwrap().to_string()))
     }
@@ -67,63 +83,39 @@ impl Upstream {
 /// Authorization header it got), `/redirect` (to an ungranted host), `/big`
 /// (64 KiB), `/slow` (answers after 5 s), `/v1/items`.
 async fn upstream() -> Upstream {
-    async fn record(State(seen): State<Seen>, uri: axum::http::Uri, headers: HeaderMap) -> Seen {
-        seen.0.lock().unwrap().push((uri.path().to_string(), headers));
-        seen
+    async fn handle(
+        State(seen): State<Seen>,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        seen.0
+            .lock()
+            .unwrap()
+            .push((uri.path().to_string(), headers));
+        match uri.path() {
+            "/ok" => "hello".into_response(),
+            "/v1/items" => axum::Json(json!([1, 2, 3])).into_response(),
+            "/echo/auth" => format!("you sent: {auth}").into_response(),
+            "/redirect" => (
+                StatusCode::FOUND,
+                [("location", "http://ungranted.invalid/landing")],
+            )
+                .into_response(),
+            "/big" => "x".repeat(64 << 10).into_response(),
+            "/slow" => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late".into_response()
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
     }
     let seen = Seen::default();
     let app = axum::Router::new()
-        .route(
-            "/ok",
-            get(|s, u, h| async move {
-                record(s, u, h).await;
-                "hello"
-            }),
-        )
-        .route(
-            "/v1/items",
-            get(|s, u, h| async move {
-                record(s, u, h).await;
-                axum::Json(json!([1, 2, 3]))
-            }),
-        )
-        .route(
-            "/echo/auth",
-            get(|s, u, h: HeaderMap| async move {
-                let auth = h
-                    .get("authorization")
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                record(s, u, h).await;
-                format!("you sent: {auth}")
-            }),
-        )
-        .route(
-            "/redirect",
-            get(|s, u, h| async move {
-                record(s, u, h).await;
-                (
-                    StatusCode::FOUND,
-                    [("location", "http://ungranted.invalid/landing")],
-                )
-                    .into_response()
-            }),
-        )
-        .route(
-            "/big",
-            get(|s, u, h| async move {
-                record(s, u, h).await;
-                "x".repeat(64 << 10)
-            }),
-        )
-        .route(
-            "/slow",
-            get(|s, u, h| async move {
-                record(s, u, h).await;
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                "late"
-            }),
-        )
+        .fallback(handle)
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -185,7 +177,10 @@ fn details(report: &RunReport) -> Value {
         RunOutcome::Completed {
             details: Some(d), ..
         } => serde_json::from_str(d).unwrap(),
-        other => panic!("expected a completed run, got {other:?}; logs {:?}", report.logs),
+        other => panic!(
+            "expected a completed run, got {other:?}; logs {:?}",
+            report.logs
+        ),
     }
 }
 
@@ -202,7 +197,7 @@ fn logs(report: &RunReport) -> String {
         .join("\n")
 }
 
-fn get(url: &str) -> Value {
+fn req(url: &str) -> Value {
     json!({ "url": url })
 }
 
@@ -223,7 +218,7 @@ mod http {
         f.grants
             .put("tests/http", http_grants(&[up.url("/v1/*"), up.url("/ok")]));
         let report = f
-            .run(json!({ "requests": [get(&up.url("/v1/items?token=abc")), get(&up.url("/ok"))] }))
+            .run(json!({ "requests": [req(&up.url("/v1/items?token=abc")), req(&up.url("/ok"))] }))
             .await;
         let r = results(&report);
         assert_eq!(r[0]["status"], 200, "{r:?}");
@@ -232,10 +227,16 @@ mod http {
         assert_eq!(up.seen.paths(), ["/v1/items", "/ok"]);
         let logs = logs(&report);
         assert!(
-            logs.contains(&format!("http GET {} -> 200, 7 bytes in", up.url("/v1/items"))),
+            logs.contains(&format!(
+                "http GET {} -> 200, 7 bytes in",
+                up.url("/v1/items")
+            )),
             "{logs}"
         );
-        assert!(!logs.contains("token=abc"), "the query stays out of the log: {logs}");
+        assert!(
+            !logs.contains("token=abc"),
+            "the query stays out of the log: {logs}"
+        );
         let counted = f.grants.requests();
         assert_eq!(
             counted[0],
@@ -247,7 +248,9 @@ mod http {
     async fn a_job_without_grants_is_denied_and_told_which_grant_would_allow_it() {
         let up = upstream().await;
         let f = fixture();
-        let report = f.run(json!({ "requests": [get(&up.url("/v1/items"))] })).await;
+        let report = f
+            .run(json!({ "requests": [req(&up.url("/v1/items"))] }))
+            .await;
         assert_eq!(results(&report)[0]["error"], "denied");
         let logs = logs(&report);
         assert!(
@@ -268,12 +271,21 @@ mod http {
         let f = fixture();
         f.grants.put("tests/http", http_grants(&[up.url("/v1/*")]));
         let report = f
-            .run(json!({ "requests": [get(&up.url("/ok")), get(&up.url("/v1/../ok"))] }))
+            .run(json!({ "requests": [req(&up.url("/ok")), req(&up.url("/v1/../ok"))] }))
             .await;
         let r = results(&report);
-        assert_eq!((r[0]["error"].as_str(), r[1]["error"].as_str()), (Some("denied"), Some("denied")));
+        assert_eq!(
+            (r[0]["error"].as_str(), r[1]["error"].as_str()),
+            (Some("denied"), Some("denied"))
+        );
         let logs = logs(&report);
-        assert!(logs.contains(&format!("no http grant matches (granted: {})", up.url("/v1/*"))), "{logs}");
+        assert!(
+            logs.contains(&format!(
+                "no http grant matches (granted: {})",
+                up.url("/v1/*")
+            )),
+            "{logs}"
+        );
         assert!(up.seen.paths().is_empty());
     }
 
@@ -286,15 +298,18 @@ mod http {
             "tests/http",
             http_grants(&[format!("http://localhost:{}/*", up.port)]),
         );
-        let report = f.run(json!({ "requests": [get(&by_name)] })).await;
+        let report = f.run(json!({ "requests": [req(&by_name)] })).await;
         assert_eq!(results(&report)[0]["error"], "denied");
         let logs = logs(&report);
-        assert!(logs.contains("localhost is 127.0.0.1, a loopback address"), "{logs}");
+        assert!(
+            logs.contains("localhost is 127.0.0.1, a loopback address"),
+            "{logs}"
+        );
         assert!(up.seen.paths().is_empty());
 
         // The same server through a grant naming its address literally.
         f.grants.put("tests/http", http_grants(&[up.url("/*")]));
-        let report = f.run(json!({ "requests": [get(&up.url("/ok"))] })).await;
+        let report = f.run(json!({ "requests": [req(&up.url("/ok"))] })).await;
         assert_eq!(results(&report)[0]["status"], 200);
 
         // Or through the name with allow_private.
@@ -305,7 +320,7 @@ mod http {
                 ..http_grants(&[format!("http://localhost:{}/*", up.port)])
             },
         );
-        let report = f.run(json!({ "requests": [get(&by_name)] })).await;
+        let report = f.run(json!({ "requests": [req(&by_name)] })).await;
         assert_eq!(results(&report)[0]["status"], 200, "{}", logs_of(&report));
     }
 
@@ -316,15 +331,24 @@ mod http {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_metadata_address_is_denied_even_to_a_grant_of_every_host() {
         let f = fixture();
-        f.grants.put("tests/http", http_grants(&["http://*/*".into()]));
+        f.grants
+            .put("tests/http", http_grants(&["http://*/*".into()]));
         let report = f
-            .run(json!({ "requests": [get("http://169.254.169.254/latest/meta-data/")] }))
+            .run(json!({ "requests": [req("http://169.254.169.254/latest/meta-data/")] }))
             .await;
         assert_eq!(results(&report)[0]["error"], "denied");
         let logs = logs(&report);
-        assert!(logs.contains("169.254.169.254 is 169.254.169.254, a link-local address"), "{logs}");
-        for private in ["http://10.0.0.1/", "http://[::1]/", "http://100.64.0.1/", "http://[fd00::1]/"] {
-            let report = f.run(json!({ "requests": [get(private)] })).await;
+        assert!(
+            logs.contains("169.254.169.254 is 169.254.169.254, a link-local address"),
+            "{logs}"
+        );
+        for private in [
+            "http://10.0.0.1/",
+            "http://[::1]/",
+            "http://100.64.0.1/",
+            "http://[fd00::1]/",
+        ] {
+            let report = f.run(json!({ "requests": [req(private)] })).await;
             assert_eq!(results(&report)[0]["error"], "denied", "{private}");
         }
     }
@@ -334,11 +358,19 @@ mod http {
         let up = upstream().await;
         let f = fixture();
         f.grants.put("tests/http", http_grants(&[up.url("/*")]));
-        let report = f.run(json!({ "requests": [get(&up.url("/redirect"))] })).await;
+        let report = f
+            .run(json!({ "requests": [req(&up.url("/redirect"))] }))
+            .await;
         assert_eq!(results(&report)[0]["error"], "denied");
         let logs = logs(&report);
-        assert!(logs.contains(&format!("http GET {} -> 302", up.url("/redirect"))), "{logs}");
-        assert!(logs.contains("http GET http://ungranted.invalid/landing denied"), "{logs}");
+        assert!(
+            logs.contains(&format!("http GET {} -> 302", up.url("/redirect"))),
+            "{logs}"
+        );
+        assert!(
+            logs.contains("http GET http://ungranted.invalid/landing denied"),
+            "{logs}"
+        );
         // Not following it gives the guest the 302 itself.
         let report = f
             .run(json!({ "requests": [{ "url": up.url("/redirect"), "max_redirects": 0 }] }))
@@ -362,10 +394,13 @@ mod http {
                 ..HttpLimitsSpec::default()
             }),
         );
-        let ok = get(&up.url("/ok"));
+        let ok = req(&up.url("/ok"));
         let report = f.run(json!({ "requests": [ok, ok, ok] })).await;
         let r = results(&report);
-        assert_eq!((r[0]["status"].clone(), r[1]["status"].clone()), (json!(200), json!(200)));
+        assert_eq!(
+            (r[0]["status"].clone(), r[1]["status"].clone()),
+            (json!(200), json!(200))
+        );
         assert_eq!(r[2]["error"], "limit", "{r:?}");
         assert!(logs(&report).contains("limit: a run may send at most 2 requests"));
 
@@ -377,8 +412,13 @@ mod http {
                 ..HttpLimitsSpec::default()
             }),
         );
-        let report = f.run(json!({ "requests": [get(&up.url("/big"))] })).await;
-        assert_eq!(results(&report)[0]["error"], "limit", "{:?}", results(&report));
+        let report = f.run(json!({ "requests": [req(&up.url("/big"))] })).await;
+        assert_eq!(
+            results(&report)[0]["error"],
+            "limit",
+            "{:?}",
+            results(&report)
+        );
         assert!(logs(&report).contains("the run's response bodies reached 1024 bytes"));
 
         // Request bytes per run.
@@ -403,9 +443,17 @@ mod http {
             }),
         );
         let started = std::time::Instant::now();
-        let report = f.run(json!({ "requests": [get(&up.url("/slow"))] })).await;
-        assert_eq!(results(&report)[0]["error"], "network", "{:?}", results(&report));
-        assert!(started.elapsed() < Duration::from_secs(4), "the request was cut at its timeout");
+        let report = f.run(json!({ "requests": [req(&up.url("/slow"))] })).await;
+        assert_eq!(
+            results(&report)[0]["error"],
+            "network",
+            "{:?}",
+            results(&report)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the request was cut at its timeout"
+        );
         assert!(logs(&report).contains("timed out"), "{}", logs(&report));
     }
 
@@ -416,7 +464,7 @@ mod http {
         f.grants.put("tests/http", http_grants(&[up.url("/*")]));
         let job = f.runtime.resolve_file(&wasm("guest_http"));
         let request = RunRequest {
-            data: json!({ "requests": [get(&up.url("/slow"))] }).to_string(),
+            data: json!({ "requests": [req(&up.url("/slow"))] }).to_string(),
             limits: quartzite::runtime::Limits {
                 timeout: Duration::from_millis(500),
                 grace: Duration::from_millis(200),
@@ -458,7 +506,7 @@ mod secrets {
         f.grants.secret_set("TOKEN", SECRET);
         let report = f
             .run(json!({
-                "requests": [get(&up.url("/echo/auth")), get(&up.url("/ok"))],
+                "requests": [req(&up.url("/echo/auth")), req(&up.url("/ok"))],
                 "log_bodies": true, "keep": true, "emit": ["report.done"],
             }))
             .await;
@@ -466,7 +514,11 @@ mod secrets {
             up.seen.header("/echo/auth", "authorization").as_deref(),
             Some(&*format!("Bearer {SECRET}"))
         );
-        assert_eq!(up.seen.header("/ok", "authorization"), None, "only the matching URL");
+        assert_eq!(
+            up.seen.header("/ok", "authorization"),
+            None,
+            "only the matching URL"
+        );
         // The server echoed the credential; the guest logged, kept and emitted it.
         let logs = logs(&report);
         assert!(logs.contains("you sent: Bearer [redacted]"), "{logs}");
@@ -503,11 +555,14 @@ mod secrets {
         let up = upstream().await;
         let f = fixture();
         f.grants.put("tests/http", with_secret(&up));
-        let report = f.run(json!({ "requests": [get(&up.url("/ok"))] })).await;
+        let report = f.run(json!({ "requests": [req(&up.url("/ok"))] })).await;
         match &report.outcome {
             RunOutcome::Failed { retryable, message } => {
                 assert!(!retryable);
-                assert!(message.contains("secret \"TOKEN\", which is not stored"), "{message}");
+                assert!(
+                    message.contains("secret \"TOKEN\", which is not stored"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -521,11 +576,14 @@ mod secrets {
         f.grants.put("tests/http", with_secret(&up));
         f.grants.secret_set("TOKEN", SECRET);
         let report = f
-            .run(json!({ "requests": [get(&up.url("/echo/auth"))], "fail_with_body": true }))
+            .run(json!({ "requests": [req(&up.url("/echo/auth"))], "fail_with_body": true }))
             .await;
         match &report.outcome {
             RunOutcome::Failed { message, .. } => {
-                assert!(message.contains("[redacted]") && !message.contains(SECRET), "{message}");
+                assert!(
+                    message.contains("[redacted]") && !message.contains(SECRET),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -541,9 +599,12 @@ mod config_and_emit {
         f.grants.put(
             "tests/http",
             Grants {
-                config: [("channel".to_string(), "#ops".to_string()), ("a".into(), "1".into())]
-                    .into_iter()
-                    .collect(),
+                config: [
+                    ("channel".to_string(), "#ops".to_string()),
+                    ("a".into(), "1".into()),
+                ]
+                .into_iter()
+                .collect(),
                 ..Grants::default()
             },
         );
@@ -562,10 +623,15 @@ mod config_and_emit {
         let report = f.run(json!({ "emit": ["billing.run"] })).await;
         let emitted = &details(&report)["emitted"][0];
         assert!(
-            emitted["error"].as_str().unwrap().contains("emitting \"billing.run\" is not granted"),
+            emitted["error"]
+                .as_str()
+                .unwrap()
+                .contains("emitting \"billing.run\" is not granted"),
             "{emitted}"
         );
-        assert!(logs(&report).contains("event \"billing.run\" not emitted: the job has no emit grant"));
+        assert!(
+            logs(&report).contains("event \"billing.run\" not emitted: the job has no emit grant")
+        );
         assert!(f.events.emitted().is_empty());
 
         f.grants.put(
@@ -575,7 +641,9 @@ mod config_and_emit {
                 ..Grants::default()
             },
         );
-        let report = f.run(json!({ "emit": ["report.done", "billing.run"] })).await;
+        let report = f
+            .run(json!({ "emit": ["report.done", "billing.run"] }))
+            .await;
         let d = details(&report);
         assert!(d["emitted"][0]["id"].is_string(), "{d}");
         assert!(d["emitted"][1]["error"].is_string(), "{d}");
@@ -617,18 +685,31 @@ mod node {
     const KEY: &str = "8f2b4c1d9e0a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c";
 
     fn keys() -> Arc<SecretKeys> {
-        Arc::new(SecretKeys::new(Some(SecretKey::from_hex(KEY).unwrap()), None))
+        Arc::new(SecretKeys::new(
+            Some(SecretKey::from_hex(KEY).unwrap()),
+            None,
+        ))
     }
 
-    async fn call(server: &Server, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = server.http.request(method, format!("{}{path}", server.base));
+    async fn call(
+        server: &Server,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = server
+            .http
+            .request(method, format!("{}{path}", server.base));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn push(server: &Server, guest: &str) {
@@ -662,7 +743,12 @@ mod node {
                 let mut all = Vec::new();
                 for entry in std::fs::read_dir(server.dir.path()).unwrap() {
                     let path = entry.unwrap().path();
-                    if path.file_name().unwrap().to_string_lossy().starts_with("q.db") {
+                    if path
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("q.db")
+                    {
                         all.extend(std::fs::read(&path).unwrap());
                     }
                 }
@@ -734,7 +820,11 @@ mod node {
             up.seen.header("/echo/auth", "authorization").as_deref(),
             Some(&*format!("Bearer {SECRET}"))
         );
-        assert!(run.details.contains("you sent: Bearer [redacted]"), "{}", run.details);
+        assert!(
+            run.details.contains("you sent: Bearer [redacted]"),
+            "{}",
+            run.details
+        );
 
         // Rotation: a new version is used from the next fire.
         let (_, set) = call(
@@ -745,24 +835,58 @@ mod node {
         )
         .await;
         assert_eq!(set["version"], 2);
-        let (status, _) = call(&server, Method::POST, "/api/v1/jobs/g/echo/run-now", None).await;
-        assert_eq!(status, 202);
+        // (The first run replaced the job's data: give it its request again, firing now.)
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            "/api/v1/jobs/g/echo",
+            Some(json!({
+                "module": "guest-http", "at": chrono::Utc::now().to_rfc3339(), "grants": grants,
+                "data": { "requests": [{ "url": up.url("/echo/auth") }] },
+            })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
         let store = Arc::clone(&server.store);
         wait_until(Duration::from_secs(30), "the second run", || {
             let store = Arc::clone(&store);
             async move { history_of(store.as_ref(), "g/echo").await.len() >= 2 }
         })
         .await;
+        let history = history_of(server.store.as_ref(), "g/echo").await;
+        let seen: Vec<String> = up
+            .seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, h)| format!("{p} {:?}", h.get("authorization")))
+            .collect();
         assert_eq!(
-            up.seen.0.lock().unwrap().last().unwrap().1.get("authorization").unwrap(),
-            "Bearer second-value-0815"
+            up.seen
+                .header_last("/echo/auth", "authorization")
+                .as_deref(),
+            Some("Bearer second-value-0815"),
+            "{seen:?} {:?}",
+            history
+                .iter()
+                .map(|h| (&h.status, &h.details))
+                .collect::<Vec<_>>()
         );
 
         // Nowhere to be read: not the API's job, history or audit, not the database.
-        for path in ["/api/v1/jobs/g/echo", "/api/v1/history?job=g/echo", "/api/v1/audit", "/api/v1/events"] {
+        for path in [
+            "/api/v1/jobs/g/echo",
+            "/api/v1/history?job=g/echo",
+            "/api/v1/audit",
+            "/api/v1/events",
+        ] {
             let (_, v) = call(&server, Method::GET, path, None).await;
             let text = v.to_string();
-            assert!(!text.contains(SECRET) && !text.contains("second-value-0815"), "{path}: {text}");
+            assert!(
+                !text.contains(SECRET) && !text.contains("second-value-0815"),
+                "{path}: {text}"
+            );
         }
         let (_, audit) = call(&server, Method::GET, "/api/v1/audit", None).await;
         assert!(audit.to_string().contains("secret.set"), "{audit}");
@@ -778,14 +902,40 @@ mod node {
         let up = upstream().await;
         // Sealed by a node that has the key ...
         let server = start_server_with_keys(backend, "nokey", keys()).await;
-        let (status, _) = call(&server, Method::PUT, "/api/v1/secrets/TOKEN", Some(json!({ "value": SECRET }))).await;
+        let (status, _) = call(
+            &server,
+            Method::PUT,
+            "/api/v1/secrets/TOKEN",
+            Some(json!({ "value": SECRET })),
+        )
+        .await;
         assert_eq!(status, 200);
-        let Server { stop, task, dir: first_dir, db_url, schema, .. } = server;
+        let Server {
+            stop,
+            task,
+            dir: first_dir,
+            db_url,
+            schema,
+            ..
+        } = server;
         stop.send(true).unwrap();
         task.await.unwrap();
         // ... and used by one that has none.
-        let server = common::server::start_server_on(backend, "nokey2", Arc::new(SecretKeys::default()), db_url, schema).await;
-        let (status, body) = call(&server, Method::PUT, "/api/v1/secrets/OTHER", Some(json!({ "value": "x" }))).await;
+        let server = common::server::start_server_on(
+            backend,
+            "nokey2",
+            Arc::new(SecretKeys::default()),
+            db_url,
+            schema,
+        )
+        .await;
+        let (status, body) = call(
+            &server,
+            Method::PUT,
+            "/api/v1/secrets/OTHER",
+            Some(json!({ "value": "x" })),
+        )
+        .await;
         assert_eq!(status, 409, "{body}");
         assert!(body.to_string().contains("QUARTZITE_SECRET_KEY"), "{body}");
         push(&server, "guest_http").await;
@@ -797,15 +947,28 @@ mod node {
             "data": { "requests": [{ "url": up.url("/ok") }] },
         }))).await;
         assert_eq!(status, 201, "{body}");
-        let (status, _) = call(&server, Method::POST, "/api/v1/jobs", Some(json!({
-            "key": "g/plain", "module": "hello", "at": at, "data": { "name": "x" },
-        }))).await;
+        let (status, _) = call(
+            &server,
+            Method::POST,
+            "/api/v1/jobs",
+            Some(json!({
+                "key": "g/plain", "module": "hello", "at": at, "data": { "name": "x" },
+            })),
+        )
+        .await;
         assert_eq!(status, 201);
         let failed = ended(&server, "g/needs-secret").await;
         assert_eq!(failed.status, HistoryStatus::Failed);
-        assert!(failed.details.contains("this node has no secret key"), "{}", failed.details);
+        assert!(
+            failed.details.contains("this node has no secret key"),
+            "{}",
+            failed.details
+        );
         assert!(up.seen.paths().is_empty());
-        assert_eq!(ended(&server, "g/plain").await.status, HistoryStatus::Success);
+        assert_eq!(
+            ended(&server, "g/plain").await.status,
+            HistoryStatus::Success
+        );
         server.stop().await;
         drop(first_dir);
     }

@@ -65,13 +65,22 @@ impl Job for Notify {
             match response.error_for_status() {
                 Ok(r) => {
                     info!("posted to {channel}: {} (attempt {attempt})", r.status);
-                    return Outcome::details(&json!({ "status": r.status, "attempt": attempt, "channel": channel }));
+                    return Outcome::details(
+                        &json!({ "status": r.status, "attempt": attempt, "channel": channel }),
+                    );
                 }
                 Err(e @ HttpError::Status { .. }) if e.is_retryable() && attempt < attempts => {
-                    let HttpError::Status { status, retry_after, .. } = &e else {
+                    let HttpError::Status {
+                        status,
+                        retry_after,
+                        ..
+                    } = &e
+                    else {
                         unreachable!("matched above")
                     };
-                    let wait = retry_after.unwrap_or(Duration::from_millis(500)).min(MAX_WAIT);
+                    let wait = retry_after
+                        .unwrap_or(Duration::from_millis(500))
+                        .min(MAX_WAIT);
                     warn!("webhook answered {status}; trying again in {wait:?}");
                     if cancelled() {
                         return Err(retry(format!("cancelled after {status}")));
@@ -96,7 +105,9 @@ mod tests {
     const HOOK: &str = "https://hooks.example.com/notify";
 
     fn host() -> TestHost {
-        TestHost::new().config("webhook_url", HOOK).config("channel", "#ops")
+        TestHost::new()
+            .config("webhook_url", HOOK)
+            .config("channel", "#ops")
     }
 
     fn answer(status: u16, retry_after: Option<&str>) -> Response {
@@ -111,14 +122,20 @@ mod tests {
 
     #[test]
     fn posts_the_data_message_with_the_fire_id() {
-        let mut h = host().data(r#"{"message":"deploy done"}"#).stub_http(HOOK, 200, "{}");
+        let mut h = host()
+            .data(r#"{"message":"deploy done"}"#)
+            .stub_http(HOOK, 200, "{}");
         let out = h.run::<Notify>().unwrap();
         assert_eq!(out.details_json().unwrap()["attempt"], 1);
         let sent = &h.http_requests()[0];
         assert_eq!(sent.method, "POST");
         let body: Value = serde_json::from_slice(&sent.body).unwrap();
         assert_eq!(body, json!({ "channel": "#ops", "text": "deploy done" }));
-        assert!(sent.headers.iter().any(|(n, v)| n == "idempotency-key" && v == "test-fire-1"));
+        assert!(
+            sent.headers
+                .iter()
+                .any(|(n, v)| n == "idempotency-key" && v == "test-fire-1")
+        );
     }
 
     #[test]
@@ -155,7 +172,9 @@ mod tests {
 
     #[test]
     fn a_denied_request_is_fatal() {
-        let mut h = TestHost::new().config("webhook_url", HOOK).data(r#"{"message":"m"}"#);
+        let mut h = TestHost::new()
+            .config("webhook_url", HOOK)
+            .data(r#"{"message":"m"}"#);
         let err = h.run::<Notify>().unwrap_err();
         assert!(matches!(err, quartzite_sdk::Error::Fatal(_)), "{err:?}");
     }

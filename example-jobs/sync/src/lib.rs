@@ -36,7 +36,8 @@ impl Job for Sync {
 
     fn run(ctx: &Context) -> Result<Outcome> {
         let data: Data = ctx.data::<Option<Data>>()?.unwrap_or_default();
-        let base = config::get("base_url")?.ok_or_else(|| fatal("no base_url in the job's config grants"))?;
+        let base = config::get("base_url")?
+            .ok_or_else(|| fatal("no base_url in the job's config grants"))?;
         let done_key = format!("done/{}", ctx.fire_id);
         if let Some(previous) = kv::get_json::<Value>(&done_key)? {
             info!("fire {} already synced; nothing to do", ctx.fire_id);
@@ -90,13 +91,25 @@ mod tests {
         let mut h = TestHost::new()
             .config("base_url", BASE)
             .fire_id("f1")
-            .stub_http(&format!("{BASE}/items?limit=2"), 200, r#"{"items":[1,2],"next_cursor":"c2"}"#)
-            .stub_http(&format!("{BASE}/items?limit=2&cursor=c2"), 200, r#"{"items":[3],"next_cursor":null}"#)
+            .stub_http(
+                &format!("{BASE}/items?limit=2"),
+                200,
+                r#"{"items":[1,2],"next_cursor":"c2"}"#,
+            )
+            .stub_http(
+                &format!("{BASE}/items?limit=2&cursor=c2"),
+                200,
+                r#"{"items":[3],"next_cursor":null}"#,
+            )
             .data(r#"{"page_size":2}"#);
         let out = h.run::<Sync>().unwrap();
         assert_eq!(out.details_json().unwrap()["items"], 3);
         assert_eq!(h.http_requests().len(), 2);
-        assert!(h.http_requests().iter().all(|r| r.headers.iter().any(|(n, v)| n == "idempotency-key" && v == "f1")));
+        assert!(h.http_requests().iter().all(|r| {
+            r.headers
+                .iter()
+                .any(|(n, v)| n == "idempotency-key" && v == "f1")
+        }));
         // The same fire again (a retry) changes nothing and sends nothing.
         let again = h.run::<Sync>().unwrap();
         assert_eq!(again.details_json().unwrap()["items"], 3);
@@ -105,9 +118,11 @@ mod tests {
 
     #[test]
     fn a_server_error_is_retried_by_the_fire() {
-        let mut h = TestHost::new()
-            .config("base_url", BASE)
-            .stub_http(&format!("{BASE}/items*"), 503, "busy");
+        let mut h = TestHost::new().config("base_url", BASE).stub_http(
+            &format!("{BASE}/items*"),
+            503,
+            "busy",
+        );
         let err = h.run::<Sync>().unwrap_err();
         assert!(matches!(err, quartzite_sdk::Error::Retry(_)), "{err:?}");
     }

@@ -40,12 +40,14 @@ fn secret_error(e: SecretError) -> CliError {
 
 fn read_value(from_env: Option<&str>) -> Result<zeroize::Zeroizing<String>, CliError> {
     if let Some(var) = from_env {
-        return std::env::var(var).map(zeroize::Zeroizing::new).map_err(|_| {
-            CliError::new(
-                EXIT_USAGE,
-                format!("--from-env {var}: the variable is not set or not UTF-8"),
-            )
-        });
+        return std::env::var(var)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| {
+                CliError::new(
+                    EXIT_USAGE,
+                    format!("--from-env {var}: the variable is not set or not UTF-8"),
+                )
+            });
     }
     let mut value = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
@@ -80,7 +82,11 @@ pub async fn secret(conn: &Conn, command: SecretCommand, json: bool) -> ExitCode
                     }
                 };
                 Ok(emit(json, &view, |v| {
-                    outln!("secret {} set: version {}", cell(&v["name"]), cell(&v["version"]));
+                    outln!(
+                        "secret {} set: version {}",
+                        cell(&v["name"]),
+                        cell(&v["version"])
+                    );
                 }))
             }
             SecretCommand::List => {
@@ -116,7 +122,9 @@ pub async fn secret(conn: &Conn, command: SecretCommand, json: bool) -> ExitCode
                             .await?
                     }
                 };
-                Ok(emit(json, &value, |v| outln!("deleted secret {}", cell(&v["deleted"]))))
+                Ok(emit(json, &value, |v| {
+                    outln!("deleted secret {}", cell(&v["deleted"]))
+                }))
             }
         }
     }

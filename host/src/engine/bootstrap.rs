@@ -173,7 +173,8 @@ pub async fn start_with_api(
     options: &ServeOptions,
     api_options: Option<ApiOptions>,
 ) -> Result<Node, BootError> {
-    let keys = crate::secrets::SecretKeys::from_env().map_err(|e| BootError::Config(e.to_string()))?;
+    let keys =
+        crate::secrets::SecretKeys::from_env().map_err(|e| BootError::Config(e.to_string()))?;
     start_with_keys(options, api_options, Arc::new(keys)).await
 }
 
@@ -231,7 +232,10 @@ pub async fn start_with_keys(
     );
     // A node without a key starts and runs every job that needs no secret.
     if !secret_keys.has_key() {
-        tracing::info!("no secret key ({}): jobs whose grants name secrets will fail on this node", crate::secrets::KEY_ENV);
+        tracing::info!(
+            "no secret key ({}): jobs whose grants name secrets will fail on this node",
+            crate::secrets::KEY_ENV
+        );
     }
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),

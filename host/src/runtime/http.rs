@@ -115,8 +115,7 @@ impl WasiHttpHooks for RunHttp {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: IoFuture,
-    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>
-    {
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
         drop(fut);
         let shared = Arc::clone(&self.shared);
         Box::new(async move { shared.send(request, options).await })
@@ -315,8 +314,7 @@ impl Shared {
                 return Err(err);
             }
         };
-        let handshake =
-            hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream));
+        let handshake = hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream));
         let (mut sender, conn) = match tokio::time::timeout_at(deadline.into(), handshake).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
@@ -442,8 +440,14 @@ async fn connect(
         return Ok(Box::new(tcp));
     }
     let name = match &url.host {
-        RequestHost::Name(n) => rustls::pki_types::ServerName::try_from(n.clone())
-            .map_err(|e| (Error::TlsProtocolError, format!("invalid TLS name {n}: {e}")))?,
+        RequestHost::Name(n) => {
+            rustls::pki_types::ServerName::try_from(n.clone()).map_err(|e| {
+                (
+                    Error::TlsProtocolError,
+                    format!("invalid TLS name {n}: {e}"),
+                )
+            })?
+        }
         RequestHost::Ip(ip) => rustls::pki_types::ServerName::IpAddress((*ip).into()),
     };
     let connector = tokio_rustls::TlsConnector::from(tls_config());

@@ -527,9 +527,11 @@ impl Runtime {
             .stdout(log.stream(0))
             .stderr(log.stream(1))
             .build();
-        let redactor = grants
-            .filter(|g| !g.secrets.is_empty())
-            .map(|g| Arc::new(grants::Redactor::new(g.secrets.iter().map(|(_, _, v)| v.clone()))));
+        let redactor = grants.filter(|g| !g.secrets.is_empty()).map(|g| {
+            Arc::new(grants::Redactor::new(
+                g.secrets.iter().map(|(_, _, v)| v.clone()),
+            ))
+        });
         if let Some(r) = &redactor {
             log.set_redactor((**r).clone());
         }

@@ -324,7 +324,11 @@ pub struct RunGrants {
 
 impl std::fmt::Debug for RunGrants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<(&str, i64)> = self.secrets.iter().map(|(n, v, _)| (n.as_str(), *v)).collect();
+        let names: Vec<(&str, i64)> = self
+            .secrets
+            .iter()
+            .map(|(n, v, _)| (n.as_str(), *v))
+            .collect();
         f.debug_struct("RunGrants")
             .field("grants", &self.grants)
             .field("secrets", &names)

@@ -63,7 +63,9 @@ pub trait GrantStore: Send + Sync {
 
 fn grants_from_text(job_key: &str, text: &str) -> Result<Grants, StoreError> {
     serde_json::from_str(text).map_err(|e| {
-        StoreError::Conflict(format!("the stored grants of job {job_key:?} are not valid: {e}"))
+        StoreError::Conflict(format!(
+            "the stored grants of job {job_key:?} are not valid: {e}"
+        ))
     })
 }
 
@@ -71,7 +73,6 @@ fn grants_text(grants: &Grants) -> Result<String, StoreError> {
     serde_json::to_string(grants)
         .map_err(|e| StoreError::Conflict(format!("grants cannot be stored: {e}")))
 }
-
 
 fn sealed(row: &impl SealedRow) -> Result<SecretSealed, sqlx::Error> {
     row.sealed()

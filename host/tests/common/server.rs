@@ -58,7 +58,16 @@ pub async fn start_server_with_keys(
 ) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let (url, schema) = fresh_database(backend, tag, &dir).await;
-    start(dir, url, schema, None, tag, SchedulerConfig::default(), keys).await
+    start(
+        dir,
+        url,
+        schema,
+        None,
+        tag,
+        SchedulerConfig::default(),
+        keys,
+    )
+    .await
 }
 
 /// A node on the database another, stopped, node used (`db_url`, `schema`),
@@ -71,7 +80,16 @@ pub async fn start_server_on(
     schema: Option<String>,
 ) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    start(dir, db_url, schema, None, tag, SchedulerConfig::default(), keys).await
+    start(
+        dir,
+        db_url,
+        schema,
+        None,
+        tag,
+        SchedulerConfig::default(),
+        keys,
+    )
+    .await
 }
 
 async fn fresh_database(

@@ -14,8 +14,8 @@
 //! returned as new data, and emitted as an event payload when `emit` is given:
 //! the paths a secret echoed back by a server could take into storage.
 
-use quartzite_sdk::http::{HttpError, Request};
 use quartzite_sdk::event::emit;
+use quartzite_sdk::http::{HttpError, Request};
 use quartzite_sdk::{Context, Job, JobInfo, Outcome, Result, config, info, kv};
 use serde::Deserialize;
 use serde_json::{Value, json};
