@@ -552,6 +552,7 @@ async fn inspect(args: InspectArgs) -> ExitCode {
             "compatible": true,
             "info": info,
             "imports": module.imports,
+            "capabilities": crate::runtime::module::capabilities(&module.imports),
             "exports": module.exports,
         });
         outln!("{out}");
@@ -580,6 +581,13 @@ async fn inspect(args: InspectArgs) -> ExitCode {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default()
+            );
+        }
+        let caps = crate::runtime::module::capabilities(&module.imports);
+        if !caps.is_empty() {
+            outln!(
+                "grantable:   {} (what they reach is the job's grants)",
+                caps.join(", ")
             );
         }
         outln!("imports:");

@@ -138,6 +138,8 @@ pub struct Runtime {
     node: watch::Sender<NodeState>,
     node_id: Arc<str>,
     fuel: bool,
+    /// False only in [`Runtime::without_grants`].
+    grants_linked: bool,
     _ticker: engine::EpochTicker,
 }
 
@@ -156,6 +158,24 @@ impl Runtime {
     ///
     /// When wasmtime rejects the engine configuration or the epoch thread cannot start.
     pub fn new(config: RuntimeConfig, services: HostServices) -> Result<Runtime, RuntimeError> {
+        Runtime::build(config, services, true)
+    }
+
+    /// A runtime without `wasi:http`, `wasi:config` and grants: only for
+    /// measuring what they cost a run (the runtime bench).
+    #[doc(hidden)]
+    pub fn without_grants(
+        config: RuntimeConfig,
+        services: HostServices,
+    ) -> Result<Runtime, RuntimeError> {
+        Runtime::build(config, services, false)
+    }
+
+    fn build(
+        config: RuntimeConfig,
+        services: HostServices,
+        grants_linked: bool,
+    ) -> Result<Runtime, RuntimeError> {
         let engine =
             engine::build(&config.engine).map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
         let mut linker = Linker::new(&engine);
@@ -163,12 +183,14 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
         // Every component may import wasi:http and wasi:config: what it may
         // reach through them is decided per request by the job's grants.
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        if grants_linked {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+            wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut RunState| {
+                wasmtime_wasi_config::WasiConfig::from(&s.config)
+            })
             .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
-        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut RunState| {
-            wasmtime_wasi_config::WasiConfig::from(&s.config)
-        })
-        .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        }
         bindings::Job::add_to_linker::<RunState, HostData>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
         let cache = config
@@ -195,6 +217,7 @@ impl Runtime {
             node: watch::Sender::new(NodeState::Running),
             node_id: node_id.into(),
             fuel: config.engine.fuel,
+            grants_linked,
             _ticker: ticker,
         })
     }
@@ -400,7 +423,12 @@ impl Runtime {
                 &log,
             );
         }
-        let grants = match self.services.grants.run_grants(&request.job_key).await {
+        let looked_up = if self.grants_linked {
+            self.services.grants.run_grants(&request.job_key).await
+        } else {
+            Ok(None)
+        };
+        let grants = match looked_up {
             Ok(g) => g,
             Err(refusal) => {
                 let retryable = !matches!(refusal, GrantRefusal::Permanent(_));
