@@ -974,3 +974,61 @@ mod node {
     }
     on_both!(a_node_without_the_key_fails_secret_jobs_and_runs_the_others);
 }
+
+/// The store's half on both databases: versions, listing, deleting.
+mod store {
+    use super::*;
+    use common::server::Backend;
+    use quartzite::secrets::{SecretKey, SecretKeys};
+    use quartzite::store::grants::GrantStore;
+
+    async fn secrets_and_grants_are_kept_per_name_and_job(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, schema) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("s.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let (url, schema) = pg_schema("qz_secrets").await;
+                (url, Some(schema))
+            }
+        };
+        let store = quartzite::store::open(&url).await.unwrap();
+        let keys = SecretKeys::new(Some(SecretKey::from_hex(&"ab".repeat(32)).unwrap()), None);
+        let first = quartzite::secrets::secret_set(&*store, &keys, "API_KEY", "one\n")
+            .await
+            .unwrap();
+        let second = quartzite::secrets::secret_set(&*store, &keys, "API_KEY", "two")
+            .await
+            .unwrap();
+        assert_eq!((first.version, second.version), (1, 2));
+        assert!(second.set_ms >= first.set_ms);
+        let sealed = store.secret_get("API_KEY").await.unwrap().unwrap();
+        assert_eq!(keys.open(&sealed).unwrap().as_str(), "two");
+        let bad = quartzite::secrets::secret_set(&*store, &keys, "no spaces", "x").await;
+        assert!(bad.unwrap_err().to_string().contains("no spaces"));
+        let listed = store.secret_list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(store.secret_delete("API_KEY").await.unwrap());
+        assert!(!store.secret_delete("API_KEY").await.unwrap());
+        assert!(store.secret_get("API_KEY").await.unwrap().is_none());
+
+        let grants = Grants {
+            http: vec!["https://a.example/*".into()],
+            ..Grants::default()
+        };
+        store.job_grants_put("g/a", &grants).await.unwrap();
+        assert_eq!(store.job_grants_get("g/a").await.unwrap(), Some(grants));
+        assert_eq!(store.job_grants_get("g/b").await.unwrap(), None);
+        store
+            .job_grants_put("g/a", &Grants::default())
+            .await
+            .unwrap();
+        assert_eq!(store.job_grants_get("g/a").await.unwrap(), None);
+        if let Some(schema) = schema {
+            pg_drop(&schema).await;
+        }
+    }
+    on_both!(secrets_and_grants_are_kept_per_name_and_job);
+}

@@ -1236,6 +1236,17 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
     )
     .unwrap();
     let module = runtime.load_file(&common::wasm("report")).unwrap();
+    // The report emits `report.done` when done, as its manifest grants it.
+    quartzite::store::grants::GrantStore::job_grants_put(
+        &*store,
+        "jobs/report",
+        &quartzite::grants::Grants {
+            emit: vec!["report.done".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let blocked = runtime
         .run(
             &module,

@@ -165,7 +165,7 @@ impl Shared {
             shown: &shown,
             host: "(ungranted)",
         };
-        let Some(grants) = &self.grants else {
+        let Some(grants) = self.grants.as_ref().filter(|g| !g.http.is_empty()) else {
             self.refuse(
                 &ungranted,
                 "denied",
