@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-GUESTS=(hello counter flaky report guest-hostile guest-noop guest-future-major guest-unknown-import guest-contract-1-0 guest-relay guest-loud-describe guest-huge-describe)
+GUESTS=(hello counter flaky report notify sync guest-hostile guest-noop guest-future-major guest-unknown-import guest-contract-1-0 guest-relay guest-loud-describe guest-huge-describe guest-http)
 WASM_DIR="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -164,12 +164,25 @@ cmd_demo() {
     manifest="$(mktemp --suffix=.toml)"
     sed "s#\.\./target/#$(realpath "$CARGO_TARGET_DIR")/#" example-jobs/jobs.toml > "$manifest"
   fi
+  # The notify and sync examples talk to a small local service; notify's
+  # webhook credential is a secret, sealed with a key kept beside the database.
+  command -v python3 >/dev/null || die "python3 is needed for the demo's local HTTP service"
+  [ -f quartzite-demo.key ] || python3 -c 'import secrets; print(secrets.token_hex(32))' > quartzite-demo.key
+  export QUARTZITE_SECRET_KEY_FILE="$PWD/quartzite-demo.key"
+  say "starting the demo HTTP service on 127.0.0.1:8787"
+  python3 example-jobs/demo_service.py 8787 demo-webhook-token &
+  local service=$!
+  printf 'demo-webhook-token' | "$q" secret set DEMO_WEBHOOK_TOKEN
   say "quartzite serve --manifest $manifest (embedded SQLite: ./quartzite.db) for ${secs}s"
   "$q" serve --manifest "$manifest" &
   local pid=$!
   sleep "$secs"
   kill -TERM "$pid"
   wait "$pid" || true
+  kill -TERM "$service" 2>/dev/null || true
+  wait "$service" 2>/dev/null || true
+  say "quartzite secret list"
+  "$q" secret list
   say "quartzite job list"
   "$q" job list
   say "quartzite history list --limit 15"

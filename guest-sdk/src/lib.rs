@@ -48,9 +48,11 @@
 //! assert!(host.logs().iter().any(|l| l.message == "hi (run 2)"));
 //! ```
 
+pub mod config;
 mod context;
 mod error;
 pub mod event;
+pub mod http;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

@@ -70,6 +70,8 @@ pub struct TestHost {
     runs: u64,
     event: Option<Event>,
     emitted: Vec<Emitted>,
+    pub(crate) http: crate::http::fake::FakeHttp,
+    pub(crate) config: BTreeMap<String, String>,
 }
 
 /// An event a job emitted under a [`TestHost`].
@@ -136,6 +138,8 @@ impl TestHost {
             runs: 0,
             event: None,
             emitted: Vec::new(),
+            http: Default::default(),
+            config: BTreeMap::new(),
         }
     }
 

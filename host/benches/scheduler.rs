@@ -43,6 +43,7 @@ fn runtime(store: &Arc<dyn Store>, cache: PathBuf) -> Arc<Runtime> {
         kv: Arc::new(StoreKv::new(Arc::clone(store))),
         locks: Arc::new(LocalLocks::new()),
         events: StoreEvents::new(Arc::clone(store), 8),
+        grants: quartzite::secrets::StoreGrants::new(Arc::clone(store), Arc::default(), None),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 128,

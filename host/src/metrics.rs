@@ -45,6 +45,7 @@ pub struct Metrics {
     lock_acquisitions: IntCounterVec,
     alerts: IntCounterVec,
     events: IntCounterVec,
+    http_requests: IntCounterVec,
     module_compile: Histogram,
     triggers: IntGaugeVec,
     nodes: IntGaugeVec,
@@ -129,6 +130,11 @@ impl Metrics {
                 "quartzite_events_total",
                 "Events emitted through this node, by result (accepted, duplicate, depth-exceeded, chain-budget-exceeded, job-fires-exceeded).",
                 &["result"],
+            )),
+            http_requests: register!(counter_vec(
+                "quartzite_http_requests_total",
+                "Outbound HTTP requests of guests, by job, host and result (denied, limit, error, 2xx ... 5xx)",
+                &["job_key", "host", "result"]
             )),
             module_compile: register!(histogram(
                 HistogramOpts::new(
@@ -300,6 +306,13 @@ impl Metrics {
     /// [`EmitOutcome::result`]: crate::store::events::EmitOutcome::result
     pub fn event_emitted(&self, outcome: &crate::store::events::EmitOutcome) {
         self.event_counted(outcome.result());
+    }
+
+    /// One outbound request of a guest, ended with `result`.
+    pub fn http_request(&self, job_key: &str, host: &str, result: &str) {
+        self.http_requests
+            .with_label_values(&[job_key, host, result])
+            .inc();
     }
 
     /// One event emitted through this node and answered with `result`.

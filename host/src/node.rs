@@ -114,6 +114,22 @@ pub async fn start_with_api(
     options: &ServeOptions,
     api_options: Option<ApiOptions>,
 ) -> Result<Node, BootError> {
+    let keys =
+        crate::secrets::SecretKeys::from_env().map_err(|e| BootError::Config(e.to_string()))?;
+    start_with_keys(options, api_options, Arc::new(keys)).await
+}
+
+/// [`start_with_api`] with the secret keys given rather than read from the
+/// environment ([`crate::secrets::SecretKeys::from_env`]).
+///
+/// # Errors
+///
+/// As [`start_with_api`].
+pub async fn start_with_keys(
+    options: &ServeOptions,
+    api_options: Option<ApiOptions>,
+    secret_keys: Arc<crate::secrets::SecretKeys>,
+) -> Result<Node, BootError> {
     // Refused before anything else: a server that would expose the scheduler
     // without a token must not start at all.
     let auth = api_options
@@ -155,6 +171,13 @@ pub async fn start_with_api(
         options.scheduler.emit_bounds(),
         Arc::clone(&metrics),
     );
+    // A node without a key starts and runs every job that needs no secret.
+    if !secret_keys.has_key() {
+        tracing::info!(
+            "no secret key ({}): jobs whose grants name secrets will fail on this node",
+            crate::secrets::KEY_ENV
+        );
+    }
     let services = HostServices {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),
         locks: StoreLocks::with_metrics(
@@ -163,6 +186,11 @@ pub async fn start_with_api(
             Arc::clone(&metrics),
         ),
         events: events.clone(),
+        grants: crate::secrets::StoreGrants::new(
+            Arc::clone(&store),
+            Arc::clone(&secret_keys),
+            Some(Arc::clone(&metrics)),
+        ),
     };
     let runtime = Arc::new(
         Runtime::new(options.runtime.clone(), services)
@@ -201,6 +229,7 @@ pub async fn start_with_api(
                 api::origin::Origins::new(local_addr, a.allowed_hosts.as_deref()),
                 options.scheduler.dead_after_ms,
             );
+            let _ = state.secret_keys.set(Arc::clone(&secret_keys));
             let (stop, stop_rx) = watch::channel(false);
             let task = api::serve(bound, Arc::clone(&state), stop_rx);
             tracing::info!(addr = %local_addr, token = a.token_sha256.is_some(), "admin API listening");
@@ -267,6 +296,9 @@ pub async fn start_with_api(
             })
             .collect();
         store.jobs_put(&jobs).await?;
+        for decl in &m.jobs {
+            store.job_grants_put(&decl.key(), &decl.grants).await?;
+        }
         store.alert_rules_sync("manifest", &m.alerts).await?;
         delete_orphans(&store, &runtime, m).await?;
     }
@@ -325,6 +357,9 @@ async fn delete_orphans(
         match resolver.resolve(&job.module).await? {
             JobImpl::NoOp(reason) => {
                 store.job_delete(&job.job_key).await?;
+                store
+                    .job_grants_put(&job.job_key, &crate::grants::Grants::default())
+                    .await?;
                 tracing::warn!(job = %job.job_key, reason = %reason, "deleted orphaned job: not in the manifest and its module is gone");
             }
             JobImpl::Wasm(_) => {

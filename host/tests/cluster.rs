@@ -239,7 +239,7 @@ async fn a_killed_nodes_recoverable_fire_is_rerun_on_another_node() {
     std::fs::write(
         dir.path().join("jobs.toml"),
         format!(
-            "[[module]]\nname = \"report\"\npath = \"{}\"\n\n[[job]]\nkey = \"f/report\"\nmodule = \"report\"\ndata = {{ steps = 40, step_ms = 100 }}\nrequests_recovery = true\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
+            "[[module]]\nname = \"report\"\npath = \"{}\"\n\n[[job]]\nkey = \"f/report\"\nmodule = \"report\"\ndata = {{ steps = 40, step_ms = 100 }}\nrequests_recovery = true\n[job.grants]\nemit = [\"report.done\"]\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
             wasm("report").display()
         ),
     )
@@ -536,7 +536,7 @@ async fn a_node_paused_past_its_lease_cannot_complete_the_fire_taken_over() {
     write_manifest(
         dir.path(),
         &format!(
-            "{}\n[[job]]\nkey = \"s/report\"\nmodule = \"report\"\ndata = {{ steps = 30, step_ms = 100 }}\nrequests_recovery = true\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
+            "{}\n[[job]]\nkey = \"s/report\"\nmodule = \"report\"\ndata = {{ steps = 30, step_ms = 100 }}\nrequests_recovery = true\n[job.grants]\nemit = [\"report.done\"]\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
             module_decl("report", "report")
         ),
     );
@@ -1132,7 +1132,7 @@ async fn a_run_longer_than_its_lease_keeps_its_fire() {
     write_manifest(
         dir.path(),
         &format!(
-            "{}\n[[job]]\nkey = \"l/report\"\nmodule = \"report\"\ndata = {{ steps = 80, step_ms = 100 }}\nrequests_recovery = true\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
+            "{}\n[[job]]\nkey = \"l/report\"\nmodule = \"report\"\ndata = {{ steps = 80, step_ms = 100 }}\nrequests_recovery = true\n[job.grants]\nemit = [\"report.done\"]\n[[job.trigger]]\nat = \"2020-01-01T00:00:00Z\"\n",
             module_decl("report", "report")
         ),
     );

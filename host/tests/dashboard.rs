@@ -62,6 +62,8 @@ path = "{report}"
 key = "dash/report"
 module = "report"
 data = {{ steps = 40, step_ms = 250 }}
+[job.grants]
+emit = ["report.done"]
 [[job.trigger]]
 on = "start"
 

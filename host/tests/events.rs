@@ -194,7 +194,7 @@ async fn a_chain_stops_at_the_depth_limit_with_a_history_entry(backend: Backend)
     // Every run of this job emits the event that starts it again.
     create_job(
         &server,
-        json!({ "key": "chain/ping", "module": "relay", "event": "ping", "data": { "emit": "ping" } }),
+        json!({ "key": "chain/ping", "module": "relay", "event": "ping", "data": { "emit": "ping" }, "grants": { "emit": ["ping"] } }),
     )
     .await;
     let (status, body) = call(&server, Method::POST, "/api/v1/events/ping", None).await;
@@ -490,13 +490,13 @@ async fn a_guest_flooding_events_is_stopped_with_a_clear_error(backend: Backend)
     create_job(
         &server,
         json!({ "key": "flood/many", "module": "relay", "at": chrono::Utc::now().to_rfc3339(),
-                "data": { "emit": "flood", "times": limit + 5 } }),
+                "data": { "emit": "flood", "times": limit + 5 }, "grants": { "emit": ["flood"] } }),
     )
     .await;
     create_job(
         &server,
         json!({ "key": "flood/big", "module": "relay", "at": chrono::Utc::now().to_rfc3339(),
-                "data": { "emit": "flood", "pad": 70_000 } }),
+                "data": { "emit": "flood", "pad": 70_000 }, "grants": { "emit": ["flood"] } }),
     )
     .await;
     for job in ["flood/many", "flood/big"] {
@@ -562,7 +562,7 @@ async fn a_fanning_out_chain_stops_at_its_budget_while_other_jobs_keep_firing(ba
     create_job(
         &server,
         json!({ "key": "fan/out", "module": "relay", "event": "fan.out",
-                "data": { "emit": "fan.out", "times": 10 } }),
+                "data": { "emit": "fan.out", "times": 10 }, "grants": { "emit": ["fan.*"] } }),
     )
     .await;
     let (status, body) = call(&server, Method::POST, "/api/v1/events/fan.out", None).await;
@@ -672,7 +672,8 @@ async fn a_guests_key_does_not_take_the_operators(backend: Backend) {
     create_job(
         &server,
         json!({ "key": "squat/guest", "module": "relay", "at": chrono::Utc::now().to_rfc3339(),
-                "data": { "emit": "billing.run", "key": "invoice-42" } }),
+                "data": { "emit": "billing.run", "key": "invoice-42" },
+                "grants": { "emit": ["billing.run"] } }),
     )
     .await;
     wait_for_success(
@@ -736,7 +737,8 @@ async fn a_guest_ignoring_refusals_is_refused_for_the_rest_of_its_run(backend: B
     create_job(
         &server,
         json!({ "key": "storm/flood", "module": "hostile", "event": "storm",
-                "data": { "op": "emit-flood", "name": "storm", "times": 50 } }),
+                "data": { "op": "emit-flood", "name": "storm", "times": 50 },
+                "grants": { "emit": ["storm"] } }),
     )
     .await;
     let (status, body) = call(&server, Method::POST, "/api/v1/events/storm", None).await;
@@ -836,7 +838,8 @@ async fn a_job_whose_events_have_too_many_fires_waiting_is_refused(backend: Back
     create_job(
         &server,
         json!({ "key": "backlog/src", "module": "hostile", "at": chrono::Utc::now().to_rfc3339(),
-                "data": { "op": "emit-flood", "name": "work", "times": 20 } }),
+                "data": { "op": "emit-flood", "name": "work", "times": 20 },
+                "grants": { "emit": ["work"] } }),
     )
     .await;
     wait_until(

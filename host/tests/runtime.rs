@@ -38,6 +38,18 @@ fn fixture_with(engine: EngineConfig, cache_dir: Option<PathBuf>) -> Fixture {
         kv: kv.clone(),
         locks: locks.clone(),
         events: Arc::new(MemoryEvents::new(8)),
+        grants: {
+            // The report example emits `report.done`, as its manifest grants it.
+            let grants = quartzite::runtime::MemoryGrants::new();
+            grants.put(
+                "tests/job",
+                quartzite::grants::Grants {
+                    emit: vec!["report.done".into()],
+                    ..Default::default()
+                },
+            );
+            Arc::new(grants)
+        },
     };
     let runtime = Runtime::new(
         RuntimeConfig {

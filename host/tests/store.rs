@@ -365,6 +365,7 @@ fn runtime_on(store: &Arc<dyn Store>) -> Runtime {
         kv: Arc::new(StoreKv::new(Arc::clone(store))),
         locks: Arc::new(LocalLocks::new()),
         events: StoreEvents::new(Arc::clone(store), 8),
+        grants: quartzite::secrets::StoreGrants::new(Arc::clone(store), Arc::default(), None),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 4,
@@ -1283,6 +1284,7 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
         kv: Arc::new(StoreKv::new(Arc::clone(&store))),
         locks: locks.clone(),
         events: StoreEvents::new(Arc::clone(&store), 8),
+        grants: quartzite::secrets::StoreGrants::new(Arc::clone(&store), Arc::default(), None),
     };
     let engine = EngineConfig {
         max_concurrent_runs: 4,
@@ -1298,6 +1300,17 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
     )
     .unwrap();
     let module = runtime.load_file(&common::wasm("report")).unwrap();
+    // The report emits `report.done` when done, as its manifest grants it.
+    quartzite::store::grants::GrantStore::job_grants_put(
+        &*store,
+        "jobs/report",
+        &quartzite::grants::Grants {
+            emit: vec!["report.done".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let blocked = runtime
         .run(
             &module,

@@ -1,7 +1,7 @@
 //! Jobs, groups and triggers: add, replace, pause, resume, delete, fire now;
 //! and the reads both surfaces print.
 
-use super::views::{history_view, job_view, trigger_view};
+use super::views::{grants_view, history_view, job_view, trigger_view};
 use super::{Admin, AdminError, Caller, Done, Status};
 use crate::domain;
 use crate::engine::jobs::JobSpec;
@@ -92,6 +92,7 @@ impl Admin {
             })
             .await?;
         let mut v = job_view(&job, &triggers);
+        v["grants"] = grants_view(self.store.job_grants_get(key).await?.as_ref());
         v["history"] = Value::Array(history.iter().map(history_view).collect());
         Ok(v)
     }
@@ -161,15 +162,16 @@ impl Admin {
                 spec.apply_hints(&info);
             }
             let (job, trigger) = spec.build(caller.surface)?;
+            let grants = spec.checked_grants()?;
+            // Grants first: a fire of the new job never runs with the old grants.
+            self.store.job_grants_put(&job.job_key, &grants).await?;
             self.store.job_put(&job, &[trigger]).await?;
             self.scheduler.wake();
             let triggers = self.store.trigger_list(Some(&job.job_key)).await?;
             let status = if existed { Status::Ok } else { Status::Created };
-            Ok(Done::new(
-                status,
-                job_view(&job, &triggers),
-                spec_summary(&spec),
-            ))
+            let mut view = job_view(&job, &triggers);
+            view["grants"] = grants_view(Some(&grants));
+            Ok(Done::new(status, view, spec_summary(&spec)))
         })
         .await
     }
@@ -185,6 +187,9 @@ impl Admin {
             if !self.store.job_delete(key).await? {
                 return Err(no_job(key));
             }
+            self.store
+                .job_grants_put(key, &crate::grants::Grants::default())
+                .await?;
             self.scheduler.wake();
             Ok(Done::new(Status::Ok, json!({ "deleted": key }), json!({})))
         })

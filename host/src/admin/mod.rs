@@ -18,6 +18,7 @@
 
 pub mod jobs;
 pub mod modules;
+pub mod secrets;
 pub mod signals;
 pub mod views;
 

@@ -114,3 +114,9 @@ pub fn history_view(h: &HistoryEntry) -> Value {
     v["details"] = serde_json::from_str(&h.details).unwrap_or(Value::Null);
     v
 }
+
+/// A job's grants as the API and `job show` present them: patterns, config
+/// and secret *names* (a grant never holds a value).
+pub fn grants_view(grants: Option<&crate::grants::Grants>) -> Value {
+    serde_json::to_value(grants.cloned().unwrap_or_default()).unwrap_or(Value::Null)
+}

@@ -596,3 +596,42 @@ pub async fn stats_runs(
         "buckets": buckets,
     })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    value: String,
+}
+
+impl std::fmt::Debug for SecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBody(..)")
+    }
+}
+
+pub async fn secret_list(State(state): Shared) -> Result<Json<Value>> {
+    Ok(Json(json!({ "items": state.admin.secret_list().await? })))
+}
+
+pub async fn secret_set(
+    State(state): Shared,
+    Extension(caller): Who,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let secret: SecretBody = json_body(&headers, &read_body(body)?)?;
+    let value = zeroize::Zeroizing::new(secret.value);
+    let keys = state.secret_keys.get().cloned().unwrap_or_default();
+    Ok(answer(
+        state.admin.secret_set(&caller, &keys, &name, &value).await,
+    ))
+}
+
+pub async fn secret_delete(
+    State(state): Shared,
+    Extension(caller): Who,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    Ok(answer(state.admin.secret_delete(&caller, &name).await))
+}

@@ -24,8 +24,8 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, get};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
 pub use crate::domain::DEFAULT_LISTEN;
@@ -99,6 +99,8 @@ pub struct ApiState {
     pub dead_after_ms: i64,
     /// A standby node is ready once bootstrapped: it never runs the scheduler.
     standby_ready: AtomicBool,
+    /// The key secrets are sealed with (set by bootstrap; none: secrets cannot be set here).
+    pub secret_keys: OnceLock<Arc<crate::secrets::SecretKeys>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -121,6 +123,7 @@ impl ApiState {
             refusals: auth::RefusalLimiter::default(),
             dead_after_ms,
             standby_ready: AtomicBool::new(false),
+            secret_keys: OnceLock::new(),
         })
     }
 
@@ -205,6 +208,13 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         (Method::GET, "/api/v1/history/{id}", get(s::history_get)),
         (Method::GET, "/api/v1/events", get(s::event_list)),
         (Method::POST, "/api/v1/events/{name}", post(s::event_emit)),
+        (Method::GET, "/api/v1/secrets", get(h::secret_list)),
+        (Method::PUT, "/api/v1/secrets/{name}", put(h::secret_set)),
+        (
+            Method::DELETE,
+            "/api/v1/secrets/{name}",
+            delete(h::secret_delete),
+        ),
         (Method::GET, "/api/v1/alerts", get(s::alert_list)),
         (Method::PUT, "/api/v1/alerts/{name}", put(s::alert_put)),
         (

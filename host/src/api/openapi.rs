@@ -149,7 +149,8 @@ pub fn document() -> Value {
                         "timeout": { "type": "string", "example": "60s" },
                         "misfire": { "type": "string", "enum": ["fire-now", "skip", "fire-once"] },
                         "requests_recovery": { "type": "boolean" },
-                        "paused": { "type": "boolean" }
+                        "paused": { "type": "boolean" },
+                        "grants": { "type": "object", "description": "What the job may do beyond its sandbox: http (URL patterns), emit (event name patterns), config (string map), secret (list of {name, url, header, format}), allow_private, http_limits." }
                     }
                 },
                 "Object": { "type": "object" },
@@ -207,6 +208,11 @@ pub fn document() -> Value {
             "/api/v1/events": { "get": op("Accepted events, newest first.", vec![param("name", "query", "Only events of this name.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/events/{name}": {
                 "post": with_body(op("Emit an event: every job subscribed to NAME fires once (202 with the fires; 200 when the operator used the key before, starting nothing; jobs' keys are their own). Stored with its fires in one transaction.", vec![param("name", "path", "The event's name.", string()), param("key", "query", "Idempotency key (or the Idempotency-Key header).", string())], "202", "Object", true), "application/json", json!({ "description": "The payload: any JSON; an empty body is null." }))
+            },
+            "/api/v1/secrets": { "get": op("Stored secrets: names, versions and when set; never values.", vec![], "200", "Items", false) },
+            "/api/v1/secrets/{name}": {
+                "put": with_body(op("Store a new version of a secret, sealed with the server's key. Write-only: no call returns a value.", vec![param("name", "path", "The secret's name.", string())], "200", "Object", true), "application/json", json!({ "type": "object", "required": ["value"], "properties": { "value": { "type": "string" } } })),
+                "delete": op("Delete a secret.", vec![param("name", "path", "The secret's name.", string())], "200", "Object", true)
             },
             "/api/v1/alerts": { "get": op("Alert rules.", vec![], "200", "Items", false) },
             "/api/v1/alerts/{name}": {

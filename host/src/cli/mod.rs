@@ -27,6 +27,7 @@ macro_rules! out {
 mod ops;
 mod preview;
 mod remote;
+mod secrets;
 mod serve;
 mod signals;
 
@@ -125,6 +126,9 @@ pub enum Command {
     /// Alert rules and their deliveries to webhooks.
     #[command(subcommand)]
     Alert(signals::AlertCommand),
+    /// Secrets that grants inject into jobs' requests: set, list, delete.
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
     /// Check a config file or print every key with its default.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -360,6 +364,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::History(command) => ops::history(&conn, command, json).await,
         Command::Cluster(command) => ops::cluster(&conn, command, json).await,
         Command::Event(command) => signals::event(&conn, command, json).await,
+        Command::Secret(command) => secrets::secret(&conn, command, json).await,
         Command::Alert(command) => signals::alert(&conn, command, json).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -560,6 +565,7 @@ async fn inspect(args: InspectArgs) -> ExitCode {
             "compatible": true,
             "info": info,
             "imports": module.imports,
+            "capabilities": crate::runtime::module::capabilities(&module.imports),
             "exports": module.exports,
         });
         outln!("{out}");
@@ -588,6 +594,13 @@ async fn inspect(args: InspectArgs) -> ExitCode {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default()
+            );
+        }
+        let caps = crate::runtime::module::capabilities(&module.imports);
+        if !caps.is_empty() {
+            outln!(
+                "grantable:   {} (what they reach is the job's grants)",
+                caps.join(", ")
             );
         }
         outln!("imports:");

@@ -200,6 +200,22 @@ pub struct JobAddArgs {
     /// Re-run a fire interrupted by a node crash.
     #[arg(long)]
     pub requests_recovery: bool,
+    /// Grant outbound HTTP to a URL pattern, e.g. https://api.example.com/v1/* (repeatable).
+    #[arg(long = "grant-http", value_name = "PATTERN")]
+    pub grant_http: Vec<String>,
+    /// Grant emitting events matching NAME, NAME.* or * (repeatable).
+    #[arg(long = "grant-emit", value_name = "PATTERN")]
+    pub grant_emit: Vec<String>,
+    /// Serve KEY=VALUE through wasi:config (repeatable).
+    #[arg(long = "grant-config", value_name = "KEY=VALUE")]
+    pub grant_config: Vec<String>,
+    /// Inject a stored secret into requests: NAME@URL-PATTERN[#HEADER[=FORMAT]],
+    /// e.g. 'TOKEN@https://api.example.com/*#Authorization=Bearer {}' (repeatable).
+    #[arg(long = "grant-secret", value_name = "GRANT")]
+    pub grant_secret: Vec<String>,
+    /// Let granted requests reach loopback, private and link-local addresses.
+    #[arg(long = "grant-private")]
+    pub grant_private: bool,
 }
 
 pub async fn job(conn: &Conn, command: JobCommand, json: bool) -> ExitCode {
@@ -289,10 +305,48 @@ fn print_job(job: &Value) {
     outln!("attempts:   {}", cell(&job["retry"]["max_attempts"]));
     outln!("timeout:    {} ms", cell(&job["timeout_ms"]));
     outln!("state:      {}", cell(&job["state"]));
+    print_grants(&job["grants"]);
     outln!();
     print_triggers(&job["triggers"]);
     outln!();
     print_history(&job["history"]);
+}
+
+/// A job's grants, one kind a line; "none" when nothing is granted.
+fn print_grants(grants: &Value) {
+    let list = |v: &Value| {
+        items(v)
+            .iter()
+            .map(|p| p.as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let empty = grants.as_object().is_none_or(serde_json::Map::is_empty);
+    if empty {
+        outln!("grants:     none");
+        return;
+    }
+    if !items(&grants["http"]).is_empty() {
+        outln!("grant http: {}", list(&grants["http"]));
+    }
+    if !items(&grants["emit"]).is_empty() {
+        outln!("grant emit: {}", list(&grants["emit"]));
+    }
+    if let Some(config) = grants["config"].as_object() {
+        let keys: Vec<&str> = config.keys().map(String::as_str).collect();
+        outln!("config:     {}", keys.join(", "));
+    }
+    for s in items(&grants["secret"]) {
+        outln!(
+            "secret:     {} -> {} header {}",
+            cell(&s["name"]),
+            cell(&s["url"]),
+            cell(&s["header"])
+        );
+    }
+    if grants["allow_private"].as_bool() == Some(true) {
+        outln!("private:    allowed");
+    }
 }
 
 async fn job_pause(
@@ -376,6 +430,14 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         }
         None => None,
     };
+    let grants = crate::grants::Grants::from_flags(
+        &args.grant_http,
+        &args.grant_emit,
+        &args.grant_config,
+        &args.grant_secret,
+        args.grant_private,
+    )
+    .map_err(|e| CliError::new(EXIT_USAGE, format!("--{e}")))?;
     let is_file = Path::new(&args.module).is_file();
     let mut spec = JobSpec {
         key: args.key.clone(),
@@ -398,6 +460,7 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         misfire: args.misfire.clone(),
         requests_recovery: Some(args.requests_recovery),
         paused: None,
+        grants: (!grants.is_empty()).then_some(grants),
     };
     let scheduled = [&args.cron, &args.every, &args.at, &args.event]
         .iter()

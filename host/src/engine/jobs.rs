@@ -62,6 +62,9 @@ pub struct JobSpec {
     /// Store the job paused [default: false].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// What the job may do beyond its sandbox [default: nothing].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<crate::grants::Grants>,
 }
 
 /// A field of a [`JobSpec`] that is wrong, and why.
@@ -96,6 +99,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl JobSpec {
+    /// The job's grants, checked (empty when none are given).
+    ///
+    /// # Errors
+    ///
+    /// The grant that is wrong, as field `grants`.
+    pub fn checked_grants(&self) -> Result<crate::grants::Grants, FieldError> {
+        let grants = self.grants.clone().unwrap_or_default();
+        grants.compile().map_err(|e| bad("grants", e.to_string()))?;
+        Ok(grants)
+    }
+
     /// Fills what the operator left out from the hints of the module's
     /// `describe()`: its `overlap` when none is given, and its
     /// `default-schedule` (a cron expression, UTC) when no schedule is given.
@@ -122,6 +136,7 @@ impl JobSpec {
     ///
     /// The first field that is wrong, with what was expected.
     pub fn build(&self, source: &str) -> Result<(JobDef, TriggerPut), FieldError> {
+        self.checked_grants()?;
         if let Err(reason) = domain::check_job_key(&self.key) {
             return Err(bad(
                 "key",

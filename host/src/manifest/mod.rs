@@ -45,6 +45,15 @@
 //! misfire = "fire-now"            # "fire-now" | "skip" | "fire-once"
 //! [[job.trigger]]
 //! event = "order.created"         # fires once for every event of this name
+//! [job.grants]                    # nothing is granted by default (see `crate::grants`)
+//! http = ["https://api.example.com/v1/*"]
+//! emit = ["report.*"]
+//! config = { channel = "#ops" }
+//! [[job.grants.secret]]
+//! name = "SLACK_TOKEN"            # stored with `quartzite secret set`
+//! url = "https://hooks.example.com/*"
+//! header = "Authorization"
+//! format = "Bearer {}"
 //!
 //! [[alert]]
 //! name = "ops"
@@ -106,6 +115,7 @@ const JOB_KEYS: &[&str] = &[
     "paused",
     "retry",
     "trigger",
+    "grants",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff", "initial", "max", "jitter"];
 const TRIGGER_KEYS: &[&str] = &[
@@ -178,6 +188,8 @@ pub struct JobDecl {
     pub retry: RetryPolicy,
     /// When the job fires, in file order.
     pub triggers: Vec<TriggerDecl>,
+    /// What the job may do beyond its sandbox (`[job.grants]`); nothing by default.
+    pub grants: crate::grants::Grants,
 }
 
 impl JobDecl {

@@ -503,6 +503,10 @@ impl<'a> Validator<'a> {
         let retry = self
             .table(t, "retry")
             .map_or_else(RetryPolicy::default, |r| self.retry(&r));
+        let grants = t
+            .get("grants")
+            .map(|v| self.grants(v, &t.field("grants")))
+            .unwrap_or_default();
 
         let mut triggers: Vec<TriggerDecl> = Vec::new();
         let mut trigger_names: HashMap<String, usize> = HashMap::new();
@@ -543,11 +547,33 @@ impl<'a> Validator<'a> {
             paused,
             retry,
             triggers,
+            grants,
         };
         (decl, seen)
     }
 
     // -- [job.retry] ---------------------------------------------------------
+
+    // -- [job.grants] --------------------------------------------------------
+
+    fn grants(&mut self, v: &Value<'_>, field: &str) -> crate::grants::Grants {
+        let json = self.json(v, field);
+        if !json.is_object() {
+            self.type_error(v, field, "a table");
+            return crate::grants::Grants::default();
+        }
+        let grants: crate::grants::Grants = match serde_json::from_value(json) {
+            Ok(g) => g,
+            Err(e) => {
+                self.error(v.span(), field, e.to_string());
+                return crate::grants::Grants::default();
+            }
+        };
+        if let Err(e) = grants.compile() {
+            self.error(v.span(), &format!("{field}.{}", e.field), e.message);
+        }
+        grants
+    }
 
     fn retry(&mut self, t: &Table<'_, '_>) -> RetryPolicy {
         self.check_keys(t, RETRY_KEYS);

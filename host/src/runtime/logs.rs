@@ -35,6 +35,9 @@ struct Inner {
 #[derive(Clone, Debug)]
 pub(crate) struct RunLog {
     inner: Arc<Mutex<Inner>>,
+    /// Set once, before the guest starts, when the run holds secrets: every
+    /// line is redacted before it is kept or mirrored.
+    redactor: Arc<std::sync::OnceLock<crate::grants::Redactor>>,
     job_key: Arc<str>,
     fire_id: Arc<str>,
 }
@@ -55,9 +58,15 @@ impl RunLog {
                 panic: None,
                 panic_follows: false,
             })),
+            redactor: Arc::default(),
             job_key,
             fire_id,
         }
+    }
+
+    /// Redacts the values `redactor` knows from every later line.
+    pub(crate) fn set_redactor(&self, redactor: crate::grants::Redactor) {
+        let _ = self.redactor.set(redactor);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -66,7 +75,10 @@ impl RunLog {
 
     /// Records one line, unless the run's cap is reached.
     pub(crate) fn push(&self, level: LogLevel, source: LogSource, message: &str) {
-        let message = sanitize(message);
+        let message = match self.redactor.get() {
+            Some(r) => sanitize(&r.apply(message)),
+            None => sanitize(message),
+        };
         let mut inner = self.lock();
         if source == LogSource::Stderr {
             note_panic(&mut inner, &message);

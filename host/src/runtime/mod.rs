@@ -14,6 +14,7 @@
 #[doc(hidden)]
 pub(crate) mod bindings;
 pub mod engine;
+mod http;
 pub mod limits;
 mod logs;
 pub mod module;
@@ -29,10 +30,11 @@ pub use outcome::{
     JobInfo, LimitKind, LogLevel, LogLine, LogSource, ModuleRejection, Overlap, RunOutcome,
     RunReport, SkipCode,
 };
-pub use services::HostServices;
+pub use services::{GrantRefusal, GrantSource, HostServices, MemoryGrants, RunGrants};
 
 pub use state::NodeState;
 
+use crate::grants;
 use bindings::wit;
 use module::{DiskCache, error_chain};
 use state::{HostData, RunState};
@@ -135,6 +137,8 @@ pub struct Runtime {
     node: watch::Sender<NodeState>,
     node_id: Arc<str>,
     fuel: bool,
+    /// False only in [`Runtime::without_grants`].
+    grants_linked: bool,
     _ticker: engine::EpochTicker,
 }
 
@@ -153,11 +157,39 @@ impl Runtime {
     ///
     /// When wasmtime rejects the engine configuration or the epoch thread cannot start.
     pub fn new(config: RuntimeConfig, services: HostServices) -> Result<Runtime, RuntimeError> {
+        Runtime::build(config, services, true)
+    }
+
+    /// A runtime without `wasi:http`, `wasi:config` and grants: only for
+    /// measuring what they cost a run (the runtime bench).
+    #[doc(hidden)]
+    pub fn without_grants(
+        config: RuntimeConfig,
+        services: HostServices,
+    ) -> Result<Runtime, RuntimeError> {
+        Runtime::build(config, services, false)
+    }
+
+    fn build(
+        config: RuntimeConfig,
+        services: HostServices,
+        grants_linked: bool,
+    ) -> Result<Runtime, RuntimeError> {
         let engine =
             engine::build(&config.engine).map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        // Every component may import wasi:http and wasi:config: what it may
+        // reach through them is decided per request by the job's grants.
+        if grants_linked {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+            wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut RunState| {
+                wasmtime_wasi_config::WasiConfig::from(&s.config)
+            })
+            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        }
         bindings::Job::add_to_linker::<RunState, HostData>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
         let cache = config
@@ -184,6 +216,7 @@ impl Runtime {
             node: watch::Sender::new(NodeState::Running),
             node_id: node_id.into(),
             fuel: config.engine.fuel,
+            grants_linked,
             _ticker: ticker,
         })
     }
@@ -389,7 +422,27 @@ impl Runtime {
                 &log,
             );
         }
-        let mut store = self.new_store(&request, &limits, &log, start);
+        let looked_up = if self.grants_linked {
+            self.services.grants.run_grants(&request.job_key).await
+        } else {
+            Ok(None)
+        };
+        let grants = match looked_up {
+            Ok(g) => g,
+            Err(refusal) => {
+                let retryable = !matches!(refusal, GrantRefusal::Permanent(_));
+                return self.report(
+                    RunOutcome::Failed {
+                        retryable,
+                        message: refusal.to_string(),
+                    },
+                    started_at,
+                    start,
+                    &log,
+                );
+            }
+        };
+        let mut store = self.new_store(&request, &limits, &log, start, grants.as_ref());
         let ctx = wit::Context {
             job_key: request.job_key.clone(),
             trigger_key: request.trigger_key.clone(),
@@ -421,7 +474,7 @@ impl Runtime {
             None => RunOutcome::TimedOut {
                 timeout_ms: duration_ms(limits.timeout),
             },
-            Some(Ok(Ok(out))) => completed(out, &limits, &log),
+            Some(Ok(Ok(out))) => completed(redact_outcome(out, store.data()), &limits, &log),
             Some(Ok(Err(failure))) if timed_out => {
                 let _ = failure;
                 RunOutcome::TimedOut {
@@ -432,11 +485,11 @@ impl Runtime {
             Some(Ok(Err(failure))) => match failure {
                 wit::Failure::Retry(m) => RunOutcome::Failed {
                     retryable: true,
-                    message: cap(m),
+                    message: cap(store.data().redact(m)),
                 },
                 wit::Failure::Fatal(m) => RunOutcome::Failed {
                     retryable: false,
-                    message: cap(m),
+                    message: cap(store.data().redact(m)),
                 },
             },
             Some(Err(err)) => classify_trap(&err, store.data(), node_state, &limits, &log),
@@ -465,7 +518,7 @@ impl Runtime {
             "describe/describe".into(),
             "describe".into(),
         );
-        let mut store = self.new_store(&request, &limits, &log, start);
+        let mut store = self.new_store(&request, &limits, &log, start, None);
         let call = async {
             let job = module.pre.instantiate_async(&mut store).await?;
             job.quartzite_job_runner().call_describe(&mut store).await
@@ -492,20 +545,44 @@ impl Runtime {
         limits: &Limits,
         log: &RunLog,
         start: Instant,
+        grants: Option<&RunGrants>,
     ) -> Store<RunState> {
         // Nothing is granted: no preopened directories, no environment, no
         // arguments, no sockets or name lookups. Output goes to the run's log.
+        // Outbound HTTP and config go only as far as the job's grants.
         let wasi = WasiCtxBuilder::new()
             .stdout(log.stream(0))
             .stderr(log.stream(1))
             .build();
+        let redactor = grants.filter(|g| !g.secrets.is_empty()).map(|g| {
+            Arc::new(grants::Redactor::new(
+                g.secrets.iter().map(|(_, _, v)| v.clone()),
+            ))
+        });
+        if let Some(r) = &redactor {
+            log.set_redactor((**r).clone());
+        }
+        let job_key: Arc<str> = request.job_key.as_str().into();
         let state = RunState {
             wasi,
             table: ResourceTable::new(),
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http: http::RunHttp::new(
+                grants,
+                log.clone(),
+                Arc::clone(&job_key),
+                Arc::clone(&self.services.grants),
+                start + limits.timeout,
+            ),
+            config: grants
+                .map(|g| g.grants.config.iter().collect())
+                .unwrap_or_default(),
+            grants: grants.map(|g| Arc::clone(&g.grants)),
+            redactor,
             limiter: limits::RunLimiter::new(limits.max_memory),
             log: log.clone(),
             services: self.services.clone(),
-            job_key: request.job_key.as_str().into(),
+            job_key,
             fire_id: request.fire_id.as_str().into(),
             event: request.event.clone(),
             depth: request.depth,
@@ -624,6 +701,15 @@ fn duration_ms(d: Duration) -> u64 {
 /// sane size and free of control characters.
 fn cap(message: String) -> String {
     crate::text::strip(&message, 4096)
+}
+
+/// A successful run's details and new data with the run's secrets redacted.
+fn redact_outcome(mut out: wit::Outcome, state: &RunState) -> wit::Outcome {
+    if state.redactor.is_some() {
+        out.details = out.details.map(|d| state.redact(d));
+        out.new_data = out.new_data.map(|d| state.redact(d));
+    }
+    out
 }
 
 fn completed(out: wit::Outcome, limits: &Limits, log: &RunLog) -> RunOutcome {

@@ -314,12 +314,132 @@ impl EventSink for MemoryEvents {
     }
 }
 
-/// The kv store, lock service and event sink a runtime hands to its guests.
+/// A run's grants, resolved: the compiled patterns and the values of the
+/// secrets they inject (name, version, value).
+#[derive(Clone)]
+pub struct RunGrants {
+    pub grants: Arc<crate::grants::CompiledGrants>,
+    pub secrets: Vec<(String, i64, zeroize::Zeroizing<String>)>,
+}
+
+impl std::fmt::Debug for RunGrants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<(&str, i64)> = self
+            .secrets
+            .iter()
+            .map(|(n, v, _)| (n.as_str(), *v))
+            .collect();
+        f.debug_struct("RunGrants")
+            .field("grants", &self.grants)
+            .field("secrets", &names)
+            .finish()
+    }
+}
+
+/// Why a run's grants cannot be had.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GrantRefusal {
+    /// The store could not be read: the fire is retried.
+    #[error("grants unavailable: {0}")]
+    Unavailable(String),
+    /// This node lacks the key the job's secrets need; another node may have it.
+    #[error("{0}")]
+    NoKey(String),
+    /// The grants cannot be met (a secret is missing): not retried.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Where a run's grants come from, read once as the run starts.
+#[async_trait]
+pub trait GrantSource: Send + Sync + 'static {
+    /// The grants of `job_key` now; `None` when nothing is granted.
+    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal>;
+
+    /// One outbound request ended with `result` (`denied`, `limit`, `error`
+    /// or the status class `2xx` ...): counted where the node counts.
+    fn http_request(&self, job_key: &str, host: &str, result: &str) {
+        let _ = (job_key, host, result);
+    }
+}
+
+/// Grants and secrets kept in memory: `run-once` and tests.
+#[derive(Debug, Default)]
+pub struct MemoryGrants {
+    grants: Mutex<HashMap<String, crate::grants::Grants>>,
+    secrets: Mutex<HashMap<String, (i64, String)>>,
+    requests: Mutex<Vec<(String, String, String)>>,
+}
+
+impl MemoryGrants {
+    pub fn new() -> Self {
+        MemoryGrants::default()
+    }
+
+    /// Sets a job's grants.
+    pub fn put(&self, job_key: &str, grants: crate::grants::Grants) {
+        self.grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job_key.to_string(), grants);
+    }
+
+    /// Sets a secret's value (a new version).
+    pub fn secret_set(&self, name: &str, value: &str) {
+        let mut secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        let version = secrets.get(name).map_or(1, |(v, _)| v + 1);
+        secrets.insert(name.to_string(), (version, value.to_string()));
+    }
+
+    /// Requests counted so far: (job, host, result).
+    pub fn requests(&self) -> Vec<(String, String, String)> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl GrantSource for MemoryGrants {
+    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal> {
+        let grants = self
+            .grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(job_key)
+            .cloned();
+        let Some(grants) = grants else {
+            return Ok(None);
+        };
+        let resolved = crate::secrets::resolve(&grants, |name| {
+            let found = self
+                .secrets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&name)
+                .map(|(v, s)| (*v, zeroize::Zeroizing::new(s.clone())));
+            async move { Ok(found) }
+        })
+        .await?;
+        Ok(Some(resolved))
+    }
+
+    fn http_request(&self, job_key: &str, host: &str, result: &str) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((job_key.to_string(), host.to_string(), result.to_string()));
+    }
+}
+
+/// The kv store, lock service, event sink and grants a runtime hands to its guests.
 #[derive(Clone)]
 pub struct HostServices {
     pub kv: Arc<dyn KvStore>,
     pub locks: Arc<dyn LockService>,
     pub events: Arc<dyn EventSink>,
+    pub grants: Arc<dyn GrantSource>,
 }
 
 impl HostServices {
@@ -329,6 +449,7 @@ impl HostServices {
             kv: Arc::new(MemoryKv::new()),
             locks: Arc::new(LocalLocks::new()),
             events: Arc::new(MemoryEvents::new(crate::domain::events::DEFAULT_MAX_DEPTH)),
+            grants: Arc::new(MemoryGrants::new()),
         }
     }
 }

@@ -30,6 +30,14 @@ pub enum NodeState {
 pub(crate) struct RunState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    pub(crate) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) http: super::http::RunHttp,
+    /// `config` grants, served through `wasi:config/store`.
+    pub(crate) config: wasmtime_wasi_config::WasiConfigVariables,
+    /// The job's grants; `None` when nothing is granted (every emit refused).
+    pub(crate) grants: Option<Arc<crate::grants::CompiledGrants>>,
+    /// Hides the run's secret values in what the guest hands the host.
+    pub(crate) redactor: Option<Arc<crate::grants::Redactor>>,
     pub(crate) limiter: RunLimiter,
     pub(crate) log: RunLog,
     pub(crate) services: HostServices,
@@ -71,6 +79,26 @@ impl WasiView for RunState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for RunState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
+}
+
+impl RunState {
+    /// `text` with the run's secret values redacted.
+    pub(crate) fn redact(&self, text: String) -> String {
+        match &self.redactor {
+            Some(r) => r.apply(&text).into_owned(),
+            None => text,
         }
     }
 }
@@ -165,6 +193,10 @@ impl Host for RunState {
                 self.max_kv_value
             ))));
         }
+        let value = match self.redactor.as_ref().and_then(|r| r.apply_bytes(&value)) {
+            Some(redacted) => redacted,
+            None => value,
+        };
         Ok(self
             .services
             .kv
@@ -261,6 +293,21 @@ impl RunState {
         key: Option<String>,
     ) -> Result<String, HostError> {
         crate::domain::events::check_event_name(&name).map_err(invalid)?;
+        if !self.grants.as_ref().is_some_and(|g| g.emit_allowed(&name)) {
+            self.log.push(
+                LogLevel::Warn,
+                LogSource::Log,
+                &format!(
+                    "event {name:?} not emitted: the job has no emit grant for it; \
+                     `emit = [\"{name}\"]` in [job.grants] would allow it"
+                ),
+            );
+            return Err(HostError::InvalidArgument(format!(
+                "emitting {name:?} is not granted to this job (grant it with emit = [\"{name}\"])"
+            )));
+        }
+        let payload = self.redact(payload);
+        let key = key.map(|k| self.redact(k));
         crate::domain::events::check_event_input(key.as_deref(), &payload).map_err(|e| {
             if payload.len() > crate::domain::events::MAX_EVENT_PAYLOAD {
                 HostError::LimitExceeded(e)

@@ -50,15 +50,54 @@ pub async fn start_server(backend: Backend, token: Option<&str>, tag: &str) -> S
     start_server_with(backend, token, tag, SchedulerConfig::default()).await
 }
 
-/// [`start_server`] with these scheduler settings (its poll interval made short).
-pub async fn start_server_with(
+/// [`start_server`] with these secret keys in place of the environment's.
+pub async fn start_server_with_keys(
     backend: Backend,
-    token: Option<&str>,
     tag: &str,
-    scheduler: SchedulerConfig,
+    keys: Arc<quartzite::secrets::SecretKeys>,
 ) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (url, schema) = match backend {
+    let (url, schema) = fresh_database(backend, tag, &dir).await;
+    start(
+        dir,
+        url,
+        schema,
+        None,
+        tag,
+        SchedulerConfig::default(),
+        keys,
+    )
+    .await
+}
+
+/// A node on the database another, stopped, node used (`db_url`, `schema`),
+/// with these secret keys (the caller keeps the stopped node's directory).
+pub async fn start_server_on(
+    _backend: Backend,
+    tag: &str,
+    keys: Arc<quartzite::secrets::SecretKeys>,
+    db_url: String,
+    schema: Option<String>,
+) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    start(
+        dir,
+        db_url,
+        schema,
+        None,
+        tag,
+        SchedulerConfig::default(),
+        keys,
+    )
+    .await
+}
+
+async fn fresh_database(
+    backend: Backend,
+    tag: &str,
+    dir: &tempfile::TempDir,
+) -> (String, Option<String>) {
+    match backend {
         Backend::Sqlite => (
             format!("sqlite://{}", dir.path().join("q.db").display()),
             None,
@@ -67,7 +106,30 @@ pub async fn start_server_with(
             let (url, schema) = pg_schema(&format!("qz_{tag}")).await;
             (url, Some(schema))
         }
-    };
+    }
+}
+
+/// [`start_server`] with these scheduler settings (its poll interval made short).
+pub async fn start_server_with(
+    backend: Backend,
+    token: Option<&str>,
+    tag: &str,
+    scheduler: SchedulerConfig,
+) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, schema) = fresh_database(backend, tag, &dir).await;
+    start(dir, url, schema, token, tag, scheduler, Arc::default()).await
+}
+
+async fn start(
+    dir: tempfile::TempDir,
+    url: String,
+    schema: Option<String>,
+    token: Option<&str>,
+    tag: &str,
+    scheduler: SchedulerConfig,
+    keys: Arc<quartzite::secrets::SecretKeys>,
+) -> Server {
     let options = ServeOptions {
         db_url: url.clone(),
         manifest: None,
@@ -84,7 +146,7 @@ pub async fn start_server_with(
         },
     };
     let api = ApiOptions::parse("127.0.0.1:0", token, None).expect("API options");
-    let node: Node = node::start_with_api(&options, Some(api))
+    let node: Node = node::start_with_keys(&options, Some(api), keys)
         .await
         .expect("node starts");
     let addr = node.api.as_ref().expect("API running").local_addr;
