@@ -95,8 +95,9 @@ check_dependencies() {
       printf '%s\n' "+--------------------------------------------------------------------------+"
       printf '\033[0m'
     } >&2
-    [ "${QUARTZITE_REQUIRE_ADVISORIES:-}" = 1 ] \
-      && die "QUARTZITE_REQUIRE_ADVISORIES=1 and the advisory database cannot be fetched"
+    if [ "${QUARTZITE_REQUIRE_ADVISORIES:-}" = 1 ]; then
+      die "QUARTZITE_REQUIRE_ADVISORIES=1 and the advisory database cannot be fetched"
+    fi
   fi
 }
 

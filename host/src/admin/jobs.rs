@@ -1,10 +1,10 @@
 //! Jobs, groups and triggers: add, replace, pause, resume, delete, fire now;
 //! and the reads both surfaces print.
 
+use super::spec::JobSpec;
 use super::views::{grants_view, history_view, job_view, trigger_view};
 use super::{Admin, AdminError, Caller, Done, Status};
 use crate::domain;
-use crate::engine::jobs::JobSpec;
 use crate::store::model::HistoryFilter;
 use serde_json::{Value, json};
 

@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod modules;
 pub mod secrets;
 pub mod signals;
+pub mod spec;
 pub mod views;
 
 use crate::engine::alerts::Alerter;
@@ -132,7 +133,7 @@ impl Done {
 pub enum AdminError {
     /// A job field the operator gave is wrong (422 `invalid_field`).
     #[error("{0}")]
-    Field(#[from] crate::engine::jobs::FieldError),
+    Field(#[from] spec::FieldError),
     /// Another input is wrong (422 `invalid_field`); `message` is the whole text.
     #[error("{message}")]
     Invalid {

@@ -6,9 +6,9 @@
 use super::auth::Audited;
 use super::error::ApiError;
 use crate::admin::jobs::PutMode;
+use crate::admin::spec::JobSpec;
 use crate::admin::views::{fmt_ms, history_view};
 use crate::admin::{AdminError, Caller, Done};
-use crate::engine::jobs::JobSpec;
 use crate::store::model::{
     AuditFilter, HistoryBucket, HistoryFilter, HistoryStatsParams, HistoryStatus,
 };

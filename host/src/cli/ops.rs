@@ -6,8 +6,8 @@
 use super::remote::{Body, CliError, Remote};
 use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, remote};
 use crate::admin::jobs::PutMode;
+use crate::admin::spec::JobSpec;
 use crate::admin::{Admin, AdminError, Caller, views};
-use crate::engine::jobs::JobSpec;
 use crate::engine::modules::read_module;
 use crate::runtime::{EngineConfig, RuntimeConfig};
 use crate::store;
@@ -388,7 +388,7 @@ async fn group_pause(
 }
 
 /// A field error as the CLI's flags name it, quoting what was typed.
-fn flag_error(e: &crate::engine::jobs::FieldError, module: &str) -> CliError {
+fn flag_error(e: &crate::admin::spec::FieldError, module: &str) -> CliError {
     let message = match e.field {
         "module" => format!(
             "--module {module:?}: no such file, and not a module reference (NAME, NAME@VERSION, sha256:DIGEST)"
