@@ -24,6 +24,7 @@ macro_rules! out {
     };
 }
 
+mod new;
 mod ops;
 mod preview;
 mod remote;
@@ -89,6 +90,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a new job project (Rust, Python or JavaScript) with a test, a
+    /// build command and a manifest that schedules it.
+    New(new::NewArgs),
     /// Run a module once, as one fire, and print the outcome as JSON.
     RunOnce(RunOnceArgs),
     /// Work with modules.
@@ -326,6 +330,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let json = cli.json;
     match cli.command {
+        Command::New(args) => new::run(args, json),
         Command::RunOnce(args) => run_once(args).await,
         Command::Module(ModuleCommand::Inspect(mut args)) => {
             args.json |= json;
