@@ -35,7 +35,7 @@ function fail(message, code = 1) {
 
 function usage(message) {
   if (message) console.error(`quartzite-build-js: ${message}`);
-  console.error("usage: quartzite-build-js JOB.js -o OUT.wasm [--backend starlingmonkey|quickjs]");
+  console.error("usage: quartzite-build-js JOB.js -o OUT.wasm [--backend starlingmonkey|quickjs] [--keep-wasi-http]");
   process.exit(2);
 }
 
@@ -43,9 +43,12 @@ const args = process.argv.slice(2);
 let source = null;
 let out = null;
 let backend = "starlingmonkey";
+// For tests of the host's refusal: build with wasi:http left in.
+let keepHttp = false;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === "-o" || args[i] === "--out") out = args[++i];
   else if (args[i] === "--backend") backend = args[++i];
+  else if (args[i] === "--keep-wasi-http") keepHttp = true;
   else if (args[i] === "-h" || args[i] === "--help") usage();
   else if (source === null) source = args[i];
   else usage(`unexpected argument ${args[i]}`);
@@ -83,12 +86,24 @@ try {
       `export const runner = makeRunner(Job);\n`,
   );
   const bundled = join(tmp, "bundle.js");
-  const bundle = await rolldown({ input: entry, external: (id) => HOST_IMPORTS.test(id), platform: "neutral" });
+  // The job's `quartzite-sdk` is this SDK, whatever node_modules holds: the
+  // job and the runner must share one copy (one host backend, one Retry class).
+  const bundle = await rolldown({
+    input: entry,
+    external: (id) => HOST_IMPORTS.test(id),
+    platform: "neutral",
+    resolve: {
+      alias: {
+        "quartzite-sdk/limits": join(sdk, "src", "limits.js"),
+        "quartzite-sdk": join(sdk, "src", "index.js"),
+      },
+    },
+  });
   await bundle.write({ file: bundled, format: "esm" });
   await bundle.close();
 
   if (backend === "starlingmonkey") {
-    tool("componentize-js", [bundled, "--wit", "wit", "--world-name", WORLD, "--disable", ...DISABLED_FEATURES, "-o", out]);
+    tool("componentize-js", [bundled, "--wit", "wit", "--world-name", WORLD, ...(keepHttp ? [] : ["--disable", ...DISABLED_FEATURES]), "-o", out]);
   } else {
     tool("jco", ["componentize", bundled, "--wit", "wit/types.wit", "--world-name", WORLD, "--backend", "quickjs", "-o", out]);
   }
