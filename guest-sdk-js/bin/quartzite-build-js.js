@@ -105,7 +105,7 @@ try {
   if (backend === "starlingmonkey") {
     tool("componentize-js", [bundled, "--wit", "wit", "--world-name", WORLD, ...(keepHttp ? [] : ["--disable", ...DISABLED_FEATURES]), "-o", out]);
   } else {
-    tool("jco", ["componentize", bundled, "--wit", "wit/types.wit", "--world-name", WORLD, "--backend", "quickjs", "-o", out]);
+    tool("jco", ["componentize", bundled, "--wit", "wit/types.wit", "--world-name", WORLD, "--backend", "quickjs", "--backend-qjs-disable-async", "-o", out]);
   }
   console.log(`built ${out}`);
 } catch (e) {

@@ -149,6 +149,11 @@ fn main() {
         let cow = runtime(&cache, true);
         let cow_module = cow.load_bytes(&bytes).expect("compile (cow)");
         let rate_cow = rt.block_on(rate(&cow, &cow_module));
+        eprintln!(
+            "{label}: {} bytes, compile {compile_ms:.0} ms, cached {:.1} ms, {rate_plain:.0} runs/s, cow {rate_cow:.0} runs/s, {memory} bytes",
+            bytes.len(),
+            median(loads.clone())
+        );
         rows.push(Row {
             label,
             size: bytes.len(),
