@@ -551,8 +551,9 @@ mod tests {
 
     /// A job whose run is whatever the test put in `BODY`.
     struct Probe;
+    type Body = Box<dyn Fn() -> Result<Outcome>>;
     thread_local! {
-        static BODY: RefCell<Option<Box<dyn Fn() -> Result<Outcome>>>> = RefCell::new(None);
+        static BODY: RefCell<Option<Body>> = RefCell::new(None);
     }
     impl Job for Probe {
         fn info() -> JobInfo {
