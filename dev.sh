@@ -14,6 +14,17 @@ cd "$(dirname "$0")"
 GUESTS=(hello counter flaky report notify sync guest-hostile guest-noop guest-future-major guest-unknown-import guest-contract-1-0 guest-relay guest-loud-describe guest-huge-describe guest-http)
 WASM_DIR="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release"
 
+# Guests in other languages: SOURCE.py / SOURCE.js is built into
+# $WASM_DIR/<stem>_py.wasm / <stem>_js.wasm by that language's SDK (the JS
+# no-op also as noop_js_qjs.wasm, with the QuickJS backend, for the benchmark).
+PY_GUESTS=(example-jobs/python/counter.py example-jobs/python/report.py tests/guests/noop-py/noop.py)
+JS_GUESTS=(example-jobs/js/counter.js example-jobs/js/report.js tests/guests/noop-js/noop.js)
+# The guest toolchains, pinned (the SDKs' own manifests pin the same):
+# componentize-py from PyPI, componentize-js and jco from npm (package-lock.json).
+COMPONENTIZE_PY_VERSION=0.25.1
+TOOLCHAINS="$(realpath -m "${CARGO_TARGET_DIR:-target}")/guest-toolchains"
+PY_VENV="$TOOLCHAINS/python"
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'dev.sh: error: %s\n' "$*" >&2; exit 1; }
 
@@ -142,6 +153,85 @@ ensure_chromium() {
   [ -x /usr/bin/chromedriver ] || die "/usr/bin/chromedriver is still missing after installing the chromium-driver package"
 }
 
+ensure_python_toolchain() {
+  # A venv under the target dir with componentize-py, pytest and the Python
+  # SDK (editable), so the examples, `quartzite new --lang python` projects
+  # and the SDK's own tests build and run with exactly these versions.
+  command -v python3 >/dev/null || die "python3 is not installed: the Python guests need Python 3.11+"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "python3 is $(python3 -V 2>&1): the Python SDK needs 3.11 or newer"
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    say "installing python3-venv"
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+      || die "cannot install python3-venv, which the Python guest toolchain needs"
+  fi
+  if [ ! -x "$PY_VENV/bin/python" ]; then
+    say "creating the Python guest toolchain in $PY_VENV"
+    python3 -m venv "$PY_VENV" || die "cannot create a Python venv in $PY_VENV"
+  fi
+  if ! "$PY_VENV/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $COMPONENTIZE_PY_VERSION" \
+     || ! "$PY_VENV/bin/python" -c 'import pytest, quartzite_sdk' 2>/dev/null; then
+    say "installing componentize-py $COMPONENTIZE_PY_VERSION, pytest and the Python SDK (PyPI)"
+    "$PY_VENV/bin/pip" install -q "componentize-py==$COMPONENTIZE_PY_VERSION" pytest \
+      || die "cannot install componentize-py==$COMPONENTIZE_PY_VERSION and pytest from PyPI"
+    "$PY_VENV/bin/pip" install -q --no-deps -e guest-sdk-python \
+      || die "cannot install the Python SDK (guest-sdk-python) into $PY_VENV"
+  fi
+  "$PY_VENV/bin/componentize-py" --version | grep -qx "componentize-py $COMPONENTIZE_PY_VERSION" \
+    || die "componentize-py in $PY_VENV is not $COMPONENTIZE_PY_VERSION"
+}
+
+ensure_js_toolchain() {
+  # Node 20+ and the JS SDK's pinned build tools (npm ci from its package-lock).
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing nodejs and npm (Debian packages)"
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null \
+      || die "cannot install nodejs and npm, which the JavaScript guests need"
+  fi
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' \
+    || die "node is $(node --version): the JavaScript SDK needs Node 20 or newer"
+  if [ ! -x guest-sdk-js/node_modules/.bin/componentize-js ] \
+     || [ guest-sdk-js/package-lock.json -nt guest-sdk-js/node_modules/.package-lock.json ]; then
+    say "installing the JavaScript SDK's build tools (npm ci: componentize-js, jco, rolldown)"
+    (cd guest-sdk-js && npm ci --no-audit --no-fund --loglevel=error) \
+      || die "npm ci in guest-sdk-js failed: componentize-js and jco cannot be had from npm"
+  fi
+}
+
+build_other_guests() {
+  ensure_python_toolchain
+  ensure_js_toolchain
+  mkdir -p "$WASM_DIR"
+  local src out
+  for src in "${PY_GUESTS[@]}"; do
+    out="$WASM_DIR/$(basename "$src" .py)_py.wasm"
+    if [ ! -f "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find guest-sdk-python/src -newer "$out" -name '*.py' -print -quit)" ]; then
+      say "building $src (componentize-py)"
+      "$PY_VENV/bin/python" -m quartzite_sdk.build "$src" -o "$out" >/dev/null || die "building $src failed"
+    fi
+  done
+  for src in "${JS_GUESTS[@]}"; do
+    out="$WASM_DIR/$(basename "$src" .js)_js.wasm"
+    if [ ! -f "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find guest-sdk-js/src guest-sdk-js/bin -newer "$out" -print -quit)" ]; then
+      say "building $src (componentize-js)"
+      node guest-sdk-js/bin/quartzite-build-js.js "$src" -o "$out" >/dev/null || die "building $src failed"
+    fi
+  done
+  out="$WASM_DIR/noop_js_qjs.wasm"
+  if [ ! -f "$out" ] || [ -n "$(find guest-sdk-js/src guest-sdk-js/bin tests/guests/noop-js -newer "$out" -print -quit)" ]; then
+    say "building tests/guests/noop-js/noop.js (QuickJS backend)"
+    node guest-sdk-js/bin/quartzite-build-js.js tests/guests/noop-js/noop.js -o "$out" --backend quickjs >/dev/null \
+      || die "building the QuickJS no-op failed"
+  fi
+}
+
+test_other_sdks() {
+  say "Python SDK tests (pytest)"
+  (cd guest-sdk-python && "$PY_VENV/bin/python" -m pytest -q) || die "the Python SDK tests failed"
+  say "JavaScript SDK tests (node --test)"
+  (cd guest-sdk-js && node --test test/) || die "the JavaScript SDK tests failed"
+}
+
 build_guests() {
   say "building guests for wasm32-wasip2 (release)"
   local args=()
@@ -150,6 +240,7 @@ build_guests() {
   for g in "${GUESTS[@]}"; do
     [ -f "$WASM_DIR/${g//-/_}.wasm" ] || die "guest $g was not built: $WASM_DIR/${g//-/_}.wasm is missing"
   done
+  build_other_guests
 }
 
 cmd_demo() {
@@ -203,6 +294,7 @@ cmd_test() {
   say "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
   check_dependencies
+  test_other_sdks
   say "cargo test"
   cargo test --workspace --no-fail-fast
 }

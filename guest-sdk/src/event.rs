@@ -58,6 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Event {
     /// Unique per accepted event.
     pub id: String,
+    /// The event's name, e.g. `order.created`.
     pub name: String,
     pub(crate) payload_json: String,
     /// The idempotency key it was emitted with, if any.

@@ -1,4 +1,4 @@
-//! Write [Quartzite](https://example.invalid) jobs in Rust.
+//! Write Quartzite jobs in Rust.
 //!
 //! A job is a type that implements [`Job`]; [`export_job!`] turns it into the
 //! `quartzite:job/runner` export of a WebAssembly component. The generated
@@ -7,7 +7,15 @@
 //! the logging macros).
 //!
 //! Build a job with `cargo build --release --target wasm32-wasip2`; the
-//! component is `target/wasm32-wasip2/release/<crate>.wasm`.
+//! component is `target/wasm32-wasip2/release/<crate>.wasm`. The crate carries
+//! the WIT contract it was built against (`quartzite:job@1.1.0`, in its `wit/`
+//! directory), so a job crate anywhere depends on it by path or git alone:
+//!
+//! ```toml
+//! [dependencies]
+//! quartzite-sdk = { path = "../quartzite/guest-sdk" } # or { git = "<repository URL>" }
+//! serde = { version = "1", features = ["derive"] }
+//! ```
 //!
 //! # Example
 //!
@@ -48,11 +56,14 @@
 //! assert!(host.logs().iter().any(|l| l.message == "hi (run 2)"));
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod config;
 mod context;
 mod error;
 pub mod event;
 pub mod http;
+pub mod limits;
 mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -65,9 +76,12 @@ use std::time::{Duration, SystemTime};
 
 /// The generated WIT bindings. Not part of the public API: use [`export_job!`].
 #[doc(hidden)]
+#[allow(missing_docs)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // The crate's own copy of the contract: it must build wherever the
+        // crate is unpacked (a git checkout, a `cargo package` tarball).
+        path: "wit",
         world: "quartzite:job/job",
         pub_export_macro: true,
         export_macro_name: "__export_runner",
@@ -127,6 +141,7 @@ macro_rules! export_job {
 
 /// Glue used by [`export_job!`]: converts between the bindings and this crate's types.
 #[doc(hidden)]
+#[allow(missing_docs)]
 pub mod __private {
     use super::__bindings::quartzite::job::types as wit;
     use super::{Context, Error, Job};
@@ -148,10 +163,15 @@ pub mod __private {
 /// Log levels, from the most to the least verbose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// Step-by-step detail, usually filtered out.
     Trace,
+    /// Detail for whoever debugs the job.
     Debug,
+    /// What the job did.
     Info,
+    /// Something an operator may want to look at.
     Warn,
+    /// Something went wrong.
     Error,
 }
 

@@ -24,6 +24,7 @@ macro_rules! out {
     };
 }
 
+mod new;
 mod ops;
 mod preview;
 mod remote;
@@ -98,6 +99,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a new job project (Rust, Python or JavaScript) with a test, a
+    /// build command and a manifest that schedules it.
+    New(new::NewArgs),
     /// Run a module once, as one fire, and print the outcome as JSON.
     RunOnce(RunOnceArgs),
     /// Work with modules.
@@ -339,6 +343,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let json = cli.json;
     match cli.command {
+        Command::New(args) => new::run(args, json),
         Command::RunOnce(mut args) => {
             args.runtime.cache_dir = cli.cache_dir;
             run_once(args).await

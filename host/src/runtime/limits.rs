@@ -49,12 +49,17 @@ impl Default for Limits {
     }
 }
 
+// Public so that the guest SDKs' test hosts can be checked against them
+// (host/tests/new.rs): a job tested natively must meet the same rules.
+
 /// Longest accepted kv key, in bytes.
-pub(crate) const MAX_KV_KEY: usize = 256;
+pub const MAX_KV_KEY: usize = 256;
 /// Longest accepted lock name, in bytes.
-pub(crate) const MAX_LOCK_NAME: usize = 256;
+pub const MAX_LOCK_NAME: usize = 256;
 /// Longest accepted log message, in bytes, before the log cap applies.
-pub(crate) const MAX_LOG_MESSAGE: usize = 64 << 10;
+pub const MAX_LOG_MESSAGE: usize = 64 << 10;
+/// Emits one run may make: a guest looping on `emit` cannot flood the store.
+pub const MAX_EMITS_PER_RUN: u32 = 1_000;
 
 /// Enforces the memory cap and remembers whether it had to refuse a growth, so a
 /// trap that follows is reported as a memory limit rather than a mystery.

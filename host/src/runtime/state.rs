@@ -5,7 +5,7 @@
 
 use super::bindings::quartzite::job::host::{Host, HostLockGuard};
 use super::bindings::quartzite::job::types::{self as wit, HostError, LogLevel as WitLevel};
-use super::limits::{MAX_KV_KEY, MAX_LOCK_NAME, MAX_LOG_MESSAGE, RunLimiter};
+use super::limits::{MAX_EMITS_PER_RUN, MAX_KV_KEY, MAX_LOCK_NAME, MAX_LOG_MESSAGE, RunLimiter};
 use super::logs::RunLog;
 use super::outcome::{LogLevel, LogSource};
 use super::services::{
@@ -394,9 +394,6 @@ impl RunState {
         }
     }
 }
-
-/// Emits one run may make: a guest looping on `emit` cannot flood the store.
-pub(crate) const MAX_EMITS_PER_RUN: u32 = 1_000;
 
 impl HostLockGuard for RunState {
     async fn name(&mut self, guard: Resource<LockGuardEntry>) -> wasmtime::Result<String> {
