@@ -980,7 +980,6 @@ mod store {
     use super::*;
     use common::server::Backend;
     use quartzite::secrets::{SecretKey, SecretKeys};
-    use quartzite::store::grants::GrantStore;
 
     async fn secrets_and_grants_are_kept_per_name_and_job(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();

@@ -89,6 +89,8 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run a module once, as one fire, and print the outcome as JSON.
     RunOnce(RunOnceArgs),
