@@ -34,7 +34,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/hooks/notify":
             return self.answer(404, {"error": "no such hook"})
         length = int(self.headers.get("content-length") or 0)
-        message = json.loads(self.rfile.read(length) or b"null")
+        message = json.loads(self.rfile.read(length) or b"{}") or {}
         if self.headers.get("authorization") != f"Bearer {TOKEN}":
             return self.answer(401, {"error": "bad credential"})
         key = self.headers.get("idempotency-key", "")

@@ -369,6 +369,14 @@ mod imp {
     pub(super) fn send(request: &Request) -> Result<Response, HttpError> {
         let (scheme, authority, path) = split(&request.url)?;
         let fields = Fields::new();
+        // A known length, not chunked: simple servers read bodies by it.
+        let has_length = request
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+        if !request.body.is_empty() && !has_length {
+            let _ = fields.append("content-length", request.body.len().to_string().as_bytes());
+        }
         for (name, value) in &request.headers {
             fields.append(name, value.as_bytes()).map_err(|e| match e {
                 HeaderError::Forbidden => {

@@ -17,7 +17,6 @@ use quartzite::runtime::{
     EngineConfig, GrantSource, HostServices, MemoryGrants, RunOutcome, RunRequest, Runtime,
     RuntimeConfig,
 };
-use quartzite::store::grants::GrantStore;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;

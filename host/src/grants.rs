@@ -744,9 +744,11 @@ fn v4_class(a: Ipv4Addr) -> Option<&'static str> {
         Some("broadcast")
     } else if a.is_multicast() {
         Some("multicast")
-    } else if a.is_documentation() || (o[0] == 198 && (o[1] & 0xfe) == 18) || o[0] >= 240 {
-        Some("reserved")
-    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+    } else if a.is_documentation()
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || o[0] >= 240
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+    {
         Some("reserved")
     } else {
         None

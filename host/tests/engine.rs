@@ -243,6 +243,8 @@ key = "t/report"
 module = "report"
 data = {{ steps = 30, step_ms = 100 }}
 requests_recovery = true
+[job.grants]
+emit = ["report.done"]
 [[job.trigger]]
 at = "2020-01-01T00:00:00Z"
 misfire = "fire-now"

@@ -94,6 +94,8 @@ key = "p/report"
 module = "report"
 data = {{ steps = 20, step_ms = 100 }}
 requests_recovery = true
+[job.grants]
+emit = ["report.done"]
 [[job.trigger]]
 at = "2020-01-01T00:00:00Z"
 
@@ -545,6 +547,8 @@ path = "{report}"
 key = "s/report"
 module = "report"
 data = {{ steps = 100, step_ms = 100 }}
+[job.grants]
+emit = ["report.done"]
 [[job.trigger]]
 at = "2020-01-01T00:00:00Z"
 "#,
@@ -821,6 +825,8 @@ path = "{hostile}"
 key = "a/long"
 module = "report"
 data = {{ steps = 600, step_ms = 100 }}
+[job.grants]
+emit = ["report.done"]
 [[job.trigger]]
 every = "1h"
 

@@ -98,6 +98,8 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Write a new job project (Rust, Python or JavaScript) with a test, a
     /// build command and a manifest that schedules it.

@@ -620,3 +620,31 @@ fn retry_max_must_not_be_below_initial() {
     );
     assert_eq!((e.line, e.field.as_str()), (6, "job[1].retry.max"));
 }
+
+#[test]
+fn grants_parse_and_a_bad_pattern_is_reported_at_its_field() {
+    let m = Manifest::parse(
+        "[[job]]\nkey = \"a/b\"\nmodule = \"m\"\n[job.grants]\nhttp = [\"https://api.example.com/v1/*\"]\n\
+         emit = [\"report.*\"]\nconfig = { channel = \"#ops\" }\n[[job.grants.secret]]\nname = \"TOKEN\"\n\
+         url = \"https://hooks.example.com/*\"\nformat = \"Bearer {}\"\n",
+        "jobs.toml",
+    )
+    .unwrap();
+    let g = &m.jobs[0].grants;
+    assert_eq!(g.http, ["https://api.example.com/v1/*"]);
+    assert_eq!(g.config["channel"], "#ops");
+    assert_eq!(g.secret[0].header, "Authorization", "the default header");
+    let e = single(
+        "[[job]]\nkey = \"a/b\"\nmodule = \"m\"\n[job.grants]\nhttp = [\"ftp://x/*\"]\n",
+    );
+    assert_eq!(e.field, "job[1].grants.http[1]", "{e:?}");
+    let e = single("[[job]]\nkey = \"a/b\"\nmodule = \"m\"\n[job.grants]\nhtp = []\n");
+    assert!(e.message.contains("unknown field `htp`"), "{e:?}");
+    assert!(
+        Manifest::parse("[[job]]\nkey = \"a/b\"\nmodule = \"m\"\n", "j.toml")
+            .unwrap()
+            .jobs[0]
+            .grants
+            .is_empty()
+    );
+}

@@ -434,6 +434,26 @@ impl DiskCache {
     }
 }
 
+/// The capabilities behind grants that a component's imports can use:
+/// `http` (`wasi:http/outgoing-handler`) and `config` (`wasi:config/store`).
+/// Importing one grants nothing: the job's grants decide what it reaches.
+pub fn capabilities(imports: &[String]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if imports
+        .iter()
+        .any(|i| i.starts_with("wasi:http/outgoing-handler"))
+    {
+        out.push("http");
+    }
+    if imports.iter().any(|i| i.starts_with("wasi:config/store")) {
+        out.push("config");
+    }
+    if imports.iter().any(|i| i.starts_with("quartzite:job/host")) {
+        out.push("emit");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,24 +486,4 @@ mod tests {
         );
         assert_eq!(split_interface("run"), None);
     }
-}
-
-/// The capabilities behind grants that a component's imports can use:
-/// `http` (`wasi:http/outgoing-handler`) and `config` (`wasi:config/store`).
-/// Importing one grants nothing: the job's grants decide what it reaches.
-pub fn capabilities(imports: &[String]) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if imports
-        .iter()
-        .any(|i| i.starts_with("wasi:http/outgoing-handler"))
-    {
-        out.push("http");
-    }
-    if imports.iter().any(|i| i.starts_with("wasi:config/store")) {
-        out.push("config");
-    }
-    if imports.iter().any(|i| i.starts_with("quartzite:job/host")) {
-        out.push("emit");
-    }
-    out
 }

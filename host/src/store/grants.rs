@@ -127,10 +127,10 @@ impl GrantStore for SqliteStore {
                 .await?;
             return Ok(());
         }
-        sqlx::query(concat!(
+        sqlx::query(
             "INSERT INTO job_grants (job_key, grants, updated_at) VALUES (?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER)) \
              ON CONFLICT (job_key) DO UPDATE SET grants = excluded.grants, updated_at = excluded.updated_at"
-        ))
+        )
         .bind(job_key)
         .bind(grants_text(grants)?)
         .execute(self.pool())
@@ -140,13 +140,13 @@ impl GrantStore for SqliteStore {
 
     async fn secret_put(&self, secret: &SecretPut) -> Result<i64, StoreError> {
         let _writer = super::sql::writer(self).await;
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(
             "INSERT INTO secrets (name, version, key_id, nonce, ciphertext, created_at, updated_at) \
              VALUES (?, 1, ?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER), CAST(unixepoch('subsec') * 1000 AS INTEGER)) \
              ON CONFLICT (name) DO UPDATE SET version = secrets.version + 1, key_id = excluded.key_id, \
              nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at \
              RETURNING version"
-        ))
+        )
         .bind(&secret.name)
         .bind(&secret.key_id)
         .bind(&secret.nonce)
@@ -210,10 +210,10 @@ impl GrantStore for PgStore {
                 .await?;
             return Ok(());
         }
-        sqlx::query(concat!(
+        sqlx::query(
             "INSERT INTO job_grants (job_key, grants, updated_at) VALUES ($1, $2, (extract(epoch from clock_timestamp()) * 1000)::bigint) \
              ON CONFLICT (job_key) DO UPDATE SET grants = excluded.grants, updated_at = excluded.updated_at"
-        ))
+        )
         .bind(job_key)
         .bind(grants_text(grants)?)
         .execute(self.pool())
@@ -222,13 +222,13 @@ impl GrantStore for PgStore {
     }
 
     async fn secret_put(&self, secret: &SecretPut) -> Result<i64, StoreError> {
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(
             "INSERT INTO secrets (name, version, key_id, nonce, ciphertext, created_at, updated_at) \
              VALUES ($1, 1, $2, $3, $4, (extract(epoch from clock_timestamp()) * 1000)::bigint, (extract(epoch from clock_timestamp()) * 1000)::bigint) \
              ON CONFLICT (name) DO UPDATE SET version = secrets.version + 1, key_id = excluded.key_id, \
              nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at \
              RETURNING version"
-        ))
+        )
         .bind(&secret.name)
         .bind(&secret.key_id)
         .bind(&secret.nonce)
