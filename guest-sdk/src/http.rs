@@ -50,6 +50,7 @@ pub enum HttpError {
     Network(String),
     /// The server answered with an error status.
     Status {
+        /// The HTTP status code, 400 or more.
         status: u16,
         /// The response body as text, cut to 1 KiB.
         body: String,
@@ -99,11 +100,18 @@ impl From<HttpError> for crate::Error {
 /// A request to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The method, upper case (`GET`, `POST`, ...).
     pub method: String,
+    /// The whole URL, query included.
     pub url: String,
+    /// Headers to send, in order (names as given).
     pub headers: Vec<(String, String)>,
+    /// The body to send (empty: none).
     pub body: Vec<u8>,
+    /// The longest the whole exchange may take [default: the run's limits].
     pub timeout: Option<Duration>,
+    /// Redirects of a GET or HEAD followed at most, each checked by the host
+    /// against the job's grants [default: 5].
     pub max_redirects: u32,
 }
 
@@ -120,18 +128,22 @@ impl Request {
         }
     }
 
+    /// A `GET` request to `url`.
     pub fn get(url: impl Into<String>) -> Request {
         Request::new("GET", url)
     }
 
+    /// A `POST` request to `url`.
     pub fn post(url: impl Into<String>) -> Request {
         Request::new("POST", url)
     }
 
+    /// A `PUT` request to `url`.
     pub fn put(url: impl Into<String>) -> Request {
         Request::new("PUT", url)
     }
 
+    /// A `DELETE` request to `url`.
     pub fn delete(url: impl Into<String>) -> Request {
         Request::new("DELETE", url)
     }
@@ -199,8 +211,11 @@ impl Request {
 /// A received response, its body read whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
+    /// The response headers, in the order received.
     pub headers: Vec<(String, String)>,
+    /// The body, read whole.
     pub body: Vec<u8>,
 }
 
