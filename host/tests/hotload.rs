@@ -350,7 +350,8 @@ async fn a_run_in_flight_finishes_on_the_version_it_started_with(backend: Backen
     server
         .post(
             "/api/v1/jobs",
-            json!({ "key": "hot/slow", "module": "slow", "every": "1h", "data": { "steps": 20, "step_ms": 200 } }),
+            json!({ "key": "hot/slow", "module": "slow", "every": "1h", "data": { "steps": 20, "step_ms": 200 },
+                "grants": { "emit": ["report.*"] } }),
         )
         .await;
     server
