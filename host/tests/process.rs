@@ -615,34 +615,7 @@ path = "{hostile}"
 name = "hello"
 path = "{hello}"
 
-[[job]]
-key = "b/spin"
-module = "hostile"
-data = {{ op = "loop" }}
-timeout = "3s"
-[[job.trigger]]
-every = "100ms"
-[[job]]
-key = "b/spin2"
-module = "hostile"
-data = {{ op = "loop" }}
-timeout = "3s"
-[[job.trigger]]
-every = "100ms"
-[[job]]
-key = "b/spin3"
-module = "hostile"
-data = {{ op = "loop" }}
-timeout = "3s"
-[[job.trigger]]
-every = "100ms"
-[[job]]
-key = "b/spin4"
-module = "hostile"
-data = {{ op = "loop" }}
-timeout = "3s"
-[[job.trigger]]
-every = "100ms"
+{spinners}
 
 [[job]]
 key = "b/hello"
@@ -651,7 +624,14 @@ module = "hello"
 every = "1s"
 "#,
             hostile = wasm("guest_hostile").display(),
-            hello = wasm("hello").display()
+            hello = wasm("hello").display(),
+            // Four spinning jobs: at a share of 4 each, all 16 workers spin.
+            spinners = ["b/spin", "b/spin2", "b/spin3", "b/spin4"]
+                .map(|key| format!(
+                    "[[job]]\nkey = \"{key}\"\nmodule = \"hostile\"\ndata = {{ op = \"loop\" }}\n\
+                     timeout = \"3s\"\n[[job.trigger]]\nevery = \"100ms\"\n"
+                ))
+                .join("\n"),
         ),
     )
     .unwrap();
