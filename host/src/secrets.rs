@@ -221,27 +221,13 @@ impl SecretKeys {
     }
 }
 
-/// Grants read from the store at the start of a run, so a changed or revoked
-/// grant and a rotated secret take effect at the next fire on every node.
-///
-/// A job found to have nothing granted is remembered so for
-/// [`UNGRANTED_FOR`]: a store read per run of every job cost about as much as
-/// the rest of a short run's fire path (BENCHMARKS.md). Only the direction
-/// that gives nothing is remembered, so a grant *added* to such a job takes
-/// effect within that time, and everything else (a grant changed or
-/// withdrawn, a secret rotated) at the next fire.
+/// Grants read from the store at the start of every run, so a changed grant
+/// or a rotated secret takes effect at the next fire on every node.
 pub struct StoreGrants {
     store: Arc<dyn Store>,
     keys: Arc<SecretKeys>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
-    ungranted: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
-
-/// How long a job found with nothing granted is taken to have nothing granted.
-pub const UNGRANTED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Jobs remembered as ungranted at most; past it the memory starts over.
-const UNGRANTED_JOBS: usize = 100_000;
 
 impl StoreGrants {
     pub fn new(
@@ -253,16 +239,7 @@ impl StoreGrants {
             store,
             keys,
             metrics,
-            ungranted: std::sync::Mutex::default(),
         })
-    }
-
-    fn ungranted(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
-        self.ungranted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -299,26 +276,11 @@ where
 #[async_trait]
 impl GrantSource for StoreGrants {
     async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal> {
-        if self
-            .ungranted()
-            .get(job_key)
-            .is_some_and(|seen| seen.elapsed() < UNGRANTED_FOR)
-        {
-            return Ok(None);
-        }
         let grants = match self.store.job_grants_get(job_key).await {
-            Ok(Some(g)) if !g.is_empty() => g,
-            Ok(_) => {
-                let mut ungranted = self.ungranted();
-                if ungranted.len() >= UNGRANTED_JOBS {
-                    ungranted.clear();
-                }
-                ungranted.insert(job_key.to_owned(), std::time::Instant::now());
-                return Ok(None);
-            }
+            Ok(Some(g)) => g,
+            Ok(None) => return Ok(None),
             Err(e) => return Err(GrantRefusal::Unavailable(e.to_string())),
         };
-        self.ungranted().remove(job_key);
         let resolved = resolve(&grants, |name| async move {
             let sealed = self
                 .store
