@@ -634,9 +634,8 @@ fn grants_parse_and_a_bad_pattern_is_reported_at_its_field() {
     assert_eq!(g.http, ["https://api.example.com/v1/*"]);
     assert_eq!(g.config["channel"], "#ops");
     assert_eq!(g.secret[0].header, "Authorization", "the default header");
-    let e = single(
-        "[[job]]\nkey = \"a/b\"\nmodule = \"m\"\n[job.grants]\nhttp = [\"ftp://x/*\"]\n",
-    );
+    let e =
+        single("[[job]]\nkey = \"a/b\"\nmodule = \"m\"\n[job.grants]\nhttp = [\"ftp://x/*\"]\n");
     assert_eq!(e.field, "job[1].grants.http[1]", "{e:?}");
     let e = single("[[job]]\nkey = \"a/b\"\nmodule = \"m\"\n[job.grants]\nhtp = []\n");
     assert!(e.message.contains("unknown field `htp`"), "{e:?}");
