@@ -296,9 +296,6 @@ pub async fn start_with_keys(
             })
             .collect();
         store.jobs_put(&jobs).await?;
-        for decl in &m.jobs {
-            store.job_grants_put(&decl.key(), &decl.grants).await?;
-        }
         store.alert_rules_sync("manifest", &m.alerts).await?;
         delete_orphans(&store, &runtime, m).await?;
     }
@@ -357,9 +354,6 @@ async fn delete_orphans(
         match resolver.resolve(&job.module).await? {
             JobImpl::NoOp(reason) => {
                 store.job_delete(&job.job_key).await?;
-                store
-                    .job_grants_put(&job.job_key, &crate::grants::Grants::default())
-                    .await?;
                 tracing::warn!(job = %job.job_key, reason = %reason, "deleted orphaned job: not in the manifest and its module is gone");
             }
             JobImpl::Wasm(_) => {

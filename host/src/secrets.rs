@@ -1,5 +1,5 @@
 //! Secrets at rest: the node's secret key, sealing and opening values with
-//! ChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`), and the store-backed
+//! ChaCha20-Poly1305 (RFC 8439, from `ring`, which TLS uses too), and the store-backed
 //! [`GrantSource`] that hands a run its grants with their secrets opened.
 //!
 //! A value is sealed under a random 96-bit nonce with the secret's name as
@@ -17,11 +17,11 @@
 
 use crate::grants::Grants;
 use crate::runtime::services::{GrantRefusal, GrantSource, RunGrants};
-use crate::store::grants::{SecretPut, SecretSealed};
+use crate::store::secrets::{SecretPut, SecretSealed};
 use crate::store::{Store, StoreError};
 use async_trait::async_trait;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
 use sha2::Digest;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -95,8 +95,11 @@ impl SecretKey {
         &self.id
     }
 
-    fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new(Key::from_slice(&self.key[..]))
+    fn cipher(&self) -> LessSafeKey {
+        // A 32-byte key is what CHACHA20_POLY1305 takes: this cannot fail.
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &self.key[..])
+            .expect("a ChaCha20-Poly1305 key is 32 bytes");
+        LessSafeKey::new(key)
     }
 }
 
@@ -155,19 +158,21 @@ impl SecretKeys {
         if value.is_empty() {
             return Err(SecretError::BadValue(name.to_string()));
         }
-        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let ciphertext = key
-            .cipher()
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: name.as_bytes(),
-                },
+        let unseal = || SecretError::Unseal {
+            name: name.to_string(),
+        };
+        // A fresh random nonce per value: 96 bits keep a collision out of
+        // reach for any number of values one key will ever seal.
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).map_err(|_| unseal())?;
+        let mut ciphertext = value.as_bytes().to_vec();
+        key.cipher()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(name.as_bytes()),
+                &mut ciphertext,
             )
-            .map_err(|_| SecretError::Unseal {
-                name: name.to_string(),
-            })?;
+            .map_err(|_| unseal())?;
         Ok(SecretPut {
             name: name.to_string(),
             key_id: key.id.clone(),
@@ -196,33 +201,25 @@ impl SecretKeys {
                 }
             });
         };
-        if sealed.nonce.len() != 12 {
-            return Err(SecretError::Unseal {
-                name: sealed.name.clone(),
-            });
-        }
-        let plain = Zeroizing::new(
-            key.cipher()
-                .decrypt(
-                    Nonce::from_slice(&sealed.nonce),
-                    Payload {
-                        msg: &sealed.ciphertext,
-                        aad: sealed.name.as_bytes(),
-                    },
-                )
-                .map_err(|_| SecretError::Unseal {
-                    name: sealed.name.clone(),
-                })?,
-        );
-        match std::str::from_utf8(&plain) {
+        let unseal = || SecretError::Unseal {
+            name: sealed.name.clone(),
+        };
+        let nonce = Nonce::try_assume_unique_for_key(&sealed.nonce).map_err(|_| unseal())?;
+        let mut buffer = Zeroizing::new(sealed.ciphertext.clone());
+        let plain = key
+            .cipher()
+            .open_in_place(nonce, Aad::from(sealed.name.as_bytes()), &mut buffer)
+            .map_err(|_| unseal())?;
+        match std::str::from_utf8(plain) {
             Ok(s) if !s.is_empty() => Ok(Zeroizing::new(s.to_string())),
             _ => Err(SecretError::BadValue(sealed.name.clone())),
         }
     }
 }
 
-/// Grants read from the store at the start of every run, so a changed grant
-/// or a rotated secret takes effect at the next fire on every node.
+/// Secrets read from the store at the start of every run that injects one,
+/// so a rotated secret takes effect at the next fire on every node (the
+/// grants themselves come with the job, read by the claim).
 pub struct StoreGrants {
     store: Arc<dyn Store>,
     keys: Arc<SecretKeys>,
@@ -275,13 +272,8 @@ where
 
 #[async_trait]
 impl GrantSource for StoreGrants {
-    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal> {
-        let grants = match self.store.job_grants_get(job_key).await {
-            Ok(Some(g)) => g,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(GrantRefusal::Unavailable(e.to_string())),
-        };
-        let resolved = resolve(&grants, |name| async move {
+    async fn open(&self, grants: &Grants) -> Result<RunGrants, GrantRefusal> {
+        resolve(grants, |name| async move {
             let sealed = self
                 .store
                 .secret_get(&name)
@@ -298,8 +290,22 @@ impl GrantSource for StoreGrants {
                 Err(e) => Err(GrantRefusal::Permanent(e.to_string())),
             }
         })
-        .await?;
-        Ok(Some(resolved))
+        .await
+    }
+
+    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal> {
+        let job = match self.store.job_get(job_key).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(GrantRefusal::Unavailable(e.to_string())),
+        };
+        let grants = job
+            .grants()
+            .map_err(|e| GrantRefusal::Permanent(e.to_string()))?;
+        if grants.is_empty() {
+            return Ok(None);
+        }
+        self.open(&grants).await.map(Some)
     }
 
     fn http_request(&self, job_key: &str, host: &str, result: &str) {
@@ -323,7 +329,7 @@ pub async fn secret_set(
     keys: &SecretKeys,
     name: &str,
     value: &str,
-) -> Result<crate::store::grants::SecretMeta, SecretError> {
+) -> Result<crate::store::secrets::SecretMeta, SecretError> {
     crate::grants::check_secret_name(name).map_err(SecretError::Invalid)?;
     let value = value.strip_suffix('\n').unwrap_or(value);
     let value = value.strip_suffix('\r').unwrap_or(value);
@@ -344,7 +350,7 @@ pub async fn secret_set(
     Ok(listed
         .into_iter()
         .find(|m| m.name == name)
-        .unwrap_or(crate::store::grants::SecretMeta {
+        .unwrap_or(crate::store::secrets::SecretMeta {
             name: name.to_string(),
             version,
             set_ms: 0,
@@ -352,7 +358,7 @@ pub async fn secret_set(
 }
 
 /// A secret's listing as the API and CLI show it: never its value.
-pub fn secret_view(meta: &crate::store::grants::SecretMeta) -> serde_json::Value {
+pub fn secret_view(meta: &crate::store::secrets::SecretMeta) -> serde_json::Value {
     serde_json::json!({
         "name": meta.name,
         "version": meta.version,
@@ -411,6 +417,31 @@ mod tests {
             SecretKeys::default().seal("A", "b"),
             Err(SecretError::NoKey)
         ));
+    }
+
+    /// Sealed by another implementation of RFC 8439 ChaCha20-Poly1305
+    /// (Python's `cryptography` 48, over OpenSSL) with key 00..1f, nonce
+    /// 64..6f and the name as associated data: values stored by any earlier
+    /// Quartzite, or by a tool of the operator's, open.
+    #[test]
+    fn a_value_sealed_elsewhere_with_the_same_algorithm_opens() {
+        let key = SecretKey::from_hex(KEY).unwrap();
+        let key_id = key.id().to_string();
+        let keys = SecretKeys::new(Some(key), None);
+        let mut s = SecretSealed {
+            name: "SLACK_TOKEN".into(),
+            version: 1,
+            key_id,
+            nonce: hex::decode("6465666768696a6b6c6d6e6f").unwrap(),
+            ciphertext: hex::decode("5c64d5befdd7447f8fb17e1a9c035a8fc6f75f7ac8d2af09cd1189f334")
+                .unwrap(),
+        };
+        assert_eq!(keys.open(&s).unwrap().as_str(), "hunter2-token");
+        s.ciphertext[0] ^= 1;
+        assert!(matches!(keys.open(&s), Err(SecretError::Unseal { .. })));
+        s.ciphertext[0] ^= 1;
+        s.nonce.pop();
+        assert!(matches!(keys.open(&s), Err(SecretError::Unseal { .. })));
     }
 
     #[test]

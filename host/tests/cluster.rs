@@ -817,10 +817,18 @@ impl Load {
             if reruns_allowed {
                 // A fire recovered twice (both nodes killed in turn) re-runs twice
                 // and ends once: only its last run has a history row.
-                assert!(
-                    extra == 0 || recovering + retried > 0,
-                    "{job}: {extra} extra runs, and no flagged recovery re-run or retry"
-                );
+                if extra > 0 && recovering + retried == 0 {
+                    let seen: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                        "SELECT status, details, node_id FROM task_history WHERE job_key = $1 ORDER BY started_ms",
+                    )
+                    .bind(&job)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                    panic!(
+                        "{job}: {extra} extra runs, and no flagged recovery re-run or retry: {seen:#?}"
+                    );
+                }
             } else {
                 assert_eq!(
                     (extra, recovering, retried, released),

@@ -501,3 +501,103 @@ every = "1s"
         "{spin:?}"
     );
 }
+
+/// A node that claimed a fire ahead and was then taken for lost (its store
+/// was out of reach for longer than the dead-after interval, say) must not run
+/// that fire when a worker frees up: the fire was handed back, untouched, and
+/// another node holds it now. Running it anyway is a second run that nothing
+/// flags.
+async fn a_fire_taken_over_before_its_run_began_is_not_run(backend: Backend) {
+    use quartzite::store::model::{AcquireParams, JobRoom, WitRange};
+    let env = env(backend).await;
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let manifest = format!(
+        r#"
+[[module]]
+name = "report"
+path = "{report}"
+
+[[module]]
+name = "counter"
+path = "{counter}"
+
+[[job]]
+key = "t/long"
+module = "report"
+data = {{ steps = 70, step_ms = 100 }}
+[job.grants]
+emit = ["report.done"]
+[[job.trigger]]
+at = "2020-01-01T00:00:00Z"
+misfire = "fire-now"
+
+[[job]]
+key = "t/after"
+module = "counter"
+[[job.trigger]]
+at = "{later}"
+"#,
+        report = wasm("report").display(),
+        counter = wasm("counter").display(),
+    );
+    // One worker: the report holds it for 7 s; the counter, due 3 s from
+    // now, is claimed ahead and waits for it.
+    let opts = options(
+        &env,
+        &manifest,
+        SchedulerConfig {
+            workers: 1,
+            ..quick()
+        },
+    );
+    let node = run(&opts).await;
+    let store = Arc::clone(&node.store);
+    let due = chrono::DateTime::parse_from_rfc3339(&later).unwrap();
+    let until_due = (due.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(until_due + Duration::from_millis(800)).await;
+    assert!(
+        !store.state_keys("t/long").await.unwrap().is_empty(),
+        "the report still holds the worker"
+    );
+    // Taken for lost: its two claims (the report running, the counter
+    // waiting) are recovered, and another node claims the counter's fire.
+    assert_eq!(store.fire_recover(1, Some("other")).await.unwrap(), 2);
+    let taken = store
+        .fire_acquire(&AcquireParams {
+            node_id: "other".into(),
+            lookahead_ms: 0,
+            max: 10,
+            lease_ms: 60_000,
+            misfire: quartzite::schedule::trigger::MisfireLimits::default(),
+            runs: WitRange::up_to(1, 9),
+            started: false,
+            room: JobRoom::unbounded(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        taken
+            .fires
+            .iter()
+            .map(|f| f.job_key.as_str())
+            .collect::<Vec<_>>(),
+        ["t/after"]
+    );
+    // The report's run ends (or is cut short) and the worker frees up.
+    wait_until(Duration::from_secs(30), "the report's run to end", || {
+        let store = Arc::clone(&store);
+        async move { store.state_keys("t/long").await.unwrap().is_empty() }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    node.stop().await;
+    assert_eq!(
+        store.state_get("t/after", "count").await.unwrap(),
+        None,
+        "the node ran a fire another node holds"
+    );
+    assert!(history(&store, "t/after").await.is_empty());
+}
+on_both!(a_fire_taken_over_before_its_run_began_is_not_run);

@@ -21,6 +21,7 @@ use quartzite::runtime::{
     EngineConfig, HostServices, MemoryGrants, RunOutcome, RunReport, RunRequest, Runtime,
     RuntimeConfig,
 };
+use quartzite::store::model::JobDef;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1013,18 +1014,23 @@ mod store {
         assert!(!store.secret_delete("API_KEY").await.unwrap());
         assert!(store.secret_get("API_KEY").await.unwrap().is_none());
 
+        // A job's grants are part of its row: written and read with it (the
+        // claim carrying them is tested in store.rs).
         let grants = Grants {
             http: vec!["https://a.example/*".into()],
             ..Grants::default()
         };
-        store.job_grants_put("g/a", &grants).await.unwrap();
-        assert_eq!(store.job_grants_get("g/a").await.unwrap(), Some(grants));
-        assert_eq!(store.job_grants_get("g/b").await.unwrap(), None);
+        let job = JobDef::new("g/a", "hello").with_grants(&grants);
+        store.job_put(&job, &[]).await.unwrap();
+        let stored = store.job_get("g/a").await.unwrap().unwrap();
+        assert_eq!(stored.grants().unwrap(), grants);
         store
-            .job_grants_put("g/a", &Grants::default())
+            .job_put(&JobDef::new("g/a", "hello"), &[])
             .await
             .unwrap();
-        assert_eq!(store.job_grants_get("g/a").await.unwrap(), None);
+        let stored = store.job_get("g/a").await.unwrap().unwrap();
+        assert_eq!(stored.grants, None);
+        assert!(stored.grants().unwrap().is_empty());
         if let Some(schema) = schema {
             pg_drop(&schema).await;
         }

@@ -545,6 +545,44 @@ async fn a_due_fire_is_claimed_once_and_completed_once(store: Arc<dyn Store>) {
 }
 conformance!(claim_once, a_due_fire_is_claimed_once_and_completed_once);
 
+/// A run reads nothing for its grants: the claim brings them with the job,
+/// as they are now (a grant changed since the last fire holds at the next).
+async fn a_claim_carries_the_grants_of_its_job(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let grants = |pattern: &str| quartzite::grants::Grants {
+        http: vec![pattern.to_string()],
+        ..Default::default()
+    };
+    let (job, triggers) = at_job("g/granted", now, MisfirePolicy::FireNow);
+    let job = job.with_grants(&grants("https://a.example/*"));
+    store.job_put(&job, &triggers).await.unwrap();
+    store
+        .job_put(
+            &job.clone().with_grants(&grants("https://b.example/*")),
+            &triggers,
+        )
+        .await
+        .unwrap();
+    let claimed = store.fire_acquire(&params("a")).await.unwrap();
+    assert_eq!(claimed.fires.len(), 1);
+    assert_eq!(
+        claimed.fires[0].job.grants().unwrap(),
+        grants("https://b.example/*")
+    );
+    let id = store.fire_now("g/granted").await.unwrap();
+    store
+        .job_put(
+            &job.with_grants(&quartzite::grants::Grants::default()),
+            &triggers,
+        )
+        .await
+        .unwrap();
+    let claimed = store.fire_acquire(&params("a")).await.unwrap();
+    let fire = claimed.fires.iter().find(|f| f.fire_id == id).unwrap();
+    assert_eq!(fire.job.grants, None, "withdrawn grants are gone");
+}
+conformance!(claim_grants, a_claim_carries_the_grants_of_its_job);
+
 /// A job with no room left in the node's share (issue 15, item 8): its due
 /// fires are queued, not claimed, and counted; another job's are claimed.
 async fn a_job_without_room_is_left_queued_and_the_others_claimed(store: Arc<dyn Store>) {
@@ -709,7 +747,7 @@ async fn mark_started(store: &Arc<dyn Store>, node: &str, fire: &FireClaim) {
             )
             .await
             .unwrap(),
-        1
+        std::slice::from_ref(&fire.fire_id)
     );
 }
 
@@ -1301,16 +1339,11 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
     .unwrap();
     let module = runtime.load_file(&common::wasm("report")).unwrap();
     // The report emits `report.done` when done, as its manifest grants it.
-    quartzite::store::grants::GrantStore::job_grants_put(
-        &*store,
-        "jobs/report",
-        &quartzite::grants::Grants {
-            emit: vec!["report.done".into()],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let job = JobDef::new("jobs/report", "report").with_grants(&quartzite::grants::Grants {
+        emit: vec!["report.done".into()],
+        ..Default::default()
+    });
+    store.job_put(&job, &[]).await.unwrap();
     let blocked = runtime
         .run(
             &module,

@@ -2,7 +2,7 @@
 //! and the reads both surfaces print.
 
 use super::spec::JobSpec;
-use super::views::{grants_view, history_view, job_view, trigger_view};
+use super::views::{history_view, job_view, trigger_view};
 use super::{Admin, AdminError, Caller, Done, Status};
 use crate::domain;
 use crate::store::model::HistoryFilter;
@@ -92,7 +92,6 @@ impl Admin {
             })
             .await?;
         let mut v = job_view(&job, &triggers);
-        v["grants"] = grants_view(self.store.job_grants_get(key).await?.as_ref());
         v["history"] = Value::Array(history.iter().map(history_view).collect());
         Ok(v)
     }
@@ -162,15 +161,13 @@ impl Admin {
                 spec.apply_hints(&info);
             }
             let (job, trigger) = spec.build(caller.surface)?;
-            let grants = spec.checked_grants()?;
-            // Grants first: a fire of the new job never runs with the old grants.
-            self.store.job_grants_put(&job.job_key, &grants).await?;
+            // The grants are written with the job, in one statement.
+            let job = job.with_grants(&spec.checked_grants()?);
             self.store.job_put(&job, &[trigger]).await?;
             self.scheduler.wake();
             let triggers = self.store.trigger_list(Some(&job.job_key)).await?;
             let status = if existed { Status::Ok } else { Status::Created };
-            let mut view = job_view(&job, &triggers);
-            view["grants"] = grants_view(Some(&grants));
+            let view = job_view(&job, &triggers);
             Ok(Done::new(status, view, spec_summary(&spec)))
         })
         .await
@@ -187,9 +184,6 @@ impl Admin {
             if !self.store.job_delete(key).await? {
                 return Err(no_job(key));
             }
-            self.store
-                .job_grants_put(key, &crate::grants::Grants::default())
-                .await?;
             self.scheduler.wake();
             Ok(Done::new(Status::Ok, json!({ "deleted": key }), json!({})))
         })

@@ -105,6 +105,11 @@ pub fn job_view(job: &JobDef, triggers: &[TriggerRow]) -> Value {
     v["next_fire_ms"] = json!(next);
     v["next_fire"] = fmt_ms(next);
     v["triggers"] = Value::Array(mine.into_iter().map(trigger_view).collect());
+    // Patterns, config and secret *names*: a grant never holds a value.
+    v["grants"] = match job.grants() {
+        Ok(grants) => serde_json::to_value(grants).unwrap_or(Value::Null),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
     v
 }
 
@@ -113,10 +118,4 @@ pub fn history_view(h: &HistoryEntry) -> Value {
     let mut v = serde_json::to_value(h).unwrap_or_default();
     v["details"] = serde_json::from_str(&h.details).unwrap_or(Value::Null);
     v
-}
-
-/// A job's grants as the API and `job show` present them: patterns, config
-/// and secret *names* (a grant never holds a value).
-pub fn grants_view(grants: Option<&crate::grants::Grants>) -> Value {
-    serde_json::to_value(grants.cloned().unwrap_or_default()).unwrap_or(Value::Null)
 }

@@ -23,7 +23,9 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
         source: "manifest".into(),
         kv_max_keys: decl.kv_max_keys,
         kv_max_bytes: decl.kv_max_bytes,
-    };
+        grants: None,
+    }
+    .with_grants(&decl.grants);
     let triggers = decl
         .triggers
         .iter()

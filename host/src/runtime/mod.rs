@@ -30,7 +30,7 @@ pub use outcome::{
     JobInfo, LimitKind, LogLevel, LogLine, LogSource, ModuleRejection, Overlap, RunOutcome,
     RunReport, SkipCode,
 };
-pub use services::{GrantRefusal, GrantSource, HostServices, MemoryGrants, RunGrants};
+pub use services::{GrantRefusal, GrantSource, GrantsFrom, HostServices, MemoryGrants, RunGrants};
 
 pub use state::NodeState;
 
@@ -82,6 +82,8 @@ pub struct RunRequest {
     /// The fire's event depth (0 unless an event caused it): its emits are one deeper.
     pub depth: u32,
     pub limits: Limits,
+    /// Where the run's grants come from.
+    pub grants: GrantsFrom,
 }
 
 /// The event behind a fire, as the guest's `trigger-event` returns it.
@@ -112,6 +114,7 @@ impl RunRequest {
             event: None,
             depth: 0,
             limits: Limits::default(),
+            grants: GrantsFrom::Source,
         }
     }
 }
@@ -398,6 +401,27 @@ impl Runtime {
         }
     }
 
+    /// The grants of the run `request` starts; `None`: nothing granted (the
+    /// common case costs nothing: no read, nothing compiled).
+    async fn run_grants(&self, request: &RunRequest) -> Result<Option<RunGrants>, GrantRefusal> {
+        match &request.grants {
+            GrantsFrom::Source => self.services.grants.run_grants(&request.job_key).await,
+            GrantsFrom::Stored(None) => Ok(None),
+            GrantsFrom::Stored(Some(text)) => {
+                let grants: grants::Grants = serde_json::from_str(text).map_err(|e| {
+                    GrantRefusal::Permanent(format!(
+                        "the stored grants of job {} are not valid: {e}",
+                        request.job_key
+                    ))
+                })?;
+                if grants.is_empty() {
+                    return Ok(None);
+                }
+                self.services.grants.open(&grants).await.map(Some)
+            }
+        }
+    }
+
     /// Runs one fire of `module` in a fresh store under `request.limits`.
     pub async fn run(&self, module: &LoadedModule, request: RunRequest) -> RunReport {
         let started_at = SystemTime::now();
@@ -423,7 +447,7 @@ impl Runtime {
             );
         }
         let looked_up = if self.grants_linked {
-            self.services.grants.run_grants(&request.job_key).await
+            self.run_grants(&request).await
         } else {
             Ok(None)
         };

@@ -350,11 +350,31 @@ pub enum GrantRefusal {
     Permanent(String),
 }
 
-/// Where a run's grants come from, read once as the run starts.
+/// Where a run's grants come from (see [`GrantsFrom`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GrantsFrom {
+    /// Asked of the runtime's [`GrantSource`] by job key: `run-once` and tests.
+    #[default]
+    Source,
+    /// Read with the job by the claim that runs it (JSON text; `None`:
+    /// nothing granted). Only secrets, if the grants name any, are read
+    /// when the run starts.
+    Stored(Option<String>),
+}
+
+/// Opens the secrets a run's grants name, and counts outbound requests.
 #[async_trait]
 pub trait GrantSource: Send + Sync + 'static {
-    /// The grants of `job_key` now; `None` when nothing is granted.
-    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal>;
+    /// `grants` resolved for one run: patterns compiled, secrets opened.
+    async fn open(&self, grants: &crate::grants::Grants) -> Result<RunGrants, GrantRefusal>;
+
+    /// The grants of `job_key` now, resolved; `None` when nothing is granted.
+    /// Only for runs whose request says [`GrantsFrom::Source`]: a source that
+    /// keeps no grants by job grants nothing.
+    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal> {
+        let _ = job_key;
+        Ok(None)
+    }
 
     /// One outbound request ended with `result` (`denied`, `limit`, `error`
     /// or the status class `2xx` ...): counted where the node counts.
@@ -402,17 +422,8 @@ impl MemoryGrants {
 
 #[async_trait]
 impl GrantSource for MemoryGrants {
-    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal> {
-        let grants = self
-            .grants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(job_key)
-            .cloned();
-        let Some(grants) = grants else {
-            return Ok(None);
-        };
-        let resolved = crate::secrets::resolve(&grants, |name| {
+    async fn open(&self, grants: &crate::grants::Grants) -> Result<RunGrants, GrantRefusal> {
+        crate::secrets::resolve(grants, |name| {
             let found = self
                 .secrets
                 .lock()
@@ -421,8 +432,20 @@ impl GrantSource for MemoryGrants {
                 .map(|(v, s)| (*v, zeroize::Zeroizing::new(s.clone())));
             async move { Ok(found) }
         })
-        .await?;
-        Ok(Some(resolved))
+        .await
+    }
+
+    async fn run_grants(&self, job_key: &str) -> Result<Option<RunGrants>, GrantRefusal> {
+        let grants = self
+            .grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(job_key)
+            .cloned();
+        match grants {
+            Some(grants) => self.open(&grants).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     fn http_request(&self, job_key: &str, host: &str, result: &str) {

@@ -152,7 +152,7 @@ fn big(n: u64) -> i64 {
 #[async_trait]
 impl<S, DB> Store for S
 where
-    S: Backend<Db = DB> + super::grants::GrantStore,
+    S: Backend<Db = DB> + super::secrets::SecretStore,
     DB: Db,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,

@@ -9,10 +9,10 @@
 mod claim;
 mod common;
 pub mod events;
-pub mod grants;
 pub mod model;
 mod postgres;
 pub mod sched;
+pub mod secrets;
 mod sql;
 mod sqlite;
 
@@ -139,7 +139,7 @@ pub struct ModuleRollback {
 /// The store. See the module docs; the scheduler's methods are in [`Scheduling`],
 /// those of events and alerts in [`Events`].
 #[async_trait]
-pub trait Store: Scheduling + Events + grants::GrantStore + Send + Sync + 'static {
+pub trait Store: Scheduling + Events + secrets::SecretStore + Send + Sync + 'static {
     fn dialect(&self) -> Dialect;
 
     /// Applies the migrations that have not run yet.

@@ -1,6 +1,8 @@
 //! The rows the scheduler keeps, as domain types, and the parameter structs of
 //! the store's scheduler methods.
 
+use super::StoreError;
+use crate::grants::Grants;
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use serde::Serialize;
 
@@ -31,6 +33,11 @@ pub struct JobDef {
     /// Bytes of values the job's kv state may hold; `None` for the default (16 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_max_bytes: Option<u64>,
+    /// What the job may reach ([`Grants`], JSON text); `None`: nothing. Read
+    /// with the job by every claim, so a run needs no read of its own and a
+    /// changed grant holds from the next fire on. Views show it parsed.
+    #[serde(skip)]
+    pub grants: Option<String>,
 }
 
 impl JobDef {
@@ -50,6 +57,31 @@ impl JobDef {
             source: "cli".into(),
             kv_max_keys: None,
             kv_max_bytes: None,
+            grants: None,
+        }
+    }
+
+    /// Sets the job's grants (empty grants: nothing granted).
+    pub fn with_grants(mut self, grants: &Grants) -> Self {
+        self.grants = (!grants.is_empty())
+            .then(|| serde_json::to_string(grants).expect("grants serialize to JSON"));
+        self
+    }
+
+    /// The job's grants, parsed.
+    ///
+    /// # Errors
+    ///
+    /// When the stored text is not grants (written by hand into the database).
+    pub fn grants(&self) -> Result<Grants, StoreError> {
+        match &self.grants {
+            None => Ok(Grants::default()),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "the stored grants of job {} are not valid: {e}",
+                    self.job_key
+                ))
+            }),
         }
     }
 }

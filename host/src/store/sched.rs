@@ -82,13 +82,14 @@ pub trait Scheduling: Send + Sync {
     ) -> Result<u64, StoreError>;
     /// Marks claims of `node_id` as started: their runs are about to begin. A
     /// claim never marked is handed back untouched when its node is lost.
-    /// `fires` are `(fire_id, trigger_key, held)` as in the claims. Returns how
-    /// many were marked (a claim taken over since is not).
+    /// `fires` are `(fire_id, trigger_key, held)` as in the claims. Returns the
+    /// ids of those marked: a claim handed back or taken over since is not,
+    /// and its fire must not run on this node, since another may run it.
     async fn fire_mark_started(
         &self,
         node_id: &str,
         fires: &[(String, String, bool)],
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Vec<String>, StoreError>;
     /// Recovers claimed fires whose lease expired or whose node has not checked in
     /// for `dead_after_ms`: re-queued with `recovering` when
     /// the job requests recovery, otherwise recorded as failed. Returns how many.
@@ -159,7 +160,8 @@ pub(crate) const REFRESH_WIT_NEED: &str = "UPDATE jobs SET wit_need = (SELECT m.
 
 /// The columns of a job row, as [`JobColumns`] reads them.
 pub(crate) const JOB_COLUMNS: &str = "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, \
-     backoff_max_ms, jitter, timeout_ms, max_memory, requests_recovery, priority, paused, source, kv_max_keys, kv_max_bytes";
+     backoff_max_ms, jitter, timeout_ms, max_memory, requests_recovery, priority, paused, source, kv_max_keys, \
+     kv_max_bytes, grants";
 
 /// The columns of a trigger row, as [`TriggerColumns`] reads them.
 pub(crate) const TRIGGER_COLUMNS: &str = "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, \
@@ -253,6 +255,7 @@ pub(crate) struct JobColumns {
     source: String,
     kv_max_keys: Option<i64>,
     kv_max_bytes: Option<i64>,
+    grants: Option<String>,
 }
 
 impl JobColumns {
@@ -282,6 +285,7 @@ impl JobColumns {
             source: self.source,
             kv_max_keys: self.kv_max_keys.map(u),
             kv_max_bytes: self.kv_max_bytes.map(u),
+            grants: self.grants,
         }
     }
 }
@@ -386,7 +390,7 @@ static JOBS_UPSERT: Sql = Sql::new(
      jitter = excluded.jitter, timeout_ms = excluded.timeout_ms, max_memory = excluded.max_memory, \
      requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
      paused = excluded.paused, source = excluded.source, kv_max_keys = excluded.kv_max_keys, \
-     kv_max_bytes = excluded.kv_max_bytes, updated_at = excluded.updated_at",
+     kv_max_bytes = excluded.kv_max_bytes, grants = excluded.grants, updated_at = excluded.updated_at",
 );
 static WIT_NEED_OF_JOBS: Sql = Sql::new("{refresh_wit_need} WHERE job_key IN (");
 static TRIGGERS_OF_JOBS: Sql =
@@ -829,6 +833,7 @@ where
                     .push_bind(job.source.clone())
                     .push_bind(job.kv_max_keys.map(big))
                     .push_bind(job.kv_max_bytes.map(big))
+                    .push_bind(job.grants.clone())
                     .push_bind(now)
                     .push_bind(now);
             });
@@ -1497,9 +1502,9 @@ where
         &self,
         node_id: &str,
         fires: &[(String, String, bool)],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let _writer = writer(self).await;
-        let mut marked = 0;
+        let mut marked = Vec::with_capacity(fires.len());
         for held in [false, true] {
             let part: Vec<&(String, String, bool)> = fires.iter().filter(|f| f.2 == held).collect();
             for chunk in part.chunks(500) {
@@ -1517,8 +1522,9 @@ where
                 }
                 qb.push(" AND fire_id IN (");
                 push_list(&mut qb, chunk.iter().map(|f| f.0.clone()));
-                qb.push(")");
-                marked += DB::rows_affected(&qb.build().execute(self.pool()).await?);
+                qb.push(") RETURNING fire_id");
+                let ids: Vec<String> = qb.build_query_scalar().fetch_all(self.pool()).await?;
+                marked.extend(ids);
             }
         }
         Ok(marked)

@@ -86,10 +86,11 @@ pub(super) struct StartMarks {
     queue: mpsc::UnboundedSender<StartAsk>,
 }
 
-/// A fire to mark, `(fire_id, trigger_key, held)`, and where to say it is done.
+/// A fire to mark, `(fire_id, trigger_key, held)`, and where to say whether
+/// it was marked.
 type StartAsk = (
     (String, String, bool),
-    tokio::sync::oneshot::Sender<Result<(), crate::store::StoreError>>,
+    tokio::sync::oneshot::Sender<Result<bool, crate::store::StoreError>>,
 );
 
 impl StartMarks {
@@ -101,10 +102,14 @@ impl StartMarks {
                 let (fires, replies): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut batch).into_iter().unzip();
                 let result = store.fire_mark_started(&node_id, &fires).await;
-                for reply in replies {
+                let marked: std::collections::HashSet<&str> = match &result {
+                    Ok(ids) => ids.iter().map(String::as_str).collect(),
+                    Err(_) => std::collections::HashSet::new(),
+                };
+                for (fire, reply) in fires.iter().zip(replies) {
                     let _ = reply.send(match &result {
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(crate::store::StoreError::Conflict(format!(
+                        Ok(_) => Ok(marked.contains(fire.0.as_str())),
+                        Err(e) => Err(crate::store::StoreError::Unavailable(format!(
                             "marking the run started failed: {e}"
                         ))),
                     });
@@ -114,7 +119,9 @@ impl StartMarks {
         StartMarks { queue }
     }
 
-    pub(super) async fn mark(&self, fire: &FireClaim) -> Result<(), crate::store::StoreError> {
+    /// Marks `fire` started; `false` when its claim is no longer this node's
+    /// (handed back or taken over since): the fire must not run here.
+    pub(super) async fn mark(&self, fire: &FireClaim) -> Result<bool, crate::store::StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let ask = (fire.fire_id.clone(), fire.trigger_key.clone(), fire.held);
         if self.queue.send((ask, reply)).is_err() {

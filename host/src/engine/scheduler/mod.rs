@@ -24,8 +24,8 @@ use super::modules::ModuleResolver;
 use super::shares::JobShares;
 use crate::metrics::Metrics;
 use crate::runtime::{
-    JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime, SkipCode,
-    TriggerEvent, WIT_VERSION, WitVersion,
+    GrantsFrom, JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime,
+    SkipCode, TriggerEvent, WIT_VERSION, WitVersion,
 };
 use crate::schedule::trigger::MisfireLimits;
 use crate::store::ModuleEvent;
@@ -480,8 +480,24 @@ impl Scheduler {
         if *stop.borrow() {
             return self.release_unstarted(&fire, offset_ms);
         }
-        if !marked && let Err(e) = self.marks.mark(&fire).await {
-            return self.release_unreadable(&fire, "claim", &e, local_ms() + offset_ms);
+        if !marked {
+            match self.marks.mark(&fire).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Handed back (this node was taken for lost) and maybe
+                    // claimed by another node: not this node's to run. The
+                    // hand-back below is refused by the claim's fencing.
+                    tracing::warn!(
+                        fire = %fire.fire_id,
+                        job = %fire.job_key,
+                        "the fire's claim was taken back before its run began; not running it"
+                    );
+                    return self.release_unstarted(&fire, offset_ms);
+                }
+                Err(e) => {
+                    return self.release_unreadable(&fire, "claim", &e, local_ms() + offset_ms);
+                }
+            }
         }
         self.run_fire(fire, offset_ms).await
     }
@@ -575,6 +591,7 @@ impl Scheduler {
                     .unwrap_or(Limits::default().max_kv_bytes),
                 ..Limits::default()
             },
+            grants: GrantsFrom::Stored(fire.job.grants.clone()),
         };
         let report = self.guests.execute(&self.runtime, &job, request).await;
         self.record_run_time(report.duration);
