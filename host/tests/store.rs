@@ -118,6 +118,19 @@ async fn state_writes_stay_within_the_jobs_quota(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
+    // Now a=1, c=12, d=12345: 3 keys, 8 bytes. Writes outside the quota path
+    // (the host's own) count too, and a deleted key's bytes are freed.
+    store.state_set("g/q", "c", b"1234").await.unwrap();
+    assert!(
+        !set("a", b"12").await,
+        "c grew to 4 bytes: 11 would be over"
+    );
+    assert!(store.state_delete("g/q", "d").await.unwrap());
+    assert!(
+        set("e", b"12345").await,
+        "d's five bytes and its key are free again"
+    );
+    assert!(!set("f", b"").await);
 }
 conformance!(
     state_writes_stay_within_the_jobs_quota,

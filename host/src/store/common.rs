@@ -42,12 +42,18 @@ static STATE_SET: Sql = Sql::new(
     "INSERT INTO job_state (job_key, key, value, updated_at) VALUES ($1, $2, $3, {now}) \
      ON CONFLICT (job_key, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
 );
-// The other keys' count and bytes, plus this value, against the quota. The
-// value's own length is bound: PostgreSQL cannot type `length($3)`.
+// The job's usage (`job_state_usage`, kept by triggers) less this key's own
+// row, plus this value, against the quota: a few index lookups, however much
+// the job holds. The value's own length is bound: PostgreSQL cannot type
+// `length($3)`. Concurrent writers of one job may each pass the check before
+// the others' rows count, so a quota can be passed by at most one value per
+// writer running at that moment.
 static STATE_SET_WITHIN: Sql = Sql::new(
     "INSERT INTO job_state (job_key, key, value, updated_at) SELECT $1, $2, $3, {now} \
-     WHERE (SELECT COUNT(*) FROM job_state WHERE job_key = $1 AND key <> $2) < $4 \
-     AND (SELECT COALESCE(SUM(length(value)), 0) FROM job_state WHERE job_key = $1 AND key <> $2) + $6 <= $5 \
+     WHERE COALESCE((SELECT keys FROM job_state_usage WHERE job_key = $1), 0) \
+       - (SELECT COUNT(*) FROM job_state WHERE job_key = $1 AND key = $2) < $4 \
+     AND COALESCE((SELECT bytes FROM job_state_usage WHERE job_key = $1), 0) \
+       - COALESCE((SELECT length(value) FROM job_state WHERE job_key = $1 AND key = $2), 0) + $6 <= $5 \
      ON CONFLICT (job_key, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
 );
 static STATE_DELETE: Sql = Sql::new("DELETE FROM job_state WHERE job_key = $1 AND key = $2");
