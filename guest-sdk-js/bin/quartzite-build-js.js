@@ -20,12 +20,10 @@ const WORLD = "job";
 const HOST_IMPORTS = /^quartzite:job\//;
 
 // ---------------------------------------------------------------------------
-// WASI features the StarlingMonkey build leaves out. Its default build imports
-// wasi:http (for fetch and the fetch-event handler); the host does not link
-// wasi:http yet, and a component importing what the host does not grant is
-// skipped as NoOp. Until the host links wasi:http, jobs are built without it:
-// this is the one place to change when it does.
-const DISABLED_FEATURES = ["http", "fetch-event"];
+// WASI features `--no-wasi-http` leaves out of a StarlingMonkey build. By
+// default a job keeps wasi:http, so `fetch` works: the host links wasi:http
+// for every component and lets a request out only as the job's grants say.
+const NO_HTTP_FEATURES = ["http", "fetch-event"];
 // ---------------------------------------------------------------------------
 
 function fail(message, code = 1) {
@@ -35,7 +33,7 @@ function fail(message, code = 1) {
 
 function usage(message) {
   if (message) console.error(`quartzite-build-js: ${message}`);
-  console.error("usage: quartzite-build-js JOB.js -o OUT.wasm [--backend starlingmonkey|quickjs] [--keep-wasi-http]");
+  console.error("usage: quartzite-build-js JOB.js -o OUT.wasm [--backend starlingmonkey|quickjs] [--no-wasi-http]");
   process.exit(2);
 }
 
@@ -43,12 +41,12 @@ const args = process.argv.slice(2);
 let source = null;
 let out = null;
 let backend = "starlingmonkey";
-// For tests of the host's refusal: build with wasi:http left in.
-let keepHttp = false;
+// A job that never fetches may leave wasi:http out.
+let noHttp = false;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === "-o" || args[i] === "--out") out = args[++i];
   else if (args[i] === "--backend") backend = args[++i];
-  else if (args[i] === "--keep-wasi-http") keepHttp = true;
+  else if (args[i] === "--no-wasi-http") noHttp = true;
   else if (args[i] === "-h" || args[i] === "--help") usage();
   else if (source === null) source = args[i];
   else usage(`unexpected argument ${args[i]}`);
@@ -103,7 +101,7 @@ try {
   await bundle.close();
 
   if (backend === "starlingmonkey") {
-    tool("componentize-js", [bundled, "--wit", "wit", "--world-name", WORLD, ...(keepHttp ? [] : ["--disable", ...DISABLED_FEATURES]), "-o", out]);
+    tool("componentize-js", [bundled, "--wit", "wit", "--world-name", WORLD, ...(noHttp ? ["--disable", ...NO_HTTP_FEATURES] : []), "-o", out]);
   } else {
     tool("jco", ["componentize", bundled, "--wit", "wit/types.wit", "--world-name", WORLD, "--backend", "quickjs", "--backend-qjs-disable-async", "-o", out]);
   }

@@ -63,9 +63,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The JS counter built with wasi:http left in (componentize-js's own default;
-/// the SDK's build still leaves it out): the host links wasi:http for every
-/// component, behind grants, so it runs.
+/// The JS counter as the SDK builds it by default, with wasi:http in (so
+/// `fetch` works): the host links wasi:http for every component, behind
+/// grants, so it runs.
 fn js_counter_with_http(dir: &Path) -> PathBuf {
     let out = dir.join("counter-http.wasm");
     let status = Command::new("node")
@@ -73,7 +73,6 @@ fn js_counter_with_http(dir: &Path) -> PathBuf {
         .arg(repo().join("example-jobs/js/counter.js"))
         .arg("-o")
         .arg(&out)
-        .arg("--keep-wasi-http")
         .stdout(Stdio::null())
         .status()
         .expect("node is needed to build the JS guest: ./dev.sh guests installs it");
@@ -123,6 +122,8 @@ at = "2020-01-01T00:00:00Z"
 key = "{lang}/report"
 module = "report-{lang}"
 data = {{ steps = 3, step_ms = 10 }}
+[job.grants]
+emit = ["report.done"]
 [[job.trigger]]
 at = "2020-01-01T00:00:00Z"
 "#
