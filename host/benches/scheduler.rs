@@ -9,7 +9,8 @@
 //!   cargo bench -p quartzite --bench scheduler -- sqlite scale [STORED]   (default 1,000,000)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite store [N]   (the store's share alone)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite events [N]  (emit cost, event-to-run lag)
-//!   cargo bench -p quartzite --bench scheduler -- sqlite fairness [SECS]  (a 1 s job beside hostile ones)
+//!   cargo bench -p quartzite --bench scheduler -- sqlite fairness [SECS]  (a 1 s job beside hostile ones;
+//!     QUARTZITE_BENCH_HOSTILE=spin,flood,kv picks which)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
@@ -612,6 +613,18 @@ async fn fairness(backend: &str, secs: u64) {
             ),
             every_job("f/hello", "hello", "{}", 1_000, 60_000),
         ];
+        // QUARTZITE_BENCH_HOSTILE=spin,flood,kv picks the hostile jobs (all by default).
+        let picked = std::env::var("QUARTZITE_BENCH_HOSTILE").ok();
+        let jobs: Vec<_> = jobs
+            .into_iter()
+            .filter(|(job, _)| {
+                let name = job.job_key.trim_start_matches("f/");
+                name == "hello"
+                    || picked
+                        .as_deref()
+                        .is_none_or(|p| p.split(',').any(|x| x == name))
+            })
+            .collect();
         store.jobs_put(&jobs).await.expect("jobs_put");
         let scheduler = Scheduler::new(
             Arc::clone(&store),
@@ -621,6 +634,11 @@ async fn fairness(backend: &str, secs: u64) {
                 workers: 16,
                 max_job_runs: share,
                 grace_ms: 100,
+                // QUARTZITE_BENCH_GUEST_THREADS=N runs guests on N threads of their own.
+                guest_threads: std::env::var("QUARTZITE_BENCH_GUEST_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
                 ..SchedulerConfig::default()
             },
         );

@@ -203,7 +203,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.guest_threads",
         "0",
         0,
-        "Threads that run guests apart from the scheduler's own (bounds guests to that many cores); 0: shared, each guest yielding every epoch tick (faster, see BENCHMARKS.md).",
+        "Threads that run every guest apart from the scheduler's own from its start (bounds guests to that many cores); 0: a run starts on the scheduler's threads and moves to guest threads of its own after 20 ms.",
     ),
     int(
         "scheduler.max_job_runs",

@@ -552,11 +552,23 @@ at = "{later}"
     );
     let node = run(&opts).await;
     let store = Arc::clone(&node.store);
-    let due = chrono::DateTime::parse_from_rfc3339(&later).unwrap();
-    let until_due = (due.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .to_std()
-        .unwrap_or_default();
-    tokio::time::sleep(until_due + Duration::from_millis(800)).await;
+    // A clock fire's row is made by the claim that finds its trigger due.
+    wait_until(
+        Duration::from_secs(30),
+        "the counter's fire to be claimed",
+        || {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .fire_list()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|f| f.job_key == "t/after")
+            }
+        },
+    )
+    .await;
     assert!(
         !store.state_keys("t/long").await.unwrap().is_empty(),
         "the report still holds the worker"
@@ -567,7 +579,7 @@ at = "{later}"
     let taken = store
         .fire_acquire(&AcquireParams {
             node_id: "other".into(),
-            lookahead_ms: 0,
+            lookahead_ms: 10_000,
             max: 10,
             lease_ms: 60_000,
             misfire: quartzite::schedule::trigger::MisfireLimits::default(),

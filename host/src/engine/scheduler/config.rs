@@ -45,13 +45,13 @@ pub struct SchedulerConfig {
     /// Acquirers claiming fires at the same time on this node; 0 (default):
     /// 2 on PostgreSQL, 1 on SQLite.
     pub acquirers: usize,
-    /// Threads of an executor that runs guests apart from the node's own async
-    /// threads (claims, completions, check-ins, the API); 0 (default): guests
-    /// share the node's threads. Sharing is safe: a running guest hands its
-    /// thread back every epoch tick, so check-ins and leases stay on time with
-    /// every worker spinning (tested), and the hand-off to separate threads
-    /// costs 17-30 % of the end-to-end throughput of very short runs
-    /// (BENCHMARKS.md). Separate threads bound the guests to that many cores.
+    /// Threads of an executor that runs every guest apart from the node's own
+    /// async threads (claims, completions, check-ins, the API), from the start
+    /// of each run: bounds guests to that many cores, at a cost of 17-30 % of
+    /// the end-to-end throughput of very short runs (BENCHMARKS.md). 0
+    /// (default): a run begins on the node's threads and moves to guest
+    /// threads of its own (one per core) once it has run for 20 ms, so short
+    /// runs pay nothing and long ones cannot delay the node or other jobs.
     pub guest_threads: usize,
     /// Runs of one job at the same time on this node, so that no job takes
     /// every worker (see `engine::shares`); 0 (default): a quarter of
