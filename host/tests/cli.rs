@@ -762,3 +762,85 @@ fn stdout_of(out: &Output) -> String {
         .unwrap_or_else(|| panic!("no module in {text:?}"))
         .to_string()
 }
+
+/// A loopback HTTP server answering `ok` to each of `n` requests, handing
+/// each request's head (request line and headers, lowercased) to the test.
+fn one_shot_server(n: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(n) {
+            let mut stream = stream.unwrap();
+            let mut head = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let _ = tx.send(head);
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn run_once_takes_grants_as_job_add_does_with_secrets_from_the_environment() {
+    let cache = tempfile::tempdir().unwrap();
+    let guest = common::wasm("guest_http");
+    let (port, heads) = one_shot_server(1);
+    let data = json!({ "requests": [{ "url": format!("http://127.0.0.1:{port}/a") }] }).to_string();
+    let run = |extra: &[&str], token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quartzite"));
+        cmd.args(["run-once", guest.to_str().unwrap(), "--data", &data])
+            .args(extra)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .env_remove("QUARTZITE_LOG")
+            .env_remove("QZ_TEST_TOKEN");
+        if let Some(t) = token {
+            cmd.env("QZ_TEST_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+
+    // Nothing granted: the request is denied, and no server sees it.
+    let out = run(&[], None);
+    let v = stdout_json(&out);
+    assert_eq!(v["details"]["results"][0]["error"], "denied", "{v}");
+
+    let pattern = format!("http://127.0.0.1:{port}/*");
+    let secret = format!("QZ_TEST_TOKEN@{pattern}#Authorization=Bearer {{}}");
+    let granted = [
+        "--grant-http",
+        pattern.as_str(),
+        "--grant-secret",
+        secret.as_str(),
+    ];
+    // A secret grant without its variable: refused before anything runs.
+    let out = run(&granted, None);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("QZ_TEST_TOKEN"), "{}", stderr(&out));
+
+    let out = run(&granted, Some("s3cret-value"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["details"]["results"][0]["status"], 200, "{v}");
+    let head = heads
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        head.contains("authorization: bearer s3cret-value"),
+        "{head}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("s3cret-value"),
+        "the value is never printed"
+    );
+}

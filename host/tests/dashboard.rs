@@ -401,6 +401,21 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
             .wait_for(&format!("the row of {key}"), JOB_CELL, json!([key, ".key"]))
             .await;
     }
+    // What each job may reach: its grants, or none.
+    let grants = |key: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .wait_for(
+                    &format!("{key}'s grants"),
+                    JOB_CELL,
+                    json!([key, ".grants"]),
+                )
+                .await
+        }
+    };
+    assert_eq!(grants("dash/report").await, json!("emit report.done"));
+    assert_eq!(grants("dash/hello").await, json!("none"));
     let later = server.get("/api/v1/jobs/dash/later").await;
     let next_ms = later["next_fire_ms"].as_i64().unwrap();
     let shown = browser

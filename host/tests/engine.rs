@@ -510,7 +510,7 @@ every = "1s"
 async fn a_fire_taken_over_before_its_run_began_is_not_run(backend: Backend) {
     use quartzite::store::model::{AcquireParams, JobRoom, WitRange};
     let env = env(backend).await;
-    let later = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(6)).to_rfc3339();
     let manifest = format!(
         r#"
 [[module]]
@@ -524,7 +524,7 @@ path = "{counter}"
 [[job]]
 key = "t/long"
 module = "report"
-data = {{ steps = 70, step_ms = 100 }}
+data = {{ steps = 120, step_ms = 100 }}
 [job.grants]
 emit = ["report.done"]
 [[job.trigger]]
@@ -540,8 +540,9 @@ at = "{later}"
         report = wasm("report").display(),
         counter = wasm("counter").display(),
     );
-    // One worker: the report holds it for 7 s; the counter, due 3 s from
-    // now, is claimed ahead and waits for it.
+    // One worker: the report holds it for 12 s; the counter, due 6 s from
+    // now (time enough for the node to start on a loaded machine), is
+    // claimed ahead and waits for it.
     let opts = options(
         &env,
         &manifest,
@@ -552,6 +553,11 @@ at = "{later}"
     );
     let node = run(&opts).await;
     let store = Arc::clone(&node.store);
+    wait_until(Duration::from_secs(30), "the report to start", || {
+        let store = Arc::clone(&store);
+        async move { !store.state_keys("t/long").await.unwrap().is_empty() }
+    })
+    .await;
     // A clock fire's row is made by the claim that finds its trigger due.
     wait_until(
         Duration::from_secs(30),

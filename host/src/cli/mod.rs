@@ -242,6 +242,11 @@ pub struct RunOnceArgs {
     /// The job key the job sees, `group/name`.
     #[arg(long, default_value = "local/run-once")]
     pub job: String,
+    /// What the run may reach, as `job add` grants it. There is no store: a
+    /// secret grant's value is read from the environment variable of the
+    /// secret's name.
+    #[command(flatten)]
+    pub grants: ops::GrantArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -276,6 +281,14 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn build_runtime(args: &RuntimeArgs, engine: EngineConfig) -> Result<Runtime, String> {
+    build_runtime_with(args, engine, HostServices::in_memory())
+}
+
+fn build_runtime_with(
+    args: &RuntimeArgs,
+    engine: EngineConfig,
+    services: HostServices,
+) -> Result<Runtime, String> {
     let cache_dir = if args.no_cache {
         None
     } else {
@@ -287,7 +300,7 @@ fn build_runtime(args: &RuntimeArgs, engine: EngineConfig) -> Result<Runtime, St
             cache_dir,
             node_id: "run-once".into(),
         },
-        HostServices::in_memory(),
+        services,
     )
     .map_err(|e| e.to_string())
 }
@@ -487,7 +500,32 @@ async fn run_once(args: RunOnceArgs) -> ExitCode {
             .max(EngineConfig::default().max_memory_per_run),
         ..EngineConfig::default()
     };
-    let runtime = match build_runtime(&args.runtime, engine) {
+    let grants = match args.grants.grants() {
+        Ok(g) => g,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    // No store to hold secrets: each one the grants name comes from the
+    // environment variable of its name.
+    let secrets = std::sync::Arc::new(crate::runtime::MemoryGrants::new());
+    for grant in &grants.secret {
+        match std::env::var(&grant.name) {
+            Ok(value) if !value.is_empty() => secrets.secret_set(&grant.name, &value),
+            _ => {
+                return fail(
+                    EXIT_USAGE,
+                    &format!(
+                        "--grant-secret {name}: run-once reads the secret's value from the environment variable {name}, which is not set",
+                        name = grant.name
+                    ),
+                );
+            }
+        }
+    }
+    let services = HostServices {
+        grants: secrets,
+        ..HostServices::in_memory()
+    };
+    let runtime = match build_runtime_with(&args.runtime, engine, services) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_FAILED, &e),
     };
@@ -503,6 +541,9 @@ async fn run_once(args: RunOnceArgs) -> ExitCode {
     let request = RunRequest {
         data,
         attempt: args.attempt.max(1),
+        grants: crate::runtime::GrantsFrom::Stored(
+            (!grants.is_empty()).then(|| serde_json::to_string(&grants).unwrap_or_default()),
+        ),
         limits: Limits {
             timeout: args.timeout,
             max_memory: args.max_memory,

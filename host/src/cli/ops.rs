@@ -200,6 +200,13 @@ pub struct JobAddArgs {
     /// Re-run a fire interrupted by a node crash.
     #[arg(long)]
     pub requests_recovery: bool,
+    #[command(flatten)]
+    pub grants: GrantArgs,
+}
+
+/// What a job may reach, as `job add` and `run-once` take it.
+#[derive(Debug, Args)]
+pub struct GrantArgs {
     /// Grant outbound HTTP to a URL pattern, e.g. https://api.example.com/v1/* (repeatable).
     #[arg(long = "grant-http", value_name = "PATTERN")]
     pub grant_http: Vec<String>,
@@ -216,6 +223,24 @@ pub struct JobAddArgs {
     /// Let granted requests reach loopback, private and link-local addresses.
     #[arg(long = "grant-private")]
     pub grant_private: bool,
+}
+
+impl GrantArgs {
+    /// The grants the flags say.
+    ///
+    /// # Errors
+    ///
+    /// A flag's value that is not a grant, named with the flag.
+    pub fn grants(&self) -> Result<crate::grants::Grants, String> {
+        crate::grants::Grants::from_flags(
+            &self.grant_http,
+            &self.grant_emit,
+            &self.grant_config,
+            &self.grant_secret,
+            self.grant_private,
+        )
+        .map_err(|e| format!("--{e}"))
+    }
 }
 
 pub async fn job(conn: &Conn, command: JobCommand, json: bool) -> ExitCode {
@@ -430,14 +455,10 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         }
         None => None,
     };
-    let grants = crate::grants::Grants::from_flags(
-        &args.grant_http,
-        &args.grant_emit,
-        &args.grant_config,
-        &args.grant_secret,
-        args.grant_private,
-    )
-    .map_err(|e| CliError::new(EXIT_USAGE, format!("--{e}")))?;
+    let grants = args
+        .grants
+        .grants()
+        .map_err(|e| CliError::new(EXIT_USAGE, e))?;
     let is_file = Path::new(&args.module).is_file();
     let mut spec = JobSpec {
         key: args.key.clone(),

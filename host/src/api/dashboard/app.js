@@ -130,12 +130,27 @@ async function act(key, action) {
   refresh();
 }
 
+// What a job may reach, a line per grant: patterns, config keys and secret
+// names (the API never holds a secret's value).
+function grantLines(g) {
+  if (g && g.error) return [el("span", { class: "error" }, g.error)];
+  const lines = [];
+  for (const p of (g && g.http) || []) lines.push(`http ${p}`);
+  for (const p of (g && g.emit) || []) lines.push(`emit ${p}`);
+  for (const s of (g && g.secret) || []) lines.push(`secret ${s.name} to ${s.url}`);
+  for (const k of Object.keys((g && g.config) || {})) lines.push(`config ${k}`);
+  if (g && g.allow_private) lines.push("private addresses");
+  if (lines.length === 0) return [el("span", { class: "muted" }, "none")];
+  return lines.map((l) => el("div", {}, l));
+}
+
 function renderJobs(body) {
   const rows = body.items.map((j) => {
     const schedules = (j.triggers || []).map((t) => el("div", { title: t.trigger_key }, t.schedule, t.state !== "WAITING" ? el("span", { class: "muted" }, ` (${t.state.toLowerCase()})`) : null));
     return el("tr", { "data-job": j.job_key, class: j.paused ? "paused" : "" },
       el("td", { class: "key" }, j.job_key),
       el("td", {}, j.module),
+      el("td", { class: "grants" }, ...grantLines(j.grants)),
       el("td", {}, ...schedules),
       el("td", { class: `state ${j.state}` }, j.state),
       el("td", { class: "next-fire" }, when(j.next_fire_ms)),
@@ -144,7 +159,7 @@ function renderJobs(body) {
         el("button", { type: "button", class: "resume", disabled: !j.paused, onclick: () => act(j.job_key, "resume") }, "Resume"),
         el("button", { type: "button", class: "run-now", onclick: () => act(j.job_key, "run-now") }, "Run now")));
   });
-  fill($("#jobs-table tbody"), rows, 6, "No jobs.");
+  fill($("#jobs-table tbody"), rows, 7, "No jobs.");
 }
 
 function renderExecutions(body) {
