@@ -54,7 +54,25 @@ pub struct Grants {
     /// Per-run bounds on outbound HTTP; unset fields take the defaults.
     #[serde(default, skip_serializing_if = "HttpLimitsSpec::is_empty")]
     pub http_limits: HttpLimitsSpec,
+    /// Certificate authorities trusted, besides the public roots, for the
+    /// HTTPS requests matching their patterns (an internal service's CA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca: Vec<CaGrant>,
 }
+
+/// An extra certificate authority for the HTTPS requests matching `url`. It
+/// grants no request by itself: an `http` pattern must still allow it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaGrant {
+    /// The URL pattern (https) of the requests that trust it.
+    pub url: String,
+    /// The authority's certificate, PEM (several may follow one another).
+    pub pem: String,
+}
+
+/// The most PEM text one CA grant may hold.
+const MAX_CA_PEM: usize = 64 << 10;
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -169,11 +187,20 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> GrantError {
 #[derive(Clone, Debug, Default)]
 pub struct CompiledGrants {
     pub http: Vec<UrlPattern>,
+    pub ca: Vec<CompiledCa>,
     pub config: BTreeMap<String, String>,
     pub emit: Vec<String>,
     pub secrets: Vec<CompiledSecret>,
     pub allow_private: bool,
     pub limits: HttpLimits,
+}
+
+/// A CA grant with its pattern parsed and its certificates decoded and
+/// checked as trust anchors.
+#[derive(Clone, Debug)]
+pub struct CompiledCa {
+    pub url: UrlPattern,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// A secret grant with its pattern parsed and its header checked.
@@ -254,8 +281,18 @@ impl Grants {
                 format: s.format.clone(),
             });
         }
+        if self.ca.len() > MAX_PATTERNS {
+            return Err(bad("ca", format!("at most {MAX_PATTERNS} CA grants")));
+        }
+        let ca = self
+            .ca
+            .iter()
+            .enumerate()
+            .map(|(i, c)| compile_ca(c).map_err(|(f, m)| bad(format!("ca[{}].{f}", i + 1), m)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CompiledGrants {
             http,
+            ca,
             config: self.config.clone(),
             emit: self.emit.clone(),
             secrets,
@@ -314,6 +351,36 @@ impl Grants {
         grants.compile()?;
         Ok(grants)
     }
+}
+
+/// Checks a CA grant: an https pattern and PEM certificates that are
+/// usable trust anchors. Errors name the field.
+fn compile_ca(c: &CaGrant) -> Result<CompiledCa, (&'static str, String)> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let url = UrlPattern::parse(&c.url).map_err(|m| ("url", m))?;
+    if !c.url.starts_with("https://") {
+        return Err(("url", format!("{:?}: a CA is for https requests", c.url)));
+    }
+    if c.pem.len() > MAX_CA_PEM {
+        return Err(("pem", format!("at most {} KiB of PEM", MAX_CA_PEM >> 10)));
+    }
+    let certs = CertificateDer::pem_slice_iter(c.pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("pem", format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(("pem", "holds no CERTIFICATE block".into()));
+    }
+    let mut anchors = rustls::RootCertStore::empty();
+    for cert in &certs {
+        anchors.add(cert.clone()).map_err(|e| {
+            (
+                "pem",
+                format!("a certificate is not a usable authority: {e}"),
+            )
+        })?;
+    }
+    Ok(CompiledCa { url, certs })
 }
 
 impl HttpLimitsSpec {
@@ -405,6 +472,15 @@ impl CompiledGrants {
     /// The first `http` pattern matching `url`.
     pub fn http_grant(&self, url: &RequestUrl) -> Option<&UrlPattern> {
         self.http.iter().find(|p| p.matches(url))
+    }
+
+    /// The extra certificate authorities a request to `url` trusts.
+    pub fn ca_for(&self, url: &RequestUrl) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        self.ca
+            .iter()
+            .filter(|c| c.url.matches(url))
+            .flat_map(|c| c.certs.iter().cloned())
+            .collect()
     }
 
     /// Header names the guest may not set: those secrets go into.

@@ -1037,3 +1037,128 @@ mod store {
     }
     on_both!(secrets_and_grants_are_kept_per_name_and_job);
 }
+
+/// An HTTPS server on loopback whose certificate (for 127.0.0.1) is signed
+/// by an authority of its own, answering `secure` to every request: the
+/// port and the authority's certificate, PEM.
+async fn tls_upstream() -> (u16, String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "quartzite test authority");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the authority ends the handshake.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (mut head, mut buf) = (Vec::new(), [0u8; 4096]);
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, ca.pem(), task)
+}
+
+/// HTTPS to a service with a private authority: refused by TLS with the
+/// public roots alone, accepted once a CA grant names the authority for the
+/// service's URLs, and only for those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_grant_trusts_a_private_authority_for_its_pattern_only() {
+    use quartzite::grants::CaGrant;
+    let (port, ca_pem, server) = tls_upstream().await;
+    let f = fixture();
+    let url = format!("https://127.0.0.1:{port}/hello");
+    let pattern = format!("https://127.0.0.1:{port}/*");
+    let with_ca = |ca_url: &str| Grants {
+        http: vec![pattern.clone()],
+        ca: vec![CaGrant {
+            url: ca_url.to_string(),
+            pem: ca_pem.clone(),
+        }],
+        ..Grants::default()
+    };
+
+    f.grants
+        .put("tests/http", http_grants(std::slice::from_ref(&pattern)));
+    let report = f.run(json!({ "requests": [req(&url)] })).await;
+    assert!(results(&report)[0]["error"].is_string(), "{report:?}");
+    assert!(logs(&report).contains("TLS failed"), "{}", logs(&report));
+
+    f.grants.put("tests/http", with_ca(&pattern));
+    let report = f.run(json!({ "requests": [req(&url)] })).await;
+    let r = results(&report);
+    assert_eq!(
+        (r[0]["status"].clone(), r[0]["body"].clone()),
+        (json!(200), json!("secure")),
+        "{}",
+        logs(&report)
+    );
+
+    // An authority granted for other URLs is not trusted for these.
+    f.grants
+        .put("tests/http", with_ca("https://internal.example/*"));
+    let report = f.run(json!({ "requests": [req(&url)] })).await;
+    assert!(results(&report)[0]["error"].is_string(), "{report:?}");
+
+    // What is not an authority is refused where it is written.
+    for (bad, field) in [
+        (
+            Grants {
+                ca: vec![CaGrant {
+                    url: pattern.clone(),
+                    pem: "no certificate".into(),
+                }],
+                ..Grants::default()
+            },
+            "ca[1].pem",
+        ),
+        (
+            Grants {
+                ca: vec![CaGrant {
+                    url: format!("http://127.0.0.1:{port}/*"),
+                    pem: ca_pem.clone(),
+                }],
+                ..Grants::default()
+            },
+            "ca[1].url",
+        ),
+    ] {
+        assert_eq!(bad.compile().unwrap_err().field, field);
+    }
+    server.abort();
+}

@@ -223,6 +223,10 @@ pub struct GrantArgs {
     /// Let granted requests reach loopback, private and link-local addresses.
     #[arg(long = "grant-private")]
     pub grant_private: bool,
+    /// Trust the CA certificates in FILE (PEM), besides the public roots, for
+    /// HTTPS requests matching PATTERN: PATTERN=FILE (repeatable).
+    #[arg(long = "grant-ca", value_name = "PATTERN=FILE")]
+    pub grant_ca: Vec<String>,
 }
 
 impl GrantArgs {
@@ -232,14 +236,27 @@ impl GrantArgs {
     ///
     /// A flag's value that is not a grant, named with the flag.
     pub fn grants(&self) -> Result<crate::grants::Grants, String> {
-        crate::grants::Grants::from_flags(
+        let mut grants = crate::grants::Grants::from_flags(
             &self.grant_http,
             &self.grant_emit,
             &self.grant_config,
             &self.grant_secret,
             self.grant_private,
         )
-        .map_err(|e| format!("--{e}"))
+        .map_err(|e| format!("--{e}"))?;
+        for flag in &self.grant_ca {
+            let (url, file) = flag
+                .rsplit_once('=')
+                .ok_or_else(|| format!("--grant-ca {flag:?}: expected PATTERN=FILE"))?;
+            let pem = std::fs::read_to_string(file)
+                .map_err(|e| format!("--grant-ca {flag:?}: cannot read {file}: {e}"))?;
+            grants.ca.push(crate::grants::CaGrant {
+                url: url.to_string(),
+                pem,
+            });
+        }
+        grants.compile().map_err(|e| format!("--grant-{e}"))?;
+        Ok(grants)
     }
 }
 
@@ -368,6 +385,9 @@ fn print_grants(grants: &Value) {
             cell(&s["url"]),
             cell(&s["header"])
         );
+    }
+    for c in items(&grants["ca"]) {
+        outln!("trust ca:   for {}", cell(&c["url"]));
     }
     if grants["allow_private"].as_bool() == Some(true) {
         outln!("private:    allowed");

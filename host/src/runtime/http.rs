@@ -307,7 +307,8 @@ impl Shared {
         };
         *request.uri_mut() = uri;
 
-        let stream = match connect(&allowed, &url, connect_timeout, deadline).await {
+        let extra_roots = grants.ca_for(&url);
+        let stream = match connect(&allowed, &url, &extra_roots, connect_timeout, deadline).await {
             Ok(s) => s,
             Err((err, why)) => {
                 self.refuse(&ended, "error", &why);
@@ -411,6 +412,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> S
 async fn connect(
     addrs: &[SocketAddr],
     url: &RequestUrl,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
     connect_timeout: std::time::Duration,
     deadline: Instant,
 ) -> Result<Box<dyn Stream>, (Error, String)> {
@@ -450,7 +452,12 @@ async fn connect(
         }
         RequestHost::Ip(ip) => rustls::pki_types::ServerName::IpAddress((*ip).into()),
     };
-    let connector = tokio_rustls::TlsConnector::from(tls_config());
+    let config = if extra_roots.is_empty() {
+        tls_config()
+    } else {
+        client_config(extra_roots)
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout_at(until.into(), connector.connect(name, tcp)).await {
         Ok(Ok(s)) => Ok(Box::new(s)),
         Ok(Err(e)) => Err((Error::TlsCertificateError, format!("TLS failed: {e}"))),
@@ -461,21 +468,30 @@ async fn connect(
 /// TLS with the Mozilla root set (webpki-roots), built once per process.
 fn tls_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    Arc::clone(CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            });
-        Arc::new(config)
-    }))
+    Arc::clone(CONFIG.get_or_init(|| client_config(&[])))
+}
+
+/// TLS trusting the Mozilla root set and `extra` (a job's CA grants, checked
+/// as usable anchors when the grants were compiled).
+fn client_config(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    for cert in extra {
+        let _ = roots.add(cert.clone());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+    Arc::new(config)
 }
 
 /// The guest's request body, counted against the run's request-byte budget.
