@@ -51,6 +51,11 @@ pub struct Grants {
     /// even when no grant names them literally. Off by default.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_private: bool,
+    /// Networks (CIDR, e.g. `10.20.0.0/16`) of special addresses that
+    /// requests granted by name may reach: an internal service's subnet,
+    /// without opening every private address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private_networks: Vec<String>,
     /// Per-run bounds on outbound HTTP; unset fields take the defaults.
     #[serde(default, skip_serializing_if = "HttpLimitsSpec::is_empty")]
     pub http_limits: HttpLimitsSpec,
@@ -192,6 +197,7 @@ pub struct CompiledGrants {
     pub emit: Vec<String>,
     pub secrets: Vec<CompiledSecret>,
     pub allow_private: bool,
+    pub private_networks: Vec<ipnet::IpNet>,
     pub limits: HttpLimits,
 }
 
@@ -281,6 +287,25 @@ impl Grants {
                 format: s.format.clone(),
             });
         }
+        if self.private_networks.len() > MAX_PATTERNS {
+            return Err(bad(
+                "private_networks",
+                format!("at most {MAX_PATTERNS} networks"),
+            ));
+        }
+        let private_networks = self
+            .private_networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.parse::<ipnet::IpNet>().map(|n| n.trunc()).map_err(|_| {
+                    bad(
+                        format!("private_networks[{}]", i + 1),
+                        format!("{n:?} is not a network (e.g. 10.20.0.0/16 or fd00:1::/64)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if self.ca.len() > MAX_PATTERNS {
             return Err(bad("ca", format!("at most {MAX_PATTERNS} CA grants")));
         }
@@ -297,6 +322,7 @@ impl Grants {
             emit: self.emit.clone(),
             secrets,
             allow_private: self.allow_private,
+            private_networks,
             limits: self.http_limits.resolve()?,
         })
     }
@@ -775,12 +801,13 @@ fn normalise_path(path: &str) -> Result<String, String> {
 /// Why the host will not connect to `ip`, if it will not: loopback, private,
 /// link-local (the cloud metadata address 169.254.169.254 among them), CGNAT,
 /// unspecified, multicast, documentation and their IPv6 equivalents are
-/// refused unless `literal` (the address the matching grant names) is `ip`
-/// or `allow_private` is set.
+/// refused unless `literal` (the address the matching grant names) is `ip`,
+/// one of `networks` holds it, or `allow_private` is set.
 pub fn address_refusal(
     ip: IpAddr,
     literal: Option<IpAddr>,
     allow_private: bool,
+    networks: &[ipnet::IpNet],
 ) -> Option<&'static str> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -791,7 +818,7 @@ pub fn address_refusal(
     if class == "unspecified" || class == "multicast" || class == "broadcast" {
         return Some(class);
     }
-    if allow_private || literal == Some(ip) {
+    if allow_private || literal == Some(ip) || networks.iter().any(|n| n.contains(&ip)) {
         return None;
     }
     Some(class)
@@ -1040,23 +1067,26 @@ mod tests {
             ("::ffff:127.0.0.1", "loopback"),
             ("64:ff9b::a9fe:a9fe", "NAT64 of a special IPv4 address"),
         ] {
-            assert_eq!(address_refusal(ip(a), None, false), Some(class), "{a}");
-            assert_eq!(address_refusal(ip(a), None, true), None, "{a} allowed");
+            assert_eq!(address_refusal(ip(a), None, false, &[]), Some(class), "{a}");
+            assert_eq!(address_refusal(ip(a), None, true, &[]), None, "{a} allowed");
         }
         assert_eq!(
-            address_refusal(ip("127.0.0.1"), Some(ip("127.0.0.1")), false),
+            address_refusal(ip("127.0.0.1"), Some(ip("127.0.0.1")), false, &[]),
             None
         );
         assert_eq!(
-            address_refusal(ip("127.0.0.2"), Some(ip("127.0.0.1")), false),
+            address_refusal(ip("127.0.0.2"), Some(ip("127.0.0.1")), false, &[]),
             Some("loopback")
         );
         assert_eq!(
-            address_refusal(ip("0.0.0.0"), Some(ip("0.0.0.0")), true),
+            address_refusal(ip("0.0.0.0"), Some(ip("0.0.0.0")), true, &[]),
             Some("unspecified")
         );
-        assert_eq!(address_refusal(ip("93.184.216.34"), None, false), None);
-        assert_eq!(address_refusal(ip("2606:2800:220:1::1"), None, false), None);
+        assert_eq!(address_refusal(ip("93.184.216.34"), None, false, &[]), None);
+        assert_eq!(
+            address_refusal(ip("2606:2800:220:1::1"), None, false, &[]),
+            None
+        );
     }
 
     #[test]

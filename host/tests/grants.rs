@@ -323,6 +323,29 @@ mod http {
         );
         let report = f.run(json!({ "requests": [req(&by_name)] })).await;
         assert_eq!(results(&report)[0]["status"], 200, "{}", logs_of(&report));
+
+        // Or through the name with a network holding the address, and no other.
+        for (network, reached) in [("127.0.0.0/8", true), ("10.0.0.0/8", false)] {
+            f.grants.put(
+                "tests/http",
+                Grants {
+                    private_networks: vec![network.into()],
+                    ..http_grants(&[format!("http://localhost:{}/*", up.port)])
+                },
+            );
+            let report = f.run(json!({ "requests": [req(&by_name)] })).await;
+            let r = &results(&report)[0];
+            if reached {
+                assert_eq!(r["status"], 200, "{network}: {}", logs_of(&report));
+            } else {
+                assert_eq!(r["error"], "denied", "{network}: {}", logs_of(&report));
+            }
+        }
+        let bad = Grants {
+            private_networks: vec!["10.0.0.0/33".into()],
+            ..Grants::default()
+        };
+        assert_eq!(bad.compile().unwrap_err().field, "private_networks[1]");
     }
 
     fn logs_of(report: &RunReport) -> String {

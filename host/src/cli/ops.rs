@@ -223,6 +223,10 @@ pub struct GrantArgs {
     /// Let granted requests reach loopback, private and link-local addresses.
     #[arg(long = "grant-private")]
     pub grant_private: bool,
+    /// Let requests granted by name reach special addresses in this network
+    /// (CIDR, e.g. 10.20.0.0/16) (repeatable).
+    #[arg(long = "grant-network", value_name = "CIDR")]
+    pub grant_network: Vec<String>,
     /// Trust the CA certificates in FILE (PEM), besides the public roots, for
     /// HTTPS requests matching PATTERN: PATTERN=FILE (repeatable).
     #[arg(long = "grant-ca", value_name = "PATTERN=FILE")]
@@ -244,6 +248,7 @@ impl GrantArgs {
             self.grant_private,
         )
         .map_err(|e| format!("--{e}"))?;
+        grants.private_networks.clone_from(&self.grant_network);
         for flag in &self.grant_ca {
             let (url, file) = flag
                 .rsplit_once('=')
@@ -385,6 +390,9 @@ fn print_grants(grants: &Value) {
             cell(&s["url"]),
             cell(&s["header"])
         );
+    }
+    if !items(&grants["private_networks"]).is_empty() {
+        outln!("networks:   {}", list(&grants["private_networks"]));
     }
     for c in items(&grants["ca"]) {
         outln!("trust ca:   for {}", cell(&c["url"]));

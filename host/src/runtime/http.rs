@@ -252,7 +252,12 @@ impl Shared {
         let mut allowed = Vec::new();
         let mut refused = None;
         for a in addrs {
-            match address_refusal(a.ip(), grant.literal_ip(), grants.allow_private) {
+            match address_refusal(
+                a.ip(),
+                grant.literal_ip(),
+                grants.allow_private,
+                &grants.private_networks,
+            ) {
                 None => allowed.push(a),
                 Some(class) => refused = refused.or(Some((a.ip(), class))),
             }
@@ -260,8 +265,8 @@ impl Shared {
         if allowed.is_empty() {
             let why = match refused {
                 Some((ip, class)) => format!(
-                    "{} is {ip}, a {class} address; only a grant naming {ip} literally \
-                     (or allow_private = true) lets a request reach it",
+                    "{} is {ip}, a {class} address; only a grant naming {ip} literally, \
+                     a private_networks entry holding it, or allow_private = true lets a request reach it",
                     url.host
                 ),
                 None => format!("{} has no address", url.host),

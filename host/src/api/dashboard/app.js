@@ -140,6 +140,7 @@ function grantLines(g) {
   for (const s of (g && g.secret) || []) lines.push(`secret ${s.name} to ${s.url}`);
   for (const k of Object.keys((g && g.config) || {})) lines.push(`config ${k}`);
   for (const c of (g && g.ca) || []) lines.push(`trust a CA for ${c.url}`);
+  for (const n of (g && g.private_networks) || []) lines.push(`network ${n}`);
   if (g && g.allow_private) lines.push("private addresses");
   if (lines.length === 0) return [el("span", { class: "muted" }, "none")];
   return lines.map((l) => el("div", {}, l));
