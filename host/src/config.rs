@@ -301,6 +301,12 @@ pub const KEYS: &[Key] = &[
         1,
         "At most this many run history rows are kept.",
     ),
+    key(
+        "scheduler.job_histograms",
+        Kind::Bool,
+        "true",
+        "Export per-job duration and lag histograms (38 series per job); false for nodes running very many jobs: the per-job counters and last-success times stay.",
+    ),
     int(
         "runtime.max_concurrent_runs",
         "256",
