@@ -34,7 +34,12 @@ fn record_ns(threads: usize, per_thread: usize) -> f64 {
                     // As the scheduler: one handle per claimed fire, taken
                     // from the job map (here: never the one claimed last).
                     let job = metrics.job(&jobs[(i + t) % jobs.len()]);
-                    metrics.fire_started(&job, Duration::from_micros((i % 7) as u64), 1);
+                    metrics.fire_started(
+                        &job,
+                        i64::try_from(i).unwrap_or(0) * 1000,
+                        Duration::from_micros((i % 7) as u64),
+                        1,
+                    );
                     metrics.task_ended(
                         &job,
                         HistoryStatus::Success,

@@ -305,7 +305,7 @@ pub const KEYS: &[Key] = &[
         "scheduler.job_histograms",
         Kind::Bool,
         "true",
-        "Export per-job duration and lag histograms (38 series per job); false for nodes running very many jobs: the per-job counters and last-success times stay.",
+        "Export per-job duration and lag histograms (38 series per job); false for nodes running very many jobs: the per-job counters, last-success times and intervals (9 series per job) stay.",
     ),
     int(
         "runtime.max_concurrent_runs",

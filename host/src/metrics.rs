@@ -11,8 +11,8 @@
 //!
 //! Per-job series are reached through a [`JobMetrics`] handle that the
 //! scheduler takes once per claimed fire: recording then touches atomics only,
-//! never the label map. A job's series are 46 samples per scrape with its
-//! histograms, 8 without; `scheduler.job_histograms = false` leaves the
+//! never the label map. A job's series are 47 samples per scrape with its
+//! histograms, 9 without; `scheduler.job_histograms = false` leaves the
 //! per-job histograms out for nodes running very many jobs.
 //!
 //! The gauges that describe the whole cluster (triggers by state, nodes) are
@@ -28,7 +28,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -112,6 +112,7 @@ pub struct Metrics {
     job_duration: Option<HistogramVec>,
     job_lag: Option<HistogramVec>,
     job_last_success: GaugeVec,
+    job_interval: GaugeVec,
     /// Each job's handles, made at its first fire on this node.
     jobs: RwLock<HashMap<String, Arc<JobMetrics>>>,
     misfires: IntCounter,
@@ -136,6 +137,9 @@ pub struct Metrics {
 pub struct JobMetrics {
     executed: Vec<IntCounter>,
     last_success: Gauge,
+    interval: Gauge,
+    /// The newest scheduled time (Unix ms) of a first attempt seen, 0: none.
+    last_scheduled_ms: AtomicI64,
     duration: Option<Histogram>,
     lag: Option<Histogram>,
 }
@@ -241,6 +245,11 @@ impl Metrics {
                 "When the job's latest successful run on this node ended, Unix time; 0 until one does.",
                 job_labels,
             )),
+            job_interval: register!(gauge_vec(
+                "quartzite_job_fire_interval_seconds",
+                "Seconds between the scheduled times of the job's latest two first attempts this node ran (any of its triggers, a run-now included); 0 until two. With several nodes, the minimum over nodes is the job's interval.",
+                job_labels,
+            )),
             jobs: RwLock::default(),
             misfires: register!(counter(
                 "quartzite_misfires_total",
@@ -337,6 +346,8 @@ impl Metrics {
                     })
                     .collect(),
                 last_success: self.job_last_success.with_label_values(&labels),
+                interval: self.job_interval.with_label_values(&labels),
+                last_scheduled_ms: AtomicI64::new(0),
                 duration: self
                     .job_duration
                     .as_ref()
@@ -403,14 +414,22 @@ impl Metrics {
             .sum()
     }
 
-    /// A run of `job` started `lag` after it was due; `attempt` 1 is the
-    /// fire's first (its lag counts in the job's histogram), later ones retries.
-    pub fn fire_started(&self, job: &JobMetrics, lag: Duration, attempt: u32) {
+    /// A run of `job` scheduled at `scheduled_ms` (Unix ms) started `lag`
+    /// after it was due; `attempt` 1 is the fire's first (its lag counts in the
+    /// job's histogram and its time in the job's interval), later ones retries.
+    pub fn fire_started(&self, job: &JobMetrics, scheduled_ms: i64, lag: Duration, attempt: u32) {
         let seconds = lag.as_secs_f64();
         if attempt <= 1 {
             self.fire_lag_first.observe(seconds);
             if let Some(h) = &job.lag {
                 h.observe(seconds);
+            }
+            // Fires of one job can start out of order: only a newer one counts.
+            let previous = job
+                .last_scheduled_ms
+                .fetch_max(scheduled_ms, Ordering::Relaxed);
+            if previous > 0 && scheduled_ms > previous {
+                job.interval.set((scheduled_ms - previous) as f64 / 1000.0);
             }
         } else {
             self.fire_lag_retry.observe(seconds);
@@ -566,7 +585,8 @@ mod tests {
         let m = Metrics::new();
         m.set_build_info("1.1");
         let job = m.job("g/j");
-        m.fire_started(&job, Duration::from_micros(300), 1);
+        m.fire_started(&job, 1_700_000_000_000, Duration::from_micros(300), 1);
+        m.fire_started(&job, 1_700_000_030_000, Duration::ZERO, 1);
         m.task_ended(
             &job,
             HistoryStatus::Success,
@@ -583,6 +603,7 @@ mod tests {
             "quartzite_fire_lag_seconds_bucket{attempt=\"first\"",
             "quartzite_job_duration_seconds_sum{job_group=\"g\",job_key=\"g/j\"} 0.00025",
             "quartzite_job_fire_lag_seconds_sum{job_group=\"g\",job_key=\"g/j\"} 0.0003",
+            "quartzite_job_fire_interval_seconds{job_group=\"g\",job_key=\"g/j\"} 30",
             "quartzite_job_last_success_timestamp_seconds{job_group=\"g\",job_key=\"g/j\"} 1700000000.5",
             "quartzite_misfires_total 0",
             "quartzite_fires_skipped_total 0",
@@ -632,7 +653,7 @@ mod tests {
             job_histograms: false,
         });
         let job = m.job("g/j");
-        m.fire_started(&job, Duration::from_millis(1), 1);
+        m.fire_started(&job, 0, Duration::from_millis(1), 1);
         m.task_ended(
             &job,
             HistoryStatus::Failed,
@@ -659,7 +680,7 @@ mod tests {
     fn retries_lag_apart_from_first_attempts() {
         let m = Metrics::new();
         let job = m.job("g/j");
-        m.fire_started(&job, Duration::from_secs(2), 2);
+        m.fire_started(&job, 0, Duration::from_secs(2), 2);
         let text = m.encode();
         assert!(
             text.contains("quartzite_fire_lag_seconds_count{attempt=\"retry\"} 1"),

@@ -59,7 +59,7 @@ pub struct SchedulerConfig {
     pub max_job_runs: usize,
     /// Per-job duration and lag histograms in `/metrics` (default true): 38
     /// series per job. A node running many thousands of jobs turns them off
-    /// and keeps the per-job counters and last-success times.
+    /// and keeps the per-job counters, last-success times and intervals.
     pub job_histograms: bool,
 }
 

@@ -588,8 +588,12 @@ impl Scheduler {
         let started_ms = started_us.div_euclid(1000);
         // Early (claimed ahead, clocks apart): counted as on time.
         let lag_us = u64::try_from(started_us - fire.due_ms * 1000).unwrap_or(0);
-        self.metrics
-            .fire_started(job_metrics, Duration::from_micros(lag_us), fire.attempt);
+        self.metrics.fire_started(
+            job_metrics,
+            fire.scheduled_ms,
+            Duration::from_micros(lag_us),
+            fire.attempt,
+        );
         let job = match self.resolver.resolve(&fire.job.module).await {
             // Claimed as runnable, but the reference moved to a module for a
             // contract this node does not run (pushed after the claim).
