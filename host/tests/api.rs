@@ -236,6 +236,35 @@ async fn a_job_created_through_the_api_fires_and_is_counted_in_metrics(backend: 
     );
     promtool_check(&text);
 
+    // The stats say which attempts their lag covers, and cover the ones the
+    // metric's `attempt="first"` series counts: here every run.
+    let (status, stats) = json_of(
+        server
+            .admin(reqwest::Method::GET, "/api/v1/stats/runs?minutes=60")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["lag_attempts"], "first", "{stats}");
+    assert_eq!(
+        stats["lag_statuses"],
+        json!(["success", "failed", "retried", "timeout"]),
+        "{stats}"
+    );
+    let samples: i64 = stats["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["lag_samples"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        Some(u64::try_from(samples).unwrap()),
+        value(&text, "quartzite_fire_lag_seconds_count{attempt=\"first\"}"),
+        "{stats}"
+    );
+
     let (status, history) = json_of(
         server
             .admin(
