@@ -4,10 +4,10 @@
 //! Names and labels follow Prometheus's conventions: base units (seconds,
 //! observed with sub-millisecond resolution), `_total` counters, and no label
 //! that a scrape sets itself (`job`, `instance`): a job is `job_key` and
-//! `job_group`. The task metrics keep the names of the reference
-//! (`quartz-tasks-executed`), which dashboards key on. Counters and histograms
-//! are recorded where the event happens (the scheduler's completion point,
-//! lock acquisition, module loads) with no store access.
+//! `job_group`. The task metrics keep their first names, which dashboards key
+//! on. Counters and histograms are recorded where the event happens (the
+//! scheduler's completion point, lock acquisition, module loads) with no store
+//! access.
 //!
 //! Per-job series are reached through a [`JobMetrics`] handle that the
 //! scheduler takes once per claimed fire: recording then touches atomics only,
@@ -16,10 +16,10 @@
 //! per-job histograms out for nodes running very many jobs.
 //!
 //! The gauges that describe the whole cluster (triggers by state, nodes) are
-//! read from the store when scraped, and only by the node that holds the
-//! alert lock (one node of the cluster at a time, see [`Metrics::set_cluster_reporter`]),
-//! so summing them over instances counts each trigger once and a fire never
-//! costs a count query.
+//! read from the store when scraped, and only by the node that holds the alert
+//! lock (one node at a time, see [`Metrics::set_cluster_reporter`]), so that
+//! summing them over instances counts each trigger once; a fire never costs a
+//! count query.
 
 use crate::store::Store;
 use crate::store::model::{HistoryStatus, TriggerCounts};
