@@ -53,6 +53,8 @@ pub struct LogConfig {
     pub level: Option<String>,
     /// `text` or `json`.
     pub format: Option<String>,
+    /// Where fires are traced to over OTLP/HTTP; unset: not traced.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[api]`.
@@ -165,6 +167,12 @@ pub const KEYS: &[Key] = &[
         Kind::Str,
         "text",
         "\"text\" for people, \"json\" for log collectors.",
+    ),
+    key(
+        "log.otlp_endpoint",
+        Kind::Str,
+        "",
+        "Trace every fire (a span per fire, child spans for its steps) to this OTLP/HTTP endpoint, the full URL, e.g. http://127.0.0.1:4318/v1/traces; unset: no traces.",
     ),
     key(
         "api.listen",
@@ -591,6 +599,13 @@ fn check_str(path: &str, s: &str) -> Option<String> {
         }
         .wit()
         .err(),
+        "log.otlp_endpoint"
+            if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) =>
+        {
+            Some(format!(
+                "log.otlp_endpoint must start with http:// or https://, got {s:?}"
+            ))
+        }
         "scheduler.public_url"
             if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) =>
         {

@@ -8,6 +8,9 @@
 //! answers), one that succeeds on its retry, two runs of one job contending for
 //! a cluster lock with the job at its share of the node, and a fire years
 //! overdue (a high lag and a misfire).
+//!
+//! And a node told to trace fires sends a span per fire, with its steps as
+//! child spans, to a real OTLP/HTTP receiver on loopback.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
@@ -390,4 +393,184 @@ webhook = "http://127.0.0.1:{webhook_port}/hook"
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Every span of the OTLP/HTTP requests received so far.
+fn spans_of(
+    requests: &[opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest],
+) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| s.spans.clone())
+        .collect()
+}
+
+/// A span's string (or integer) attribute, as text.
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    let value = span
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?;
+    match value.value.as_ref()? {
+        V::StringValue(s) => Some(s.clone()),
+        V::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fires_are_traced_to_an_otlp_http_receiver_with_their_steps() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    use std::sync::{Arc, Mutex};
+
+    // The receiver: OTLP/HTTP with protobuf bodies, as a collector takes them.
+    let received: Arc<Mutex<Vec<ExportTraceServiceRequest>>> = Arc::default();
+    let types: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post({
+            let (received, types) = (Arc::clone(&received), Arc::clone(&types));
+            move |headers: axum::http::HeaderMap, body: bytes::Bytes| async move {
+                let content_type = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                types.lock().unwrap().push(content_type);
+                match ExportTraceServiceRequest::decode(body) {
+                    Ok(request) => {
+                        received.lock().unwrap().push(request);
+                        (axum::http::StatusCode::OK, Vec::new())
+                    }
+                    Err(e) => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        e.to_string().into_bytes(),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("q.db").display());
+    std::fs::write(
+        dir.path().join("quartzite.toml"),
+        format!("[log]\notlp_endpoint = \"http://127.0.0.1:{receiver_port}/v1/traces\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("jobs.toml"),
+        format!(
+            r#"
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[module]]
+name = "flaky"
+path = "{flaky}"
+
+[[job]]
+key = "t/hello"
+module = "hello"
+[[job.trigger]]
+every = "500ms"
+
+[[job]]
+key = "t/broken"
+module = "flaky"
+data = {{ failures = 1000000 }}
+[job.retry]
+max_attempts = 1
+[[job.trigger]]
+every = "500ms"
+"#,
+            hello = wasm("hello").display(),
+            flaky = wasm("flaky").display(),
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quartzite"));
+    command
+        .args(["serve", "--db", &url, "--listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(dir.path().join("quartzite.toml"))
+        .arg("--manifest")
+        .arg(dir.path().join("jobs.toml"))
+        .env("QUARTZITE_CACHE_DIR", dir.path().join("cache"))
+        .env("QUARTZITE_LOG", "warn")
+        // Batches leave every 200 ms instead of every 5 s.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _node = Killed(command.spawn().unwrap());
+
+    // A fire of each job, ended, with its steps below it in its trace.
+    let traced = |job: &str, status: &str| {
+        let spans = spans_of(&received.lock().unwrap());
+        spans.iter().any(|fire| {
+            fire.name == "fire"
+                && fire.parent_span_id.is_empty()
+                && attribute(fire, "job_key").as_deref() == Some(job)
+                && attribute(fire, "status").as_deref() == Some(status)
+                && attribute(fire, "attempt").as_deref() == Some("1")
+                && attribute(fire, "fire_id").is_some()
+                && ["wait", "resolve", "run", "commit"].iter().all(|step| {
+                    spans.iter().any(|s| {
+                        s.name == *step
+                            && s.trace_id == fire.trace_id
+                            && s.parent_span_id == fire.span_id
+                            && s.start_time_unix_nano >= fire.start_time_unix_nano
+                            && s.end_time_unix_nano <= fire.end_time_unix_nano
+                            && (s.name != "run"
+                                || attribute(s, "outcome").as_deref() == Some(status))
+                    })
+                })
+        })
+    };
+    let start = Instant::now();
+    while !(traced("t/hello", "success") && traced("t/broken", "failed")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no complete fire traces after 60 s; the first (name, child of the fire, \
+             start after the fire's in ns, end before the fire's in ns): {:?}",
+            {
+                let spans = spans_of(&received.lock().unwrap());
+                let fire = spans.iter().find(|s| s.name == "fire").cloned();
+                spans
+                    .iter()
+                    .filter(|s| fire.as_ref().is_some_and(|f| s.trace_id == f.trace_id))
+                    .map(|s| {
+                        let f = fire.as_ref().unwrap();
+                        (
+                            s.name.clone(),
+                            s.parent_span_id == f.span_id,
+                            i128::from(s.start_time_unix_nano) - i128::from(f.start_time_unix_nano),
+                            i128::from(f.end_time_unix_nano) - i128::from(s.end_time_unix_nano),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let types = types.lock().unwrap().clone();
+    assert!(
+        types.iter().all(|t| t == "application/x-protobuf"),
+        "{types:?}"
+    );
+    // One trace per fire: no fire span is the child of another.
+    let spans = spans_of(&received.lock().unwrap());
+    let fires: Vec<_> = spans.iter().filter(|s| s.name == "fire").collect();
+    let traces: std::collections::HashSet<_> = fires.iter().map(|s| s.trace_id.clone()).collect();
+    assert_eq!(traces.len(), fires.len(), "a trace per fire");
 }

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tracing::Instrument as _;
 
 pub use config::SchedulerConfig;
 use executor::{GuestExecutor, StartMarks};
@@ -96,7 +97,17 @@ struct Ended {
     /// keeps whole milliseconds).
     took: Duration,
     job: Arc<JobMetrics>,
+    /// The fire's trace span ([`FIRE_TARGET`]), closed once committed.
+    span: tracing::Span,
 }
+
+/// The `tracing` target of the spans of fires: a root span `fire` per claimed
+/// fire, with `wait` (for its job's slot, a worker and its due time), `mark`,
+/// `resolve` (its module and event), `run` (the guest) and `commit` below it.
+/// Spans are TRACE so that nothing but a trace exporter listening to this
+/// target turns them on (the CLI's `telemetry`); otherwise each costs a
+/// check of a cached interest.
+const FIRE_TARGET: &str = "quartzite::fire";
 
 /// Runs shorter than this on average (µs) are marked started when claimed.
 const MARK_AHEAD_BELOW_US: u64 = 2_000;
@@ -376,22 +387,38 @@ impl Scheduler {
                 let workers = Arc::clone(&workers);
                 let stop = stop.clone();
                 let marked = params.started;
-                tokio::spawn(async move {
-                    let job_key = fire.job_key.clone();
-                    let (completion, took) = me
-                        .start_fire(fire, offset, marked, (slots, workers), stop, &job_metrics)
-                        .await;
-                    let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
-                    me.shares.ended(&job_key, ran.then_some(took));
-                    let _ = done
-                        .send(Ended {
-                            completion,
-                            took,
-                            job: job_metrics,
-                        })
-                        .await;
-                    drop(claim);
-                });
+                let span = tracing::trace_span!(
+                    target: FIRE_TARGET,
+                    parent: None,
+                    "fire",
+                    job_key = %fire.job_key,
+                    trigger_key = %fire.trigger_key,
+                    fire_id = %fire.fire_id,
+                    attempt = fire.attempt,
+                    node = %self.node_id,
+                    status = tracing::field::Empty,
+                );
+                let task_span = span.clone();
+                tokio::spawn(
+                    async move {
+                        let job_key = fire.job_key.clone();
+                        let (completion, took) = me
+                            .start_fire(fire, offset, marked, (slots, workers), stop, &job_metrics)
+                            .await;
+                        let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
+                        me.shares.ended(&job_key, ran.then_some(took));
+                        let _ = done
+                            .send(Ended {
+                                completion,
+                                took,
+                                job: job_metrics,
+                                span,
+                            })
+                            .await;
+                        drop(claim);
+                    }
+                    .instrument(task_span),
+                );
             }
             drop(reserved);
             if claimed >= free {
@@ -492,6 +519,7 @@ impl Scheduler {
         job_metrics: &JobMetrics,
     ) -> (Completion, Duration) {
         let unstarted = |c: Completion| (c, Duration::ZERO);
+        let waiting = tracing::trace_span!(target: FIRE_TARGET, "wait");
         // A run of a job at its share waits here, not in the workers' queue,
         // where it would hold back the fires of every other job.
         let slot = tokio::select! {
@@ -515,9 +543,11 @@ impl Scheduler {
                 _ = stopped(&mut stop) => {}
             }
         }
+        drop(waiting);
         if *stop.borrow() {
             return unstarted(self.release_unstarted(&fire, offset_ms));
         }
+        let mark = (!marked).then(|| tracing::trace_span!(target: FIRE_TARGET, "mark"));
         if !marked {
             match self.marks.mark(&fire).await {
                 Ok(true) => {}
@@ -542,6 +572,7 @@ impl Scheduler {
                 }
             }
         }
+        drop(mark);
         self.run_fire(fire, offset_ms, job_metrics).await
     }
 
@@ -594,6 +625,8 @@ impl Scheduler {
             Duration::from_micros(lag_us),
             fire.attempt,
         );
+        let resolve =
+            tracing::trace_span!(target: FIRE_TARGET, "resolve", module = %fire.job.module);
         let job = match self.resolver.resolve(&fire.job.module).await {
             // Claimed as runnable, but the reference moved to a module for a
             // contract this node does not run (pushed after the claim).
@@ -659,10 +692,14 @@ impl Scheduler {
             },
             grants: GrantsFrom::Stored(fire.job.grants.clone()),
         };
+        drop(resolve);
+        let run = tracing::trace_span!(target: FIRE_TARGET, "run", outcome = tracing::field::Empty);
         let report = self.guests.execute(&self.runtime, &job, request).await;
         self.record_run_time(report.duration);
         let ended_ms = started_ms + i64::try_from(report.duration.as_millis()).unwrap_or(0);
         let (status, next, new_data) = self.decide(&fire, &report, ended_ms);
+        run.record("outcome", status.as_str());
+        drop(run);
         let details = history_details(&fire, &report, &job, &self.node_id, &next);
         let completion =
             self.completion(&fire, status, next, new_data, started_ms, ended_ms, details);
@@ -736,8 +773,10 @@ impl Scheduler {
         let mut observed = Vec::new();
         while done.recv_many(&mut ended, 512).await > 0 {
             for e in ended.drain(..) {
+                // The commit of the whole batch, as a step of each fire in it.
+                let commit = tracing::trace_span!(target: FIRE_TARGET, parent: &e.span, "commit");
                 batch.push(e.completion);
-                observed.push((e.job, e.took));
+                observed.push((e.job, e.took, commit, e.span));
             }
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -748,7 +787,13 @@ impl Scheduler {
                                 held.remove(&c.fire_id);
                             }
                         });
-                        for ((c, (job, took)), ok) in batch.iter().zip(&observed).zip(accepted) {
+                        for ((c, (job, took, commit, span)), ok) in
+                            batch.iter().zip(&observed).zip(accepted)
+                        {
+                            // A traced span ends at its last exit: the commit's
+                            // now, and its fire's right after.
+                            commit.in_scope(|| {});
+                            span.in_scope(|| {});
                             if ok {
                                 self.metrics.task_ended(
                                     job,
@@ -757,6 +802,7 @@ impl Scheduler {
                                     matches!(c.next, FireNext::Retry { .. }),
                                     c.history.ended_ms,
                                 );
+                                span.record("status", c.history.status.as_str());
                             } else {
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
                             }
