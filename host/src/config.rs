@@ -866,6 +866,27 @@ mod tests {
     }
 
     #[test]
+    fn fires_are_traced_only_to_an_http_endpoint_named() {
+        let loaded = parse("").expect("defaults");
+        assert_eq!(loaded.config.log.otlp_endpoint, None, "off by default");
+        let loaded = parse("[log]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n")
+            .expect("an endpoint");
+        assert_eq!(
+            loaded.config.log.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        let errors = parse("[log]\notlp_endpoint = \"collector:4318\"\n")
+            .expect_err("no scheme")
+            .0;
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("log.otlp_endpoint must start with http:// or https://"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn a_syntax_error_names_its_place() {
         let errors = parse("[scheduler]\nworkers = = 3\n")
             .expect_err("rejected")

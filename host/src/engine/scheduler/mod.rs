@@ -101,8 +101,8 @@ struct Ended {
     span: tracing::Span,
 }
 
-/// The `tracing` target of the spans of fires: a root span `fire` per claimed
-/// fire, with `wait` (for its job's slot, a worker and its due time), `mark`,
+/// The `tracing` target of the spans of fires: a root span `fire` per claim
+/// of a fire (each attempt is claimed anew, so a retry is a trace of its own), with `wait` (for its job's slot, a worker and its due time), `mark`,
 /// `resolve` (its module and event), `run` (the guest) and `commit` below it.
 /// Spans are TRACE so that nothing but a trace exporter listening to this
 /// target turns them on (the CLI's `telemetry`); otherwise each costs a
@@ -804,6 +804,7 @@ impl Scheduler {
                                 );
                                 span.record("status", c.history.status.as_str());
                             } else {
+                                span.record("status", "refused");
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
                             }
                         }
