@@ -279,21 +279,25 @@ webhook = "http://127.0.0.1:{webhook_port}/hook"
             .arg(format!("--storage.tsdb.path={}", storage.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
             .spawn()
             .unwrap(),
     );
     let prometheus = format!("http://127.0.0.1:{prometheus_port}");
-    wait_until(Duration::from_secs(60), "prometheus to be ready", || {
-        let (http, prometheus) = (http.clone(), prometheus.clone());
-        async move {
-            http.get(format!("{prometheus}/-/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
+    let start = Instant::now();
+    while !http
+        .get(format!("{prometheus}/-/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "prometheus not ready after 60 s:\n{}",
+            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Scraped both nodes a few times: rates need two samples.
     wait_until(
         Duration::from_secs(60),
