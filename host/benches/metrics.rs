@@ -44,7 +44,7 @@ fn record_ns(threads: usize, per_thread: usize, lookup: bool) -> f64 {
                     };
                     metrics.fire_started(
                         &job,
-                        i64::try_from(i).unwrap_or(0) * 1000,
+                        Some(i64::try_from(i).unwrap_or(0) * 1000),
                         Duration::from_micros((i % 7) as u64),
                         1,
                     );

@@ -247,7 +247,7 @@ impl Metrics {
             )),
             job_interval: register!(gauge_vec(
                 "quartzite_job_fire_interval_seconds",
-                "Seconds between the scheduled times of the job's latest two first attempts this node ran (any of its triggers, a run-now included); 0 until two. With several nodes, the minimum over nodes is the job's interval.",
+                "Seconds between the scheduled times of the job's latest two clock fires this node ran (first attempts of its cron, every or at triggers; event fires and run-now are left out); 0 until two. With several nodes, the minimum over nodes is the job's interval.",
                 job_labels,
             )),
             jobs: RwLock::default(),
@@ -414,16 +414,28 @@ impl Metrics {
             .sum()
     }
 
-    /// A run of `job` scheduled at `scheduled_ms` (Unix ms) started `lag`
-    /// after it was due; `attempt` 1 is the fire's first (its lag counts in the
-    /// job's histogram and its time in the job's interval), later ones retries.
-    pub fn fire_started(&self, job: &JobMetrics, scheduled_ms: i64, lag: Duration, attempt: u32) {
+    /// A run of `job` started `lag` after it was due; `attempt` 1 is the
+    /// fire's first (its lag counts in the job's histogram), later ones
+    /// retries. `clock_ms`: the scheduled time (Unix ms) of a fire of the
+    /// job's schedule, which sets the job's interval; `None` for the fires of
+    /// events and run-now, which come when they come.
+    pub fn fire_started(
+        &self,
+        job: &JobMetrics,
+        clock_ms: Option<i64>,
+        lag: Duration,
+        attempt: u32,
+    ) {
         let seconds = lag.as_secs_f64();
-        if attempt <= 1 {
-            self.fire_lag_first.observe(seconds);
-            if let Some(h) = &job.lag {
-                h.observe(seconds);
-            }
+        if attempt > 1 {
+            self.fire_lag_retry.observe(seconds);
+            return;
+        }
+        self.fire_lag_first.observe(seconds);
+        if let Some(h) = &job.lag {
+            h.observe(seconds);
+        }
+        if let Some(scheduled_ms) = clock_ms {
             // Fires of one job can start out of order: only a newer one counts.
             let previous = job
                 .last_scheduled_ms
@@ -431,8 +443,6 @@ impl Metrics {
             if previous > 0 && scheduled_ms > previous {
                 job.interval.set((scheduled_ms - previous) as f64 / 1000.0);
             }
-        } else {
-            self.fire_lag_retry.observe(seconds);
         }
     }
 
@@ -585,8 +595,10 @@ mod tests {
         let m = Metrics::new();
         m.set_build_info("1.1");
         let job = m.job("g/j");
-        m.fire_started(&job, 1_700_000_000_000, Duration::from_micros(300), 1);
-        m.fire_started(&job, 1_700_000_030_000, Duration::ZERO, 1);
+        m.fire_started(&job, Some(1_700_000_000_000), Duration::from_micros(300), 1);
+        // A run-now between two clock fires is no interval.
+        m.fire_started(&job, None, Duration::ZERO, 1);
+        m.fire_started(&job, Some(1_700_000_030_000), Duration::ZERO, 1);
         m.task_ended(
             &job,
             HistoryStatus::Success,
@@ -653,7 +665,7 @@ mod tests {
             job_histograms: false,
         });
         let job = m.job("g/j");
-        m.fire_started(&job, 0, Duration::from_millis(1), 1);
+        m.fire_started(&job, None, Duration::from_millis(1), 1);
         m.task_ended(
             &job,
             HistoryStatus::Failed,
@@ -680,7 +692,7 @@ mod tests {
     fn retries_lag_apart_from_first_attempts() {
         let m = Metrics::new();
         let job = m.job("g/j");
-        m.fire_started(&job, 0, Duration::from_secs(2), 2);
+        m.fire_started(&job, None, Duration::from_secs(2), 2);
         let text = m.encode();
         assert!(
             text.contains("quartzite_fire_lag_seconds_count{attempt=\"retry\"} 1"),

@@ -619,9 +619,11 @@ impl Scheduler {
         let started_ms = started_us.div_euclid(1000);
         // Early (claimed ahead, clocks apart): counted as on time.
         let lag_us = u64::try_from(started_us - fire.due_ms * 1000).unwrap_or(0);
+        // A run-now's trigger is `JOB:manual` (the store's `fire_now`).
+        let clock = fire.event_id.is_none() && !fire.trigger_key.ends_with(":manual");
         self.metrics.fire_started(
             job_metrics,
-            fire.scheduled_ms,
+            clock.then_some(fire.scheduled_ms),
             Duration::from_micros(lag_us),
             fire.attempt,
         );
