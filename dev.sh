@@ -124,13 +124,17 @@ ensure_postgres() {
 }
 
 ensure_promtool() {
-  # The metrics test checks a real scrape with `promtool check metrics`.
-  if command -v promtool >/dev/null; then return; fi
-  say "installing promtool (Debian package prometheus)"
-  as_root apt-get update -qq || die "apt-get update failed: promtool (Debian package prometheus) cannot be installed"
+  # The metrics test checks a real scrape with `promtool check metrics`; the
+  # observability test checks contrib/prometheus/rules.yml with `promtool check
+  # rules` and runs the rules' and the dashboard's queries on a `prometheus`
+  # server of its own (never the package's system service).
+  if command -v promtool >/dev/null && command -v prometheus >/dev/null; then return; fi
+  say "installing promtool and prometheus (Debian package prometheus)"
+  as_root apt-get update -qq || die "apt-get update failed: promtool and prometheus (Debian package prometheus) cannot be installed"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-    || die "cannot install the Debian package prometheus, which provides promtool for the metrics test"
+    || die "cannot install the Debian package prometheus, which provides promtool and prometheus for the metrics and observability tests"
   command -v promtool >/dev/null || die "promtool is still missing after installing the prometheus package"
+  command -v prometheus >/dev/null || die "prometheus is still missing after installing the prometheus package"
 }
 
 ensure_faketime() {

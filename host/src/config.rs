@@ -53,6 +53,8 @@ pub struct LogConfig {
     pub level: Option<String>,
     /// `text` or `json`.
     pub format: Option<String>,
+    /// Where fires are traced to over OTLP/HTTP; unset: not traced.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[api]`.
@@ -165,6 +167,12 @@ pub const KEYS: &[Key] = &[
         Kind::Str,
         "text",
         "\"text\" for people, \"json\" for log collectors.",
+    ),
+    key(
+        "log.otlp_endpoint",
+        Kind::Str,
+        "",
+        "Trace every fire (a span per fire, child spans for its steps) to this OTLP/HTTP endpoint, the full URL, e.g. http://127.0.0.1:4318/v1/traces; unset: no traces.",
     ),
     key(
         "api.listen",
@@ -300,6 +308,12 @@ pub const KEYS: &[Key] = &[
         "1000000",
         1,
         "At most this many run history rows are kept.",
+    ),
+    key(
+        "scheduler.job_histograms",
+        Kind::Bool,
+        "true",
+        "Export per-job duration and lag histograms (38 series per job); false for nodes running very many jobs: the per-job counters, last-success times and intervals (9 series per job) stay.",
     ),
     int(
         "runtime.max_concurrent_runs",
@@ -585,6 +599,13 @@ fn check_str(path: &str, s: &str) -> Option<String> {
         }
         .wit()
         .err(),
+        "log.otlp_endpoint"
+            if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) =>
+        {
+            Some(format!(
+                "log.otlp_endpoint must start with http:// or https://, got {s:?}"
+            ))
+        }
         "scheduler.public_url"
             if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) =>
         {
@@ -842,6 +863,27 @@ mod tests {
             shown[4]
         );
         assert_eq!(shown[5], "q.toml:10:2: unknown key `bogus`");
+    }
+
+    #[test]
+    fn fires_are_traced_only_to_an_http_endpoint_named() {
+        let loaded = parse("").expect("defaults");
+        assert_eq!(loaded.config.log.otlp_endpoint, None, "off by default");
+        let loaded = parse("[log]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n")
+            .expect("an endpoint");
+        assert_eq!(
+            loaded.config.log.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        let errors = parse("[log]\notlp_endpoint = \"collector:4318\"\n")
+            .expect_err("no scheme")
+            .0;
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("log.otlp_endpoint must start with http:// or https://"),
+            "{errors:?}"
+        );
     }
 
     #[test]

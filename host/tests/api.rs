@@ -136,7 +136,7 @@ async fn a_job_created_through_the_api_fires_and_is_counted_in_metrics(backend: 
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     };
     // A run is counted right after its completion commits: wait for the last one.
-    let executed = "quartzite_tasks_executed_total{job=\"api/hello\",status=\"success\"}";
+    let executed = "quartzite_tasks_executed_total{job_group=\"api\",job_key=\"api/hello\",status=\"success\"}";
     let mut text = scrape().await;
     for _ in 0..100 {
         if value(&text, executed) == Some(successes as u64) {
@@ -154,11 +154,56 @@ async fn a_job_created_through_the_api_fires_and_is_counted_in_metrics(backend: 
         Some(successes as u64),
         "{text}"
     );
+    // Every run of the job was a first attempt.
     assert_eq!(
-        value(&text, "quartzite_fire_lag_seconds_count"),
+        value(&text, "quartzite_fire_lag_seconds_count{attempt=\"first\"}"),
         Some(successes as u64),
         "{text}"
     );
+    assert_eq!(
+        value(
+            &text,
+            "quartzite_job_duration_seconds_count{job_group=\"api\",job_key=\"api/hello\"}"
+        ),
+        Some(successes as u64),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "quartzite_job_fire_lag_seconds_count{job_group=\"api\",job_key=\"api/hello\"}"
+        ),
+        Some(successes as u64),
+        "{text}"
+    );
+    // The last success is the newest history row's end, in seconds.
+    let newest = history_of(server.store.as_ref(), "api/hello")
+        .await
+        .iter()
+        .map(|h| h.ended_ms)
+        .max()
+        .unwrap();
+    let last_success: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "quartzite_job_last_success_timestamp_seconds{job_group=\"api\",job_key=\"api/hello\"} ",
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no last success in:\n{text}"));
+    assert!(
+        (last_success - newest as f64 / 1000.0).abs() < 0.0015,
+        "{last_success} vs {newest} ms"
+    );
+    // Runs of a guest that returns at once take well under a millisecond; a
+    // sum of whole milliseconds would be 0.
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("quartzite_task_duration_seconds_sum{status=\"success\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(sum > 0.0, "{text}");
     assert_eq!(
         value(&text, "quartzite_triggers{state=\"PAUSED\"}"),
         Some(1),
@@ -174,6 +219,15 @@ async fn a_job_created_through_the_api_fires_and_is_counted_in_metrics(backend: 
         Some(1),
         "{text}"
     );
+    // The only node holds the alert lock, so it is the one reporting the
+    // cluster's gauges.
+    assert_eq!(
+        value(&text, "quartzite_cluster_reporter"),
+        Some(1),
+        "{text}"
+    );
+    assert!(text.contains("quartzite_build_info{version=\""), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
     // Compiled once, when pushed; runs reuse the compiled module.
     assert_eq!(
         value(&text, "quartzite_module_compile_seconds_count"),
@@ -181,6 +235,35 @@ async fn a_job_created_through_the_api_fires_and_is_counted_in_metrics(backend: 
         "{text}"
     );
     promtool_check(&text);
+
+    // The stats say which attempts their lag covers, and cover the ones the
+    // metric's `attempt="first"` series counts: here every run.
+    let (status, stats) = json_of(
+        server
+            .admin(reqwest::Method::GET, "/api/v1/stats/runs?minutes=60")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["lag_attempts"], "first", "{stats}");
+    assert_eq!(
+        stats["lag_statuses"],
+        json!(["success", "failed", "retried", "timeout"]),
+        "{stats}"
+    );
+    let samples: i64 = stats["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["lag_samples"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        Some(u64::try_from(samples).unwrap()),
+        value(&text, "quartzite_fire_lag_seconds_count{attempt=\"first\"}"),
+        "{stats}"
+    );
 
     let (status, history) = json_of(
         server

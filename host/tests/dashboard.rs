@@ -752,6 +752,15 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
     assert!(fail_bars >= 1, "the failed run is drawn as a failure");
     let points = browser.count("#chart-lag svg circle.point.p50").await;
     assert!(points >= 1, "fire lag points");
+    // The lag chart says which attempts it covers, as the API answers.
+    browser
+        .wait_for(
+            "the lag chart to say which attempts it covers",
+            "const c = document.querySelector('#chart-lag').closest('figure').querySelector('figcaption'); \
+             return c.innerText.includes('started − scheduled, first attempts') && c.innerText;",
+            json!([]),
+        )
+        .await;
 
     // Every view loaded and rendered without error.
     let status = browser

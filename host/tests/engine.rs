@@ -487,7 +487,7 @@ every = "1s"
     let deferred = text
         .lines()
         .find_map(|l| {
-            l.strip_prefix("quartzite_fires_deferred_total{job=\"t/spin\"} ")
+            l.strip_prefix("quartzite_fires_deferred_total{job_group=\"t\",job_key=\"t/spin\"} ")
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .unwrap_or(0);

@@ -521,10 +521,19 @@ pub struct StatsQuery {
 const STATS_MAX_MINUTES: i64 = 7 * 24 * 60;
 const STATS_MAX_BUCKETS: i64 = 1440;
 
+/// The attempts and statuses whose lag the stats cover, as the store's
+/// `history_stats` picks them: first attempts that ran. A retry starts late by
+/// its backoff on purpose; `quartzite_fire_lag_seconds{attempt="first"}` covers
+/// the same attempts (from their start, whatever their status then).
+const LAG_ATTEMPTS: &str = "first";
+const LAG_STATUSES: [&str; 4] = ["success", "failed", "retried", "timeout"];
+
 /// Runs and failures per bucket, and fire lag percentiles, over the last
 /// `minutes` (default 60) in buckets of `bucket` seconds (default 60). Buckets
 /// are aligned on multiples of their width and every bucket of the window is
-/// listed, empty ones included, oldest first.
+/// listed, empty ones included, oldest first. The answer says which attempts
+/// the lag covers (`lag_attempts`, `lag_statuses`), so that a reader comparing
+/// it with the metrics or its own history query knows what was left out.
 pub async fn stats_runs(
     State(state): Shared,
     q: std::result::Result<Query<StatsQuery>, QueryRejection>,
@@ -593,6 +602,8 @@ pub async fn stats_runs(
         "to_ms": to_ms,
         "now_ms": now,
         "bucket_seconds": bucket_s,
+        "lag_attempts": LAG_ATTEMPTS,
+        "lag_statuses": LAG_STATUSES,
         "buckets": buckets,
     })))
 }

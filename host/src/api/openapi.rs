@@ -157,6 +157,8 @@ pub fn document() -> Value {
                 "Stats": { "type": "object", "properties": {
                     "from_ms": { "type": "integer" }, "to_ms": { "type": "integer" }, "now_ms": { "type": "integer" },
                     "bucket_seconds": { "type": "integer" },
+                    "lag_attempts": { "type": "string", "enum": ["first"], "description": "The attempts the lag figures cover: first attempts (a retry starts late by its backoff)." },
+                    "lag_statuses": { "type": "array", "items": { "type": "string" }, "description": "The history statuses of the runs the lag figures cover." },
                     "buckets": { "type": "array", "items": { "type": "object", "properties": {
                         "start_ms": { "type": "integer" }, "start": { "type": "string", "format": "date-time" },
                         "total": { "type": "integer" }, "failures": { "type": "integer" },
@@ -226,7 +228,7 @@ pub fn document() -> Value {
             "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/cluster/locks": { "get": op("Cluster locks held now.", vec![], "200", "Items", false) },
             "/api/v1/audit": { "get": op("The audit log, newest first, paged.", audit, "200", "Page", false) },
-            "/api/v1/stats/runs": { "get": op("Run history per time bucket: rows per status, failures (failed, retried, timeout) and fire lag p50/p99/max of first attempts that ran (started minus scheduled, ms). Buckets are aligned, oldest first, empty ones included.", stats.clone(), "200", "Stats", false) },
+            "/api/v1/stats/runs": { "get": op("Run history per time bucket: rows per status, failures (failed, retried, timeout) and fire lag p50/p99/max of first attempts that ran (started minus scheduled, ms; `lag_attempts` is \"first\" and `lag_statuses` lists the statuses counted, as `quartzite_fire_lag_seconds{attempt=\"first\"}`). Buckets are aligned, oldest first, empty ones included.", stats.clone(), "200", "Stats", false) },
             "/api/v1/stats/executions": { "get": deprecated(op("Deprecated: the old name of /api/v1/stats/runs.", stats, "200", "Stats", false)) }
         }
     })

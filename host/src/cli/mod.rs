@@ -31,6 +31,7 @@ mod remote;
 mod secrets;
 mod serve;
 mod signals;
+pub mod telemetry;
 
 use crate::domain::parse_size;
 use crate::runtime::{
@@ -306,15 +307,20 @@ fn build_runtime_with(
 }
 
 /// Sets up logging for the CLI. Commands that print JSON on stdout keep stderr quiet
-/// unless asked: the default filter shows errors only.
-pub fn init_logging(cli: &Cli) {
+/// unless asked: the default filter shows errors only. With `log.otlp_endpoint`
+/// (`serve` only), fires are also traced over OTLP/HTTP (see [`telemetry`]);
+/// keep the answer until the process ends, so that the last spans are sent.
+pub fn init_logging(cli: &Cli) -> telemetry::Telemetry {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     // A server logs what it does; one-shot commands keep stderr for errors.
     let default = if matches!(cli.command, Command::Serve(_)) {
         "info"
     } else {
         "error"
     };
-    // `serve` also takes both from its config file; a broken file is reported by
+    // `serve` also takes these from its config file; a broken file is reported by
     // `serve` itself.
     let from_config = match &cli.command {
         Command::Serve(args) => crate::config::load(args.config.as_deref())
@@ -328,20 +334,48 @@ pub fn init_logging(cli: &Cli) {
         .clone()
         .or(from_config.level)
         .unwrap_or_else(|| default.into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // Fire spans are for the trace exporter only, whatever the log level.
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("{filter},{}=off", telemetry::FIRE_TARGET))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let json = cli.log_format.map_or_else(
         || from_config.format.as_deref() == Some("json"),
         |f| matches!(f, LogFormat::Json),
     );
-    if json {
-        builder.json().init();
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.init();
-    }
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
+    let (telemetry, traces) = match from_config.otlp_endpoint.as_deref() {
+        Some(endpoint) if !endpoint.is_empty() => match telemetry::Telemetry::otlp(endpoint) {
+            Ok((telemetry, tracer)) => {
+                let only_fires = tracing_subscriber::filter::Targets::new()
+                    .with_target(telemetry::FIRE_TARGET, tracing::Level::TRACE);
+                let layer = tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(only_fires);
+                (telemetry, Some(layer))
+            }
+            Err(e) => {
+                eprintln!("quartzite: fires are not traced: {e}");
+                (telemetry::Telemetry::off(), None)
+            }
+        },
+        _ => (telemetry::Telemetry::off(), None),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .init();
+    telemetry
 }
 
 /// Runs the parsed command.

@@ -108,7 +108,8 @@ impl Alerter {
         })
     }
 
-    /// Scans and delivers every `every` while this node holds the alert lock.
+    /// Scans and delivers every `every` while this node holds the alert lock,
+    /// and reports the cluster-wide metrics meanwhile.
     pub async fn run(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
         let lease_ms = 10_000;
         let mut token: Option<i64> = None;
@@ -121,6 +122,7 @@ impl Alerter {
             }
             if *stop.borrow() {
                 if let Some(t) = token {
+                    self.metrics.set_cluster_reporter(false);
                     let _ = self.store.lock_release(ALERT_LOCK, t).await;
                 }
                 return;
@@ -143,6 +145,9 @@ impl Alerter {
                         None
                     }),
             };
+            // The lock's holder, one node at a time, also exports the
+            // cluster-wide gauges (see `Metrics::set_cluster_reporter`).
+            self.metrics.set_cluster_reporter(token.is_some());
             if token.is_none() {
                 continue;
             }

@@ -382,6 +382,8 @@ function renderCharts(stats) {
     }
   }
   frame("#chart-lag", "Fire lag per bucket", maxLag, [...series, ...timeLabels(stats, x)]);
+  // Which attempts the lag covers, as the API says (the metric's attempt="first").
+  $("#lag-attempts").textContent = stats.lag_attempts ? `, ${stats.lag_attempts} attempts` : "";
 }
 
 // ---- refresh ---------------------------------------------------------------------

@@ -57,6 +57,10 @@ pub struct SchedulerConfig {
     /// every worker (see `engine::shares`); 0 (default): a quarter of
     /// `workers`, at least one.
     pub max_job_runs: usize,
+    /// Per-job duration and lag histograms in `/metrics` (default true): 38
+    /// series per job. A node running many thousands of jobs turns them off
+    /// and keeps the per-job counters, last-success times and intervals.
+    pub job_histograms: bool,
 }
 
 impl SchedulerConfig {
@@ -111,6 +115,7 @@ impl Default for SchedulerConfig {
             acquirers: 0,
             guest_threads: 0,
             max_job_runs: 0,
+            job_histograms: true,
         }
     }
 }

@@ -22,7 +22,7 @@ mod executor;
 use super::alerts::Alerter;
 use super::modules::ModuleResolver;
 use super::shares::JobShares;
-use crate::metrics::Metrics;
+use crate::metrics::{JobMetrics, Metrics};
 use crate::runtime::{
     GrantsFrom, JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime,
     SkipCode, TriggerEvent, WIT_VERSION, WitVersion,
@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tracing::Instrument as _;
 
 pub use config::SchedulerConfig;
 use executor::{GuestExecutor, StartMarks};
@@ -88,6 +89,26 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A fire handed back by its worker: what the completer commits, and what it
+/// records in the metrics once the commit is accepted.
+struct Ended {
+    completion: Completion,
+    /// How long the guest ran, at the clock's resolution (the history row
+    /// keeps whole milliseconds).
+    took: Duration,
+    job: Arc<JobMetrics>,
+    /// The fire's trace span ([`FIRE_TARGET`]), closed once committed.
+    span: tracing::Span,
+}
+
+/// The `tracing` target of the spans of fires: a root span `fire` per claim
+/// of a fire (each attempt is claimed anew, so a retry is a trace of its own), with `wait` (for its job's slot, a worker and its due time), `mark`,
+/// `resolve` (its module and event), `run` (the guest) and `commit` below it.
+/// Spans are TRACE so that nothing but a trace exporter listening to this
+/// target turns them on (the CLI's `telemetry`); otherwise each costs a
+/// check of a cached interest.
+const FIRE_TARGET: &str = "quartzite::fire";
+
 /// Runs shorter than this on average (µs) are marked started when claimed.
 const MARK_AHEAD_BELOW_US: u64 = 2_000;
 
@@ -98,6 +119,14 @@ fn local_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The wall clock in microseconds, for lags finer than the milliseconds of
+/// the store's times.
+fn local_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn to_system_time(ms: i64) -> SystemTime {
@@ -133,6 +162,7 @@ impl Scheduler {
             tracing::warn!(error = %e, "ignoring max_wit");
             WIT_VERSION
         });
+        metrics.set_build_info(&format!("{}.{}", wit.major, wit.minor));
         let alerter = Alerter::new(
             Arc::clone(&store),
             Arc::clone(&metrics),
@@ -216,7 +246,7 @@ impl Scheduler {
         let workers = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let claim_limit = self.config.workers.max(1) * CLAIM_AHEAD_MAX;
         let claims = Arc::new(Semaphore::new(claim_limit));
-        let (done_tx, done_rx) = mpsc::channel::<Completion>(4096);
+        let (done_tx, done_rx) = mpsc::channel::<Ended>(4096);
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(done_rx));
         let upkeep = tokio::spawn(Arc::clone(&self).upkeep_loop(stop.clone()));
         let module_watch = tokio::spawn(Arc::clone(&self).module_watch_loop());
@@ -275,9 +305,13 @@ impl Scheduler {
         claims: Arc<Semaphore>,
         claim_limit: usize,
         workers: Arc<Semaphore>,
-        done: mpsc::Sender<Completion>,
+        done: mpsc::Sender<Ended>,
         mut stop: watch::Receiver<bool>,
     ) {
+        // The metric handles of the job claimed last: claims come in runs of
+        // one job often enough that most fires skip the lookup.
+        let mut last_job: Option<Arc<JobMetrics>> = None;
+        let mut last_key = String::new();
         let mut backoff = Duration::from_millis(100);
         while !*stop.borrow() {
             let in_flight = claim_limit - claims.available_permits();
@@ -339,24 +373,52 @@ impl Scheduler {
                     held.insert(fire.fire_id.clone());
                 });
                 let slots = self.shares.claimed(&fire.job_key);
+                let job_metrics = match &last_job {
+                    Some(m) if last_key == fire.job_key => Arc::clone(m),
+                    _ => {
+                        let m = self.metrics.job(&fire.job_key);
+                        last_key.clone_from(&fire.job_key);
+                        last_job = Some(Arc::clone(&m));
+                        m
+                    }
+                };
                 let me = Arc::clone(&self);
                 let done = done.clone();
                 let workers = Arc::clone(&workers);
                 let stop = stop.clone();
                 let marked = params.started;
-                tokio::spawn(async move {
-                    let job_key = fire.job_key.clone();
-                    let completion = me
-                        .start_fire(fire, offset, marked, (slots, workers), stop)
-                        .await;
-                    let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
-                    let took = Duration::from_millis(
-                        u64::try_from(completion.history.duration_ms).unwrap_or(0),
-                    );
-                    me.shares.ended(&job_key, ran.then_some(took));
-                    let _ = done.send(completion).await;
-                    drop(claim);
-                });
+                let span = tracing::trace_span!(
+                    target: FIRE_TARGET,
+                    parent: None,
+                    "fire",
+                    job_key = %fire.job_key,
+                    trigger_key = %fire.trigger_key,
+                    fire_id = %fire.fire_id,
+                    attempt = fire.attempt,
+                    node = %self.node_id,
+                    status = tracing::field::Empty,
+                );
+                let task_span = span.clone();
+                tokio::spawn(
+                    async move {
+                        let job_key = fire.job_key.clone();
+                        let (completion, took) = me
+                            .start_fire(fire, offset, marked, (slots, workers), stop, &job_metrics)
+                            .await;
+                        let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
+                        me.shares.ended(&job_key, ran.then_some(took));
+                        let _ = done
+                            .send(Ended {
+                                completion,
+                                took,
+                                job: job_metrics,
+                                span,
+                            })
+                            .await;
+                        drop(claim);
+                    }
+                    .instrument(task_span),
+                );
             }
             drop(reserved);
             if claimed >= free {
@@ -445,7 +507,8 @@ impl Scheduler {
     /// job's run slots (see [`JobShares`]), then for a worker and its due time,
     /// marks it started in the store unless the claim already did (batched
     /// with the other fires starting then, see [`StartMarks`]), then runs it.
-    /// A stop before the run begins hands it back unstarted.
+    /// A stop before the run begins hands it back unstarted. Returns the
+    /// completion and how long the guest ran (zero when it did not).
     async fn start_fire(
         &self,
         fire: FireClaim,
@@ -453,7 +516,10 @@ impl Scheduler {
         marked: bool,
         (slots, workers): (Arc<Semaphore>, Arc<Semaphore>),
         mut stop: watch::Receiver<bool>,
-    ) -> Completion {
+        job_metrics: &JobMetrics,
+    ) -> (Completion, Duration) {
+        let unstarted = |c: Completion| (c, Duration::ZERO);
+        let waiting = tracing::trace_span!(target: FIRE_TARGET, "wait");
         // A run of a job at its share waits here, not in the workers' queue,
         // where it would hold back the fires of every other job.
         let slot = tokio::select! {
@@ -461,14 +527,14 @@ impl Scheduler {
             _ = stopped(&mut stop) => None,
         };
         let Some(_slot) = slot else {
-            return self.release_unstarted(&fire, offset_ms);
+            return unstarted(self.release_unstarted(&fire, offset_ms));
         };
         let worker = tokio::select! {
             worker = workers.acquire_owned() => worker.ok(),
             _ = stopped(&mut stop) => None,
         };
         let Some(_worker) = worker else {
-            return self.release_unstarted(&fire, offset_ms);
+            return unstarted(self.release_unstarted(&fire, offset_ms));
         };
         let wait = fire.due_ms - offset_ms - local_ms();
         if wait > 0 {
@@ -477,9 +543,11 @@ impl Scheduler {
                 _ = stopped(&mut stop) => {}
             }
         }
+        drop(waiting);
         if *stop.borrow() {
-            return self.release_unstarted(&fire, offset_ms);
+            return unstarted(self.release_unstarted(&fire, offset_ms));
         }
+        let mark = (!marked).then(|| tracing::trace_span!(target: FIRE_TARGET, "mark"));
         if !marked {
             match self.marks.mark(&fire).await {
                 Ok(true) => {}
@@ -492,14 +560,20 @@ impl Scheduler {
                         job = %fire.job_key,
                         "the fire's claim was taken back before its run began; not running it"
                     );
-                    return self.release_unstarted(&fire, offset_ms);
+                    return unstarted(self.release_unstarted(&fire, offset_ms));
                 }
                 Err(e) => {
-                    return self.release_unreadable(&fire, "claim", &e, local_ms() + offset_ms);
+                    return unstarted(self.release_unreadable(
+                        &fire,
+                        "claim",
+                        &e,
+                        local_ms() + offset_ms,
+                    ));
                 }
             }
         }
-        self.run_fire(fire, offset_ms).await
+        drop(mark);
+        self.run_fire(fire, offset_ms, job_metrics).await
     }
 
     /// Whether claims are marked started as they are made rather than each as
@@ -535,9 +609,26 @@ impl Scheduler {
         )
     }
 
-    async fn run_fire(&self, fire: FireClaim, offset_ms: i64) -> Completion {
-        let started_ms = local_ms() + offset_ms;
-        self.metrics.fire_started(started_ms - fire.due_ms);
+    async fn run_fire(
+        &self,
+        fire: FireClaim,
+        offset_ms: i64,
+        job_metrics: &JobMetrics,
+    ) -> (Completion, Duration) {
+        let started_us = local_us() + offset_ms * 1000;
+        let started_ms = started_us.div_euclid(1000);
+        // Early (claimed ahead, clocks apart): counted as on time.
+        let lag_us = u64::try_from(started_us - fire.due_ms * 1000).unwrap_or(0);
+        // A run-now's trigger is `JOB:manual` (the store's `fire_now`).
+        let clock = fire.event_id.is_none() && !fire.trigger_key.ends_with(":manual");
+        self.metrics.fire_started(
+            job_metrics,
+            clock.then_some(fire.scheduled_ms),
+            Duration::from_micros(lag_us),
+            fire.attempt,
+        );
+        let resolve =
+            tracing::trace_span!(target: FIRE_TARGET, "resolve", module = %fire.job.module);
         let job = match self.resolver.resolve(&fire.job.module).await {
             // Claimed as runnable, but the reference moved to a module for a
             // contract this node does not run (pushed after the claim).
@@ -551,7 +642,12 @@ impl Scheduler {
                 })
             }
             Ok(job) => job,
-            Err(e) => return self.release_unreadable(&fire, "module", &e, started_ms),
+            Err(e) => {
+                return (
+                    self.release_unreadable(&fire, "module", &e, started_ms),
+                    Duration::ZERO,
+                );
+            }
         };
         let event = match &fire.event_id {
             None => None,
@@ -565,7 +661,12 @@ impl Scheduler {
                     emitted_at: to_system_time(e.created_ms),
                     source_job: e.source_job,
                 }),
-                Err(e) => return self.release_unreadable(&fire, "event", &e, started_ms),
+                Err(e) => {
+                    return (
+                        self.release_unreadable(&fire, "event", &e, started_ms),
+                        Duration::ZERO,
+                    );
+                }
             },
         };
         let request = RunRequest {
@@ -593,12 +694,18 @@ impl Scheduler {
             },
             grants: GrantsFrom::Stored(fire.job.grants.clone()),
         };
+        drop(resolve);
+        let run = tracing::trace_span!(target: FIRE_TARGET, "run", outcome = tracing::field::Empty);
         let report = self.guests.execute(&self.runtime, &job, request).await;
         self.record_run_time(report.duration);
         let ended_ms = started_ms + i64::try_from(report.duration.as_millis()).unwrap_or(0);
         let (status, next, new_data) = self.decide(&fire, &report, ended_ms);
+        run.record("outcome", status.as_str());
+        drop(run);
         let details = history_details(&fire, &report, &job, &self.node_id, &next);
-        self.completion(&fire, status, next, new_data, started_ms, ended_ms, details)
+        let completion =
+            self.completion(&fire, status, next, new_data, started_ms, ended_ms, details);
+        (completion, report.duration)
     }
 
     fn decide(
@@ -662,9 +769,17 @@ impl Scheduler {
 
     /// Commits completions in batches: whatever has queued up while the previous
     /// commit ran goes into the next transaction.
-    async fn complete_loop(self: Arc<Self>, mut done: mpsc::Receiver<Completion>) {
+    async fn complete_loop(self: Arc<Self>, mut done: mpsc::Receiver<Ended>) {
+        let mut ended = Vec::new();
         let mut batch = Vec::new();
-        while done.recv_many(&mut batch, 512).await > 0 {
+        let mut observed = Vec::new();
+        while done.recv_many(&mut ended, 512).await > 0 {
+            for e in ended.drain(..) {
+                // The commit of the whole batch, as a step of each fire in it.
+                let commit = tracing::trace_span!(target: FIRE_TARGET, parent: &e.span, "commit");
+                batch.push(e.completion);
+                observed.push((e.job, e.took, commit, e.span));
+            }
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.store.fire_complete(&batch).await {
@@ -674,17 +789,24 @@ impl Scheduler {
                                 held.remove(&c.fire_id);
                             }
                         });
-                        for (c, ok) in batch.iter().zip(accepted) {
+                        for ((c, (job, took, commit, span)), ok) in
+                            batch.iter().zip(&observed).zip(accepted)
+                        {
+                            // A traced span ends at its last exit: the commit's
+                            // now, and its fire's right after.
+                            commit.in_scope(|| {});
+                            span.in_scope(|| {});
                             if ok {
                                 self.metrics.task_ended(
-                                    &c.history.job_key,
+                                    job,
                                     c.history.status,
-                                    Duration::from_millis(
-                                        u64::try_from(c.history.duration_ms).unwrap_or(0),
-                                    ),
+                                    *took,
                                     matches!(c.next, FireNext::Retry { .. }),
+                                    c.history.ended_ms,
                                 );
+                                span.record("status", c.history.status.as_str());
                             } else {
+                                span.record("status", "refused");
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
                             }
                         }
@@ -699,6 +821,7 @@ impl Scheduler {
                 }
             }
             batch.clear();
+            observed.clear();
             self.wake.notify_one();
         }
     }
