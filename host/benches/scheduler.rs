@@ -11,6 +11,7 @@
 //!   cargo bench -p quartzite --bench scheduler -- sqlite events [N]  (emit cost, event-to-run lag)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite fairness [SECS]  (a 1 s job beside hostile ones;
 //!     QUARTZITE_BENCH_HOSTILE=spin,flood,kv picks which)
+//!   QUARTZITE_BENCH_OTLP=1 before any of these traces every fire over OTLP/HTTP (to a receiver of its own)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
@@ -246,6 +247,38 @@ async fn scale(backend: &str, stored: usize) {
     drop_schema(schema).await;
 }
 
+/// Installs the fire-span exporter of `serve` against a local receiver;
+/// the returned handle sends what is queued when dropped.
+async fn traced() -> quartzite::cli::telemetry::Telemetry {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!(
+        "http://{}/v1/traces",
+        listener.local_addr().expect("address")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let (telemetry, tracer) =
+        quartzite::cli::telemetry::Telemetry::otlp(&endpoint).expect("exporter");
+    let only_fires = tracing_subscriber::filter::Targets::new().with_target(
+        quartzite::cli::telemetry::FIRE_TARGET,
+        tracing::Level::TRACE,
+    );
+    tracing_subscriber::registry()
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(only_fires),
+        )
+        .init();
+    println!("fires traced to {endpoint}");
+    telemetry
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `RUST_LOG=sqlx::query=debug` logs every statement with its time.
@@ -255,6 +288,12 @@ async fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
+    // QUARTZITE_BENCH_OTLP=1 traces every fire, as `log.otlp_endpoint` does,
+    // to a receiver on loopback that takes the spans and answers 200.
+    let _traces = match std::env::var_os("QUARTZITE_BENCH_OTLP") {
+        Some(_) => Some(traced().await),
+        None => None,
+    };
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
