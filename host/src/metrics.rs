@@ -11,8 +11,9 @@
 //!
 //! Per-job series are reached through a [`JobMetrics`] handle that the
 //! scheduler takes once per claimed fire: recording then touches atomics only,
-//! never the label map. A job's series are 47 samples per scrape with its
-//! histograms, 9 without; `scheduler.job_histograms = false` leaves the
+//! never the label map. A job's series are at most 47 samples per scrape
+//! with its histograms, 9 without (statuses it never had and the interval of
+//! a job with one clock fire are not made); `scheduler.job_histograms = false` leaves the
 //! per-job histograms out for nodes running very many jobs.
 //!
 //! The gauges that describe the whole cluster (triggers by state, nodes) are
@@ -135,9 +136,16 @@ pub struct Metrics {
 /// recording through it costs atomic adds, no label lookup.
 #[derive(Debug)]
 pub struct JobMetrics {
-    executed: Vec<IntCounter>,
+    /// `quartzite_tasks_executed_total` by status. Success, failed and
+    /// timeout exist from the job's first fire (at 0, so that `increase()`
+    /// sees a job's first failure); the others are made at their first use:
+    /// each series costs allocations and a label hash when it is made.
+    executed: [std::sync::OnceLock<IntCounter>; STATUSES.len()],
+    labels: [String; 2],
     last_success: Gauge,
-    interval: Gauge,
+    /// Made at the job's second clock fire, when there is an interval: a
+    /// one-shot job has none.
+    interval: std::sync::OnceLock<Gauge>,
     /// The newest scheduled time (Unix ms) of a first attempt seen, 0: none.
     last_scheduled_ms: AtomicI64,
     duration: Option<Histogram>,
@@ -337,16 +345,25 @@ impl Metrics {
         let mut jobs = self.jobs.write().unwrap_or_else(PoisonError::into_inner);
         let made = jobs.entry(job_key.to_owned()).or_insert_with(|| {
             let labels = [job_key, job_group(job_key)];
+            let executed = std::array::from_fn(|i| {
+                let cell = std::sync::OnceLock::new();
+                if matches!(
+                    STATUSES[i],
+                    HistoryStatus::Success | HistoryStatus::Failed | HistoryStatus::Timeout
+                ) {
+                    let _ = cell.set(self.tasks_executed.with_label_values(&[
+                        labels[0],
+                        labels[1],
+                        STATUSES[i].as_str(),
+                    ]));
+                }
+                cell
+            });
             Arc::new(JobMetrics {
-                executed: STATUSES
-                    .iter()
-                    .map(|s| {
-                        self.tasks_executed
-                            .with_label_values(&[labels[0], labels[1], s.as_str()])
-                    })
-                    .collect(),
+                executed,
+                labels: [labels[0].to_owned(), labels[1].to_owned()],
                 last_success: self.job_last_success.with_label_values(&labels),
-                interval: self.job_interval.with_label_values(&labels),
+                interval: std::sync::OnceLock::new(),
                 last_scheduled_ms: AtomicI64::new(0),
                 duration: self
                     .job_duration
@@ -385,7 +402,15 @@ impl Metrics {
         ended_ms: i64,
     ) {
         let i = status_index(status);
-        job.executed[i].inc();
+        job.executed[i]
+            .get_or_init(|| {
+                self.tasks_executed.with_label_values(&[
+                    job.labels[0].as_str(),
+                    job.labels[1].as_str(),
+                    STATUSES[i].as_str(),
+                ])
+            })
+            .inc();
         let seconds = duration.as_secs_f64();
         self.task_duration[i].observe(seconds);
         if ran_guest(status)
@@ -441,7 +466,12 @@ impl Metrics {
                 .last_scheduled_ms
                 .fetch_max(scheduled_ms, Ordering::Relaxed);
             if previous > 0 && scheduled_ms > previous {
-                job.interval.set((scheduled_ms - previous) as f64 / 1000.0);
+                job.interval
+                    .get_or_init(|| {
+                        self.job_interval
+                            .with_label_values(&[job.labels[0].as_str(), job.labels[1].as_str()])
+                    })
+                    .set((scheduled_ms - previous) as f64 / 1000.0);
             }
         }
     }
@@ -609,7 +639,7 @@ mod tests {
         let text = m.encode();
         for name in [
             "quartzite_tasks_executed_total{job_group=\"g\",job_key=\"g/j\",status=\"success\"} 1",
-            // Every status exists from the job's first fire.
+            // Failures exist from the job's first fire, at 0.
             "quartzite_tasks_executed_total{job_group=\"g\",job_key=\"g/j\",status=\"failed\"} 0",
             "quartzite_task_duration_seconds_bucket",
             "quartzite_fire_lag_seconds_bucket{attempt=\"first\"",
