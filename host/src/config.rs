@@ -316,6 +316,12 @@ pub const KEYS: &[Key] = &[
         "Export per-job duration and lag histograms (38 series per job); false for nodes running very many jobs: the per-job counters, last-success times and intervals (9 series per job) stay.",
     ),
     int(
+        "scheduler.max_job_series",
+        "10000",
+        1,
+        "Jobs with series of their own in /metrics; the fires of jobs past this many are counted together under job_key=\"(other)\".",
+    ),
+    int(
         "runtime.max_concurrent_runs",
         "256",
         1,

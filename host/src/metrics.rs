@@ -90,12 +90,23 @@ fn ran_guest(status: HistoryStatus) -> bool {
 pub struct MetricsOptions {
     /// Per-job duration and lag histograms (`scheduler.job_histograms`).
     pub job_histograms: bool,
+    /// Jobs with series of their own (`scheduler.max_job_series`); the fires
+    /// of jobs past it are counted under `job_key="(other)"`.
+    pub max_job_series: usize,
 }
+
+/// The default of [`MetricsOptions::max_job_series`].
+pub const DEFAULT_MAX_JOB_SERIES: usize = 10_000;
+
+/// The `job_key` (and `job_group`) of the series that count the fires of
+/// jobs past [`MetricsOptions::max_job_series`]: no job key has this form.
+pub const OTHER_JOBS: &str = "(other)";
 
 impl Default for MetricsOptions {
     fn default() -> Self {
         MetricsOptions {
             job_histograms: true,
+            max_job_series: DEFAULT_MAX_JOB_SERIES,
         }
     }
 }
@@ -114,8 +125,11 @@ pub struct Metrics {
     job_lag: Option<HistogramVec>,
     job_last_success: GaugeVec,
     job_interval: GaugeVec,
-    /// Each job's handles, made at its first fire on this node.
+    /// Each job's handles, made at its first fire on this node, for at most
+    /// `max_job_series` jobs; the others share `other_jobs`.
     jobs: RwLock<HashMap<String, Arc<JobMetrics>>>,
+    max_job_series: usize,
+    other_jobs: std::sync::OnceLock<Arc<JobMetrics>>,
     misfires: IntCounter,
     skipped: IntCounter,
     deferred: IntCounterVec,
@@ -150,6 +164,8 @@ pub struct JobMetrics {
     last_scheduled_ms: AtomicI64,
     duration: Option<Histogram>,
     lag: Option<Histogram>,
+    /// The series of the jobs past the bound, together: no interval.
+    shared: bool,
 }
 
 /// Buckets in seconds from 1 ms to 10 min: runs and lags of interest span
@@ -259,6 +275,8 @@ impl Metrics {
                 job_labels,
             )),
             jobs: RwLock::default(),
+            max_job_series: options.max_job_series,
+            other_jobs: std::sync::OnceLock::new(),
             misfires: register!(counter(
                 "quartzite_misfires_total",
                 "Fires that missed their time by more than the misfire threshold (after an outage), as this node's acquisitions found them.",
@@ -334,45 +352,67 @@ impl Metrics {
     /// The series of `job_key`, made at its first call: take it once per fire
     /// (or per batch of fires of one job) and record through it.
     pub fn job(&self, job_key: &str) -> Arc<JobMetrics> {
-        if let Some(found) = self
-            .jobs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(job_key)
         {
-            return Arc::clone(found);
+            let jobs = self.jobs.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = jobs.get(job_key) {
+                return Arc::clone(found);
+            }
+            // Series are kept for the life of the node: a node that runs
+            // unboundedly many jobs (one-shot jobs made per request) would
+            // keep unboundedly many. Past the bound, jobs are counted together.
+            if jobs.len() >= self.max_job_series {
+                return self.other_jobs();
+            }
         }
         let mut jobs = self.jobs.write().unwrap_or_else(PoisonError::into_inner);
-        let made = jobs.entry(job_key.to_owned()).or_insert_with(|| {
-            let labels = [job_key, job_group(job_key)];
-            let executed = std::array::from_fn(|i| {
-                let cell = std::sync::OnceLock::new();
-                if matches!(
-                    STATUSES[i],
-                    HistoryStatus::Success | HistoryStatus::Failed | HistoryStatus::Timeout
-                ) {
-                    let _ = cell.set(self.tasks_executed.with_label_values(&[
-                        labels[0],
-                        labels[1],
-                        STATUSES[i].as_str(),
-                    ]));
-                }
-                cell
-            });
-            Arc::new(JobMetrics {
-                executed,
-                labels: [labels[0].to_owned(), labels[1].to_owned()],
-                last_success: self.job_last_success.with_label_values(&labels),
-                interval: std::sync::OnceLock::new(),
-                last_scheduled_ms: AtomicI64::new(0),
-                duration: self
-                    .job_duration
-                    .as_ref()
-                    .map(|h| h.with_label_values(&labels)),
-                lag: self.job_lag.as_ref().map(|h| h.with_label_values(&labels)),
-            })
+        if let Some(found) = jobs.get(job_key) {
+            return Arc::clone(found);
+        }
+        if jobs.len() >= self.max_job_series {
+            return self.other_jobs();
+        }
+        let made = Arc::new(self.job_series(job_key, job_group(job_key)));
+        jobs.insert(job_key.to_owned(), Arc::clone(&made));
+        made
+    }
+
+    fn other_jobs(&self) -> Arc<JobMetrics> {
+        Arc::clone(self.other_jobs.get_or_init(|| {
+            let mut shared = self.job_series(OTHER_JOBS, OTHER_JOBS);
+            shared.shared = true;
+            Arc::new(shared)
+        }))
+    }
+
+    fn job_series(&self, job_key: &str, job_group: &str) -> JobMetrics {
+        let labels = [job_key, job_group];
+        let executed = std::array::from_fn(|i| {
+            let cell = std::sync::OnceLock::new();
+            if matches!(
+                STATUSES[i],
+                HistoryStatus::Success | HistoryStatus::Failed | HistoryStatus::Timeout
+            ) {
+                let _ = cell.set(self.tasks_executed.with_label_values(&[
+                    labels[0],
+                    labels[1],
+                    STATUSES[i].as_str(),
+                ]));
+            }
+            cell
         });
-        Arc::clone(made)
+        JobMetrics {
+            executed,
+            labels: [labels[0].to_owned(), labels[1].to_owned()],
+            last_success: self.job_last_success.with_label_values(&labels),
+            interval: std::sync::OnceLock::new(),
+            last_scheduled_ms: AtomicI64::new(0),
+            duration: self
+                .job_duration
+                .as_ref()
+                .map(|h| h.with_label_values(&labels)),
+            lag: self.job_lag.as_ref().map(|h| h.with_label_values(&labels)),
+            shared: false,
+        }
     }
 
     /// Records the release and the contract version this node runs in
@@ -460,7 +500,7 @@ impl Metrics {
         if let Some(h) = &job.lag {
             h.observe(seconds);
         }
-        if let Some(scheduled_ms) = clock_ms {
+        if let Some(scheduled_ms) = clock_ms.filter(|_| !job.shared) {
             // Fires of one job can start out of order: only a newer one counts.
             let previous = job
                 .last_scheduled_ms
@@ -693,6 +733,7 @@ mod tests {
     fn per_job_histograms_can_be_left_out() {
         let m = Metrics::with_options(&MetricsOptions {
             job_histograms: false,
+            ..MetricsOptions::default()
         });
         let job = m.job("g/j");
         m.fire_started(&job, None, Duration::from_millis(1), 1);
@@ -716,6 +757,27 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn jobs_past_the_bound_are_counted_together() {
+        let m = Metrics::with_options(&MetricsOptions {
+            max_job_series: 2,
+            ..MetricsOptions::default()
+        });
+        for key in ["g/a", "g/b", "g/c", "h/d", "g/a"] {
+            let job = m.job(key);
+            m.task_ended(&job, HistoryStatus::Success, Duration::ZERO, false, 0);
+        }
+        let text = m.encode();
+        for line in [
+            "quartzite_tasks_executed_total{job_group=\"g\",job_key=\"g/a\",status=\"success\"} 2",
+            "quartzite_tasks_executed_total{job_group=\"g\",job_key=\"g/b\",status=\"success\"} 1",
+            "quartzite_tasks_executed_total{job_group=\"(other)\",job_key=\"(other)\",status=\"success\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("g/c"), "{text}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::engine::scheduler::{Scheduler, SchedulerConfig};
 use crate::engine::services::{StoreEvents, StoreKv};
 use crate::engine::wake::SchedulerLink;
 use crate::manifest::{self, Manifest};
-use crate::metrics::{Metrics, MetricsOptions};
+use crate::metrics::Metrics;
 use crate::runtime::{HostServices, JobImpl, Runtime, RuntimeConfig};
 use crate::store::{self, Store, StoreError};
 use std::path::PathBuf;
@@ -165,9 +165,7 @@ pub async fn start_with_keys(
         }
     }
     let store = store::open(&options.db_url).await?;
-    let metrics = Arc::new(Metrics::with_options(&MetricsOptions {
-        job_histograms: options.scheduler.job_histograms,
-    }));
+    let metrics = Arc::new(Metrics::with_options(&options.scheduler.metrics_options()));
     let events = StoreEvents::with_metrics(
         Arc::clone(&store),
         options.scheduler.emit_bounds(),

@@ -61,9 +61,21 @@ pub struct SchedulerConfig {
     /// series per job. A node running many thousands of jobs turns them off
     /// and keeps the per-job counters, last-success times and intervals.
     pub job_histograms: bool,
+    /// Jobs with series of their own in `/metrics` (default 10,000): a node
+    /// keeps a job's series for its life, so jobs past this many are counted
+    /// together under `job_key="(other)"`.
+    pub max_job_series: usize,
 }
 
 impl SchedulerConfig {
+    /// What this node's metrics export per job.
+    pub fn metrics_options(&self) -> crate::metrics::MetricsOptions {
+        crate::metrics::MetricsOptions {
+            job_histograms: self.job_histograms,
+            max_job_series: self.max_job_series,
+        }
+    }
+
     /// The bounds on the events this node's jobs emit.
     pub fn emit_bounds(&self) -> crate::store::events::EmitBounds {
         crate::store::events::EmitBounds {
@@ -116,6 +128,7 @@ impl Default for SchedulerConfig {
             guest_threads: 0,
             max_job_runs: 0,
             job_histograms: true,
+            max_job_series: crate::metrics::DEFAULT_MAX_JOB_SERIES,
         }
     }
 }

@@ -140,7 +140,8 @@ impl Scheduler {
         node_id: String,
         config: SchedulerConfig,
     ) -> Arc<Self> {
-        Self::with_metrics(store, runtime, node_id, config, Arc::default())
+        let metrics = Arc::new(Metrics::with_options(&config.metrics_options()));
+        Self::with_metrics(store, runtime, node_id, config, metrics)
     }
 
     /// [`Scheduler::new`] recording into the node's `metrics`.
