@@ -781,14 +781,6 @@ async fn every_documented_route_is_served_and_health_is_open() {
     server.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_server_beyond_loopback_refuses_to_start_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
