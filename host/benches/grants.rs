@@ -99,7 +99,7 @@ async fn store_lookup() {
     };
     // What a run of a granted job does now: the claim brought the text.
     let stored = || async {
-        let parsed: Grants = serde_json::from_str(&text).expect("grants");
+        let parsed = Grants::from_stored("bench/job", Some(&text)).expect("grants");
         source.open(&parsed).await.expect("grants");
     };
     for _ in 0..500 {

@@ -224,6 +224,26 @@ impl Grants {
         *self == Grants::default()
     }
 
+    /// The grants as a job's row keeps them: JSON text, `None` when nothing
+    /// is granted.
+    pub fn to_stored(&self) -> Option<String> {
+        (!self.is_empty()).then(|| serde_json::to_string(self).expect("grants serialize to JSON"))
+    }
+
+    /// Grants from a job row's text (see [`Grants::to_stored`]).
+    ///
+    /// # Errors
+    ///
+    /// When the text is not grants (written by hand into the database), as
+    /// a message naming the job.
+    pub fn from_stored(job_key: &str, text: Option<&str>) -> Result<Grants, String> {
+        match text {
+            None => Ok(Grants::default()),
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| format!("the stored grants of job {job_key} are not valid: {e}")),
+        }
+    }
+
     /// Checks every field and parses the patterns.
     ///
     /// # Errors

@@ -575,9 +575,7 @@ async fn run_once(args: RunOnceArgs) -> ExitCode {
     let request = RunRequest {
         data,
         attempt: args.attempt.max(1),
-        grants: crate::runtime::GrantsFrom::Stored(
-            (!grants.is_empty()).then(|| serde_json::to_string(&grants).unwrap_or_default()),
-        ),
+        grants: crate::runtime::GrantsFrom::Stored(grants.to_stored()),
         limits: Limits {
             timeout: args.timeout,
             max_memory: args.max_memory,

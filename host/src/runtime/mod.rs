@@ -408,12 +408,8 @@ impl Runtime {
             GrantsFrom::Source => self.services.grants.run_grants(&request.job_key).await,
             GrantsFrom::Stored(None) => Ok(None),
             GrantsFrom::Stored(Some(text)) => {
-                let grants: grants::Grants = serde_json::from_str(text).map_err(|e| {
-                    GrantRefusal::Permanent(format!(
-                        "the stored grants of job {} are not valid: {e}",
-                        request.job_key
-                    ))
-                })?;
+                let grants = grants::Grants::from_stored(&request.job_key, Some(text))
+                    .map_err(GrantRefusal::Permanent)?;
                 if grants.is_empty() {
                     return Ok(None);
                 }

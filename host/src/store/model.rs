@@ -63,8 +63,7 @@ impl JobDef {
 
     /// Sets the job's grants (empty grants: nothing granted).
     pub fn with_grants(mut self, grants: &Grants) -> Self {
-        self.grants = (!grants.is_empty())
-            .then(|| serde_json::to_string(grants).expect("grants serialize to JSON"));
+        self.grants = grants.to_stored();
         self
     }
 
@@ -74,15 +73,7 @@ impl JobDef {
     ///
     /// When the stored text is not grants (written by hand into the database).
     pub fn grants(&self) -> Result<Grants, StoreError> {
-        match &self.grants {
-            None => Ok(Grants::default()),
-            Some(text) => serde_json::from_str(text).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "the stored grants of job {} are not valid: {e}",
-                    self.job_key
-                ))
-            }),
-        }
+        Grants::from_stored(&self.job_key, self.grants.as_deref()).map_err(StoreError::Corrupt)
     }
 }
 
