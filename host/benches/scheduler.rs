@@ -250,7 +250,6 @@ async fn scale(backend: &str, stored: usize) {
 /// Installs the fire-span exporter of `serve` against a local receiver;
 /// the returned handle sends what is queued when dropped.
 async fn traced() -> quartzite::cli::telemetry::Telemetry {
-    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
@@ -264,16 +263,8 @@ async fn traced() -> quartzite::cli::telemetry::Telemetry {
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     let (telemetry, tracer) =
         quartzite::cli::telemetry::Telemetry::otlp(&endpoint).expect("exporter");
-    let only_fires = tracing_subscriber::filter::Targets::new().with_target(
-        quartzite::cli::telemetry::FIRE_TARGET,
-        tracing::Level::TRACE,
-    );
     tracing_subscriber::registry()
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(only_fires),
-        )
+        .with(quartzite::cli::telemetry::fire_layer(tracer))
         .init();
     println!("fires traced to {endpoint}");
     telemetry

@@ -356,14 +356,7 @@ pub fn init_logging(cli: &Cli) -> telemetry::Telemetry {
     };
     let (telemetry, traces) = match from_config.otlp_endpoint.as_deref() {
         Some(endpoint) if !endpoint.is_empty() => match telemetry::Telemetry::otlp(endpoint) {
-            Ok((telemetry, tracer)) => {
-                let only_fires = tracing_subscriber::filter::Targets::new()
-                    .with_target(telemetry::FIRE_TARGET, tracing::Level::TRACE);
-                let layer = tracing_opentelemetry::layer()
-                    .with_tracer(tracer)
-                    .with_filter(only_fires);
-                (telemetry, Some(layer))
-            }
+            Ok((telemetry, tracer)) => (telemetry, Some(telemetry::fire_layer(tracer))),
             Err(e) => {
                 eprintln!("quartzite: fires are not traced: {e}");
                 (telemetry::Telemetry::off(), None)

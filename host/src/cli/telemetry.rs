@@ -19,6 +19,19 @@ use std::time::Duration;
 /// The `tracing` target of the scheduler's fire spans (see `engine::scheduler`).
 pub const FIRE_TARGET: &str = "quartzite::fire";
 
+/// The layer that exports the fire spans, and nothing else, through `tracer`.
+pub fn fire_layer<S>(tracer: opentelemetry_sdk::trace::Tracer) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
+    let only_fires =
+        tracing_subscriber::filter::Targets::new().with_target(FIRE_TARGET, tracing::Level::TRACE);
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(only_fires)
+}
+
 /// The exporter's tracer provider; dropping it sends what is still queued.
 #[derive(Debug)]
 pub struct Telemetry {
