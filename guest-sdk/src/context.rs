@@ -50,6 +50,15 @@ impl Context {
             .map_err(|e| Error::Fatal(format!("job data does not match the expected shape: {e}")))
     }
 
+    /// The W3C `traceparent` of this run when the node traces fires (for
+    /// example `00-<trace id>-<span id>-01`), else `None`. Pass it on to
+    /// continue the fire's trace; requests sent through [`crate::http`]
+    /// already carry it. The host hands it over as the `TRACEPARENT`
+    /// environment variable, which OpenTelemetry SDKs also read.
+    pub fn traceparent(&self) -> Option<String> {
+        std::env::var("TRACEPARENT").ok().filter(|t| !t.is_empty())
+    }
+
     /// When the fire was due.
     pub fn scheduled_at(&self) -> SystemTime {
         from_millis(self.scheduled_at_ms)

@@ -12,7 +12,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/all/common/mod.rs"]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 

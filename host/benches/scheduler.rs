@@ -279,7 +279,7 @@ async fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
-    // QUARTZITE_BENCH_OTLP=1 traces every fire, as `log.otlp_endpoint` does,
+    // QUARTZITE_BENCH_OTLP=1 traces every fire, as `otel.endpoint` does,
     // to a receiver on loopback that takes the spans and answers 200.
     let _traces = match std::env::var_os("QUARTZITE_BENCH_OTLP") {
         Some(_) => Some(traced().await),

@@ -40,6 +40,7 @@ pub struct Config {
     /// Bootstrap but never run fires.
     pub standby: bool,
     pub log: LogConfig,
+    pub otel: OtelConfig,
     pub api: ApiConfig,
     pub scheduler: SchedulerConfig,
     pub runtime: EngineConfig,
@@ -53,8 +54,15 @@ pub struct LogConfig {
     pub level: Option<String>,
     /// `text` or `json`.
     pub format: Option<String>,
-    /// Where fires are traced to over OTLP/HTTP; unset: not traced.
-    pub otlp_endpoint: Option<String>,
+}
+
+/// `[otel]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelConfig {
+    /// Where fires are traced to over OTLP/HTTP, the full URL; unset: not
+    /// traced (unless `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector).
+    pub endpoint: Option<String>,
 }
 
 /// `[api]`.
@@ -168,12 +176,15 @@ pub const KEYS: &[Key] = &[
         "text",
         "\"text\" for people, \"json\" for log collectors.",
     ),
-    key(
-        "log.otlp_endpoint",
-        Kind::Str,
-        "",
-        "Trace every fire (a span per fire, child spans for its steps) to this OTLP/HTTP endpoint, the full URL, e.g. http://127.0.0.1:4318/v1/traces; unset: no traces.",
-    ),
+    Key {
+        aliases: &["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
+        ..key(
+            "otel.endpoint",
+            Kind::Str,
+            "",
+            "Trace every fire (a trace per fire: its attempts, their steps, host calls and outbound requests) to this OTLP/HTTP endpoint, the full URL, e.g. http://127.0.0.1:4318/v1/traces; unset: traced only when OTEL_EXPORTER_OTLP_ENDPOINT names a collector, else not at all.",
+        )
+    },
     key(
         "api.listen",
         Kind::Str,
@@ -605,11 +616,11 @@ fn check_str(path: &str, s: &str) -> Option<String> {
         }
         .wit()
         .err(),
-        "log.otlp_endpoint"
+        "otel.endpoint"
             if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) =>
         {
             Some(format!(
-                "log.otlp_endpoint must start with http:// or https://, got {s:?}"
+                "otel.endpoint must start with http:// or https://, got {s:?}"
             ))
         }
         "scheduler.public_url"
@@ -874,21 +885,32 @@ mod tests {
     #[test]
     fn fires_are_traced_only_to_an_http_endpoint_named() {
         let loaded = parse("").expect("defaults");
-        assert_eq!(loaded.config.log.otlp_endpoint, None, "off by default");
-        let loaded = parse("[log]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n")
-            .expect("an endpoint");
+        assert_eq!(loaded.config.otel.endpoint, None, "off by default");
+        let loaded =
+            parse("[otel]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n").expect("an endpoint");
         assert_eq!(
-            loaded.config.log.otlp_endpoint.as_deref(),
+            loaded.config.otel.endpoint.as_deref(),
             Some("http://127.0.0.1:4318/v1/traces")
         );
-        let errors = parse("[log]\notlp_endpoint = \"collector:4318\"\n")
+        let errors = parse("[otel]\nendpoint = \"collector:4318\"\n")
             .expect_err("no scheme")
             .0;
         assert!(
             errors[0]
                 .to_string()
-                .contains("log.otlp_endpoint must start with http:// or https://"),
+                .contains("otel.endpoint must start with http:// or https://"),
             "{errors:?}"
+        );
+        // The standard variable names the endpoint too; the file's is overridden.
+        let env = |name: &str| {
+            (name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .then(|| "http://10.0.0.9:4318/v1/traces".to_string())
+        };
+        let file = "[otel]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\n";
+        let loaded = load_from(Some((Path::new("q.toml"), file)), &env).expect("loads");
+        assert_eq!(
+            loaded.config.otel.endpoint.as_deref(),
+            Some("http://10.0.0.9:4318/v1/traces")
         );
     }
 

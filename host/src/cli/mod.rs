@@ -307,8 +307,8 @@ fn build_runtime_with(
 }
 
 /// Sets up logging for the CLI. Commands that print JSON on stdout keep stderr quiet
-/// unless asked: the default filter shows errors only. With `log.otlp_endpoint`
-/// (`serve` only), fires are also traced over OTLP/HTTP (see [`telemetry`]);
+/// unless asked: the default filter shows errors only. With a trace endpoint
+/// (`otel.endpoint` or the `OTEL_EXPORTER_OTLP_*` variables; `serve` only), fires are also traced over OTLP/HTTP (see [`telemetry`]);
 /// keep the answer until the process ends, so that the last spans are sent.
 pub fn init_logging(cli: &Cli) -> telemetry::Telemetry {
     use tracing_subscriber::Layer as _;
@@ -322,13 +322,16 @@ pub fn init_logging(cli: &Cli) -> telemetry::Telemetry {
     };
     // `serve` also takes these from its config file; a broken file is reported by
     // `serve` itself.
-    let from_config = match &cli.command {
+    let (from_config, otel) = match &cli.command {
         Command::Serve(args) => crate::config::load(args.config.as_deref())
             .ok()
-            .map(|l| l.config.log),
+            .map(|l| (l.config.log, Some(l.config.otel))),
         _ => None,
     }
     .unwrap_or_default();
+    // Only a server traces: one-shot commands run no scheduler.
+    let endpoint = otel
+        .and_then(|o| telemetry::endpoint(o.endpoint.as_deref(), &|name| std::env::var(name).ok()));
     let filter = cli
         .log
         .clone()
@@ -354,15 +357,15 @@ pub fn init_logging(cli: &Cli) -> telemetry::Telemetry {
             .with_filter(filter)
             .boxed()
     };
-    let (telemetry, traces) = match from_config.otlp_endpoint.as_deref() {
-        Some(endpoint) if !endpoint.is_empty() => match telemetry::Telemetry::otlp(endpoint) {
+    let (telemetry, traces) = match endpoint.as_deref() {
+        Some(endpoint) => match telemetry::Telemetry::otlp(endpoint) {
             Ok((telemetry, tracer)) => (telemetry, Some(telemetry::fire_layer(tracer))),
             Err(e) => {
                 eprintln!("quartzite: fires are not traced: {e}");
                 (telemetry::Telemetry::off(), None)
             }
         },
-        _ => (telemetry::Telemetry::off(), None),
+        None => (telemetry::Telemetry::off(), None),
     };
     tracing_subscriber::registry()
         .with(logs)

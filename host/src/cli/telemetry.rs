@@ -1,9 +1,11 @@
-//! Traces of fires over OTLP/HTTP, off unless `log.otlp_endpoint` is set.
+//! Traces of fires over OTLP/HTTP, off unless an endpoint is named
+//! (`otel.endpoint`, or the standard `OTEL_EXPORTER_OTLP_*` variables).
 //!
-//! The scheduler opens a span per fire (target [`FIRE_TARGET`], level TRACE)
-//! with child spans for its steps; only the OpenTelemetry layer built here
-//! listens to that target, so without an endpoint no layer is interested and
-//! a fire's spans cost one check of a cached interest each.
+//! The scheduler and the runtime open the spans of a fire (target
+//! [`FIRE_TARGET`], level TRACE; `domain::trace` says which and how they are
+//! tied); only the OpenTelemetry layer built here listens to that target, so
+//! without an endpoint no layer is interested and a fire's spans cost one
+//! check of a cached interest each.
 //!
 //! Spans leave in batches from the SDK's own thread. The exporter posts them
 //! with the host's HTTP client on a runtime of its own (one thread), so a slow
@@ -16,8 +18,28 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::time::Duration;
 
-/// The `tracing` target of the scheduler's fire spans (see `engine::scheduler`).
-pub const FIRE_TARGET: &str = "quartzite::fire";
+pub use crate::domain::trace::FIRE_TARGET;
+
+/// Where traces go, from the configured endpoint (`otel.endpoint`, which
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` also sets) and the standard
+/// variables `env` reads: `OTEL_SDK_DISABLED=true` or
+/// `OTEL_TRACES_EXPORTER=none` turn tracing off; without an endpoint,
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` names the collector's base URL, and
+/// `/v1/traces` is appended, as the OpenTelemetry specification says.
+pub fn endpoint(configured: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let is =
+        |name: &str, value: &str| env(name).is_some_and(|v| v.trim().eq_ignore_ascii_case(value));
+    if is("OTEL_SDK_DISABLED", "true") || is("OTEL_TRACES_EXPORTER", "none") {
+        return None;
+    }
+    if let Some(endpoint) = configured.filter(|e| !e.is_empty()) {
+        return Some(endpoint.to_string());
+    }
+    let base = env("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    let base = base.trim();
+    (base.starts_with("http://") || base.starts_with("https://"))
+        .then(|| format!("{}/v1/traces", base.trim_end_matches('/')))
+}
 
 /// The layer that exports the fire spans, and nothing else, through `tracer`.
 pub fn fire_layer<S>(tracer: opentelemetry_sdk::trace::Tracer) -> impl tracing_subscriber::Layer<S>
@@ -49,7 +71,7 @@ impl Drop for Telemetry {
 }
 
 impl Telemetry {
-    /// No exporter: what a process without `log.otlp_endpoint` holds.
+    /// No exporter: what a process without a trace endpoint holds.
     pub fn off() -> Self {
         Telemetry { provider: None }
     }
@@ -70,19 +92,28 @@ impl Telemetry {
             .with_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the OTLP exporter for {endpoint}: {e}"))?;
+        // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the
+        // resource builder; the service is `quartzite` unless they name one.
+        let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+            || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+        let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ));
+        if !named {
+            resource = resource.with_service_name("quartzite");
+        }
+        // The sampler comes from OTEL_TRACES_SAMPLER; a fire's trace id is
+        // derived from its id, so `traceidratio` keeps or drops a fire's
+        // attempts together, on every node.
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(
-                Resource::builder()
-                    .with_service_name("quartzite")
-                    .with_attribute(opentelemetry::KeyValue::new(
-                        "service.version",
-                        env!("CARGO_PKG_VERSION"),
-                    ))
-                    .build(),
-            )
+            .with_id_generator(crate::domain::trace::FireIdGenerator::default())
+            .with_resource(resource.build())
             .build();
         let tracer = provider.tracer("quartzite");
+        // The root span of a fire is built through the global provider.
+        opentelemetry::global::set_tracer_provider(provider.clone());
         Ok((
             Telemetry {
                 provider: Some(provider),
@@ -147,5 +178,60 @@ impl HttpClient for Poster {
                 Ok::<_, HttpError>(answer.body(body)?)
             })
             .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_variables_name_or_silence_the_collector() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_string())
+            }
+        };
+        let configured = Some("http://127.0.0.1:4318/v1/traces");
+        assert_eq!(endpoint(None, &env(&[])), None, "off by default");
+        assert_eq!(endpoint(Some(""), &env(&[])), None);
+        assert_eq!(
+            endpoint(configured, &env(&[])).as_deref(),
+            configured,
+            "the configured endpoint is used as it is"
+        );
+        assert_eq!(
+            endpoint(
+                None,
+                &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318/")])
+            )
+            .as_deref(),
+            Some("http://otel:4318/v1/traces"),
+            "the base URL gets the traces path"
+        );
+        assert_eq!(
+            endpoint(
+                configured,
+                &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4318")])
+            )
+            .as_deref(),
+            configured,
+            "the traces endpoint wins over the base URL"
+        );
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            let pairs: &'static [(&str, &str)] = Box::leak(Box::new([off]));
+            assert_eq!(endpoint(configured, &env(pairs)), None, "{off:?}");
+        }
+        assert_eq!(
+            endpoint(None, &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "otel:4318")])),
+            None,
+            "a base URL without a scheme is not used"
+        );
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod events;
 pub mod policy;
+pub mod trace;
 
 pub use policy::{Backoff, MisfirePolicy, Overlap, ParseValueError, RetryPolicy, TriggerKind};
 

@@ -61,6 +61,8 @@ struct Shared {
     response_bytes: AtomicU64,
     concurrent: Arc<Semaphore>,
     forbidden: Arc<Vec<http::HeaderName>>,
+    /// The run's trace span: each request's span goes below it.
+    span: tracing::Span,
 }
 
 impl RunHttp {
@@ -70,6 +72,7 @@ impl RunHttp {
         job_key: Arc<str>,
         source: Arc<dyn GrantSource>,
         deadline: Instant,
+        span: tracing::Span,
     ) -> RunHttp {
         let compiled = grants.map(|g| Arc::clone(&g.grants));
         let limits = compiled.as_ref().map(|g| g.limits).unwrap_or_default();
@@ -99,6 +102,7 @@ impl RunHttp {
                 response_bytes: AtomicU64::new(0),
                 concurrent: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
                 forbidden: Arc::new(forbidden),
+                span,
             }),
         }
     }
@@ -122,15 +126,17 @@ impl WasiHttpHooks for RunHttp {
     }
 }
 
-/// What became of a request, for its log line and its metric.
+/// What became of a request, for its log line, its metric and its span.
 struct Ended<'a> {
     method: &'a http::Method,
     shown: &'a str,
     host: &'a str,
+    span: &'a tracing::Span,
 }
 
 impl Shared {
     fn refuse(&self, e: &Ended<'_>, result: &str, why: &str) {
+        e.span.record("outcome", result);
         self.log.push(
             LogLevel::Warn,
             LogSource::Log,
@@ -146,6 +152,16 @@ impl Shared {
     ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
         let started = Instant::now();
         let method = request.method().clone();
+        let span = tracing::trace_span!(
+            target: crate::domain::trace::FIRE_TARGET,
+            parent: &self.span,
+            "http",
+            http.request.method = %method,
+            url.full = tracing::field::Empty,
+            server.address = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         let url = match RequestUrl::parse(&request.uri().to_string()) {
             Ok(u) => u,
             Err(why) => {
@@ -153,6 +169,7 @@ impl Shared {
                     method: &method,
                     shown: "(invalid URL)",
                     host: "(invalid)",
+                    span: &span,
                 };
                 self.refuse(&e, "denied", &why);
                 return Err(Error::HttpRequestUriInvalid);
@@ -160,10 +177,16 @@ impl Shared {
         };
         let shown = url.display_without_query();
         let host = url.host.to_string();
+        if !span.is_disabled() {
+            // The URL as logged: without its query, which may carry secrets.
+            span.record("url.full", shown.as_str());
+            span.record("server.address", host.as_str());
+        }
         let ungranted = Ended {
             method: &method,
             shown: &shown,
             host: "(ungranted)",
+            span: &span,
         };
         let Some(grants) = self.grants.as_ref().filter(|g| !g.http.is_empty()) else {
             self.refuse(
@@ -197,6 +220,7 @@ impl Shared {
             method: &method,
             shown: &shown,
             host: &host,
+            span: &span,
         };
         let limits = self.limits;
         if self.requests.fetch_add(1, Ordering::Relaxed) >= limits.max_requests {
@@ -301,6 +325,13 @@ impl Shared {
             header.set_sensitive(true);
             request.headers_mut().insert(secret.header.clone(), header);
         }
+        // The request's span goes with it, unless the guest named its own.
+        if !request.headers().contains_key("traceparent")
+            && let Some(traceparent) = crate::domain::trace::traceparent(&span)
+            && let Ok(value) = http::HeaderValue::from_str(&traceparent)
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
         // The request line carries the normalised path, the one that was checked.
         let path_and_query = match &url.query {
             Some(q) => format!("{}?{q}", url.path),
@@ -379,6 +410,7 @@ impl Shared {
             }
         };
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
         let io: IoFuture = if conn_done {
             Box::new(async { Ok(()) })
         } else {
@@ -401,6 +433,7 @@ impl Shared {
                     host: host.clone(),
                     status,
                     started,
+                    span,
                     _permit: permit,
                 }),
             }
@@ -547,6 +580,8 @@ struct RequestLog {
     host: String,
     status: http::StatusCode,
     started: Instant,
+    /// The request's trace span, ended with its body.
+    span: tracing::Span,
     /// Held until the response is done: the run's in-flight bound.
     _permit: OwnedSemaphorePermit,
 }
@@ -573,6 +608,7 @@ impl ResponseBody {
             Some(p) if p.starts_with("limit") => (LogLevel::Warn, "limit", format!("; {p}")),
             Some(p) => (LogLevel::Warn, "error", format!("; {p}")),
         };
+        l.span.record("outcome", result);
         self.shared.log.push(
             level,
             LogSource::Log,

@@ -50,7 +50,7 @@ impl Default for Limits {
 }
 
 // Public so that the guest SDKs' test hosts can be checked against them
-// (host/tests/new.rs): a job tested natively must meet the same rules.
+// (host/tests/all/new.rs): a job tested natively must meet the same rules.
 
 /// Longest accepted kv key, in bytes.
 pub const MAX_KV_KEY: usize = 256;

@@ -84,6 +84,10 @@ pub struct RunRequest {
     pub limits: Limits,
     /// Where the run's grants come from.
     pub grants: GrantsFrom,
+    /// The run's trace span (`domain::trace`), or `Span::none()`: the parent
+    /// of the spans of its host calls and requests, and the `TRACEPARENT` its
+    /// guest sees.
+    pub span: tracing::Span,
 }
 
 /// The event behind a fire, as the guest's `trigger-event` returns it.
@@ -115,6 +119,7 @@ impl RunRequest {
             depth: 0,
             limits: Limits::default(),
             grants: GrantsFrom::Source,
+            span: tracing::Span::none(),
         }
     }
 }
@@ -567,13 +572,16 @@ impl Runtime {
         start: Instant,
         grants: Option<&RunGrants>,
     ) -> Store<RunState> {
-        // Nothing is granted: no preopened directories, no environment, no
-        // arguments, no sockets or name lookups. Output goes to the run's log.
-        // Outbound HTTP and config go only as far as the job's grants.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(log.stream(0))
-            .stderr(log.stream(1))
-            .build();
+        // Nothing is granted: no preopened directories, no arguments, no
+        // sockets or name lookups, no environment but the run's TRACEPARENT
+        // when it is traced. Output goes to the run's log. Outbound HTTP and
+        // config go only as far as the job's grants.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(log.stream(0)).stderr(log.stream(1));
+        if let Some(traceparent) = crate::domain::trace::traceparent(&request.span) {
+            wasi.env("TRACEPARENT", traceparent);
+        }
+        let wasi = wasi.build();
         let redactor = grants.filter(|g| !g.secrets.is_empty()).map(|g| {
             Arc::new(grants::Redactor::new(
                 g.secrets.iter().map(|(_, _, v)| v.clone()),
@@ -593,6 +601,7 @@ impl Runtime {
                 Arc::clone(&job_key),
                 Arc::clone(&self.services.grants),
                 start + limits.timeout,
+                request.span.clone(),
             ),
             config: grants
                 .map(|g| g.grants.config.iter().collect())
@@ -618,6 +627,7 @@ impl Runtime {
             },
             max_locks: limits.max_locks_held,
             locks_held: 0,
+            span: request.span.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

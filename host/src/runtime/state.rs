@@ -62,6 +62,32 @@ pub(crate) struct RunState {
     pub(crate) kv_quota: KvQuota,
     pub(crate) max_locks: usize,
     pub(crate) locks_held: usize,
+    /// The run's trace span (`domain::trace`): the parent of the spans of its
+    /// host calls that reach the store. Disabled when the fire is not traced.
+    pub(crate) span: tracing::Span,
+}
+
+/// A span for one host call that reaches the store, under the run's span;
+/// it ends when dropped, and records `error` when the call fails.
+macro_rules! call_span {
+    ($state:expr, $name:literal) => {
+        tracing::trace_span!(
+            target: crate::domain::trace::FIRE_TARGET,
+            parent: &$state.span,
+            $name,
+            error = tracing::field::Empty,
+        )
+    };
+}
+
+/// `result`, with its error (if any) recorded on the call's span.
+fn traced<T>(span: &tracing::Span, result: Result<T, HostError>) -> Result<T, HostError> {
+    if let Err(e) = &result
+        && !span.is_disabled()
+    {
+        span.record("error", tracing::field::debug(e));
+    }
+    result
 }
 
 impl RunState {
@@ -170,12 +196,9 @@ impl Host for RunState {
         if let Err(e) = check_key(&key) {
             return Ok(Err(e));
         }
-        Ok(self
-            .services
-            .kv
-            .kv_get(&self.job_key, &key)
-            .await
-            .map_err(service_error))
+        let span = call_span!(self, "kv-get");
+        let got = self.services.kv.kv_get(&self.job_key, &key).await;
+        Ok(traced(&span, got.map_err(service_error)))
     }
 
     async fn kv_set(
@@ -197,24 +220,22 @@ impl Host for RunState {
             Some(redacted) => redacted,
             None => value,
         };
-        Ok(self
+        let span = call_span!(self, "kv-set");
+        let set = self
             .services
             .kv
             .kv_set(&self.job_key, &key, &value, self.kv_quota)
-            .await
-            .map_err(service_error))
+            .await;
+        Ok(traced(&span, set.map_err(service_error)))
     }
 
     async fn kv_delete(&mut self, key: String) -> wasmtime::Result<Result<bool, HostError>> {
         if let Err(e) = check_key(&key) {
             return Ok(Err(e));
         }
-        Ok(self
-            .services
-            .kv
-            .kv_delete(&self.job_key, &key)
-            .await
-            .map_err(service_error))
+        let span = call_span!(self, "kv-delete");
+        let deleted = self.services.kv.kv_delete(&self.job_key, &key).await;
+        Ok(traced(&span, deleted.map_err(service_error)))
     }
 
     async fn lock(
@@ -243,13 +264,15 @@ impl Host for RunState {
             holder: self.holder.to_string(),
             timeout,
         };
+        let span = call_span!(self, "lock");
         let lease = match self.services.locks.lock_acquire(&params).await {
             Ok(lease) => lease,
             Err(ServiceError::Timeout) if self.is_cancelled() => {
-                return Ok(Err(HostError::Cancelled));
+                return Ok(traced(&span, Err(HostError::Cancelled)));
             }
-            Err(e) => return Ok(Err(service_error(e))),
+            Err(e) => return Ok(traced(&span, Err(service_error(e)))),
         };
+        drop(span);
         let entry = LockGuardEntry {
             lease,
             locks: Arc::clone(&self.services.locks),
@@ -281,7 +304,9 @@ impl Host for RunState {
         payload: String,
         key: Option<String>,
     ) -> wasmtime::Result<Result<String, HostError>> {
-        Ok(self.emit_event(name, payload, key).await)
+        let span = call_span!(self, "emit");
+        let emitted = self.emit_event(name, payload, key).await;
+        Ok(traced(&span, emitted))
     }
 }
 

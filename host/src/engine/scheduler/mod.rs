@@ -97,17 +97,14 @@ struct Ended {
     /// keeps whole milliseconds).
     took: Duration,
     job: Arc<JobMetrics>,
-    /// The fire's trace span ([`FIRE_TARGET`]), closed once committed.
+    /// The attempt's trace span ([`FIRE_TARGET`]), closed once committed.
     span: tracing::Span,
+    /// When that span began, if it is traced.
+    began: Option<std::time::SystemTime>,
 }
 
-/// The `tracing` target of the spans of fires: a root span `fire` per claim
-/// of a fire (each attempt is claimed anew, so a retry is a trace of its own), with `wait` (for its job's slot, a worker and its due time), `mark`,
-/// `resolve` (its module and event), `run` (the guest) and `commit` below it.
-/// Spans are TRACE so that nothing but a trace exporter listening to this
-/// target turns them on (the CLI's `telemetry`); otherwise each costs a
-/// check of a cached interest.
-const FIRE_TARGET: &str = "quartzite::fire";
+// The spans of a fire and how they are tied together: `domain::trace`.
+use crate::domain::trace::FIRE_TARGET;
 
 /// Runs shorter than this on average (µs) are marked started when claimed.
 const MARK_AHEAD_BELOW_US: u64 = 2_000;
@@ -391,14 +388,17 @@ impl Scheduler {
                 let span = tracing::trace_span!(
                     target: FIRE_TARGET,
                     parent: None,
-                    "fire",
+                    "attempt",
                     job_key = %fire.job_key,
                     trigger_key = %fire.trigger_key,
                     fire_id = %fire.fire_id,
                     attempt = fire.attempt,
                     node = %self.node_id,
+                    module_digest = tracing::field::Empty,
                     status = tracing::field::Empty,
                 );
+                crate::domain::trace::join_fire(&span, &fire.fire_id);
+                let began = (!span.is_disabled()).then(std::time::SystemTime::now);
                 let task_span = span.clone();
                 tokio::spawn(
                     async move {
@@ -414,6 +414,7 @@ impl Scheduler {
                                 took,
                                 job: job_metrics,
                                 span,
+                                began,
                             })
                             .await;
                         drop(claim);
@@ -670,7 +671,7 @@ impl Scheduler {
                 }
             },
         };
-        let request = RunRequest {
+        let mut request = RunRequest {
             job_key: fire.job_key.clone(),
             trigger_key: fire.trigger_key.clone(),
             fire_id: fire.fire_id.clone(),
@@ -694,9 +695,16 @@ impl Scheduler {
                 ..Limits::default()
             },
             grants: GrantsFrom::Stored(fire.job.grants.clone()),
+            span: tracing::Span::none(),
         };
         drop(resolve);
         let run = tracing::trace_span!(target: FIRE_TARGET, "run", outcome = tracing::field::Empty);
+        if !run.is_disabled() {
+            if let JobImpl::Wasm(m) = &job {
+                tracing::Span::current().record("module_digest", m.digest.as_str());
+            }
+            request.span = run.clone();
+        }
         let report = self.guests.execute(&self.runtime, &job, request).await;
         self.record_run_time(report.duration);
         let ended_ms = started_ms + i64::try_from(report.duration.as_millis()).unwrap_or(0);
@@ -779,7 +787,7 @@ impl Scheduler {
                 // The commit of the whole batch, as a step of each fire in it.
                 let commit = tracing::trace_span!(target: FIRE_TARGET, parent: &e.span, "commit");
                 batch.push(e.completion);
-                observed.push((e.job, e.took, commit, e.span));
+                observed.push((e.job, e.took, commit, e.span, e.began));
             }
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -790,7 +798,7 @@ impl Scheduler {
                                 held.remove(&c.fire_id);
                             }
                         });
-                        for ((c, (job, took, commit, span)), ok) in
+                        for ((c, (job, took, commit, span, began)), ok) in
                             batch.iter().zip(&observed).zip(accepted)
                         {
                             // A traced span ends at its last exit: the commit's
@@ -806,6 +814,11 @@ impl Scheduler {
                                     c.history.ended_ms,
                                 );
                                 span.record("status", c.history.status.as_str());
+                                if matches!(c.next, FireNext::Done)
+                                    && let Some(began) = began
+                                {
+                                    self.end_fire_trace(c, *began);
+                                }
                             } else {
                                 span.record("status", "refused");
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
@@ -825,6 +838,27 @@ impl Scheduler {
             observed.clear();
             self.wake.notify_one();
         }
+    }
+
+    /// Sends the root span of the trace of a fire that has ended (`domain::trace`).
+    fn end_fire_trace(&self, c: &Completion, began: std::time::SystemTime) {
+        let h = &c.history;
+        let due = to_system_time(h.scheduled_ms.unwrap_or(h.started_ms));
+        // An earlier attempt may have been claimed ahead of the due time, at
+        // most the look-ahead window before it.
+        let earliest = if h.attempt <= 1 {
+            due
+        } else {
+            due - Duration::from_millis(u64::try_from(self.config.lookahead_ms).unwrap_or(0))
+        };
+        crate::domain::trace::end_fire(&crate::domain::trace::FireSpan {
+            fire_id: &c.fire_id,
+            job_key: &h.job_key,
+            trigger_key: h.trigger_key.as_deref().unwrap_or(""),
+            start: earliest.min(began),
+            attempts: h.attempt,
+            status: h.status.as_str(),
+        });
     }
 
     /// Follows modules pushed through any process: the resolver forgets what

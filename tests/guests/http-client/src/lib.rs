@@ -5,14 +5,16 @@
 //! ```json
 //! {"requests": [{"url": "http://127.0.0.1:8080/a", "method": "GET",
 //!                "headers": [["x-a", "1"]], "body": "..."}],
-//!  "log_bodies": true, "keep": true, "emit": ["report.done"], "config": true}
+//!  "log_bodies": true, "keep": true, "emit": ["report.done"], "config": true,
+//!  "trace": true}
 //! ```
 //!
 //! Each request's result goes into the details: `{"status", "body"}` or
 //! `{"error": "denied" | "limit" | "network" | "invalid", "message"}`. With
 //! `log_bodies` every body is also logged, with `keep` written to kv and
 //! returned as new data, and emitted as an event payload when `emit` is given:
-//! the paths a secret echoed back by a server could take into storage.
+//! the paths a secret echoed back by a server could take into storage. With
+//! `trace` the details also hold the run's `traceparent`.
 
 use quartzite_sdk::event::emit;
 use quartzite_sdk::http::{HttpError, Request};
@@ -29,6 +31,7 @@ struct Data {
     emit: Vec<String>,
     config: bool,
     fail_with_body: bool,
+    trace: bool,
 }
 
 #[derive(Deserialize)]
@@ -109,7 +112,10 @@ impl Job for HttpGuest {
         } else {
             Value::Null
         };
-        let details = json!({ "results": results, "emitted": emitted, "config": config });
+        let mut details = json!({ "results": results, "emitted": emitted, "config": config });
+        if data.trace {
+            details["traceparent"] = json!(ctx.traceparent());
+        }
         let outcome = Outcome::details(&details)?;
         if data.keep {
             Ok(outcome.with_new_data(&json!({ "last": joined }))?)

@@ -1,10 +1,6 @@
 //! The `quartzite` binary as a job author uses it: `run-once` and `module inspect`.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-mod common;
-
-use common::*;
+use crate::common::*;
 
 use serde_json::{Value, json};
 use std::path::Path;
@@ -793,7 +789,7 @@ fn one_shot_server(n: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
 #[test]
 fn run_once_takes_grants_as_job_add_does_with_secrets_from_the_environment() {
     let cache = tempfile::tempdir().unwrap();
-    let guest = common::wasm("guest_http");
+    let guest = crate::common::wasm("guest_http");
     let (port, heads) = one_shot_server(1);
     let data = json!({ "requests": [{ "url": format!("http://127.0.0.1:{port}/a") }] }).to_string();
     let run = |extra: &[&str], token: Option<&str>| {

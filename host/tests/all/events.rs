@@ -5,13 +5,8 @@
 //! for contract 1.0 runs on this 1.1 host, and alerts reach a real local HTTP
 //! receiver once per triggering condition, again after it answered 500.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
-use common::server::{Backend, Server, start_server, start_server_with};
-use common::*;
+use crate::common::server::{Backend, Server, start_server, start_server_with};
+use crate::common::*;
 use quartzite::store::model::HistoryStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -6,15 +6,10 @@
 //! whole node (SQLite and PostgreSQL) through its admin API. The guests must be
 //! built first (`./dev.sh guests`).
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
+use crate::common::*;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use common::*;
 use quartzite::grants::{Grants, HttpLimitsSpec, SecretGrant};
 use quartzite::runtime::services::{KvStore, MemoryEvents, MemoryKv};
 use quartzite::runtime::{
@@ -701,7 +696,7 @@ mod config_and_emit {
 /// A whole node per backend, through its admin API.
 mod node {
     use super::*;
-    use common::server::{Backend, Server, start_server_with_keys};
+    use crate::common::server::{Backend, Server, start_server_with_keys};
     use quartzite::secrets::{SecretKey, SecretKeys};
     use quartzite::store::model::HistoryStatus;
     use reqwest::Method;
@@ -945,7 +940,7 @@ mod node {
         stop.send(true).unwrap();
         task.await.unwrap();
         // ... and used by one that has none.
-        let server = common::server::start_server_on(
+        let server = crate::common::server::start_server_on(
             backend,
             "nokey2",
             Arc::new(SecretKeys::default()),
@@ -1002,7 +997,7 @@ mod node {
 /// The store's half on both databases: versions, listing, deleting.
 mod store {
     use super::*;
-    use common::server::Backend;
+    use crate::common::server::Backend;
     use quartzite::secrets::{SecretKey, SecretKeys};
 
     async fn secrets_and_grants_are_kept_per_name_and_job(backend: Backend) {

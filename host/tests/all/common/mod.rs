@@ -1,7 +1,7 @@
 //! Helpers shared by the integration test binaries: where the built guests are,
 //! the test PostgreSQL, and waiting on a condition instead of sleeping.
 
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code)] // not every helper is used by every topic
 
 pub mod server;
 

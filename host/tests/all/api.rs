@@ -2,13 +2,8 @@
 //! SQLite and PostgreSQL, called with a real HTTP client; and real `quartzite
 //! serve` processes for what only a process shows (refusing to start).
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
-use common::server::{Backend, Server, start_server};
-use common::*;
+use crate::common::server::{Backend, Server, start_server};
+use crate::common::*;
 
 use quartzite::api::ApiOptions;
 use quartzite::engine::scheduler::SchedulerConfig;

@@ -2,11 +2,7 @@
 //! exactly once across the cluster, and a killed node's recoverable fire is
 //! re-run elsewhere.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use quartzite::store::model::{
     HistoryEntry, HistoryFilter, HistoryStatus, JobDef, Overlap, TriggerPut,

@@ -3,11 +3,7 @@
 //!
 //! The guests must be built first (`./dev.sh guests`, which `./dev.sh test` runs).
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-mod common;
-
-use common::*;
+use crate::common::*;
 
 use quartzite::runtime::services::{
     KvStore, LocalLocks, LockAcquire, LockService, MemoryEvents, MemoryKv,

@@ -9,14 +9,12 @@
 //! a cluster lock with the job at its share of the node, and a fire years
 //! overdue (a high lag and a misfire).
 //!
-//! And a node told to trace fires sends a span per fire, with its steps as
-//! child spans, to a real OTLP/HTTP receiver on loopback.
+//! And a node told to trace fires sends each fire as one trace to a real
+//! OTLP/HTTP receiver on loopback: the fire, its attempts, their steps, the
+//! guest's store calls and its outbound request, which carries the trace to
+//! the server it reaches, as the guest sees it in `TRACEPARENT`.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-mod common;
-
-use common::*;
+use crate::common::*;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -407,9 +405,14 @@ fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> O
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fires_are_traced_to_an_otlp_http_receiver_with_their_steps() {
+async fn a_fire_is_one_trace_of_its_attempts_steps_host_calls_and_requests() {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::Span;
     use prost::Message as _;
     use std::sync::{Arc, Mutex};
 
@@ -444,11 +447,31 @@ async fn fires_are_traced_to_an_otlp_http_receiver_with_their_steps() {
     let receiver_port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    // The server a job is granted: it keeps the traceparent of each request.
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let api = axum::Router::new().route(
+        "/report",
+        axum::routing::get({
+            let seen = Arc::clone(&seen);
+            move |headers: axum::http::HeaderMap| async move {
+                let traceparent = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                seen.lock().unwrap().push(traceparent);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, api).await });
+
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("q.db").display());
     std::fs::write(
         dir.path().join("quartzite.toml"),
-        format!("[log]\notlp_endpoint = \"http://127.0.0.1:{receiver_port}/v1/traces\"\n"),
+        format!("[otel]\nendpoint = \"http://127.0.0.1:{receiver_port}/v1/traces\"\n"),
     )
     .unwrap();
     std::fs::write(
@@ -463,6 +486,10 @@ path = "{hello}"
 name = "flaky"
 path = "{flaky}"
 
+[[module]]
+name = "http"
+path = "{http}"
+
 [[job]]
 key = "t/hello"
 module = "hello"
@@ -474,12 +501,23 @@ key = "t/broken"
 module = "flaky"
 data = {{ failures = 1000000 }}
 [job.retry]
-max_attempts = 1
+max_attempts = 2
+initial = "100ms"
 [[job.trigger]]
-every = "500ms"
+every = "1s"
+
+[[job]]
+key = "t/http"
+module = "http"
+data = {{ requests = [{{ url = "http://127.0.0.1:{api_port}/report" }}], keep = true, trace = true }}
+[job.grants]
+http = ["http://127.0.0.1:{api_port}/*"]
+[[job.trigger]]
+every = "1s"
 "#,
             hello = wasm("hello").display(),
             flaky = wasm("flaky").display(),
+            http = wasm("guest_http").display(),
         ),
     )
     .unwrap();
@@ -498,63 +536,139 @@ every = "500ms"
         .stderr(Stdio::null());
     let _node = Killed(command.spawn().unwrap());
 
-    // A fire of each job, ended, with its steps below it in its trace.
-    let traced = |job: &str, status: &str| {
+    let child = |spans: &[Span], parent: &Span, name: &str| -> Option<Span> {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.trace_id == parent.trace_id
+                    && s.parent_span_id == parent.span_id
+                    && s.start_time_unix_nano >= parent.start_time_unix_nano
+                    && s.end_time_unix_nano <= parent.end_time_unix_nano
+            })
+            .cloned()
+    };
+    let children = |spans: &[Span], parent: &Span, name: &str| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && s.trace_id == parent.trace_id
+                    && s.parent_span_id == parent.span_id
+            })
+            .cloned()
+            .collect()
+    };
+    // An ended fire of `job` with `status`: its root span, and its attempts,
+    // each with its steps below it.
+    let fire_of = |job: &str, status: &str, attempts: usize| -> Option<(Span, Vec<Span>)> {
         let spans = spans_of(&received.lock().unwrap());
-        spans.iter().any(|fire| {
-            fire.name == "fire"
-                && fire.parent_span_id.is_empty()
-                && attribute(fire, "job_key").as_deref() == Some(job)
-                && attribute(fire, "status").as_deref() == Some(status)
-                && attribute(fire, "attempt").as_deref() == Some("1")
-                && attribute(fire, "fire_id").is_some()
-                && ["wait", "resolve", "run", "commit"].iter().all(|step| {
-                    spans.iter().any(|s| {
-                        s.name == *step
-                            && s.trace_id == fire.trace_id
-                            && s.parent_span_id == fire.span_id
-                            && s.start_time_unix_nano >= fire.start_time_unix_nano
-                            && s.end_time_unix_nano <= fire.end_time_unix_nano
-                            && (s.name != "run"
-                                || attribute(s, "outcome").as_deref() == Some(status))
-                    })
-                })
+        spans.iter().find_map(|fire| {
+            if fire.name != "fire"
+                || !fire.parent_span_id.is_empty()
+                || attribute(fire, "job_key").as_deref() != Some(job)
+                || attribute(fire, "status").as_deref() != Some(status)
+                || attribute(fire, "attempts") != Some(attempts.to_string())
+                || attribute(fire, "fire_id").is_none()
+            {
+                return None;
+            }
+            let mut tried = children(&spans, fire, "attempt");
+            tried.sort_by_key(|a| attribute(a, "attempt"));
+            let whole = tried.len() == attempts
+                && tried.iter().enumerate().all(|(i, a)| {
+                    attribute(a, "attempt") == Some((i + 1).to_string())
+                        && attribute(a, "fire_id") == attribute(fire, "fire_id")
+                        && attribute(a, "node").is_some()
+                        && attribute(a, "module_digest").is_some_and(|d| d.starts_with("sha256:"))
+                        && a.start_time_unix_nano >= fire.start_time_unix_nano
+                        && a.end_time_unix_nano <= fire.end_time_unix_nano
+                        && ["wait", "resolve", "run", "commit"]
+                            .iter()
+                            .all(|step| child(&spans, a, step).is_some())
+                });
+            whole.then(|| (fire.clone(), tried))
         })
     };
     let start = Instant::now();
-    while !(traced("t/hello", "success") && traced("t/broken", "failed")) {
+    let (hello, broken, http) = loop {
+        if let (Some(hello), Some(broken), Some(http)) = (
+            fire_of("t/hello", "success", 1),
+            fire_of("t/broken", "failed", 2),
+            fire_of("t/http", "success", 1),
+        ) {
+            break (hello, broken, http);
+        }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "no complete fire traces after 60 s; the first (name, child of the fire, \
-             start after the fire's in ns, end before the fire's in ns): {:?}",
-            {
-                let spans = spans_of(&received.lock().unwrap());
-                let fire = spans.iter().find(|s| s.name == "fire").cloned();
-                spans
-                    .iter()
-                    .filter(|s| fire.as_ref().is_some_and(|f| s.trace_id == f.trace_id))
-                    .map(|s| {
-                        let f = fire.as_ref().unwrap();
-                        (
-                            s.name.clone(),
-                            s.parent_span_id == f.span_id,
-                            i128::from(s.start_time_unix_nano) - i128::from(f.start_time_unix_nano),
-                            i128::from(f.end_time_unix_nano) - i128::from(s.end_time_unix_nano),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            }
+            "no complete fire traces after 60 s; spans received (name, attributes): {:?}",
+            spans_of(&received.lock().unwrap())
+                .iter()
+                .take(40)
+                .map(|s| (s.name.clone(), s.attributes.clone()))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     let types = types.lock().unwrap().clone();
     assert!(
         types.iter().all(|t| t == "application/x-protobuf"),
         "{types:?}"
     );
-    // One trace per fire: no fire span is the child of another.
     let spans = spans_of(&received.lock().unwrap());
+    let run_of = |attempt: &Span| child(&spans, attempt, "run").unwrap();
+    assert_eq!(
+        attribute(&run_of(&hello.1[0]), "outcome").as_deref(),
+        Some("success")
+    );
+    // The failed fire's two attempts are in its one trace, each run failing.
+    for attempt in &broken.1 {
+        assert_eq!(
+            attribute(&run_of(attempt), "outcome").as_deref(),
+            Some(if attribute(attempt, "attempt").as_deref() == Some("1") {
+                "retried"
+            } else {
+                "failed"
+            }),
+        );
+    }
+    assert!(broken.1[0].end_time_unix_nano <= broken.1[1].start_time_unix_nano);
+    // The guest's kv write and its request are spans below its run; the
+    // request left with a traceparent naming its span.
+    let run = run_of(&http.1[0]);
+    let kv = child(&spans, &run, "kv-set").expect("a kv-set span below the run");
+    assert!(attribute(&kv, "error").is_none());
+    let request = child(&spans, &run, "http").expect("an http span below the run");
+    assert_eq!(
+        attribute(&request, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(&request, "url.full"),
+        Some(format!("http://127.0.0.1:{api_port}/report"))
+    );
+    let trace = hex(&http.0.trace_id);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .contains(&Some(format!("00-{trace}-{}-01", hex(&request.span_id)))),
+        "the request's traceparent; the server saw {:?}",
+        seen.lock().unwrap()
+    );
+    // And the guest saw the run's traceparent.
+    let history = Command::new(env!("CARGO_BIN_EXE_quartzite"))
+        .args(["--db", &url, "--json", "history", "list", "--job", "t/http"])
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    let run_traceparent = format!("00-{trace}-{}-01", hex(&run.span_id));
+    assert!(
+        history.contains(&run_traceparent),
+        "the guest reports {run_traceparent} in its details: {history}"
+    );
+    // One trace per fire: every fire span is the root of a trace of its own.
     let fires: Vec<_> = spans.iter().filter(|s| s.name == "fire").collect();
     let traces: std::collections::HashSet<_> = fires.iter().map(|s| s.trace_id.clone()).collect();
     assert_eq!(traces.len(), fires.len(), "a trace per fire");
+    assert!(fires.iter().all(|f| f.parent_span_id.is_empty()));
 }

@@ -2,11 +2,7 @@
 //! stopped with SIGTERM. Nothing is lost and nothing runs twice except the
 //! flagged recovery re-run.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-mod common;
-
-use common::*;
+use crate::common::*;
 
 use quartzite::store::model::{HistoryFilter, HistoryStatus, Overlap};
 use quartzite::store::{Scheduling, SqliteStore, Store};

@@ -8,8 +8,6 @@
 //! wasm32-wasip2; the Python venv with componentize-py 0.25.1 under
 //! target/guest-toolchains; the JS SDK's npm packages).
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -6,12 +6,7 @@
 //! The components are the examples `./dev.sh guests` builds from
 //! example-jobs/python and example-jobs/js with the languages' SDKs.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 
 use quartzite::store::Store;
 use quartzite::store::model::{HistoryEntry, HistoryStatus};

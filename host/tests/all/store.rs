@@ -5,10 +5,6 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); it must be up: these tests fail,
 //! never skip, without it.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-mod common;
-
 use quartzite::engine::services::{StoreEvents, StoreKv};
 use quartzite::runtime::services::LocalLocks;
 use quartzite::runtime::{
@@ -43,8 +39,8 @@ impl TestStore {
 
     async fn postgres() -> TestStore {
         // Connected with explicit options, the way a caller of the library would.
-        let (url, schema) = common::pg_schema("qz_test").await;
-        let options = PgConnectOptions::from_str(&common::pg_url())
+        let (url, schema) = crate::common::pg_schema("qz_test").await;
+        let options = PgConnectOptions::from_str(&crate::common::pg_url())
             .unwrap()
             .options([("search_path", schema.as_str())]);
         let store = PgStore::connect_with(options, &url).await.unwrap();
@@ -58,7 +54,7 @@ impl TestStore {
 
     async fn finish(self) {
         if let Some(schema) = self.schema {
-            common::pg_drop(&schema).await;
+            crate::common::pg_drop(&schema).await;
         }
     }
 }
@@ -1350,7 +1346,7 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
         services,
     )
     .unwrap();
-    let module = runtime.load_file(&common::wasm("report")).unwrap();
+    let module = runtime.load_file(&crate::common::wasm("report")).unwrap();
     // The report emits `report.done` when done, as its manifest grants it.
     let job = JobDef::new("jobs/report", "report").with_grants(&quartzite::grants::Grants {
         emit: vec!["report.done".into()],
@@ -1372,7 +1368,7 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
         blocked.outcome
     );
     locks.lock_release(&other);
-    common::wait_until(
+    crate::common::wait_until(
         std::time::Duration::from_secs(10),
         "the release to reach the store",
         || {
@@ -1391,7 +1387,7 @@ async fn guests_share_locks_through_the_store(store: Arc<dyn Store>) {
         )
         .await;
     assert!(ran.outcome.is_success(), "{:?}", ran.outcome);
-    common::wait_until(
+    crate::common::wait_until(
         std::time::Duration::from_secs(10),
         "the guest's guard to be released",
         || {
@@ -2137,7 +2133,7 @@ mod released_locks_leave_no_rows {
     async fn postgres() {
         let t = TestStore::postgres().await;
         let schema = t.schema.clone().unwrap();
-        let options = PgConnectOptions::from_str(&common::pg_url())
+        let options = PgConnectOptions::from_str(&crate::common::pg_url())
             .unwrap()
             .options([("search_path", schema.as_str())]);
         let pool = sqlx::PgPool::connect_with(options).await.unwrap();
@@ -2234,7 +2230,7 @@ mod error_kinds {
         let schema = t.schema.clone().unwrap();
         let corrupt = async move {
             use std::str::FromStr;
-            let options = sqlx::postgres::PgConnectOptions::from_str(&super::common::pg_url())
+            let options = sqlx::postgres::PgConnectOptions::from_str(&crate::common::pg_url())
                 .unwrap()
                 .options([("search_path", schema.as_str())]);
             let pool = sqlx::PgPool::connect_with(options).await.unwrap();

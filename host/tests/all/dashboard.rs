@@ -6,11 +6,7 @@
 //! Needs the Debian packages `chromium` and `chromium-driver` (`./dev.sh test`
 //! installs them); the test fails, never skips, when they are missing.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-mod common;
-
-use common::*;
+use crate::common::*;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

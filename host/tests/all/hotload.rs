@@ -4,13 +4,8 @@
 //! finishes on its version, rollback returns to the previous one, pinned jobs
 //! never move.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
-use common::server::{Backend, Server, start_server};
-use common::*;
+use crate::common::server::{Backend, Server, start_server};
+use crate::common::*;
 
 use quartzite::store::Store;
 use quartzite::store::model::HistoryStatus;

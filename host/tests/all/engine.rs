@@ -2,12 +2,7 @@
 //! manifest fires jobs on schedule, retries, skips NoOp jobs, and stops
 //! gracefully, on SQLite and on PostgreSQL.
 
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
-use common::*;
+use crate::common::*;
 
 use quartzite::engine::scheduler::SchedulerConfig;
 use quartzite::node::{self, Node, ServeOptions};
