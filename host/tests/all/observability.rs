@@ -580,7 +580,7 @@ every = "1s"
                     attribute(a, "attempt") == Some((i + 1).to_string())
                         && attribute(a, "fire_id") == attribute(fire, "fire_id")
                         && attribute(a, "node").is_some()
-                        && attribute(a, "module_digest").is_some_and(|d| d.starts_with("sha256:"))
+                        && attribute(a, "module_digest").is_some_and(|d| d.len() == 64)
                         && a.start_time_unix_nano >= fire.start_time_unix_nano
                         && a.end_time_unix_nano <= fire.end_time_unix_nano
                         && ["wait", "resolve", "run", "commit"]
@@ -601,12 +601,27 @@ every = "1s"
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "no complete fire traces after 60 s; spans received (name, attributes): {:?}",
+            "no complete fire traces after 60 s; spans received (name, trace, span, \
+             parent, job, attempt(s), status):\n{}",
             spans_of(&received.lock().unwrap())
                 .iter()
-                .take(40)
-                .map(|s| (s.name.clone(), s.attributes.clone()))
+                .filter(|s| ["fire", "attempt", "run", "wait", "commit"].contains(&s.name.as_str()))
+                .take(60)
+                .map(|s| format!(
+                    "{} {}..{} {} {} {} {:?} {:?} {:?} {:?}",
+                    s.name,
+                    s.start_time_unix_nano % 100_000_000_000,
+                    s.end_time_unix_nano % 100_000_000_000,
+                    attribute(s, "module_digest").unwrap_or_default(),
+                    &hex(&s.trace_id)[..8],
+                    hex(&s.span_id),
+                    hex(&s.parent_span_id),
+                    attribute(s, "job_key"),
+                    attribute(s, "attempt").or_else(|| attribute(s, "attempts")),
+                    attribute(s, "status").or_else(|| attribute(s, "outcome")),
+                ))
                 .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
