@@ -141,6 +141,7 @@ fn stop(mut child: Node) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_run_every_fire_exactly_once() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_cluster").await;
     let jobs = 1_500;
@@ -230,6 +231,7 @@ async fn three_nodes_run_every_fire_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_recoverable_fire_is_rerun_on_another_node() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_failover").await;
     std::fs::write(
@@ -351,6 +353,7 @@ async fn wait_for_count(store: &PgStore, job: &str, status: HistoryStatus, at_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_runs() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_mixed").await;
     // `counter` is built with the SDK for contract 1.1; `old-job` for 1.0.
@@ -468,6 +471,7 @@ async fn a_mixed_cluster_claims_by_capability_and_skips_only_what_no_live_node_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_pushed_through_one_process_is_compiled_on_every_node() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_propagate").await;
     let store = PgStore::connect(&url).await.unwrap();
@@ -527,6 +531,7 @@ async fn a_module_pushed_through_one_process_is_compiled_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_paused_past_its_lease_cannot_complete_the_fire_taken_over() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_sigstop").await;
     write_manifest(
@@ -589,6 +594,7 @@ async fn a_node_paused_past_its_lease_cannot_complete_the_fire_taken_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_clocks_minutes_off_fire_neither_early_nor_late() {
+    let _load = load_share(LOADED).await;
     // libfaketime, preloaded, moves the process's wall clock (not its monotonic one).
     let lib = std::fs::read_dir("/usr/lib")
         .unwrap()
@@ -899,6 +905,7 @@ const LOAD: Load = Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_run_20000_one_shots_and_200_crons_every_fire_once() {
+    let _load = load_share(HEAVY).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_load").await;
     write_manifest(dir.path(), &module_decl("counter", "counter"));
@@ -925,6 +932,7 @@ async fn three_nodes_run_20000_one_shots_and_200_crons_every_fire_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_nodes_every_few_seconds_loses_no_fire() {
+    let _load = load_share(HEAVY).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_chaos").await;
     write_manifest(dir.path(), &module_decl("counter", "counter"));
@@ -1083,6 +1091,7 @@ impl Drop for PrivatePg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_ride_out_a_postgresql_restart_and_lose_nothing() {
+    let _load = load_share(HEAVY).await;
     let pg = PrivatePg::start();
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
@@ -1130,6 +1139,7 @@ async fn nodes_ride_out_a_postgresql_restart_and_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_longer_than_its_lease_keeps_its_fire() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_lease").await;
     // 8 s of work against the default 6 s lease: renewed while it runs.
@@ -1185,6 +1195,7 @@ async fn runs_of(store: &PgStore, job: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_runs_each_of_its_subscribers_once_on_a_three_node_cluster() {
+    let _load = load_share(LOADED).await;
     use quartzite::store::events::{EmitOutcome, EventPut, Events};
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_events").await;
@@ -1301,6 +1312,7 @@ async fn an_event_runs_each_of_its_subscribers_once_on_a_three_node_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_accepted_right_before_a_crash_runs_after_the_restart() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_evcrash").await;
     write_manifest(dir.path(), &subscribers_manifest());

@@ -365,6 +365,7 @@ async fn job_state(server: &Server, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path()).await;
     let browser = start_browser().await;

@@ -8,6 +8,7 @@
 //! wasm32-wasip2; the Python venv with componentize-py 0.25.1 under
 //! target/guest-toolchains; the JS SDK's npm packages).
 
+use crate::common::{LOADED, load_share_blocking};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,6 +101,7 @@ fn inspect_and_run(component: &Path, name: &str, cache: &Path) {
 
 #[test]
 fn a_new_rust_project_tests_builds_inspects_and_runs() {
+    let _load = load_share_blocking(LOADED);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("greeter");
     new_project("greeter", "rust", &project);
@@ -126,6 +128,7 @@ fn a_new_rust_project_tests_builds_inspects_and_runs() {
 
 #[test]
 fn a_new_python_project_tests_builds_inspects_and_runs() {
+    let _load = load_share_blocking(LOADED);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("py-greeter");
     new_project("py-greeter", "python", &project);
@@ -158,6 +161,7 @@ fn a_new_python_project_tests_builds_inspects_and_runs() {
 
 #[test]
 fn a_new_js_project_tests_builds_inspects_and_runs() {
+    let _load = load_share_blocking(LOADED);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("js-greeter");
     new_project("js-greeter", "js", &project);

@@ -129,6 +129,7 @@ async fn query(http: &reqwest::Client, prometheus: &str, expr: &str) -> Vec<Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rule_and_dashboard_query_returns_data_from_real_nodes() {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = pg_schema("qz_obs").await;
     let webhook_port = free_port(); // nobody listens: every delivery fails
@@ -411,6 +412,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_is_one_trace_of_its_attempts_steps_host_calls_and_requests() {
+    let _load = load_share(LOADED).await;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::Span;
     use prost::Message as _;

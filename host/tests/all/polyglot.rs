@@ -150,6 +150,7 @@ async fn count_of(store: &Arc<dyn Store>, job: &str) -> u64 {
 }
 
 async fn python_and_js_jobs_run_under_serve(backend: Backend) {
+    let _load = load_share(LOADED).await;
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = match backend {
         Backend::Sqlite => (

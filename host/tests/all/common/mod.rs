@@ -27,6 +27,33 @@ macro_rules! on_both {
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The machine's share of tests that load it (several server processes, a
+/// browser, guest toolchains): all topics are one binary, and two such tests
+/// side by side on two cores starve each other's nodes into misfires and
+/// slow stops. A load test holds its weight of the share while it runs:
+/// [`HEAVY`] (the share) for the cluster load tests, which run alone among
+/// load tests; [`LOADED`] for the others, which run at most two at a time.
+/// Tests that load nothing take nothing.
+static LOAD_SHARE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+pub const HEAVY: u32 = 2;
+pub const LOADED: u32 = 1;
+
+/// Waits for `weight` of the load share (async tests).
+pub async fn load_share(weight: u32) -> tokio::sync::SemaphorePermit<'static> {
+    LOAD_SHARE
+        .acquire_many(weight)
+        .await
+        .expect("the load share is never closed")
+}
+
+/// [`load_share`] for tests without a runtime of their own.
+pub fn load_share_blocking(weight: u32) -> tokio::sync::SemaphorePermit<'static> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime to wait on")
+        .block_on(load_share(weight))
+}
+
 /// Where `./dev.sh guests` puts the components.
 pub fn guest_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("QUARTZITE_GUEST_DIR") {
