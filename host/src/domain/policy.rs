@@ -26,23 +26,36 @@ pub enum Overlap {
     Forbid,
     /// Drop the fire (recorded as skipped).
     Skip,
+    /// Keep one fire waiting until the running one ends, as `forbid` does,
+    /// and drop (record as skipped) any further fire while one waits: a
+    /// backlog never grows past one catch-up run.
+    #[serde(rename = "buffer-one")]
+    BufferOne,
 }
 
 impl Overlap {
-    /// The spelling in manifests, the API and the store: `allow`, `forbid`, `skip`.
+    /// Every policy, in the order the help lists them.
+    pub const ALL: [Overlap; 4] = [
+        Overlap::Allow,
+        Overlap::Forbid,
+        Overlap::Skip,
+        Overlap::BufferOne,
+    ];
+
+    /// The spelling in manifests, the API and the store: `allow`, `forbid`,
+    /// `skip`, `buffer-one`.
     pub fn as_str(self) -> &'static str {
         match self {
             Overlap::Allow => "allow",
             Overlap::Forbid => "forbid",
             Overlap::Skip => "skip",
+            Overlap::BufferOne => "buffer-one",
         }
     }
 
     /// The policy `text` spells, if any.
     pub fn parse(text: &str) -> Option<Self> {
-        [Overlap::Allow, Overlap::Forbid, Overlap::Skip]
-            .into_iter()
-            .find(|o| o.as_str() == text)
+        Overlap::ALL.into_iter().find(|o| o.as_str() == text)
     }
 }
 
@@ -52,7 +65,7 @@ impl FromStr for Overlap {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Overlap::parse(s).ok_or_else(|| {
             ParseValueError(format!(
-                "invalid overlap policy {s:?}: expected \"allow\", \"forbid\" or \"skip\""
+                "invalid overlap policy {s:?}: expected \"allow\", \"forbid\", \"skip\" or \"buffer-one\""
             ))
         })
     }

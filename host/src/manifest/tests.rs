@@ -579,7 +579,7 @@ fn enums_round_trip_through_their_spelling() {
         assert_eq!(p.as_str().parse::<MisfirePolicy>(), Ok(p));
     }
     assert!("fire_now".parse::<MisfirePolicy>().is_err());
-    for o in [Overlap::Allow, Overlap::Forbid, Overlap::Skip] {
+    for o in Overlap::ALL {
         assert_eq!(o.as_str().parse::<Overlap>(), Ok(o));
         assert_eq!(serde_json::to_value(o).unwrap(), json!(o.as_str()));
     }

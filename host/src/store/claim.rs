@@ -250,6 +250,9 @@ pub(crate) fn pick_waiting(
 ) -> Picked {
     let mut out = Picked::default();
     let mut busy: HashSet<String> = claimed.iter().map(|f| f.job_key.clone()).collect();
+    // `buffer-one` jobs with a fire left waiting in this pick: their later
+    // candidates are skipped (candidates come oldest first).
+    let mut buffered: HashSet<String> = HashSet::new();
     for c in candidates {
         if claimed.len() + out.claims.len() >= max {
             break;
@@ -265,7 +268,15 @@ pub(crate) fn pick_waiting(
         if active && job.overlap == Overlap::Forbid {
             continue; // stays scheduled: blocked until the running fire ends
         }
-        if active && job.overlap == Overlap::Skip {
+        if active && job.overlap == Overlap::BufferOne && buffered.insert(c.job_key.clone()) {
+            continue; // the one fire that waits for the running one
+        }
+        if active && matches!(job.overlap, Overlap::Skip | Overlap::BufferOne) {
+            let detail = if job.overlap == Overlap::Skip {
+                "the previous fire of this job is still running"
+            } else {
+                "a fire of this job is running and another is waiting (buffer-one keeps one)"
+            };
             out.history.push(history_row(
                 Some(&c.fire_id),
                 &c.job_key,
@@ -273,7 +284,7 @@ pub(crate) fn pick_waiting(
                 HistoryStatus::Skipped,
                 Some(c.scheduled_ms),
                 now,
-                serde_json::json!({ "reason": "overlap", "detail": "the previous fire of this job is still running" }),
+                serde_json::json!({ "reason": "overlap", "detail": detail }),
             ));
             out.skipped.push(c.fire_id);
             continue;
@@ -679,6 +690,42 @@ mod tests {
             (2, true, 4, false)
         );
         assert_eq!(c.event_id, None);
+    }
+
+    #[test]
+    fn a_buffer_one_job_keeps_one_fire_waiting_and_skips_the_rest() {
+        let all = jobs(&[
+            job("g/busy", Overlap::BufferOne),
+            job("g/idle", Overlap::BufferOne),
+        ]);
+        let candidates = vec![
+            waiting("b1", "g/busy"),
+            waiting("b2", "g/busy"),
+            waiting("b3", "g/busy"),
+            waiting("i1", "g/idle"),
+            waiting("i2", "g/idle"),
+            waiting("i3", "g/idle"),
+        ];
+        assert_eq!(guarded_jobs(&candidates, &all), ["g/busy", "g/idle"]);
+        let running: HashMap<String, bool> =
+            [("g/busy".to_string(), true), ("g/idle".to_string(), false)].into();
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &running,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        // The idle job runs its oldest; each job keeps its next one waiting.
+        assert_eq!(ids, ["i1"]);
+        assert_eq!(picked.skipped, ["b2", "b3", "i3"]);
+        assert_eq!(
+            reasons(&picked.history),
+            vec![(HistoryStatus::Skipped, "overlap".to_string()); 3]
+        );
     }
 
     #[test]

@@ -900,6 +900,69 @@ async fn overlap_forbid_waits_and_skip_records(store: Arc<dyn Store>) {
 }
 conformance!(overlap, overlap_forbid_waits_and_skip_records);
 
+async fn overlap_buffer_one_keeps_one_fire_waiting(store: Arc<dyn Store>) {
+    let mut job = JobDef::new("g/buffer", "hello");
+    job.overlap = Overlap::BufferOne;
+    store.job_put(&job, &[]).await.unwrap();
+    assert_eq!(
+        store.job_get("g/buffer").await.unwrap().unwrap().overlap,
+        Overlap::BufferOne,
+        "the policy is stored as it was put"
+    );
+    for _ in 0..4 {
+        store.fire_now("g/buffer").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // The first runs, the second waits, the third and fourth are skipped.
+    let claimed = store.fire_acquire(&params("a")).await.unwrap().fires;
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let skipped = history_of(&store, "g/buffer").await;
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .all(|h| h.status == HistoryStatus::Skipped && h.details.contains("buffer-one"))
+    );
+    assert!(
+        store
+            .fire_acquire(&params("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty()
+    );
+    // A fire made while one waits is skipped too, not queued behind it.
+    store.fire_now("g/buffer").await.unwrap();
+    assert!(
+        store
+            .fire_acquire(&params("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty()
+    );
+    assert_eq!(history_of(&store, "g/buffer").await.len(), 3);
+    store
+        .fire_complete(&[done(
+            &claimed[0],
+            "a",
+            HistoryStatus::Success,
+            FireNext::Done,
+        )])
+        .await
+        .unwrap();
+    // The waiting one runs after the first, and nothing is left after it.
+    let next = store.fire_acquire(&params("a")).await.unwrap().fires;
+    assert_eq!(next.len(), 1);
+    assert!(next[0].scheduled_ms > claimed[0].scheduled_ms);
+    assert_eq!(
+        store.fire_list().await.unwrap().len(),
+        1,
+        "only the running fire"
+    );
+}
+conformance!(buffer_one, overlap_buffer_one_keeps_one_fire_waiting);
+
 async fn retries_come_back_as_the_next_attempt(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();
     let (job, triggers) = at_job("g/retry", now, MisfirePolicy::FireNow);
@@ -2241,5 +2304,94 @@ mod error_kinds {
         };
         super::errors_say_what_went_wrong(t.store.clone(), corrupt).await;
         t.finish().await;
+    }
+}
+
+/// A database last migrated by an older release keeps its jobs' policies
+/// through migration 0016, which rebuilds `jobs.overlap` on SQLite.
+mod overlap_column_upgrade {
+    use super::*;
+
+    /// Applies the migrations of `dialect` up to `last` to `pool`.
+    async fn migrate_to<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, dialect: &str, last: i64)
+    where
+        DB::Connection: sqlx::migrate::Migrate,
+    {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../migrations")
+            .join(dialect);
+        let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+        migrator.migrations = std::borrow::Cow::Owned(
+            migrator
+                .migrations
+                .iter()
+                .filter(|m| m.version <= last)
+                .cloned()
+                .collect(),
+        );
+        migrator.run(pool).await.unwrap();
+    }
+
+    const JOBS: &[(&str, &str)] = &[
+        ("g/allow", "allow"),
+        ("g/forbid", "forbid"),
+        ("g/skip", "skip"),
+    ];
+
+    fn insert(key: &str, overlap: &str) -> String {
+        format!(
+            "INSERT INTO jobs (job_key, module, data, overlap, max_attempts, backoff, \
+             backoff_initial_ms, backoff_max_ms, jitter, timeout_ms, max_memory, \
+             requests_recovery, priority, paused, source, created_at, updated_at) \
+             VALUES ('{key}', 'hello', 'null', '{overlap}', 1, 'immediate', 0, 0, 0, 1000, \
+             1048576, 0, 5, 0, 'cli', 0, 0)"
+        )
+    }
+
+    async fn check(store: Arc<dyn Store>) {
+        for (key, overlap) in JOBS {
+            let job = store.job_get(key).await.unwrap().unwrap();
+            assert_eq!(job.overlap.as_str(), *overlap, "{key}");
+        }
+        // And the widened column takes the new policy.
+        let mut job = JobDef::new("g/buffer", "hello");
+        job.overlap = Overlap::BufferOne;
+        store.job_put(&job, &[]).await.unwrap();
+        assert_eq!(
+            store.job_get("g/buffer").await.unwrap().unwrap().overlap,
+            Overlap::BufferOne
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        migrate_to(&pool, "sqlite", 15).await;
+        for (key, overlap) in JOBS {
+            sqlx::query(sqlx::AssertSqlSafe(insert(key, overlap)))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        check(quartzite::store::open(&url).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let (url, schema) = crate::common::pg_schema("qz_upgrade").await;
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        migrate_to(&pool, "postgres", 15).await;
+        for (key, overlap) in JOBS {
+            sqlx::query(sqlx::AssertSqlSafe(insert(key, overlap)))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        check(quartzite::store::open(&url).await.unwrap()).await;
+        crate::common::pg_drop(&schema).await;
     }
 }
