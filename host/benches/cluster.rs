@@ -105,6 +105,7 @@ async fn throughput(nodes: usize, fires: usize) -> f64 {
                     start_ms: None,
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
+                    jitter_ms: 0,
                 },
                 priority: 5,
             };

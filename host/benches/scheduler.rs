@@ -468,6 +468,7 @@ async fn events(backend: &str, n: usize) {
                     start_ms: None,
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
+                    jitter_ms: 0,
                 },
                 priority: 5,
             }],
@@ -603,6 +604,7 @@ fn every_job(
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         },
         priority: 5,
     };

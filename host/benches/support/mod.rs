@@ -71,6 +71,7 @@ pub fn one_shot(i: usize, at_ms: i64) -> (JobDef, Vec<TriggerPut>) {
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         },
         priority: 5,
     };

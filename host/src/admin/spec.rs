@@ -54,6 +54,10 @@ pub struct JobSpec {
     /// `fire-now`, `skip` or `fire-once` [default: fire-now].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub misfire: Option<String>,
+    /// Each fire up to this long after its time, e.g. `30s` (never at or past
+    /// the next fire; the same delay for a fire on every node) [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
     /// Re-run a fire interrupted by a node crash [default: false].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_recovery: Option<bool>,
@@ -154,7 +158,7 @@ impl JobSpec {
         let overlap = Overlap::parse(overlap_text).ok_or_else(|| {
             bad(
                 "overlap",
-                format!("{overlap_text:?}: expected allow, forbid or skip"),
+                format!("{overlap_text:?}: expected allow, forbid, skip or buffer-one"),
             )
         })?;
         let misfire_text = self.misfire.as_deref().unwrap_or("fire-now");
@@ -189,6 +193,14 @@ impl JobSpec {
         if self.event.is_some() && self.misfire.is_some() {
             return Err(bad("misfire", "does not apply to event triggers"));
         }
+        if self.event.is_some() && self.jitter.is_some() {
+            return Err(bad("jitter", "does not apply to event triggers"));
+        }
+        let jitter = match &self.jitter {
+            Some(j) => domain::parse_duration_within(j, Duration::ZERO, domain::MAX_PERIOD)
+                .map_err(|e| bad("jitter", e))?,
+            None => Duration::ZERO,
+        };
         if self.tz.is_some() && self.cron.is_none() {
             return Err(bad("tz", "only applies to cron"));
         }
@@ -242,6 +254,7 @@ impl JobSpec {
                 start_ms: None,
                 end_ms: None,
                 misfire,
+                jitter_ms: u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX),
             },
             priority: job.priority,
         };

@@ -78,6 +78,7 @@ pub fn trigger_view(t: &TriggerRow) -> Value {
         "kind": t.spec.kind.as_str(),
         "schedule": t.describe(),
         "misfire": t.spec.misfire.as_str(),
+        "jitter_ms": t.spec.jitter_ms,
         "priority": t.priority,
         "state": t.state,
         "next_fire_ms": t.next_fire_ms,

@@ -148,6 +148,7 @@ pub fn document() -> Value {
                         "max_attempts": { "type": "integer", "minimum": 1 },
                         "timeout": { "type": "string", "example": "60s" },
                         "misfire": { "type": "string", "enum": ["fire-now", "skip", "fire-once"] },
+                        "jitter": { "type": "string", "description": "Each fire up to this long after its time, e.g. 30s; never at or past the next fire." },
                         "requests_recovery": { "type": "boolean" },
                         "paused": { "type": "boolean" },
                         "grants": { "type": "object", "description": "What the job may do beyond its sandbox: http (URL patterns), emit (event name patterns), config (string map), secret (list of {name, url, header, format}), allow_private, http_limits." }

@@ -197,6 +197,10 @@ pub struct JobAddArgs {
     /// fire-now, skip or fire-once [default: fire-now].
     #[arg(long)]
     pub misfire: Option<String>,
+    /// Each fire up to this long after its time, e.g. 30s (the same delay for
+    /// a fire on every node; never at or past the next fire) [default: none].
+    #[arg(long)]
+    pub jitter: Option<String>,
     /// Re-run a fire interrupted by a node crash.
     #[arg(long)]
     pub requests_recovery: bool,
@@ -507,6 +511,7 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         max_attempts: args.max_attempts,
         timeout: args.timeout.clone(),
         misfire: args.misfire.clone(),
+        jitter: args.jitter.clone(),
         requests_recovery: Some(args.requests_recovery),
         paused: None,
         grants: (!grants.is_empty()).then_some(grants),

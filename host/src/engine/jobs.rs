@@ -37,6 +37,7 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
                 start_ms: t.start.map(|s| s.timestamp_millis()),
                 end_ms: t.end.map(|e| e.timestamp_millis()),
                 misfire: t.misfire,
+                jitter_ms: u64::try_from(t.jitter.as_millis()).unwrap_or(u64::MAX),
             },
             priority: i64::from(t.priority.unwrap_or(decl.priority)),
         })

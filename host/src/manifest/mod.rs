@@ -43,6 +43,7 @@
 //! cron = "0/10 * * * * ?"         # exactly one of cron | every | at | on | event
 //! tz = "Europe/Berlin"
 //! misfire = "fire-now"            # "fire-now" | "skip" | "fire-once"
+//! jitter = "30s"                  # each fire up to 30 s late, the same on every node
 //! [[job.trigger]]
 //! event = "order.created"         # fires once for every event of this name
 //! [job.grants]                    # nothing is granted by default (see `crate::grants`)
@@ -120,7 +121,7 @@ const JOB_KEYS: &[&str] = &[
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff", "initial", "max", "jitter"];
 const TRIGGER_KEYS: &[&str] = &[
     "name", "cron", "tz", "every", "repeat", "at", "on", "event", "misfire", "start", "end",
-    "priority",
+    "priority", "jitter",
 ];
 /// The keys that say what kind of trigger a `[[job.trigger]]` is.
 const TRIGGER_KINDS: &[&str] = &["cron", "every", "at", "on", "event"];
@@ -217,6 +218,9 @@ pub struct TriggerDecl {
     pub end: Option<DateTime<Utc>>,
     /// Overrides the job's priority for fires of this trigger.
     pub priority: Option<u8>,
+    /// Each fire is due up to this long after its time (never at or past
+    /// the trigger's next fire), the same delay for a fire on every node.
+    pub jitter: Duration,
 }
 
 // ---------------------------------------------------------------------------

@@ -161,6 +161,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 start: Some(ts("2030-01-01T00:00:00Z")),
                 end: Some(ts("2030-12-31T23:00:00Z")),
                 priority: Some(9),
+                jitter: Duration::ZERO,
             },
             TriggerDecl {
                 name: "hello-2".into(),
@@ -172,6 +173,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 start: None,
                 end: None,
                 priority: None,
+                jitter: Duration::ZERO,
             },
             TriggerDecl {
                 name: "hello-3".into(),
@@ -180,6 +182,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 start: None,
                 end: None,
                 priority: None,
+                jitter: Duration::ZERO,
             },
             TriggerDecl {
                 name: "hello-4".into(),
@@ -188,6 +191,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 start: None,
                 end: None,
                 priority: None,
+                jitter: Duration::ZERO,
             },
             TriggerDecl {
                 name: "hello-5".into(),
@@ -196,6 +200,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 start: None,
                 end: None,
                 priority: None,
+                jitter: Duration::ZERO,
             },
         ]
     );
@@ -645,5 +650,39 @@ fn grants_parse_and_a_bad_pattern_is_reported_at_its_field() {
             .jobs[0]
             .grants
             .is_empty()
+    );
+}
+
+#[test]
+fn a_trigger_takes_a_jitter_on_schedules_only() {
+    let m = Manifest::parse(
+        r#"
+[[job]]
+key = "g/j"
+module = "hello"
+[[job.trigger]]
+every = "1m"
+jitter = "30s"
+"#,
+        "jobs.toml",
+    )
+    .unwrap();
+    assert_eq!(m.jobs[0].triggers[0].jitter, Duration::from_secs(30));
+    let error = single(
+        r#"
+[[job]]
+key = "g/e"
+module = "hello"
+[[job.trigger]]
+event = "order.created"
+jitter = "30s"
+"#,
+    );
+    assert_eq!(error.field, "job[1].trigger[1].jitter");
+    assert!(
+        error
+            .message
+            .contains("`jitter` only applies to `cron`, `every` and `at` triggers"),
+        "{error:?}"
     );
 }

@@ -16,6 +16,10 @@ pub struct TriggerSpec {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub misfire: MisfirePolicy,
+    /// Up to this many milliseconds of delay per fire (0: none), so that
+    /// many jobs on one schedule do not all start at once; see
+    /// [`TriggerSpec::jitter_delay`].
+    pub jitter_ms: u64,
 }
 
 /// A trigger whose stored schedule can no longer be computed (e.g. a zone removed
@@ -55,9 +59,35 @@ impl TriggerSpec {
         if matches!(declared.kind, TriggerKind::Every { .. }) && declared.start_ms.is_none() {
             return self.kind == declared.kind
                 && self.end_ms == declared.end_ms
-                && self.misfire == declared.misfire;
+                && self.misfire == declared.misfire
+                && self.jitter_ms == declared.jitter_ms;
         }
         self == declared
+    }
+
+    /// How long after its scheduled time the fire of `trigger_key` at
+    /// `scheduled` is due: a value in `0..=jitter_ms` derived from the two,
+    /// so every node, and a recovery or a re-planned claim, gets the same;
+    /// and less than the time to `next` (the trigger's fire after it), so a
+    /// jittered fire never passes the next one.
+    pub fn jitter_delay(&self, trigger_key: &str, scheduled: i64, next: Option<i64>) -> i64 {
+        if self.jitter_ms == 0 {
+            return 0;
+        }
+        let mut bound = i64::try_from(self.jitter_ms).unwrap_or(i64::MAX);
+        if let Some(next) = next {
+            bound = bound.min(next.saturating_sub(scheduled).saturating_sub(1));
+        }
+        if bound <= 0 {
+            return 0;
+        }
+        // FNV-1a over the key and the time: stable across builds and nodes.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in trigger_key.bytes().chain(scheduled.to_le_bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        i64::try_from(hash % (u64::try_from(bound).unwrap_or(0) + 1)).unwrap_or(0)
     }
 
     fn compile(&self) -> Result<Compiled, SpecError> {
@@ -300,7 +330,46 @@ mod tests {
             start_ms: None,
             end_ms: None,
             misfire,
+            jitter_ms: 0,
         }
+    }
+
+    #[test]
+    fn jitter_is_the_same_for_a_fire_everywhere_and_never_reaches_the_next_fire() {
+        let spec = TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms: 10_000,
+                repeat: None,
+            },
+            start_ms: Some(0),
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+            jitter_ms: 30_000,
+        };
+        let delays: Vec<i64> = (0..200)
+            .map(|i| spec.jitter_delay("g/j:every", i * 10_000, Some((i + 1) * 10_000)))
+            .collect();
+        assert_eq!(
+            delays,
+            (0..200)
+                .map(|i| spec.jitter_delay("g/j:every", i * 10_000, Some((i + 1) * 10_000)))
+                .collect::<Vec<_>>(),
+            "derived from the trigger and the time only"
+        );
+        assert!(delays.iter().all(|d| (0..10_000).contains(d)), "{delays:?}");
+        assert!(delays.iter().any(|d| *d > 5_000) && delays.iter().any(|d| *d < 5_000));
+        // Without a next fire the jitter bounds it; without jitter, no delay.
+        assert!((0..=30_000).contains(&spec.jitter_delay("g/j:every", 7, None)));
+        let none = TriggerSpec {
+            jitter_ms: 0,
+            ..spec.clone()
+        };
+        assert_eq!(none.jitter_delay("g/j:every", 7, None), 0);
+        // Another trigger on the same schedule gets other delays.
+        let other: Vec<i64> = (0..200)
+            .map(|i| spec.jitter_delay("g/k:every", i * 10_000, Some((i + 1) * 10_000)))
+            .collect();
+        assert_ne!(delays, other);
     }
 
     #[test]
@@ -313,6 +382,7 @@ mod tests {
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         };
         let stored = TriggerSpec {
             start_ms: Some(ms("2030-01-01T10:00:00Z")),
@@ -397,6 +467,7 @@ mod tests {
             start_ms: Some(0),
             end_ms: None,
             misfire: MisfirePolicy::Skip,
+            jitter_ms: 0,
         };
         let now = ms("2030-01-01T00:00:00Z");
         let plan = spec
@@ -417,6 +488,7 @@ mod tests {
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         };
         let next = ms("2027-03-13T07:30:00Z");
         let now = ms("2027-03-15T07:00:00Z");
@@ -445,6 +517,7 @@ mod tests {
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         };
         assert_eq!(at.first_due(0).unwrap(), Some(5_000));
         let plan = at
@@ -465,6 +538,7 @@ mod tests {
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         };
         let limits = MisfireLimits::default();
         let saturday = ms("2027-03-13T07:30:00Z");
@@ -493,6 +567,7 @@ mod tests {
             start_ms: Some(ms("2030-01-01T00:00:00Z")),
             end_ms: Some(ms("2030-01-01T00:02:00Z")),
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         };
         assert_eq!(spec.first_due(0).unwrap(), Some(ms("2030-01-01T00:00:00Z")));
         let t = ms("2030-01-01T00:02:00Z");

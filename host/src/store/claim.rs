@@ -41,6 +41,8 @@ pub(crate) struct NewFire {
     pub trigger_key: String,
     pub job_key: String,
     pub scheduled_ms: i64,
+    /// The scheduled time plus the trigger's jitter for it.
+    pub due_ms: i64,
     pub priority: i64,
 }
 
@@ -108,11 +110,18 @@ pub(crate) fn plan_due(
         let allow = jobs
             .get(&t.job_key)
             .filter(|j| j.overlap == Overlap::Allow && runnable);
-        for &scheduled in &plan.run {
+        for (i, &scheduled) in plan.run.iter().enumerate() {
             if d.held_ms == Some(scheduled) {
                 continue;
             }
-            let holdable = d.held_ms.is_none() && !d.taken && scheduled == next_fire && budget > 0;
+            let after = plan.run.get(i + 1).copied().or(plan.next);
+            let delay = t.spec.jitter_delay(&t.trigger_key, scheduled, after);
+            // A jittered fire waits for its due time as a `fires` row.
+            let holdable = delay == 0
+                && d.held_ms.is_none()
+                && !d.taken
+                && scheduled == next_fire
+                && budget > 0;
             if let Some(job) = allow.filter(|_| holdable && room.take(&t.job_key)) {
                 budget -= 1;
                 let claim = FireClaim::first(new_id(), &t.trigger_key, job, scheduled, true);
@@ -123,6 +132,7 @@ pub(crate) fn plan_due(
                 trigger_key: t.trigger_key.clone(),
                 job_key: t.job_key.clone(),
                 scheduled_ms: scheduled,
+                due_ms: scheduled + delay,
                 priority: t.priority,
             });
         }
@@ -176,7 +186,8 @@ pub(crate) fn plan_due(
         let allow = jobs
             .get(&fire.job_key)
             .is_some_and(|j| j.overlap == Overlap::Allow)
-            && !unrunnable.contains(&fire.job_key);
+            && !unrunnable.contains(&fire.job_key)
+            && fire.due_ms <= horizon;
         if !allow || budget == 0 {
             out.queued.push(fire);
         } else if room.take(&fire.job_key) {
@@ -361,6 +372,7 @@ mod tests {
                     start_ms: None,
                     end_ms: None,
                     misfire,
+                    jitter_ms: 0,
                 },
                 priority: 5,
                 state: TriggerState::Waiting,
@@ -385,6 +397,39 @@ mod tests {
                 (h.status, details["reason"].as_str().unwrap().to_string())
             })
             .collect()
+    }
+
+    #[test]
+    fn a_jittered_fire_waits_for_its_own_due_time_and_keeps_its_scheduled_time() {
+        let mut due = minutely("g/j", T0);
+        due.trigger.spec.jitter_ms = 50_000;
+        let delay = due
+            .trigger
+            .spec
+            .jitter_delay(&due.trigger.trigger_key, T0, Some(T0 + MINUTE));
+        assert!(delay > 0, "this trigger and time draw a delay ({delay})");
+        let plan = plan_due(
+            vec![due.clone()],
+            &jobs(&[job("g/j", Overlap::Allow)]),
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0 + 5,
+        );
+        // Not held nor claimed now: a waiting fire, due later.
+        assert!(plan.held.is_empty() && plan.claimed.is_empty());
+        assert_eq!(plan.queued.len(), 1);
+        assert_eq!(plan.queued[0].scheduled_ms, T0);
+        assert_eq!(plan.queued[0].due_ms, T0 + delay);
+        assert_eq!(plan.moved, [("g/j:t".to_string(), T0 + MINUTE)]);
+        // Planned again (another node, a retried claim): the same due time.
+        let again = plan_due(
+            vec![due],
+            &jobs(&[job("g/j", Overlap::Allow)]),
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0 + 7,
+        );
+        assert_eq!(again.queued, plan.queued);
     }
 
     #[test]

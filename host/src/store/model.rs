@@ -136,6 +136,14 @@ pub struct TriggerRow {
 impl TriggerRow {
     /// A short description of the schedule, for tables.
     pub fn describe(&self) -> String {
+        let schedule = self.describe_kind();
+        match self.spec.jitter_ms {
+            0 => schedule,
+            j => format!("{schedule}, jitter {j} ms"),
+        }
+    }
+
+    fn describe_kind(&self) -> String {
         match &self.spec.kind {
             TriggerKind::Cron { expr, tz } => format!("cron \"{expr}\" {tz}"),
             TriggerKind::Every { period_ms, repeat } => match repeat {
@@ -572,6 +580,8 @@ pub(crate) struct ScheduleColumns {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub event: Option<String>,
+    /// NULL (read as 0) for no jitter.
+    pub jitter_ms: Option<i64>,
 }
 
 impl ScheduleColumns {
@@ -581,6 +591,8 @@ impl ScheduleColumns {
             misfire: spec.misfire.as_str().into(),
             start_ms: spec.start_ms,
             end_ms: spec.end_ms,
+            jitter_ms: (spec.jitter_ms > 0)
+                .then(|| i64::try_from(spec.jitter_ms).unwrap_or(i64::MAX)),
             ..ScheduleColumns::default()
         };
         match &spec.kind {
@@ -621,6 +633,10 @@ impl ScheduleColumns {
             start_ms: self.start_ms,
             end_ms: self.end_ms,
             misfire: MisfirePolicy::parse(&self.misfire)?,
+            jitter_ms: self
+                .jitter_ms
+                .and_then(|j| u64::try_from(j).ok())
+                .unwrap_or(0),
         })
     }
 }

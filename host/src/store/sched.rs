@@ -165,7 +165,7 @@ pub(crate) const JOB_COLUMNS: &str = "job_key, module, data, overlap, max_attemp
 
 /// The columns of a trigger row, as [`TriggerColumns`] reads them.
 pub(crate) const TRIGGER_COLUMNS: &str = "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, \
-     start_ms, end_ms, priority, state, next_fire_ms, error, event_name";
+     start_ms, end_ms, priority, state, next_fire_ms, error, event_name, jitter_ms";
 
 /// The columns of a task history row, as [`history_from_row`] reads them.
 pub(crate) const HISTORY_COLUMNS: &str = "id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, \
@@ -310,6 +310,7 @@ pub(crate) struct TriggerColumns {
     next_fire_ms: Option<i64>,
     error: Option<String>,
     event_name: Option<String>,
+    jitter_ms: Option<i64>,
 }
 
 impl TriggerColumns {
@@ -327,6 +328,7 @@ impl TriggerColumns {
             start_ms: self.start_ms,
             end_ms: self.end_ms,
             event: self.event_name,
+            jitter_ms: self.jitter_ms,
         }
         .into_spec()
         .ok_or_else(|| {
@@ -402,7 +404,7 @@ static TRIGGERS_UPSERT: Sql = Sql::new(
      repeat_count = excluded.repeat_count, at_ms = excluded.at_ms, misfire = excluded.misfire, \
      start_ms = excluded.start_ms, end_ms = excluded.end_ms, priority = excluded.priority, \
      state = excluded.state, next_fire_ms = excluded.next_fire_ms, error = excluded.error, \
-     event_name = excluded.event_name, updated_at = excluded.updated_at",
+     event_name = excluded.event_name, jitter_ms = excluded.jitter_ms, updated_at = excluded.updated_at",
 );
 static JOB_GET: Sql = Sql::new("SELECT {job_columns} FROM jobs WHERE job_key = $1");
 static JOB_LIST: Sql = Sql::new("SELECT {job_columns} FROM jobs ORDER BY job_key");
@@ -924,6 +926,7 @@ where
                         .push_bind(*next)
                         .push_bind(error.clone())
                         .push_bind(c.event.clone())
+                        .push_bind(c.jitter_ms)
                         .push_bind(now);
                 });
                 qb.push(TRIGGERS_UPSERT.on(DB::DIALECT));
@@ -1173,7 +1176,7 @@ where
                         .push_bind(f.trigger_key.clone())
                         .push_bind(f.job_key.clone())
                         .push_bind(f.scheduled_ms)
-                        .push_bind(f.scheduled_ms)
+                        .push_bind(f.due_ms)
                         .push_bind(f.priority)
                         .push_bind(1i64)
                         .push_bind(if claim { "acquired" } else { "scheduled" })

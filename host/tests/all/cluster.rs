@@ -329,6 +329,7 @@ fn every_job(key: &str, module: &str, period_ms: i64) -> (JobDef, Vec<TriggerPut
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         },
         priority: 5,
     };
@@ -648,6 +649,7 @@ async fn nodes_with_clocks_minutes_off_fire_neither_early_nor_late() {
                     start_ms: None,
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
+                    jitter_ms: 0,
                 },
                 priority: 5,
             };
@@ -720,6 +722,7 @@ impl Load {
                 start_ms: Some(start),
                 end_ms,
                 misfire: MisfirePolicy::FireNow,
+                jitter_ms: 0,
             },
             priority: 5,
         };

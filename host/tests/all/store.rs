@@ -451,6 +451,7 @@ fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<T
             start_ms: None,
             end_ms: None,
             misfire,
+            jitter_ms: 0,
         },
         priority: 5,
     };
@@ -963,6 +964,58 @@ async fn overlap_buffer_one_keeps_one_fire_waiting(store: Arc<dyn Store>) {
 }
 conformance!(buffer_one, overlap_buffer_one_keeps_one_fire_waiting);
 
+async fn a_jittered_fire_is_due_after_its_time_and_recorded_at_it(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    // A key whose delay for this time is clearly ahead (the delay is derived
+    // from the trigger and the time, and can be anything up to the jitter).
+    let (job, mut triggers) = (0..)
+        .map(|i| at_job(&format!("g/jitter{i}"), now, MisfirePolicy::FireNow))
+        .find(|(_, t)| {
+            let spec = TriggerSpec {
+                jitter_ms: 3_000,
+                ..t[0].spec.clone()
+            };
+            (300..2_000).contains(&spec.jitter_delay(&t[0].trigger_key, now, None))
+        })
+        .unwrap();
+    triggers[0].spec.jitter_ms = 3_000;
+    let delay = triggers[0]
+        .spec
+        .jitter_delay(&triggers[0].trigger_key, now, None);
+    store.job_put(&job, &triggers).await.unwrap();
+    assert_eq!(
+        store.trigger_list(Some(&job.job_key)).await.unwrap()[0]
+            .spec
+            .jitter_ms,
+        3_000,
+        "the jitter is stored"
+    );
+    assert!(
+        store
+            .fire_acquire(&params("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty(),
+        "not claimed before its due time"
+    );
+    let waiting = store.fire_list().await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].scheduled_ms, now);
+    assert_eq!(waiting[0].due_ms, now + delay);
+    let mut claimed = Vec::new();
+    while claimed.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        claimed = store.fire_acquire(&params("a")).await.unwrap().fires;
+    }
+    assert!(store.now_ms().await.unwrap() >= now + delay);
+    assert_eq!(claimed[0].scheduled_ms, now, "it keeps its scheduled time");
+}
+conformance!(
+    jitter,
+    a_jittered_fire_is_due_after_its_time_and_recorded_at_it
+);
+
 async fn retries_come_back_as_the_next_attempt(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();
     let (job, triggers) = at_job("g/retry", now, MisfirePolicy::FireNow);
@@ -1171,6 +1224,7 @@ async fn reconciling_a_job_keeps_unchanged_triggers_and_drops_removed_ones(store
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::Skip,
+            jitter_ms: 0,
         },
         priority: 5,
     };
@@ -1270,6 +1324,7 @@ async fn on_start_fires_each_start_and_once_fires_once_per_module_version(store:
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         },
         priority: 5,
     };
@@ -1609,6 +1664,7 @@ fn subscriber(key: &str, event: &str) -> (JobDef, Vec<TriggerPut>) {
             start_ms: None,
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
         },
         priority: 5,
     };

@@ -106,6 +106,20 @@ impl Validator<'_> {
             );
         }
 
+        if let Some(span) = t.key_span("jitter")
+            && matches!(kind_key, Some("on" | "event"))
+        {
+            self.error(
+                span,
+                &t.field("jitter"),
+                "`jitter` only applies to `cron`, `every` and `at` triggers",
+            );
+        }
+        let jitter = t
+            .get("jitter")
+            .and_then(|v| self.duration(v, &t.field("jitter"), Duration::ZERO))
+            .unwrap_or(Duration::ZERO);
+
         let kind = match kind_key {
             Some("cron") => self.cron(t, tz_value),
             Some("every") => self.every(t, start),
@@ -159,6 +173,7 @@ impl Validator<'_> {
             start,
             end,
             priority,
+            jitter,
         };
         (decl, name_span)
     }
