@@ -11,6 +11,8 @@
 //!   cargo bench -p quartzite --bench scheduler -- sqlite events [N]  (emit cost, event-to-run lag)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite fairness [SECS]  (a 1 s job beside hostile ones;
 //!     QUARTZITE_BENCH_HOSTILE=spin,flood,kv picks which)
+//!   cargo bench -p quartzite --bench scheduler -- sqlite flood [N]  (N fires of one job due at once,
+//!     alone and beside a job every 1 s: the 1 s job's lag, the flood's throughput)
 //!   QUARTZITE_BENCH_OTLP=1 before any of these traces every fire over OTLP/HTTP (to a receiver of its own)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
@@ -301,6 +303,11 @@ async fn main() {
     if args.get(1).map(String::as_str) == Some("events") {
         let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5_000);
         events(&backend, n).await;
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("flood") {
+        let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        flood(&backend, n).await;
         return;
     }
     if args.get(1).map(String::as_str) == Some("fairness") {
@@ -711,6 +718,103 @@ async fn fairness(backend: &str, secs: u64) {
         println!(
             "| {label} | {} / {secs} | {p50} ms | {p99} ms | {max} ms | {deferred} |",
             rows.len()
+        );
+        drop_schema(schema).await;
+    }
+}
+
+/// N fires of one job due at once (its backlog), first alone, then beside a
+/// job every second: how late the 1 s job starts while the backlog drains,
+/// and how fast the backlog drains in each case.
+async fn flood(backend: &str, n: usize) {
+    use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+    use quartzite::store::model::{JobDef, TriggerPut};
+    println!("flood on {backend}: {n} fires of one job due at once");
+    println!("| run | flood fires/s | 1 s job runs | its lag p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    for beside in [false, true] {
+        let (store, schema, dir) = open(backend, "flood").await;
+        let rt = runtime(&store, dir.path().join("cache"));
+        push_file(&store, &rt, &noop_path(), Some("noop"), Some("1"))
+            .await
+            .expect("push");
+        let now = store.now_ms().await.expect("clock");
+        let job = JobDef::new("f/flood", "noop");
+        let triggers: Vec<TriggerPut> = (0..n)
+            .map(|i| TriggerPut {
+                trigger_key: format!("f/flood:t{i}"),
+                job_key: "f/flood".into(),
+                spec: TriggerSpec {
+                    kind: TriggerKind::At(now),
+                    start_ms: None,
+                    end_ms: None,
+                    misfire: MisfirePolicy::FireNow,
+                    jitter_ms: 0,
+                },
+                priority: 5,
+            })
+            .collect();
+        let mut jobs = vec![(job, triggers)];
+        if beside {
+            jobs.push(every_job("f/tick", "noop", "{}", 1_000, 60_000));
+        }
+        store.jobs_put(&jobs).await.expect("jobs_put");
+        let scheduler = Scheduler::new(
+            Arc::clone(&store),
+            Arc::clone(&rt),
+            "flood-node".into(),
+            SchedulerConfig {
+                poll_ms: 50,
+                ..scheduler_config(16)
+            },
+        );
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let start = Instant::now();
+        let task = tokio::spawn(Arc::clone(&scheduler).run(rx));
+        let flood_done = HistoryFilter {
+            job_key: Some("f/flood".into()),
+            ..HistoryFilter::default()
+        };
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if store.history_count(&flood_done).await.expect("count") >= n as u64 {
+                break;
+            }
+        }
+        let elapsed = start.elapsed();
+        let _ = stop.send(true);
+        let _ = task.await;
+        let rows = store
+            .history_list(&HistoryFilter {
+                job_key: Some("f/tick".into()),
+                limit: 10_000,
+                ..HistoryFilter::default()
+            })
+            .await
+            .expect("history");
+        let mut lags: Vec<i64> = rows
+            .iter()
+            .filter_map(|h| Some(h.started_ms - h.scheduled_ms?))
+            .collect();
+        lags.sort_unstable();
+        let (p50, p99, max) = if lags.is_empty() {
+            ("-".to_string(), "-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{} ms", percentile(&lags, 0.5)),
+                format!("{} ms", percentile(&lags, 0.99)),
+                format!("{} ms", lags[lags.len() - 1]),
+            )
+        };
+        println!(
+            "| {} | {:.0} | {} | {p50} | {p99} | {max} |",
+            if beside {
+                "flood beside a 1 s job"
+            } else {
+                "flood alone"
+            },
+            n as f64 / elapsed.as_secs_f64(),
+            rows.len(),
         );
         drop_schema(schema).await;
     }
