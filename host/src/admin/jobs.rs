@@ -33,6 +33,71 @@ pub fn check_key(key: &str) -> Result<(), AdminError> {
     })
 }
 
+/// What an operator may say with a pause (`job pause --note --until`, the
+/// API's body): why, and when the pause ends by itself.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// Why, for whoever looks at the job next (at most 500 bytes).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// When the job resumes by itself: RFC 3339, or a duration from now (`2h`).
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// The longest pause note kept.
+pub const MAX_PAUSE_NOTE: usize = 500;
+
+impl PauseRequest {
+    /// The note and end as stored, checked against the database time `now_ms`.
+    ///
+    /// # Errors
+    ///
+    /// A note too long, or an `until` that is unreadable or not in the future.
+    pub fn checked(&self, now_ms: i64) -> Result<crate::store::model::PauseNote, AdminError> {
+        let note = match self.note.as_deref().map(str::trim) {
+            Some(n) if n.len() > MAX_PAUSE_NOTE => {
+                return Err(AdminError::invalid(
+                    "note",
+                    format!("note is {} bytes; at most {MAX_PAUSE_NOTE}", n.len()),
+                ));
+            }
+            Some("") | None => None,
+            Some(n) => Some(crate::text::strip(n, MAX_PAUSE_NOTE)),
+        };
+        let until_ms = match self.until.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => {
+                let at = match chrono::DateTime::parse_from_rfc3339(text) {
+                    Ok(t) => t.timestamp_millis(),
+                    Err(_) => match humantime::parse_duration(text) {
+                        Ok(d) => {
+                            now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                        }
+                        Err(_) => {
+                            return Err(AdminError::invalid(
+                                "until",
+                                format!(
+                                    "until {text:?}: expected a time (RFC 3339, e.g. 2030-01-01T09:00:00Z) or a duration from now (e.g. 2h)"
+                                ),
+                            ));
+                        }
+                    },
+                };
+                if at <= now_ms {
+                    return Err(AdminError::invalid(
+                        "until",
+                        format!("until {text:?} is not in the future"),
+                    ));
+                }
+                Some(at)
+            }
+        };
+        Ok(crate::store::model::PauseNote { note, until_ms })
+    }
+}
+
 fn check_group(group: &str) -> Result<(), AdminError> {
     domain::check_part(group).map_err(|reason| {
         AdminError::invalid(
@@ -200,20 +265,24 @@ impl Admin {
         caller: &Caller,
         key: &str,
         paused: bool,
+        request: &PauseRequest,
     ) -> Result<Done, AdminError> {
         let action = if paused { "job.pause" } else { "job.resume" };
         self.audited(caller, action, key, async {
             check_key(key)?;
-            if !self.store.job_pause(key, paused).await? {
+            let note = request.checked(self.store.now_ms().await?)?;
+            if !self.store.job_pause(key, paused, &note).await? {
                 return Err(no_job(key));
             }
             self.scheduler.wake();
             let state = if paused { "paused" } else { "active" };
-            Ok(Done::new(
-                Status::Ok,
-                json!({ "job_key": key, "state": state }),
-                json!({}),
-            ))
+            let mut body = json!({ "job_key": key, "state": state });
+            if paused {
+                body["pause_note"] = json!(note.note);
+                body["paused_until_ms"] = json!(note.until_ms);
+            }
+            let summary = json!({ "note": note.note, "until_ms": note.until_ms });
+            Ok(Done::new(Status::Ok, body, summary))
         })
         .await
     }
@@ -228,6 +297,7 @@ impl Admin {
         caller: &Caller,
         group: &str,
         paused: bool,
+        request: &PauseRequest,
     ) -> Result<Done, AdminError> {
         let action = if paused {
             "group.pause"
@@ -236,12 +306,13 @@ impl Admin {
         };
         self.audited(caller, action, group, async {
             check_group(group)?;
-            let n = self.store.group_pause(group, paused).await?;
+            let note = request.checked(self.store.now_ms().await?)?;
+            let n = self.store.group_pause(group, paused, &note).await?;
             self.scheduler.wake();
             Ok(Done::new(
                 Status::Ok,
                 json!({ "group": group, "jobs": n }),
-                json!({ "jobs": n }),
+                json!({ "jobs": n, "note": note.note, "until_ms": note.until_ms }),
             ))
         })
         .await

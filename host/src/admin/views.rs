@@ -103,6 +103,9 @@ pub fn job_view(job: &JobDef, triggers: &[TriggerRow]) -> Value {
     // Data is JSON text in the store; clients get it as JSON.
     v["data"] = serde_json::from_str(&job.data).unwrap_or(Value::Null);
     v["state"] = json!(if job.paused { "paused" } else { "active" });
+    if job.pause.until_ms.is_some() {
+        v["paused_until"] = fmt_ms(job.pause.until_ms);
+    }
     v["next_fire_ms"] = json!(next);
     v["next_fire"] = fmt_ms(next);
     v["triggers"] = Value::Array(mine.into_iter().map(trigger_view).collect());

@@ -5,7 +5,7 @@
 
 use super::auth::Audited;
 use super::error::ApiError;
-use crate::admin::jobs::PutMode;
+use crate::admin::jobs::{PauseRequest, PutMode};
 use crate::admin::spec::JobSpec;
 use crate::admin::views::{fmt_ms, history_view};
 use crate::admin::{AdminError, Caller, Done};
@@ -209,13 +209,30 @@ pub async fn job_delete(
     Ok(answer(state.admin.job_delete(&caller, &key).await))
 }
 
+/// A pause's optional body, `{"note": ..., "until": ...}`; none: nothing said.
+fn pause_request(
+    headers: &axum::http::HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<PauseRequest> {
+    let body = read_body(body)?;
+    if body.is_empty() {
+        return Ok(PauseRequest::default());
+    }
+    json_body(headers, &body)
+}
+
 pub async fn job_pause(
     State(state): Shared,
     Extension(caller): Who,
     p: KeyPath,
+    headers: axum::http::HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let key = key_of(p)?;
-    Ok(answer(state.admin.job_pause(&caller, &key, true).await))
+    let request = pause_request(&headers, body)?;
+    Ok(answer(
+        state.admin.job_pause(&caller, &key, true, &request).await,
+    ))
 }
 
 pub async fn job_resume(
@@ -224,7 +241,12 @@ pub async fn job_resume(
     p: KeyPath,
 ) -> Result<Response> {
     let key = key_of(p)?;
-    Ok(answer(state.admin.job_pause(&caller, &key, false).await))
+    Ok(answer(
+        state
+            .admin
+            .job_pause(&caller, &key, false, &PauseRequest::default())
+            .await,
+    ))
 }
 
 pub async fn job_run_now(
@@ -240,9 +262,17 @@ pub async fn group_pause(
     State(state): Shared,
     Extension(caller): Who,
     p: NamePath,
+    headers: axum::http::HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
     let group = path(p)?;
-    Ok(answer(state.admin.group_pause(&caller, &group, true).await))
+    let request = pause_request(&headers, body)?;
+    Ok(answer(
+        state
+            .admin
+            .group_pause(&caller, &group, true, &request)
+            .await,
+    ))
 }
 
 pub async fn group_resume(
@@ -252,7 +282,10 @@ pub async fn group_resume(
 ) -> Result<Response> {
     let group = path(p)?;
     Ok(answer(
-        state.admin.group_pause(&caller, &group, false).await,
+        state
+            .admin
+            .group_pause(&caller, &group, false, &PauseRequest::default())
+            .await,
     ))
 }
 

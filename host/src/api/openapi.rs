@@ -39,6 +39,13 @@ fn deprecated(mut operation: Value) -> Value {
     operation
 }
 
+/// A JSON body the operation also takes without.
+fn optional_body(mut operation: Value, schema: Value) -> Value {
+    operation["requestBody"] =
+        json!({ "required": false, "content": { "application/json": { "schema": schema } } });
+    operation
+}
+
 fn with_body(mut operation: Value, content_type: &str, schema: Value) -> Value {
     operation["requestBody"] =
         json!({ "required": true, "content": { content_type: { "schema": schema } } });
@@ -65,6 +72,10 @@ fn list_query() -> Vec<Value> {
 /// The document.
 pub fn document() -> Value {
     let job_spec = json!({ "$ref": "#/components/schemas/JobSpec" });
+    let pause_body = json!({ "type": "object", "properties": {
+        "note": { "type": "string", "description": "Why (at most 500 bytes)." },
+        "until": { "type": "string", "description": "When the job resumes by itself: RFC 3339, or a duration from now (e.g. 2h)." }
+    } });
     let mut history = list_query();
     history.push(param("job", "query", "Only this job's rows.", string()));
     history.push(param(
@@ -191,10 +202,10 @@ pub fn document() -> Value {
                 "put": with_body(op("Create or replace a job and its trigger.", job_path(), "200", "Object", true), "application/json", job_spec),
                 "delete": op("Delete a job, its triggers and its fires not yet running.", job_path(), "200", "Object", true)
             },
-            "/api/v1/jobs/{group}/{name}/pause": { "post": op("Pause a job.", job_path(), "200", "Object", true) },
+            "/api/v1/jobs/{group}/{name}/pause": { "post": optional_body(op("Pause a job; the optional body says why and until when.", job_path(), "200", "Object", true), pause_body.clone()) },
             "/api/v1/jobs/{group}/{name}/resume": { "post": op("Resume a job.", job_path(), "200", "Object", true) },
             "/api/v1/jobs/{group}/{name}/run-now": { "post": op("Fire a job now, once.", job_path(), "202", "Object", true) },
-            "/api/v1/groups/{group}/pause": { "post": op("Pause every job of a group.", vec![param("group", "path", "The group.", string())], "200", "Object", true) },
+            "/api/v1/groups/{group}/pause": { "post": optional_body(op("Pause every job of a group; the optional body says why and until when.", vec![param("group", "path", "The group.", string())], "200", "Object", true), pause_body) },
             "/api/v1/groups/{group}/resume": { "post": op("Resume every job of a group.", vec![param("group", "path", "The group.", string())], "200", "Object", true) },
             "/api/v1/triggers": { "get": op("Triggers with state and next fire.", vec![param("job", "query", "Only this job's triggers.", string())], "200", "Items", false) },
             "/api/v1/triggers/{group}/{name}/pause": { "post": op("Pause a trigger (key GROUP/NAME:TRIGGER).", job_path(), "200", "Object", true) },

@@ -5,7 +5,7 @@
 
 use super::remote::{Body, CliError, Remote};
 use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, remote};
-use crate::admin::jobs::PutMode;
+use crate::admin::jobs::{PauseRequest, PutMode};
 use crate::admin::spec::JobSpec;
 use crate::admin::{Admin, AdminError, Caller, views};
 use crate::engine::modules::read_module;
@@ -143,6 +143,12 @@ pub enum JobCommand {
         key: String,
         #[arg(long)]
         group: bool,
+        /// Why: shown with the job (job show, the API, the dashboard).
+        #[arg(long)]
+        note: Option<String>,
+        /// Resume by itself then: RFC 3339, or a duration from now (e.g. 2h).
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Resume a paused job (or group).
     Resume {
@@ -315,10 +321,27 @@ async fn job_command(
             };
             Ok(emit(json, &job, print_job))
         }
-        JobCommand::Pause { key, group: true } => group_pause(target, &key, true, json).await,
-        JobCommand::Resume { key, group: true } => group_pause(target, &key, false, json).await,
-        JobCommand::Pause { key, .. } => job_pause(target, &key, true, json).await,
-        JobCommand::Resume { key, .. } => job_pause(target, &key, false, json).await,
+        JobCommand::Pause {
+            key,
+            group: true,
+            note,
+            until,
+        } => {
+            let request = PauseRequest { note, until };
+            group_pause(target, &key, true, &request, json).await
+        }
+        JobCommand::Resume { key, group: true } => {
+            group_pause(target, &key, false, &PauseRequest::default(), json).await
+        }
+        JobCommand::Pause {
+            key, note, until, ..
+        } => {
+            let request = PauseRequest { note, until };
+            job_pause(target, &key, true, &request, json).await
+        }
+        JobCommand::Resume { key, .. } => {
+            job_pause(target, &key, false, &PauseRequest::default(), json).await
+        }
         JobCommand::Delete { key } => {
             let done = match target {
                 Target::Local { admin, caller } => admin.job_delete(caller, &key).await?.body,
@@ -356,6 +379,12 @@ fn print_job(job: &Value) {
     outln!("attempts:   {}", cell(&job["retry"]["max_attempts"]));
     outln!("timeout:    {} ms", cell(&job["timeout_ms"]));
     outln!("state:      {}", cell(&job["state"]));
+    if let Some(note) = job["pause_note"].as_str() {
+        outln!("pause note: {}", crate::text::strip(note, usize::MAX));
+    }
+    if let Some(ms) = job["paused_until_ms"].as_i64() {
+        outln!("paused until: {}", fmt_ms(Some(ms)));
+    }
     print_grants(&job["grants"]);
     outln!();
     print_triggers(&job["triggers"]);
@@ -406,36 +435,56 @@ fn print_grants(grants: &Value) {
     }
 }
 
+/// The body of a pause request sent to a server: none when nothing is said.
+fn pause_body(request: &PauseRequest) -> Option<serde_json::Value> {
+    (request.note.is_some() || request.until.is_some())
+        .then(|| serde_json::json!({ "note": request.note, "until": request.until }))
+}
+
 async fn job_pause(
     target: &Target,
     key: &str,
     paused: bool,
+    request: &PauseRequest,
     json: bool,
 ) -> Result<ExitCode, CliError> {
     let done = match target {
-        Target::Local { admin, caller } => admin.job_pause(caller, key, paused).await?.body,
+        Target::Local { admin, caller } => {
+            admin.job_pause(caller, key, paused, request).await?.body
+        }
         Target::Remote(r) => {
             let verb = if paused { "pause" } else { "resume" };
-            r.post(&format!("/api/v1/jobs/{}/{verb}", key_path(key)?))
-                .await?
+            let path = format!("/api/v1/jobs/{}/{verb}", key_path(key)?);
+            r.post_json(&path, pause_body(request)).await?
         }
     };
     let verb = if paused { "paused" } else { "resumed" };
-    Ok(emit(json, &done, |_| outln!("{verb} {key}")))
+    Ok(emit(json, &done, |v| {
+        let until = v["paused_until_ms"]
+            .as_i64()
+            .map(|ms| format!(" until {}", fmt_ms(Some(ms))));
+        outln!("{verb} {key}{}", until.unwrap_or_default());
+    }))
 }
 
 async fn group_pause(
     target: &Target,
     group: &str,
     paused: bool,
+    request: &PauseRequest,
     json: bool,
 ) -> Result<ExitCode, CliError> {
     let done = match target {
-        Target::Local { admin, caller } => admin.group_pause(caller, group, paused).await?.body,
+        Target::Local { admin, caller } => {
+            admin
+                .group_pause(caller, group, paused, request)
+                .await?
+                .body
+        }
         Target::Remote(r) => {
             let verb = if paused { "pause" } else { "resume" };
-            r.post(&format!("/api/v1/groups/{}/{verb}", remote::encode(group)))
-                .await?
+            let path = format!("/api/v1/groups/{}/{verb}", remote::encode(group));
+            r.post_json(&path, pause_body(request)).await?
         }
     };
     let verb = if paused { "paused" } else { "resumed" };

@@ -153,6 +153,11 @@ impl Remote {
     pub async fn post(&self, path: &str) -> Result<Value, CliError> {
         self.call(Method::POST, path, None).await
     }
+
+    /// A POST with a JSON body when there is one.
+    pub async fn post_json(&self, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        self.call(Method::POST, path, body.map(Body::Json)).await
+    }
 }
 
 /// A request body.

@@ -3,7 +3,7 @@
 
 use crate::manifest;
 use crate::schedule::trigger::TriggerSpec;
-use crate::store::model::{JobDef, TriggerPut};
+use crate::store::model::{JobDef, PauseNote, TriggerPut};
 
 /// Converts a manifest job to the store's job and triggers.
 pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) {
@@ -24,6 +24,7 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
         kv_max_keys: decl.kv_max_keys,
         kv_max_bytes: decl.kv_max_bytes,
         grants: None,
+        pause: PauseNote::default(),
     }
     .with_grants(&decl.grants);
     let triggers = decl

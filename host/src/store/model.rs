@@ -38,6 +38,20 @@ pub struct JobDef {
     /// changed grant holds from the next fire on. Views show it parsed.
     #[serde(skip)]
     pub grants: Option<String>,
+    /// Why the job is paused and until when, as the operator said.
+    #[serde(flatten)]
+    pub pause: PauseNote,
+}
+
+/// What an operator says of a pause: why, and when it ends by itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PauseNote {
+    #[serde(rename = "pause_note", skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Milliseconds since the epoch; the job resumes then (at the next upkeep
+    /// pass of any node, within seconds).
+    #[serde(rename = "paused_until_ms", skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<i64>,
 }
 
 impl JobDef {
@@ -58,6 +72,7 @@ impl JobDef {
             kv_max_keys: None,
             kv_max_bytes: None,
             grants: None,
+            pause: PauseNote::default(),
         }
     }
 

@@ -49,9 +49,23 @@ pub trait Scheduling: Send + Sync {
     /// Deletes a job, its triggers and its fires not yet running.
     async fn job_delete(&self, job_key: &str) -> Result<bool, StoreError>;
     /// Pauses or resumes a job; returns whether it exists.
-    async fn job_pause(&self, job_key: &str, paused: bool) -> Result<bool, StoreError>;
+    /// Pauses (with `note`: why, and until when) or resumes (the note
+    /// cleared) a job; false when there is no such job.
+    async fn job_pause(
+        &self,
+        job_key: &str,
+        paused: bool,
+        note: &PauseNote,
+    ) -> Result<bool, StoreError>;
+    /// Resumes the paused jobs whose `until` has passed; answers their keys.
+    async fn jobs_resume_due(&self) -> Result<Vec<String>, StoreError>;
     /// Pauses or resumes every job of a group; returns how many.
-    async fn group_pause(&self, group: &str, paused: bool) -> Result<u64, StoreError>;
+    async fn group_pause(
+        &self,
+        group: &str,
+        paused: bool,
+        note: &PauseNote,
+    ) -> Result<u64, StoreError>;
     async fn trigger_list(&self, job_key: Option<&str>) -> Result<Vec<TriggerRow>, StoreError>;
     /// Pauses or resumes one trigger; returns whether it exists.
     async fn trigger_pause(&self, trigger_key: &str, paused: bool) -> Result<bool, StoreError>;
@@ -161,7 +175,7 @@ pub(crate) const REFRESH_WIT_NEED: &str = "UPDATE jobs SET wit_need = (SELECT m.
 /// The columns of a job row, as [`JobColumns`] reads them.
 pub(crate) const JOB_COLUMNS: &str = "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, \
      backoff_max_ms, jitter, timeout_ms, max_memory, requests_recovery, priority, paused, source, kv_max_keys, \
-     kv_max_bytes, grants";
+     kv_max_bytes, grants, pause_note, paused_until_ms";
 
 /// The columns of a trigger row, as [`TriggerColumns`] reads them.
 pub(crate) const TRIGGER_COLUMNS: &str = "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, \
@@ -256,6 +270,8 @@ pub(crate) struct JobColumns {
     kv_max_keys: Option<i64>,
     kv_max_bytes: Option<i64>,
     grants: Option<String>,
+    pause_note: Option<String>,
+    paused_until_ms: Option<i64>,
 }
 
 impl JobColumns {
@@ -286,6 +302,10 @@ impl JobColumns {
             kv_max_keys: self.kv_max_keys.map(u),
             kv_max_bytes: self.kv_max_bytes.map(u),
             grants: self.grants,
+            pause: PauseNote {
+                note: self.pause_note,
+                until_ms: self.paused_until_ms,
+            },
         }
     }
 }
@@ -392,7 +412,8 @@ static JOBS_UPSERT: Sql = Sql::new(
      jitter = excluded.jitter, timeout_ms = excluded.timeout_ms, max_memory = excluded.max_memory, \
      requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
      paused = excluded.paused, source = excluded.source, kv_max_keys = excluded.kv_max_keys, \
-     kv_max_bytes = excluded.kv_max_bytes, grants = excluded.grants, updated_at = excluded.updated_at",
+     kv_max_bytes = excluded.kv_max_bytes, grants = excluded.grants, \
+     pause_note = excluded.pause_note, paused_until_ms = excluded.paused_until_ms, updated_at = excluded.updated_at",
 );
 static WIT_NEED_OF_JOBS: Sql = Sql::new("{refresh_wit_need} WHERE job_key IN (");
 static TRIGGERS_OF_JOBS: Sql =
@@ -412,9 +433,18 @@ static JOB_DELETE_FIRES: Sql =
     Sql::new("DELETE FROM fires WHERE job_key = $1 AND state = 'scheduled'");
 static JOB_DELETE_TRIGGERS: Sql = Sql::new("DELETE FROM triggers WHERE job_key = $1");
 static JOB_DELETE: Sql = Sql::new("DELETE FROM jobs WHERE job_key = $1");
-static JOB_PAUSE: Sql = Sql::new("UPDATE jobs SET paused = $1 WHERE job_key = $2");
-static GROUP_PAUSE: Sql =
-    Sql::new("UPDATE jobs SET paused = $1 WHERE substr(job_key, 1, length($2) + 1) = $2 || '/'");
+static JOB_PAUSE: Sql = Sql::new(
+    "UPDATE jobs SET paused = $1, pause_note = $3, paused_until_ms = $4 WHERE job_key = $2",
+);
+static GROUP_PAUSE: Sql = Sql::new(
+    "UPDATE jobs SET paused = $1, pause_note = $3, paused_until_ms = $4 \
+     WHERE substr(job_key, 1, length($2) + 1) = $2 || '/'",
+);
+/// Paused jobs whose pause has run out, resumed (see `jobs_resume_due`).
+static JOBS_RESUME_DUE: Sql = Sql::new(
+    "UPDATE jobs SET paused = 0, pause_note = NULL, paused_until_ms = NULL \
+     WHERE paused = 1 AND paused_until_ms IS NOT NULL AND paused_until_ms <= {now} RETURNING job_key",
+);
 static TRIGGER_LIST: Sql = Sql::new(
     "SELECT {trigger_columns} FROM triggers WHERE ($1 IS NULL OR job_key = $1) ORDER BY trigger_key",
 );
@@ -836,6 +866,8 @@ where
                     .push_bind(job.kv_max_keys.map(big))
                     .push_bind(job.kv_max_bytes.map(big))
                     .push_bind(job.grants.clone())
+                    .push_bind(job.pause.note.clone())
+                    .push_bind(job.pause.until_ms)
                     .push_bind(now)
                     .push_bind(now);
             });
@@ -969,21 +1001,42 @@ where
         Ok(DB::rows_affected(&done) > 0)
     }
 
-    async fn job_pause(&self, job_key: &str, paused: bool) -> Result<bool, StoreError> {
+    async fn job_pause(
+        &self,
+        job_key: &str,
+        paused: bool,
+        note: &PauseNote,
+    ) -> Result<bool, StoreError> {
         let _writer = writer(self).await;
         let done = sqlx::query(JOB_PAUSE.on(DB::DIALECT))
             .bind(i64::from(paused))
             .bind(job_key)
+            .bind(note.note.clone().filter(|_| paused))
+            .bind(note.until_ms.filter(|_| paused))
             .execute(self.pool())
             .await?;
         Ok(DB::rows_affected(&done) > 0)
     }
 
-    async fn group_pause(&self, group: &str, paused: bool) -> Result<u64, StoreError> {
+    async fn jobs_resume_due(&self) -> Result<Vec<String>, StoreError> {
+        let _writer = writer(self).await;
+        Ok(sqlx::query_scalar(JOBS_RESUME_DUE.on(DB::DIALECT))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    async fn group_pause(
+        &self,
+        group: &str,
+        paused: bool,
+        note: &PauseNote,
+    ) -> Result<u64, StoreError> {
         let _writer = writer(self).await;
         let done = sqlx::query(GROUP_PAUSE.on(DB::DIALECT))
             .bind(i64::from(paused))
             .bind(group)
+            .bind(note.note.clone().filter(|_| paused))
+            .bind(note.until_ms.filter(|_| paused))
             .execute(self.pool())
             .await?;
         Ok(DB::rows_affected(&done))

@@ -937,9 +937,32 @@ async fn the_cli_gives_the_same_answers_through_a_server_as_on_the_database() {
     );
     assert!(String::from_utf8_lossy(&added.stdout).contains("added job r/hello"));
     wait_for_success(server.store.as_ref(), "r/hello", Duration::from_secs(60)).await;
-    let paused = remote(&["job", "pause", "r/hello"]);
-    assert!(paused.status.success());
-    assert_eq!(String::from_utf8_lossy(&paused.stdout), "paused r/hello\n");
+    let bad = remote(&["job", "pause", "r/hello", "--until", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("until"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let paused = remote(&[
+        "job",
+        "pause",
+        "r/hello",
+        "--note",
+        "moving the reports database",
+        "--until",
+        "2h",
+    ]);
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&paused.stdout).starts_with("paused r/hello until "),
+        "{}",
+        String::from_utf8_lossy(&paused.stdout)
+    );
     wait_for_no_executions(&server).await;
 
     for args in [
@@ -967,6 +990,10 @@ async fn the_cli_gives_the_same_answers_through_a_server_as_on_the_database() {
     assert_eq!(through_server, on_db);
     assert_eq!(through_server["data"], json!({ "name": "remote" }));
     assert_eq!(through_server["state"], "paused");
+    assert_eq!(through_server["pause_note"], "moving the reports database");
+    let until = through_server["paused_until_ms"].as_i64().unwrap();
+    let in_two_hours = chrono::Utc::now().timestamp_millis() + 2 * 3_600_000;
+    assert!((until - in_two_hours).abs() < 60_000, "{until}");
     assert_eq!(
         through_server["next_fire"],
         Value::Null,

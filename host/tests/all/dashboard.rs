@@ -644,6 +644,37 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
     )
     .await;
 
+    // A pause with a note and an end, made through the API: the row shows both.
+    let paused = server
+        .http
+        .post(format!("{}/api/v1/jobs/dash/later/pause", server.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "note": "waiting for the new bucket", "until": "3h" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        paused.status().is_success(),
+        "{}",
+        paused.text().await.unwrap()
+    );
+    browser
+        .wait_for(
+            "the row to show the pause note",
+            &format!("return (() => {{ {JOB_CELL} }})() === 'waiting for the new bucket';"),
+            json!(["dash/later", ".pause-note"]),
+        )
+        .await;
+    browser
+        .click("#jobs-table tr[data-job=\"dash/later\"] button.resume")
+        .await;
+    wait_until(
+        Duration::from_secs(10),
+        "dash/later to be resumed again",
+        || async { job_state(&server, "dash/later").await == "active" },
+    )
+    .await;
+
     // Run now: a real run of dash/later, in the store and on the page.
     let before = server.get("/api/v1/history?job=dash/later").await;
     assert_eq!(

@@ -438,7 +438,7 @@ async fn an_unknown_database_url_is_a_clear_error() {
 use quartzite::schedule::trigger::{MisfireLimits, MisfirePolicy, TriggerKind, TriggerSpec};
 use quartzite::store::model::{
     AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryFilter, HistoryStatus,
-    JobDef, JobRoom, NodeCheckIn, Overlap, TriggerPut, TriggerState, WitRange,
+    JobDef, JobRoom, NodeCheckIn, Overlap, PauseNote, TriggerPut, TriggerState, WitRange,
 };
 
 fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<TriggerPut>) {
@@ -1016,6 +1016,52 @@ conformance!(
     a_jittered_fire_is_due_after_its_time_and_recorded_at_it
 );
 
+async fn a_pause_keeps_its_note_and_ends_by_itself_at_its_time(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    let (job, triggers) = at_job("g/noted", now + 60_000, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+    let (other, triggers) = at_job("g/forever", now + 60_000, MisfirePolicy::FireNow);
+    store.job_put(&other, &triggers).await.unwrap();
+    let note = PauseNote {
+        note: Some("upstream maintenance, ticket OPS-12".into()),
+        until_ms: Some(now + 400),
+    };
+    assert!(store.job_pause("g/noted", true, &note).await.unwrap());
+    let forever = PauseNote {
+        note: Some("until further notice".into()),
+        until_ms: None,
+    };
+    assert!(store.job_pause("g/forever", true, &forever).await.unwrap());
+    let stored = store.job_get("g/noted").await.unwrap().unwrap();
+    assert!(stored.paused);
+    assert_eq!(stored.pause, note);
+    assert!(store.jobs_resume_due().await.unwrap().is_empty(), "not yet");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(store.jobs_resume_due().await.unwrap(), ["g/noted"]);
+    let resumed = store.job_get("g/noted").await.unwrap().unwrap();
+    assert!(!resumed.paused);
+    assert_eq!(
+        resumed.pause,
+        PauseNote::default(),
+        "the note goes with the pause"
+    );
+    let still = store.job_get("g/forever").await.unwrap().unwrap();
+    assert!(
+        still.paused && still.pause == forever,
+        "a pause without an end stays"
+    );
+    // Resuming by hand clears the note too.
+    assert!(store.job_pause("g/forever", false, &forever).await.unwrap());
+    assert_eq!(
+        store.job_get("g/forever").await.unwrap().unwrap().pause,
+        PauseNote::default()
+    );
+}
+conformance!(
+    pause_note,
+    a_pause_keeps_its_note_and_ends_by_itself_at_its_time
+);
+
 async fn retries_come_back_as_the_next_attempt(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();
     let (job, triggers) = at_job("g/retry", now, MisfirePolicy::FireNow);
@@ -1183,7 +1229,12 @@ async fn paused_jobs_and_triggers_do_not_fire_until_resumed(store: Arc<dyn Store
     let now = store.now_ms().await.unwrap();
     let (job, triggers) = at_job("g/paused", now, MisfirePolicy::FireNow);
     store.job_put(&job, &triggers).await.unwrap();
-    assert!(store.job_pause("g/paused", true).await.unwrap());
+    assert!(
+        store
+            .job_pause("g/paused", true, &PauseNote::default())
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .fire_acquire(&params("a"))
@@ -1192,7 +1243,12 @@ async fn paused_jobs_and_triggers_do_not_fire_until_resumed(store: Arc<dyn Store
             .fires
             .is_empty()
     );
-    assert!(store.job_pause("g/paused", false).await.unwrap());
+    assert!(
+        store
+            .job_pause("g/paused", false, &PauseNote::default())
+            .await
+            .unwrap()
+    );
     assert!(store.trigger_pause("g/paused:at", true).await.unwrap());
     assert!(
         store
@@ -1207,8 +1263,19 @@ async fn paused_jobs_and_triggers_do_not_fire_until_resumed(store: Arc<dyn Store
         store.fire_acquire(&params("a")).await.unwrap().fires.len(),
         1
     );
-    assert_eq!(store.group_pause("g", true).await.unwrap(), 1);
-    assert!(!store.job_pause("g/none", true).await.unwrap());
+    assert_eq!(
+        store
+            .group_pause("g", true, &PauseNote::default())
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        !store
+            .job_pause("g/none", true, &PauseNote::default())
+            .await
+            .unwrap()
+    );
 }
 conformance!(pause, paused_jobs_and_triggers_do_not_fire_until_resumed);
 
@@ -1690,7 +1757,12 @@ async fn an_event_is_stored_with_one_fire_per_subscriber_once_per_key(store: Arc
         ])
         .await
         .unwrap();
-    assert!(store.job_pause("e/paused", true).await.unwrap());
+    assert!(
+        store
+            .job_pause("e/paused", true, &PauseNote::default())
+            .await
+            .unwrap()
+    );
     let triggers = store.trigger_list(Some("e/a")).await.unwrap();
     assert_eq!(triggers[0].next_fire_ms, None, "never due by the clock");
     assert_eq!(triggers[0].describe(), "event \"order.created\"");

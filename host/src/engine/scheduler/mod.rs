@@ -963,6 +963,15 @@ impl Scheduler {
             {
                 tracing::warn!(error = %e, "renewing leases failed");
             }
+            // Pauses given an end (`job pause --until`) end here, on any node.
+            match self.store.jobs_resume_due().await {
+                Ok(resumed) if !resumed.is_empty() => {
+                    tracing::info!(jobs = ?resumed, "resumed jobs whose pause ran out");
+                    self.wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "resuming jobs whose pause ran out failed"),
+            }
             if checked_in_since.is_none_or(|t| t.elapsed() < settle) {
                 continue;
             }
