@@ -64,6 +64,9 @@ pub struct JobSpec {
     /// Store the job paused [default: false].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// Pause the job after this many failed runs in a row [default: never].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_on_failure: Option<u32>,
     /// What the job may do beyond its sandbox [default: nothing].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants: Option<crate::grants::Grants>,
@@ -245,6 +248,13 @@ impl JobSpec {
         job.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         job.requests_recovery = self.requests_recovery.unwrap_or(false);
         job.paused = self.paused.unwrap_or(false);
+        if self.pause_on_failure == Some(0) {
+            return Err(bad(
+                "pause_on_failure",
+                "must be a count of failed runs from 1",
+            ));
+        }
+        job.pause_on_failure = self.pause_on_failure;
         job.source = source.into();
         let trigger = TriggerPut {
             trigger_key: format!("{}:{}", self.key, kind.as_str()),

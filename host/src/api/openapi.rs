@@ -159,6 +159,7 @@ pub fn document() -> Value {
                         "max_attempts": { "type": "integer", "minimum": 1 },
                         "timeout": { "type": "string", "example": "60s" },
                         "misfire": { "type": "string", "enum": ["fire-now", "skip", "fire-once"] },
+                        "pause_on_failure": { "type": "integer", "minimum": 1, "description": "Pause the job after this many failed runs in a row." },
                         "jitter": { "type": "string", "description": "Each fire up to this long after its time, e.g. 30s; never at or past the next fire." },
                         "requests_recovery": { "type": "boolean" },
                         "paused": { "type": "boolean" },

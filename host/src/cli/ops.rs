@@ -210,6 +210,9 @@ pub struct JobAddArgs {
     /// Re-run a fire interrupted by a node crash.
     #[arg(long)]
     pub requests_recovery: bool,
+    /// Pause the job after this many failed runs in a row [default: never].
+    #[arg(long, value_name = "N")]
+    pub pause_on_failure: Option<u32>,
     #[command(flatten)]
     pub grants: GrantArgs,
 }
@@ -563,6 +566,7 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         jitter: args.jitter.clone(),
         requests_recovery: Some(args.requests_recovery),
         paused: None,
+        pause_on_failure: args.pause_on_failure,
         grants: (!grants.is_empty()).then_some(grants),
     };
     let scheduled = [&args.cron, &args.every, &args.at, &args.event]

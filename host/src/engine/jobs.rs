@@ -25,6 +25,7 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
         kv_max_bytes: decl.kv_max_bytes,
         grants: None,
         pause: PauseNote::default(),
+        pause_on_failure: decl.pause_on_failure,
     }
     .with_grants(&decl.grants);
     let triggers = decl

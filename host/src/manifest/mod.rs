@@ -24,7 +24,7 @@
 //! key = "examples/hello"          # required, "group/name"
 //! module = "hello"                # "NAME", "NAME@VERSION" or "sha256:<64 hex>"
 //! data = { name = "Quartzite" }   # any TOML value, handed to the job as JSON
-//! overlap = "allow"               # "allow" | "forbid" | "skip"
+//! overlap = "allow"               # "allow" | "forbid" | "skip" | "buffer-one"
 //! timeout = "30s"
 //! max_memory = "64MiB"
 //! kv_max_keys = 10000             # the job's whole kv state: keys ...
@@ -32,6 +32,7 @@
 //! requests_recovery = false
 //! priority = 5                    # 1..=10, higher runs first
 //! paused = false
+//! pause_on_failure = 5            # pause after 5 failed runs in a row (default: never)
 //! [job.retry]
 //! max_attempts = 3
 //! backoff = "exponential"         # "immediate" | "exponential"
@@ -114,6 +115,7 @@ const JOB_KEYS: &[&str] = &[
     "requests_recovery",
     "priority",
     "paused",
+    "pause_on_failure",
     "retry",
     "trigger",
     "grants",
@@ -185,6 +187,8 @@ pub struct JobDecl {
     pub priority: u8,
     /// Whether the job starts paused.
     pub paused: bool,
+    /// Pause the job after this many failed runs in a row.
+    pub pause_on_failure: Option<u32>,
     /// What happens after a failed run.
     pub retry: RetryPolicy,
     /// When the job fires, in file order.

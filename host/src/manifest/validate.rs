@@ -500,6 +500,21 @@ impl<'a> Validator<'a> {
             .get("paused")
             .and_then(|v| self.boolean(v, &t.field("paused")))
             .unwrap_or(false);
+        let pause_on_failure = t.get("pause_on_failure").and_then(|v| {
+            let field = t.field("pause_on_failure");
+            let n = self.integer(v, &field)?;
+            match u32::try_from(n).ok().filter(|&n| n >= 1) {
+                Some(n) => Some(n),
+                None => {
+                    self.error(
+                        v.span(),
+                        &field,
+                        format!("pause_on_failure must be a count of failed runs from 1, not {n}"),
+                    );
+                    None
+                }
+            }
+        });
         let retry = self
             .table(t, "retry")
             .map_or_else(RetryPolicy::default, |r| self.retry(&r));
@@ -545,6 +560,7 @@ impl<'a> Validator<'a> {
             requests_recovery,
             priority,
             paused,
+            pause_on_failure,
             retry,
             triggers,
             grants,

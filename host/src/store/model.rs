@@ -41,6 +41,10 @@ pub struct JobDef {
     /// Why the job is paused and until when, as the operator said.
     #[serde(flatten)]
     pub pause: PauseNote,
+    /// Pause the job after this many failed runs in a row (failed or timed
+    /// out, retries not counted); `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_on_failure: Option<u32>,
 }
 
 /// What an operator says of a pause: why, and when it ends by itself.
@@ -73,6 +77,7 @@ impl JobDef {
             kv_max_bytes: None,
             grants: None,
             pause: PauseNote::default(),
+            pause_on_failure: None,
         }
     }
 

@@ -57,6 +57,9 @@ pub trait Scheduling: Send + Sync {
         paused: bool,
         note: &PauseNote,
     ) -> Result<bool, StoreError>;
+    /// Pauses a job whose last `failures` runs all failed (failed or timed
+    /// out) with a note saying so; answers whether it paused it now.
+    async fn job_pause_if_failing(&self, job_key: &str, failures: u32) -> Result<bool, StoreError>;
     /// Resumes the paused jobs whose `until` has passed; answers their keys.
     async fn jobs_resume_due(&self) -> Result<Vec<String>, StoreError>;
     /// Pauses or resumes every job of a group; returns how many.
@@ -175,7 +178,7 @@ pub(crate) const REFRESH_WIT_NEED: &str = "UPDATE jobs SET wit_need = (SELECT m.
 /// The columns of a job row, as [`JobColumns`] reads them.
 pub(crate) const JOB_COLUMNS: &str = "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, \
      backoff_max_ms, jitter, timeout_ms, max_memory, requests_recovery, priority, paused, source, kv_max_keys, \
-     kv_max_bytes, grants, pause_note, paused_until_ms";
+     kv_max_bytes, grants, pause_note, paused_until_ms, pause_on_failure";
 
 /// The columns of a trigger row, as [`TriggerColumns`] reads them.
 pub(crate) const TRIGGER_COLUMNS: &str = "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, \
@@ -272,6 +275,7 @@ pub(crate) struct JobColumns {
     grants: Option<String>,
     pause_note: Option<String>,
     paused_until_ms: Option<i64>,
+    pause_on_failure: Option<i64>,
 }
 
 impl JobColumns {
@@ -306,6 +310,7 @@ impl JobColumns {
                 note: self.pause_note,
                 until_ms: self.paused_until_ms,
             },
+            pause_on_failure: self.pause_on_failure.and_then(|n| u32::try_from(n).ok()),
         }
     }
 }
@@ -413,7 +418,8 @@ static JOBS_UPSERT: Sql = Sql::new(
      requests_recovery = excluded.requests_recovery, priority = excluded.priority, \
      paused = excluded.paused, source = excluded.source, kv_max_keys = excluded.kv_max_keys, \
      kv_max_bytes = excluded.kv_max_bytes, grants = excluded.grants, \
-     pause_note = excluded.pause_note, paused_until_ms = excluded.paused_until_ms, updated_at = excluded.updated_at",
+     pause_note = excluded.pause_note, paused_until_ms = excluded.paused_until_ms, \
+     pause_on_failure = excluded.pause_on_failure, updated_at = excluded.updated_at",
 );
 static WIT_NEED_OF_JOBS: Sql = Sql::new("{refresh_wit_need} WHERE job_key IN (");
 static TRIGGERS_OF_JOBS: Sql =
@@ -440,6 +446,13 @@ static GROUP_PAUSE: Sql = Sql::new(
     "UPDATE jobs SET paused = $1, pause_note = $3, paused_until_ms = $4 \
      WHERE substr(job_key, 1, length($2) + 1) = $2 || '/'",
 );
+/// The job's latest runs that count for `pause_on_failure`: final outcomes.
+static LAST_OUTCOMES: Sql = Sql::new(
+    "SELECT status FROM task_history WHERE job_key = $1 \
+     AND status IN ('success', 'failed', 'timeout') ORDER BY started_ms DESC LIMIT $2",
+);
+static JOB_PAUSE_FAILING: Sql =
+    Sql::new("UPDATE jobs SET paused = 1, pause_note = $2 WHERE job_key = $1 AND paused = 0");
 /// Paused jobs whose pause has run out, resumed (see `jobs_resume_due`).
 static JOBS_RESUME_DUE: Sql = Sql::new(
     "UPDATE jobs SET paused = 0, pause_note = NULL, paused_until_ms = NULL \
@@ -868,6 +881,7 @@ where
                     .push_bind(job.grants.clone())
                     .push_bind(job.pause.note.clone())
                     .push_bind(job.pause.until_ms)
+                    .push_bind(job.pause_on_failure.map(i64::from))
                     .push_bind(now)
                     .push_bind(now);
             });
@@ -1013,6 +1027,26 @@ where
             .bind(job_key)
             .bind(note.note.clone().filter(|_| paused))
             .bind(note.until_ms.filter(|_| paused))
+            .execute(self.pool())
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn job_pause_if_failing(&self, job_key: &str, failures: u32) -> Result<bool, StoreError> {
+        let last: Vec<String> = sqlx::query_scalar(LAST_OUTCOMES.on(DB::DIALECT))
+            .bind(job_key)
+            .bind(i64::from(failures))
+            .fetch_all(self.pool())
+            .await?;
+        if last.len() < failures as usize || last.iter().any(|s| s == "success") {
+            return Ok(false);
+        }
+        let _writer = writer(self).await;
+        let done = sqlx::query(JOB_PAUSE_FAILING.on(DB::DIALECT))
+            .bind(job_key)
+            .bind(format!(
+                "paused after {failures} failed runs in a row (pause_on_failure)"
+            ))
             .execute(self.pool())
             .await?;
         Ok(DB::rows_affected(&done) > 0)

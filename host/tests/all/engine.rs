@@ -11,7 +11,7 @@ use quartzite::store::Store;
 use quartzite::store::model::{HistoryEntry, HistoryFilter, HistoryStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug)]
@@ -614,3 +614,97 @@ at = "{later}"
     assert!(history(&store, "t/after").await.is_empty());
 }
 on_both!(a_fire_taken_over_before_its_run_began_is_not_run);
+
+/// Flow control on a real node: a `buffer-one` job slower than its schedule
+/// runs one catch-up fire at a time and records the rest as skipped; a job
+/// with `pause_on_failure = 3` is paused, with a note, after three failed runs.
+async fn buffer_one_and_pause_on_failure_hold_on_a_running_node(backend: Backend) {
+    let env = env(backend).await;
+    let manifest = format!(
+        r#"
+[[module]]
+name = "hostile"
+path = "{hostile}"
+
+[[module]]
+name = "flaky"
+path = "{flaky}"
+
+[[job]]
+key = "t/slow"
+module = "hostile"
+data = {{ op = "sleep", ms = 700 }}
+overlap = "buffer-one"
+[[job.trigger]]
+every = "100ms"
+
+[[job]]
+key = "t/failing"
+module = "flaky"
+data = {{ failures = 1000000 }}
+pause_on_failure = 3
+[[job.trigger]]
+every = "200ms"
+"#,
+        hostile = wasm("guest_hostile").display(),
+        flaky = wasm("flaky").display(),
+    );
+    let running = run(&options(&env, &manifest, quick())).await;
+    let store = Arc::clone(&running.store);
+    wait_until(
+        Duration::from_secs(60),
+        "t/failing to be paused",
+        || async { store.job_get("t/failing").await.unwrap().unwrap().paused },
+    )
+    .await;
+    let failing = store.job_get("t/failing").await.unwrap().unwrap();
+    assert!(
+        failing
+            .pause
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("3 failed runs in a row")),
+        "{:?}",
+        failing.pause
+    );
+    let failed_at_pause = history(&store, "t/failing").await.len();
+    assert!(failed_at_pause >= 3, "{failed_at_pause}");
+    // While t/slow runs, its fires waiting are never more than one.
+    let mut most_waiting = 0;
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        let waiting = store
+            .fire_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.job_key == "t/slow")
+            .count();
+        most_waiting = most_waiting.max(waiting);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await;
+    // One running plus one waiting at most.
+    assert!(
+        most_waiting <= 2,
+        "{most_waiting} fires of t/slow in the store at once"
+    );
+    let slow = history(&store, "t/slow").await;
+    let ran = slow
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .count();
+    let skipped = slow
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped && h.details.contains("buffer-one"))
+        .count();
+    assert!(ran >= 3, "t/slow ran {ran} times");
+    assert!(skipped >= 10, "t/slow skipped {skipped} fires: {slow:?}");
+    // Paused, t/failing ran no more (a run in flight at the pause may end).
+    let failed = history(&store, "t/failing").await.len();
+    assert!(
+        failed <= failed_at_pause + 1,
+        "{failed} runs, {failed_at_pause} at the pause"
+    );
+}
+on_both!(buffer_one_and_pause_on_failure_hold_on_a_running_node);

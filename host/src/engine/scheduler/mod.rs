@@ -101,6 +101,8 @@ struct Ended {
     span: tracing::Span,
     /// When that span began, if it is traced.
     began: Option<std::time::SystemTime>,
+    /// The job's `pause_on_failure`, checked when the fire fails.
+    pause_on_failure: Option<u32>,
 }
 
 // The spans of a fire and how they are tied together: `domain::trace`.
@@ -399,6 +401,7 @@ impl Scheduler {
                 );
                 crate::domain::trace::join_fire(&span, &fire.fire_id);
                 let began = (!span.is_disabled()).then(std::time::SystemTime::now);
+                let pause_on_failure = fire.job.pause_on_failure;
                 let task_span = span.clone();
                 tokio::spawn(
                     async move {
@@ -415,6 +418,7 @@ impl Scheduler {
                                 job: job_metrics,
                                 span,
                                 began,
+                                pause_on_failure,
                             })
                             .await;
                         drop(claim);
@@ -787,7 +791,7 @@ impl Scheduler {
                 // The commit of the whole batch, as a step of each fire in it.
                 let commit = tracing::trace_span!(target: FIRE_TARGET, parent: &e.span, "commit");
                 batch.push(e.completion);
-                observed.push((e.job, e.took, commit, e.span, e.began));
+                observed.push((e.job, e.took, commit, e.span, e.began, e.pause_on_failure));
             }
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -798,7 +802,7 @@ impl Scheduler {
                                 held.remove(&c.fire_id);
                             }
                         });
-                        for ((c, (job, took, commit, span, began)), ok) in
+                        for ((c, (job, took, commit, span, began, pause_on_failure)), ok) in
                             batch.iter().zip(&observed).zip(accepted)
                         {
                             // A traced span ends at its last exit: the commit's
@@ -819,6 +823,14 @@ impl Scheduler {
                                 {
                                     self.end_fire_trace(c, *began);
                                 }
+                                if let Some(n) = *pause_on_failure
+                                    && matches!(
+                                        c.history.status,
+                                        HistoryStatus::Failed | HistoryStatus::Timeout
+                                    )
+                                {
+                                    self.pause_if_failing(&c.history.job_key, n);
+                                }
                             } else {
                                 span.record("status", "refused");
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
@@ -838,6 +850,24 @@ impl Scheduler {
             observed.clear();
             self.wake.notify_one();
         }
+    }
+
+    /// Pauses `job_key` if its last `n` runs failed (its `pause_on_failure`),
+    /// off the completion loop: only a failed run pays for the check.
+    fn pause_if_failing(self: &Arc<Self>, job_key: &str, n: u32) {
+        let me = Arc::clone(self);
+        let job_key = job_key.to_owned();
+        tokio::spawn(async move {
+            match me.store.job_pause_if_failing(&job_key, n).await {
+                Ok(true) => {
+                    tracing::warn!(job = %job_key, failures = n, "paused after failed runs in a row (pause_on_failure)");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %job_key, error = %e, "checking pause_on_failure failed")
+                }
+            }
+        });
     }
 
     /// Sends the root span of the trace of a fire that has ended (`domain::trace`).
