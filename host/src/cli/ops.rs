@@ -388,6 +388,9 @@ fn print_job(job: &Value) {
     if let Some(ms) = job["paused_until_ms"].as_i64() {
         outln!("paused until: {}", fmt_ms(Some(ms)));
     }
+    if let Some(n) = job["pause_on_failure"].as_u64() {
+        outln!("pause on failure: after {n} failed runs in a row");
+    }
     print_grants(&job["grants"]);
     outln!();
     print_triggers(&job["triggers"]);
