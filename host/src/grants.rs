@@ -5,7 +5,11 @@
 //! One definition serves the manifest (`[job.grants]`), `job add` flags, the
 //! API's job body, the store (as JSON) and the runtime: [`Grants`] is the form
 //! an operator writes, [`Grants::compile`] checks it and gives the
-//! [`CompiledGrants`] a run matches requests against. This module is pure:
+//! [`CompiledGrants`] a run matches requests against.
+//!
+//! Why one long file: the form, its checks and the matching must agree on
+//! every pattern, network and secret; they change together and are read
+//! together, and a fifth of the file is their tests. This module is pure:
 //! no I/O, no clock; name resolution and connecting live in
 //! `runtime::http`, which asks [`address_refusal`] about every address.
 //!

@@ -2,6 +2,11 @@
 //! same database as a running server (`--db`, through the admin service the
 //! server runs), or through a server's admin API (`--server`), with the same
 //! output and exit codes either way.
+//!
+//! Why one long file: every command here has the same three parts (its
+//! arguments, the call through the admin service or the API, its output),
+//! and keeping them side by side keeps them alike; `signals`, `secrets` and
+//! `preview` hold the commands with logic of their own.
 
 use super::remote::{Body, CliError, Remote};
 use super::{EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE, fail, remote};

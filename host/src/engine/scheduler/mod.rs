@@ -15,6 +15,12 @@
 //! Guarantees: a fire is started at most once per claim; a run whose claim was
 //! taken over cannot complete (fencing); a node stopped with SIGTERM lets running
 //! fires finish within the grace period, then cancels and releases them.
+//!
+//! Why one long file: the claim, start, run, completion and upkeep loops
+//! share the scheduler's state (held fires, shares, the wake signal) and the
+//! guarantees above, which are only checkable with all of them in view; the
+//! parts that stand alone are submodules (`config`, `executor`) and a tenth
+//! of the file is tests.
 
 mod config;
 mod executor;
