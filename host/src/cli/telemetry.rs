@@ -49,8 +49,18 @@ where
     use tracing_subscriber::Layer as _;
     let only_fires =
         tracing_subscriber::filter::Targets::new().with_target(FIRE_TARGET, tracing::Level::TRACE);
+    // Spans carry what `domain::trace` records and no more: not the source
+    // location, thread, target or busy/idle times of each span (eight
+    // attributes a span that cost more than the span), and the OTel context
+    // is not made current on every poll of a fire's task (parents are given
+    // explicitly).
     tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
         .with_filter(only_fires)
 }
 
