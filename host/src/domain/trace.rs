@@ -5,10 +5,12 @@
 //! trace without the store carrying anything. The root span `fire` is sent
 //! once, by the node that ends the fire, and reaches back to the fire's
 //! scheduled time (or to the claim of its first attempt, if that came first); each attempt's span `attempt` names that root as its
-//! parent through an id derived from the fire id too. Below an attempt: its
-//! steps (`wait`, `mark`, `resolve`, `run`, `commit`), and below `run` the
-//! guest's host calls that reach the store (`kv-get`, `kv-set`, `kv-delete`,
-//! `lock`, `emit`) and its outbound HTTP requests (`http`).
+//! parent through an id derived from the fire id too. An attempt records
+//! how long its steps took (`wait_us`, `mark_us`, `resolve_us`, `commit_us`:
+//! attributes, as a span per step cost more than it told); below it, `run`
+//! (the guest), and below `run` the guest's host calls that reach the store
+//! (`kv-get`, `kv-set`, `kv-delete`, `lock`, `emit`) and its outbound HTTP
+//! requests (`http`).
 //!
 //! All of it is `tracing` spans of [`FIRE_TARGET`] at TRACE level, so nothing
 //! but a trace exporter listening to that target turns them on; without one,

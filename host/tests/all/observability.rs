@@ -585,9 +585,10 @@ every = "1s"
                         && attribute(a, "module_digest").is_some_and(|d| d.len() == 64)
                         && a.start_time_unix_nano >= fire.start_time_unix_nano
                         && a.end_time_unix_nano <= fire.end_time_unix_nano
-                        && ["wait", "resolve", "run", "commit"]
+                        && child(&spans, a, "run").is_some()
+                        && ["wait_us", "resolve_us", "commit_us"]
                             .iter()
-                            .all(|step| child(&spans, a, step).is_some())
+                            .all(|step| attribute(a, step).is_some())
                 });
             whole.then(|| (fire.clone(), tried))
         })

@@ -44,7 +44,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tracing::Instrument as _;
 
@@ -113,6 +113,31 @@ struct Ended {
 
 // The spans of a fire and how they are tied together: `domain::trace`.
 use crate::domain::trace::FIRE_TARGET;
+
+/// Whether fires are traced (a trace exporter listens): a cached check.
+fn traced() -> bool {
+    tracing::enabled!(target: FIRE_TARGET, tracing::Level::TRACE)
+}
+
+/// A step of a traced attempt (waiting, marking, resolving), timed from its
+/// start to its drop and recorded on the attempt's span as `<step>_us`: a
+/// span per step cost more than the steps are worth to a reader.
+struct Step(Option<(tracing::Span, &'static str, Instant)>);
+
+impl Step {
+    fn start(field: &'static str) -> Step {
+        Step(traced().then(|| (tracing::Span::current(), field, Instant::now())))
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if let Some((span, field, started)) = self.0.take() {
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            span.record(field, us);
+        }
+    }
+}
 
 /// Runs shorter than this on average (µs) are marked started when claimed.
 const MARK_AHEAD_BELOW_US: u64 = 2_000;
@@ -404,6 +429,10 @@ impl Scheduler {
                     node = %self.node_id,
                     module_digest = tracing::field::Empty,
                     status = tracing::field::Empty,
+                    wait_us = tracing::field::Empty,
+                    mark_us = tracing::field::Empty,
+                    resolve_us = tracing::field::Empty,
+                    commit_us = tracing::field::Empty,
                 );
                 crate::domain::trace::join_fire(&span, &fire.fire_id);
                 let began = (!span.is_disabled()).then(std::time::SystemTime::now);
@@ -531,7 +560,7 @@ impl Scheduler {
         job_metrics: &JobMetrics,
     ) -> (Completion, Duration) {
         let unstarted = |c: Completion| (c, Duration::ZERO);
-        let waiting = tracing::trace_span!(target: FIRE_TARGET, "wait");
+        let waiting = Step::start("wait_us");
         // A run of a job at its share waits here, not in the workers' queue,
         // where it would hold back the fires of every other job.
         let slot = tokio::select! {
@@ -559,7 +588,7 @@ impl Scheduler {
         if *stop.borrow() {
             return unstarted(self.release_unstarted(&fire, offset_ms));
         }
-        let mark = (!marked).then(|| tracing::trace_span!(target: FIRE_TARGET, "mark"));
+        let mark = (!marked).then(|| Step::start("mark_us"));
         if !marked {
             match self.marks.mark(&fire).await {
                 Ok(true) => {}
@@ -639,8 +668,7 @@ impl Scheduler {
             Duration::from_micros(lag_us),
             fire.attempt,
         );
-        let resolve =
-            tracing::trace_span!(target: FIRE_TARGET, "resolve", module = %fire.job.module);
+        let resolve = Step::start("resolve_us");
         let job = match self.resolver.resolve(&fire.job.module).await {
             // Claimed as runnable, but the reference moved to a module for a
             // contract this node does not run (pushed after the claim).
@@ -794,11 +822,11 @@ impl Scheduler {
         let mut observed = Vec::new();
         while done.recv_many(&mut ended, 512).await > 0 {
             for e in ended.drain(..) {
-                // The commit of the whole batch, as a step of each fire in it.
-                let commit = tracing::trace_span!(target: FIRE_TARGET, parent: &e.span, "commit");
                 batch.push(e.completion);
-                observed.push((e.job, e.took, commit, e.span, e.began, e.pause_on_failure));
+                observed.push((e.job, e.took, e.span, e.began, e.pause_on_failure));
             }
+            // The commit of the whole batch, as a step of each traced fire in it.
+            let committing = traced().then(Instant::now);
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.store.fire_complete(&batch).await {
@@ -808,13 +836,17 @@ impl Scheduler {
                                 held.remove(&c.fire_id);
                             }
                         });
-                        for ((c, (job, took, commit, span, began, pause_on_failure)), ok) in
+                        let commit_us = committing.map(|t| t.elapsed().as_micros());
+                        for ((c, (job, took, span, began, pause_on_failure)), ok) in
                             batch.iter().zip(&observed).zip(accepted)
                         {
-                            // A traced span ends at its last exit: the commit's
-                            // now, and its fire's right after.
-                            commit.in_scope(|| {});
-                            span.in_scope(|| {});
+                            // A traced span ends at its last exit: now.
+                            if let Some(us) = commit_us
+                                && !span.is_disabled()
+                            {
+                                span.record("commit_us", u64::try_from(us).unwrap_or(u64::MAX));
+                                span.in_scope(|| {});
+                            }
                             if ok {
                                 self.metrics.task_ended(
                                     job,
