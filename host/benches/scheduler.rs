@@ -268,6 +268,8 @@ async fn traced() -> quartzite::cli::telemetry::Telemetry {
     tracing_subscriber::registry()
         .with(quartzite::cli::telemetry::fire_layer(tracer))
         .init();
+    // As `serve` at its default log level.
+    quartzite::cli::telemetry::cap_log_records(Some(tracing::level_filters::LevelFilter::INFO));
     println!("fires traced to {endpoint}");
     telemetry
 }

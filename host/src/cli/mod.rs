@@ -341,6 +341,7 @@ pub fn init_logging(cli: &Cli) -> telemetry::Telemetry {
     let filter =
         tracing_subscriber::EnvFilter::try_new(format!("{filter},{}=off", telemetry::FIRE_TARGET))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let shown = filter.max_level_hint();
     let json = cli.log_format.map_or_else(
         || from_config.format.as_deref() == Some("json"),
         |f| matches!(f, LogFormat::Json),
@@ -371,6 +372,7 @@ pub fn init_logging(cli: &Cli) -> telemetry::Telemetry {
         .with(logs)
         .with(traces)
         .init();
+    telemetry::cap_log_records(shown);
     telemetry
 }
 

@@ -64,6 +64,24 @@ where
         .with_filter(only_fires)
 }
 
+/// Caps the level of `log` records (sqlx logs every statement through the
+/// `log` crate) at `shown`, the most verbose level the log output shows.
+/// The `log` bridge otherwise follows the most verbose layer, which with a
+/// trace exporter is TRACE (for the fire spans): each statement's record
+/// would be formatted, handed over and discarded.
+pub fn cap_log_records(shown: Option<tracing::level_filters::LevelFilter>) {
+    use tracing::level_filters::LevelFilter;
+    let level = match shown {
+        Some(LevelFilter::OFF) => log::LevelFilter::Off,
+        Some(LevelFilter::ERROR) => log::LevelFilter::Error,
+        Some(LevelFilter::WARN) => log::LevelFilter::Warn,
+        Some(LevelFilter::INFO) => log::LevelFilter::Info,
+        Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    log::set_max_level(level);
+}
+
 /// The exporter's tracer provider; dropping it sends what is still queued.
 #[derive(Debug)]
 pub struct Telemetry {
