@@ -86,8 +86,12 @@ pub struct FireSpan<'a> {
 /// Call it only when the fire's last attempt was traced.
 pub fn end_fire(fire: &FireSpan<'_>) {
     use opentelemetry::trace::{Span as _, Tracer as _};
+    // The global provider is set once, by the trace exporter, before any
+    // fire is traced: its tracer is taken once too.
+    static TRACER: std::sync::OnceLock<opentelemetry::global::BoxedTracer> =
+        std::sync::OnceLock::new();
     let (trace, root) = fire_ids(fire.fire_id);
-    let tracer = opentelemetry::global::tracer("quartzite");
+    let tracer = TRACER.get_or_init(|| opentelemetry::global::tracer("quartzite"));
     let builder = tracer
         .span_builder("fire")
         .with_start_time(fire.start)
