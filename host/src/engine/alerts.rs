@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::events::{
     AlertCondition, AlertRule, Delivery, DeliveryAttempt, DeliveryPut, DeliveryState,
-    FAILURE_STATUSES,
+    FAILURE_STATUSES, failure_streak,
 };
 use crate::store::model::{HistoryEntry, HistoryStatus};
 use serde_json::{Value, json};
@@ -247,10 +247,7 @@ impl Alerter {
                     .await?;
                 let n = usize::try_from(n).unwrap_or(1);
                 // Alert once per streak: when this row makes it exactly N long.
-                let streak = runs
-                    .iter()
-                    .take_while(|(_, s)| FAILURE_STATUSES.contains(s))
-                    .count();
+                let streak = failure_streak(&runs);
                 if runs.first().is_none_or(|(id, _)| *id != row.id) || streak != n {
                     return Ok(None);
                 }

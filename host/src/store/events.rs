@@ -243,6 +243,15 @@ pub const FAILURE_STATUSES: [HistoryStatus; 3] = [
     HistoryStatus::Timeout,
 ];
 
+/// How many of `runs` (newest first, as [`Events::history_runs_before`]
+/// answers them) failed in a row: the streak the `consecutive-failures`
+/// alert and a job's `pause_on_failure` count.
+pub fn failure_streak(runs: &[(String, HistoryStatus)]) -> usize {
+    runs.iter()
+        .take_while(|(_, s)| FAILURE_STATUSES.contains(s))
+        .count()
+}
+
 /// The store's events and alerts. See the module docs.
 #[async_trait]
 pub trait Events: Send + Sync {

@@ -41,8 +41,9 @@ pub struct JobDef {
     /// Why the job is paused and until when, as the operator said.
     #[serde(flatten)]
     pub pause: PauseNote,
-    /// Pause the job after this many failed runs in a row (failed or timed
-    /// out, retries not counted); `None`: never.
+    /// Pause the job after this many failed runs in a row, counted as the
+    /// `consecutive-failures` alert counts them (each failed, retried or
+    /// timed-out attempt); `None`: never.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause_on_failure: Option<u32>,
 }

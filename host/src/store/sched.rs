@@ -57,9 +57,9 @@ pub trait Scheduling: Send + Sync {
         paused: bool,
         note: &PauseNote,
     ) -> Result<bool, StoreError>;
-    /// Pauses a job whose last `failures` runs all failed (failed or timed
-    /// out) with a note saying so; answers whether it paused it now.
-    async fn job_pause_if_failing(&self, job_key: &str, failures: u32) -> Result<bool, StoreError>;
+    /// Pauses a job that is not paused, with `note` (a pause an operator
+    /// made keeps its own note); answers whether it paused it now.
+    async fn job_pause_if_active(&self, job_key: &str, note: &str) -> Result<bool, StoreError>;
     /// Resumes the paused jobs whose `until` has passed; answers their keys.
     async fn jobs_resume_due(&self) -> Result<Vec<String>, StoreError>;
     /// Pauses or resumes every job of a group; returns how many.
@@ -446,12 +446,7 @@ static GROUP_PAUSE: Sql = Sql::new(
     "UPDATE jobs SET paused = $1, pause_note = $3, paused_until_ms = $4 \
      WHERE substr(job_key, 1, length($2) + 1) = $2 || '/'",
 );
-/// The job's latest runs that count for `pause_on_failure`: final outcomes.
-static LAST_OUTCOMES: Sql = Sql::new(
-    "SELECT status FROM task_history WHERE job_key = $1 \
-     AND status IN ('success', 'failed', 'timeout') ORDER BY started_ms DESC LIMIT $2",
-);
-static JOB_PAUSE_FAILING: Sql =
+static JOB_PAUSE_IF_ACTIVE: Sql =
     Sql::new("UPDATE jobs SET paused = 1, pause_note = $2 WHERE job_key = $1 AND paused = 0");
 /// Paused jobs whose pause has run out, resumed (see `jobs_resume_due`).
 static JOBS_RESUME_DUE: Sql = Sql::new(
@@ -1032,21 +1027,11 @@ where
         Ok(DB::rows_affected(&done) > 0)
     }
 
-    async fn job_pause_if_failing(&self, job_key: &str, failures: u32) -> Result<bool, StoreError> {
-        let last: Vec<String> = sqlx::query_scalar(LAST_OUTCOMES.on(DB::DIALECT))
-            .bind(job_key)
-            .bind(i64::from(failures))
-            .fetch_all(self.pool())
-            .await?;
-        if last.len() < failures as usize || last.iter().any(|s| s == "success") {
-            return Ok(false);
-        }
+    async fn job_pause_if_active(&self, job_key: &str, note: &str) -> Result<bool, StoreError> {
         let _writer = writer(self).await;
-        let done = sqlx::query(JOB_PAUSE_FAILING.on(DB::DIALECT))
+        let done = sqlx::query(JOB_PAUSE_IF_ACTIVE.on(DB::DIALECT))
             .bind(job_key)
-            .bind(format!(
-                "paused after {failures} failed runs in a row (pause_on_failure)"
-            ))
+            .bind(note)
             .execute(self.pool())
             .await?;
         Ok(DB::rows_affected(&done) > 0)

@@ -28,6 +28,7 @@ mod executor;
 use super::alerts::Alerter;
 use super::modules::ModuleResolver;
 use super::shares::JobShares;
+use crate::domain::trace::FIRE_TARGET;
 use crate::metrics::{JobMetrics, Metrics};
 use crate::runtime::{
     GrantsFrom, JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime,
@@ -35,6 +36,7 @@ use crate::runtime::{
 };
 use crate::schedule::trigger::MisfireLimits;
 use crate::store::ModuleEvent;
+use crate::store::events::{FAILURE_STATUSES, failure_streak};
 use crate::store::model::{
     AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus, NodeCheckIn,
     WitRange,
@@ -110,9 +112,6 @@ struct Ended {
     /// The job's `pause_on_failure`, checked when the fire fails.
     pause_on_failure: Option<u32>,
 }
-
-// The spans of a fire and how they are tied together: `domain::trace`.
-use crate::domain::trace::FIRE_TARGET;
 
 /// Whether fires are traced (a trace exporter listens): a cached check.
 fn traced() -> bool {
@@ -862,12 +861,9 @@ impl Scheduler {
                                     self.end_fire_trace(c, *began);
                                 }
                                 if let Some(n) = *pause_on_failure
-                                    && matches!(
-                                        c.history.status,
-                                        HistoryStatus::Failed | HistoryStatus::Timeout
-                                    )
+                                    && FAILURE_STATUSES.contains(&c.history.status)
                                 {
-                                    self.pause_if_failing(&c.history.job_key, n);
+                                    self.pause_if_failing(c.history.clone(), n);
                                 }
                             } else {
                                 span.record("status", "refused");
@@ -890,20 +886,36 @@ impl Scheduler {
         }
     }
 
-    /// Pauses `job_key` if its last `n` runs failed (its `pause_on_failure`),
-    /// off the completion loop: only a failed run pays for the check.
-    fn pause_if_failing(self: &Arc<Self>, job_key: &str, n: u32) {
+    /// Pauses the job of the failed run `row` if it ends a streak of `n`
+    /// failed runs (its `pause_on_failure`), counted as the
+    /// `consecutive-failures` alert counts them; off the completion loop, and
+    /// only a failed run pays for the check.
+    fn pause_if_failing(self: &Arc<Self>, row: HistoryEntry, n: u32) {
         let me = Arc::clone(self);
-        let job_key = job_key.to_owned();
         tokio::spawn(async move {
-            match me.store.job_pause_if_failing(&job_key, n).await {
+            let job = row.job_key.as_str();
+            let paused = async {
+                let runs = me
+                    .store
+                    .history_runs_before(job, &row, i64::from(n))
+                    .await?;
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                if runs.first().is_none_or(|(id, _)| *id != row.id) || failure_streak(&runs) < n {
+                    return Ok(false);
+                }
+                let note = format!("paused after {n} failed runs in a row (pause_on_failure)");
+                me.store.job_pause_if_active(job, &note).await
+            };
+            match paused.await {
                 Ok(true) => {
-                    tracing::warn!(job = %job_key, failures = n, "paused after failed runs in a row (pause_on_failure)");
+                    tracing::warn!(
+                        job,
+                        failures = n,
+                        "paused after failed runs in a row (pause_on_failure)"
+                    );
                 }
                 Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(job = %job_key, error = %e, "checking pause_on_failure failed")
-                }
+                Err(e) => tracing::warn!(job, error = %e, "checking pause_on_failure failed"),
             }
         });
     }
