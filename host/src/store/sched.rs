@@ -448,6 +448,12 @@ static GROUP_PAUSE: Sql = Sql::new(
 );
 static JOB_PAUSE_IF_ACTIVE: Sql =
     Sql::new("UPDATE jobs SET paused = 1, pause_note = $2 WHERE job_key = $1 AND paused = 0");
+/// Whether any pause has run out: read first, so that the upkeep pass of
+/// every node does not take the writer when none has (the usual case).
+static JOBS_RESUME_ANY: Sql = Sql::new(
+    "SELECT CAST(1 AS BIGINT) FROM jobs WHERE paused = 1 AND paused_until_ms IS NOT NULL \
+     AND paused_until_ms <= {now} LIMIT 1",
+);
 /// Paused jobs whose pause has run out, resumed (see `jobs_resume_due`).
 static JOBS_RESUME_DUE: Sql = Sql::new(
     "UPDATE jobs SET paused = 0, pause_note = NULL, paused_until_ms = NULL \
@@ -1038,6 +1044,12 @@ where
     }
 
     async fn jobs_resume_due(&self) -> Result<Vec<String>, StoreError> {
+        let any: Option<i64> = sqlx::query_scalar(JOBS_RESUME_ANY.on(DB::DIALECT))
+            .fetch_optional(self.pool())
+            .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let _writer = writer(self).await;
         Ok(sqlx::query_scalar(JOBS_RESUME_DUE.on(DB::DIALECT))
             .fetch_all(self.pool())
