@@ -51,11 +51,21 @@ pub fn fire_ids(fire_id: &str) -> (TraceId, SpanId) {
     (TraceId::from_bytes(trace), SpanId::from_bytes(span))
 }
 
+/// A traced attempt's hold on its fire's trace: the ids [`fire_ids`]
+/// derived for it and when the attempt began, for [`end_fire`].
+#[derive(Clone, Copy, Debug)]
+pub struct FireTrace {
+    trace: TraceId,
+    root: SpanId,
+    /// When the attempt's span began.
+    pub began: SystemTime,
+}
+
 /// Makes `attempt` (a span of [`FIRE_TARGET`] not yet entered) a child of
-/// its fire's root span. Does nothing when the span is not traced.
-pub fn join_fire(attempt: &tracing::Span, fire_id: &str) {
+/// its fire's root span; `None`, and nothing done, when it is not traced.
+pub fn join_fire(attempt: &tracing::Span, fire_id: &str) -> Option<FireTrace> {
     if attempt.is_disabled() {
-        return;
+        return None;
     }
     let (trace, root) = fire_ids(fire_id);
     let parent = SpanContext::new(
@@ -66,6 +76,11 @@ pub fn join_fire(attempt: &tracing::Span, fire_id: &str) {
         TraceState::default(),
     );
     let _ = attempt.set_parent(Context::new().with_remote_span_context(parent));
+    Some(FireTrace {
+        trace,
+        root,
+        began: SystemTime::now(),
+    })
 }
 
 /// What the root span of a fire says of it.
@@ -82,15 +97,15 @@ pub struct FireSpan<'a> {
 }
 
 /// Sends the root span of a fire that has ended, through the global tracer
-/// provider (set by the trace exporter), with the ids [`fire_ids`] gives.
-/// Call it only when the fire's last attempt was traced.
-pub fn end_fire(fire: &FireSpan<'_>) {
+/// provider (set by the trace exporter), with the ids its last attempt
+/// joined the trace with.
+pub fn end_fire(joined: &FireTrace, fire: &FireSpan<'_>) {
     use opentelemetry::trace::{Span as _, Tracer as _};
     // The global provider is set once, by the trace exporter, before any
     // fire is traced: its tracer is taken once too.
     static TRACER: std::sync::OnceLock<opentelemetry::global::BoxedTracer> =
         std::sync::OnceLock::new();
-    let (trace, root) = fire_ids(fire.fire_id);
+    let FireTrace { trace, root, .. } = *joined;
     let tracer = TRACER.get_or_init(|| opentelemetry::global::tracer("quartzite"));
     let builder = tracer
         .span_builder("fire")
@@ -176,6 +191,6 @@ mod tests {
     fn an_untraced_span_has_no_traceparent() {
         assert_eq!(traceparent(&tracing::Span::none()), None);
         // And joining it to a fire does nothing (and does not panic).
-        join_fire(&tracing::Span::none(), "f");
+        assert!(join_fire(&tracing::Span::none(), "f").is_none());
     }
 }

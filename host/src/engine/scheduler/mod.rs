@@ -107,8 +107,8 @@ struct Ended {
     job: Arc<JobMetrics>,
     /// The attempt's trace span ([`FIRE_TARGET`]), closed once committed.
     span: tracing::Span,
-    /// When that span began, if it is traced.
-    began: Option<std::time::SystemTime>,
+    /// Its hold on the fire's trace, if it is traced.
+    trace: Option<crate::domain::trace::FireTrace>,
     /// The job's `pause_on_failure`, checked when the fire fails.
     pause_on_failure: Option<u32>,
 }
@@ -433,8 +433,7 @@ impl Scheduler {
                     resolve_us = tracing::field::Empty,
                     commit_us = tracing::field::Empty,
                 );
-                crate::domain::trace::join_fire(&span, &fire.fire_id);
-                let began = (!span.is_disabled()).then(std::time::SystemTime::now);
+                let trace = crate::domain::trace::join_fire(&span, &fire.fire_id);
                 let pause_on_failure = fire.job.pause_on_failure;
                 let task_span = span.clone();
                 tokio::spawn(
@@ -451,7 +450,7 @@ impl Scheduler {
                                 took,
                                 job: job_metrics,
                                 span,
-                                began,
+                                trace,
                                 pause_on_failure,
                             })
                             .await;
@@ -822,7 +821,7 @@ impl Scheduler {
         while done.recv_many(&mut ended, 512).await > 0 {
             for e in ended.drain(..) {
                 batch.push(e.completion);
-                observed.push((e.job, e.took, e.span, e.began, e.pause_on_failure));
+                observed.push((e.job, e.took, e.span, e.trace, e.pause_on_failure));
             }
             // The commit of the whole batch, as a step of each traced fire in it.
             let committing = traced().then(Instant::now);
@@ -836,7 +835,7 @@ impl Scheduler {
                             }
                         });
                         let commit_us = committing.map(|t| t.elapsed().as_micros());
-                        for ((c, (job, took, span, began, pause_on_failure)), ok) in
+                        for ((c, (job, took, span, trace, pause_on_failure)), ok) in
                             batch.iter().zip(&observed).zip(accepted)
                         {
                             // A traced span ends at its last exit: now.
@@ -856,9 +855,9 @@ impl Scheduler {
                                 );
                                 span.record("status", c.history.status.as_str());
                                 if matches!(c.next, FireNext::Done)
-                                    && let Some(began) = began
+                                    && let Some(trace) = trace
                                 {
-                                    self.end_fire_trace(c, *began);
+                                    self.end_fire_trace(c, trace);
                                 }
                                 if let Some(n) = *pause_on_failure
                                     && FAILURE_STATUSES.contains(&c.history.status)
@@ -921,7 +920,7 @@ impl Scheduler {
     }
 
     /// Sends the root span of the trace of a fire that has ended (`domain::trace`).
-    fn end_fire_trace(&self, c: &Completion, began: std::time::SystemTime) {
+    fn end_fire_trace(&self, c: &Completion, trace: &crate::domain::trace::FireTrace) {
         let h = &c.history;
         let due = to_system_time(h.scheduled_ms.unwrap_or(h.started_ms));
         // An earlier attempt may have been claimed ahead of the due time, at
@@ -931,14 +930,17 @@ impl Scheduler {
         } else {
             due - Duration::from_millis(u64::try_from(self.config.lookahead_ms).unwrap_or(0))
         };
-        crate::domain::trace::end_fire(&crate::domain::trace::FireSpan {
-            fire_id: &c.fire_id,
-            job_key: &h.job_key,
-            trigger_key: h.trigger_key.as_deref().unwrap_or(""),
-            start: earliest.min(began),
-            attempts: h.attempt,
-            status: h.status.as_str(),
-        });
+        crate::domain::trace::end_fire(
+            trace,
+            &crate::domain::trace::FireSpan {
+                fire_id: &c.fire_id,
+                job_key: &h.job_key,
+                trigger_key: h.trigger_key.as_deref().unwrap_or(""),
+                start: earliest.min(trace.began),
+                attempts: h.attempt,
+                status: h.status.as_str(),
+            },
+        );
     }
 
     /// Follows modules pushed through any process: the resolver forgets what
