@@ -7,6 +7,7 @@ use super::{Admin, AdminError, Caller, Done, Status};
 use crate::domain;
 use crate::store::model::HistoryFilter;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// Whether a job put may replace a job of the same key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,33 +70,32 @@ impl PauseRequest {
         let until_ms = match self.until.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => {
-                let at = match chrono::DateTime::parse_from_rfc3339(text) {
-                    Ok(t) => t.timestamp_millis(),
-                    Err(_) => match humantime::parse_duration(text) {
-                        Ok(d) => {
-                            now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                        }
-                        Err(_) => {
-                            return Err(AdminError::invalid(
-                                "until",
-                                format!(
-                                    "until {text:?}: expected a time (RFC 3339, e.g. 2030-01-01T09:00:00Z) or a duration from now (e.g. 2h)"
-                                ),
-                            ));
-                        }
-                    },
-                };
-                if at <= now_ms {
-                    return Err(AdminError::invalid(
-                        "until",
-                        format!("until {text:?} is not in the future"),
-                    ));
-                }
-                Some(at)
+                Some(pause_end(text, now_ms).map_err(|e| AdminError::invalid("until", e))?)
             }
         };
         Ok(crate::store::model::PauseNote { note, until_ms })
     }
+}
+
+/// When a pause given as `text` ends: an RFC 3339 time, or a duration from
+/// `now_ms`; in the future either way.
+fn pause_end(text: &str, now_ms: i64) -> Result<i64, String> {
+    let at = match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.timestamp_millis(),
+        Err(_) => {
+            let d = domain::parse_duration_within(text, Duration::from_millis(1), domain::MAX_PERIOD)
+                .map_err(|_| {
+                    format!(
+                        "until {text:?}: expected a time (RFC 3339, e.g. 2030-01-01T09:00:00Z) or a duration from now (e.g. 2h)"
+                    )
+                })?;
+            now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        }
+    };
+    if at <= now_ms {
+        return Err(format!("until {text:?} is not in the future"));
+    }
+    Ok(at)
 }
 
 fn check_group(group: &str) -> Result<(), AdminError> {
