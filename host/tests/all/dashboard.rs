@@ -358,6 +358,19 @@ impl Browser {
 const JOB_CELL: &str = "const row = document.querySelector(`#jobs-table tr[data-job=\"${arguments[0]}\"]`); \
      if (!row) return null; const c = row.querySelector(arguments[1]); return c ? c.innerText : null;";
 
+/// Clicks the row's Resume button and waits for the store to say so.
+async fn resume_from_the_page(browser: &Browser, server: &Server, key: &str) {
+    browser
+        .click(&format!("#jobs-table tr[data-job=\"{key}\"] button.resume"))
+        .await;
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{key} to be resumed"),
+        || async { job_state(server, key).await == "active" },
+    )
+    .await;
+}
+
 async fn job_state(server: &Server, key: &str) -> String {
     let v = server.get(&format!("/api/v1/jobs/{key}")).await;
     v["state"].as_str().unwrap().to_string()
@@ -634,15 +647,7 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
             json!(["dash/later", ".state"]),
         )
         .await;
-    browser
-        .click("#jobs-table tr[data-job=\"dash/later\"] button.resume")
-        .await;
-    wait_until(
-        Duration::from_secs(10),
-        "dash/later to be resumed",
-        || async { job_state(&server, "dash/later").await == "active" },
-    )
-    .await;
+    resume_from_the_page(&browser, &server, "dash/later").await;
 
     // A pause with a note and an end, made through the API: the row shows both.
     let paused = server
@@ -665,15 +670,7 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
             json!(["dash/later", ".pause-note"]),
         )
         .await;
-    browser
-        .click("#jobs-table tr[data-job=\"dash/later\"] button.resume")
-        .await;
-    wait_until(
-        Duration::from_secs(10),
-        "dash/later to be resumed again",
-        || async { job_state(&server, "dash/later").await == "active" },
-    )
-    .await;
+    resume_from_the_page(&browser, &server, "dash/later").await;
 
     // Run now: a real run of dash/later, in the store and on the page.
     let before = server.get("/api/v1/history?job=dash/later").await;
