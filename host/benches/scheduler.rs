@@ -137,10 +137,12 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// Start minus scheduled time of the newest `limit` history rows, sorted.
-async fn lags_of(store: &Arc<dyn Store>, limit: i64) -> Vec<i64> {
+/// Start minus scheduled time of the newest `limit` history rows (of `job`,
+/// or of all), sorted.
+async fn lags_of(store: &Arc<dyn Store>, job: Option<&str>, limit: i64) -> Vec<i64> {
     let rows = store
         .history_list(&HistoryFilter {
+            job_key: job.map(str::to_string),
             limit,
             ..HistoryFilter::default()
         })
@@ -156,13 +158,25 @@ async fn lags_of(store: &Arc<dyn Store>, limit: i64) -> Vec<i64> {
 
 /// p50, p99 and max of start minus scheduled time over the last 2,000 history rows.
 async fn lag_summary(store: &Arc<dyn Store>) -> String {
-    let lags = lags_of(store, 2_000).await;
+    let lags = lags_of(store, None, 2_000).await;
     format!(
         "p50 {} ms, p99 {} ms, max {} ms",
         percentile(&lags, 0.5),
         percentile(&lags, 0.99),
         lags.last().copied().unwrap_or(0)
     )
+}
+
+/// The p50, p99 and max of sorted `lags` as table cells (`-` when none).
+fn lag_cells(lags: &[i64]) -> [String; 3] {
+    match lags.last() {
+        None => ["-".into(), "-".into(), "-".into()],
+        Some(max) => [
+            format!("{} ms", percentile(lags, 0.5)),
+            format!("{} ms", percentile(lags, 0.99)),
+            format!("{max} ms"),
+        ],
+    }
 }
 
 /// User plus system CPU time of this process so far, in seconds (Linux, at
@@ -235,7 +249,7 @@ async fn scale(backend: &str, stored: usize) {
         .collect();
     store.jobs_put(&due).await.expect("jobs_put");
     let elapsed = run_until_done(&store, &rt, 10_000, 32).await.elapsed;
-    let lags = lags_of(&store, 20_000).await;
+    let lags = lags_of(&store, None, 20_000).await;
     println!(
         "| scale: {stored} stored (loaded in {:.1} s) + 10,000 due at 1,000/s | {:.0} executions/s over the run; lag p50 {} ms, p99 {} ms, max {} ms; start-up work {:.2} s; peak RSS {:.0} MiB |",
         load.as_secs_f64(),
@@ -690,36 +704,16 @@ async fn fairness(backend: &str, secs: u64) {
         let _ = stop.send(true);
         rt.abort();
         let _ = task.await;
-        let rows = store
-            .history_list(&HistoryFilter {
-                job_key: Some("f/hello".into()),
-                limit: 10_000,
-                ..HistoryFilter::default()
-            })
-            .await
-            .expect("history");
-        let mut lags: Vec<i64> = rows
-            .iter()
-            .filter_map(|h| Some(h.started_ms - h.scheduled_ms?))
-            .collect();
-        lags.sort_unstable();
+        let lags = lags_of(&store, Some("f/hello"), 10_000).await;
         let deferred: u64 = text
             .lines()
             .filter(|l| l.starts_with("quartzite_fires_deferred_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
-        let (p50, p99, max) = if lags.is_empty() {
-            (-1, -1, -1)
-        } else {
-            (
-                percentile(&lags, 0.5),
-                percentile(&lags, 0.99),
-                lags[lags.len() - 1],
-            )
-        };
+        let [p50, p99, max] = lag_cells(&lags);
         println!(
-            "| {label} | {} / {secs} | {p50} ms | {p99} ms | {max} ms | {deferred} |",
-            rows.len()
+            "| {label} | {} / {secs} | {p50} | {p99} | {max} | {deferred} |",
+            lags.len()
         );
         drop_schema(schema).await;
     }
@@ -786,28 +780,8 @@ async fn flood(backend: &str, n: usize) {
         let elapsed = start.elapsed();
         let _ = stop.send(true);
         let _ = task.await;
-        let rows = store
-            .history_list(&HistoryFilter {
-                job_key: Some("f/tick".into()),
-                limit: 10_000,
-                ..HistoryFilter::default()
-            })
-            .await
-            .expect("history");
-        let mut lags: Vec<i64> = rows
-            .iter()
-            .filter_map(|h| Some(h.started_ms - h.scheduled_ms?))
-            .collect();
-        lags.sort_unstable();
-        let (p50, p99, max) = if lags.is_empty() {
-            ("-".to_string(), "-".to_string(), "-".to_string())
-        } else {
-            (
-                format!("{} ms", percentile(&lags, 0.5)),
-                format!("{} ms", percentile(&lags, 0.99)),
-                format!("{} ms", lags[lags.len() - 1]),
-            )
-        };
+        let lags = lags_of(&store, Some("f/tick"), 10_000).await;
+        let [p50, p99, max] = lag_cells(&lags);
         println!(
             "| {} | {:.0} | {} | {p50} | {p99} | {max} |",
             if beside {
@@ -816,7 +790,7 @@ async fn flood(backend: &str, n: usize) {
                 "flood alone"
             },
             n as f64 / elapsed.as_secs_f64(),
-            rows.len(),
+            lags.len(),
         );
         drop_schema(schema).await;
     }
