@@ -210,12 +210,18 @@ const RESOLVED_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 type ResolvedCache =
     std::collections::HashMap<String, (std::time::Instant, Arc<crate::runtime::LoadedModule>)>;
 
+/// Digest -> the jobs whose fires wait for this node to compile it.
+type HeldJobs = std::collections::HashMap<String, Vec<String>>;
+
 /// Resolves module references for runs.
 #[derive(Clone)]
 pub struct ModuleResolver {
     store: Arc<dyn Store>,
     runtime: Arc<Runtime>,
     resolved: Arc<std::sync::Mutex<ResolvedCache>>,
+    /// Modules being compiled ahead of their first run here (see
+    /// [`ModuleResolver::hold_for_compile`]).
+    held: Arc<std::sync::Mutex<HeldJobs>>,
     metrics: Arc<Metrics>,
 }
 
@@ -240,6 +246,7 @@ impl ModuleResolver {
             store,
             runtime,
             resolved: Arc::default(),
+            held: Arc::default(),
             metrics,
         }
     }
@@ -282,38 +289,81 @@ impl ModuleResolver {
             .clear();
     }
 
-    /// Compiles a stored module ahead of its first run, if this node can run
-    /// contract `wit` and has not loaded it yet; returns whether it is loaded now.
+    /// Prepares compiling the stored module `digest` ahead of its first run on
+    /// this node, if this node runs contract `wit` and has not loaded it yet.
+    /// Until the returned [`AheadCompile`] is dropped, the jobs whose module
+    /// reference resolves to it now are in [`ModuleResolver::held_jobs`]: the
+    /// node claims none of their fires, leaving them to a node that has the
+    /// module compiled (the one it was pushed through), so no fire waits on
+    /// this node's compile. `None`: nothing to compile.
     ///
     /// # Errors
     ///
     /// When the store cannot be read.
-    pub async fn prepare(
+    pub async fn hold_for_compile(
         &self,
         digest: &str,
         wit: crate::runtime::WitVersion,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<AheadCompile>, StoreError> {
         if self.runtime.module_by_digest(digest).is_some() {
-            return Ok(true);
+            return Ok(None);
         }
         let Some(record) = self
             .store
             .module_get(&ModuleRef::Digest(digest.to_string()))
             .await?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let runnable =
             crate::runtime::WitVersion::parse(&record.wit_version).is_some_and(|v| v.runs_on(wit));
         if !runnable {
-            return Ok(false);
+            return Ok(None);
         }
-        let Some(bytes) = self.store.module_bytes(digest).await? else {
-            return Ok(false);
-        };
-        let runtime = Arc::clone(&self.runtime);
-        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes)).await;
-        Ok(matches!(loaded, Ok(Ok(_))))
+        let jobs = self.users(&record).await?;
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(digest.to_string(), jobs);
+        Ok(Some(AheadCompile {
+            resolver: self.clone(),
+            digest: digest.to_string(),
+        }))
+    }
+
+    /// The jobs whose fires this node leaves to others while it compiles
+    /// their module (usually none).
+    pub fn held_jobs(&self) -> Vec<String> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.values().flatten().cloned().collect()
+    }
+
+    /// The jobs whose module reference resolves to `record` now: by digest, by
+    /// name and version, or by name when it is the newest version.
+    async fn users(&self, record: &ModuleRecord) -> Result<Vec<String>, StoreError> {
+        let latest = self
+            .store
+            .module_get(&ModuleRef::Latest(record.name.clone()))
+            .await?
+            .is_some_and(|m| m.digest == record.digest);
+        Ok(self
+            .store
+            .job_list()
+            .await?
+            .into_iter()
+            .filter(|job| match parse_ref(&job.module) {
+                Some(ModuleRef::Digest(d)) => d == record.digest,
+                Some(ModuleRef::Version { name, version }) => {
+                    name == record.name && version == record.version
+                }
+                Some(ModuleRef::Latest(name)) => latest && name == record.name,
+                None => false,
+            })
+            .map(|job| job.job_key)
+            .collect())
     }
 
     async fn resolve_uncached(&self, spec: &str) -> Result<JobImpl, StoreError> {
@@ -352,6 +402,50 @@ impl ModuleResolver {
                 detail: format!("loading failed: {e}"),
             }),
         })
+    }
+}
+
+/// A module compile ahead of its first run (from
+/// [`ModuleResolver::hold_for_compile`]); dropping it ends the hold on its
+/// jobs' fires, compiled or not.
+#[derive(Debug)]
+pub struct AheadCompile {
+    resolver: ModuleResolver,
+    digest: String,
+}
+
+impl AheadCompile {
+    /// Compiles the module (or loads this node's cached artifact); returns
+    /// whether it is loaded now. A module that does not load is left to the
+    /// fire path, which runs it as the NoOp job with the reason.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be read.
+    pub async fn compile(&self) -> Result<bool, StoreError> {
+        let r = &self.resolver;
+        let Some(bytes) = r.store.module_bytes(&self.digest).await? else {
+            return Ok(false);
+        };
+        let runtime = Arc::clone(&r.runtime);
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes)).await;
+        Ok(match loaded {
+            Ok(Ok(module)) => {
+                r.metrics.module_compiled(module.load_time);
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+impl Drop for AheadCompile {
+    fn drop(&mut self) {
+        self.resolver
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.digest);
     }
 }
 

@@ -49,7 +49,7 @@ fn node_with(dir: &Path, url: &str, id: &str, extra: &[&str], envs: &[(&str, &st
     if !extra.contains(&"--listen") {
         command.args(["--listen", "127.0.0.1:0"]);
     }
-    command.args(extra).envs(envs.iter().copied());
+    command.args(extra);
     let manifest = dir.join("jobs.toml");
     if manifest.is_file() {
         command.arg("--manifest").arg(manifest);
@@ -64,6 +64,7 @@ fn node_with(dir: &Path, url: &str, id: &str, extra: &[&str], envs: &[(&str, &st
         .env("QUARTZITE_CACHE_DIR", dir.join(format!("cache-{id}")))
         .env_remove("QUARTZITE_DB")
         .env("QUARTZITE_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -525,6 +526,123 @@ async fn a_module_pushed_through_one_process_is_compiled_on_every_node() {
         .unwrap();
     wait_for_success(&store, "p/hello", Duration::from_secs(30)).await;
     for n in nodes {
+        stop(n);
+    }
+    pg_drop(&schema).await;
+}
+
+/// When `node`'s log (JSON lines) says it compiled the pushed module
+/// `digest`, in milliseconds since the epoch.
+fn compiled_at(dir: &Path, node: &str, digest: &str) -> Option<i64> {
+    let log = std::fs::read_to_string(dir.join(format!("{node}.log"))).ok()?;
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|v| {
+            v["fields"]["message"] == "pushed module compiled" && v["fields"]["digest"] == digest
+        })
+        .and_then(|v| {
+            chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_compiling_a_pushed_module_leaves_its_fires_to_a_node_that_has_it() {
+    let _load = load_share(LOADED).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_ahead").await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // The compile log line of each node, as JSON with its timestamp.
+    let envs = [
+        ("QUARTZITE_LOG", "warn,quartzite::engine::scheduler=info"),
+        ("QUARTZITE_LOG_FORMAT", "json"),
+    ];
+    let pusher = node_with(dir.path(), &url, "pusher", &["--listen", &listen], &envs);
+    let other = node_with(dir.path(), &url, "other", &[], &envs);
+    for id in ["pusher", "other"] {
+        wait_alive(&store, id).await;
+    }
+    // A job on a module not pushed yet: its fires are NoOp skips until the push.
+    store
+        .jobs_put(&[every_job("p/big", "big", 150)])
+        .await
+        .unwrap();
+    wait_for_count(&store, "p/big", HistoryStatus::Skipped, 2).await;
+    // A JavaScript no-op (QuickJS inside): seconds to compile, against fires
+    // every 150 ms. The node it is pushed through compiles it in the push;
+    // the other one after the push's announcement.
+    let bytes = std::fs::read(wasm("noop_js_qjs")).unwrap();
+    let digest = sha256_hex(&bytes);
+    let pushed = reqwest::Client::new()
+        .post(format!("http://{listen}/api/v1/modules?name=big"))
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(pushed.status().is_success(), "{:?}", pushed.text().await);
+    // Fires the other node claimed before it heard of the push (at most a
+    // look-ahead before their due time) may wait for its compile; none due
+    // later than this may.
+    let announced_ms = i64::try_from(
+        (std::time::SystemTime::now() + Duration::from_millis(500))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        "the other node to compile the pushed module",
+        || std::future::ready(compiled_at(dir.path(), "other", &digest).is_some()),
+    )
+    .await;
+    let other_compiled = compiled_at(dir.path(), "other", &digest).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "runs of p/big on both nodes",
+        || {
+            let store = store.clone();
+            async move {
+                let h = history_of(&store, "p/big").await;
+                count(&h, HistoryStatus::Success, Some("pusher")) > 0
+                    && count(&h, HistoryStatus::Success, Some("other")) > 0
+            }
+        },
+    )
+    .await;
+    let history = history_of(&store, "p/big").await;
+    let runs: Vec<_> = history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Success)
+        .collect();
+    // No run of the new module waited for a compile on the node running it:
+    // none claimed after the push started on the other node before it had
+    // compiled the module.
+    let early: Vec<_> = runs
+        .iter()
+        .filter(|h| {
+            h.node_id.as_deref() == Some("other")
+                && h.scheduled_ms.unwrap_or(h.started_ms) > announced_ms
+                && h.started_ms < other_compiled
+        })
+        .map(|h| (h.fire_id.clone(), other_compiled - h.started_ms))
+        .collect();
+    assert!(
+        early.is_empty(),
+        "fires started on a node still compiling their module (fire, ms before the compile ended): {early:?}"
+    );
+    // Meanwhile the node that had it ran them.
+    assert!(
+        runs.iter().any(|h| h.node_id.as_deref() == Some("pusher")
+            && h.started_ms > announced_ms
+            && h.started_ms < other_compiled),
+        "the node the module was pushed through ran none of its fires while the other compiled"
+    );
+    for n in [pusher, other] {
         stop(n);
     }
     pg_drop(&schema).await;

@@ -371,9 +371,7 @@ impl Scheduler {
                 },
                 runs: self.runs(),
                 started: self.mark_ahead(),
-                room: self.shares.room(Duration::from_millis(
-                    u64::try_from(self.config.lookahead_ms.max(1)).unwrap_or(1),
-                )),
+                room: self.room(),
             };
             let acquired = match self.store.fire_acquire(&params).await {
                 Ok(a) => {
@@ -943,9 +941,49 @@ impl Scheduler {
         );
     }
 
+    /// Compiles a module pushed through another process in the background,
+    /// leaving the fires of the jobs that use it to other nodes until it is
+    /// loaded here (see `ModuleResolver::hold_for_compile`): a node that
+    /// has it (the one it was pushed through, or the first to finish) runs
+    /// them meanwhile, and no fire waits on a compile.
+    async fn compile_ahead(self: &Arc<Self>, digest: String) {
+        let ahead = match self.resolver.hold_for_compile(&digest, self.wit).await {
+            Ok(Some(ahead)) => ahead,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "cannot read a pushed module");
+                return;
+            }
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            match ahead.compile().await {
+                Ok(true) => tracing::info!(%digest, "pushed module compiled"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%digest, error = %e, "cannot read a pushed module"),
+            }
+            // The hold ends (compiled or not); the fires left meanwhile are claimable here.
+            drop(ahead);
+            me.wake.notify_one();
+        });
+    }
+
+    /// Each job's room in a claim: its share of the node, none for the jobs
+    /// whose module is being compiled ahead here.
+    fn room(&self) -> crate::store::model::JobRoom {
+        let mut room = self.shares.room(Duration::from_millis(
+            u64::try_from(self.config.lookahead_ms.max(1)).unwrap_or(1),
+        ));
+        for job in self.resolver.held_jobs() {
+            room.jobs.insert(job, 0);
+        }
+        room
+    }
+
     /// Follows modules pushed through any process: the resolver forgets what
     /// references meant, and a module this node can run is compiled before its
-    /// first fire. Without a feed (SQLite) the resolver's short cache does it.
+    /// first fire here (`compile_ahead`). Without a feed (SQLite) the
+    /// resolver's short cache does it.
     async fn module_watch_loop(self: Arc<Self>) {
         let mut retry = Duration::from_millis(500);
         loop {
@@ -959,13 +997,7 @@ impl Scheduler {
                         match watch.next().await {
                             Ok(ModuleEvent::Pushed(digest)) => {
                                 self.resolver.forget();
-                                match self.resolver.prepare(&digest, self.wit).await {
-                                    Ok(true) => tracing::info!(%digest, "pushed module compiled"),
-                                    Ok(false) => {}
-                                    Err(e) => {
-                                        tracing::warn!(%digest, error = %e, "cannot read a pushed module")
-                                    }
-                                }
+                                self.compile_ahead(digest).await;
                             }
                             // An event's fires, added by another process.
                             Ok(ModuleEvent::FiresAdded) => self.wake.notify_one(),
