@@ -1,12 +1,13 @@
 //! A no-op job in each language through the host's run path: component size,
 //! first compile, disk-cache load, runs per second (one thread), and the
-//! linear memory one run needs; with and without copy-on-write memory images.
+//! linear memory one run needs; with initial memory images copied, mapped
+//! copy-on-write, and as the default (`CowImages::Auto`) chooses per module.
 //! Python and JavaScript are given as ratios to the Rust no-op of the same run.
 //!
 //! Run: `./dev.sh guests && cargo bench -p quartzite --bench languages`
 
 use quartzite::runtime::{
-    EngineConfig, HostServices, Limits, LoadedModule, RunRequest, Runtime, RuntimeConfig,
+    CowImages, EngineConfig, HostServices, Limits, LoadedModule, RunRequest, Runtime, RuntimeConfig,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn runtime(cache: &std::path::Path, cow: bool) -> Runtime {
+fn runtime(cache: &std::path::Path, cow: CowImages) -> Runtime {
     Runtime::new(
         RuntimeConfig {
             engine: EngineConfig {
@@ -97,12 +98,16 @@ struct Row {
     cached_ms: f64,
     rate: f64,
     rate_cow: f64,
+    rate_auto: f64,
+    image: u64,
+    mapped: bool,
     memory: u64,
 }
 
 fn main() {
     let guests = [
         ("Rust (guest_noop)", "guest_noop"),
+        ("Rust (hello)", "hello"),
         ("Python (noop_py, componentize-py)", "noop_py"),
         ("JavaScript (noop_js, StarlingMonkey)", "noop_js"),
         ("JavaScript (noop_js_qjs, QuickJS)", "noop_js_qjs"),
@@ -125,12 +130,13 @@ fn main() {
             std::process::id()
         ));
         std::fs::create_dir_all(&cache).expect("cache dir");
-        let plain = runtime(&cache, false);
+        // Compile and cached load with the default engine choice.
+        let auto = runtime(&cache, CowImages::Auto);
         let start = Instant::now();
-        let module = plain.load_bytes(&bytes).expect("compile");
+        let auto_module = auto.load_bytes(&bytes).expect("compile");
         let compile_ms = start.elapsed().as_secs_f64() * 1e3;
         let mut loads = Vec::new();
-        let fresh = runtime(&cache, false);
+        let fresh = runtime(&cache, CowImages::Auto);
         for _ in 0..10 {
             fresh.clear_memory_cache();
             let t = Instant::now();
@@ -138,20 +144,28 @@ fn main() {
             loads.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(m.origin, quartzite::runtime::LoadOrigin::DiskCache);
         }
-        let module = Arc::clone(&module);
+        drop(fresh);
+        // Copied and mapped images for every module: the two fixed choices.
+        let plain = runtime(&cache, CowImages::Off);
+        let module = plain.load_bytes(&bytes).expect("compile (copied)");
         let (rate_plain, memory) = rt.block_on(async {
             (
                 rate(&plain, &module).await,
                 memory_needed(&plain, &module).await,
             )
         });
-        // Copy-on-write images are an engine setting: a second engine.
-        let cow = runtime(&cache, true);
+        drop((module, plain));
+        let cow = runtime(&cache, CowImages::On);
         let cow_module = cow.load_bytes(&bytes).expect("compile (cow)");
         let rate_cow = rt.block_on(rate(&cow, &cow_module));
+        drop((cow_module, cow));
+        let rate_auto = rt.block_on(rate(&auto, &auto_module));
         eprintln!(
-            "{label}: {} bytes, compile {compile_ms:.0} ms, cached {:.1} ms, {rate_plain:.0} runs/s, cow {rate_cow:.0} runs/s, {memory} bytes",
+            "{label}: {} bytes, image {} bytes (mapped: {}), compile {compile_ms:.0} ms, cached {:.1} ms, \
+             copied {rate_plain:.0} runs/s, cow {rate_cow:.0} runs/s, auto {rate_auto:.0} runs/s, {memory} bytes",
             bytes.len(),
+            auto_module.image_bytes,
+            auto_module.image_mapped,
             median(loads.clone())
         );
         rows.push(Row {
@@ -161,6 +175,9 @@ fn main() {
             cached_ms: median(loads),
             rate: rate_plain,
             rate_cow,
+            rate_auto,
+            image: auto_module.image_bytes,
+            mapped: auto_module.image_mapped,
             memory,
         });
         let _ = std::fs::remove_dir_all(&cache);
@@ -173,26 +190,29 @@ fn main() {
     );
     println!();
     println!(
-        "| job | component | first compile | cached load | runs/s | ms/run | runs/s, CoW images | memory per run |"
+        "| job | component | image | first compile | cached load | runs/s, copied | runs/s, CoW | runs/s, auto (default) | auto maps | ms/run, auto | memory per run |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.2} MB | {:.0} ms | {:.1} ms | {:.0} | {:.2} | {:.0} | {:.1} MiB |",
+            "| {} | {:.2} MB | {:.2} MiB | {:.0} ms | {:.1} ms | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.1} MiB |",
             r.label,
             r.size as f64 / 1e6,
+            r.image as f64 / f64::from(1 << 20),
             r.compile_ms,
             r.cached_ms,
             r.rate,
-            1e3 / r.rate,
             r.rate_cow,
+            r.rate_auto,
+            if r.mapped { "yes" } else { "no" },
+            1e3 / r.rate_auto,
             r.memory as f64 / f64::from(1 << 20)
         );
     }
     let rust = &rows[0];
     println!();
     println!(
-        "| job | size / Rust | compile / Rust | cached load / Rust | time per run / Rust | memory / Rust |"
+        "| job | size / Rust | compile / Rust | cached load / Rust | time per run / Rust (auto) | memory / Rust |"
     );
     println!("|---|---|---|---|---|---|");
     for r in &rows[1..] {
@@ -202,7 +222,7 @@ fn main() {
             r.size as f64 / rust.size as f64,
             r.compile_ms / rust.compile_ms,
             r.cached_ms / rust.cached_ms,
-            rust.rate / r.rate,
+            rust.rate_auto / r.rate_auto,
             r.memory as f64 / rust.memory as f64
         );
     }

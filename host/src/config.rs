@@ -358,9 +358,9 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "runtime.memory_image_cow",
-        Kind::Bool,
-        "false",
-        "Map a module's initial memory copy-on-write instead of copying it per run (for data segments of megabytes).",
+        Kind::Str,
+        "auto",
+        "\"auto\": map a module's initial memory copy-on-write per run when its image is 128 KiB or more (Python, JavaScript), copy it when smaller (most Rust jobs); \"on\" or \"off\": the same for every module.",
     ),
     int(
         "runtime.max_module_functions",
@@ -592,6 +592,9 @@ fn check_str(path: &str, s: &str) -> Option<String> {
                 "db must be sqlite://PATH or postgres://..., got {s:?}"
             ))
         }
+        "runtime.memory_image_cow" if !matches!(s, "auto" | "on" | "off") => Some(format!(
+            "runtime.memory_image_cow must be \"auto\", \"on\" or \"off\", got {s:?}"
+        )),
         "log.format" if s != "text" && s != "json" => Some(format!(
             "log.format must be \"text\" or \"json\", got {s:?}"
         )),

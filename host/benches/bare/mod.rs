@@ -3,7 +3,7 @@
 //! only WASI, instantiate and call `run`, drop. It has bindings of its own to
 //! `wit/`, so the library exports nothing for benches.
 
-use ::quartzite::runtime::engine::{self, EngineConfig};
+use ::quartzite::runtime::engine::{self, CowImages, EngineConfig};
 use ::quartzite::runtime::{WIT_PACKAGE, WIT_VERSION};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -46,7 +46,7 @@ impl BareFloor {
     ///
     /// When the component does not compile or link.
     pub fn new(bytes: &[u8], config: &EngineConfig) -> wasmtime::Result<Self> {
-        let engine = engine::build(config)?;
+        let engine = engine::build(config, config.memory_image_cow == CowImages::On)?;
         let mut linker: Linker<Bare> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // The types-only interface: nothing to define but the instance itself.

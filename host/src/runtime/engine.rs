@@ -1,9 +1,12 @@
 //! The one place that configures wasmtime. Every knob set here says why.
 //!
-//! One `Engine` serves every run of the node: compiled code, the pooling
-//! allocator's slots and the epoch counter are shared; each run gets a fresh
-//! `Store`. A background thread advances the epoch every [`TICK`], which is what
-//! lets a run be time-sliced and stopped at its deadline.
+//! One `Engine` serves every run of the node's small modules, and a second
+//! one (built with the first module that needs it) the runs of modules with a
+//! large initial memory image, which it maps copy-on-write (see
+//! [`CowImages`]). Within an engine, compiled code, the pooling allocator's
+//! slots and the epoch counter are shared; each run gets a fresh `Store`. A
+//! background thread advances the engines' epochs every [`TICK`], which is
+//! what lets a run be time-sliced and stopped at its deadline.
 
 use serde::Deserialize;
 use std::sync::Arc;
@@ -27,10 +30,10 @@ pub struct EngineConfig {
     pub fuel: bool,
     /// Wasm stack per run, in bytes. Default 512 KiB (wasmtime's default).
     pub max_wasm_stack: usize,
-    /// Map a module's initial memory copy-on-write instead of copying it into
-    /// each run: pays off only for modules with data segments of megabytes.
-    /// Default false.
-    pub memory_image_cow: bool,
+    /// Whether a run's memory starts as a copy-on-write mapping of its
+    /// module's initial memory image or as a copy of it. Default
+    /// [`CowImages::Auto`]: mapped for modules with an image of 128 KiB or more.
+    pub memory_image_cow: CowImages,
     /// Functions a module may define (over all its core modules); a module with
     /// more is refused before compiling, since compile time and memory grow with
     /// them. Default 100,000.
@@ -44,8 +47,48 @@ impl Default for EngineConfig {
             max_memory_per_run: 1 << 30,
             fuel: false,
             max_wasm_stack: 512 << 10,
-            memory_image_cow: false,
+            memory_image_cow: CowImages::Auto,
             max_module_functions: 100_000,
+        }
+    }
+}
+
+/// Which modules' runs map their initial memory image copy-on-write.
+///
+/// A mapping is made and torn down per run, which costs more than copying a
+/// tiny image (a Rust no-op's few bytes: 1.3x its runs per second copied) and
+/// far less than copying a large one (QuickJS's 0.3 MiB: 1.9x with mapping;
+/// the 2.6 to 11 MiB pre-initialized heaps of StarlingMonkey and CPython:
+/// 2.6x and 4.3x). A Rust job with 40 KiB of data runs as fast either way.
+/// wasmtime makes the choice per engine, so `Auto` keeps a second engine and
+/// loads each module into the one its image size picks (BENCHMARKS.md,
+/// "Languages").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CowImages {
+    /// Mapped when the module's data segments hold at least [`COW_IMAGE_MIN`] bytes.
+    #[default]
+    Auto,
+    /// Mapped for every module.
+    On,
+    /// Copied for every module.
+    Off,
+}
+
+/// The smallest initial memory image (bytes of data segments, over the
+/// component's core modules) that [`CowImages::Auto`] maps copy-on-write:
+/// between the largest measured image that gains nothing from mapping (40 KiB)
+/// and the smallest that gains (279 KiB).
+pub const COW_IMAGE_MIN: u64 = 128 << 10;
+
+impl CowImages {
+    /// Whether a module whose data segments hold `image_bytes` gets the
+    /// copy-on-write engine.
+    pub fn maps(self, image_bytes: u64) -> bool {
+        match self {
+            CowImages::Auto => image_bytes >= COW_IMAGE_MIN,
+            CowImages::On => true,
+            CowImages::Off => false,
         }
     }
 }
@@ -56,13 +99,13 @@ const KEEP_RESIDENT: usize = 32 << 10;
 /// Freed memories returned to the kernel together.
 const DECOMMIT_BATCH: usize = 32;
 
-/// Builds the engine.
+/// Builds an engine, mapping initial memory images copy-on-write if `cow`.
 ///
 /// # Errors
 ///
 /// When wasmtime rejects the configuration (e.g. the pooling allocator cannot
 /// reserve its address space).
-pub fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
+pub fn build(cfg: &EngineConfig, cow: bool) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     // Jobs are components (the WIT contract), never bare core modules.
     config.wasm_component_model(true);
@@ -98,11 +141,10 @@ pub fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
     // happens when it fills or when the pool has no free slot left.
     pool.decommit_batch_size(DECOMMIT_BATCH.min(runs as usize));
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    // A run's memory starts as a copy of the module's data segments, not as a
-    // copy-on-write mapping of them: a mapping is made and torn down per run
-    // (with the same cross-core TLB flush), which for the small images jobs
-    // have costs more than copying them.
-    config.memory_init_cow(cfg.memory_image_cow);
+    // Copy or map the initial memory (see `CowImages`): a mapping is made and
+    // torn down per run (with the same cross-core TLB flush), which for small
+    // images costs more than copying them.
+    config.memory_init_cow(cow);
     config.max_wasm_stack(cfg.max_wasm_stack);
     // The async fiber stack must hold the wasm stack plus host frames.
     config.async_stack_size(cfg.max_wasm_stack + (1 << 20));
@@ -113,37 +155,57 @@ pub fn build(cfg: &EngineConfig) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// The thread that advances the engine's epoch every [`TICK`] until dropped.
+/// The thread that advances the epoch of the node's engines every [`TICK`]
+/// until dropped.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
+    engines: Arc<std::sync::Mutex<Vec<wasmtime::EngineWeak>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    /// Starts the thread.
+    /// Starts the thread, ticking `engine`.
     ///
     /// # Errors
     ///
     /// When the thread cannot be spawned.
     pub fn start(engine: &Engine) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let engine = engine.weak();
-        let flag = Arc::clone(&stop);
+        let engines = Arc::new(std::sync::Mutex::new(vec![engine.weak()]));
+        let (flag, ticked) = (Arc::clone(&stop), Arc::clone(&engines));
         let thread = std::thread::Builder::new()
             .name("quartzite-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    match engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let mut engines = ticked
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    engines.retain(|weak| match weak.upgrade() {
+                        Some(engine) => {
+                            engine.increment_epoch();
+                            true
+                        }
+                        None => false,
+                    });
+                    if engines.is_empty() {
+                        break;
                     }
                 }
             })?;
         Ok(EpochTicker {
             stop,
+            engines,
             thread: Some(thread),
         })
+    }
+
+    /// Ticks `engine` too from now on.
+    pub fn add(&self, engine: &Engine) {
+        self.engines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(engine.weak());
     }
 }
 

@@ -23,7 +23,7 @@ pub mod services;
 mod state;
 
 pub use bindings::{WIT_PACKAGE, WIT_VERSION, WitVersion};
-pub use engine::EngineConfig;
+pub use engine::{CowImages, EngineConfig};
 pub use limits::Limits;
 pub use module::{LoadOrigin, LoadedModule};
 pub use outcome::{
@@ -131,11 +131,49 @@ pub enum JobImpl {
     NoOp(ModuleRejection),
 }
 
-/// The runtime. One per node; cheap to share behind an `Arc`.
-pub struct Runtime {
+/// An engine and what is tied to it: the linker, the compiled-module cache.
+struct Engined {
     engine: Engine,
     linker: Linker<RunState>,
     cache: Option<DiskCache>,
+}
+
+impl Engined {
+    /// An engine mapping images copy-on-write if `mapped`, its linker and cache.
+    fn build(
+        config: &RuntimeConfig,
+        mapped: bool,
+        grants_linked: bool,
+    ) -> Result<Engined, RuntimeError> {
+        let engine = engine::build(&config.engine, mapped)
+            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        let linker = Runtime::linker(&engine, grants_linked)
+            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| DiskCache::new(dir, &engine::fingerprint(&engine)));
+        Ok(Engined {
+            engine,
+            linker,
+            cache,
+        })
+    }
+}
+
+/// The runtime. One per node; cheap to share behind an `Arc`.
+pub struct Runtime {
+    /// The engine for modules whose initial memory is copied into each run
+    /// (with `CowImages::On`, mapped for every module).
+    engine: Engined,
+    /// With `CowImages::Auto`, the engine for modules whose image is mapped
+    /// copy-on-write (see `CowImages`), built with the first such module: a
+    /// node running only small modules reserves no second pool. `None`: it
+    /// could not be built, and large modules copy too.
+    mapping: std::sync::OnceLock<Option<Engined>>,
+    cow: engine::CowImages,
+    /// What the engines were built from.
+    config: RuntimeConfig,
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
     /// Compiles in progress by digest: a second load of the same bytes waits for
     /// the first one's result instead of compiling its own copy.
@@ -147,7 +185,7 @@ pub struct Runtime {
     fuel: bool,
     /// False only in [`Runtime::without_grants`].
     grants_linked: bool,
-    _ticker: engine::EpochTicker,
+    ticker: engine::EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -183,37 +221,18 @@ impl Runtime {
         services: HostServices,
         grants_linked: bool,
     ) -> Result<Runtime, RuntimeError> {
-        let engine =
-            engine::build(&config.engine).map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
-        // Every component may import wasi:http and wasi:config: what it may
-        // reach through them is decided per request by the job's grants.
-        if grants_linked {
-            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-                .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
-            wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut RunState| {
-                wasmtime_wasi_config::WasiConfig::from(&s.config)
-            })
-            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
-        }
-        bindings::Job::add_to_linker::<RunState, HostData>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError::Engine(error_chain(&e)))?;
-        let cache = config
-            .cache_dir
-            .as_deref()
-            .map(|dir| DiskCache::new(dir, &engine::fingerprint(&engine)));
-        let ticker = engine::EpochTicker::start(&engine)?;
+        let cow = config.engine.memory_image_cow;
+        let main = Engined::build(&config, cow == engine::CowImages::On, grants_linked)?;
+        let ticker = engine::EpochTicker::start(&main.engine)?;
         let node_id = if config.node_id.is_empty() {
             "local".to_string()
         } else {
-            config.node_id
+            config.node_id.clone()
         };
         Ok(Runtime {
-            engine,
-            linker,
-            cache,
+            engine: main,
+            mapping: std::sync::OnceLock::new(),
+            cow,
             modules: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
             budget: module::CompileBudget {
@@ -225,8 +244,45 @@ impl Runtime {
             node_id: node_id.into(),
             fuel: config.engine.fuel,
             grants_linked,
-            _ticker: ticker,
+            ticker,
+            config,
         })
+    }
+
+    /// The host's imports on `engine`.
+    fn linker(engine: &Engine, grants_linked: bool) -> wasmtime::Result<Linker<RunState>> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Every component may import wasi:http and wasi:config: what it may
+        // reach through them is decided per request by the job's grants.
+        if grants_linked {
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+            wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut RunState| {
+                wasmtime_wasi_config::WasiConfig::from(&s.config)
+            })?;
+        }
+        bindings::Job::add_to_linker::<RunState, HostData>(&mut linker, |s| s)?;
+        Ok(linker)
+    }
+
+    /// The engine a module with `image_bytes` of initial memory image loads into.
+    fn engine_for(&self, image_bytes: u64) -> &Engined {
+        if self.cow != engine::CowImages::Auto || !self.cow.maps(image_bytes) {
+            return &self.engine;
+        }
+        let mapping = self.mapping.get_or_init(|| {
+            match Engined::build(&self.config, true, self.grants_linked) {
+                Ok(e) => {
+                    self.ticker.add(&e.engine);
+                    Some(e)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build the copy-on-write engine; large modules copy their memory");
+                    None
+                }
+            }
+        });
+        mapping.as_ref().unwrap_or(&self.engine)
     }
 
     /// Admits module bytes: checks, compiles (or loads the cached artifact) and
@@ -281,32 +337,38 @@ impl Runtime {
         digest: &str,
         started: Instant,
     ) -> Result<Arc<LoadedModule>, ModuleRejection> {
-        let from_disk = self
+        // The budget is checked on a cache hit too: the image size it counts
+        // picks the engine, and with it the cache directory.
+        let image_bytes = module::check_budget(bytes, &self.budget)?;
+        let engined = self.engine_for(image_bytes);
+        let from_disk = engined
             .cache
             .as_ref()
-            .and_then(|c| c.load(&self.engine, digest));
+            .and_then(|c| c.load(&engined.engine, digest));
         let (component, origin) = match from_disk {
             Some(c) => (c, LoadOrigin::DiskCache),
             None => {
-                module::check_budget(bytes, &self.budget)?;
-                let component = module::compile(&self.engine, bytes)?;
+                let component = module::compile(&engined.engine, bytes)?;
                 // Admit first, so the cache never holds a component we refuse.
-                module::scan(&self.engine, &component)?;
-                if let Some(cache) = &self.cache {
+                module::scan(&engined.engine, &component)?;
+                if let Some(cache) = &engined.cache {
                     cache.store(digest, &component);
                 }
                 (component, LoadOrigin::Compiled)
             }
         };
-        let loaded = module::admit(
-            &self.engine,
-            &self.linker,
+        let mut loaded = module::admit(
+            &engined.engine,
+            &engined.linker,
             &component,
             digest.to_string(),
             bytes.len(),
             origin,
             started,
         )?;
+        loaded.image_bytes = image_bytes;
+        loaded.image_mapped =
+            !std::ptr::eq(engined, &self.engine) || self.cow == engine::CowImages::On;
         let loaded = Arc::new(loaded);
         self.modules
             .lock()
@@ -467,7 +529,7 @@ impl Runtime {
                 );
             }
         };
-        let mut store = self.new_store(&request, &limits, &log, start, grants.as_ref());
+        let mut store = self.new_store(module, &request, &limits, &log, start, grants.as_ref());
         let ctx = wit::Context {
             job_key: request.job_key.clone(),
             trigger_key: request.trigger_key.clone(),
@@ -543,7 +605,7 @@ impl Runtime {
             "describe/describe".into(),
             "describe".into(),
         );
-        let mut store = self.new_store(&request, &limits, &log, start, None);
+        let mut store = self.new_store(module, &request, &limits, &log, start, None);
         let call = async {
             let job = module.pre.instantiate_async(&mut store).await?;
             job.quartzite_job_runner().call_describe(&mut store).await
@@ -566,6 +628,7 @@ impl Runtime {
 
     fn new_store(
         &self,
+        module: &LoadedModule,
         request: &RunRequest,
         limits: &Limits,
         log: &RunLog,
@@ -629,7 +692,8 @@ impl Runtime {
             locks_held: 0,
             span: request.span.clone(),
         };
-        let mut store = Store::new(&self.engine, state);
+        // The store belongs to the engine the module was compiled by.
+        let mut store = Store::new(module.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         if self.fuel {
             // With metering on, a store without fuel traps at once: no limit means "all of it".
@@ -666,9 +730,11 @@ impl Runtime {
         }
     }
 
-    /// The engine's compatibility fingerprint (names the disk cache directory).
+    /// The compatibility fingerprint (which names the disk cache directory)
+    /// of the engine for modules whose initial memory is copied, small ones
+    /// with the default `CowImages::Auto`.
     pub fn fingerprint(&self) -> String {
-        engine::fingerprint(&self.engine)
+        engine::fingerprint(&self.engine.engine)
     }
 }
 

@@ -46,15 +46,18 @@ impl Default for CompileBudget {
     }
 }
 
-/// Counts what compiling `bytes` would cost and refuses what is over `budget`.
-/// Bytes wasmparser cannot read pass: the compiler then names the defect.
-pub(crate) fn check_budget(bytes: &[u8], budget: &CompileBudget) -> Result<(), ModuleRejection> {
-    use wasmparser::{Parser, Payload};
+/// Counts what compiling `bytes` would cost and refuses what is over `budget`;
+/// returns the size of the initial memory image, the bytes of the active data
+/// segments of all core modules (what a run's memories start from). Bytes
+/// wasmparser cannot read pass: the compiler then names the defect.
+pub(crate) fn check_budget(bytes: &[u8], budget: &CompileBudget) -> Result<u64, ModuleRejection> {
+    use wasmparser::{DataKind, Parser, Payload};
     let mut functions: u64 = 0;
     let mut depth: u32 = 0;
+    let mut image: u64 = 0;
     for payload in Parser::new(0).parse_all(bytes) {
         let Ok(payload) = payload else {
-            return Ok(());
+            return Ok(image);
         };
         match payload {
             Payload::Version { .. } => {
@@ -70,6 +73,13 @@ pub(crate) fn check_budget(bytes: &[u8], budget: &CompileBudget) -> Result<(), M
                 }
             }
             Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::DataSection(segments) => {
+                for segment in segments.into_iter().flatten() {
+                    if matches!(segment.kind, DataKind::Active { .. }) {
+                        image += segment.data.len() as u64;
+                    }
+                }
+            }
             Payload::CodeSectionStart { count, .. } => {
                 functions += u64::from(count);
                 if functions > budget.max_functions {
@@ -86,7 +96,7 @@ pub(crate) fn check_budget(bytes: &[u8], budget: &CompileBudget) -> Result<(), M
             _ => {}
         }
     }
-    Ok(())
+    Ok(image)
 }
 
 /// Reads a module file, refusing one over [`MAX_MODULE_BYTES`] before reading
@@ -148,6 +158,10 @@ pub struct LoadedModule {
     /// How it was obtained: compiled now, or loaded from the on-disk cache.
     pub origin: LoadOrigin,
     pub load_time: Duration,
+    /// Bytes of its initial memory image (active data segments).
+    pub image_bytes: u64,
+    /// Whether its runs map that image copy-on-write (see `CowImages`).
+    pub image_mapped: bool,
     pub(crate) pre: JobPre<RunState>,
 }
 
@@ -357,6 +371,8 @@ pub(crate) fn admit(
         size,
         origin,
         load_time: started.elapsed(),
+        image_bytes: 0,
+        image_mapped: false,
         pre,
     })
 }

@@ -5,12 +5,13 @@
 
 use crate::common::*;
 
+use quartzite::runtime::engine::COW_IMAGE_MIN;
 use quartzite::runtime::services::{
     KvStore, LocalLocks, LockAcquire, LockService, MemoryEvents, MemoryKv,
 };
 use quartzite::runtime::{
-    EngineConfig, HostServices, JobImpl, LimitKind, Limits, LoadOrigin, LogSource, RunOutcome,
-    RunReport, RunRequest, Runtime, RuntimeConfig, SkipCode,
+    CowImages, EngineConfig, HostServices, JobImpl, LimitKind, Limits, LoadOrigin, LogSource,
+    RunOutcome, RunReport, RunRequest, Runtime, RuntimeConfig, SkipCode,
 };
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -971,6 +972,51 @@ mod cache {
         assert_eq!(entries, [format!("{}.cwasm", loaded[0].digest)]);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_images_are_mapped_copy_on_write_and_small_ones_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture_with(
+            EngineConfig {
+                max_concurrent_runs: 4,
+                ..EngineConfig::default()
+            },
+            Some(dir.path().to_path_buf()),
+        );
+        // A Rust job's image is tens of KiB: copied into each run.
+        let small = f.runtime.load_file(&wasm("hello")).unwrap();
+        assert!(small.image_bytes < COW_IMAGE_MIN, "{}", small.image_bytes);
+        assert!(!small.image_mapped);
+        // QuickJS starts from a pre-initialized heap of a quarter megabyte: mapped.
+        let large = f.runtime.load_file(&wasm("noop_js_qjs")).unwrap();
+        assert!(large.image_bytes >= COW_IMAGE_MIN, "{}", large.image_bytes);
+        assert!(large.image_mapped);
+        // Both run, each in its own engine, and both are cached on disk, each
+        // under its engine's fingerprint.
+        for m in [&small, &large] {
+            let report = f.runtime.run(m, request(json!({}))).await;
+            assert!(report.outcome.is_success(), "{:?}", report.outcome);
+        }
+        let dirs: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(dirs.len(), 2, "{dirs:?}");
+        // With copy-on-write on or off for every module, large ones follow.
+        for (cow, mapped) in [(CowImages::On, true), (CowImages::Off, false)] {
+            let fixed = fixture_with(
+                EngineConfig {
+                    max_concurrent_runs: 4,
+                    memory_image_cow: cow,
+                    ..EngineConfig::default()
+                },
+                None,
+            );
+            let m = fixed.runtime.load_file(&wasm("noop_js_qjs")).unwrap();
+            assert_eq!(m.image_mapped, mapped, "{cow:?}");
+            let m = fixed.runtime.load_file(&wasm("hello")).unwrap();
+            assert_eq!(m.image_mapped, cow == CowImages::On, "{cow:?}");
+        }
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_loads_the_compiled_module_from_disk() {
         let dir = tempfile::tempdir().unwrap();
