@@ -13,7 +13,8 @@
 //!     QUARTZITE_BENCH_HOSTILE=spin,flood,kv picks which)
 //!   cargo bench -p quartzite --bench scheduler -- sqlite flood [N]  (N fires of one job due at once,
 //!     alone and beside a job every 1 s: the 1 s job's lag, the flood's throughput)
-//!   QUARTZITE_BENCH_OTLP=1 before any of these traces every fire over OTLP/HTTP (to a receiver of its own)
+//!   QUARTZITE_BENCH_OTLP=1 before any of these traces every fire over OTLP/HTTP (to a receiver of its own;
+//!   QUARTZITE_BENCH_OTLP=http://HOST:PORT/v1/traces to a collector out of the process)
 //! PostgreSQL comes from QUARTZITE_TEST_PG (default postgres://postgres@127.0.0.1:5432/test);
 //! the bench works in a schema of its own and drops it.
 
@@ -263,20 +264,28 @@ async fn scale(backend: &str, stored: usize) {
     drop_schema(schema).await;
 }
 
-/// Installs the fire-span exporter of `serve` against a local receiver;
-/// the returned handle sends what is queued when dropped.
-async fn traced() -> quartzite::cli::telemetry::Telemetry {
+/// Installs the fire-span exporter of `serve` against `endpoint` (a
+/// collector out of this process), or a receiver of its own on loopback
+/// when `None`; the returned handle sends what is queued when dropped.
+async fn traced(endpoint: Option<String>) -> quartzite::cli::telemetry::Telemetry {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!(
-        "http://{}/v1/traces",
-        listener.local_addr().expect("address")
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let endpoint = match endpoint {
+        Some(endpoint) => endpoint,
+        None => {
+            let app =
+                axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let endpoint = format!(
+                "http://{}/v1/traces",
+                listener.local_addr().expect("address")
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+            endpoint
+        }
+    };
     let (telemetry, tracer) =
         quartzite::cli::telemetry::Telemetry::otlp(&endpoint).expect("exporter");
     tracing_subscriber::registry()
@@ -299,9 +308,12 @@ async fn main() {
     }
     // QUARTZITE_BENCH_OTLP=1 traces every fire, as `otel.endpoint` does,
     // to a receiver on loopback that takes the spans and answers 200.
-    let _traces = match std::env::var_os("QUARTZITE_BENCH_OTLP") {
-        Some(_) => Some(traced().await),
-        None => None,
+    // A URL instead of 1 sends them there: a collector out of this process,
+    // whose work the figures should not count.
+    let _traces = match std::env::var("QUARTZITE_BENCH_OTLP") {
+        Ok(v) if v.starts_with("http") => Some(traced(Some(v)).await),
+        Ok(_) => Some(traced(None).await),
+        Err(_) => None,
     };
     let args: Vec<String> = std::env::args()
         .skip(1)
