@@ -273,8 +273,7 @@ async fn traced(endpoint: Option<String>) -> quartzite::cli::telemetry::Telemetr
     let endpoint = match endpoint {
         Some(endpoint) => endpoint,
         None => {
-            let app =
-                axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+            let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");

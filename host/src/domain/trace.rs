@@ -4,17 +4,24 @@
 //! of a fire (each claimed anew, perhaps by another node) lands in the same
 //! trace without the store carrying anything. The root span `fire` is sent
 //! once, by the node that ends the fire, and reaches back to the fire's
-//! scheduled time (or to the claim of its first attempt, if that came first); each attempt's span `attempt` names that root as its
-//! parent through an id derived from the fire id too. An attempt records
-//! how long its steps took (`wait_us`, `mark_us`, `resolve_us`, `commit_us`:
+//! scheduled time (or to the claim of its first attempt, if that came
+//! first); each attempt's span `attempt` names that root as its parent
+//! through an id derived from the fire id too. An attempt records how long
+//! its steps took (`wait_us`, `mark_us`, `resolve_us`, `commit_us`:
 //! attributes, as a span per step cost more than it told); below it, `run`
 //! (the guest), and below `run` the guest's host calls that reach the store
 //! (`kv-get`, `kv-set`, `kv-delete`, `lock`, `emit`) and its outbound HTTP
 //! requests (`http`).
 //!
-//! All of it is `tracing` spans of [`FIRE_TARGET`] at TRACE level, so nothing
-//! but a trace exporter listening to that target turns them on; without one,
-//! each costs a check of a cached interest and the helpers here return at once.
+//! `fire`, `attempt` and `run` are kept as plain data while the attempt goes
+//! on ([`AttemptTrace`]) and built on the trace SDK when its end is committed,
+//! with ids chosen at the claim so that children can name them before they
+//! are sent: as `tracing` spans they cost a traced fire twice as much (each
+//! poll of the attempt's task entered and left one, each step was a record
+//! through the subscriber). Host calls and requests are `tracing` spans of
+//! [`FIRE_TARGET`] at TRACE level under the run's [`RunContext`]. Nothing but
+//! a trace exporter listening to that target turns any of it on; without one,
+//! a fire costs a check of a cached interest.
 //!
 //! The run's W3C `traceparent` reaches the guest as the `TRACEPARENT`
 //! environment variable (the OpenTelemetry convention for environment
@@ -61,26 +68,203 @@ pub struct FireTrace {
     pub began: SystemTime,
 }
 
-/// Makes `attempt` (a span of [`FIRE_TARGET`] not yet entered) a child of
-/// its fire's root span; `None`, and nothing done, when it is not traced.
-pub fn join_fire(attempt: &tracing::Span, fire_id: &str) -> Option<FireTrace> {
-    if attempt.is_disabled() {
-        return None;
+/// A traced attempt of a fire: the span `attempt`, kept as plain data while
+/// the attempt runs and sent once, when its end is committed
+/// ([`AttemptTrace::end`]). Built straight on the trace SDK rather than as a
+/// `tracing` span: the attempt's task would otherwise enter and leave a
+/// subscriber span on every poll and record each step through it.
+#[derive(Debug)]
+pub struct AttemptTrace {
+    /// The fire's trace, and when the attempt began.
+    pub fire: FireTrace,
+    /// The attempt's own span id, and its run's, chosen when it is claimed
+    /// so that children can name them as parents before they are sent.
+    span: SpanId,
+    run: SpanId,
+    /// When the guest's run began and ended, and how it went.
+    pub run_began: Option<SystemTime>,
+    pub run_ended: Option<SystemTime>,
+    pub outcome: Option<&'static str>,
+    pub job_key: String,
+    pub trigger_key: String,
+    pub fire_id: String,
+    pub attempt: u32,
+    /// Set once the module is resolved.
+    pub module_digest: Option<String>,
+    /// How long the attempt waited for a run slot, a worker and its due time.
+    pub wait_us: Option<u64>,
+    /// How long marking the fire started took (when not marked in the claim).
+    pub mark_us: Option<u64>,
+    /// How long resolving the module took.
+    pub resolve_us: Option<u64>,
+}
+
+/// Whether fires are traced: a trace exporter listens to [`FIRE_TARGET`]
+/// (a cached check).
+pub fn fires_traced() -> bool {
+    tracing::enabled!(target: FIRE_TARGET, tracing::Level::TRACE)
+}
+
+impl AttemptTrace {
+    /// Starts tracing an attempt of `fire_id`, if fires are traced.
+    pub fn start(fire_id: &str, job_key: &str, trigger_key: &str, attempt: u32) -> Option<Self> {
+        if !fires_traced() {
+            return None;
+        }
+        use opentelemetry_sdk::trace::IdGenerator as _;
+        let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
+        let (trace, root) = fire_ids(fire_id);
+        Some(AttemptTrace {
+            fire: FireTrace {
+                trace,
+                root,
+                began: SystemTime::now(),
+            },
+            span: ids.new_span_id(),
+            run: ids.new_span_id(),
+            run_began: None,
+            run_ended: None,
+            outcome: None,
+            job_key: job_key.to_string(),
+            trigger_key: trigger_key.to_string(),
+            fire_id: fire_id.to_string(),
+            attempt,
+            module_digest: None,
+            wait_us: None,
+            mark_us: None,
+            resolve_us: None,
+        })
     }
-    let (trace, root) = fire_ids(fire_id);
-    let parent = SpanContext::new(
+
+    /// Where the attempt's run goes in the trace: below its `run` span.
+    pub fn run_context(&self) -> RunContext {
+        RunContext {
+            trace: self.fire.trace,
+            span: self.run,
+        }
+    }
+
+    /// Sends the attempt's span, from its claim to now, under the fire's
+    /// root span, with the node that ran it, its status and how long the
+    /// commit of its end took.
+    pub fn end(&self, node: &str, status: &str, commit_us: u64) {
+        use opentelemetry::trace::Tracer as _;
+        let tracer = tracer();
+        let mut attributes = Vec::with_capacity(11);
+        attributes.extend([
+            KeyValue::new("job_key", self.job_key.clone()),
+            KeyValue::new("trigger_key", self.trigger_key.clone()),
+            KeyValue::new("fire_id", self.fire_id.clone()),
+            KeyValue::new("attempt", i64::from(self.attempt)),
+            KeyValue::new("node", node.to_string()),
+            KeyValue::new("status", status.to_string()),
+            KeyValue::new("commit_us", clamp(commit_us)),
+        ]);
+        if let Some(digest) = &self.module_digest {
+            attributes.push(KeyValue::new("module_digest", digest.clone()));
+        }
+        for (key, us) in [
+            ("wait_us", self.wait_us),
+            ("mark_us", self.mark_us),
+            ("resolve_us", self.resolve_us),
+        ] {
+            if let Some(us) = us {
+                attributes.push(KeyValue::new(key, clamp(us)));
+            }
+        }
+        let builder = tracer
+            .span_builder("attempt")
+            .with_start_time(self.fire.began)
+            .with_attributes(attributes);
+        let parent =
+            Context::new().with_remote_span_context(remote(self.fire.trace, self.fire.root));
+        send(tracer, builder, (self.fire.trace, self.span), &parent, None);
+        if let (Some(began), Some(ended)) = (self.run_began, self.run_ended) {
+            let builder = tracer
+                .span_builder("run")
+                .with_start_time(began)
+                .with_attributes([KeyValue::new("outcome", self.outcome.unwrap_or(""))]);
+            let parent =
+                Context::new().with_remote_span_context(remote(self.fire.trace, self.span));
+            send(
+                tracer,
+                builder,
+                (self.fire.trace, self.run),
+                &parent,
+                Some(ended),
+            );
+        }
+    }
+}
+
+/// A span context of another span of the trace, to make spans its children.
+fn remote(trace: TraceId, span: SpanId) -> SpanContext {
+    SpanContext::new(
         trace,
-        root,
+        span,
         TraceFlags::SAMPLED,
         true,
         TraceState::default(),
-    );
-    let _ = attempt.set_parent(Context::new().with_remote_span_context(parent));
-    Some(FireTrace {
-        trace,
-        root,
-        began: SystemTime::now(),
-    })
+    )
+}
+
+/// Builds a span with the ids `ids` under `parent` and sends it, ended at
+/// `end` (now when `None`).
+fn send(
+    tracer: &opentelemetry::global::BoxedTracer,
+    builder: opentelemetry::trace::SpanBuilder,
+    ids: (TraceId, SpanId),
+    parent: &Context,
+    end: Option<SystemTime>,
+) {
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    let mut span = NEXT_IDS.with(|next| {
+        next.set(Some(ids));
+        let span = tracer.build_with_context(builder, parent);
+        next.set(None);
+        span
+    });
+    match end {
+        Some(at) => span.end_with_timestamp(at),
+        None => span.end(),
+    }
+}
+
+/// Where a run is in its fire's trace: what its host calls' and requests'
+/// spans name as their parent, and the `traceparent` the guest sees.
+#[derive(Clone, Copy, Debug)]
+pub struct RunContext {
+    trace: TraceId,
+    span: SpanId,
+}
+
+impl RunContext {
+    /// Makes `child` (a span of [`FIRE_TARGET`] not yet entered) a child of the run.
+    pub fn adopt(&self, child: &tracing::Span) {
+        if child.is_disabled() {
+            return;
+        }
+        let parent = Context::new().with_remote_span_context(remote(self.trace, self.span));
+        let _ = child.set_parent(parent);
+    }
+
+    /// The run's W3C `traceparent`.
+    pub fn traceparent(&self) -> String {
+        format!("00-{:032x}-{:016x}-01", self.trace, self.span)
+    }
+}
+
+/// An attribute value of microseconds.
+fn clamp(us: u64) -> i64 {
+    i64::try_from(us).unwrap_or(i64::MAX)
+}
+
+/// The tracer of the global provider (set by the trace exporter before any
+/// fire is traced), taken once.
+fn tracer() -> &'static opentelemetry::global::BoxedTracer {
+    static TRACER: std::sync::OnceLock<opentelemetry::global::BoxedTracer> =
+        std::sync::OnceLock::new();
+    TRACER.get_or_init(|| opentelemetry::global::tracer("quartzite"))
 }
 
 /// What the root span of a fire says of it.
@@ -100,13 +284,9 @@ pub struct FireSpan<'a> {
 /// provider (set by the trace exporter), with the ids its last attempt
 /// joined the trace with.
 pub fn end_fire(joined: &FireTrace, fire: &FireSpan<'_>) {
-    use opentelemetry::trace::{Span as _, Tracer as _};
-    // The global provider is set once, by the trace exporter, before any
-    // fire is traced: its tracer is taken once too.
-    static TRACER: std::sync::OnceLock<opentelemetry::global::BoxedTracer> =
-        std::sync::OnceLock::new();
+    use opentelemetry::trace::Tracer as _;
     let FireTrace { trace, root, .. } = *joined;
-    let tracer = TRACER.get_or_init(|| opentelemetry::global::tracer("quartzite"));
+    let tracer = tracer();
     let builder = tracer
         .span_builder("fire")
         .with_start_time(fire.start)
@@ -117,13 +297,7 @@ pub fn end_fire(joined: &FireTrace, fire: &FireSpan<'_>) {
             KeyValue::new("attempts", i64::from(fire.attempts)),
             KeyValue::new("status", fire.status.to_string()),
         ]);
-    let mut span = NEXT_IDS.with(|next| {
-        next.set(Some((trace, root)));
-        let span = tracer.build_with_context(builder, &Context::new());
-        next.set(None);
-        span
-    });
-    span.end();
+    send(tracer, builder, (trace, root), &Context::new(), None);
 }
 
 /// The W3C `traceparent` naming `span`, if it is traced.
@@ -190,7 +364,7 @@ mod tests {
     #[test]
     fn an_untraced_span_has_no_traceparent() {
         assert_eq!(traceparent(&tracing::Span::none()), None);
-        // And joining it to a fire does nothing (and does not panic).
-        assert!(join_fire(&tracing::Span::none(), "f").is_none());
+        // Without an exporter no attempt is traced.
+        assert!(AttemptTrace::start("f", "g/j", "g/j:t", 1).is_none());
     }
 }

@@ -61,8 +61,8 @@ struct Shared {
     response_bytes: AtomicU64,
     concurrent: Arc<Semaphore>,
     forbidden: Arc<Vec<http::HeaderName>>,
-    /// The run's trace span: each request's span goes below it.
-    span: tracing::Span,
+    /// Where the run is in its fire's trace: each request's span goes below it.
+    trace: Option<crate::domain::trace::RunContext>,
 }
 
 impl RunHttp {
@@ -72,7 +72,7 @@ impl RunHttp {
         job_key: Arc<str>,
         source: Arc<dyn GrantSource>,
         deadline: Instant,
-        span: tracing::Span,
+        trace: Option<crate::domain::trace::RunContext>,
     ) -> RunHttp {
         let compiled = grants.map(|g| Arc::clone(&g.grants));
         let limits = compiled.as_ref().map(|g| g.limits).unwrap_or_default();
@@ -102,7 +102,7 @@ impl RunHttp {
                 response_bytes: AtomicU64::new(0),
                 concurrent: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
                 forbidden: Arc::new(forbidden),
-                span,
+                trace,
             }),
         }
     }
@@ -154,7 +154,7 @@ impl Shared {
         let method = request.method().clone();
         let span = tracing::trace_span!(
             target: crate::domain::trace::FIRE_TARGET,
-            parent: &self.span,
+            parent: None,
             "http",
             http.request.method = %method,
             url.full = tracing::field::Empty,
@@ -162,6 +162,9 @@ impl Shared {
             http.response.status_code = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
+        if let Some(run) = &self.trace {
+            run.adopt(&span);
+        }
         let url = match RequestUrl::parse(&request.uri().to_string()) {
             Ok(u) => u,
             Err(why) => {

@@ -84,10 +84,11 @@ pub struct RunRequest {
     pub limits: Limits,
     /// Where the run's grants come from.
     pub grants: GrantsFrom,
-    /// The run's trace span (`domain::trace`), or `Span::none()`: the parent
-    /// of the spans of its host calls and requests, and the `TRACEPARENT` its
+    /// Where the run is in its fire's trace (`domain::trace`), if it is
+    /// traced: the parent of the spans of its host calls and requests, and the
+    /// `TRACEPARENT` its
     /// guest sees.
-    pub span: tracing::Span,
+    pub trace: Option<crate::domain::trace::RunContext>,
 }
 
 /// The event behind a fire, as the guest's `trigger-event` returns it.
@@ -119,7 +120,7 @@ impl RunRequest {
             depth: 0,
             limits: Limits::default(),
             grants: GrantsFrom::Source,
-            span: tracing::Span::none(),
+            trace: None,
         }
     }
 }
@@ -641,8 +642,8 @@ impl Runtime {
         // config go only as far as the job's grants.
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(log.stream(0)).stderr(log.stream(1));
-        if let Some(traceparent) = crate::domain::trace::traceparent(&request.span) {
-            wasi.env("TRACEPARENT", traceparent);
+        if let Some(run) = &request.trace {
+            wasi.env("TRACEPARENT", run.traceparent());
         }
         let wasi = wasi.build();
         let redactor = grants.filter(|g| !g.secrets.is_empty()).map(|g| {
@@ -664,7 +665,7 @@ impl Runtime {
                 Arc::clone(&job_key),
                 Arc::clone(&self.services.grants),
                 start + limits.timeout,
-                request.span.clone(),
+                request.trace,
             ),
             config: grants
                 .map(|g| g.grants.config.iter().collect())
@@ -690,7 +691,7 @@ impl Runtime {
             },
             max_locks: limits.max_locks_held,
             locks_held: 0,
-            span: request.span.clone(),
+            trace: request.trace,
         };
         // The store belongs to the engine the module was compiled by.
         let mut store = Store::new(module.pre.engine(), state);

@@ -62,21 +62,28 @@ pub(crate) struct RunState {
     pub(crate) kv_quota: KvQuota,
     pub(crate) max_locks: usize,
     pub(crate) locks_held: usize,
-    /// The run's trace span (`domain::trace`): the parent of the spans of its
-    /// host calls that reach the store. Disabled when the fire is not traced.
-    pub(crate) span: tracing::Span,
+    /// Where the run is in its fire's trace (`domain::trace`): the parent of
+    /// the spans of its host calls that reach the store. `None` when the fire
+    /// is not traced.
+    pub(crate) trace: Option<crate::domain::trace::RunContext>,
 }
 
 /// A span for one host call that reaches the store, under the run's span;
 /// it ends when dropped, and records `error` when the call fails.
 macro_rules! call_span {
     ($state:expr, $name:literal) => {
-        tracing::trace_span!(
-            target: crate::domain::trace::FIRE_TARGET,
-            parent: &$state.span,
-            $name,
-            error = tracing::field::Empty,
-        )
+        {
+            let span = tracing::trace_span!(
+                target: crate::domain::trace::FIRE_TARGET,
+                parent: None,
+                $name,
+                error = tracing::field::Empty,
+            );
+            if let Some(run) = &$state.trace {
+                run.adopt(&span);
+            }
+            span
+        }
     };
 }
 

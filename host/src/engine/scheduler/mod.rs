@@ -28,7 +28,7 @@ mod executor;
 use super::alerts::Alerter;
 use super::modules::ModuleResolver;
 use super::shares::JobShares;
-use crate::domain::trace::FIRE_TARGET;
+use crate::domain::trace::AttemptTrace;
 use crate::metrics::{JobMetrics, Metrics};
 use crate::runtime::{
     GrantsFrom, JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime,
@@ -48,7 +48,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
-use tracing::Instrument as _;
 
 pub use config::SchedulerConfig;
 use executor::{GuestExecutor, StartMarks};
@@ -105,35 +104,29 @@ struct Ended {
     /// keeps whole milliseconds).
     took: Duration,
     job: Arc<JobMetrics>,
-    /// The attempt's trace span ([`FIRE_TARGET`]), closed once committed.
-    span: tracing::Span,
-    /// Its hold on the fire's trace, if it is traced.
-    trace: Option<crate::domain::trace::FireTrace>,
+    /// The attempt's trace, if it is traced: sent once committed.
+    trace: Option<AttemptTrace>,
     /// The job's `pause_on_failure`, checked when the fire fails.
     pause_on_failure: Option<u32>,
 }
 
-/// Whether fires are traced (a trace exporter listens): a cached check.
-fn traced() -> bool {
-    tracing::enabled!(target: FIRE_TARGET, tracing::Level::TRACE)
-}
-
-/// A step of a traced attempt (waiting, marking, resolving), timed from its
-/// start to its drop and recorded on the attempt's span as `<step>_us`: a
-/// span per step cost more than the steps are worth to a reader.
-struct Step(Option<(tracing::Span, &'static str, Instant)>);
+/// A step of a traced attempt (waiting, marking, resolving), timed from
+/// `start` to `end` and kept as the attempt's `<step>_us`: a span per step
+/// cost more than the steps are worth to a reader.
+struct Step(Option<Instant>);
 
 impl Step {
-    fn start(field: &'static str) -> Step {
-        Step(traced().then(|| (tracing::Span::current(), field, Instant::now())))
+    fn start(trace: &Option<AttemptTrace>) -> Step {
+        Step(trace.as_ref().map(|_| Instant::now()))
     }
-}
 
-impl Drop for Step {
-    fn drop(&mut self) {
-        if let Some((span, field, started)) = self.0.take() {
-            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            span.record(field, us);
+    fn end(
+        self,
+        trace: &mut Option<AttemptTrace>,
+        step: fn(&mut AttemptTrace) -> &mut Option<u64>,
+    ) {
+        if let (Some(started), Some(t)) = (self.0, trace.as_mut()) {
+            *step(t) = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         }
     }
 }
@@ -415,47 +408,39 @@ impl Scheduler {
                 let workers = Arc::clone(&workers);
                 let stop = stop.clone();
                 let marked = params.started;
-                let span = tracing::trace_span!(
-                    target: FIRE_TARGET,
-                    parent: None,
-                    "attempt",
-                    job_key = fire.job_key.as_str(),
-                    trigger_key = fire.trigger_key.as_str(),
-                    fire_id = fire.fire_id.as_str(),
-                    attempt = fire.attempt,
-                    node = self.node_id.as_str(),
-                    module_digest = tracing::field::Empty,
-                    status = tracing::field::Empty,
-                    wait_us = tracing::field::Empty,
-                    mark_us = tracing::field::Empty,
-                    resolve_us = tracing::field::Empty,
-                    commit_us = tracing::field::Empty,
+                let mut trace = AttemptTrace::start(
+                    &fire.fire_id,
+                    &fire.job_key,
+                    &fire.trigger_key,
+                    fire.attempt,
                 );
-                let trace = crate::domain::trace::join_fire(&span, &fire.fire_id);
                 let pause_on_failure = fire.job.pause_on_failure;
-                let task_span = span.clone();
-                tokio::spawn(
-                    async move {
-                        let job_key = fire.job_key.clone();
-                        let (completion, took) = me
-                            .start_fire(fire, offset, marked, (slots, workers), stop, &job_metrics)
-                            .await;
-                        let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
-                        me.shares.ended(&job_key, ran.then_some(took));
-                        let _ = done
-                            .send(Ended {
-                                completion,
-                                took,
-                                job: job_metrics,
-                                span,
-                                trace,
-                                pause_on_failure,
-                            })
-                            .await;
-                        drop(claim);
-                    }
-                    .instrument(task_span),
-                );
+                tokio::spawn(async move {
+                    let job_key = fire.job_key.clone();
+                    let (completion, took) = me
+                        .start_fire(
+                            fire,
+                            offset,
+                            marked,
+                            (slots, workers),
+                            stop,
+                            &job_metrics,
+                            &mut trace,
+                        )
+                        .await;
+                    let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
+                    me.shares.ended(&job_key, ran.then_some(took));
+                    let _ = done
+                        .send(Ended {
+                            completion,
+                            took,
+                            job: job_metrics,
+                            trace,
+                            pause_on_failure,
+                        })
+                        .await;
+                    drop(claim);
+                });
             }
             drop(reserved);
             if claimed >= free {
@@ -554,9 +539,10 @@ impl Scheduler {
         (slots, workers): (Arc<Semaphore>, Arc<Semaphore>),
         mut stop: watch::Receiver<bool>,
         job_metrics: &JobMetrics,
+        trace: &mut Option<AttemptTrace>,
     ) -> (Completion, Duration) {
         let unstarted = |c: Completion| (c, Duration::ZERO);
-        let waiting = Step::start("wait_us");
+        let waiting = Step::start(trace);
         // A run of a job at its share waits here, not in the workers' queue,
         // where it would hold back the fires of every other job.
         let slot = tokio::select! {
@@ -580,11 +566,11 @@ impl Scheduler {
                 _ = stopped(&mut stop) => {}
             }
         }
-        drop(waiting);
+        waiting.end(trace, |t| &mut t.wait_us);
         if *stop.borrow() {
             return unstarted(self.release_unstarted(&fire, offset_ms));
         }
-        let mark = (!marked).then(|| Step::start("mark_us"));
+        let mark = Step::start(if marked { &None } else { trace });
         if !marked {
             match self.marks.mark(&fire).await {
                 Ok(true) => {}
@@ -609,8 +595,8 @@ impl Scheduler {
                 }
             }
         }
-        drop(mark);
-        self.run_fire(fire, offset_ms, job_metrics).await
+        mark.end(trace, |t| &mut t.mark_us);
+        self.run_fire(fire, offset_ms, job_metrics, trace).await
     }
 
     /// Whether claims are marked started as they are made rather than each as
@@ -651,6 +637,7 @@ impl Scheduler {
         fire: FireClaim,
         offset_ms: i64,
         job_metrics: &JobMetrics,
+        trace: &mut Option<AttemptTrace>,
     ) -> (Completion, Duration) {
         let started_us = local_us() + offset_ms * 1000;
         let started_ms = started_us.div_euclid(1000);
@@ -664,7 +651,7 @@ impl Scheduler {
             Duration::from_micros(lag_us),
             fire.attempt,
         );
-        let resolve = Step::start("resolve_us");
+        let resolve = Step::start(trace);
         let job = match self.resolver.resolve(&fire.job.module).await {
             // Claimed as runnable, but the reference moved to a module for a
             // contract this node does not run (pushed after the claim).
@@ -729,22 +716,24 @@ impl Scheduler {
                 ..Limits::default()
             },
             grants: GrantsFrom::Stored(fire.job.grants.clone()),
-            span: tracing::Span::none(),
+            trace: None,
         };
-        drop(resolve);
-        let run = tracing::trace_span!(target: FIRE_TARGET, "run", outcome = tracing::field::Empty);
-        if !run.is_disabled() {
+        resolve.end(trace, |t| &mut t.resolve_us);
+        if let Some(t) = trace.as_mut() {
             if let JobImpl::Wasm(m) = &job {
-                tracing::Span::current().record("module_digest", m.digest.as_str());
+                t.module_digest = Some(m.digest.clone());
             }
-            request.span = run.clone();
+            t.run_began = Some(SystemTime::now());
+            request.trace = Some(t.run_context());
         }
         let report = self.guests.execute(&self.runtime, &job, request).await;
         self.record_run_time(report.duration);
         let ended_ms = started_ms + i64::try_from(report.duration.as_millis()).unwrap_or(0);
         let (status, next, new_data) = self.decide(&fire, &report, ended_ms);
-        run.record("outcome", status.as_str());
-        drop(run);
+        if let Some(t) = trace.as_mut() {
+            t.run_ended = Some(SystemTime::now());
+            t.outcome = Some(status.as_str());
+        }
         let details = history_details(&fire, &report, &job, &self.node_id, &next);
         let completion =
             self.completion(&fire, status, next, new_data, started_ms, ended_ms, details);
@@ -819,10 +808,10 @@ impl Scheduler {
         while done.recv_many(&mut ended, 512).await > 0 {
             for e in ended.drain(..) {
                 batch.push(e.completion);
-                observed.push((e.job, e.took, e.span, e.trace, e.pause_on_failure));
+                observed.push((e.job, e.took, e.trace, e.pause_on_failure));
             }
             // The commit of the whole batch, as a step of each traced fire in it.
-            let committing = traced().then(Instant::now);
+            let committing = crate::domain::trace::fires_traced().then(Instant::now);
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.store.fire_complete(&batch).await {
@@ -833,15 +822,16 @@ impl Scheduler {
                             }
                         });
                         let commit_us = committing.map(|t| t.elapsed().as_micros());
-                        for ((c, (job, took, span, trace, pause_on_failure)), ok) in
+                        for ((c, (job, took, trace, pause_on_failure)), ok) in
                             batch.iter().zip(&observed).zip(accepted)
                         {
-                            // A traced span ends at its last exit: now.
-                            if let Some(us) = commit_us
-                                && !span.is_disabled()
-                            {
-                                span.record("commit_us", u64::try_from(us).unwrap_or(u64::MAX));
-                                span.in_scope(|| {});
+                            if let (Some(us), Some(t)) = (commit_us, trace) {
+                                let status = if ok {
+                                    c.history.status.as_str()
+                                } else {
+                                    "refused"
+                                };
+                                t.end(&self.node_id, status, u64::try_from(us).unwrap_or(u64::MAX));
                             }
                             if ok {
                                 self.metrics.task_ended(
@@ -851,11 +841,10 @@ impl Scheduler {
                                     matches!(c.next, FireNext::Retry { .. }),
                                     c.history.ended_ms,
                                 );
-                                span.record("status", c.history.status.as_str());
                                 if matches!(c.next, FireNext::Done)
-                                    && let Some(trace) = trace
+                                    && let Some(t) = trace
                                 {
-                                    self.end_fire_trace(c, trace);
+                                    self.end_fire_trace(c, &t.fire);
                                 }
                                 if let Some(n) = *pause_on_failure
                                     && FAILURE_STATUSES.contains(&c.history.status)
@@ -863,7 +852,6 @@ impl Scheduler {
                                     self.pause_if_failing(c.history.clone(), n);
                                 }
                             } else {
-                                span.record("status", "refused");
                                 tracing::warn!(fire = %c.fire_id, "completion refused: the fire was taken over by another node");
                             }
                         }
