@@ -298,6 +298,9 @@ cmd_test() {
   say "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
   check_dependencies
+  say "cargo package -p quartzite-sdk (the SDK builds outside the workspace)"
+  cargo package -p quartzite-sdk --allow-dirty --quiet >/dev/null \
+    || die "cargo package -p quartzite-sdk failed: the SDK crate does not build on its own"
   test_other_sdks
   say "cargo test"
   cargo test --workspace --no-fail-fast
