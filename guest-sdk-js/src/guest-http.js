@@ -92,6 +92,9 @@ export function send(request) {
   }
   // Children go before their parents, as the resources require: the body
   // stream before the body is finished, the response before its future.
+  // A server may answer before it has read the body and close the
+  // connection: the write then fails, and the answer is still the response.
+  let failed = null;
   if (request.body.length > 0) {
     const stream = body.write();
     try {
@@ -99,7 +102,7 @@ export function send(request) {
         stream.blockingWriteAndFlush(request.body.subarray(at, at + 4096));
       }
     } catch (e) {
-      throw streamError(e);
+      failed = streamError(e);
     } finally {
       drop(stream);
     }
@@ -107,14 +110,14 @@ export function send(request) {
   try {
     OutgoingBody.finish(body, undefined);
   } catch (e) {
-    throw fromCode(payload(e));
+    failed = failed ?? fromCode(payload(e));
   }
   const ready = pending.subscribe();
   ready.block();
   drop(ready);
   const got = pending.get();
-  if (!got || got.tag !== "ok") throw new HttpError("network", "the response was not delivered");
-  if (got.val.tag !== "ok") throw fromCode(got.val.val);
+  if (!got || got.tag !== "ok") throw failed ?? new HttpError("network", "the response was not delivered");
+  if (got.val.tag !== "ok") throw failed?.kind === "limit" ? failed : fromCode(got.val.val);
   const incoming = got.val.val;
   const status = incoming.status();
   const fieldsIn = incoming.headers();

@@ -93,6 +93,9 @@ def send(request: Request) -> Response:
         raise _from_code(e.value) from None
     # Children go before their parents, as the resources require: the body
     # stream before the body is finished, the response before its future.
+    # A server may answer before it has read the body and close the
+    # connection: the write then fails, and the answer is still the response.
+    failed: HttpError | None = None
     if request.body:
         with body.write() as stream:
             data = request.body
@@ -100,18 +103,19 @@ def send(request: Request) -> Response:
                 try:
                     stream.blocking_write_and_flush(data[at : at + 4096])
                 except Err as e:
-                    raise _stream_error(e) from None
+                    failed = _stream_error(e)
+                    break
     try:
         ht.OutgoingBody.finish(body, None)
     except Err as e:
-        raise _from_code(e.value) from None
+        failed = failed or _from_code(e.value)
     with pending.subscribe() as ready:
         ready.block()
     got = pending.get()
     if got is None or isinstance(got, Err):
-        raise Network("the response was not delivered")
+        raise failed or Network("the response was not delivered")
     if not isinstance(got.value, Ok):
-        raise _from_code(got.value.value)
+        raise failed if isinstance(failed, Limit) else _from_code(got.value.value)
     with got.value.value as incoming:
         status = incoming.status()
         with incoming.headers() as hs:

@@ -77,13 +77,14 @@ impl Upstream {
 }
 
 /// A small HTTP service on 127.0.0.1: `/ok`, `/echo/auth` (answers with the
-/// Authorization header it got), `/redirect` (to an ungranted host), `/big`
+/// Authorization header it got), `/echo/body` (with the body it got), `/redirect` (to an ungranted host), `/big`
 /// (64 KiB), `/slow` (answers after 5 s), `/v1/items`.
 async fn upstream() -> Upstream {
     async fn handle(
         State(seen): State<Seen>,
         uri: axum::http::Uri,
         headers: HeaderMap,
+        request: axum::extract::Request,
     ) -> axum::response::Response {
         let auth = headers
             .get("authorization")
@@ -95,6 +96,12 @@ async fn upstream() -> Upstream {
             .push((uri.path().to_string(), headers));
         match uri.path() {
             "/ok" => "hello".into_response(),
+            "/echo/body" => match axum::body::to_bytes(request.into_body(), 1 << 20).await {
+                Ok(body) => {
+                    format!("you posted: {}", String::from_utf8_lossy(&body)).into_response()
+                }
+                Err(_) => StatusCode::BAD_REQUEST.into_response(),
+            },
             "/v1/items" => axum::Json(json!([1, 2, 3])).into_response(),
             "/echo/auth" => format!("you sent: {auth}").into_response(),
             "/redirect" => (
@@ -736,7 +743,7 @@ mod sdks {
         let f = cached_fixture();
         f.grants.put(
             "tests/http",
-            config_grant(vec![up.url("/v1/*"), up.url("/ok")]),
+            config_grant(vec![up.url("/v1/*"), up.url("/echo/body")]),
         );
         let report = f
             .run_guest(
@@ -745,7 +752,7 @@ mod sdks {
                     "config": true,
                     "requests": [
                         req(&up.url("/v1/items?token=abc")),
-                        { "url": up.url("/ok"), "method": "POST", "body": "hello",
+                        { "url": up.url("/echo/body"), "method": "POST", "body": "hello",
                           "headers": [["x-trace", "t1"]] },
                         req(&up.url("/echo/auth")),
                     ],
@@ -760,12 +767,15 @@ mod sdks {
         assert_eq!(r[0]["content_type"], "application/json", "{guest}");
         assert_eq!(
             (&r[1]["status"], &r[1]["body"]),
-            (&json!(200), &json!("hello")),
+            (&json!(200), &json!("you posted: hello")),
             "{guest}: {r:?}"
         );
-        assert_eq!(up.seen.header("/ok", "x-trace").as_deref(), Some("t1"));
         assert_eq!(
-            up.seen.header("/ok", "content-length").as_deref(),
+            up.seen.header("/echo/body", "x-trace").as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            up.seen.header("/echo/body", "content-length").as_deref(),
             Some("5"),
             "{guest}: the body went with its length"
         );
@@ -782,11 +792,11 @@ mod sdks {
                 "http GET {} denied: no http grant matches (granted: {}, {})",
                 up.url("/echo/auth"),
                 up.url("/v1/*"),
-                up.url("/ok")
+                up.url("/echo/body")
             )),
             "{guest}: {log}"
         );
-        assert_eq!(up.seen.paths(), ["/v1/items", "/ok"], "{guest}");
+        assert_eq!(up.seen.paths(), ["/v1/items", "/echo/body"], "{guest}");
         // Config reads the granted values.
         assert_eq!(d["config"]["channel"], "#ops", "{guest}: {d}");
         assert_eq!(
