@@ -16,9 +16,11 @@ WASM_DIR="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release"
 
 # Guests in other languages: SOURCE.py / SOURCE.js is built into
 # $WASM_DIR/<stem>_py.wasm / <stem>_js.wasm by that language's SDK (the JS
-# no-op also as noop_js_qjs.wasm, with the QuickJS backend, for the benchmark).
-PY_GUESTS=(example-jobs/python/counter.py example-jobs/python/report.py tests/guests/noop-py/noop.py)
-JS_GUESTS=(example-jobs/js/counter.js example-jobs/js/report.js tests/guests/noop-js/noop.js)
+# no-op and http guest also as noop_js_qjs.wasm and guest_http_js_qjs.wasm,
+# with the QuickJS backend, for the benchmark and the grants tests).
+PY_GUESTS=(example-jobs/python/counter.py example-jobs/python/report.py tests/guests/noop-py/noop.py tests/guests/http-py/guest_http.py)
+JS_GUESTS=(example-jobs/js/counter.js example-jobs/js/report.js tests/guests/noop-js/noop.js tests/guests/http-js/guest_http.js)
+JS_QJS_GUESTS=(tests/guests/noop-js/noop.js tests/guests/http-js/guest_http.js)
 # The guest toolchains, pinned (the SDKs' own manifests pin the same):
 # componentize-py from PyPI, componentize-js and jco from npm (package-lock.json).
 COMPONENTIZE_PY_VERSION=0.25.1
@@ -209,29 +211,32 @@ build_other_guests() {
   local src out
   for src in "${PY_GUESTS[@]}"; do
     out="$WASM_DIR/$(basename "$src" .py)_py.wasm"
-    if [ ! -f "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find guest-sdk-python/src -newer "$out" -name '*.py' -print -quit)" ]; then
+    if [ ! -f "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find guest-sdk-python/src -newer "$out" \( -name '*.py' -o -name '*.wit' \) -print -quit)" ]; then
       say "building $src (componentize-py)"
-      "$PY_VENV/bin/python" -m quartzite_sdk.build "$src" -o "$out" >/dev/null || die "building $src failed"
+      # This checkout's SDK, whichever checkout the venv's editable install points at.
+      PYTHONPATH="$PWD/guest-sdk-python/src" "$PY_VENV/bin/python" -m quartzite_sdk.build "$src" -o "$out" >/dev/null || die "building $src failed"
     fi
   done
   for src in "${JS_GUESTS[@]}"; do
     out="$WASM_DIR/$(basename "$src" .js)_js.wasm"
-    if [ ! -f "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find guest-sdk-js/src guest-sdk-js/bin -newer "$out" -print -quit)" ]; then
+    if [ ! -f "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find guest-sdk-js/src guest-sdk-js/bin guest-sdk-js/wit -newer "$out" -print -quit)" ]; then
       say "building $src (componentize-js)"
       node guest-sdk-js/bin/quartzite-build-js.js "$src" -o "$out" >/dev/null || die "building $src failed"
     fi
   done
-  out="$WASM_DIR/noop_js_qjs.wasm"
-  if [ ! -f "$out" ] || [ -n "$(find guest-sdk-js/src guest-sdk-js/bin tests/guests/noop-js -newer "$out" -print -quit)" ]; then
-    say "building tests/guests/noop-js/noop.js (QuickJS backend)"
-    node guest-sdk-js/bin/quartzite-build-js.js tests/guests/noop-js/noop.js -o "$out" --backend quickjs >/dev/null \
-      || die "building the QuickJS no-op failed"
-  fi
+  for src in "${JS_QJS_GUESTS[@]}"; do
+    out="$WASM_DIR/$(basename "$src" .js)_js_qjs.wasm"
+    if [ ! -f "$out" ] || [ "$src" -nt "$out" ] || [ -n "$(find guest-sdk-js/src guest-sdk-js/bin guest-sdk-js/wit -newer "$out" -print -quit)" ]; then
+      say "building $src (QuickJS backend)"
+      node guest-sdk-js/bin/quartzite-build-js.js "$src" -o "$out" --backend quickjs >/dev/null \
+        || die "building $src with the QuickJS backend failed"
+    fi
+  done
 }
 
 test_other_sdks() {
   say "Python SDK tests (pytest)"
-  (cd guest-sdk-python && "$PY_VENV/bin/python" -m pytest -q) || die "the Python SDK tests failed"
+  (cd guest-sdk-python && PYTHONPATH="$PWD/src" "$PY_VENV/bin/python" -m pytest -q) || die "the Python SDK tests failed"
   say "JavaScript SDK tests (node --test)"
   (cd guest-sdk-js && node --test test/) || die "the JavaScript SDK tests failed"
 }

@@ -4,6 +4,7 @@
 // does not exist.
 
 import * as host from "quartzite:job/host@1.1.0";
+import * as store from "wasi:config/store@0.2.0-rc.1";
 import { Context, Event, Fatal, Lock, Retry } from "./index.js";
 import { install } from "./host.js";
 import { Failed, instantiate, runJob } from "./run.js";
@@ -25,6 +26,16 @@ function convert(thrown) {
       return new Retry(`host unavailable: ${e.val}`);
     default:
       return new Retry(`host error: ${String(thrown)}`);
+  }
+}
+
+// wasi:config/store's error variant: upstream(string) or io(string).
+function config(f) {
+  try {
+    return f();
+  } catch (thrown) {
+    const e = thrown && typeof thrown === "object" && "payload" in thrown ? thrown.payload : thrown;
+    throw new Retry(`config unavailable: ${e && e.val !== undefined ? e.val : String(thrown)}`);
   }
 }
 
@@ -73,7 +84,16 @@ const guestBackend = {
     });
   },
   emit: (name, payload, key) => call(() => host.emit(name, payload, key ?? undefined)),
+  configGet: (key) => config(() => store.get(key)) ?? null,
+  configGetAll: () => config(() => store.getAll()),
+  // Set by the entry module the build writes: guest-http.js, or a refusal.
+  httpSend: null,
 };
+
+/** Makes `send(request)` the component's http transport. */
+export function setHttpTransport(send) {
+  guestBackend.httpSend = send;
+}
 
 install(guestBackend);
 

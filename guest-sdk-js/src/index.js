@@ -12,11 +12,16 @@
 //     }
 //   }
 //
+// `config` reads the job's config grants; `http` is a blocking client for the
+// URLs its http grants allow (see config.js and http.js).
+//
 // `quartzite-build-js job.js -o job.wasm` turns the module into a component;
 // TestHost from "quartzite-sdk/testing" runs it under node:test. The bindings
 // of the component stay inside this package.
 
 import { backend } from "./host.js";
+export { config } from "./config.js";
+export { http, HttpError, Response as HttpResponse, Request as HttpRequest } from "./http.js";
 
 /** A transient failure: the job's retry policy applies. Any other error a run
  * throws is treated as a retry too; throw Fatal when trying again cannot help. */

@@ -18,6 +18,8 @@ export const MAX_EMITS_PER_RUN = 1_000;
 export const MAX_LOG_BYTES = 64 << 10;
 export const MAX_LOG_LINE = 4096;
 export const MAX_OUTPUT_BYTES = 1 << 20;
+/** Requests a run may send when its grants set no other bound. */
+export const HTTP_MAX_REQUESTS = 100;
 
 import { utf8Encode } from "./utf8.js";
 

@@ -2,6 +2,7 @@
 // the failure as { retryable, message }.
 
 import { Fatal, Outcome, Retry } from "./index.js";
+import { HttpError } from "./http.js";
 
 export class Failed extends Error {
   constructor(retryable, message) {
@@ -31,6 +32,8 @@ export function runJob(job, ctx) {
   } catch (e) {
     if (e instanceof Retry) throw new Failed(true, e.message);
     if (e instanceof Fatal) throw new Failed(false, e.message);
+    // Retryable when a later try may pass (network, 5xx, 429), fatal otherwise.
+    if (e instanceof HttpError) throw new Failed(e.retryable, e.message);
     // An unexpected error is transient unless the job says otherwise.
     throw new Failed(true, e instanceof Error ? `${e.name}: ${e.message}` : String(e));
   }

@@ -2,17 +2,30 @@
 //
 // TestHost plays the host: it hands the job its data, keeps kv state and
 // locks in memory, captures log lines, owns a fake clock, and can cancel the
-// run after a given number of cancelled() checks. It refuses what the real
-// host refuses, with the same messages (see limits.js).
+// run after a given number of cancelled() checks, serves config values and
+// answers HTTP requests from stubs. It refuses what the real host refuses,
+// with the same messages (see limits.js).
 //
 //   import { TestHost } from "quartzite-sdk/testing";
 //   const host = new TestHost();
 //   assert.deepEqual(host.run(Counter).details, { count: 1 });
+//
+//   const h = new TestHost()
+//     .config("base", "https://api.example.com")
+//     .stubHttp("https://api.example.com/v1/items", 200, "[1, 2, 3]");
+//   assert.equal(h.run(Fetch).details, 3);
+//   assert.equal(h.httpRequests[0].url, "https://api.example.com/v1/items");
+//
+// A request to a URL without a stub is denied (an HttpError of kind
+// "denied"), as the host denies a URL no grant matches; so is a header the
+// host sets itself, and past HTTP_MAX_REQUESTS requests in a run a request
+// fails with kind "limit".
 
 import { Context, Event, Fatal, Lock, Retry } from "./index.js";
 import { install } from "./host.js";
 import * as limits from "./limits.js";
 import { Failed, instantiate, runJob } from "./run.js";
+import { HttpError, Response } from "./http.js";
 import { utf8Decode, utf8Encode } from "./utf8.js";
 
 const invalid = (m) => new Fatal(`invalid argument: ${m}`);
@@ -64,6 +77,49 @@ export class TestHost {
     this._emits = 0;
     this._logBytes = 0;
     this._fire = "";
+    /** Config keys and values, as config grants give them. */
+    this.configValues = new Map();
+    /** Every request the job made (redirect hops and refused ones too), in order. */
+    this.httpRequests = [];
+    this._stubs = [];
+    this._requestsThisRun = 0;
+  }
+
+  /** Sets config key `key`, as a config grant would. Returns the host. */
+  config(key, value) {
+    if (typeof key !== "string" || typeof value !== "string") {
+      throw new TypeError("TestHost.config takes a string key and a string value");
+    }
+    this.configValues.set(key, value);
+    return this;
+  }
+
+  /**
+   * Answers requests to `url` (exact, or a prefix ending in `*`) with
+   * `status`, `body` (a string or Uint8Array) and `headers` (default:
+   * content-type: application/json). Stubbing a URL again queues another
+   * answer: each is given once, in order, and the last one repeats. Returns
+   * the host.
+   */
+  stubHttp(url, status = 200, body = "", { headers } = {}) {
+    const pairs = headers === undefined
+      ? [["content-type", "application/json"]]
+      : typeof headers[Symbol.iterator] === "function" ? [...headers] : Object.entries(headers);
+    const bytes = typeof body === "string" ? utf8Encode(body) : Uint8Array.from(body);
+    return this._stub(url, new Response(Number(status), pairs, bytes));
+  }
+
+  /** Answers requests to `url` with `error`, an HttpError (a denial, a network failure...). */
+  stubHttpError(url, error) {
+    if (!(error instanceof HttpError)) throw new TypeError("stubHttpError takes an HttpError");
+    return this._stub(url, error);
+  }
+
+  _stub(url, answer) {
+    const found = this._stubs.find(([u]) => u === url);
+    if (found) found[1].push(answer);
+    else this._stubs.push([url, [answer]]);
+    return this;
   }
 
   // --- what a test sets up and reads -----------------------------------
@@ -100,6 +156,7 @@ export class TestHost {
     this._checks = 0;
     this._emits = 0;
     this._logBytes = 0;
+    this._requestsThisRun = 0;
     this._fire = this.fireId ?? `test-fire-${this._runs}`;
     const ctx = new Context({
       jobKey: this.jobKey, triggerKey: "test/trigger", fireId: this._fire,
@@ -249,5 +306,33 @@ export class TestHost {
     this._emittedKeys.push(seen);
     this.emitted.push({ name, payloadJson: payload, payload: JSON.parse(payload), key: key ?? null });
     return `test-event-${this.emitted.length}`;
+  }
+
+  configGet(key) {
+    return this.configValues.get(key) ?? null;
+  }
+
+  configGetAll() {
+    return [...this.configValues];
+  }
+
+  httpSend(request) {
+    this.httpRequests.push(request);
+    this._requestsThisRun += 1;
+    if (this._requestsThisRun > limits.HTTP_MAX_REQUESTS) {
+      throw new HttpError("limit", "the run's request or connection limit");
+    }
+    const url = request.url;
+    for (const [pattern, answers] of this._stubs) {
+      const hit = pattern.endsWith("*") ? url.startsWith(pattern.slice(0, -1)) : url === pattern;
+      if (!hit) continue;
+      const answer = answers.length > 1 ? answers.shift() : answers[0];
+      if (answer instanceof HttpError) throw answer;
+      return new Response(answer.status, answer.headers.map(([n, v]) => [n, v]), answer.body.slice());
+    }
+    throw new HttpError(
+      "denied",
+      `no stub for ${url} (TestHost denies what it was not told about, as the host denies what is not granted)`,
+    );
   }
 }

@@ -22,7 +22,8 @@ component; :class:`quartzite_sdk.testing.TestHost` runs it under pytest. The
 bindings componentize-py generates stay inside this package: a job deals in
 :class:`Context`, :class:`Outcome`, :class:`Retry`/:class:`Fatal` and the
 helpers here (:mod:`kv <quartzite_sdk.kv>`, :func:`lock`, :func:`cancelled`,
-:mod:`log <quartzite_sdk.log>`, :func:`emit`).
+:mod:`log <quartzite_sdk.log>`, :func:`emit`, :mod:`config <quartzite_sdk.config>`,
+:mod:`http <quartzite_sdk.http>`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from . import _host
 
 __all__ = [
     "Job", "JobInfo", "Overlap", "Context", "Event", "Outcome", "Retry", "Fatal",
-    "export", "kv", "log", "lock", "Lock", "cancelled", "now", "emit",
+    "export", "kv", "log", "lock", "Lock", "cancelled", "now", "emit", "config", "http",
 ]
 
 
@@ -254,4 +255,4 @@ def emit(name: str, payload: Any = None, key: str | None = None) -> str:
     return _host.current().emit(name, text, key)
 
 
-from . import kv, log  # noqa: E402  (they use the names above)
+from . import config, http, kv, log  # noqa: E402  (they use the names above)

@@ -8,12 +8,22 @@ Only a component imports this module (through the entry module that
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from wit_world import exports
-from wit_world.imports import host, types
+from wit_world.imports import host, store
 from componentize_py_types import Err
 
+try:
+    from wit_world.imports import types
+except ImportError:  # next to wasi:http/types the contract's types take the package's name
+    from wit_world.imports import quartzite_job_types as types
+
 from . import Context, Event, Fatal, Lock, Overlap, Retry, _host, _run
+# Imported now, while the component is built: a module first imported during
+# a run is not found (the component carries no files, only the interpreter's
+# state after the job module and its imports have loaded).
+from . import _guest_http
 
 _LEVELS = {
     "trace": types.LogLevel.TRACE,
@@ -43,6 +53,10 @@ def _convert(err: Err) -> Exception:
     if isinstance(e, types.HostError_Unavailable):
         return Retry(f"host unavailable: {e.value}")
     return Retry(f"host error: {e!r}")
+
+
+def _config_error(err: Err) -> Exception:
+    return Retry(f"config unavailable: {err.value.value}")
 
 
 class _Backend:
@@ -93,6 +107,21 @@ class _Backend:
             return host.emit(name, payload, key)
         except Err as e:
             raise _convert(e) from None
+
+    def config_get(self, key: str) -> str | None:
+        try:
+            return store.get(key)
+        except Err as e:
+            raise _config_error(e) from None
+
+    def config_get_all(self) -> list[tuple[str, str]]:
+        try:
+            return store.get_all()
+        except Err as e:
+            raise _config_error(e) from None
+
+    def http_send(self, request: Any) -> Any:
+        return _guest_http.send(request)
 
 
 _host.install(_Backend())

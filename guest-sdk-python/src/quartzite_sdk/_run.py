@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from . import Context, Fatal, Job, Outcome, Retry, _host
+from .http import HttpError
 
 
 class Failed(Exception):
@@ -39,6 +40,8 @@ def run(job: type[Job], ctx: Context) -> tuple[str | None, str | None]:
         raise Failed(True, str(e)) from None
     except Fatal as e:
         raise Failed(False, str(e)) from None
+    except HttpError as e:  # retryable when a later try may pass, fatal otherwise
+        raise Failed(e.retryable, str(e)) from None
     except Exception as e:  # an unexpected error is transient unless the job says otherwise
         raise Failed(True, f"{type(e).__name__}: {e}") from None
     if isinstance(result, Outcome):

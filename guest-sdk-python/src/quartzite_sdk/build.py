@@ -1,11 +1,16 @@
 """Builds a job module into a Quartzite component with componentize-py.
 
-    python -m quartzite_sdk.build job.py -o job.wasm
+    python -m quartzite_sdk.build job.py -o job.wasm [--no-wasi-http]
 
 The component is built against the WIT contract shipped in this package
-(``quartzite:job@1.1.0``, world ``job``). The job module's directory is on the
-component's import path, so the module may import its siblings; packages
-installed in the running Python environment are found as well.
+(``quartzite:job@1.1.0``, world ``job``) plus the imports of ``config``
+(``wasi:config/store``) and ``http`` (``wasi:http/outgoing-handler``): the
+world ``job-http`` of ``wit/worlds.wit``. The host links both for every job and
+lets a request out only as the job's grants say, so a job that uses neither
+runs the same. ``--no-wasi-http`` builds against ``job-config`` instead, without
+wasi:http: there ``quartzite_sdk.http`` raises ``Invalid``. The job module's
+directory is on the component's import path, so the module may import its
+siblings; packages installed in the running Python environment are found as well.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 WIT_DIR = Path(__file__).parent / "wit"
-WORLD = "job"
+WORLD = "job-http"
+WORLD_NO_HTTP = "job-config"
 ENTRY = "quartzite_entry"
 
 
@@ -35,8 +41,9 @@ def _componentize_py() -> str:
     return found
 
 
-def build(module: Path, output: Path) -> None:
-    """Builds ``module`` (a .py file that calls quartzite_sdk.export) into ``output``."""
+def build(module: Path, output: Path, *, wasi_http: bool = True) -> None:
+    """Builds ``module`` (a .py file that calls quartzite_sdk.export) into ``output``;
+    without ``wasi_http`` the component does not import wasi:http."""
     module = module.resolve()
     if not module.is_file() or module.suffix != ".py":
         raise SystemExit(f"quartzite_sdk.build: {module} is not a Python file")
@@ -49,7 +56,7 @@ def build(module: Path, output: Path) -> None:
             "from quartzite_sdk._guest import Runner  # noqa: F401\n"
         )
         command = [
-            _componentize_py(), "-d", str(WIT_DIR), "-w", WORLD, "componentize",
+            _componentize_py(), "-d", str(WIT_DIR), "-w", WORLD if wasi_http else WORLD_NO_HTTP, "componentize",
             "-p", str(module.parent), "-p", tmp, "-p", str(sdk_parent),
             ENTRY, "-o", str(output),
         ]
@@ -62,8 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m quartzite_sdk.build", description=__doc__.splitlines()[0])
     parser.add_argument("module", type=Path, help="the job's .py file")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the component to write")
+    parser.add_argument("--no-wasi-http", action="store_true",
+                        help="leave wasi:http out (quartzite_sdk.http then raises Invalid)")
     args = parser.parse_args()
-    build(args.module, args.output)
+    build(args.module, args.output, wasi_http=not args.no_wasi_http)
     print(f"built {args.output}")
 
 

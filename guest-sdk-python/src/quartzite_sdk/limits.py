@@ -19,6 +19,8 @@ MAX_EMITS_PER_RUN = 1_000
 MAX_LOG_BYTES = 64 << 10
 MAX_LOG_LINE = 4096
 MAX_OUTPUT_BYTES = 1 << 20
+#: Requests a run may send when its grants set no other bound.
+HTTP_MAX_REQUESTS = 100
 
 _EVENT_CHARS = set("._-:/")
 

@@ -2,8 +2,9 @@
 
 :class:`TestHost` plays the host: it hands the job its data, keeps kv state
 and locks in memory, captures log lines, owns a fake clock, and can cancel the
-run after a given number of ``cancelled()`` checks. It refuses what the real
-host refuses, with the same messages (see :mod:`quartzite_sdk.limits`)::
+run after a given number of ``cancelled()`` checks, serves config values and
+answers HTTP requests from stubs. It refuses what the real host refuses, with
+the same messages (see :mod:`quartzite_sdk.limits`)::
 
     from quartzite_sdk.testing import TestHost
 
@@ -12,6 +13,17 @@ host refuses, with the same messages (see :mod:`quartzite_sdk.limits`)::
         assert host.run(Counter).details == {"count": 1}
         assert host.run(Counter).details == {"count": 2}
         assert host.kv_json("count") == 2
+
+    def test_fetches():
+        host = TestHost().config("base", "https://api.example.com")
+        host.stub_http("https://api.example.com/v1/items", 200, "[1, 2, 3]")
+        assert host.run(Fetch).details == 3
+        assert host.http_requests[0].url == "https://api.example.com/v1/items"
+
+A request to a URL without a stub is refused as :class:`quartzite_sdk.http.Denied`,
+as the host refuses a URL no grant matches; so is a header the host sets
+itself, and past :data:`quartzite_sdk.limits.HTTP_MAX_REQUESTS` requests in
+a run a request raises :class:`quartzite_sdk.http.Limit`.
 """
 
 from __future__ import annotations
@@ -19,9 +31,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from . import Context, Event, Fatal, Job, Lock, Retry, _host, _run, limits
+from .http import Denied, HttpError, Limit, Request, Response
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,12 @@ class TestHost:
         self._emits = 0
         self._log_bytes = 0
         self._fire = ""
+        #: Config keys and values, as ``config`` grants give them.
+        self.config_values: dict[str, str] = {}
+        #: Every request the job made (redirect hops and refused ones too), in order.
+        self.http_requests: list[Request] = []
+        self._stubs: list[tuple[str, list[Response | HttpError]]] = []
+        self._requests_this_run = 0
 
     # --- what a test sets up and reads ---------------------------------
 
@@ -124,6 +143,45 @@ class TestHost:
     def hold_lock_elsewhere(self, name: str) -> None:
         """Pretends another node holds lock ``name``, so the job's ``lock`` times out."""
         self.foreign.add(name)
+
+    def config(self, key: str, value: str) -> "TestHost":
+        """Sets config key ``key``, as a ``config`` grant would. Returns the host."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("TestHost.config takes a str key and a str value")
+        self.config_values[key] = value
+        return self
+
+    def stub_http(
+        self,
+        url: str,
+        status: int = 200,
+        body: str | bytes = "",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> "TestHost":
+        """Answers requests to ``url`` (exact, or a prefix ending in ``*``) with
+        ``status``, ``body`` and ``headers`` (default: ``content-type:
+        application/json``). Stubbing a URL again queues another answer: each
+        is given once, in order, and the last one repeats. Returns the host."""
+        if headers is None:
+            pairs = [("content-type", "application/json")]
+        else:
+            pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+        raw = body.encode() if isinstance(body, str) else bytes(body)
+        return self._stub(url, Response(int(status), pairs, raw))
+
+    def stub_http_error(self, url: str, error: HttpError) -> "TestHost":
+        """Answers requests to ``url`` with ``error`` (a denial, a network failure...)."""
+        if not isinstance(error, HttpError):
+            raise TypeError(f"stub_http_error takes an http.HttpError, not {type(error).__name__}")
+        return self._stub(url, error)
+
+    def _stub(self, url: str, answer: Response | HttpError) -> "TestHost":
+        for u, answers in self._stubs:
+            if u == url:
+                answers.append(answer)
+                return self
+        self._stubs.append((url, [answer]))
+        return self
 
     def kv_json(self, key: str) -> Any:
         """The kv value under ``key`` parsed as JSON (None when absent)."""
@@ -142,6 +200,7 @@ class TestHost:
         self._checks = 0
         self._emits = 0
         self._log_bytes = 0
+        self._requests_this_run = 0
         self._fire = self.fire_id or f"test-fire-{self._runs}"
         ctx = Context(
             job_key=self.job_key,
@@ -272,3 +331,27 @@ class TestHost:
         self._emitted_keys.append(seen)
         self.emitted.append(Emitted(name, payload, key))
         return f"test-event-{len(self.emitted)}"
+
+    def config_get(self, key: str) -> str | None:
+        return self.config_values.get(key)
+
+    def config_get_all(self) -> list[tuple[str, str]]:
+        return list(self.config_values.items())
+
+    def http_send(self, request: Request) -> Response:
+        self.http_requests.append(request)
+        self._requests_this_run += 1
+        if self._requests_this_run > limits.HTTP_MAX_REQUESTS:
+            raise Limit("the run's request or connection limit")
+        url = request.url
+        for pattern, answers in self._stubs:
+            hit = url.startswith(pattern[:-1]) if pattern.endswith("*") else url == pattern
+            if hit:
+                answer = answers.pop(0) if len(answers) > 1 else answers[0]
+                if isinstance(answer, HttpError):
+                    raise answer
+                return Response(answer.status, list(answer.headers), answer.body)
+        raise Denied(
+            f"no stub for {url} (TestHost denies what it was not told about, "
+            "as the host denies what is not granted)"
+        )

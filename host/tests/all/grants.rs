@@ -1,6 +1,7 @@
 //! Grants on real components against a real HTTP server on loopback: what a
 //! job may reach, what it may not, the per-run limits, secrets injected but
-//! never stored, config, emit grants, and a node without the secret key.
+//! never stored, config, emit grants, a node without the secret key, and the
+//! Python and JavaScript SDKs' `config` and `http` under the real host.
 //!
 //! The runtime tests use the in-memory grant source; the node tests run a
 //! whole node (SQLite and PostgreSQL) through its admin API. The guests must be
@@ -76,13 +77,14 @@ impl Upstream {
 }
 
 /// A small HTTP service on 127.0.0.1: `/ok`, `/echo/auth` (answers with the
-/// Authorization header it got), `/redirect` (to an ungranted host), `/big`
+/// Authorization header it got), `/echo/body` (with the body it got), `/redirect` (to an ungranted host), `/big`
 /// (64 KiB), `/slow` (answers after 5 s), `/v1/items`.
 async fn upstream() -> Upstream {
     async fn handle(
         State(seen): State<Seen>,
         uri: axum::http::Uri,
         headers: HeaderMap,
+        request: axum::extract::Request,
     ) -> axum::response::Response {
         let auth = headers
             .get("authorization")
@@ -94,6 +96,12 @@ async fn upstream() -> Upstream {
             .push((uri.path().to_string(), headers));
         match uri.path() {
             "/ok" => "hello".into_response(),
+            "/echo/body" => match axum::body::to_bytes(request.into_body(), 1 << 20).await {
+                Ok(body) => {
+                    format!("you posted: {}", String::from_utf8_lossy(&body)).into_response()
+                }
+                Err(_) => StatusCode::BAD_REQUEST.into_response(),
+            },
             "/v1/items" => axum::Json(json!([1, 2, 3])).into_response(),
             "/echo/auth" => format!("you sent: {auth}").into_response(),
             "/redirect" => (
@@ -131,6 +139,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_in(None)
+}
+
+/// A fixture whose runtime keeps compiled modules in `cache`.
+fn fixture_in(cache: Option<std::path::PathBuf>) -> Fixture {
     let grants = Arc::new(MemoryGrants::new());
     let kv = Arc::new(MemoryKv::new());
     let events = Arc::new(MemoryEvents::new(8));
@@ -143,7 +156,7 @@ fn fixture() -> Fixture {
     let runtime = Runtime::new(
         RuntimeConfig {
             engine: EngineConfig::default(),
-            cache_dir: None,
+            cache_dir: cache,
             node_id: "grants-test".into(),
         },
         services,
@@ -159,7 +172,12 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     async fn run(&self, data: Value) -> RunReport {
-        let job = self.runtime.resolve_file(&wasm("guest_http"));
+        self.run_guest("guest_http", data).await
+    }
+
+    /// Runs the built guest `guest` as the job `tests/http`.
+    async fn run_guest(&self, guest: &str, data: Value) -> RunReport {
+        let job = self.runtime.resolve_file(&wasm(guest));
         let request = RunRequest {
             data: data.to_string(),
             ..RunRequest::new("tests/http")
@@ -688,6 +706,203 @@ mod config_and_emit {
                 matches!(report.outcome, RunOutcome::Completed { .. }),
                 "{guest}: {:?}",
                 report.outcome
+            );
+        }
+    }
+}
+
+/// The Python and JavaScript SDKs' `config` and `http` under the real host:
+/// the guests of tests/guests/http-py and http-js take the same data and give
+/// the same details as the Rust guest_http.
+mod sdks {
+    use super::*;
+
+    /// Compiled Python and JS components are kept across runs of these
+    /// tests (and shared with the polyglot tests): they take tens of seconds
+    /// to compile, and compiling is not what is tested here.
+    fn cached_fixture() -> Fixture {
+        fixture_in(Some(guest_dir().join("../../polyglot-test-cache")))
+    }
+
+    fn config_grant(http: Vec<String>) -> Grants {
+        Grants {
+            http,
+            config: [
+                ("channel".to_string(), "#ops".to_string()),
+                ("a".into(), "1".into()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Grants::default()
+        }
+    }
+
+    async fn granted_requests_config_and_denials(guest: &str) {
+        let _load = load_share(LOADED).await;
+        let up = upstream().await;
+        let f = cached_fixture();
+        f.grants.put(
+            "tests/http",
+            config_grant(vec![up.url("/v1/*"), up.url("/echo/body")]),
+        );
+        let report = f
+            .run_guest(
+                guest,
+                json!({
+                    "config": true,
+                    "requests": [
+                        req(&up.url("/v1/items?token=abc")),
+                        { "url": up.url("/echo/body"), "method": "POST", "body": "hello",
+                          "headers": [["x-trace", "t1"]] },
+                        req(&up.url("/echo/auth")),
+                    ],
+                }),
+            )
+            .await;
+        let d = details(&report);
+        let r = d["results"].as_array().unwrap();
+        // The granted requests reached the server and their responses the guest.
+        assert_eq!(r[0]["status"], 200, "{guest}: {r:?}");
+        assert_eq!(r[0]["body"], "[1,2,3]", "{guest}");
+        assert_eq!(r[0]["content_type"], "application/json", "{guest}");
+        assert_eq!(
+            (&r[1]["status"], &r[1]["body"]),
+            (&json!(200), &json!("you posted: hello")),
+            "{guest}: {r:?}"
+        );
+        assert_eq!(
+            up.seen.header("/echo/body", "x-trace").as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            up.seen.header("/echo/body", "content-length").as_deref(),
+            Some("5"),
+            "{guest}: the body went with its length"
+        );
+        // The ungranted one is denied, in the SDK's words and in the host's log.
+        assert_eq!(r[2]["error"], "denied", "{guest}: {r:?}");
+        assert_eq!(
+            r[2]["message"],
+            "request denied by the host: the job's grants do not allow this request",
+            "{guest}"
+        );
+        let log = logs(&report);
+        assert!(
+            log.contains(&format!(
+                "http GET {} denied: no http grant matches (granted: {}, {})",
+                up.url("/echo/auth"),
+                up.url("/v1/*"),
+                up.url("/echo/body")
+            )),
+            "{guest}: {log}"
+        );
+        assert_eq!(up.seen.paths(), ["/v1/items", "/echo/body"], "{guest}");
+        // Config reads the granted values.
+        assert_eq!(d["config"]["channel"], "#ops", "{guest}: {d}");
+        assert_eq!(
+            d["config"]["all"],
+            json!([["a", "1"], ["channel", "#ops"]]),
+            "{guest}"
+        );
+
+        // A redirect is followed only where the grants allow: the hop to an
+        // ungranted host is denied by the host; not following gives the 302.
+        f.grants.put("tests/http", config_grant(vec![up.url("/*")]));
+        let report = f
+            .run_guest(
+                guest,
+                json!({ "requests": [
+                    req(&up.url("/redirect")),
+                    { "url": up.url("/redirect"), "max_redirects": 0 },
+                ] }),
+            )
+            .await;
+        let r = results(&report);
+        assert_eq!(r[0]["error"], "denied", "{guest}: {r:?}");
+        assert_eq!(r[1]["status"], 302, "{guest}: {r:?}");
+        assert!(
+            logs(&report).contains("http GET http://ungranted.invalid/landing denied"),
+            "{guest}: {}",
+            logs(&report)
+        );
+
+        // Without any grant: config is empty and every request is denied.
+        f.grants.put("tests/http", Grants::default());
+        let report = f
+            .run_guest(
+                guest,
+                json!({ "config": true, "requests": [req(&up.url("/ok"))] }),
+            )
+            .await;
+        let d = details(&report);
+        assert_eq!(d["results"][0]["error"], "denied", "{guest}: {d}");
+        assert_eq!(
+            d["config"],
+            json!({ "all": [], "channel": null }),
+            "{guest}"
+        );
+        assert!(
+            logs(&report).contains("denied: the job has no http grant"),
+            "{guest}: {}",
+            logs(&report)
+        );
+        assert_eq!(
+            up.seen.paths().len(),
+            4,
+            "{guest}: nothing more reached the server"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn python_config_and_http_under_the_real_host() {
+        granted_requests_config_and_denials("guest_http_py").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn javascript_config_and_http_under_the_real_host() {
+        granted_requests_config_and_denials("guest_http_js").await;
+    }
+
+    /// QuickJS components cannot import wasi:http (componentize-qjs): config
+    /// works, and a request fails at once with why, reaching nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quickjs_job_reads_config_and_is_told_it_cannot_make_requests() {
+        let _load = load_share(LOADED).await;
+        let up = upstream().await;
+        let f = cached_fixture();
+        f.grants.put("tests/http", config_grant(vec![up.url("/*")]));
+        let d = details(
+            &f.run_guest(
+                "guest_http_js_qjs",
+                json!({ "config": true, "requests": [req(&up.url("/ok"))] }),
+            )
+            .await,
+        );
+        assert_eq!(d["config"]["channel"], "#ops", "{d}");
+        let r = &d["results"][0];
+        assert_eq!(r["error"], "invalid", "{d}");
+        assert!(
+            r["message"]
+                .as_str()
+                .unwrap()
+                .contains("the QuickJS backend cannot build a component importing wasi:http"),
+            "{d}"
+        );
+        assert!(up.seen.paths().is_empty());
+    }
+
+    /// Jobs that use neither run where nothing is granted, in every language.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_without_config_or_http_run_without_grants() {
+        let _load = load_share(LOADED).await;
+        let f = cached_fixture();
+        for guest in ["noop_py", "noop_js", "noop_js_qjs", "guest_noop"] {
+            let report = f.run_guest(guest, json!({})).await;
+            assert!(
+                matches!(report.outcome, RunOutcome::Completed { .. }),
+                "{guest}: {:?}; logs {:?}",
+                report.outcome,
+                report.logs
             );
         }
     }

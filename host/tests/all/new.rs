@@ -307,4 +307,17 @@ fn the_sdks_test_hosts_apply_the_hosts_limits() {
             assert_eq!(theirs.get(*name), Some(value), "{name} in {file}");
         }
     }
+    // The Python and JS test hosts also bound the requests of a run, as a
+    // job's grants do when they set no other bound.
+    let max_requests = u64::from(quartzite::grants::HttpLimits::default().max_requests);
+    for file in [
+        "guest-sdk-python/src/quartzite_sdk/limits.py",
+        "guest-sdk-js/src/limits.js",
+    ] {
+        assert_eq!(
+            limits_of(file).get("HTTP_MAX_REQUESTS"),
+            Some(&max_requests),
+            "HTTP_MAX_REQUESTS in {file}"
+        );
+    }
 }
