@@ -10,7 +10,6 @@ use quartzite::runtime::{
     CowImages, EngineConfig, HostServices, Limits, LoadedModule, RunRequest, Runtime, RuntimeConfig,
 };
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Each throughput round runs for about this long.

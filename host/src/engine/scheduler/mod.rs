@@ -424,8 +424,7 @@ impl Scheduler {
                             marked,
                             (slots, workers),
                             stop,
-                            &job_metrics,
-                            &mut trace,
+                            (&job_metrics, &mut trace),
                         )
                         .await;
                     let ran = !matches!(completion.next, FireNext::Unclaim | FireNext::Release);
@@ -538,8 +537,8 @@ impl Scheduler {
         marked: bool,
         (slots, workers): (Arc<Semaphore>, Arc<Semaphore>),
         mut stop: watch::Receiver<bool>,
-        job_metrics: &JobMetrics,
-        trace: &mut Option<AttemptTrace>,
+        // What the attempt is recorded into: its job's metrics, its trace.
+        (job_metrics, trace): (&JobMetrics, &mut Option<AttemptTrace>),
     ) -> (Completion, Duration) {
         let unstarted = |c: Completion| (c, Duration::ZERO);
         let waiting = Step::start(trace);
