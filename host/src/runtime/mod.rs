@@ -86,8 +86,7 @@ pub struct RunRequest {
     pub grants: GrantsFrom,
     /// Where the run is in its fire's trace (`domain::trace`), if it is
     /// traced: the parent of the spans of its host calls and requests, and the
-    /// `TRACEPARENT` its
-    /// guest sees.
+    /// `TRACEPARENT` its guest sees.
     pub trace: Option<crate::domain::trace::RunContext>,
 }
 
@@ -137,6 +136,8 @@ struct Engined {
     engine: Engine,
     linker: Linker<RunState>,
     cache: Option<DiskCache>,
+    /// Whether its runs map initial memory images copy-on-write.
+    mapped: bool,
 }
 
 impl Engined {
@@ -158,6 +159,7 @@ impl Engined {
             engine,
             linker,
             cache,
+            mapped,
         })
     }
 }
@@ -172,7 +174,6 @@ pub struct Runtime {
     /// node running only small modules reserves no second pool. `None`: it
     /// could not be built, and large modules copy too.
     mapping: std::sync::OnceLock<Option<Engined>>,
-    cow: engine::CowImages,
     /// What the engines were built from.
     config: RuntimeConfig,
     modules: Mutex<HashMap<String, Arc<LoadedModule>>>,
@@ -183,7 +184,6 @@ pub struct Runtime {
     services: HostServices,
     node: watch::Sender<NodeState>,
     node_id: Arc<str>,
-    fuel: bool,
     /// False only in [`Runtime::without_grants`].
     grants_linked: bool,
     ticker: engine::EpochTicker,
@@ -222,8 +222,8 @@ impl Runtime {
         services: HostServices,
         grants_linked: bool,
     ) -> Result<Runtime, RuntimeError> {
-        let cow = config.engine.memory_image_cow;
-        let main = Engined::build(&config, cow == engine::CowImages::On, grants_linked)?;
+        let all_mapped = config.engine.memory_image_cow == engine::CowImages::On;
+        let main = Engined::build(&config, all_mapped, grants_linked)?;
         let ticker = engine::EpochTicker::start(&main.engine)?;
         let node_id = if config.node_id.is_empty() {
             "local".to_string()
@@ -233,7 +233,6 @@ impl Runtime {
         Ok(Runtime {
             engine: main,
             mapping: std::sync::OnceLock::new(),
-            cow,
             modules: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
             budget: module::CompileBudget {
@@ -243,7 +242,6 @@ impl Runtime {
             services,
             node: watch::Sender::new(NodeState::Running),
             node_id: node_id.into(),
-            fuel: config.engine.fuel,
             grants_linked,
             ticker,
             config,
@@ -268,7 +266,8 @@ impl Runtime {
 
     /// The engine a module with `image_bytes` of initial memory image loads into.
     fn engine_for(&self, image_bytes: u64) -> &Engined {
-        if self.cow != engine::CowImages::Auto || !self.cow.maps(image_bytes) {
+        let cow = self.config.engine.memory_image_cow;
+        if cow != engine::CowImages::Auto || !cow.maps(image_bytes) {
             return &self.engine;
         }
         let mapping = self.mapping.get_or_init(|| {
@@ -368,8 +367,7 @@ impl Runtime {
             started,
         )?;
         loaded.image_bytes = image_bytes;
-        loaded.image_mapped =
-            !std::ptr::eq(engined, &self.engine) || self.cow == engine::CowImages::On;
+        loaded.image_mapped = engined.mapped;
         let loaded = Arc::new(loaded);
         self.modules
             .lock()
@@ -497,7 +495,7 @@ impl Runtime {
             Arc::clone(&job_key),
             request.fire_id.as_str().into(),
         );
-        if limits.fuel.is_some() && !self.fuel {
+        if limits.fuel.is_some() && !self.config.engine.fuel {
             return self.report(
                 RunOutcome::Failed {
                     retryable: false,
@@ -696,7 +694,7 @@ impl Runtime {
         // The store belongs to the engine the module was compiled by.
         let mut store = Store::new(module.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        if self.fuel {
+        if self.config.engine.fuel {
             // With metering on, a store without fuel traps at once: no limit means "all of it".
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
