@@ -389,19 +389,29 @@ impl ModuleResolver {
                 format!("module {spec} was removed from the store"),
             );
         };
-        let runtime = Arc::clone(&self.runtime);
-        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes)).await;
-        Ok(match loaded {
-            Ok(Ok(module)) => {
-                self.metrics.module_compiled(module.load_time);
-                JobImpl::Wasm(module)
-            }
-            Ok(Err(rejection)) => JobImpl::NoOp(rejection),
-            Err(e) => JobImpl::NoOp(ModuleRejection {
-                code: SkipCode::ModuleInvalid,
-                detail: format!("loading failed: {e}"),
-            }),
+        Ok(match self.load(bytes).await {
+            Ok(module) => JobImpl::Wasm(module),
+            Err(rejection) => JobImpl::NoOp(rejection),
         })
+    }
+
+    /// Admits `bytes` into the runtime off the async threads (a compile takes
+    /// milliseconds to a minute), timing a load into the node's metrics.
+    async fn load(
+        &self,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<crate::runtime::LoadedModule>, ModuleRejection> {
+        let runtime = Arc::clone(&self.runtime);
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ModuleRejection {
+                    code: SkipCode::ModuleInvalid,
+                    detail: format!("loading failed: {e}"),
+                })
+            })?;
+        self.metrics.module_compiled(loaded.load_time);
+        Ok(loaded)
     }
 }
 
@@ -427,15 +437,7 @@ impl AheadCompile {
         let Some(bytes) = r.store.module_bytes(&self.digest).await? else {
             return Ok(false);
         };
-        let runtime = Arc::clone(&r.runtime);
-        let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&bytes)).await;
-        Ok(match loaded {
-            Ok(Ok(module)) => {
-                r.metrics.module_compiled(module.load_time);
-                true
-            }
-            _ => false,
-        })
+        Ok(r.load(bytes).await.is_ok())
     }
 }
 
