@@ -58,16 +58,6 @@ pub fn fire_ids(fire_id: &str) -> (TraceId, SpanId) {
     (TraceId::from_bytes(trace), SpanId::from_bytes(span))
 }
 
-/// A traced attempt's hold on its fire's trace: the ids [`fire_ids`]
-/// derived for it and when the attempt began, for [`end_fire`].
-#[derive(Clone, Copy, Debug)]
-pub struct FireTrace {
-    trace: TraceId,
-    root: SpanId,
-    /// When the attempt's span began.
-    pub began: SystemTime,
-}
-
 /// A traced attempt of a fire: the span `attempt`, kept as plain data while
 /// the attempt runs and sent once, when its end is committed
 /// ([`AttemptTrace::end`]). Built straight on the trace SDK rather than as a
@@ -75,8 +65,11 @@ pub struct FireTrace {
 /// subscriber span on every poll and record each step through it.
 #[derive(Debug)]
 pub struct AttemptTrace {
-    /// The fire's trace, and when the attempt began.
-    pub fire: FireTrace,
+    /// The fire's trace and its root span, derived from the fire id ([`fire_ids`]).
+    trace: TraceId,
+    root: SpanId,
+    /// When the attempt began (its claim).
+    pub began: SystemTime,
     /// The attempt's own span id, and its run's, chosen when it is claimed
     /// so that children can name them as parents before they are sent.
     span: SpanId,
@@ -115,11 +108,9 @@ impl AttemptTrace {
         let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
         let (trace, root) = fire_ids(fire_id);
         Some(AttemptTrace {
-            fire: FireTrace {
-                trace,
-                root,
-                began: SystemTime::now(),
-            },
+            trace,
+            root,
+            began: SystemTime::now(),
             span: ids.new_span_id(),
             run: ids.new_span_id(),
             run_began: None,
@@ -139,29 +130,53 @@ impl AttemptTrace {
     /// Where the attempt's run goes in the trace: below its `run` span.
     pub fn run_context(&self) -> RunContext {
         RunContext {
-            trace: self.fire.trace,
+            trace: self.trace,
             span: self.run,
         }
     }
 
     /// Sends the attempt's span, from its claim to now, under the fire's
     /// root span, with the node that ran it, its status and how long the
-    /// commit of its end took.
-    pub fn end(&self, node: &str, status: &str, commit_us: u64) {
+    /// commit of its end took; then its run's. When this attempt ended the
+    /// fire, `fire_start` is when the fire's root span starts (its due time,
+    /// or the claim of its first attempt if that came earlier), and the root
+    /// span is sent first.
+    pub fn end(self, node: &str, status: &str, commit_us: u64, fire_start: Option<SystemTime>) {
         use opentelemetry::trace::Tracer as _;
         let tracer = tracer();
+        // The attempt and the fire it ended end together.
+        let ended = SystemTime::now();
+        if let Some(start) = fire_start {
+            let builder = tracer
+                .span_builder("fire")
+                .with_start_time(start)
+                .with_attributes([
+                    KeyValue::new("job_key", self.job_key.clone()),
+                    KeyValue::new("trigger_key", self.trigger_key.clone()),
+                    KeyValue::new("fire_id", self.fire_id.clone()),
+                    KeyValue::new("attempts", i64::from(self.attempt)),
+                    KeyValue::new("status", status.to_string()),
+                ]);
+            send(
+                tracer,
+                builder,
+                (self.trace, self.root),
+                &Context::new(),
+                ended,
+            );
+        }
         let mut attributes = Vec::with_capacity(11);
         attributes.extend([
-            KeyValue::new("job_key", self.job_key.clone()),
-            KeyValue::new("trigger_key", self.trigger_key.clone()),
-            KeyValue::new("fire_id", self.fire_id.clone()),
+            KeyValue::new("job_key", self.job_key),
+            KeyValue::new("trigger_key", self.trigger_key),
+            KeyValue::new("fire_id", self.fire_id),
             KeyValue::new("attempt", i64::from(self.attempt)),
             KeyValue::new("node", node.to_string()),
             KeyValue::new("status", status.to_string()),
             KeyValue::new("commit_us", clamp(commit_us)),
         ]);
-        if let Some(digest) = &self.module_digest {
-            attributes.push(KeyValue::new("module_digest", digest.clone()));
+        if let Some(digest) = self.module_digest {
+            attributes.push(KeyValue::new("module_digest", digest));
         }
         for (key, us) in [
             ("wait_us", self.wait_us),
@@ -174,25 +189,17 @@ impl AttemptTrace {
         }
         let builder = tracer
             .span_builder("attempt")
-            .with_start_time(self.fire.began)
+            .with_start_time(self.began)
             .with_attributes(attributes);
-        let parent =
-            Context::new().with_remote_span_context(remote(self.fire.trace, self.fire.root));
-        send(tracer, builder, (self.fire.trace, self.span), &parent, None);
-        if let (Some(began), Some(ended)) = (self.run_began, self.run_ended) {
+        let parent = Context::new().with_remote_span_context(remote(self.trace, self.root));
+        send(tracer, builder, (self.trace, self.span), &parent, ended);
+        if let (Some(began), Some(run_ended)) = (self.run_began, self.run_ended) {
             let builder = tracer
                 .span_builder("run")
                 .with_start_time(began)
                 .with_attributes([KeyValue::new("outcome", self.outcome.unwrap_or(""))]);
-            let parent =
-                Context::new().with_remote_span_context(remote(self.fire.trace, self.span));
-            send(
-                tracer,
-                builder,
-                (self.fire.trace, self.run),
-                &parent,
-                Some(ended),
-            );
+            let parent = Context::new().with_remote_span_context(remote(self.trace, self.span));
+            send(tracer, builder, (self.trace, self.run), &parent, run_ended);
         }
     }
 }
@@ -208,14 +215,13 @@ fn remote(trace: TraceId, span: SpanId) -> SpanContext {
     )
 }
 
-/// Builds a span with the ids `ids` under `parent` and sends it, ended at
-/// `end` (now when `None`).
+/// Builds a span with the ids `ids` under `parent` and sends it, ended at `end`.
 fn send(
     tracer: &opentelemetry::global::BoxedTracer,
     builder: opentelemetry::trace::SpanBuilder,
     ids: (TraceId, SpanId),
     parent: &Context,
-    end: Option<SystemTime>,
+    end: SystemTime,
 ) {
     use opentelemetry::trace::{Span as _, Tracer as _};
     let mut span = NEXT_IDS.with(|next| {
@@ -224,10 +230,7 @@ fn send(
         next.set(None);
         span
     });
-    match end {
-        Some(at) => span.end_with_timestamp(at),
-        None => span.end(),
-    }
+    span.end_with_timestamp(end);
 }
 
 /// Where a run is in its fire's trace: what its host calls' and requests'
@@ -267,39 +270,6 @@ fn tracer() -> &'static opentelemetry::global::BoxedTracer {
     TRACER.get_or_init(|| opentelemetry::global::tracer("quartzite"))
 }
 
-/// What the root span of a fire says of it.
-pub struct FireSpan<'a> {
-    pub fire_id: &'a str,
-    pub job_key: &'a str,
-    pub trigger_key: &'a str,
-    /// When the span starts: the fire's due time, or the start of its first
-    /// attempt when that was claimed ahead of it.
-    pub start: SystemTime,
-    /// The attempt that ended it.
-    pub attempts: u32,
-    pub status: &'a str,
-}
-
-/// Sends the root span of a fire that has ended, through the global tracer
-/// provider (set by the trace exporter), with the ids its last attempt
-/// joined the trace with.
-pub fn end_fire(joined: &FireTrace, fire: &FireSpan<'_>) {
-    use opentelemetry::trace::Tracer as _;
-    let FireTrace { trace, root, .. } = *joined;
-    let tracer = tracer();
-    let builder = tracer
-        .span_builder("fire")
-        .with_start_time(fire.start)
-        .with_attributes([
-            KeyValue::new("job_key", fire.job_key.to_string()),
-            KeyValue::new("trigger_key", fire.trigger_key.to_string()),
-            KeyValue::new("fire_id", fire.fire_id.to_string()),
-            KeyValue::new("attempts", i64::from(fire.attempts)),
-            KeyValue::new("status", fire.status.to_string()),
-        ]);
-    send(tracer, builder, (trace, root), &Context::new(), None);
-}
-
 /// The W3C `traceparent` naming `span`, if it is traced.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
     if span.is_disabled() {
@@ -323,7 +293,7 @@ thread_local! {
 }
 
 /// The trace exporter's id generator: random ids, except for the root span
-/// of a fire, which takes the ids derived from the fire id ([`end_fire`]).
+/// of a fire, which takes the ids derived from the fire id ([`AttemptTrace::end`]).
 #[derive(Debug, Default)]
 pub struct FireIdGenerator {
     random: opentelemetry_sdk::trace::RandomIdGenerator,

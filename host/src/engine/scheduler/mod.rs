@@ -822,7 +822,7 @@ impl Scheduler {
                         });
                         let commit_us = committing.map(|t| t.elapsed().as_micros());
                         for ((c, (job, took, trace, pause_on_failure)), ok) in
-                            batch.iter().zip(&observed).zip(accepted)
+                            batch.iter().zip(observed.drain(..)).zip(accepted)
                         {
                             if let (Some(us), Some(t)) = (commit_us, trace) {
                                 let status = if ok {
@@ -830,22 +830,20 @@ impl Scheduler {
                                 } else {
                                     "refused"
                                 };
-                                t.end(&self.node_id, status, u64::try_from(us).unwrap_or(u64::MAX));
+                                let fire_start = (ok && matches!(c.next, FireNext::Done))
+                                    .then(|| self.fire_start(c, t.began));
+                                let us = u64::try_from(us).unwrap_or(u64::MAX);
+                                t.end(&self.node_id, status, us, fire_start);
                             }
                             if ok {
                                 self.metrics.task_ended(
-                                    job,
+                                    &job,
                                     c.history.status,
-                                    *took,
+                                    took,
                                     matches!(c.next, FireNext::Retry { .. }),
                                     c.history.ended_ms,
                                 );
-                                if matches!(c.next, FireNext::Done)
-                                    && let Some(t) = trace
-                                {
-                                    self.end_fire_trace(c, &t.fire);
-                                }
-                                if let Some(n) = *pause_on_failure
+                                if let Some(n) = pause_on_failure
                                     && FAILURE_STATUSES.contains(&c.history.status)
                                 {
                                     self.pause_if_failing(c.history.clone(), n);
@@ -865,7 +863,6 @@ impl Scheduler {
                 }
             }
             batch.clear();
-            observed.clear();
             self.wake.notify_one();
         }
     }
@@ -904,8 +901,9 @@ impl Scheduler {
         });
     }
 
-    /// Sends the root span of the trace of a fire that has ended (`domain::trace`).
-    fn end_fire_trace(&self, c: &Completion, trace: &crate::domain::trace::FireTrace) {
+    /// When the root span of the trace of the ended fire `c` starts: its due
+    /// time, or `began` (its last attempt's claim) if that came earlier.
+    fn fire_start(&self, c: &Completion, began: SystemTime) -> SystemTime {
         let h = &c.history;
         let due = to_system_time(h.scheduled_ms.unwrap_or(h.started_ms));
         // An earlier attempt may have been claimed ahead of the due time, at
@@ -915,17 +913,7 @@ impl Scheduler {
         } else {
             due - Duration::from_millis(u64::try_from(self.config.lookahead_ms).unwrap_or(0))
         };
-        crate::domain::trace::end_fire(
-            trace,
-            &crate::domain::trace::FireSpan {
-                fire_id: &c.fire_id,
-                job_key: &h.job_key,
-                trigger_key: h.trigger_key.as_deref().unwrap_or(""),
-                start: earliest.min(trace.began),
-                attempts: h.attempt,
-                status: h.status.as_str(),
-            },
-        );
+        earliest.min(began)
     }
 
     /// Compiles a module pushed through another process in the background,
