@@ -292,8 +292,10 @@ thread_local! {
     static NEXT_IDS: Cell<Option<(TraceId, SpanId)>> = const { Cell::new(None) };
 }
 
-/// The trace exporter's id generator: random ids, except for the root span
-/// of a fire, which takes the ids derived from the fire id ([`AttemptTrace::end`]).
+/// The trace exporter's id generator: random ids, except for the spans a
+/// fire's attempt sends ([`AttemptTrace::end`]), whose ids were chosen
+/// before: the root's derived from the fire id, the attempt's and the run's
+/// at the claim.
 #[derive(Debug, Default)]
 pub struct FireIdGenerator {
     random: opentelemetry_sdk::trace::RandomIdGenerator,
