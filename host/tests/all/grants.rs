@@ -222,6 +222,20 @@ fn http_grants(patterns: &[String]) -> Grants {
     }
 }
 
+/// Config grants `channel = "#ops"` and `a = "1"`, with `http` grants.
+fn config_grant(http: Vec<String>) -> Grants {
+    Grants {
+        http,
+        config: [
+            ("channel".to_string(), "#ops".to_string()),
+            ("a".into(), "1".into()),
+        ]
+        .into_iter()
+        .collect(),
+        ..Grants::default()
+    }
+}
+
 mod http {
     use super::*;
 
@@ -633,18 +647,7 @@ mod config_and_emit {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn config_grants_reach_the_guest_through_wasi_config() {
         let f = fixture();
-        f.grants.put(
-            "tests/http",
-            Grants {
-                config: [
-                    ("channel".to_string(), "#ops".to_string()),
-                    ("a".into(), "1".into()),
-                ]
-                .into_iter()
-                .collect(),
-                ..Grants::default()
-            },
-        );
+        f.grants.put("tests/http", config_grant(Vec::new()));
         let d = details(&f.run(json!({ "config": true })).await);
         assert_eq!(d["config"]["channel"], "#ops");
         assert_eq!(d["config"]["all"], json!([["a", "1"], ["channel", "#ops"]]));
@@ -722,19 +725,6 @@ mod sdks {
     /// to compile, and compiling is not what is tested here.
     fn cached_fixture() -> Fixture {
         fixture_in(Some(guest_dir().join("../../polyglot-test-cache")))
-    }
-
-    fn config_grant(http: Vec<String>) -> Grants {
-        Grants {
-            http,
-            config: [
-                ("channel".to_string(), "#ops".to_string()),
-                ("a".into(), "1".into()),
-            ]
-            .into_iter()
-            .collect(),
-            ..Grants::default()
-        }
     }
 
     async fn granted_requests_config_and_denials(guest: &str) {

@@ -943,16 +943,21 @@ mod sandbox {
 mod cache {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_loads_of_one_module_share_one_compile() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = Arc::new(fixture_with(
+    /// A runtime of four runs caching compiled modules in `dir`.
+    fn cached_in(dir: &Path) -> Fixture {
+        fixture_with(
             EngineConfig {
                 max_concurrent_runs: 4,
                 ..EngineConfig::default()
             },
-            Some(dir.path().to_path_buf()),
-        ));
+            Some(dir.to_path_buf()),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_loads_of_one_module_share_one_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(cached_in(dir.path()));
         let bytes = Arc::new(bytes("guest_hostile"));
         let loads: Vec<_> = (0..6)
             .map(|_| {
@@ -975,13 +980,7 @@ mod cache {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn large_images_are_mapped_copy_on_write_and_small_ones_copied() {
         let dir = tempfile::tempdir().unwrap();
-        let f = fixture_with(
-            EngineConfig {
-                max_concurrent_runs: 4,
-                ..EngineConfig::default()
-            },
-            Some(dir.path().to_path_buf()),
-        );
+        let f = cached_in(dir.path());
         // A Rust job's image is tens of KiB: copied into each run.
         let small = f.runtime.load_file(&wasm("hello")).unwrap();
         assert!(small.image_bytes < COW_IMAGE_MIN, "{}", small.image_bytes);
@@ -1020,16 +1019,12 @@ mod cache {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_loads_the_compiled_module_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = EngineConfig {
-            max_concurrent_runs: 4,
-            ..EngineConfig::default()
-        };
-        let first = fixture_with(engine.clone(), Some(dir.path().to_path_buf()));
+        let first = cached_in(dir.path());
         let m1 = first.runtime.load_file(&wasm("hello")).unwrap();
         assert_eq!(m1.origin, LoadOrigin::Compiled);
         drop(first);
 
-        let second = fixture_with(engine.clone(), Some(dir.path().to_path_buf()));
+        let second = cached_in(dir.path());
         let m2 = second.runtime.load_file(&wasm("hello")).unwrap();
         assert_eq!(m2.origin, LoadOrigin::DiskCache);
         assert_eq!(m1.digest, m2.digest);
@@ -1045,11 +1040,7 @@ mod cache {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_corrupt_cache_entry_is_discarded_and_the_module_recompiled() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = EngineConfig {
-            max_concurrent_runs: 4,
-            ..EngineConfig::default()
-        };
-        let first = fixture_with(engine.clone(), Some(dir.path().to_path_buf()));
+        let first = cached_in(dir.path());
         let m = first.runtime.load_file(&wasm("hello")).unwrap();
         let cached = dir
             .path()
@@ -1058,7 +1049,7 @@ mod cache {
         drop(first);
         std::fs::write(&cached, b"not an artifact").unwrap();
 
-        let second = fixture_with(engine, Some(dir.path().to_path_buf()));
+        let second = cached_in(dir.path());
         let m = second.runtime.load_file(&wasm("hello")).unwrap();
         assert_eq!(m.origin, LoadOrigin::Compiled);
         assert!(
@@ -1074,13 +1065,7 @@ mod cache {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rejected_module_is_never_cached() {
         let dir = tempfile::tempdir().unwrap();
-        let f = fixture_with(
-            EngineConfig {
-                max_concurrent_runs: 4,
-                ..EngineConfig::default()
-            },
-            Some(dir.path().to_path_buf()),
-        );
+        let f = cached_in(dir.path());
         assert!(f.runtime.load_file(&wasm("guest_future_major")).is_err());
         let fp = dir.path().join(f.runtime.fingerprint());
         let entries = std::fs::read_dir(&fp).map(|d| d.count()).unwrap_or(0);
