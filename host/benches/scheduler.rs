@@ -342,6 +342,11 @@ async fn main() {
         fairness(&backend, secs).await;
         return;
     }
+    if args.get(1).map(String::as_str) == Some("keys") {
+        let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+        keys(&backend, n).await;
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("store") {
         let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50_000);
         store_only(&backend, n).await;
@@ -404,14 +409,36 @@ async fn main() {
 /// The store's share of a fire without the sandbox: claim and complete N
 /// one-shot fires due now, in batches of 256, one after the other.
 async fn store_only(backend: &str, n: usize) {
-    use quartzite::schedule::trigger::MisfireLimits;
-    use quartzite::store::model::{
-        AcquireParams, Completion, FireNext, HistoryEntry, HistoryStatus,
-    };
     let (store, schema, _dir) = open(backend, "store").await;
     let now = store.now_ms().await.expect("clock");
     let jobs: Vec<_> = (0..n).map(|i| one_shot(i, now)).collect();
     store.jobs_put(&jobs).await.expect("jobs_put");
+    let c = claim_all(&store, n).await;
+    println!(
+        "| store only ({backend}): {n} fires claimed and completed in batches of 256 | {:.0} fires/s; acquire {:.1} us/fire, complete {:.1} us/fire; {:.1} us of process CPU per fire |",
+        n as f64 / c.total.as_secs_f64(),
+        c.acquire.as_micros() as f64 / n as f64,
+        c.complete.as_micros() as f64 / n as f64,
+        c.cpu * 1e6 / n as f64
+    );
+    drop_schema(schema).await;
+}
+
+/// What claiming and completing a store's fires took.
+struct Claimed {
+    acquire: Duration,
+    complete: Duration,
+    total: Duration,
+    cpu: f64,
+}
+
+/// Claims and completes `n` fires due now, in batches of 256, as one node
+/// with room for every job would.
+async fn claim_all(store: &Arc<dyn Store>, n: usize) -> Claimed {
+    use quartzite::schedule::trigger::MisfireLimits;
+    use quartzite::store::model::{
+        AcquireParams, Completion, FireNext, HistoryEntry, HistoryStatus,
+    };
     let params = AcquireParams {
         node_id: "probe".into(),
         lookahead_ms: 100,
@@ -435,6 +462,10 @@ async fn store_only(backend: &str, n: usize) {
         let t = Instant::now();
         let acquired = store.fire_acquire(&params).await.expect("acquire");
         t_acq += t.elapsed();
+        assert!(
+            !acquired.fires.is_empty(),
+            "nothing claimed with {done} of {n} done"
+        );
         let batch: Vec<Completion> = acquired
             .fires
             .iter()
@@ -466,16 +497,80 @@ async fn store_only(backend: &str, n: usize) {
         t_comp += t.elapsed();
         done += batch.len();
     }
-    let cpu = cpu_seconds() - cpu0;
-    let total = start.elapsed();
-    println!(
-        "| store only ({backend}): {n} fires claimed and completed in batches of 256 | {:.0} fires/s; acquire {:.1} us/fire, complete {:.1} us/fire; {:.1} us of process CPU per fire |",
-        n as f64 / total.as_secs_f64(),
-        t_acq.as_micros() as f64 / n as f64,
-        t_comp.as_micros() as f64 / n as f64,
-        cpu * 1e6 / n as f64
-    );
-    drop_schema(schema).await;
+    Claimed {
+        acquire: t_acq,
+        complete: t_comp,
+        total: start.elapsed(),
+        cpu: cpu_seconds() - cpu0,
+    }
+}
+
+/// Issue 19 item 10: the claim's cost for fires with concurrency keys, in
+/// one run: N waiting fires of one event-triggered job without keys, with
+/// 1,000 distinct keys, and with one hot key (limits high enough that every
+/// fire is admitted, so the figure is the keys' cost, not a wait).
+async fn keys(backend: &str, n: usize) {
+    use quartzite::domain::flow::{Concurrency, Flow, KeyTemplate};
+    use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+    use quartzite::store::events::{EmitOutcome, EventPut};
+    use quartzite::store::model::{JobDef, TriggerPut};
+    println!("claim cost by concurrency keys on {backend}, N = {n} waiting fires");
+    let cases: [(&str, Option<&str>); 3] = [
+        ("no keys", None),
+        ("1,000 distinct keys", Some("acct-{{ event.payload.k }}")),
+        ("one hot key", Some("hot")),
+    ];
+    let mut base = 0.0;
+    for (label, key) in cases {
+        let (store, schema, _dir) = open(backend, "keys").await;
+        let flow = Flow {
+            concurrency: key.map(|k| Concurrency {
+                key: KeyTemplate::parse(k).expect("template"),
+                limit: quartzite::domain::flow::LIMIT_MAX,
+            }),
+            rate: None,
+        };
+        let job = JobDef {
+            flow,
+            ..JobDef::new("keys/job", "noop")
+        };
+        let trigger = TriggerPut {
+            trigger_key: "keys/job:event".into(),
+            job_key: "keys/job".into(),
+            spec: TriggerSpec {
+                kind: TriggerKind::Event { name: "k".into() },
+                start_ms: None,
+                end_ms: None,
+                misfire: MisfirePolicy::FireNow,
+                jitter_ms: 0,
+            },
+            priority: 5,
+        };
+        store
+            .jobs_put(&[(job, vec![trigger])])
+            .await
+            .expect("jobs_put");
+        for i in 0..n {
+            let payload = format!(r#"{{"k":{}}}"#, i % 1000);
+            let out = store
+                .event_emit(&EventPut::operator("k", &payload, None))
+                .await
+                .expect("emit");
+            assert!(matches!(out, EmitOutcome::Accepted { .. }));
+        }
+        let c = claim_all(&store, n).await;
+        let per_fire = c.acquire.as_micros() as f64 / n as f64;
+        if key.is_none() {
+            base = per_fire;
+        }
+        println!(
+            "| claim, {label} ({backend}) | acquire {per_fire:.1} us/fire ({:.2}x no keys), complete {:.1} us/fire; {:.1} us of process CPU per fire |",
+            per_fire / base,
+            c.complete.as_micros() as f64 / n as f64,
+            c.cpu * 1e6 / n as f64
+        );
+        drop_schema(schema).await;
+    }
 }
 
 /// Events: what accepting one costs (event row + one fire per subscriber in one

@@ -70,6 +70,13 @@ pub struct JobSpec {
     /// What the job may do beyond its sandbox [default: nothing].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants: Option<crate::grants::Grants>,
+    /// At most `limit` fires per key running at once, cluster-wide
+    /// [default: no limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::domain::flow::ConcurrencySpec>,
+    /// At most `limit` fires per key starting per `per` [default: no limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<crate::domain::flow::RateSpec>,
 }
 
 /// A field of a [`JobSpec`] that is wrong, and why.
@@ -255,6 +262,16 @@ impl JobSpec {
             ));
         }
         job.pause_on_failure = self.pause_on_failure;
+        job.flow =
+            crate::domain::flow::Flow::from_specs(self.concurrency.as_ref(), self.rate.as_ref())
+                .map_err(|e| {
+                    let field = if e.starts_with("rate") {
+                        "rate"
+                    } else {
+                        "concurrency"
+                    };
+                    bad(field, e)
+                })?;
         job.source = source.into();
         let trigger = TriggerPut {
             trigger_key: format!("{}:{}", self.key, kind.as_str()),

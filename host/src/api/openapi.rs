@@ -160,6 +160,8 @@ pub fn document() -> Value {
                         "timeout": { "type": "string", "example": "60s" },
                         "misfire": { "type": "string", "enum": ["fire-now", "skip", "fire-once"] },
                         "pause_on_failure": { "type": "integer", "minimum": 1, "description": "Pause the job after this many failed runs in a row." },
+                        "concurrency": { "type": "object", "required": ["limit"], "description": "At most limit fires per key running at once, cluster-wide; key is a template over job, trigger, data.PATH, event.name, event.key, event.payload.PATH (default {{ job }}).", "properties": { "key": { "type": "string", "example": "{{ event.payload.account_id }}" }, "limit": { "type": "integer", "minimum": 1 } } },
+                        "rate": { "type": "object", "required": ["limit", "per"], "description": "At most limit fires per key starting in any window of per (up to 24h); fires over the rate wait.", "properties": { "key": { "type": "string" }, "limit": { "type": "integer", "minimum": 1 }, "per": { "type": "string", "example": "1s" } } },
                         "jitter": { "type": "string", "description": "Each fire up to this long after its time, e.g. 30s; never at or past the next fire." },
                         "requests_recovery": { "type": "boolean" },
                         "paused": { "type": "boolean" },

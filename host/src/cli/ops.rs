@@ -218,6 +218,19 @@ pub struct JobAddArgs {
     /// Pause the job after this many failed runs in a row [default: never].
     #[arg(long, value_name = "N")]
     pub pause_on_failure: Option<u32>,
+    /// At most N fires per concurrency key running at once, cluster-wide.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<u32>,
+    /// The concurrency key, a template such as '{{ event.payload.account_id }}'
+    /// [default: '{{ job }}'].
+    #[arg(long, value_name = "TEMPLATE", requires = "concurrency")]
+    pub concurrency_key: Option<String>,
+    /// At most N fires per rate key starting in any window of PER, e.g. 10/1s or 100/1m.
+    #[arg(long, value_name = "N/PER")]
+    pub rate: Option<String>,
+    /// The rate key, a template [default: '{{ job }}'].
+    #[arg(long, value_name = "TEMPLATE", requires = "rate")]
+    pub rate_key: Option<String>,
     #[command(flatten)]
     pub grants: GrantArgs,
 }
@@ -396,6 +409,23 @@ fn print_job(job: &Value) {
     if let Some(n) = job["pause_on_failure"].as_u64() {
         outln!("pause on failure: after {n} failed runs in a row");
     }
+    if let Some(c) = job["concurrency"].as_object() {
+        outln!(
+            "concurrency: at most {} running per key {}",
+            c["limit"],
+            c["key"]
+        );
+    }
+    if let Some(r) = job["rate"].as_object() {
+        outln!(
+            "rate: at most {} starts per {} per key {}",
+            r["limit"],
+            humantime::format_duration(std::time::Duration::from_millis(
+                r["per_ms"].as_u64().unwrap_or(0)
+            )),
+            r["key"]
+        );
+    }
     print_grants(&job["grants"]);
     outln!();
     print_triggers(&job["triggers"]);
@@ -533,6 +563,23 @@ fn hints_of(describe: &Value) -> crate::runtime::JobInfo {
     }
 }
 
+/// `--rate N/PER` (`10/1s`) as the job spec takes it.
+fn rate_arg(text: &str, key: Option<String>) -> Result<crate::domain::flow::RateSpec, CliError> {
+    let usage = || {
+        CliError::new(
+            EXIT_USAGE,
+            format!("--rate {text:?}: expected N/PER, e.g. 10/1s or 100/1m"),
+        )
+    };
+    let (limit, per) = text.split_once('/').ok_or_else(usage)?;
+    let limit: u32 = limit.trim().parse().map_err(|_| usage())?;
+    Ok(crate::domain::flow::RateSpec {
+        key,
+        limit,
+        per: per.trim().to_string(),
+    })
+}
+
 /// Validates every argument before touching the database or the server, with
 /// the checks the admin API applies to a job it is sent. What is left out is
 /// taken from the module's `describe()` hints (overlap, default-schedule).
@@ -576,6 +623,17 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         paused: None,
         pause_on_failure: args.pause_on_failure,
         grants: (!grants.is_empty()).then_some(grants),
+        concurrency: args
+            .concurrency
+            .map(|limit| crate::domain::flow::ConcurrencySpec {
+                key: args.concurrency_key.clone(),
+                limit,
+            }),
+        rate: args
+            .rate
+            .as_deref()
+            .map(|rate| rate_arg(rate, args.rate_key.clone()))
+            .transpose()?,
     };
     let scheduled = [&args.cron, &args.every, &args.at, &args.event]
         .iter()

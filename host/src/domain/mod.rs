@@ -11,6 +11,7 @@
 //! uses are those of the glossary in ARCHITECTURE.md.
 
 pub mod events;
+pub mod flow;
 pub mod policy;
 pub mod trace;
 

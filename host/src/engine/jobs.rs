@@ -26,6 +26,7 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
         grants: None,
         pause: PauseNote::default(),
         pause_on_failure: decl.pause_on_failure,
+        flow: decl.flow.clone(),
     }
     .with_grants(&decl.grants);
     let triggers = decl

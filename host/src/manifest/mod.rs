@@ -33,6 +33,8 @@
 //! priority = 5                    # 1..=10, higher runs first
 //! paused = false
 //! pause_on_failure = 5            # pause after 5 failed runs in a row (default: never)
+//! concurrency = { key = "{{ event.payload.account_id }}", limit = 3 }  # per key, cluster-wide
+//! rate = { key = "{{ job }}", limit = 10, per = "1s" }   # starts per key in any window
 //! [job.retry]
 //! max_attempts = 3
 //! backoff = "exponential"         # "immediate" | "exponential"
@@ -116,6 +118,8 @@ const JOB_KEYS: &[&str] = &[
     "priority",
     "paused",
     "pause_on_failure",
+    "concurrency",
+    "rate",
     "retry",
     "trigger",
     "grants",
@@ -189,6 +193,8 @@ pub struct JobDecl {
     pub paused: bool,
     /// Pause the job after this many failed runs in a row.
     pub pause_on_failure: Option<u32>,
+    /// Concurrency and rate limits per key.
+    pub flow: crate::domain::flow::Flow,
     /// What happens after a failed run.
     pub retry: RetryPolicy,
     /// When the job fires, in file order.

@@ -518,6 +518,7 @@ impl<'a> Validator<'a> {
         let retry = self
             .table(t, "retry")
             .map_or_else(RetryPolicy::default, |r| self.retry(&r));
+        let flow = self.flow(t);
         let grants = t
             .get("grants")
             .map(|v| self.grants(v, &t.field("grants")))
@@ -561,11 +562,56 @@ impl<'a> Validator<'a> {
             priority,
             paused,
             pause_on_failure,
+            flow,
             retry,
             triggers,
             grants,
         };
         (decl, seen)
+    }
+
+    // -- concurrency and rate -------------------------------------------------
+
+    fn flow(&mut self, t: &Table<'_, '_>) -> crate::domain::flow::Flow {
+        use crate::domain::flow::{ConcurrencySpec, Flow, RateSpec};
+        let concurrency: Option<ConcurrencySpec> = t
+            .get("concurrency")
+            .and_then(|v| self.flow_spec(v, &t.field("concurrency")));
+        let rate: Option<RateSpec> = t
+            .get("rate")
+            .and_then(|v| self.flow_spec(v, &t.field("rate")));
+        match Flow::from_specs(concurrency.as_ref(), rate.as_ref()) {
+            Ok(flow) => flow,
+            Err(e) => {
+                let name = if e.starts_with("rate") {
+                    "rate"
+                } else {
+                    "concurrency"
+                };
+                let span = t.get(name).map_or_else(|| t.span.clone(), |v| v.span());
+                self.error(span, &t.field(name), e);
+                Flow::default()
+            }
+        }
+    }
+
+    fn flow_spec<S: serde::de::DeserializeOwned>(
+        &mut self,
+        v: &Value<'_>,
+        field: &str,
+    ) -> Option<S> {
+        let json = self.json(v, field);
+        if !json.is_object() {
+            self.type_error(v, field, "a table");
+            return None;
+        }
+        match serde_json::from_value(json) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                self.error(v.span(), field, e.to_string());
+                None
+            }
+        }
     }
 
     // -- [job.retry] ---------------------------------------------------------

@@ -18,7 +18,8 @@
 //! [`pick_waiting`] (it stays waiting).
 
 use super::model::{
-    AcquireParams, FireClaim, HistoryEntry, HistoryStatus, JobDef, JobRoom, Overlap, TriggerRow,
+    AcquireParams, ClaimFlow, FireClaim, HistoryEntry, HistoryStatus, JobDef, JobRoom, Overlap,
+    TriggerRow,
 };
 use super::sched::{history_row, new_id};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,6 +45,9 @@ pub(crate) struct NewFire {
     /// The scheduled time plus the trigger's jitter for it.
     pub due_ms: i64,
     pub priority: i64,
+    /// The fire's rendered keys, if its job has flow control.
+    pub concurrency_key: Option<String>,
+    pub rate_key: Option<String>,
 }
 
 /// What becomes of the due triggers.
@@ -107,9 +111,10 @@ pub(crate) fn plan_due(
         // claimed as a `held_claims` row (see migration 0008) when the trigger
         // holds none and no `fires` row has that time. A time the trigger
         // holds is never made a `fires` row as well.
-        let allow = jobs
-            .get(&t.job_key)
-            .filter(|j| j.overlap == Overlap::Allow && runnable);
+        let job = jobs.get(&t.job_key);
+        // A job with flow control decides at claim time, as `forbid` does:
+        // its fires wait until `pick_waiting` has counted their keys.
+        let allow = job.filter(|j| j.overlap == Overlap::Allow && j.flow.is_empty() && runnable);
         for (i, &scheduled) in plan.run.iter().enumerate() {
             if d.held_ms == Some(scheduled) {
                 continue;
@@ -128,12 +133,16 @@ pub(crate) fn plan_due(
                 out.held.push((claim, t.priority));
                 continue;
             }
+            let (concurrency_key, rate_key) =
+                job.map_or((None, None), |j| j.flow_keys(&t.trigger_key, None));
             created.push(NewFire {
                 trigger_key: t.trigger_key.clone(),
                 job_key: t.job_key.clone(),
                 scheduled_ms: scheduled,
                 due_ms: scheduled + delay,
                 priority: t.priority,
+                concurrency_key,
+                rate_key,
             });
         }
         let policy = t.spec.misfire.as_str();
@@ -185,7 +194,7 @@ pub(crate) fn plan_due(
     for fire in created {
         let allow = jobs
             .get(&fire.job_key)
-            .is_some_and(|j| j.overlap == Overlap::Allow)
+            .is_some_and(|j| j.overlap == Overlap::Allow && j.flow.is_empty())
             && !unrunnable.contains(&fire.job_key)
             && fire.due_ms <= horizon;
         if !allow || budget == 0 {
@@ -199,6 +208,46 @@ pub(crate) fn plan_due(
         }
     }
     out
+}
+
+/// The group a due row is interleaved by: its job, and its concurrency key.
+pub(crate) fn group_of(job_key: &str, key: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    job_key.hash(&mut h);
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// Orders `items` (read oldest first, from both of the claim's windows) so
+/// that each group's first comes before any group's second, its second before
+/// any third, and so on, keeping the order within a group and among groups:
+/// one job's (or key's) backlog then takes one place in each round of the
+/// claim's budget rather than all of it. A list of one group, or of groups of
+/// one, is returned as it is.
+pub(crate) fn interleave_jobs<T>(items: Vec<T>, group: impl Fn(&T) -> u64) -> Vec<T> {
+    if items.len() < 2 {
+        return items;
+    }
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let ranks: Vec<usize> = items
+        .iter()
+        .map(|item| {
+            let n = seen.entry(group(item)).or_default();
+            *n += 1;
+            *n - 1
+        })
+        .collect();
+    if ranks.windows(2).all(|w| w[0] <= w[1]) {
+        return items;
+    }
+    let mut order: Vec<(usize, usize, T)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| (ranks[i], i, item))
+        .collect();
+    order.sort_by_key(|(rank, i, _)| (*rank, *i));
+    order.into_iter().map(|(_, _, item)| item).collect()
 }
 
 /// A waiting fire (`fires` row, `scheduled`) read as a candidate to claim.
@@ -215,6 +264,46 @@ pub(crate) struct Waiting {
     /// `''` for clock, start and manual fires.
     pub event_id: String,
     pub depth: i64,
+    /// The fire's flow keys (see `domain::flow`), if its job had flow
+    /// control when the fire was created.
+    pub concurrency_key: Option<String>,
+    pub rate_key: Option<String>,
+}
+
+/// The distinct flow keys among `candidates` (concurrency and rate keys in
+/// one list, sorted): the rows the claim locks before [`pick_waiting`].
+pub(crate) fn flow_keys(candidates: &[Waiting]) -> Vec<String> {
+    let mut keys: Vec<String> = candidates
+        .iter()
+        .flat_map(|c| [&c.concurrency_key, &c.rate_key])
+        .flatten()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// What the claim read, under locks, of what its candidates' policies decide
+/// on.
+#[derive(Debug, Default)]
+pub(crate) struct Guards {
+    /// For each guarded job (see [`guarded_jobs`]) whose row the claim
+    /// locked, whether a fire of it is running; a guarded job missing from it
+    /// is being claimed by another node right now and is left for the next
+    /// round.
+    pub running: HashMap<String, bool>,
+    /// The flow keys whose rows the claim locked; a key missing is being
+    /// claimed by another node (its fires are left for the next round).
+    pub locked: HashSet<String>,
+    /// Running fires per concurrency key (claimed, anywhere in the cluster).
+    pub key_running: HashMap<String, u32>,
+    /// Admitted start times per rate key, oldest first, as stored.
+    pub starts: HashMap<String, Vec<i64>>,
+    /// The guarded jobs and flow keys already read (locked or not), so a
+    /// second read of candidates locks only what is new.
+    pub seen_jobs: HashSet<String>,
+    pub seen_keys: HashSet<String>,
 }
 
 /// The jobs among `candidates` whose overlap policy decides on whether they
@@ -242,24 +331,52 @@ pub(crate) struct Picked {
     /// Fires of `skip` jobs already running: deleted, recorded in `history`.
     pub skipped: Vec<String>,
     pub history: Vec<HistoryEntry>,
+    /// Flow keys with fires left waiting because the key is at its limit:
+    /// a second read of candidates leaves their fires out.
+    pub blocked: HashSet<String>,
+    /// Rate keys that admitted starts, with the starts to store (those
+    /// still within the window, oldest first).
+    pub starts: Vec<(String, Vec<i64>)>,
+    /// The earliest time a fire waiting for its rate key may start.
+    pub rate_wait_until: Option<i64>,
+}
+
+impl Picked {
+    /// Adds a later pick's answers to this one's.
+    pub(crate) fn absorb(&mut self, more: Picked) {
+        self.claims.extend(more.claims);
+        self.skipped.extend(more.skipped);
+        self.history.extend(more.history);
+        self.blocked.extend(more.blocked);
+        for (key, starts) in more.starts {
+            match self.starts.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = starts,
+                None => self.starts.push((key, starts)),
+            }
+        }
+        self.rate_wait_until = match (self.rate_wait_until, more.rate_wait_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// Picks among `candidates` (oldest due first) up to `max` claims in all,
-/// counting `claimed` (the fires this acquire claimed already).
-///
-/// `running` holds, for each guarded job (see [`guarded_jobs`]) whose row the
-/// claim locked, whether a fire of it is running; a guarded job missing from
-/// it is being claimed by another node right now and is left for the next round.
+/// counting `claimed` (the fires this acquire claimed already), by what
+/// `guards` read; takes what it admits from `guards` (a second pick over more
+/// candidates goes on from there).
 pub(crate) fn pick_waiting(
     candidates: Vec<Waiting>,
     jobs: &HashMap<String, JobDef>,
-    running: &HashMap<String, bool>,
+    guards: &mut Guards,
     claimed: &[FireClaim],
     room: &mut JobRoom,
     max: usize,
     now: i64,
 ) -> Picked {
     let mut out = Picked::default();
+    // Rate keys that admitted a start, with the longest window they count.
+    let mut admitted_rates: HashMap<String, i64> = HashMap::new();
     let mut busy: HashSet<String> = claimed.iter().map(|f| f.job_key.clone()).collect();
     // `buffer-one` jobs with a fire left waiting in this pick: their later
     // candidates are skipped (candidates come oldest first).
@@ -271,7 +388,7 @@ pub(crate) fn pick_waiting(
         let Some(job) = jobs.get(&c.job_key) else {
             continue;
         };
-        let active = match running.get(&c.job_key) {
+        let active = match guards.running.get(&c.job_key) {
             _ if job.overlap == Overlap::Allow => false,
             None => continue, // another node is claiming this job's fires
             Some(running) => *running || busy.contains(&c.job_key),
@@ -300,8 +417,19 @@ pub(crate) fn pick_waiting(
             out.skipped.push(c.fire_id);
             continue;
         }
+        if !flow_admits(&c, job, guards, &mut out, now) {
+            continue; // its key is at its limit, or another node holds it
+        }
         if !room.take(&c.job_key) {
             continue; // its job has its share of the node: stays waiting
+        }
+        if let Some(key) = &c.concurrency_key {
+            *guards.key_running.entry(key.clone()).or_default() += 1;
+        }
+        if let (Some(key), Some(rate)) = (&c.rate_key, job.flow.rate.as_ref()) {
+            guards.starts.entry(key.clone()).or_default().push(now);
+            let per = admitted_rates.entry(key.clone()).or_default();
+            *per = (*per).max(rate.per_ms);
         }
         busy.insert(c.job_key.clone());
         out.claims.push(FireClaim {
@@ -318,9 +446,62 @@ pub(crate) fn pick_waiting(
             event_id: Some(c.event_id).filter(|e| !e.is_empty()),
             depth: u32::try_from(c.depth).unwrap_or(0),
             held: false,
+            flow: (c.concurrency_key.is_some() || c.rate_key.is_some()).then(|| {
+                Box::new(ClaimFlow {
+                    concurrency_key: c.concurrency_key,
+                    rate_key: c.rate_key,
+                    admitted_ms: now,
+                })
+            }),
         });
     }
+    let mut admitted: Vec<(String, i64)> = admitted_rates.into_iter().collect();
+    admitted.sort();
+    for (key, per) in admitted {
+        let mut kept: Vec<i64> = guards.starts.get(&key).cloned().unwrap_or_default();
+        kept.retain(|t| *t > now - per);
+        out.starts.push((key, kept));
+    }
     out
+}
+
+/// Whether `c`'s flow keys let it start now: its concurrency key has a
+/// running fire fewer than its job's limit, and its rate key fewer admitted
+/// starts within the job's window than its limit. A key another node holds
+/// (not in `guards.locked`) admits nothing this round. A fire whose job no
+/// longer declares the limit its key was rendered for is not held by it.
+fn flow_admits(c: &Waiting, job: &JobDef, guards: &Guards, out: &mut Picked, now: i64) -> bool {
+    if let (Some(key), Some(limit)) = (&c.concurrency_key, job.flow.concurrency.as_ref()) {
+        if !guards.locked.contains(key) {
+            return false;
+        }
+        if guards.key_running.get(key).copied().unwrap_or(0) >= limit.limit {
+            out.blocked.insert(key.clone());
+            return false;
+        }
+    }
+    if let (Some(key), Some(rate)) = (&c.rate_key, job.flow.rate.as_ref()) {
+        if !guards.locked.contains(key) {
+            return false;
+        }
+        let since = now - rate.per_ms;
+        let within: Vec<i64> = guards
+            .starts
+            .get(key)
+            .map(|s| s.iter().copied().filter(|t| *t > since).collect())
+            .unwrap_or_default();
+        let limit = rate.limit as usize;
+        if within.len() >= limit {
+            // A slot frees when the start `limit` places back leaves the window.
+            let mut sorted = within;
+            sorted.sort_unstable();
+            let free_at = sorted[sorted.len() - limit] + rate.per_ms;
+            out.rate_wait_until = Some(out.rate_wait_until.map_or(free_at, |t| t.min(free_at)));
+            out.blocked.insert(key.clone());
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -683,6 +864,15 @@ mod tests {
             fencing: 3,
             event_id: String::new(),
             depth: 0,
+            concurrency_key: None,
+            rate_key: None,
+        }
+    }
+
+    fn guards(running: &[(&str, bool)]) -> Guards {
+        Guards {
+            running: running.iter().map(|(k, r)| (k.to_string(), *r)).collect(),
+            ..Guards::default()
         }
     }
 
@@ -706,16 +896,11 @@ mod tests {
             guarded_jobs(&candidates, &all),
             ["g/forbid", "g/skip", "g/idle"]
         );
-        let running: HashMap<String, bool> = [
-            ("g/forbid".to_string(), true),
-            ("g/skip".to_string(), true),
-            ("g/idle".to_string(), false),
-        ]
-        .into();
+        let mut running = guards(&[("g/forbid", true), ("g/skip", true), ("g/idle", false)]);
         let picked = pick_waiting(
             candidates,
             &all,
-            &running,
+            &mut running,
             &[],
             &mut JobRoom::unbounded(),
             10,
@@ -752,12 +937,11 @@ mod tests {
             waiting("i3", "g/idle"),
         ];
         assert_eq!(guarded_jobs(&candidates, &all), ["g/busy", "g/idle"]);
-        let running: HashMap<String, bool> =
-            [("g/busy".to_string(), true), ("g/idle".to_string(), false)].into();
+        let mut running = guards(&[("g/busy", true), ("g/idle", false)]);
         let picked = pick_waiting(
             candidates,
             &all,
-            &running,
+            &mut running,
             &[],
             &mut JobRoom::unbounded(),
             10,
@@ -779,7 +963,7 @@ mod tests {
         let picked = pick_waiting(
             vec![waiting("f1", "g/forbid")],
             &all,
-            &HashMap::new(),
+            &mut Guards::default(),
             &[],
             &mut JobRoom::unbounded(),
             10,
@@ -792,7 +976,7 @@ mod tests {
     fn waiting_fires_fill_only_what_the_claims_so_far_left_of_the_budget() {
         let all = jobs(&[job("g/a", Overlap::Allow), job("g/f", Overlap::Forbid)]);
         let held = FireClaim::first("h1".into(), "g/f:t", &all["g/f"], T0, true);
-        let running: HashMap<String, bool> = [("g/f".to_string(), false)].into();
+        let mut running = guards(&[("g/f", false)]);
         let candidates = vec![
             waiting("f1", "g/f"),
             waiting("f2", "g/a"),
@@ -801,7 +985,7 @@ mod tests {
         let picked = pick_waiting(
             candidates,
             &all,
-            &running,
+            &mut running,
             std::slice::from_ref(&held),
             &mut JobRoom::unbounded(),
             2,
@@ -849,9 +1033,200 @@ mod tests {
             default: 10,
             jobs: [("g/a".to_owned(), 2)].into(),
         };
-        let picked = pick_waiting(candidates, &all, &HashMap::new(), &[], &mut room, 10, T0);
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &mut Guards::default(),
+            &[],
+            &mut room,
+            10,
+            T0,
+        );
         let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
         assert_eq!(ids, ["f1", "f2", "f4"]);
         assert!(picked.history.is_empty(), "a fire past the room is no skip");
+    }
+
+    fn keyed(
+        fire_id: &str,
+        job_key: &str,
+        concurrency: Option<&str>,
+        rate: Option<&str>,
+    ) -> Waiting {
+        Waiting {
+            concurrency_key: concurrency.map(str::to_string),
+            rate_key: rate.map(str::to_string),
+            ..waiting(fire_id, job_key)
+        }
+    }
+
+    fn flow_job(key: &str, concurrency: Option<u32>, rate: Option<(u32, i64)>) -> JobDef {
+        use crate::domain::flow::{Concurrency, Flow, KeyTemplate, Rate};
+        let template = KeyTemplate::parse("{{ data.account }}").unwrap();
+        JobDef {
+            flow: Flow {
+                concurrency: concurrency.map(|limit| Concurrency {
+                    key: template.clone(),
+                    limit,
+                }),
+                rate: rate.map(|(limit, per_ms)| Rate {
+                    key: template.clone(),
+                    limit,
+                    per_ms,
+                }),
+            },
+            data: r#"{"account": "acct-1"}"#.into(),
+            ..job(key, Overlap::Allow)
+        }
+    }
+
+    #[test]
+    fn a_fire_of_a_job_with_flow_control_waits_with_its_rendered_keys() {
+        let all = jobs(&[flow_job("g/k", Some(2), Some((5, 1000)))]);
+        let plan = plan_due(
+            vec![minutely("g/k", T0)],
+            &all,
+            &params(10),
+            &mut JobRoom::unbounded(),
+            T0 + 5,
+        );
+        // Not held nor claimed in the plan: the pick counts its keys first.
+        assert!(plan.held.is_empty() && plan.claimed.is_empty());
+        assert_eq!(plan.queued.len(), 1);
+        assert_eq!(plan.queued[0].concurrency_key.as_deref(), Some("acct-1"));
+        assert_eq!(plan.queued[0].rate_key.as_deref(), Some("acct-1"));
+    }
+
+    #[test]
+    fn a_concurrency_key_admits_up_to_its_limit_across_what_runs_already() {
+        let all = jobs(&[
+            flow_job("g/k", Some(2), None),
+            job("g/plain", Overlap::Allow),
+        ]);
+        let candidates = vec![
+            keyed("a1", "g/k", Some("acct-a"), None),
+            keyed("a2", "g/k", Some("acct-a"), None),
+            keyed("b1", "g/k", Some("acct-b"), None),
+            keyed("b2", "g/k", Some("acct-b"), None),
+            keyed("b3", "g/k", Some("acct-b"), None),
+            keyed("c1", "g/k", Some("acct-c"), None),
+            waiting("p1", "g/plain"),
+        ];
+        assert_eq!(flow_keys(&candidates), ["acct-a", "acct-b", "acct-c"]);
+        let mut g = Guards {
+            // acct-c is being claimed by another node.
+            locked: ["acct-a", "acct-b"].map(String::from).into(),
+            // One fire of acct-a runs somewhere in the cluster.
+            key_running: [("acct-a".to_string(), 1)].into(),
+            ..Guards::default()
+        };
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &mut g,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b1", "b2", "p1"]);
+        assert_eq!(
+            picked.blocked,
+            ["acct-a", "acct-b"].map(String::from).into()
+        );
+        assert!(
+            picked.skipped.is_empty() && picked.history.is_empty(),
+            "waiting is no skip"
+        );
+        assert_eq!(
+            g.key_running["acct-b"], 2,
+            "a second pick goes on from these counts"
+        );
+    }
+
+    #[test]
+    fn a_rate_key_admits_what_its_window_has_left_and_says_when_the_next_may_start() {
+        let all = jobs(&[flow_job("g/r", None, Some((3, 1000)))]);
+        let candidates = vec![
+            keyed("r1", "g/r", None, Some("acct-a")),
+            keyed("r2", "g/r", None, Some("acct-a")),
+            keyed("r3", "g/r", None, Some("acct-a")),
+        ];
+        let mut g = Guards {
+            locked: ["acct-a".to_string()].into(),
+            // One start has left the window; two are within it.
+            starts: [("acct-a".to_string(), vec![T0 - 1500, T0 - 900, T0 - 100])].into(),
+            ..Guards::default()
+        };
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &mut g,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        assert_eq!(ids, ["r1"]);
+        // What is stored: the starts within the window, this one last.
+        assert_eq!(
+            picked.starts,
+            [("acct-a".to_string(), vec![T0 - 900, T0 - 100, T0])]
+        );
+        // The start at T0 - 900 leaves the window at T0 + 100.
+        assert_eq!(picked.rate_wait_until, Some(T0 + 100));
+        let why = crate::domain::flow::why_waiting(
+            &all["g/r"].flow,
+            None,
+            Some("acct-a"),
+            |_| 0,
+            |_| picked.starts[0].1.clone(),
+            T0,
+        )
+        .unwrap();
+        assert!(why.contains("started 3 of 3 in the last 1s"), "{why}");
+        assert!(
+            why.contains("next start at 2030-01-01T10:00:00.100Z"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_flow_key_another_node_holds_admits_nothing_this_round() {
+        let all = jobs(&[flow_job("g/r", Some(5), Some((5, 1000)))]);
+        let picked = pick_waiting(
+            vec![keyed("r1", "g/r", Some("acct-a"), Some("acct-a"))],
+            &all,
+            &mut Guards::default(),
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        assert!(picked.claims.is_empty() && picked.blocked.is_empty());
+        assert_eq!(picked.rate_wait_until, None);
+    }
+
+    #[test]
+    fn a_backlog_of_one_job_takes_one_place_per_round_of_the_claim() {
+        let rows = ["f1", "f2", "f3", "t1", "f4", "u1", "t2"];
+        let job = |id: &&str| group_of(&id[..1], None);
+        let order = interleave_jobs(rows.to_vec(), job);
+        assert_eq!(order, ["f1", "t1", "u1", "f2", "t2", "f3", "f4"]);
+        // One job alone, or one row per job: as read.
+        assert_eq!(
+            interleave_jobs(vec!["f1", "f2", "f3"], job),
+            ["f1", "f2", "f3"]
+        );
+        assert_eq!(
+            interleave_jobs(vec!["f1", "t1", "u1"], job),
+            ["f1", "t1", "u1"]
+        );
+        // Keys of one job are groups of their own.
+        let keyed = vec![("j", "a"), ("j", "a"), ("j", "b")];
+        let order = interleave_jobs(keyed, |(j, k)| group_of(j, Some(k)));
+        assert_eq!(order, [("j", "a"), ("j", "b"), ("j", "a")]);
     }
 }

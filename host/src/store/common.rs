@@ -6,9 +6,11 @@ use super::sql::{Backend, Db, Sql, writer};
 use super::{
     Dialect, ModulePut, ModuleRecord, ModuleRef, ModuleRollback, ModuleWatch, Store, StoreError,
 };
+use crate::domain::flow::Flow;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Row, Type};
+use std::collections::HashMap;
 
 /// A `modules` row without its bytes.
 #[derive(FromRow)]
@@ -90,9 +92,19 @@ static MODULE_WITHDRAW: Sql =
     Sql::new("UPDATE modules SET withdrawn = $1 WHERE name = $2 AND version = $3");
 
 static FIRE_RUNNING: Sql = Sql::new(
-    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, state, node_id, lease_until_ms, recovering \
+    "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, state, node_id, lease_until_ms, recovering, \
+     concurrency_key, rate_key \
      FROM fires UNION ALL SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, 1, 'acquired', \
-     node_id, lease_until_ms, 0 FROM held_claims ORDER BY 5, 1",
+     node_id, lease_until_ms, 0, NULL, NULL FROM held_claims ORDER BY 5, 1",
+);
+static NOW: Sql = Sql::new("SELECT {now}");
+static FLOW_OF_JOB: Sql = Sql::new("SELECT flow FROM jobs WHERE job_key = $1");
+static FLOW_KEY_COUNTS: Sql = Sql::new(
+    "SELECT concurrency_key, COUNT(*) FROM fires WHERE state = 'acquired' AND concurrency_key IS NOT NULL \
+     GROUP BY concurrency_key",
+);
+static FLOW_KEY_STARTS: Sql = Sql::new(
+    "SELECT flow_key, starts FROM flow_keys WHERE flow_key IN (SELECT rate_key FROM fires WHERE rate_key IS NOT NULL)",
 );
 // Two cheap counts instead of a join per trigger: states walk the (state, ...)
 // index; WAITING triggers of paused jobs, counted as PAUSED since they fire no
@@ -393,7 +405,8 @@ where
         let rows = sqlx::query(FIRE_RUNNING.on(DB::DIALECT))
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
+        let mut fires = rows
+            .iter()
             .map(|r| {
                 Ok(FireRow {
                     fire_id: r.try_get("fire_id")?,
@@ -406,9 +419,58 @@ where
                     node_id: r.try_get("node_id")?,
                     lease_until_ms: r.try_get("lease_until_ms")?,
                     recovering: r.try_get::<i64, _>("recovering")? != 0,
+                    concurrency_key: r.try_get("concurrency_key")?,
+                    rate_key: r.try_get("rate_key")?,
+                    waiting_for: None,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<FireRow>, StoreError>>()?;
+        let held = |f: &FireRow| {
+            f.state == "scheduled" && (f.concurrency_key.is_some() || f.rate_key.is_some())
+        };
+        if !fires.iter().any(held) {
+            return Ok(fires);
+        }
+        // Why keyed fires wait: their keys' running fires and admitted
+        // starts, against the limits their jobs declare now.
+        let now: i64 = sqlx::query_scalar(NOW.on(DB::DIALECT))
+            .fetch_one(self.pool())
+            .await?;
+        let running: HashMap<String, i64> = sqlx::query_as(FLOW_KEY_COUNTS.on(DB::DIALECT))
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .collect();
+        let starts: HashMap<String, String> = sqlx::query_as(FLOW_KEY_STARTS.on(DB::DIALECT))
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .collect();
+        let mut flows: HashMap<String, Flow> = HashMap::new();
+        for f in fires.iter_mut().filter(|f| held(f) && f.due_ms <= now) {
+            if !flows.contains_key(&f.job_key) {
+                let flow: Option<Option<String>> = sqlx::query_scalar(FLOW_OF_JOB.on(DB::DIALECT))
+                    .bind(&f.job_key)
+                    .fetch_optional(self.pool())
+                    .await?;
+                let flow = Flow::from_column(flow.flatten().as_deref());
+                flows.insert(f.job_key.clone(), flow);
+            }
+            f.waiting_for = crate::domain::flow::why_waiting(
+                &flows[&f.job_key],
+                f.concurrency_key.as_deref(),
+                f.rate_key.as_deref(),
+                |key| running.get(key).copied().unwrap_or(0),
+                |key| {
+                    starts
+                        .get(key)
+                        .and_then(|s| serde_json::from_str(s).ok())
+                        .unwrap_or_default()
+                },
+                now,
+            );
+        }
+        Ok(fires)
     }
 
     async fn trigger_counts(&self) -> Result<TriggerCounts, StoreError> {

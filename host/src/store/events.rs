@@ -23,7 +23,7 @@
 
 use super::StoreError;
 use super::common::notify;
-use super::model::{HistoryEntry, HistoryStatus, TriggerState};
+use super::model::{HistoryEntry, HistoryStatus, JobDef, TriggerState};
 use super::sched::{history_from_row, history_row, insert_history, new_id, trigger_from_row};
 use super::sql::{Backend, Db, Sql, writer};
 use async_trait::async_trait;
@@ -448,11 +448,14 @@ static EVENT_BY_KEY: Sql = Sql::new(
     "SELECT event_id, fires FROM events WHERE name = $1 AND key_scope = $2 AND idem_key = $3",
 );
 static SUBSCRIBERS: Sql = Sql::new(
-    "SELECT {trigger_columns}, (SELECT j.paused FROM jobs j WHERE j.job_key = triggers.job_key) AS job_paused \
+    "SELECT {trigger_columns}, (SELECT j.paused FROM jobs j WHERE j.job_key = triggers.job_key) AS job_paused, \
+     (SELECT j.flow FROM jobs j WHERE j.job_key = triggers.job_key) AS job_flow, \
+     (SELECT CASE WHEN j.flow IS NULL THEN NULL ELSE j.data END FROM jobs j WHERE j.job_key = triggers.job_key) AS job_data \
      FROM triggers WHERE kind = 'event' AND event_name = $1 ORDER BY trigger_key",
 );
 static EVENT_FIRES_INSERT: Sql = Sql::new(
-    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth, source_job) ",
+    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth, \
+     source_job, concurrency_key, rate_key) ",
 );
 static EVENT_FIRES_SET: Sql = Sql::new("UPDATE events SET fires = $1 WHERE event_id = $2");
 static EVENT_GET: Sql = Sql::new("SELECT {event_columns} FROM events WHERE event_id = $1");
@@ -672,7 +675,9 @@ where
             .bind(&e.name)
             .fetch_all(&mut *tx)
             .await?;
-        let mut fires: Vec<(EventFire, i64)> = Vec::new();
+        // Each fire with its priority and its flow keys (see `domain::flow`).
+        type Keys = (Option<String>, Option<String>);
+        let mut fires: Vec<(EventFire, i64, Keys)> = Vec::new();
         let mut paused = Vec::new();
         let mut history = Vec::new();
         for row in &subscribers {
@@ -685,14 +690,36 @@ where
             }
             let job_paused = row.try_get::<Option<i64>, _>("job_paused")?.unwrap_or(0) != 0;
             match t.state {
-                TriggerState::Waiting if !job_paused => fires.push((
-                    EventFire {
-                        fire_id: new_id(),
-                        job_key: t.job_key.clone(),
-                        trigger_key: t.trigger_key.clone(),
-                    },
-                    t.priority,
-                )),
+                TriggerState::Waiting if !job_paused => {
+                    let flow: Option<String> = row.try_get("job_flow")?;
+                    let keys = match flow {
+                        None => (None, None),
+                        Some(flow) => JobDef {
+                            data: row
+                                .try_get::<Option<String>, _>("job_data")?
+                                .unwrap_or_default(),
+                            flow: crate::domain::flow::Flow::from_column(Some(&flow)),
+                            ..JobDef::new(t.job_key.clone(), "")
+                        }
+                        .flow_keys(
+                            &t.trigger_key,
+                            Some(crate::domain::flow::EventInput {
+                                name: &e.name,
+                                key: e.key.as_deref(),
+                                payload: &e.payload,
+                            }),
+                        ),
+                    };
+                    fires.push((
+                        EventFire {
+                            fire_id: new_id(),
+                            job_key: t.job_key.clone(),
+                            trigger_key: t.trigger_key.clone(),
+                        },
+                        t.priority,
+                        keys,
+                    ));
+                }
                 TriggerState::Waiting | TriggerState::Paused => {
                     let what = if job_paused { "job" } else { "trigger" };
                     history.push(history_row(
@@ -712,21 +739,26 @@ where
         }
         for chunk in fires.chunks(100) {
             let mut qb = QueryBuilder::<DB>::new(EVENT_FIRES_INSERT.on(DB::DIALECT));
-            qb.push_values(chunk, |mut b, (f, priority)| {
-                b.push_bind(f.fire_id.clone())
-                    .push_bind(f.trigger_key.clone())
-                    .push_bind(f.job_key.clone())
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(*priority)
-                    .push_bind(1i64)
-                    .push_bind("scheduled")
-                    .push_bind(0i64)
-                    .push_bind(0i64)
-                    .push_bind(event_id.clone())
-                    .push_bind(i64::from(e.depth))
-                    .push_bind(e.source_job.clone());
-            });
+            qb.push_values(
+                chunk,
+                |mut b, (f, priority, (concurrency_key, rate_key))| {
+                    b.push_bind(f.fire_id.clone())
+                        .push_bind(f.trigger_key.clone())
+                        .push_bind(f.job_key.clone())
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(*priority)
+                        .push_bind(1i64)
+                        .push_bind("scheduled")
+                        .push_bind(0i64)
+                        .push_bind(0i64)
+                        .push_bind(event_id.clone())
+                        .push_bind(i64::from(e.depth))
+                        .push_bind(e.source_job.clone())
+                        .push_bind(concurrency_key.clone())
+                        .push_bind(rate_key.clone());
+                },
+            );
             qb.build().execute(&mut *tx).await?;
         }
         sqlx::query(EVENT_FIRES_SET.on(DB::DIALECT))
@@ -741,7 +773,7 @@ where
         tx.commit().await?;
         Ok(EmitOutcome::Accepted {
             event_id,
-            fires: fires.into_iter().map(|(f, _)| f).collect(),
+            fires: fires.into_iter().map(|(f, _, _)| f).collect(),
             paused,
         })
     }

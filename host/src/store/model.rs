@@ -6,6 +6,7 @@ use crate::grants::Grants;
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use serde::Serialize;
 
+pub use crate::domain::flow::Flow;
 pub use crate::domain::{Backoff, Overlap, RetryPolicy};
 
 /// A job as stored.
@@ -46,6 +47,9 @@ pub struct JobDef {
     /// timed-out attempt); `None`: never.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause_on_failure: Option<u32>,
+    /// Concurrency and rate limits per key (see [`Flow`]).
+    #[serde(flatten)]
+    pub flow: Flow,
 }
 
 /// What an operator says of a pause: why, and when it ends by itself.
@@ -79,6 +83,7 @@ impl JobDef {
             grants: None,
             pause: PauseNote::default(),
             pause_on_failure: None,
+            flow: Flow::default(),
         }
     }
 
@@ -86,6 +91,25 @@ impl JobDef {
     pub fn with_grants(mut self, grants: &Grants) -> Self {
         self.grants = grants.to_stored();
         self
+    }
+
+    /// The concurrency and rate keys of a fire of this job by `trigger_key`
+    /// (caused by `event`, if one did): `(None, None)` for a job without
+    /// flow control.
+    pub fn flow_keys(
+        &self,
+        trigger_key: &str,
+        event: Option<crate::domain::flow::EventInput<'_>>,
+    ) -> (Option<String>, Option<String>) {
+        if self.flow.is_empty() {
+            return (None, None);
+        }
+        self.flow.keys(&crate::domain::flow::KeyInput {
+            job_key: &self.job_key,
+            trigger_key,
+            data: &self.data,
+            event,
+        })
     }
 
     /// The job's grants, parsed.
@@ -199,6 +223,17 @@ pub struct FireClaim {
     /// The claim is a `held_claims` row, not a `fires` row (see migration
     /// 0008); the completion says so back to the store.
     pub held: bool,
+    /// What flow control admitted the fire by, if its job has any.
+    pub flow: Option<Box<ClaimFlow>>,
+}
+
+/// The flow keys a claim admitted a fire by, and when (the database clock):
+/// history records them, so an operator can check a limit against the runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimFlow {
+    pub concurrency_key: Option<String>,
+    pub rate_key: Option<String>,
+    pub admitted_ms: i64,
 }
 
 impl FireClaim {
@@ -224,6 +259,7 @@ impl FireClaim {
             event_id: None,
             depth: 0,
             held,
+            flow: None,
         }
     }
 }
@@ -363,6 +399,9 @@ pub struct Acquired {
     /// Due fires of jobs without room left (see [`JobRoom`]), by job: queued
     /// instead of claimed.
     pub deferred: Vec<(String, u64)>,
+    /// The earliest time a fire waiting for its rate key (see
+    /// `domain::flow::Rate`) may start, if one waits: the node looks again then.
+    pub rate_wait_until: Option<i64>,
 }
 
 /// History status of a run or of a fire not run.
@@ -533,6 +572,16 @@ pub struct FireRow {
     pub node_id: Option<String>,
     pub lease_until_ms: Option<i64>,
     pub recovering: bool,
+    /// The fire's flow keys (see `domain::flow`), if its job has flow control.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_key: Option<String>,
+    /// Why a due fire is still waiting, when flow control holds it: its
+    /// concurrency key at its limit, or its rate key out of starts (with
+    /// when the next may start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// How many triggers are in each state, and how many fires are being run:

@@ -178,7 +178,7 @@ pub(crate) const REFRESH_WIT_NEED: &str = "UPDATE jobs SET wit_need = (SELECT m.
 /// The columns of a job row, as [`JobColumns`] reads them.
 pub(crate) const JOB_COLUMNS: &str = "job_key, module, data, overlap, max_attempts, backoff, backoff_initial_ms, \
      backoff_max_ms, jitter, timeout_ms, max_memory, requests_recovery, priority, paused, source, kv_max_keys, \
-     kv_max_bytes, grants, pause_note, paused_until_ms, pause_on_failure";
+     kv_max_bytes, grants, pause_note, paused_until_ms, pause_on_failure, flow";
 
 /// The columns of a trigger row, as [`TriggerColumns`] reads them.
 pub(crate) const TRIGGER_COLUMNS: &str = "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, \
@@ -276,6 +276,7 @@ pub(crate) struct JobColumns {
     pause_note: Option<String>,
     paused_until_ms: Option<i64>,
     pause_on_failure: Option<i64>,
+    flow: Option<String>,
 }
 
 impl JobColumns {
@@ -311,6 +312,7 @@ impl JobColumns {
                 until_ms: self.paused_until_ms,
             },
             pause_on_failure: self.pause_on_failure.and_then(|n| u32::try_from(n).ok()),
+            flow: Flow::from_column(self.flow.as_deref()),
         }
     }
 }
@@ -419,7 +421,7 @@ static JOBS_UPSERT: Sql = Sql::new(
      paused = excluded.paused, source = excluded.source, kv_max_keys = excluded.kv_max_keys, \
      kv_max_bytes = excluded.kv_max_bytes, grants = excluded.grants, \
      pause_note = excluded.pause_note, paused_until_ms = excluded.paused_until_ms, \
-     pause_on_failure = excluded.pause_on_failure, updated_at = excluded.updated_at",
+     pause_on_failure = excluded.pause_on_failure, flow = excluded.flow, updated_at = excluded.updated_at",
 );
 static WIT_NEED_OF_JOBS: Sql = Sql::new("{refresh_wit_need} WHERE job_key IN (");
 static TRIGGERS_OF_JOBS: Sql =
@@ -468,34 +470,45 @@ static TRIGGER_EXISTS: Sql = Sql::new("SELECT 1 FROM triggers WHERE trigger_key 
 static TRIGGER_RESET_ERRORS: Sql =
     Sql::new("UPDATE triggers SET state = 'WAITING', error = NULL WHERE state = 'ERROR'");
 static FIRE_NOW: Sql = Sql::new(
-    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
-     SELECT $1, job_key || ':manual', job_key, {now}, {now}, priority, 1, 'scheduled', 0, 0 FROM jobs WHERE job_key = $2",
+    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, \
+     concurrency_key, rate_key) \
+     SELECT $1, job_key || ':manual', job_key, {now}, {now}, priority, 1, 'scheduled', 0, 0, $3, $4 FROM jobs WHERE job_key = $2",
 );
 static STARTUP_TRIGGERS: Sql = Sql::new(
-    "SELECT t.trigger_key, t.job_key, t.kind, t.priority, j.module FROM triggers t JOIN jobs j ON j.job_key = t.job_key \
+    "SELECT t.trigger_key, t.job_key, t.kind, t.priority, j.module, j.data, j.flow FROM triggers t JOIN jobs j ON j.job_key = t.job_key \
      WHERE t.kind IN ('on-start', 'once') AND t.state = 'WAITING' AND j.paused = 0",
 );
 static ONCE_RUN: Sql = Sql::new(
     "INSERT INTO once_runs (job_key, module, ran_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
 );
 static STARTUP_FIRE: Sql = Sql::new(
-    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing) \
-     VALUES ($1, $2, $3, $4, $4, $5, 1, 'scheduled', 0, 0) ON CONFLICT DO NOTHING",
+    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, \
+     concurrency_key, rate_key) VALUES ($1, $2, $3, $4, $4, $5, 1, 'scheduled', 0, 0, $6, $7) ON CONFLICT DO NOTHING",
 );
 
 // The claim (`fire_acquire`). Due triggers and their jobs come back in one
 // statement, as one row (see `json_rows`): per trigger its columns, the
 // contract rank its job needs, the time of the fire it holds (if any), and
 // whether a `fires` row already has its next time.
+//
+// The due triggers are two windows of the index: the oldest `$2` and the
+// newest `$3` (see `claim::interleave_jobs`): under a backlog of one job, a
+// trigger that has just come due is read at once instead of after the backlog.
 static DUE_TRIGGERS: Sql = Sql::new(
-    "WITH d AS MATERIALIZED (SELECT {trigger_columns}, \
+    "WITH o AS MATERIALIZED (SELECT trigger_key FROM triggers \
+     WHERE state = 'WAITING' AND next_fire_ms <= $1 \
+     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
+     ORDER BY next_fire_ms, priority DESC LIMIT $2{skip_locked}), \
+     n AS MATERIALIZED (SELECT trigger_key FROM triggers \
+     WHERE state = 'WAITING' AND next_fire_ms <= $1 \
+     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
+     ORDER BY next_fire_ms DESC LIMIT $3{skip_locked}), \
+     d AS MATERIALIZED (SELECT {trigger_columns}, \
      (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need, \
      (SELECT h.scheduled_ms FROM held_claims h WHERE h.trigger_key = triggers.trigger_key) AS held_scheduled_ms, \
      CASE WHEN EXISTS (SELECT 1 FROM fires f WHERE f.trigger_key = triggers.trigger_key AND f.scheduled_ms = triggers.next_fire_ms) \
      THEN 1 ELSE 0 END AS taken FROM triggers \
-     WHERE state = 'WAITING' AND next_fire_ms <= $1 \
-     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
-     ORDER BY next_fire_ms, priority DESC LIMIT $2{skip_locked}) \
+     WHERE trigger_key IN (SELECT trigger_key FROM o UNION SELECT trigger_key FROM n)) \
      SELECT CAST((SELECT {json_agg}({json_array}({json_array}({trigger_columns}), wit_need, held_scheduled_ms, taken) \
      ORDER BY next_fire_ms, priority DESC) FROM d) AS TEXT), \
      CAST((SELECT {json_agg}({json_array}({job_columns})) FROM jobs \
@@ -513,27 +526,60 @@ static HELD_INSERT: Sql = Sql::new(
      SELECT v.column1, v.column2, v.column3, v.column4, v.column5, ",
 );
 static FIRES_INSERT: Sql = Sql::new(
-    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) ",
+    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, \
+     lease_until_ms, concurrency_key, rate_key) ",
 );
-static WAITING_FIRES: Sql = Sql::new(
-    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth \
-     FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
-     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
-     ORDER BY f.due_ms, f.priority DESC LIMIT $2{skip_locked}",
-);
-/// [`WAITING_FIRES`] but for the jobs named in `$5` (a JSON array): those
-/// without room left in the node's share (see `JobRoom`).
-static WAITING_FIRES_EXCEPT: Sql = Sql::new(
-    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth \
-     FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
-     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
-     AND f.job_key NOT IN ({json_texts_5}) \
-     ORDER BY f.due_ms, f.priority DESC LIMIT $2{skip_locked}",
-);
+/// The waiting fires a claim reads: two windows of the due index, the
+/// oldest `$2` and the newest `$5` (see `claim::interleave_jobs`), with
+/// `$extra` filtering both.
+macro_rules! waiting_fires {
+    ($extra:literal) => {
+        concat!(
+            "WITH o AS MATERIALIZED (SELECT f.fire_id FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) ",
+            $extra,
+            " ORDER BY f.due_ms, f.priority DESC LIMIT $2{skip_locked}), \
+             n AS MATERIALIZED (SELECT f.fire_id FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) ",
+            $extra,
+            " ORDER BY f.due_ms DESC LIMIT $5{skip_locked}) \
+             SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, \
+             f.depth, f.concurrency_key, f.rate_key FROM fires f \
+             WHERE f.fire_id IN (SELECT fire_id FROM o UNION SELECT fire_id FROM n) ORDER BY f.due_ms, f.priority DESC"
+        )
+    };
+}
+static WAITING_FIRES: Sql = Sql::new(waiting_fires!(""));
+/// [`WAITING_FIRES`] but for the jobs named in `$6` (a JSON array): those
+/// without room left in the node's share (see `JobRoom`), and the fires whose
+/// flow keys are named in `$7`: keys at their limit, whose fires would
+/// otherwise fill the window and hide every other key's.
+static WAITING_FIRES_EXCEPT: Sql = Sql::new(waiting_fires!(
+    "AND f.job_key NOT IN ({json_texts_6}) \
+     AND (f.concurrency_key IS NULL OR f.concurrency_key NOT IN ({json_texts_7})) \
+     AND (f.rate_key IS NULL OR f.rate_key NOT IN ({json_texts_7}))"
+));
 static SKIP_LOCKED: Sql = Sql::new("{skip_locked}");
 static LOAD_JOBS: Sql = Sql::new(
     "SELECT CAST({json_agg}({json_array}({job_columns})) AS TEXT) FROM jobs WHERE job_key IN (",
 );
+// Flow keys (see `claim::Guards`): a claim locks the rows of the keys
+// among its candidates (those another node holds are skipped this round),
+// creates the rows of keys seen for the first time, counts the running fires
+// of its concurrency keys and writes back its rate keys' admitted starts.
+static FLOW_LOCK: Sql = Sql::new(
+    "SELECT flow_key, starts FROM flow_keys WHERE flow_key IN ({json_texts_1}) ORDER BY flow_key{skip_locked}",
+);
+static FLOW_KNOWN: Sql =
+    Sql::new("SELECT flow_key FROM flow_keys WHERE flow_key IN ({json_texts_1})");
+static FLOW_CREATE: Sql = Sql::new(
+    "INSERT INTO flow_keys (flow_key, starts, updated_ms) SELECT k, '[]', $2 FROM ({json_texts_1_as_k}) x WHERE true ON CONFLICT DO NOTHING",
+);
+static FLOW_RUNNING: Sql = Sql::new(
+    "SELECT concurrency_key, COUNT(*) FROM fires WHERE state = 'acquired' AND concurrency_key IN ({json_texts_1}) \
+     GROUP BY concurrency_key",
+);
+static FLOW_STARTS_SET: Sql = Sql::new("UPDATE flow_keys SET starts = v.column2, updated_ms = ");
 static NEXT_DUE: Sql = Sql::new(
     "SELECT MIN(t) AS next FROM (SELECT MIN(next_fire_ms) AS t FROM triggers WHERE state = 'WAITING' \
      UNION ALL SELECT MIN(due_ms) AS t FROM fires WHERE state = 'scheduled') x",
@@ -727,6 +773,131 @@ where
 
 /// Loads the jobs of `keys` not yet in `map` into it, each once, 200 per
 /// statement, each statement's rows as one (see [`json_rows`]).
+/// The size of a claim's window of the newest due rows, beside its window of
+/// `oldest` (see `DUE_TRIGGERS`): half as many.
+fn newest(oldest: i64) -> i64 {
+    (oldest / 2).max(1)
+}
+
+/// Reads, under locks, what the policies of `candidates` decide on (see
+/// `claim::Guards`), for the guarded jobs and flow keys `guards` has not
+/// seen yet: each job's and key's row is locked (`SKIP LOCKED`: those another
+/// node holds are left out), then the running fires of the locked jobs and
+/// concurrency keys are counted and the locked rate keys' starts read.
+async fn lock_guards<DB: Db>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    candidates: &[claim::Waiting],
+    jobs: &HashMap<String, JobDef>,
+    guards: &mut claim::Guards,
+    now: i64,
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    // `forbid`, `skip` and `buffer-one` decide on whether the job is running.
+    // Two nodes claiming at once would each see it idle (neither sees the
+    // other's uncommitted claim), so the job's row is locked first and its
+    // running fires counted after: a job another node is claiming right now
+    // is left for the next round.
+    let guarded: Vec<String> = claim::guarded_jobs(candidates, jobs)
+        .into_iter()
+        .filter(|k| guards.seen_jobs.insert(k.clone()))
+        .collect();
+    for chunk in guarded.chunks(200) {
+        let mut qb = QueryBuilder::<DB>::new("SELECT job_key FROM jobs WHERE job_key IN (");
+        push_list(&mut qb, chunk.iter().cloned());
+        qb.push(") ORDER BY job_key");
+        qb.push(SKIP_LOCKED.on(DB::DIALECT));
+        let locked: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+        guards
+            .running
+            .extend(locked.into_iter().map(|key| (key, false)));
+        // Running: a claimed `fires` row or a held claim (the job allowed
+        // overlap when it was claimed).
+        let mut qb = QueryBuilder::<DB>::new(
+            "SELECT job_key FROM fires WHERE state = 'acquired' AND job_key IN (",
+        );
+        push_list(&mut qb, chunk.iter().cloned());
+        qb.push(") UNION SELECT job_key FROM held_claims WHERE job_key IN (");
+        push_list(&mut qb, chunk.iter().cloned());
+        qb.push(")");
+        let busy: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+        for key in busy {
+            if let Some(running) = guards.running.get_mut(&key) {
+                *running = true;
+            }
+        }
+    }
+    // Flow keys: the same, on their `flow_keys` rows. A key seen for the
+    // first time has no row yet: it is created, then locked.
+    let keys: Vec<String> = claim::flow_keys(candidates)
+        .into_iter()
+        .filter(|k| guards.seen_keys.insert(k.clone()))
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let list = |keys: &[String]| serde_json::Value::from(keys.to_vec()).to_string();
+    let lock =
+        |keys: String| sqlx::query_as::<DB, (String, String)>(FLOW_LOCK.on(DB::DIALECT)).bind(keys);
+    let mut locked: Vec<(String, String)> = lock(list(&keys)).fetch_all(&mut **tx).await?;
+    if locked.len() < keys.len() {
+        let got: HashSet<&str> = locked.iter().map(|(k, _)| k.as_str()).collect();
+        let rest: Vec<String> = keys
+            .iter()
+            .filter(|k| !got.contains(k.as_str()))
+            .cloned()
+            .collect();
+        let known: HashSet<String> = sqlx::query_scalar::<DB, String>(FLOW_KNOWN.on(DB::DIALECT))
+            .bind(list(&rest))
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        let new: Vec<String> = rest.into_iter().filter(|k| !known.contains(k)).collect();
+        if !new.is_empty() {
+            sqlx::query(FLOW_CREATE.on(DB::DIALECT))
+                .bind(list(&new))
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            locked.extend(lock(list(&new)).fetch_all(&mut **tx).await?);
+        }
+    }
+    let concurrency: Vec<String> = locked
+        .iter()
+        .filter(|(k, _)| {
+            candidates
+                .iter()
+                .any(|c| c.concurrency_key.as_ref() == Some(k))
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (key, starts) in locked {
+        let starts: Vec<i64> = serde_json::from_str(&starts).unwrap_or_default();
+        if !starts.is_empty() {
+            guards.starts.insert(key.clone(), starts);
+        }
+        guards.locked.insert(key);
+    }
+    if !concurrency.is_empty() {
+        let counts: Vec<(String, i64)> = sqlx::query_as(FLOW_RUNNING.on(DB::DIALECT))
+            .bind(list(&concurrency))
+            .fetch_all(&mut **tx)
+            .await?;
+        for (key, n) in counts {
+            guards
+                .key_running
+                .insert(key, u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(())
+}
+
 async fn load_jobs<DB: Db>(
     tx: &mut sqlx::Transaction<'_, DB>,
     keys: impl Iterator<Item = String>,
@@ -883,6 +1054,7 @@ where
                     .push_bind(job.pause.note.clone())
                     .push_bind(job.pause.until_ms)
                     .push_bind(job.pause_on_failure.map(i64::from))
+                    .push_bind(job.flow.to_column())
                     .push_bind(now)
                     .push_bind(now);
             });
@@ -1115,9 +1287,17 @@ where
     async fn fire_now(&self, job_key: &str) -> Result<String, StoreError> {
         let _writer = writer(self).await;
         let id = new_id();
+        // A job with flow control: its keys are rendered here (a manual fire
+        // has no event; its trigger is `JOB:manual`).
+        let (concurrency_key, rate_key) = match self.job_get(job_key).await? {
+            Some(job) => job.flow_keys(&format!("{job_key}:manual"), None),
+            None => (None, None),
+        };
         let done = sqlx::query(FIRE_NOW.on(DB::DIALECT))
             .bind(&id)
             .bind(job_key)
+            .bind(concurrency_key)
+            .bind(rate_key)
             .execute(self.pool())
             .await?;
         if DB::rows_affected(&done) == 0 {
@@ -1132,12 +1312,12 @@ where
         let now: i64 = sqlx::query_scalar(CLOCK.on(DB::DIALECT))
             .fetch_one(&mut *tx)
             .await?;
-        let rows: Vec<(String, String, String, i64, String)> =
-            sqlx::query_as(STARTUP_TRIGGERS.on(DB::DIALECT))
-                .fetch_all(&mut *tx)
-                .await?;
+        type Row = (String, String, String, i64, String, String, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(STARTUP_TRIGGERS.on(DB::DIALECT))
+            .fetch_all(&mut *tx)
+            .await?;
         let mut created = 0;
-        for (trigger_key, job_key, kind, priority, module) in rows {
+        for (trigger_key, job_key, kind, priority, module, data, flow) in rows {
             if kind == "once" {
                 let first = sqlx::query(ONCE_RUN.on(DB::DIALECT))
                     .bind(&job_key)
@@ -1149,12 +1329,20 @@ where
                     continue;
                 }
             }
+            let keys = JobDef {
+                data,
+                flow: Flow::from_column(flow.as_deref()),
+                ..JobDef::new(job_key.clone(), module)
+            }
+            .flow_keys(&trigger_key, None);
             let done = sqlx::query(STARTUP_FIRE.on(DB::DIALECT))
                 .bind(new_id())
                 .bind(&trigger_key)
                 .bind(&job_key)
                 .bind(now)
                 .bind(priority)
+                .bind(keys.0)
+                .bind(keys.1)
                 .execute(&mut *tx)
                 .await?;
             created += DB::rows_affected(&done);
@@ -1181,6 +1369,7 @@ where
             sqlx::query_as(DUE_TRIGGERS.on(DB::DIALECT))
                 .bind(horizon)
                 .bind(limit)
+                .bind(newest(limit))
                 .fetch_one(&mut *tx)
                 .await?;
         let due: Vec<(TriggerColumns, Option<i64>, Option<i64>, i64)> =
@@ -1196,6 +1385,7 @@ where
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let due = claim::interleave_jobs(due, |d| claim::group_of(&d.trigger.job_key, None));
         let mut jobs: HashMap<String, JobDef> = HashMap::new();
         jobs_into(due_jobs, &mut jobs)?;
         // Each job's share of the node: fires of a job without room left stay
@@ -1267,7 +1457,9 @@ where
                         .push_bind(0i64)
                         .push_bind(i64::from(claim))
                         .push_bind(claim.then(|| p.node_id.clone()))
-                        .push_bind(claim.then_some(now + p.lease_ms));
+                        .push_bind(claim.then_some(now + p.lease_ms))
+                        .push_bind(f.concurrency_key.clone())
+                        .push_bind(f.rate_key.clone());
                 });
                 // A fire that exists already (same trigger and time) is not
                 // created twice: the store makes a double fire impossible.
@@ -1304,68 +1496,94 @@ where
             }
         }
 
-        // 2. Claim due fires, respecting each job's overlap policy (see
-        // `claim::pick_waiting`).
+        // 2. Claim due fires, respecting each job's overlap policy and flow
+        // control (see `claim::pick_waiting`).
         let budget = p.max.saturating_sub(out.fires.len());
-        // Jobs without room are left out here, or their queue could fill the
-        // window and hide every other job's fires.
-        let full = room.full();
-        let candidates: Vec<claim::Waiting> = if budget == 0 {
-            Vec::new()
-        } else {
-            let read = if full.is_empty() {
-                &WAITING_FIRES
-            } else {
-                &WAITING_FIRES_EXCEPT
-            };
-            let mut query = sqlx::query_as(read.on(DB::DIALECT))
-                .bind(horizon)
-                .bind(i64::try_from(budget).unwrap_or(1).saturating_mul(4))
-                .bind(p.runs.lo)
-                .bind(p.runs.hi);
-            if !full.is_empty() {
-                query = query.bind(serde_json::Value::from(full).to_string());
+        let window = i64::try_from(budget).unwrap_or(1).saturating_mul(4);
+        let mut guards = claim::Guards::default();
+        let mut picked = claim::Picked::default();
+        // Jobs without room are left out of the read, or their queue could
+        // fill the window and hide every other job's fires; so are, in a
+        // second read, the keys the first found at their limit.
+        let mut except_keys: Vec<String> = Vec::new();
+        for round in 0..2 {
+            let claimed_so_far = out.fires.len() + picked.claims.len();
+            if claimed_so_far >= p.max {
+                break;
             }
-            query.fetch_all(&mut *tx).await?
-        };
-        load_jobs(
-            &mut tx,
-            candidates.iter().map(|c| c.job_key.clone()),
-            &mut jobs,
-        )
-        .await?;
-        // `forbid` and `skip` decide on whether the job is running. Two nodes
-        // claiming at once would each see it idle (neither sees the other's
-        // uncommitted claim), so the job's row is locked first and its running
-        // fires counted after: a job another node is claiming right now is
-        // left for the next round.
-        let mut running: HashMap<String, bool> = HashMap::new();
-        for chunk in claim::guarded_jobs(&candidates, &jobs).chunks(200) {
-            let mut qb = QueryBuilder::<DB>::new("SELECT job_key FROM jobs WHERE job_key IN (");
-            push_list(&mut qb, chunk.iter().cloned());
-            qb.push(") ORDER BY job_key");
-            qb.push(SKIP_LOCKED.on(DB::DIALECT));
-            let locked: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
-            running.extend(locked.into_iter().map(|key| (key, false)));
-            // Running: a claimed `fires` row or a held claim (the job allowed
-            // overlap when it was claimed).
-            let mut qb = QueryBuilder::<DB>::new(
-                "SELECT job_key FROM fires WHERE state = 'acquired' AND job_key IN (",
-            );
-            push_list(&mut qb, chunk.iter().cloned());
-            qb.push(") UNION SELECT job_key FROM held_claims WHERE job_key IN (");
-            push_list(&mut qb, chunk.iter().cloned());
-            qb.push(")");
-            let busy: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
-            for key in busy {
-                if let Some(running) = running.get_mut(&key) {
-                    *running = true;
+            let full = room.full();
+            let candidates: Vec<claim::Waiting> = {
+                let plain = full.is_empty() && except_keys.is_empty();
+                let read = if plain {
+                    &WAITING_FIRES
+                } else {
+                    &WAITING_FIRES_EXCEPT
+                };
+                let mut query = sqlx::query_as(read.on(DB::DIALECT))
+                    .bind(horizon)
+                    .bind(window)
+                    .bind(p.runs.lo)
+                    .bind(p.runs.hi)
+                    .bind(newest(window));
+                if !plain {
+                    query = query
+                        .bind(serde_json::Value::from(full).to_string())
+                        .bind(serde_json::Value::from(except_keys.clone()).to_string());
                 }
+                query.fetch_all(&mut *tx).await?
+            };
+            let filled = i64::try_from(candidates.len()).unwrap_or(i64::MAX) >= window;
+            let candidates = claim::interleave_jobs(candidates, |c| {
+                claim::group_of(&c.job_key, c.concurrency_key.as_deref())
+            });
+            load_jobs(
+                &mut tx,
+                candidates.iter().map(|c| c.job_key.clone()),
+                &mut jobs,
+            )
+            .await?;
+            lock_guards(&mut tx, &candidates, &jobs, &mut guards, now).await?;
+            // The claims so far (a second round adds the first one's).
+            let joined: Vec<FireClaim>;
+            let claimed: &[FireClaim] = if picked.claims.is_empty() {
+                &out.fires
+            } else {
+                joined = out.fires.iter().chain(&picked.claims).cloned().collect();
+                &joined
+            };
+            let more = claim::pick_waiting(
+                candidates,
+                &jobs,
+                &mut guards,
+                claimed,
+                &mut room,
+                p.max,
+                now,
+            );
+            let blocked_new = more.blocked.iter().any(|k| !except_keys.contains(k));
+            picked.absorb(more);
+            // A window of fires that all wait for full keys hides the fires
+            // behind it: read once more without those keys.
+            if round == 1 || !filled || !blocked_new {
+                break;
+            }
+            except_keys = picked.blocked.iter().cloned().collect();
+            except_keys.sort();
+        }
+        out.rate_wait_until = picked.rate_wait_until;
+        if !picked.starts.is_empty() {
+            for chunk in picked.starts.chunks(200) {
+                let mut qb = QueryBuilder::<DB>::new(FLOW_STARTS_SET.on(DB::DIALECT));
+                qb.push_bind(now);
+                qb.push(" FROM (");
+                qb.push_values(chunk, |mut b, (key, starts)| {
+                    b.push_bind(key.clone())
+                        .push_bind(serde_json::Value::from(starts.clone()).to_string());
+                });
+                qb.push(") AS v WHERE flow_keys.flow_key = v.column1");
+                qb.build().execute(&mut *tx).await?;
             }
         }
-        let picked = claim::pick_waiting(
-            candidates, &jobs, &running, &out.fires, &mut room, p.max, now,
-        );
         history.extend(picked.history);
         for chunk in picked.skipped.chunks(200) {
             let mut qb = QueryBuilder::<DB>::new("DELETE FROM fires WHERE fire_id IN (");
@@ -1720,6 +1938,7 @@ where
                 event_id: Some(row.try_get::<String, _>("event_id")?).filter(|e| !e.is_empty()),
                 depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(0),
                 held: row.try_get::<i64, _>("held")? != 0,
+                flow: None,
             });
         }
         Ok(out)

@@ -62,9 +62,15 @@ fn fragment(name: &str, dialect: Dialect) -> Option<&'static str> {
         ("json_agg", Postgres) => "json_agg",
         ("json_array", Sqlite) => "json_array",
         ("json_array", Postgres) => "json_build_array",
-        // The strings of the JSON array bound as `$5`, as rows of one column.
-        ("json_texts_5", Sqlite) => "SELECT value FROM json_each($5)",
-        ("json_texts_5", Postgres) => "SELECT json_array_elements_text(CAST($5 AS json))",
+        // The strings of the JSON array bound as `$N`, as rows of one column.
+        ("json_texts_1", Sqlite) => "SELECT value FROM json_each($1)",
+        ("json_texts_1", Postgres) => "SELECT json_array_elements_text(CAST($1 AS json))",
+        ("json_texts_1_as_k", Sqlite) => "SELECT value AS k FROM json_each($1)",
+        ("json_texts_1_as_k", Postgres) => "SELECT json_array_elements_text(CAST($1 AS json)) AS k",
+        ("json_texts_6", Sqlite) => "SELECT value FROM json_each($6)",
+        ("json_texts_6", Postgres) => "SELECT json_array_elements_text(CAST($6 AS json))",
+        ("json_texts_7", Sqlite) => "SELECT value FROM json_each($7)",
+        ("json_texts_7", Postgres) => "SELECT json_array_elements_text(CAST($7 AS json))",
         ("job_columns", _) => super::sched::JOB_COLUMNS,
         ("trigger_columns", _) => super::sched::TRIGGER_COLUMNS,
         ("history_columns", _) => super::sched::HISTORY_COLUMNS,

@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    url: String,
+pub(crate) struct Env {
+    pub dir: tempfile::TempDir,
+    pub url: String,
 }
 
-async fn env(backend: Backend) -> Env {
+pub(crate) async fn env(backend: Backend) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("quartzite.db").display()),
@@ -56,7 +56,7 @@ async fn env(backend: Backend) -> Env {
     Env { dir, url }
 }
 
-fn options(env: &Env, manifest: &str, scheduler: SchedulerConfig) -> ServeOptions {
+pub(crate) fn options(env: &Env, manifest: &str, scheduler: SchedulerConfig) -> ServeOptions {
     let path = env.dir.path().join("jobs.toml");
     std::fs::write(&path, manifest).unwrap();
     ServeOptions {
@@ -76,14 +76,14 @@ fn options(env: &Env, manifest: &str, scheduler: SchedulerConfig) -> ServeOption
     }
 }
 
-struct Running {
-    store: Arc<dyn Store>,
-    metrics: Arc<quartzite::metrics::Metrics>,
+pub(crate) struct Running {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<quartzite::metrics::Metrics>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn run(options: &ServeOptions) -> Running {
+pub(crate) async fn run(options: &ServeOptions) -> Running {
     let node: Node = node::start(options).await.unwrap();
     let store = Arc::clone(&node.store);
     let metrics = Arc::clone(node.scheduler.metrics());
@@ -98,13 +98,13 @@ async fn run(options: &ServeOptions) -> Running {
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.send(true).unwrap();
         self.task.await.unwrap();
     }
 }
 
-async fn history(store: &Arc<dyn Store>, job: &str) -> Vec<HistoryEntry> {
+pub(crate) async fn history(store: &Arc<dyn Store>, job: &str) -> Vec<HistoryEntry> {
     let mut h = store
         .history_list(&HistoryFilter {
             job_key: Some(job.into()),
@@ -117,7 +117,7 @@ async fn history(store: &Arc<dyn Store>, job: &str) -> Vec<HistoryEntry> {
     h
 }
 
-fn quick() -> SchedulerConfig {
+pub(crate) fn quick() -> SchedulerConfig {
     SchedulerConfig {
         poll_ms: 100,
         grace_ms: 300,

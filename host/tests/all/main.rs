@@ -16,6 +16,7 @@ mod cron_vectors;
 mod dashboard;
 mod engine;
 mod events;
+mod flow;
 mod grants;
 mod hotload;
 mod new;

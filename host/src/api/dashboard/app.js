@@ -171,7 +171,8 @@ function renderExecutions(body) {
     el("td", {}, f.job_key),
     el("td", { class: "mono" }, f.fire_id),
     el("td", {}, when(f.scheduled_ms)),
-    el("td", {}, f.state + (f.recovering ? " (recovering)" : "")),
+    el("td", { class: f.waiting_for ? "waiting-for" : "" },
+      f.state + (f.recovering ? " (recovering)" : "") + (f.waiting_for ? " — waiting for " + f.waiting_for : "")),
     el("td", { class: "mono" }, f.node_id || "—"),
     el("td", {}, f.attempt),
     el("td", {}, when(f.lease_until_ms))));

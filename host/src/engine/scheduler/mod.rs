@@ -455,16 +455,23 @@ impl Scheduler {
                     )
                 })
                 .map_or(poll, |d| d.min(poll));
+            // A fire waiting for its rate key may start at a known time.
+            let rate_wait = acquired
+                .rate_wait_until
+                .map(|at| Duration::from_millis(u64::try_from(at - acquired.now_ms).unwrap_or(0)));
             if sleep.is_zero() && claimed == 0 {
-                // Something is due but could not be claimed (a blocked `forbid` fire):
-                // wait for a run to end rather than spin.
+                // Something is due but could not be claimed (a blocked `forbid`
+                // fire, a key at its limit): wait for a run to end or a rate
+                // slot to open rather than spin.
+                let wait = rate_wait.map_or(poll, |d| d.min(poll));
                 tokio::select! {
                     _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => {}
                 }
                 continue;
             }
+            let sleep = rate_wait.map_or(sleep, |d| d.min(sleep));
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
@@ -1173,6 +1180,13 @@ fn history_details(
     }
     if let Some(event) = &fire.event_id {
         details["event"] = json!({ "id": event, "depth": fire.depth });
+    }
+    if let Some(flow) = &fire.flow {
+        details["flow"] = json!({
+            "concurrency_key": flow.concurrency_key,
+            "rate_key": flow.rate_key,
+            "admitted_ms": flow.admitted_ms,
+        });
     }
     details
 }

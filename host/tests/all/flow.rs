@@ -1,0 +1,256 @@
+//! Flow control end to end (issue 19): keyed concurrency and rate limits on
+//! real nodes and real stores. A limit is checked against what history
+//! recorded of the runs (their start and end, and when the store admitted
+//! each start), never against a timing.
+
+use crate::common::*;
+use crate::engine::{Backend, env, history, options, quick, run};
+use quartzite::store::Store;
+use quartzite::store::events::EventPut;
+use quartzite::store::model::{HistoryEntry, HistoryStatus};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn details(h: &HistoryEntry) -> serde_json::Value {
+    serde_json::from_str(&h.details).unwrap()
+}
+
+/// The most runs of `runs` that were running at one instant.
+fn most_at_once(runs: &[&HistoryEntry]) -> usize {
+    let mut edges: Vec<(i64, i32)> = runs
+        .iter()
+        .flat_map(|h| [(h.started_ms, 1), (h.ended_ms, -1)])
+        .collect();
+    // An end at the instant another starts is not an overlap.
+    edges.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+/// The most of `times` within any window of `per_ms` (a start at `t` and one
+/// at `t + per_ms` are in different windows).
+fn most_in_window(times: &mut [i64], per_ms: i64) -> usize {
+    times.sort_unstable();
+    let mut most = 0;
+    let mut first = 0;
+    for last in 0..times.len() {
+        while times[last] - times[first] >= per_ms {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
+
+async fn emit(store: &Arc<dyn Store>, name: &str, payload: serde_json::Value) -> String {
+    match store
+        .event_emit(&EventPut::operator(name, &payload.to_string(), None))
+        .await
+        .unwrap()
+    {
+        quartzite::store::events::EmitOutcome::Accepted { event_id, .. } => event_id,
+        other => panic!("emit {name}: {other:?}"),
+    }
+}
+
+async fn successes(store: &Arc<dyn Store>, job: &str, n: usize) -> Vec<HistoryEntry> {
+    wait_until(
+        Duration::from_secs(90),
+        &format!("{n} successful runs of {job}"),
+        || {
+            let store = Arc::clone(store);
+            let job = job.to_string();
+            async move {
+                history(&store, &job)
+                    .await
+                    .iter()
+                    .filter(|h| h.status == HistoryStatus::Success)
+                    .count()
+                    >= n
+            }
+        },
+    )
+    .await;
+    history(store, job).await
+}
+
+/// Waits until the executions view says a fire waits for flow control, and
+/// returns what it says.
+async fn waiting_reason(store: &Arc<dyn Store>, says: &str) -> String {
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    wait_until(
+        Duration::from_secs(30),
+        &format!("a fire waiting for {says:?} in the executions view"),
+        || {
+            let store = Arc::clone(store);
+            let seen = Arc::clone(&seen);
+            let says = says.to_string();
+            async move {
+                let fires = store.fire_running().await.unwrap();
+                let found = fires
+                    .iter()
+                    .filter_map(|f| f.waiting_for.clone())
+                    .find(|w| w.contains(&says));
+                let hit = found.is_some();
+                if let Some(w) = found {
+                    *seen.lock().unwrap() = w;
+                }
+                hit
+            }
+        },
+    )
+    .await;
+    let said = seen.lock().unwrap().clone();
+    said
+}
+
+fn manifest(jobs: &str) -> String {
+    format!(
+        r#"
+[[module]]
+name = "hostile"
+path = "{hostile}"
+{jobs}"#,
+        hostile = wasm("guest_hostile").display(),
+    )
+}
+
+async fn keyed_concurrency_holds_each_key_to_its_limit(backend: Backend) {
+    let _load = load_share(LOADED).await;
+    let env = env(backend).await;
+    let jobs = r#"
+[[job]]
+key = "flow/charge"
+module = "hostile"
+data = { op = "sleep", ms = 300 }
+concurrency = { key = "acct:{{ event.payload.account }}", limit = 2 }
+[[job.trigger]]
+event = "order"
+"#;
+    let node = run(&options(&env, &manifest(jobs), quick())).await;
+    let mut account_of: HashMap<String, &str> = HashMap::new();
+    for account in ["a", "a", "a", "a", "a", "a", "b", "b", "b", "c"] {
+        let id = emit(
+            &node.store,
+            "order",
+            serde_json::json!({ "account": account }),
+        )
+        .await;
+        account_of.insert(id, account);
+    }
+    // While acct:a's fires run two at a time, the rest of them wait, and the
+    // executions view says why.
+    let why = waiting_reason(&node.store, "concurrency").await;
+    assert!(why.contains("has 2 of 2 running"), "{why}");
+    let runs = successes(&node.store, "flow/charge", 10).await;
+    node.stop().await;
+    assert_eq!(runs.len(), 10, "every fire ran once: {runs:?}");
+    let mut by_account: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
+    for h in &runs {
+        let d = details(h);
+        let account = account_of[d["event"]["id"].as_str().unwrap()];
+        assert_eq!(d["flow"]["concurrency_key"], format!("acct:{account}"));
+        by_account.entry(account).or_default().push(h);
+    }
+    for (account, runs) in &by_account {
+        assert!(
+            most_at_once(runs) <= 2,
+            "acct:{account} ran {} at once, its limit is 2",
+            most_at_once(runs)
+        );
+    }
+    assert_eq!(by_account["a"].len(), 6);
+}
+on_both!(keyed_concurrency_holds_each_key_to_its_limit);
+
+async fn a_constant_key_is_one_limit_across_jobs(backend: Backend) {
+    let _load = load_share(LOADED).await;
+    let env = env(backend).await;
+    let jobs = r#"
+[[job]]
+key = "flow/report-a"
+module = "hostile"
+data = { op = "sleep", ms = 150 }
+concurrency = { key = "warehouse", limit = 1 }
+[[job.trigger]]
+event = "tick"
+
+[[job]]
+key = "flow/report-b"
+module = "hostile"
+data = { op = "sleep", ms = 150 }
+concurrency = { key = "warehouse", limit = 1 }
+[[job.trigger]]
+event = "tick"
+"#;
+    let node = run(&options(&env, &manifest(jobs), quick())).await;
+    for _ in 0..3 {
+        emit(&node.store, "tick", serde_json::json!({})).await;
+    }
+    let a = successes(&node.store, "flow/report-a", 3).await;
+    let b = successes(&node.store, "flow/report-b", 3).await;
+    node.stop().await;
+    let all: Vec<&HistoryEntry> = a.iter().chain(&b).collect();
+    assert_eq!(all.len(), 6);
+    assert_eq!(
+        most_at_once(&all),
+        1,
+        "two jobs sharing key 'warehouse' (limit 1) overlapped: {all:?}"
+    );
+}
+on_both!(a_constant_key_is_one_limit_across_jobs);
+
+async fn a_rate_limit_makes_fires_wait_for_their_window(backend: Backend) {
+    let _load = load_share(LOADED).await;
+    let env = env(backend).await;
+    let jobs = r#"
+[[job]]
+key = "flow/call-api"
+module = "hostile"
+data = { op = "ok" }
+rate = { key = "partner-api", limit = 5, per = "1s" }
+[[job.trigger]]
+event = "call"
+"#;
+    let node = run(&options(&env, &manifest(jobs), quick())).await;
+    for _ in 0..20 {
+        emit(&node.store, "call", serde_json::json!({})).await;
+    }
+    let why = waiting_reason(&node.store, "rate").await;
+    assert!(
+        why.contains("key \"partner-api\" started 5 of 5 in the last 1s"),
+        "{why}"
+    );
+    assert!(why.contains("next start at"), "{why}");
+    let runs = successes(&node.store, "flow/call-api", 20).await;
+    node.stop().await;
+    assert_eq!(runs.len(), 20, "every fire ran, none failed: {runs:?}");
+    let mut admitted: Vec<i64> = runs
+        .iter()
+        .map(|h| details(h)["flow"]["admitted_ms"].as_i64().unwrap())
+        .collect();
+    let most = most_in_window(&mut admitted, 1000);
+    assert!(
+        most <= 5,
+        "{most} starts admitted within one second; the limit is 5"
+    );
+    // 20 starts at 5 per second: the last waited at least three windows.
+    assert!(
+        admitted[19] - admitted[0] >= 3000,
+        "20 starts spread over only {} ms",
+        admitted[19] - admitted[0]
+    );
+}
+on_both!(a_rate_limit_makes_fires_wait_for_their_window);
+
+#[test]
+fn the_window_counter_counts_what_a_second_holds() {
+    assert_eq!(most_in_window(&mut [0, 999, 1000, 1999], 1000), 2);
+    assert_eq!(most_in_window(&mut [0, 1, 2, 1001], 1000), 3);
+    assert_eq!(most_in_window(&mut [], 1000), 0);
+}

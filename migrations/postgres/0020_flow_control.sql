@@ -1,0 +1,16 @@
+-- Flow control (issue 19): a job's concurrency and rate limits as JSON
+-- (NULL: neither), and each fire's rendered keys (NULL: its job has none).
+-- A key's row in `flow_keys` is what a claim locks (FOR UPDATE SKIP LOCKED)
+-- before counting the key's running fires or taking from its rate window;
+-- `starts` holds the times (ms, JSON array, oldest first) of the key's
+-- latest admitted starts.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS flow TEXT;
+ALTER TABLE fires ADD COLUMN IF NOT EXISTS concurrency_key TEXT;
+ALTER TABLE fires ADD COLUMN IF NOT EXISTS rate_key TEXT;
+CREATE INDEX IF NOT EXISTS fires_by_concurrency_key ON fires (concurrency_key, state)
+    WHERE concurrency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS flow_keys (
+    flow_key   TEXT   NOT NULL PRIMARY KEY,
+    starts     TEXT   NOT NULL DEFAULT '[]',
+    updated_ms BIGINT NOT NULL DEFAULT 0
+);
