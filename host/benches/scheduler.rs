@@ -529,6 +529,7 @@ async fn keys(backend: &str, n: usize) {
                 limit: quartzite::domain::flow::LIMIT_MAX,
             }),
             rate: None,
+            coalesce: None,
         };
         let job = JobDef {
             flow,

@@ -77,6 +77,14 @@ pub struct JobSpec {
     /// At most `limit` fires per key starting per `per` [default: no limit].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<crate::domain::flow::RateSpec>,
+    /// Events of a key within the window run once, after the last, with its
+    /// payload: `"5s"` or `{ "window": "5s", "key": "..." }` [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<crate::domain::flow::DebounceSpec>,
+    /// One fire per key at a time; an event while one runs is queued once
+    /// (later ones replace its event): `true` or `{ "key": "..." }` [default: false].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton: Option<crate::domain::flow::SingletonSpec>,
 }
 
 /// A field of a [`JobSpec`] that is wrong, and why.
@@ -262,16 +270,23 @@ impl JobSpec {
             ));
         }
         job.pause_on_failure = self.pause_on_failure;
-        job.flow =
-            crate::domain::flow::Flow::from_specs(self.concurrency.as_ref(), self.rate.as_ref())
-                .map_err(|e| {
-                    let field = if e.starts_with("rate") {
-                        "rate"
-                    } else {
-                        "concurrency"
-                    };
-                    bad(field, e)
-                })?;
+        job.flow = crate::domain::flow::Flow::from_specs(&crate::domain::flow::FlowSpecs {
+            concurrency: self.concurrency.as_ref(),
+            rate: self.rate.as_ref(),
+            debounce: self.debounce.as_ref(),
+            singleton: self.singleton.as_ref(),
+        })
+        .map_err(|e| bad(crate::domain::flow::error_field(&e), e))?;
+        if job.flow.coalesce.is_some() && self.event.is_none() {
+            return Err(bad(
+                if self.debounce.is_some() {
+                    "debounce"
+                } else {
+                    "singleton"
+                },
+                "folds the fires of events: give the job an event trigger (`event`)",
+            ));
+        }
         job.source = source.into();
         let trigger = TriggerPut {
             trigger_key: format!("{}:{}", self.key, kind.as_str()),
@@ -312,6 +327,61 @@ mod tests {
         assert_eq!(job.source, "api");
         assert_eq!(trigger.trigger_key, "g/n:every");
         assert_eq!(trigger.spec.misfire, MisfirePolicy::FireNow);
+    }
+
+    #[test]
+    fn flow_control_is_read_from_the_spec_and_its_mistakes_named() {
+        let body = serde_json::json!({
+            "key": "g/n", "module": "hello", "event": "order.placed",
+            "concurrency": { "key": "{{ event.payload.account_id }}", "limit": 3 },
+            "rate": { "limit": 10, "per": "1s" },
+        });
+        let keyed: JobSpec = serde_json::from_value(body).unwrap();
+        let (job, _) = keyed.build("api").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(job.flow.concurrency.as_ref().map(|c| c.limit), Some(3));
+        assert_eq!(job.flow.rate.as_ref().map(|r| r.per_ms), Some(1000));
+        let singleton: JobSpec = serde_json::from_value(serde_json::json!({
+            "key": "g/n", "module": "hello", "event": "e", "singleton": true,
+        }))
+        .unwrap();
+        let (job, _) = singleton.build("api").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            job.flow.coalesce.as_ref().map(|c| c.mode()),
+            Some("singleton")
+        );
+        for (body, field, says) in [
+            (
+                serde_json::json!({ "concurrency": { "limit": 0 } }),
+                "concurrency",
+                "from 1",
+            ),
+            (
+                serde_json::json!({ "rate": { "limit": 1, "per": "2d" } }),
+                "rate",
+                "from 1ms to 24h",
+            ),
+            (
+                serde_json::json!({ "debounce": "5s" }),
+                "debounce",
+                "event trigger",
+            ),
+        ] {
+            let mut spec = spec();
+            let patch: JobSpec = serde_json::from_value(serde_json::json!({
+                "key": "g/n", "module": "hello",
+                "concurrency": body.get("concurrency"), "rate": body.get("rate"), "debounce": body.get("debounce"),
+            }))
+            .unwrap();
+            spec.concurrency = patch.concurrency;
+            spec.rate = patch.rate;
+            spec.debounce = patch.debounce;
+            let err = spec.build("api").unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(field) && text.contains(says),
+                "{body}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -231,6 +231,16 @@ pub struct JobAddArgs {
     /// The rate key, a template [default: '{{ job }}'].
     #[arg(long, value_name = "TEMPLATE", requires = "rate")]
     pub rate_key: Option<String>,
+    /// Events of a key within this window run once, after the last, with its
+    /// payload (an event job), e.g. 5s.
+    #[arg(long, value_name = "WINDOW", conflicts_with = "singleton")]
+    pub debounce: Option<String>,
+    /// One fire per key at a time; an event while one runs is queued once (an event job).
+    #[arg(long)]
+    pub singleton: bool,
+    /// The key of --debounce or --singleton, a template [default: '{{ job }}'].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub coalesce_key: Option<String>,
     #[command(flatten)]
     pub grants: GrantArgs,
 }
@@ -415,6 +425,19 @@ fn print_job(job: &Value) {
             c["limit"],
             c["key"]
         );
+    }
+    if let Some(c) = job["coalesce"].as_object() {
+        match c.get("debounce_ms").and_then(serde_json::Value::as_u64) {
+            Some(ms) => outln!(
+                "debounce: events of a key {} apart or closer run once, per key {}",
+                humantime::format_duration(std::time::Duration::from_millis(ms)),
+                c["key"]
+            ),
+            None => outln!(
+                "singleton: one run at a time per key {}, one more queued",
+                c["key"]
+            ),
+        }
     }
     if let Some(r) = job["rate"].as_object() {
         outln!(
@@ -634,6 +657,18 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
             .as_deref()
             .map(|rate| rate_arg(rate, args.rate_key.clone()))
             .transpose()?,
+        debounce: args
+            .debounce
+            .clone()
+            .map(|window| crate::domain::flow::DebounceSpec::Keyed {
+                window,
+                key: args.coalesce_key.clone(),
+            }),
+        singleton: args
+            .singleton
+            .then(|| crate::domain::flow::SingletonSpec::Keyed {
+                key: args.coalesce_key.clone(),
+            }),
     };
     let scheduled = [&args.cron, &args.every, &args.at, &args.event]
         .iter()

@@ -27,6 +27,76 @@ pub struct Flow {
     pub concurrency: Option<Concurrency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
+    /// Events of one key folded into one fire (`debounce`, `singleton`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<Coalesce>,
+}
+
+/// Events of one key folded into one waiting fire, which runs with the last
+/// event: a new event of the key, while the key's fire still waits, replaces
+/// its event and counts one more in its `coalesced`.
+///
+/// - `debounce`: the fire is due `window_ms` after the key's last event, so
+///   a burst of events runs once, after it ends.
+/// - `singleton`: the fire is due at once and the key runs one fire at a time
+///   (a concurrency limit of 1 on the key): an event while one runs is queued
+///   once, and further events replace the queued one's event. Queued, not
+///   dropped: the last event of a burst is never lost.
+///
+/// Fires of the job's clock triggers are not folded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coalesce {
+    pub key: KeyTemplate,
+    /// The debounce window; `None` for a singleton.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce_ms: Option<i64>,
+}
+
+impl Coalesce {
+    /// `debounce` or `singleton`, as history records it.
+    pub fn mode(&self) -> &'static str {
+        if self.debounce_ms.is_some() {
+            "debounce"
+        } else {
+            "singleton"
+        }
+    }
+}
+
+/// `debounce = "5s"` or `debounce = { window = "5s", key = "..." }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DebounceSpec {
+    Window(String),
+    Keyed {
+        window: String,
+        #[serde(default)]
+        key: Option<String>,
+    },
+}
+
+/// `singleton = true` or `singleton = { key = "..." }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SingletonSpec {
+    On(bool),
+    Keyed {
+        #[serde(default)]
+        key: Option<String>,
+    },
+}
+
+/// The longest debounce window.
+pub const DEBOUNCE_MAX_MS: i64 = 24 * 3600 * 1000;
+
+/// Every flow spec a job may give, as the manifest, the API and the CLI
+/// spell them.
+#[derive(Clone, Debug, Default)]
+pub struct FlowSpecs<'a> {
+    pub concurrency: Option<&'a ConcurrencySpec>,
+    pub rate: Option<&'a RateSpec>,
+    pub debounce: Option<&'a DebounceSpec>,
+    pub singleton: Option<&'a SingletonSpec>,
 }
 
 /// At most `limit` fires with the same rendered key run at once, anywhere in
@@ -49,7 +119,7 @@ pub struct Rate {
 
 impl Flow {
     pub fn is_empty(&self) -> bool {
-        self.concurrency.is_none() && self.rate.is_none()
+        self.concurrency.is_none() && self.rate.is_none() && self.coalesce.is_none()
     }
 
     /// The JSON the store keeps, `None` for no flow control.
@@ -70,6 +140,14 @@ impl Flow {
             self.concurrency.as_ref().map(|c| c.key.render(input)),
             self.rate.as_ref().map(|r| r.key.render(input)),
         )
+    }
+
+    /// The key an event's fire is folded by, if the job folds events.
+    pub fn coalesce_key(&self, input: &KeyInput<'_>) -> Option<String> {
+        self.coalesce
+            .as_ref()
+            .filter(|_| input.event.is_some())
+            .map(|c| c.key.render(input))
     }
 
     /// Checks the limits; the message names the field.
@@ -114,15 +192,22 @@ pub const RATE_PER_MAX_MS: i64 = 24 * 3600 * 1000;
 
 impl Flow {
     /// The flow the specs declare, checked; the error names the field.
-    pub fn from_specs(
-        concurrency: Option<&ConcurrencySpec>,
-        rate: Option<&RateSpec>,
-    ) -> Result<Flow, String> {
+    pub fn from_specs(specs: &FlowSpecs<'_>) -> Result<Flow, String> {
         let template = |field: &str, key: &Option<String>| match key {
             None => Ok(KeyTemplate::job()),
             Some(text) => KeyTemplate::parse(text).map_err(|e| format!("{field}: {e}")),
         };
-        let concurrency = concurrency
+        let window = |field: &str, text: &str, max_ms: i64| {
+            let d = humantime::parse_duration(text)
+                .map_err(|e| format!("{field}: {text:?} is not a duration ({e})"))?;
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            if !(1..=max_ms).contains(&ms) {
+                return Err(format!("{field} must be from 1ms to 24h, not {text:?}"));
+            }
+            Ok(ms)
+        };
+        let mut concurrency = specs
+            .concurrency
             .map(|c| {
                 Ok::<_, String>(Concurrency {
                     key: template("concurrency.key", &c.key)?,
@@ -130,22 +215,66 @@ impl Flow {
                 })
             })
             .transpose()?;
-        let rate = rate
+        let rate = specs
+            .rate
             .map(|r| {
-                let per = humantime::parse_duration(&r.per)
-                    .map_err(|e| format!("rate.per: {:?} is not a duration ({e})", r.per))?;
-                let per_ms = i64::try_from(per.as_millis()).unwrap_or(i64::MAX);
-                if !(1..=RATE_PER_MAX_MS).contains(&per_ms) {
-                    return Err(format!("rate.per must be from 1ms to 24h, not {:?}", r.per));
-                }
-                Ok(Rate {
+                Ok::<_, String>(Rate {
                     key: template("rate.key", &r.key)?,
                     limit: r.limit,
-                    per_ms,
+                    per_ms: window("rate.per", &r.per, RATE_PER_MAX_MS)?,
                 })
             })
             .transpose()?;
-        let flow = Flow { concurrency, rate };
+        let debounce = specs
+            .debounce
+            .map(|d| {
+                let (text, key) = match d {
+                    DebounceSpec::Window(text) => (text, &None),
+                    DebounceSpec::Keyed { window, key } => (window, key),
+                };
+                Ok::<_, String>(Coalesce {
+                    key: template("debounce.key", key)?,
+                    debounce_ms: Some(window("debounce", text, DEBOUNCE_MAX_MS)?),
+                })
+            })
+            .transpose()?;
+        let singleton = match specs.singleton {
+            None | Some(SingletonSpec::On(false)) => None,
+            Some(SingletonSpec::On(true)) => Some(KeyTemplate::job()),
+            Some(SingletonSpec::Keyed { key }) => Some(template("singleton.key", key)?),
+        };
+        let coalesce = match (debounce, singleton) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "debounce and singleton: a job folds events one way; declare one".into(),
+                );
+            }
+            (Some(d), None) => Some(d),
+            (None, Some(key)) => {
+                // A singleton runs one fire per key at a time: the concurrency
+                // limit of 1 on its key, which it replaces.
+                if concurrency.is_some() {
+                    return Err(
+                        "singleton: a singleton is a concurrency limit of 1 on its key; declare singleton or concurrency, not both"
+                            .into(),
+                    );
+                }
+                concurrency = Some(Concurrency {
+                    key: key.clone(),
+                    limit: 1,
+                });
+                Some(Coalesce {
+                    key,
+                    debounce_ms: None,
+                })
+            }
+            (None, None) => None,
+        };
+        let flow = Flow {
+            concurrency,
+            rate,
+            coalesce,
+        };
         flow.validate()?;
         Ok(flow)
     }
@@ -195,6 +324,14 @@ pub fn why_waiting(
         }
     }
     None
+}
+
+/// The job field a [`Flow::from_specs`] error is about.
+pub fn error_field(message: &str) -> &'static str {
+    ["concurrency", "rate", "debounce", "singleton"]
+        .into_iter()
+        .find(|f| message.starts_with(f))
+        .unwrap_or("concurrency")
 }
 
 fn check_limit(field: &str, limit: u32) -> Result<(), String> {
@@ -521,6 +658,7 @@ mod tests {
                 limit: 10,
                 per_ms: 1000,
             }),
+            coalesce: None,
         };
         flow.validate().unwrap();
         let column = flow.to_column().unwrap();
@@ -537,5 +675,74 @@ mod tests {
         let mut no_period = flow;
         no_period.rate.as_mut().unwrap().per_ms = 0;
         assert!(no_period.validate().unwrap_err().contains("rate.per"));
+    }
+
+    #[test]
+    fn debounce_and_singleton_read_as_the_manifest_spells_them() {
+        let debounce: DebounceSpec = serde_json::from_str(r#""5s""#).unwrap();
+        let flow = Flow::from_specs(&FlowSpecs {
+            debounce: Some(&debounce),
+            ..FlowSpecs::default()
+        })
+        .unwrap();
+        let c = flow.coalesce.as_ref().unwrap();
+        assert_eq!(
+            (c.mode(), c.debounce_ms, c.key.as_str()),
+            ("debounce", Some(5000), "{{ job }}")
+        );
+        assert!(flow.concurrency.is_none());
+
+        let singleton: SingletonSpec =
+            serde_json::from_str(r#"{"key": "{{ event.payload.doc }}"}"#).unwrap();
+        let flow = Flow::from_specs(&FlowSpecs {
+            singleton: Some(&singleton),
+            ..FlowSpecs::default()
+        })
+        .unwrap();
+        assert_eq!(flow.coalesce.as_ref().unwrap().mode(), "singleton");
+        let limit = flow.concurrency.as_ref().unwrap();
+        assert_eq!(
+            (limit.limit, limit.key.as_str()),
+            (1, "{{ event.payload.doc }}")
+        );
+        // Only an event's fire is folded.
+        let event = EventInput {
+            name: "doc.saved",
+            key: None,
+            payload: r#"{"doc": "d1"}"#,
+        };
+        let input = |event| KeyInput {
+            job_key: "g/j",
+            trigger_key: "g/j:t",
+            data: "{}",
+            event,
+        };
+        assert_eq!(
+            flow.coalesce_key(&input(Some(event))).as_deref(),
+            Some("d1")
+        );
+        assert_eq!(flow.coalesce_key(&input(None)), None);
+        assert_eq!(Flow::from_column(flow.to_column().as_deref()), flow);
+
+        let both = Flow::from_specs(&FlowSpecs {
+            debounce: Some(&debounce),
+            singleton: Some(&singleton),
+            ..FlowSpecs::default()
+        });
+        assert!(both.unwrap_err().contains("declare one"));
+        let long: DebounceSpec = serde_json::from_str(r#"{"window": "2d"}"#).unwrap();
+        let err = Flow::from_specs(&FlowSpecs {
+            debounce: Some(&long),
+            ..FlowSpecs::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("debounce must be from 1ms to 24h"), "{err}");
+        let off: SingletonSpec = serde_json::from_str("false").unwrap();
+        let flow = Flow::from_specs(&FlowSpecs {
+            singleton: Some(&off),
+            ..FlowSpecs::default()
+        })
+        .unwrap();
+        assert!(flow.is_empty());
     }
 }

@@ -35,6 +35,8 @@
 //! pause_on_failure = 5            # pause after 5 failed runs in a row (default: never)
 //! concurrency = { key = "{{ event.payload.account_id }}", limit = 3 }  # per key, cluster-wide
 //! rate = { key = "{{ job }}", limit = 10, per = "1s" }   # starts per key in any window
+//! debounce = { window = "5s", key = "{{ event.payload.doc }}" }  # event jobs: one run after a burst
+//! singleton = { key = "{{ event.payload.doc }}" }          # event jobs: one at a time, one queued
 //! [job.retry]
 //! max_attempts = 3
 //! backoff = "exponential"         # "immediate" | "exponential"
@@ -120,6 +122,8 @@ const JOB_KEYS: &[&str] = &[
     "pause_on_failure",
     "concurrency",
     "rate",
+    "debounce",
+    "singleton",
     "retry",
     "trigger",
     "grants",

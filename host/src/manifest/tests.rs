@@ -686,3 +686,100 @@ jitter = "30s"
         "{error:?}"
     );
 }
+
+#[test]
+fn flow_control_parses_and_each_mistake_is_reported_at_its_field() {
+    let m = Manifest::parse(
+        r#"
+[[job]]
+key = "g/charge"
+module = "hello"
+concurrency = { key = "acct:{{ event.payload.account_id }}", limit = 3 }
+rate = { limit = 10, per = "1m" }
+[[job.trigger]]
+event = "order.placed"
+
+[[job]]
+key = "g/index"
+module = "hello"
+debounce = "5s"
+[[job.trigger]]
+event = "doc.saved"
+"#,
+        "jobs.toml",
+    )
+    .unwrap();
+    let flow = &m.jobs[0].flow;
+    let c = flow.concurrency.as_ref().unwrap();
+    assert_eq!(
+        (c.key.as_str(), c.limit),
+        ("acct:{{ event.payload.account_id }}", 3)
+    );
+    let r = flow.rate.as_ref().unwrap();
+    assert_eq!(
+        (r.key.as_str(), r.limit, r.per_ms),
+        ("{{ job }}", 10, 60_000)
+    );
+    assert_eq!(
+        m.jobs[1].flow.coalesce.as_ref().unwrap().debounce_ms,
+        Some(5000)
+    );
+
+    let job = |extra: &str, trigger: &str| {
+        format!("[[job]]\nkey = \"g/j\"\nmodule = \"hello\"\n{extra}\n[[job.trigger]]\n{trigger}\n")
+    };
+    for (extra, trigger, field, says) in [
+        (
+            "concurrency = { limit = 0 }",
+            "every = \"1m\"",
+            "job[1].concurrency",
+            "concurrency.limit must be from 1",
+        ),
+        (
+            "concurrency = { key = \"{{ payload.x }}\", limit = 2 }",
+            "every = \"1m\"",
+            "job[1].concurrency",
+            "unknown placeholder",
+        ),
+        (
+            "concurrency = 3",
+            "every = \"1m\"",
+            "job[1].concurrency",
+            "concurrency: invalid type",
+        ),
+        (
+            "rate = { limit = 5, per = \"soon\" }",
+            "every = \"1m\"",
+            "job[1].rate",
+            "rate.per: \"soon\" is not a duration",
+        ),
+        (
+            "rate = { limit = 5 }",
+            "every = \"1m\"",
+            "job[1].rate",
+            "missing field `per`",
+        ),
+        (
+            "debounce = 5",
+            "event = \"e\"",
+            "job[1].debounce",
+            "debounce must be a duration",
+        ),
+        (
+            "debounce = \"5s\"",
+            "every = \"1m\"",
+            "job[1].debounce",
+            "give the job an `event` trigger",
+        ),
+        (
+            "singleton = true\nconcurrency = { limit = 2 }",
+            "event = \"e\"",
+            "job[1].singleton",
+            "not both",
+        ),
+    ] {
+        let error = single(&job(extra, trigger));
+        assert_eq!(error.field, field, "{extra}: {error:?}");
+        assert!(error.message.contains(says), "{extra}: {error:?}");
+    }
+}

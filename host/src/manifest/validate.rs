@@ -547,6 +547,23 @@ impl<'a> Validator<'a> {
             triggers.push(trigger);
         }
 
+        if flow.coalesce.is_some()
+            && !triggers
+                .iter()
+                .any(|tr| matches!(tr.kind, crate::domain::TriggerKind::Event { .. }))
+        {
+            let name = if t.get("debounce").is_some() {
+                "debounce"
+            } else {
+                "singleton"
+            };
+            let span = t.get(name).map_or_else(|| t.span.clone(), |v| v.span());
+            self.error(
+                span,
+                &t.field(name),
+                format!("{name} folds the fires of events: give the job an `event` trigger"),
+            );
+        }
         let decl = JobDecl {
             group,
             name,
@@ -573,21 +590,28 @@ impl<'a> Validator<'a> {
     // -- concurrency and rate -------------------------------------------------
 
     fn flow(&mut self, t: &Table<'_, '_>) -> crate::domain::flow::Flow {
-        use crate::domain::flow::{ConcurrencySpec, Flow, RateSpec};
-        let concurrency: Option<ConcurrencySpec> = t
-            .get("concurrency")
-            .and_then(|v| self.flow_spec(v, &t.field("concurrency")));
-        let rate: Option<RateSpec> = t
-            .get("rate")
-            .and_then(|v| self.flow_spec(v, &t.field("rate")));
-        match Flow::from_specs(concurrency.as_ref(), rate.as_ref()) {
+        use crate::domain::flow::{
+            ConcurrencySpec, DebounceSpec, Flow, FlowSpecs, RateSpec, SingletonSpec,
+        };
+        let concurrency: Option<ConcurrencySpec> = self.flow_spec(t, "concurrency", "a table");
+        let rate: Option<RateSpec> = self.flow_spec(t, "rate", "a table");
+        let debounce: Option<DebounceSpec> = self.flow_spec(
+            t,
+            "debounce",
+            "a duration (\"5s\") or a table { window, key }",
+        );
+        let singleton: Option<SingletonSpec> =
+            self.flow_spec(t, "singleton", "true, false or a table { key }");
+        let specs = FlowSpecs {
+            concurrency: concurrency.as_ref(),
+            rate: rate.as_ref(),
+            debounce: debounce.as_ref(),
+            singleton: singleton.as_ref(),
+        };
+        match Flow::from_specs(&specs) {
             Ok(flow) => flow,
             Err(e) => {
-                let name = if e.starts_with("rate") {
-                    "rate"
-                } else {
-                    "concurrency"
-                };
+                let name = crate::domain::flow::error_field(&e);
                 let span = t.get(name).map_or_else(|| t.span.clone(), |v| v.span());
                 self.error(span, &t.field(name), e);
                 Flow::default()
@@ -597,18 +621,24 @@ impl<'a> Validator<'a> {
 
     fn flow_spec<S: serde::de::DeserializeOwned>(
         &mut self,
-        v: &Value<'_>,
-        field: &str,
+        t: &Table<'_, '_>,
+        name: &str,
+        expected: &str,
     ) -> Option<S> {
-        let json = self.json(v, field);
-        if !json.is_object() {
-            self.type_error(v, field, "a table");
-            return None;
-        }
+        let v = t.get(name)?;
+        let field = t.field(name);
+        let json = self.json(v, &field);
         match serde_json::from_value(json) {
             Ok(spec) => Some(spec),
             Err(e) => {
-                self.error(v.span(), field, e.to_string());
+                // An untagged spec's own error names no field: say what it takes.
+                let detail = e.to_string();
+                let message = if detail.contains("did not match any variant") {
+                    format!("{name} must be {expected}")
+                } else {
+                    format!("{name}: {detail}")
+                };
+                self.error(v.span(), &field, message);
                 None
             }
         }

@@ -268,6 +268,8 @@ pub(crate) struct Waiting {
     /// control when the fire was created.
     pub concurrency_key: Option<String>,
     pub rate_key: Option<String>,
+    /// Events folded into this fire past its first (debounce, singleton).
+    pub coalesced: i64,
 }
 
 /// The distinct flow keys among `candidates` (concurrency and rate keys in
@@ -446,13 +448,16 @@ pub(crate) fn pick_waiting(
             event_id: Some(c.event_id).filter(|e| !e.is_empty()),
             depth: u32::try_from(c.depth).unwrap_or(0),
             held: false,
-            flow: (c.concurrency_key.is_some() || c.rate_key.is_some()).then(|| {
-                Box::new(ClaimFlow {
-                    concurrency_key: c.concurrency_key,
-                    rate_key: c.rate_key,
-                    admitted_ms: now,
-                })
-            }),
+            flow: (c.concurrency_key.is_some() || c.rate_key.is_some() || c.coalesced > 0).then(
+                || {
+                    Box::new(ClaimFlow {
+                        concurrency_key: c.concurrency_key,
+                        rate_key: c.rate_key,
+                        admitted_ms: now,
+                        coalesced: u32::try_from(c.coalesced).unwrap_or(u32::MAX),
+                    })
+                },
+            ),
         });
     }
     let mut admitted: Vec<(String, i64)> = admitted_rates.into_iter().collect();
@@ -866,6 +871,7 @@ mod tests {
             depth: 0,
             concurrency_key: None,
             rate_key: None,
+            coalesced: 0,
         }
     }
 
@@ -1074,6 +1080,7 @@ mod tests {
                     limit,
                     per_ms,
                 }),
+                coalesce: None,
             },
             data: r#"{"account": "acct-1"}"#.into(),
             ..job(key, Overlap::Allow)

@@ -95,6 +95,19 @@ impl EventPut {
     }
 }
 
+/// A fire's flow keys: (concurrency key, rate key).
+type Keys = (Option<String>, Option<String>);
+
+/// An event's fire for a job that folds events (see `domain::flow::Coalesce`).
+struct Folded {
+    fire: EventFire,
+    priority: i64,
+    keys: Keys,
+    /// The key it folds by.
+    key: String,
+    debounce_ms: Option<i64>,
+}
+
 /// One fire an event started.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EventFire {
@@ -457,6 +470,19 @@ static EVENT_FIRES_INSERT: Sql = Sql::new(
     "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, event_id, depth, \
      source_job, concurrency_key, rate_key) ",
 );
+// A fire of a job that folds events: the key's waiting fire takes this event
+// (and, for a debounce, its due time moves to the window's end), or a new one
+// is created. The partial unique index `fires_coalescing` is the arbiter.
+static EVENT_FIRE_FOLD: Sql = Sql::new(
+    "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, \
+     event_id, depth, source_job, concurrency_key, rate_key, coalesce_key, coalesced) \
+     VALUES ($1, $2, $3, $4, $5, $6, 1, 'scheduled', 0, 0, $7, $8, $9, $10, $11, $12, 0) \
+     ON CONFLICT (trigger_key, coalesce_key) WHERE state = 'scheduled' AND coalesce_key IS NOT NULL \
+     DO UPDATE SET event_id = excluded.event_id, depth = excluded.depth, source_job = excluded.source_job, \
+     scheduled_ms = excluded.scheduled_ms, due_ms = CASE WHEN $13 = 1 THEN excluded.due_ms ELSE fires.due_ms END, \
+     concurrency_key = excluded.concurrency_key, rate_key = excluded.rate_key, coalesced = fires.coalesced + 1 \
+     RETURNING fire_id",
+);
 static EVENT_FIRES_SET: Sql = Sql::new("UPDATE events SET fires = $1 WHERE event_id = $2");
 static EVENT_GET: Sql = Sql::new("SELECT {event_columns} FROM events WHERE event_id = $1");
 static EVENT_LIST: Sql = Sql::new(
@@ -675,9 +701,10 @@ where
             .bind(&e.name)
             .fetch_all(&mut *tx)
             .await?;
-        // Each fire with its priority and its flow keys (see `domain::flow`).
-        type Keys = (Option<String>, Option<String>);
+        // Each fire with its priority and its flow keys (see `domain::flow`);
+        // the fires of jobs that fold events apart, each an upsert.
         let mut fires: Vec<(EventFire, i64, Keys)> = Vec::new();
+        let mut folded: Vec<Folded> = Vec::new();
         let mut paused = Vec::new();
         let mut history = Vec::new();
         for row in &subscribers {
@@ -694,21 +721,44 @@ where
                     let flow: Option<String> = row.try_get("job_flow")?;
                     let keys = match flow {
                         None => (None, None),
-                        Some(flow) => JobDef {
-                            data: row
-                                .try_get::<Option<String>, _>("job_data")?
-                                .unwrap_or_default(),
-                            flow: crate::domain::flow::Flow::from_column(Some(&flow)),
-                            ..JobDef::new(t.job_key.clone(), "")
-                        }
-                        .flow_keys(
-                            &t.trigger_key,
-                            Some(crate::domain::flow::EventInput {
+                        Some(flow) => {
+                            let job = JobDef {
+                                data: row
+                                    .try_get::<Option<String>, _>("job_data")?
+                                    .unwrap_or_default(),
+                                flow: crate::domain::flow::Flow::from_column(Some(&flow)),
+                                ..JobDef::new(t.job_key.clone(), "")
+                            };
+                            let event = crate::domain::flow::EventInput {
                                 name: &e.name,
                                 key: e.key.as_deref(),
                                 payload: &e.payload,
-                            }),
-                        ),
+                            };
+                            let keys = job.flow_keys(&t.trigger_key, Some(event));
+                            let input = crate::domain::flow::KeyInput {
+                                job_key: &job.job_key,
+                                trigger_key: &t.trigger_key,
+                                data: &job.data,
+                                event: Some(event),
+                            };
+                            if let (Some(key), Some(c)) =
+                                (job.flow.coalesce_key(&input), &job.flow.coalesce)
+                            {
+                                folded.push(Folded {
+                                    fire: EventFire {
+                                        fire_id: new_id(),
+                                        job_key: t.job_key.clone(),
+                                        trigger_key: t.trigger_key.clone(),
+                                    },
+                                    priority: t.priority,
+                                    keys,
+                                    key,
+                                    debounce_ms: c.debounce_ms,
+                                });
+                                continue;
+                            }
+                            keys
+                        }
                     };
                     fires.push((
                         EventFire {
@@ -761,6 +811,31 @@ where
             );
             qb.build().execute(&mut *tx).await?;
         }
+        for f in &mut folded {
+            let due = now + f.debounce_ms.unwrap_or(0);
+            let fire_id: String = sqlx::query_scalar(EVENT_FIRE_FOLD.on(DB::DIALECT))
+                .bind(&f.fire.fire_id)
+                .bind(&f.fire.trigger_key)
+                .bind(&f.fire.job_key)
+                .bind(now)
+                .bind(due)
+                .bind(f.priority)
+                .bind(&event_id)
+                .bind(i64::from(e.depth))
+                .bind(e.source_job.clone())
+                .bind(f.keys.0.clone())
+                .bind(f.keys.1.clone())
+                .bind(&f.key)
+                .bind(i64::from(f.debounce_ms.is_some()))
+                .fetch_one(&mut *tx)
+                .await?;
+            // Folded into the key's waiting fire: that fire is this event's.
+            f.fire.fire_id = fire_id;
+        }
+        let fires: Vec<(EventFire, i64, Keys)> = fires
+            .into_iter()
+            .chain(folded.into_iter().map(|f| (f.fire, f.priority, f.keys)))
+            .collect();
         sqlx::query(EVENT_FIRES_SET.on(DB::DIALECT))
             .bind(i64::try_from(fires.len()).unwrap_or(i64::MAX))
             .bind(&event_id)

@@ -234,6 +234,9 @@ pub struct ClaimFlow {
     pub concurrency_key: Option<String>,
     pub rate_key: Option<String>,
     pub admitted_ms: i64,
+    /// Events folded into the fire past its first (see
+    /// `domain::flow::Coalesce`): it ran with the last.
+    pub coalesced: u32,
 }
 
 impl FireClaim {

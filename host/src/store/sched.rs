@@ -544,7 +544,7 @@ macro_rules! waiting_fires {
             $extra,
             " ORDER BY f.due_ms DESC LIMIT $5{skip_locked}) \
              SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, \
-             f.depth, f.concurrency_key, f.rate_key FROM fires f \
+             f.depth, f.concurrency_key, f.rate_key, f.coalesced FROM fires f \
              WHERE f.fire_id IN (SELECT fire_id FROM o UNION SELECT fire_id FROM n) ORDER BY f.due_ms, f.priority DESC"
         )
     };
@@ -1593,7 +1593,7 @@ where
         }
         for chunk in picked.claims.chunks(200) {
             let mut qb = QueryBuilder::<DB>::new(
-                "UPDATE fires SET state = 'acquired', fencing = fencing + 1, node_id = ",
+                "UPDATE fires SET state = 'acquired', fencing = fencing + 1, coalesce_key = NULL, node_id = ",
             );
             qb.push_bind(p.node_id.clone());
             qb.push(", lease_until_ms = ");

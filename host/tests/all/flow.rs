@@ -254,3 +254,124 @@ fn the_window_counter_counts_what_a_second_holds() {
     assert_eq!(most_in_window(&mut [0, 1, 2, 1001], 1000), 3);
     assert_eq!(most_in_window(&mut [], 1000), 0);
 }
+
+async fn a_debounced_burst_runs_once_after_its_last_event_with_its_payload(backend: Backend) {
+    let _load = load_share(LOADED).await;
+    let env = env(backend).await;
+    let jobs = r#"
+[[job]]
+key = "flow/index-doc"
+module = "hostile"
+data = { op = "ok" }
+debounce = { window = "1s", key = "{{ event.payload.doc }}" }
+[[job.trigger]]
+event = "doc.saved"
+"#;
+    let node = run(&options(&env, &manifest(jobs), quick())).await;
+    let mut last: HashMap<&str, (String, i64)> = HashMap::new();
+    for (doc, n) in [("d1", 1), ("d2", 1), ("d1", 2), ("d1", 3), ("d2", 2)] {
+        let id = emit(
+            &node.store,
+            "doc.saved",
+            serde_json::json!({ "doc": doc, "n": n }),
+        )
+        .await;
+        let created = node.store.event_get(&id).await.unwrap().unwrap().created_ms;
+        last.insert(doc, (id, created));
+    }
+    let runs = successes(&node.store, "flow/index-doc", 2).await;
+    // Nothing more runs for the burst.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let runs_after = history(&node.store, "flow/index-doc").await;
+    node.stop().await;
+    assert_eq!(runs_after.len(), 2, "one run per doc: {runs_after:?}");
+    for h in &runs {
+        let d = details(h);
+        let event = d["event"]["id"].as_str().unwrap();
+        let (doc, (_, at)) = last
+            .iter()
+            .find(|(_, (id, _))| id == event)
+            .unwrap_or_else(|| panic!("ran with {event}, not a doc's last event: {d}"));
+        let events = if *doc == "d1" { 3 } else { 2 };
+        assert_eq!(
+            d["coalesced"],
+            serde_json::json!({ "by": "debounce", "events": events })
+        );
+        assert!(
+            h.started_ms >= at + 1000,
+            "{doc} ran {} ms after its last event, before its 1 s window ended",
+            h.started_ms - at
+        );
+    }
+}
+on_both!(a_debounced_burst_runs_once_after_its_last_event_with_its_payload);
+
+async fn a_singleton_queues_one_fire_with_the_latest_event_while_one_runs(backend: Backend) {
+    let _load = load_share(LOADED).await;
+    let env = env(backend).await;
+    let jobs = r#"
+[[job]]
+key = "flow/sync-account"
+module = "hostile"
+data = { op = "sleep", ms = 600 }
+singleton = { key = "{{ event.payload.account }}" }
+[[job.trigger]]
+event = "account.changed"
+"#;
+    let node = run(&options(&env, &manifest(jobs), quick())).await;
+    let first = emit(
+        &node.store,
+        "account.changed",
+        serde_json::json!({ "account": "a", "n": 1 }),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the first fire to be claimed",
+        || {
+            let store = Arc::clone(&node.store);
+            async move {
+                store
+                    .fire_running()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|f| f.state == "acquired")
+            }
+        },
+    )
+    .await;
+    let mut latest = String::new();
+    for n in 2..=4 {
+        latest = emit(
+            &node.store,
+            "account.changed",
+            serde_json::json!({ "account": "a", "n": n }),
+        )
+        .await;
+    }
+    successes(&node.store, "flow/sync-account", 2).await;
+    // Nothing more runs: the three later events were one queued fire.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let runs = history(&node.store, "flow/sync-account").await;
+    node.stop().await;
+    assert_eq!(runs.len(), 2, "the running fire and one queued: {runs:?}");
+    let ran: Vec<String> = runs
+        .iter()
+        .map(|h| details(h)["event"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ran,
+        [first, latest.clone()],
+        "the queued fire runs with the latest event"
+    );
+    assert_eq!(
+        details(&runs[1])["coalesced"],
+        serde_json::json!({ "by": "singleton", "events": 3 })
+    );
+    assert!(
+        runs[1].started_ms >= runs[0].ended_ms,
+        "one at a time: {runs:?}"
+    );
+}
+on_both!(a_singleton_queues_one_fire_with_the_latest_event_while_one_runs);

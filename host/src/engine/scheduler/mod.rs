@@ -1187,6 +1187,12 @@ fn history_details(
             "rate_key": flow.rate_key,
             "admitted_ms": flow.admitted_ms,
         });
+        if let Some(c) = &fire.job.flow.coalesce
+            && fire.event_id.is_some()
+        {
+            // One run for this many events (the one it ran with is the last).
+            details["coalesced"] = json!({ "by": c.mode(), "events": flow.coalesced + 1 });
+        }
     }
     details
 }
