@@ -21,3 +21,8 @@ CREATE TABLE IF NOT EXISTS flow_keys (
     starts     TEXT   NOT NULL DEFAULT '[]',
     updated_ms BIGINT NOT NULL DEFAULT 0
 );
+-- Overlap `cancel-other`: a claim that finds the job running marks its running
+-- fires with the fire that supersedes them; their nodes find the marks with
+-- the partial index and ask the runs to stop.
+ALTER TABLE fires ADD COLUMN IF NOT EXISTS cancel_requested TEXT;
+CREATE INDEX IF NOT EXISTS fires_cancel_requested ON fires (node_id) WHERE cancel_requested IS NOT NULL;

@@ -176,7 +176,9 @@ impl JobSpec {
         let overlap = Overlap::parse(overlap_text).ok_or_else(|| {
             bad(
                 "overlap",
-                format!("{overlap_text:?}: expected allow, forbid, skip or buffer-one"),
+                format!(
+                    "{overlap_text:?}: expected allow, forbid, skip, buffer-one or cancel-other"
+                ),
             )
         })?;
         let misfire_text = self.misfire.as_deref().unwrap_or("fire-now");

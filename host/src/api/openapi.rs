@@ -155,7 +155,7 @@ pub fn document() -> Value {
                         "every": { "type": "string", "example": "30s" }, "repeat": { "type": "integer" },
                         "at": { "type": "string", "format": "date-time" },
                         "data": {},
-                        "overlap": { "type": "string", "enum": ["allow", "forbid", "skip", "buffer-one"] },
+                        "overlap": { "type": "string", "enum": ["allow", "forbid", "skip", "buffer-one", "cancel-other"] },
                         "max_attempts": { "type": "integer", "minimum": 1 },
                         "timeout": { "type": "string", "example": "60s" },
                         "misfire": { "type": "string", "enum": ["fire-now", "skip", "fire-once"] },

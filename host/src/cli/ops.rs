@@ -196,7 +196,7 @@ pub struct JobAddArgs {
     /// Job data, JSON.
     #[arg(long)]
     pub data: Option<String>,
-    /// allow, forbid, skip or buffer-one [default: the module's overlap hint, else allow].
+    /// allow, forbid, skip, buffer-one or cancel-other [default: the module's overlap hint, else allow].
     #[arg(long)]
     pub overlap: Option<String>,
     /// Runs of a fire in all (1 = no retry) [default: 1].

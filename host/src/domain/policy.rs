@@ -31,15 +31,22 @@ pub enum Overlap {
     /// backlog never grows past one catch-up run.
     #[serde(rename = "buffer-one")]
     BufferOne,
+    /// A new fire asks the running one to stop (its `cancelled()` turns
+    /// true; past the grace it is stopped), waits for it to end, then runs;
+    /// of several fires waiting, the newest runs and the older are skipped.
+    /// The run stopped is recorded as `cancelled`.
+    #[serde(rename = "cancel-other")]
+    CancelOther,
 }
 
 impl Overlap {
     /// Every policy, in the order the help lists them.
-    pub const ALL: [Overlap; 4] = [
+    pub const ALL: [Overlap; 5] = [
         Overlap::Allow,
         Overlap::Forbid,
         Overlap::Skip,
         Overlap::BufferOne,
+        Overlap::CancelOther,
     ];
 
     /// The spelling in manifests, the API and the store: `allow`, `forbid`,
@@ -50,6 +57,7 @@ impl Overlap {
             Overlap::Forbid => "forbid",
             Overlap::Skip => "skip",
             Overlap::BufferOne => "buffer-one",
+            Overlap::CancelOther => "cancel-other",
         }
     }
 

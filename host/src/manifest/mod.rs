@@ -24,7 +24,7 @@
 //! key = "examples/hello"          # required, "group/name"
 //! module = "hello"                # "NAME", "NAME@VERSION" or "sha256:<64 hex>"
 //! data = { name = "Quartzite" }   # any TOML value, handed to the job as JSON
-//! overlap = "allow"               # "allow" | "forbid" | "skip" | "buffer-one"
+//! overlap = "allow"               # "allow" | "forbid" | "skip" | "buffer-one" | "cancel-other"
 //! timeout = "30s"
 //! max_memory = "64MiB"
 //! kv_max_keys = 10000             # the job's whole kv state: keys ...

@@ -88,6 +88,40 @@ pub struct RunRequest {
     /// traced: the parent of the spans of its host calls and requests, and the
     /// `TRACEPARENT` its guest sees.
     pub trace: Option<crate::domain::trace::RunContext>,
+    /// Where a request to stop this one run comes from (overlap
+    /// `cancel-other`): its `cancelled()` turns true when one comes, and past
+    /// the grace the run is stopped. `None`: only the node's state stops it.
+    pub stop: Option<watch::Receiver<Option<StopRequest>>>,
+}
+
+/// A request to stop one run: the fire that superseded it, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopRequest {
+    pub by: String,
+    pub at: Instant,
+}
+
+/// Whether `stop` holds a request, and its grace's end.
+fn stop_deadline(
+    stop: Option<&watch::Receiver<Option<StopRequest>>>,
+    grace: Duration,
+) -> Option<Instant> {
+    stop.and_then(|s| s.borrow().as_ref().map(|r| r.at + grace))
+}
+
+/// Waits for a request on `stop` and its grace to pass; forever without one.
+async fn stopped(stop: Option<watch::Receiver<Option<StopRequest>>>, grace: Duration) {
+    let Some(mut stop) = stop else {
+        return std::future::pending().await;
+    };
+    let at = match stop.wait_for(Option::is_some).await {
+        Ok(request) => request.as_ref().map(|r| r.at),
+        Err(_) => None,
+    };
+    match at {
+        Some(at) => tokio::time::sleep_until((at + grace).into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The event behind a fire, as the guest's `trigger-event` returns it.
@@ -120,6 +154,7 @@ impl RunRequest {
             limits: Limits::default(),
             grants: GrantsFrom::Source,
             trace: None,
+            stop: None,
         }
     }
 }
@@ -541,6 +576,7 @@ impl Runtime {
         };
         let hard_deadline = start + limits.timeout + limits.grace;
         let mut aborted = self.node.subscribe();
+        let stop = request.stop.clone();
         let result = {
             let call = async {
                 let job = module.pre.instantiate_async(&mut store).await?;
@@ -551,8 +587,14 @@ impl Runtime {
             tokio::select! {
                 r = tokio::time::timeout_at((hard_deadline + engine::TICK * 5).into(), call) => r.ok(),
                 _ = aborted.wait_for(|s| *s == NodeState::Aborting) => None,
+                () = stopped(stop.clone(), limits.grace) => None,
             }
         };
+        // A run asked to stop (overlap `cancel-other`) that did not complete
+        // is recorded as superseded, however it ended.
+        let superseded = stop
+            .as_ref()
+            .and_then(|s| s.borrow().as_ref().map(|r| r.by.clone()));
         let node_state = *self.node.borrow();
         let timed_out = Instant::now() >= start + limits.timeout;
         let outcome = match result {
@@ -579,6 +621,11 @@ impl Runtime {
                 },
             },
             Some(Err(err)) => classify_trap(&err, store.data(), node_state, &limits, &log),
+        };
+        let outcome = match (outcome, superseded) {
+            (done @ RunOutcome::Completed { .. }, _) => done,
+            (_, Some(by)) if node_state < NodeState::Aborting => RunOutcome::Superseded { by },
+            (outcome, _) => outcome,
         };
         drop(store);
         self.report(outcome, started_at, start, &log)
@@ -682,6 +729,7 @@ impl Runtime {
             holder: format!("{}/{}", self.node_id, request.fire_id).into(),
             soft_deadline: start + limits.timeout,
             node: self.node.subscribe(),
+            stop: request.stop.clone(),
             max_kv_value: limits.max_kv_value_bytes,
             kv_quota: services::KvQuota {
                 max_keys: limits.max_kv_keys,
@@ -700,9 +748,15 @@ impl Runtime {
         }
         let hard_deadline = start + limits.timeout + limits.grace;
         let node = self.node.subscribe();
+        let stop = request.stop.clone();
+        let grace = limits.grace;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= hard_deadline || *node.borrow() == NodeState::Aborting {
+            let now = Instant::now();
+            if now >= hard_deadline
+                || *node.borrow() == NodeState::Aborting
+                || stop_deadline(stop.as_ref(), grace).is_some_and(|end| now >= end)
+            {
                 return Err(Trap::Interrupt.into());
             }
             // Hand the thread back to the executor every tick, so a busy guest

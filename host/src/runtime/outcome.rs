@@ -82,6 +82,9 @@ pub enum RunOutcome {
     TimedOut { timeout_ms: u64 },
     /// The node is shutting down and stopped the run.
     Cancelled,
+    /// A newer fire of the job (overlap `cancel-other`) asked the run to stop:
+    /// it returned or was stopped after the grace.
+    Superseded { by: String },
     /// The guest hit one of its limits.
     LimitExceeded { limit: LimitKind, message: String },
     /// The NoOp job ran instead of the module: nothing was executed.
@@ -97,6 +100,7 @@ impl RunOutcome {
             RunOutcome::Trapped { .. } => "trapped",
             RunOutcome::TimedOut { .. } => "timed-out",
             RunOutcome::Cancelled => "cancelled",
+            RunOutcome::Superseded { .. } => "superseded",
             RunOutcome::LimitExceeded { .. } => "limit-exceeded",
             RunOutcome::Skipped { .. } => "skipped",
         }
@@ -116,9 +120,10 @@ impl RunOutcome {
             RunOutcome::Trapped { .. }
             | RunOutcome::TimedOut { .. }
             | RunOutcome::LimitExceeded { .. } => true,
-            RunOutcome::Completed { .. } | RunOutcome::Cancelled | RunOutcome::Skipped { .. } => {
-                false
-            }
+            RunOutcome::Completed { .. }
+            | RunOutcome::Cancelled
+            | RunOutcome::Superseded { .. }
+            | RunOutcome::Skipped { .. } => false,
         }
     }
 
@@ -137,6 +142,9 @@ impl RunOutcome {
             RunOutcome::Trapped { message } => format!("trapped: {message}"),
             RunOutcome::TimedOut { timeout_ms } => format!("timed out after {timeout_ms} ms"),
             RunOutcome::Cancelled => "cancelled: the node is shutting down".into(),
+            RunOutcome::Superseded { by } => {
+                format!("cancelled: fire {by} of this job (overlap cancel-other) superseded it")
+            }
             RunOutcome::LimitExceeded { limit, message } => {
                 format!("{} limit exceeded: {message}", serde_plain(limit))
             }

@@ -58,6 +58,8 @@ pub(crate) struct RunState {
     /// When `cancelled()` turns true.
     pub(crate) soft_deadline: Instant,
     pub(crate) node: watch::Receiver<NodeState>,
+    /// A request to stop this run alone (see `RunRequest::stop`).
+    pub(crate) stop: Option<watch::Receiver<Option<super::StopRequest>>>,
     pub(crate) max_kv_value: usize,
     pub(crate) kv_quota: KvQuota,
     pub(crate) max_locks: usize,
@@ -99,7 +101,9 @@ fn traced<T>(span: &tracing::Span, result: Result<T, HostError>) -> Result<T, Ho
 
 impl RunState {
     pub(crate) fn is_cancelled(&self) -> bool {
-        Instant::now() >= self.soft_deadline || *self.node.borrow() >= NodeState::Draining
+        Instant::now() >= self.soft_deadline
+            || *self.node.borrow() >= NodeState::Draining
+            || self.stop.as_ref().is_some_and(|s| s.borrow().is_some())
     }
 
     fn time_left(&self) -> Duration {

@@ -341,6 +341,9 @@ pub(crate) struct Picked {
     pub starts: Vec<(String, Vec<i64>)>,
     /// The earliest time a fire waiting for its rate key may start.
     pub rate_wait_until: Option<i64>,
+    /// `cancel-other` jobs found running, with the waiting fire that
+    /// supersedes their running fires: the SQL marks those to stop.
+    pub supersede: Vec<(String, String)>,
 }
 
 impl Picked {
@@ -356,6 +359,7 @@ impl Picked {
                 None => self.starts.push((key, starts)),
             }
         }
+        self.supersede.extend(more.supersede);
         self.rate_wait_until = match (self.rate_wait_until, more.rate_wait_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -383,6 +387,15 @@ pub(crate) fn pick_waiting(
     // `buffer-one` jobs with a fire left waiting in this pick: their later
     // candidates are skipped (candidates come oldest first).
     let mut buffered: HashSet<String> = HashSet::new();
+    // The newest candidate of each `cancel-other` job: the older are skipped.
+    let newest: HashMap<String, String> = candidates
+        .iter()
+        .filter(|c| {
+            jobs.get(&c.job_key)
+                .is_some_and(|j| j.overlap == Overlap::CancelOther)
+        })
+        .map(|c| (c.job_key.clone(), c.fire_id.clone()))
+        .collect();
     for c in candidates {
         if claimed.len() + out.claims.len() >= max {
             break;
@@ -397,6 +410,30 @@ pub(crate) fn pick_waiting(
         };
         if active && job.overlap == Overlap::Forbid {
             continue; // stays scheduled: blocked until the running fire ends
+        }
+        if job.overlap == Overlap::CancelOther {
+            let newest = newest.get(&c.job_key).map(String::as_str);
+            if newest != Some(c.fire_id.as_str()) {
+                out.history.push(history_row(
+                    Some(&c.fire_id),
+                    &c.job_key,
+                    Some(&c.trigger_key),
+                    HistoryStatus::Skipped,
+                    Some(c.scheduled_ms),
+                    now,
+                    serde_json::json!({ "reason": "overlap",
+                        "detail": "a newer fire of this job waits (cancel-other runs the newest)" }),
+                ));
+                out.skipped.push(c.fire_id);
+                continue;
+            }
+            if active {
+                // Stays scheduled until the running fire, asked to stop, ends.
+                if !busy.contains(&c.job_key) {
+                    out.supersede.push((c.job_key.clone(), c.fire_id.clone()));
+                }
+                continue;
+            }
         }
         if active && job.overlap == Overlap::BufferOne && buffered.insert(c.job_key.clone()) {
             continue; // the one fire that waits for the running one

@@ -405,6 +405,9 @@ pub struct Acquired {
     /// The earliest time a fire waiting for its rate key (see
     /// `domain::flow::Rate`) may start, if one waits: the node looks again then.
     pub rate_wait_until: Option<i64>,
+    /// Running fires this claim asked to stop (overlap `cancel-other`), with
+    /// the fire superseding each: the node running one stops it.
+    pub superseded: Vec<(String, String)>,
 }
 
 /// History status of a run or of a fire not run.

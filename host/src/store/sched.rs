@@ -97,6 +97,12 @@ pub trait Scheduling: Send + Sync {
         fire_ids: &[String],
         lease_ms: i64,
     ) -> Result<u64, StoreError>;
+    /// The fires `node_id` runs that a claim asked to stop (overlap
+    /// `cancel-other`), each with the fire superseding it.
+    async fn fire_cancel_requests(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Marks claims of `node_id` as started: their runs are about to begin. A
     /// claim never marked is handed back untouched when its node is lost.
     /// `fires` are `(fire_id, trigger_key, held)` as in the claims. Returns the
@@ -579,6 +585,13 @@ static FLOW_RUNNING: Sql = Sql::new(
     "SELECT concurrency_key, COUNT(*) FROM fires WHERE state = 'acquired' AND concurrency_key IN ({json_texts_1}) \
      GROUP BY concurrency_key",
 );
+static FIRES_SUPERSEDE: Sql = Sql::new(
+    "UPDATE fires SET cancel_requested = $1 WHERE job_key = $2 AND state = 'acquired' AND cancel_requested IS NULL \
+     RETURNING fire_id",
+);
+static CANCEL_REQUESTS: Sql = Sql::new(
+    "SELECT fire_id, cancel_requested FROM fires WHERE node_id = $1 AND cancel_requested IS NOT NULL AND state = 'acquired'",
+);
 static FLOW_STARTS_SET: Sql = Sql::new("UPDATE flow_keys SET starts = v.column2, updated_ms = ");
 static NEXT_DUE: Sql = Sql::new(
     "SELECT MIN(t) AS next FROM (SELECT MIN(next_fire_ms) AS t FROM triggers WHERE state = 'WAITING' \
@@ -798,7 +811,8 @@ where
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
 {
-    // `forbid`, `skip` and `buffer-one` decide on whether the job is running.
+    // `forbid`, `skip`, `buffer-one` and `cancel-other` decide on whether the
+    // job is running.
     // Two nodes claiming at once would each see it idle (neither sees the
     // other's uncommitted claim), so the job's row is locked first and its
     // running fires counted after: a job another node is claiming right now
@@ -1584,6 +1598,15 @@ where
                 qb.build().execute(&mut *tx).await?;
             }
         }
+        for (job_key, by) in &picked.supersede {
+            let marked: Vec<String> = sqlx::query_scalar(FIRES_SUPERSEDE.on(DB::DIALECT))
+                .bind(by)
+                .bind(job_key)
+                .fetch_all(&mut *tx)
+                .await?;
+            out.superseded
+                .extend(marked.into_iter().map(|fire_id| (fire_id, by.clone())));
+        }
         history.extend(picked.history);
         for chunk in picked.skipped.chunks(200) {
             let mut qb = QueryBuilder::<DB>::new("DELETE FROM fires WHERE fire_id IN (");
@@ -1771,6 +1794,16 @@ where
             tx.commit().await?;
             return Ok(accepted);
         }
+    }
+
+    async fn fire_cancel_requests(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(CANCEL_REQUESTS.on(DB::DIALECT))
+            .bind(node_id)
+            .fetch_all(self.pool())
+            .await?)
     }
 
     async fn lease_renew(

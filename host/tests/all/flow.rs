@@ -375,3 +375,82 @@ event = "account.changed"
     );
 }
 on_both!(a_singleton_queues_one_fire_with_the_latest_event_while_one_runs);
+
+/// Emits `name` and returns the id of the one fire it started.
+async fn emit_one(store: &Arc<dyn Store>, name: &str) -> String {
+    match store
+        .event_emit(&EventPut::operator(name, "{}", None))
+        .await
+        .unwrap()
+    {
+        quartzite::store::events::EmitOutcome::Accepted { fires, .. } if fires.len() == 1 => {
+            fires[0].fire_id.clone()
+        }
+        other => panic!("emit {name}: {other:?}"),
+    }
+}
+
+async fn a_cancel_other_fire_stops_the_running_one_then_runs(backend: Backend) {
+    let _load = load_share(LOADED).await;
+    let env = env(backend).await;
+    // The guest ignores `cancelled()`: the run asked to stop is stopped when
+    // its grace (1 s) ends. The newest fire then runs until its timeout.
+    let jobs = r#"
+[[job]]
+key = "flow/deploy"
+module = "hostile"
+data = { op = "loop" }
+overlap = "cancel-other"
+timeout = "2s"
+[[job.trigger]]
+event = "deploy"
+"#;
+    let node = run(&options(&env, &manifest(jobs), quick())).await;
+    let first = emit_one(&node.store, "deploy").await;
+    wait_until(Duration::from_secs(30), "the first fire to run", || {
+        let store = Arc::clone(&node.store);
+        let first = first.clone();
+        async move {
+            store
+                .fire_running()
+                .await
+                .unwrap()
+                .iter()
+                .any(|f| f.fire_id == first && f.state == "acquired")
+        }
+    })
+    .await;
+    let second = emit_one(&node.store, "deploy").await;
+    let third = emit_one(&node.store, "deploy").await;
+    wait_until(Duration::from_secs(30), "three history rows", || {
+        let store = Arc::clone(&node.store);
+        async move { history(&store, "flow/deploy").await.len() >= 3 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = history(&node.store, "flow/deploy").await;
+    node.stop().await;
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    let of = |fire: &str| {
+        rows.iter()
+            .find(|h| h.fire_id.as_deref() == Some(fire))
+            .unwrap_or_else(|| panic!("no history row of {fire}: {rows:#?}"))
+    };
+    let stopped = of(&first);
+    assert_eq!(stopped.status, HistoryStatus::Cancelled, "{stopped:?}");
+    let outcome = &details(stopped)["outcome"];
+    assert_eq!(outcome["status"], "superseded", "{outcome}");
+    let by = outcome["by"].as_str().unwrap();
+    assert!(by == second || by == third, "superseded by {by}");
+    // Of the two waiting, the older is skipped and the newest runs.
+    let skipped = of(&second);
+    assert_eq!(skipped.status, HistoryStatus::Skipped, "{skipped:?}");
+    assert_eq!(details(skipped)["reason"], "overlap");
+    let newest = of(&third);
+    assert_eq!(newest.status, HistoryStatus::Timeout, "{newest:?}");
+    assert!(
+        newest.started_ms >= stopped.ended_ms,
+        "the newest ran after the stopped one ended"
+    );
+}
+on_both!(a_cancel_other_fire_stops_the_running_one_then_runs);

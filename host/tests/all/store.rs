@@ -901,6 +901,54 @@ async fn overlap_forbid_waits_and_skip_records(store: Arc<dyn Store>) {
 }
 conformance!(overlap, overlap_forbid_waits_and_skip_records);
 
+async fn overlap_cancel_other_marks_the_running_fire_for_its_node(store: Arc<dyn Store>) {
+    let mut job = JobDef::new("g/latest", "hello");
+    job.overlap = Overlap::CancelOther;
+    store.job_put(&job, &[]).await.unwrap();
+    store.fire_now("g/latest").await.unwrap();
+    let running = claim_first(&store, &params("a")).await;
+    assert!(store.fire_cancel_requests("a").await.unwrap().is_empty());
+    // A newer fire, claimed by another node: it waits, and marks the running one.
+    let newer = store.fire_now("g/latest").await.unwrap();
+    let claim = store.fire_acquire(&params("b")).await.unwrap();
+    assert!(
+        claim.fires.is_empty(),
+        "the newer fire waits for the running one to end"
+    );
+    assert_eq!(claim.superseded, [(running.fire_id.clone(), newer.clone())]);
+    // Node a finds the request (its upkeep asks for it); node b has none.
+    assert_eq!(
+        store.fire_cancel_requests("a").await.unwrap(),
+        [(running.fire_id.clone(), newer.clone())]
+    );
+    assert!(store.fire_cancel_requests("b").await.unwrap().is_empty());
+    // Asking again changes nothing; once the stopped run ends, the newer runs.
+    assert!(
+        store
+            .fire_acquire(&params("b"))
+            .await
+            .unwrap()
+            .superseded
+            .is_empty()
+    );
+    store
+        .fire_complete(&[done(
+            &running,
+            "a",
+            HistoryStatus::Cancelled,
+            FireNext::Done,
+        )])
+        .await
+        .unwrap();
+    let next = claim_first(&store, &params("b")).await;
+    assert_eq!(next.fire_id, newer);
+    assert!(store.fire_cancel_requests("a").await.unwrap().is_empty());
+}
+conformance!(
+    overlap_cancel_other,
+    overlap_cancel_other_marks_the_running_fire_for_its_node
+);
+
 async fn overlap_buffer_one_keeps_one_fire_waiting(store: Arc<dyn Store>) {
     let mut job = JobDef::new("g/buffer", "hello");
     job.overlap = Overlap::BufferOne;

@@ -30,6 +30,7 @@ use super::modules::ModuleResolver;
 use super::shares::JobShares;
 use crate::domain::trace::AttemptTrace;
 use crate::metrics::{JobMetrics, Metrics};
+use crate::runtime::StopRequest;
 use crate::runtime::{
     GrantsFrom, JobImpl, Limits, ModuleRejection, RunOutcome, RunReport, RunRequest, Runtime,
     SkipCode, TriggerEvent, WIT_VERSION, WitVersion,
@@ -37,6 +38,7 @@ use crate::runtime::{
 use crate::schedule::trigger::MisfireLimits;
 use crate::store::ModuleEvent;
 use crate::store::events::{FAILURE_STATUSES, failure_streak};
+use crate::store::model::Overlap;
 use crate::store::model::{
     AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryStatus, NodeCheckIn,
     WitRange,
@@ -63,6 +65,9 @@ pub struct Scheduler {
     wit: WitVersion,
     /// Fires handed to a worker and not yet completed: the leases to renew.
     held: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Runs of `cancel-other` jobs on this node, by fire id: where a request
+    /// to stop one is sent.
+    stops: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Option<StopRequest>>>>,
     wake: Arc<Notify>,
     /// Moving average of run time in microseconds (0: nothing ran yet).
     avg_run_us: std::sync::atomic::AtomicU64,
@@ -203,6 +208,7 @@ impl Scheduler {
             config,
             wit,
             held: std::sync::Mutex::default(),
+            stops: std::sync::Mutex::default(),
             wake: Arc::new(Notify::new()),
             avg_run_us: std::sync::atomic::AtomicU64::new(0),
             alerter,
@@ -247,6 +253,42 @@ impl Scheduler {
     /// Whether the acquire loop is running (started and not stopping).
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed)
+    }
+
+    fn stops_update(
+        &self,
+        change: impl FnOnce(&mut std::collections::HashMap<String, watch::Sender<Option<StopRequest>>>),
+    ) {
+        change(
+            &mut self
+                .stops
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+
+    /// Asks this node's run of `fire_id`, if it has one, to stop: `by`
+    /// superseded it (overlap `cancel-other`). A second request changes nothing.
+    fn stop_run(&self, fire_id: &str, by: &str) {
+        self.stops_update(|stops| {
+            if let Some(tx) = stops.get(fire_id) {
+                tx.send_if_modified(|s| {
+                    let first = s.is_none();
+                    if first {
+                        tracing::info!(
+                            fire = fire_id,
+                            by,
+                            "asking a run to stop: a newer fire supersedes it"
+                        );
+                        *s = Some(StopRequest {
+                            by: by.to_string(),
+                            at: std::time::Instant::now(),
+                        });
+                    }
+                    first
+                });
+            }
+        });
     }
 
     fn held_update(&self, change: impl FnOnce(&mut std::collections::HashSet<String>)) {
@@ -383,6 +425,11 @@ impl Scheduler {
                     continue;
                 }
             };
+            // Runs a newer `cancel-other` fire supersedes: stopped at once here
+            // (those of other nodes are stopped by their upkeep).
+            for (fire_id, by) in &acquired.superseded {
+                self.stop_run(fire_id, by);
+            }
             // The store's clock decides; this node only converts to its own.
             let offset = acquired.now_ms - local_ms();
             let claimed = acquired.fires.len();
@@ -723,7 +770,20 @@ impl Scheduler {
             },
             grants: GrantsFrom::Stored(fire.job.grants.clone()),
             trace: None,
+            stop: None,
         };
+        // A run of a `cancel-other` job can be asked to stop by a newer fire.
+        let _stop_slot = (fire.job.overlap == Overlap::CancelOther).then(|| {
+            let (tx, rx) = watch::channel(None);
+            request.stop = Some(rx);
+            self.stops_update(|s| {
+                s.insert(fire.fire_id.clone(), tx);
+            });
+            StopSlot {
+                scheduler: self,
+                fire_id: fire.fire_id.clone(),
+            }
+        });
         resolve.end(trace, |t| &mut t.resolve_us);
         if let Some(t) = trace.as_mut() {
             if let JobImpl::Wasm(m) = &job {
@@ -759,6 +819,7 @@ impl Scheduler {
             }
             RunOutcome::Skipped { .. } => (HistoryStatus::Skipped, FireNext::Done, None),
             RunOutcome::Cancelled => (HistoryStatus::Cancelled, FireNext::Release, None),
+            RunOutcome::Superseded { .. } => (HistoryStatus::Cancelled, FireNext::Done, None),
             outcome if outcome.is_retryable() && fire.attempt < retry.max_attempts => {
                 let delay =
                     retry.delay_ms(fire.attempt, jitter_sample(&fire.fire_id, fire.attempt));
@@ -1059,6 +1120,23 @@ impl Scheduler {
             {
                 tracing::warn!(error = %e, "renewing leases failed");
             }
+            // Runs of this node that a newer `cancel-other` fire elsewhere
+            // supersedes (read only while such runs go on).
+            let watching = !self
+                .stops
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
+            if watching {
+                match self.store.fire_cancel_requests(&self.node_id).await {
+                    Ok(requests) => {
+                        for (fire_id, by) in requests {
+                            self.stop_run(&fire_id, &by);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reading requests to stop runs failed"),
+                }
+            }
             // Pauses given an end (`job pause --until`) end here, on any node.
             match self.store.jobs_resume_due().await {
                 Ok(resumed) if !resumed.is_empty() => {
@@ -1195,6 +1273,20 @@ fn history_details(
         }
     }
     details
+}
+
+/// A run's place in [`Scheduler::stops`], given up when the run ends.
+struct StopSlot<'a> {
+    scheduler: &'a Scheduler,
+    fire_id: String,
+}
+
+impl Drop for StopSlot<'_> {
+    fn drop(&mut self) {
+        self.scheduler.stops_update(|s| {
+            s.remove(&self.fire_id);
+        });
+    }
 }
 
 #[cfg(test)]
