@@ -786,10 +786,12 @@ where
 
 /// Loads the jobs of `keys` not yet in `map` into it, each once, 200 per
 /// statement, each statement's rows as one (see [`json_rows`]).
-/// The size of a claim's window of the newest due rows, beside its window of
-/// `oldest` (see `DUE_TRIGGERS`): half as many.
-fn newest(oldest: i64) -> i64 {
-    (oldest / 2).max(1)
+/// A claim's read of `n` due rows as its two windows (see `DUE_TRIGGERS`):
+/// the oldest and the newest, a quarter of them (at least one), so the read
+/// is no larger than it was with one window.
+fn windows(n: i64) -> (i64, i64) {
+    let newest = (n / 4).max(1);
+    ((n - newest).max(1), newest)
 }
 
 /// Reads, under locks, what the policies of `candidates` decide on (see
@@ -1382,8 +1384,8 @@ where
         let (due, due_jobs): (Option<String>, Option<String>) =
             sqlx::query_as(DUE_TRIGGERS.on(DB::DIALECT))
                 .bind(horizon)
-                .bind(limit)
-                .bind(newest(limit))
+                .bind(windows(limit).0)
+                .bind(windows(limit).1)
                 .fetch_one(&mut *tx)
                 .await?;
         let due: Vec<(TriggerColumns, Option<i64>, Option<i64>, i64)> =
@@ -1535,10 +1537,10 @@ where
                 };
                 let mut query = sqlx::query_as(read.on(DB::DIALECT))
                     .bind(horizon)
-                    .bind(window)
+                    .bind(windows(window).0)
                     .bind(p.runs.lo)
                     .bind(p.runs.hi)
-                    .bind(newest(window));
+                    .bind(windows(window).1);
                 if !plain {
                     query = query
                         .bind(serde_json::Value::from(full).to_string())
