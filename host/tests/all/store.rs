@@ -949,6 +949,69 @@ conformance!(
     overlap_cancel_other_marks_the_running_fire_for_its_node
 );
 
+/// Issue 19 item 4: a backlog of one job does not hold back another job's
+/// fire that has just come due, neither as a due trigger nor as a waiting fire.
+async fn a_backlog_of_one_job_leaves_room_for_the_fire_just_due(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    // 300 one-shot triggers of one job, all an hour late.
+    let flood = JobDef::new("g/flood", "hello");
+    let triggers: Vec<TriggerPut> = (0..300)
+        .map(|i| TriggerPut {
+            trigger_key: format!("g/flood:t{i}"),
+            ..at_job("g/flood", now - 3_600_000 + i, MisfirePolicy::FireNow)
+                .1
+                .remove(0)
+        })
+        .collect();
+    let (tick, tick_triggers) = at_job("g/tick", now, MisfirePolicy::FireNow);
+    store
+        .jobs_put(&[(flood, triggers), (tick, tick_triggers)])
+        .await
+        .unwrap();
+    let claimed = store.fire_acquire(&params("a")).await.unwrap();
+    let jobs: Vec<&str> = claimed.fires.iter().map(|f| f.job_key.as_str()).collect();
+    assert_eq!(jobs.len(), 10, "{jobs:?}");
+    assert!(
+        jobs.contains(&"g/tick"),
+        "the fire just due waits behind the backlog: {jobs:?}"
+    );
+
+    // The same with waiting fires: 300 of one job, then one of another.
+    let mut waiting = JobDef::new("g/queue", "hello");
+    waiting.overlap = Overlap::Allow;
+    store.job_put(&waiting, &[]).await.unwrap();
+    store
+        .job_put(&JobDef::new("g/late", "hello"), &[])
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        // Manual fires are unique per job and millisecond.
+        store.fire_now("g/queue").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.fire_now("g/late").await.unwrap();
+    let p = AcquireParams {
+        max: 10,
+        room: JobRoom {
+            default: usize::MAX,
+            // The earlier backlog of g/flood is not what this part asks about.
+            jobs: [("g/flood".to_string(), 0)].into(),
+        },
+        ..params("a")
+    };
+    let claimed = store.fire_acquire(&p).await.unwrap();
+    let jobs: Vec<&str> = claimed.fires.iter().map(|f| f.job_key.as_str()).collect();
+    assert!(
+        jobs.contains(&"g/late"),
+        "the waiting fire just due waits behind the backlog: {jobs:?}"
+    );
+}
+conformance!(
+    fairness,
+    a_backlog_of_one_job_leaves_room_for_the_fire_just_due
+);
+
 async fn overlap_buffer_one_keeps_one_fire_waiting(store: Arc<dyn Store>) {
     let mut job = JobDef::new("g/buffer", "hello");
     job.overlap = Overlap::BufferOne;
