@@ -105,8 +105,7 @@ async fn waiting_reason(store: &Arc<dyn Store>, says: &str) -> String {
         },
     )
     .await;
-    let said = seen.lock().unwrap().clone();
-    said
+    seen.lock().unwrap().clone()
 }
 
 fn manifest(jobs: &str) -> String {
