@@ -11,9 +11,11 @@
 //! uses are those of the glossary in ARCHITECTURE.md.
 
 pub mod events;
+pub mod origin;
 pub mod policy;
 pub mod trace;
 
+pub use origin::{BackfillOverlap, FireOrigin};
 pub use policy::{Backoff, MisfirePolicy, Overlap, ParseValueError, RetryPolicy, TriggerKind};
 
 use std::fmt;

@@ -21,6 +21,7 @@ use super::model::{
     AcquireParams, FireClaim, HistoryEntry, HistoryStatus, JobDef, JobRoom, Overlap, TriggerRow,
 };
 use super::sched::{history_row, new_id};
+use crate::domain::FireOrigin;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A due trigger as the claim reads it.
@@ -215,6 +216,8 @@ pub(crate) struct Waiting {
     /// `''` for clock, start and manual fires.
     pub event_id: String,
     pub depth: i64,
+    /// `fires.origin` as stored: `''` for all but backfills and replays.
+    pub origin: String,
 }
 
 /// The jobs among `candidates` whose overlap policy decides on whether they
@@ -225,7 +228,7 @@ pub(crate) fn guarded_jobs(candidates: &[Waiting], jobs: &HashMap<String, JobDef
     for c in candidates {
         if jobs
             .get(&c.job_key)
-            .is_some_and(|j| j.overlap != Overlap::Allow)
+            .is_some_and(|j| FireOrigin::overlap_of_stored(&c.origin, j.overlap) != Overlap::Allow)
             && !keys.contains(&c.job_key)
         {
             keys.push(c.job_key.clone());
@@ -271,19 +274,23 @@ pub(crate) fn pick_waiting(
         let Some(job) = jobs.get(&c.job_key) else {
             continue;
         };
+        // A backfill's fires follow its own overlap mode (see `FireOrigin::overlap`).
+        let overlap = FireOrigin::overlap_of_stored(&c.origin, job.overlap);
         let active = match running.get(&c.job_key) {
-            _ if job.overlap == Overlap::Allow => false,
+            _ if overlap == Overlap::Allow => false,
             None => continue, // another node is claiming this job's fires
             Some(running) => *running || busy.contains(&c.job_key),
         };
-        if active && job.overlap == Overlap::Forbid {
+        if active && overlap == Overlap::Forbid {
             continue; // stays scheduled: blocked until the running fire ends
         }
-        if active && job.overlap == Overlap::BufferOne && buffered.insert(c.job_key.clone()) {
+        if active && overlap == Overlap::BufferOne && buffered.insert(c.job_key.clone()) {
             continue; // the one fire that waits for the running one
         }
-        if active && matches!(job.overlap, Overlap::Skip | Overlap::BufferOne) {
-            let detail = if job.overlap == Overlap::Skip {
+        if active && matches!(overlap, Overlap::Skip | Overlap::BufferOne) {
+            let detail = if c.origin.starts_with("backfill:") {
+                "backfill --overlap skip: a run of this job is running"
+            } else if overlap == Overlap::Skip {
                 "the previous fire of this job is still running"
             } else {
                 "a fire of this job is running and another is waiting (buffer-one keeps one)"
@@ -318,6 +325,7 @@ pub(crate) fn pick_waiting(
             event_id: Some(c.event_id).filter(|e| !e.is_empty()),
             depth: u32::try_from(c.depth).unwrap_or(0),
             held: false,
+            origin: FireOrigin::from_stored(&c.origin),
         });
     }
     out
@@ -683,7 +691,77 @@ mod tests {
             fencing: 3,
             event_id: String::new(),
             depth: 0,
+            origin: String::new(),
         }
+    }
+
+    fn backfill(fire_id: &str, job_key: &str, mode: &str) -> Waiting {
+        Waiting {
+            origin: format!("backfill:{mode}"),
+            ..waiting(fire_id, job_key)
+        }
+    }
+
+    #[test]
+    fn a_backfills_fires_follow_its_overlap_mode_not_the_jobs_policy() {
+        // An `allow` job: its own fires are not guarded, a buffered backfill's are.
+        let all = jobs(&[
+            job("g/buffer", Overlap::Allow),
+            job("g/skip", Overlap::Allow),
+            job("g/allow", Overlap::Forbid),
+        ]);
+        let candidates = vec![
+            backfill("b1", "g/buffer", "buffer"),
+            backfill("b2", "g/buffer", "buffer"),
+            backfill("s1", "g/skip", "skip"),
+            backfill("s2", "g/skip", "skip"),
+            backfill("a1", "g/allow", "allow"),
+            backfill("a2", "g/allow", "allow"),
+        ];
+        assert_eq!(guarded_jobs(&candidates, &all), ["g/buffer", "g/skip"]);
+        // Nothing of the three runs yet.
+        let running: HashMap<String, bool> = [
+            ("g/buffer".to_string(), false),
+            ("g/skip".to_string(), false),
+        ]
+        .into();
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &running,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        // buffer: the oldest, the next waits; skip: the oldest, the next is
+        // skipped; allow: both, though the job forbids overlap.
+        assert_eq!(ids, ["b1", "s1", "a1", "a2"]);
+        assert_eq!(picked.skipped, ["s2"]);
+        let details: serde_json::Value =
+            serde_json::from_str(&picked.history[0].details).unwrap();
+        assert_eq!(
+            details["detail"],
+            "backfill --overlap skip: a run of this job is running"
+        );
+        assert_eq!(
+            picked.claims[0].origin,
+            FireOrigin::Backfill(crate::domain::BackfillOverlap::Buffer)
+        );
+
+        // A run of the job (any run) holds a buffered backfill back.
+        let running: HashMap<String, bool> = [("g/buffer".to_string(), true)].into();
+        let picked = pick_waiting(
+            vec![backfill("b1", "g/buffer", "buffer")],
+            &all,
+            &running,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        assert!(picked.claims.is_empty() && picked.skipped.is_empty());
     }
 
     #[test]

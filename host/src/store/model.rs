@@ -6,7 +6,7 @@ use crate::grants::Grants;
 use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use serde::Serialize;
 
-pub use crate::domain::{Backoff, Overlap, RetryPolicy};
+pub use crate::domain::{BackfillOverlap, Backoff, FireOrigin, Overlap, RetryPolicy};
 
 /// A job as stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -199,6 +199,9 @@ pub struct FireClaim {
     /// The claim is a `held_claims` row, not a `fires` row (see migration
     /// 0008); the completion says so back to the store.
     pub held: bool,
+    /// Where the fire came from (`fires.origin`): a backfill or a replay,
+    /// else [`FireOrigin::Plain`].
+    pub origin: FireOrigin,
 }
 
 impl FireClaim {
@@ -224,6 +227,7 @@ impl FireClaim {
             event_id: None,
             depth: 0,
             held,
+            origin: FireOrigin::Plain,
         }
     }
 }

@@ -26,6 +26,7 @@
 use super::model::*;
 use super::sql::{Backend, Db, Sql, writer};
 use super::{Dialect, StoreError, claim};
+use crate::domain::FireOrigin;
 use crate::schedule::trigger::TriggerKind;
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
@@ -516,7 +517,7 @@ static FIRES_INSERT: Sql = Sql::new(
     "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, lease_until_ms) ",
 );
 static WAITING_FIRES: Sql = Sql::new(
-    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth \
+    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth, f.origin \
      FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
      ORDER BY f.due_ms, f.priority DESC LIMIT $2{skip_locked}",
@@ -524,7 +525,7 @@ static WAITING_FIRES: Sql = Sql::new(
 /// [`WAITING_FIRES`] but for the jobs named in `$5` (a JSON array): those
 /// without room left in the node's share (see `JobRoom`).
 static WAITING_FIRES_EXCEPT: Sql = Sql::new(
-    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth \
+    "SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, f.depth, f.origin \
      FROM fires f WHERE f.state = 'scheduled' AND f.due_ms <= $1 \
      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = f.job_key AND (j.paused = 1 OR j.wit_need < $3 OR j.wit_need > $4)) \
      AND f.job_key NOT IN ({json_texts_5}) \
@@ -582,8 +583,8 @@ static FIRE_REQUEUE_RECOVERING: Sql = Sql::new(
 static FIRE_DELETE: Sql = Sql::new("DELETE FROM fires WHERE fire_id = $1");
 static FIRE_LIST: Sql = Sql::new(
     "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, recovering, fencing, event_id, depth, \
-     CAST(0 AS BIGINT) AS held FROM fires \
-     UNION ALL SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, 1, 0, fencing, '', 0, CAST(1 AS BIGINT) \
+     CAST(0 AS BIGINT) AS held, origin FROM fires \
+     UNION ALL SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, 1, 0, fencing, '', 0, CAST(1 AS BIGINT), '' \
      FROM held_claims ORDER BY 5",
 );
 static HISTORY_LIST: Sql = Sql::new(
@@ -1720,6 +1721,7 @@ where
                 event_id: Some(row.try_get::<String, _>("event_id")?).filter(|e| !e.is_empty()),
                 depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(0),
                 held: row.try_get::<i64, _>("held")? != 0,
+                origin: FireOrigin::from_stored(&row.try_get::<String, _>("origin")?),
             });
         }
         Ok(out)

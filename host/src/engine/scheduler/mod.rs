@@ -28,6 +28,7 @@ mod executor;
 use super::alerts::Alerter;
 use super::modules::ModuleResolver;
 use super::shares::JobShares;
+use crate::domain::FireOrigin;
 use crate::domain::trace::AttemptTrace;
 use crate::metrics::{JobMetrics, Metrics};
 use crate::runtime::{
@@ -642,8 +643,14 @@ impl Scheduler {
         let started_ms = started_us.div_euclid(1000);
         // Early (claimed ahead, clocks apart): counted as on time.
         let lag_us = u64::try_from(started_us - fire.due_ms * 1000).unwrap_or(0);
-        // A run-now's trigger is `JOB:manual` (the store's `fire_now`).
-        let clock = fire.event_id.is_none() && !fire.trigger_key.ends_with(":manual");
+        // A run-now's trigger is `JOB:manual` (the store's `fire_now`); a
+        // backfill's or replay's time is an old one, no interval of the job.
+        let clock = fire.event_id.is_none()
+            && !fire.trigger_key.ends_with(":manual")
+            && fire.origin.is_plain();
+        if !fire.origin.is_plain() {
+            self.metrics.fire_of_origin(job_metrics, fire.origin.kind());
+        }
         self.metrics.fire_started(
             job_metrics,
             clock.then_some(fire.scheduled_ms),
@@ -716,6 +723,9 @@ impl Scheduler {
             },
             grants: GrantsFrom::Stored(fire.job.grants.clone()),
             trace: None,
+            // A backfill's guest lives on its scheduled day (see `FireOrigin`).
+            wall_clock_from: matches!(fire.origin, FireOrigin::Backfill(_))
+                .then(|| to_system_time(fire.scheduled_ms)),
         };
         resolve.end(trace, |t| &mut t.resolve_us);
         if let Some(t) = trace.as_mut() {
@@ -1173,6 +1183,17 @@ fn history_details(
     }
     if let Some(event) = &fire.event_id {
         details["event"] = json!({ "id": event, "depth": fire.depth });
+    }
+    match &fire.origin {
+        FireOrigin::Plain => {}
+        FireOrigin::Backfill(mode) => {
+            details["origin"] = json!("backfill");
+            details["backfill_overlap"] = json!(mode.as_str());
+        }
+        FireOrigin::Replay { of } => {
+            details["origin"] = json!("replay");
+            details["replay_of"] = json!(of);
+        }
     }
     details
 }
