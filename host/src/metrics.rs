@@ -294,7 +294,7 @@ impl Metrics {
             )),
             fires_by_origin: register!(counter_vec(
                 "quartzite_fires_by_origin_total",
-                "Runs started on this node of fires an operator made for other times, by job and origin (backfill, replay). Other fires are not counted here.",
+                "Runs started on this node of fires an operator made for other times, by job and origin (backfill, replay). They are not in quartzite_fire_lag_seconds, whose fires run when due.",
                 &["job_key", "job_group", "origin"],
             )),
             retries: register!(counter(

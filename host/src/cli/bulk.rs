@@ -104,7 +104,7 @@ pub async fn backfill(conn: &Conn, args: BackfillArgs, json: bool) -> ExitCode {
                     r.post_json(&path, to_body(&request)).await?
                 }
             };
-            Ok(emit(json, &done, |v| {
+            Ok::<ExitCode, CliError>(emit(json, &done, |v| {
                 if v["dry_run"].as_bool() == Some(true) {
                     for t in items(&v["times"]) {
                         outln!("{}  {}", cell(&t["scheduled_at"]), cell(&t["trigger_key"]));
@@ -159,7 +159,7 @@ pub async fn replay(conn: &Conn, args: ReplayArgs, json: bool) -> ExitCode {
                         .await?
                 }
             };
-            Ok(emit(json, &done, |v| {
+            Ok::<ExitCode, CliError>(emit(json, &done, |v| {
                 for f in items(&v["fires"]) {
                     outln!(
                         "replaying {} of {} as fire {}",
@@ -212,7 +212,7 @@ pub async fn fire(conn: &Conn, command: FireCommand, json: bool) -> ExitCode {
                         .await?
                 }
             };
-            Ok(emit(json, &done, |v| {
+            Ok::<ExitCode, CliError>(emit(json, &done, |v| {
                 outln!("cancelled {} waiting fire(s)", cell(&v["cancelled"]));
             }))
         }

@@ -288,7 +288,8 @@ pub(crate) fn pick_waiting(
             continue; // the one fire that waits for the running one
         }
         if active && matches!(overlap, Overlap::Skip | Overlap::BufferOne) {
-            let detail = if c.origin.starts_with("backfill:") {
+            let backfill = c.origin.starts_with("backfill:");
+            let detail = if backfill {
                 "backfill --overlap skip: a run of this job is running"
             } else if overlap == Overlap::Skip {
                 "the previous fire of this job is still running"
@@ -302,7 +303,11 @@ pub(crate) fn pick_waiting(
                 HistoryStatus::Skipped,
                 Some(c.scheduled_ms),
                 now,
-                serde_json::json!({ "reason": "overlap", "detail": detail }),
+                if backfill {
+                    serde_json::json!({ "reason": "overlap", "detail": detail, "origin": "backfill" })
+                } else {
+                    serde_json::json!({ "reason": "overlap", "detail": detail })
+                },
             ));
             out.skipped.push(c.fire_id);
             continue;

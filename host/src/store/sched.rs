@@ -26,7 +26,6 @@
 use super::model::*;
 use super::sql::{Backend, Db, Sql, writer};
 use super::{Dialect, StoreError, claim};
-use crate::domain::FireOrigin;
 use crate::schedule::trigger::TriggerKind;
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};

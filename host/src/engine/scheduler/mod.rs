@@ -643,20 +643,21 @@ impl Scheduler {
         let started_ms = started_us.div_euclid(1000);
         // Early (claimed ahead, clocks apart): counted as on time.
         let lag_us = u64::try_from(started_us - fire.due_ms * 1000).unwrap_or(0);
-        // A run-now's trigger is `JOB:manual` (the store's `fire_now`); a
-        // backfill's or replay's time is an old one, no interval of the job.
-        let clock = fire.event_id.is_none()
-            && !fire.trigger_key.ends_with(":manual")
-            && fire.origin.is_plain();
-        if !fire.origin.is_plain() {
+        // A run-now's trigger is `JOB:manual` (the store's `fire_now`).
+        let clock = fire.event_id.is_none() && !fire.trigger_key.ends_with(":manual");
+        if fire.origin.is_plain() {
+            self.metrics.fire_started(
+                job_metrics,
+                clock.then_some(fire.scheduled_ms),
+                Duration::from_micros(lag_us),
+                fire.attempt,
+            );
+        } else {
+            // A backfill's or replay's fires wait for each other by design and
+            // their times are old ones: counted apart, out of the lag and
+            // interval of the job's own fires.
             self.metrics.fire_of_origin(job_metrics, fire.origin.kind());
         }
-        self.metrics.fire_started(
-            job_metrics,
-            clock.then_some(fire.scheduled_ms),
-            Duration::from_micros(lag_us),
-            fire.attempt,
-        );
         let resolve = Step::start(trace);
         let job = match self.resolver.resolve(&fire.job.module).await {
             // Claimed as runnable, but the reference moved to a module for a
