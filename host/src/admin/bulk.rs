@@ -106,7 +106,10 @@ fn check_pattern(job: &str) -> Result<(), AdminError> {
 }
 
 fn statuses(text: Option<&str>) -> Result<Vec<HistoryStatus>, AdminError> {
-    let text = text.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("failed");
+    let text = text
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("failed");
     text.split(',')
         .map(|s| {
             HistoryStatus::parse(s.trim()).ok_or_else(|| {
@@ -236,7 +239,9 @@ impl Admin {
         if clocked.is_empty() {
             return Err(AdminError::invalid(
                 "key",
-                format!("job {key:?} has no cron, every or at trigger: it has no past times to backfill"),
+                format!(
+                    "job {key:?} has no cron, every or at trigger: it has no past times to backfill"
+                ),
             ));
         }
         let cap = usize::try_from(max).unwrap_or(usize::MAX);
@@ -252,7 +257,12 @@ impl Admin {
             })?;
             total += found.total;
             more |= found.more;
-            times.extend(found.times.into_iter().map(|ms| (t.trigger_key.clone(), ms)));
+            times.extend(
+                found
+                    .times
+                    .into_iter()
+                    .map(|ms| (t.trigger_key.clone(), ms)),
+            );
         }
         if total > max {
             let count = if more {
@@ -498,7 +508,11 @@ mod tests {
         };
         let put = replay_of(&row).unwrap();
         assert_eq!(
-            (put.source_fire_id.as_str(), put.scheduled_ms, put.event_id.as_str()),
+            (
+                put.source_fire_id.as_str(),
+                put.scheduled_ms,
+                put.event_id.as_str()
+            ),
             ("f1", 5, "e1")
         );
         let plain = crate::store::model::HistoryEntry {

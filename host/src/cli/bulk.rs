@@ -1,9 +1,9 @@
 //! `job backfill`, `history replay` and `fire cancel`: the operations on
 //! many fires (`admin::bulk`), through the database or a server alike.
 
+use super::fail;
 use super::ops::{Conn, Target, cell, emit, finish, items, key_path};
 use super::remote::CliError;
-use super::fail;
 use crate::admin::bulk::{BackfillRequest, CancelRequest, ReplayRequest};
 use clap::{Args, Subcommand};
 use serde_json::Value;

@@ -6,10 +6,10 @@
 //! fire path: the claim reads what they write (`fires.origin`) in the rows it
 //! reads anyway. They never touch a claimed or running fire.
 
+use super::StoreError;
 use super::model::{FireOrigin, HistoryEntry, HistoryStatus};
 use super::sched::{history_from_row, history_row, insert_history, new_id};
 use super::sql::{Backend, Db, Sql, writer};
-use super::StoreError;
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Row, Type};
 use std::collections::HashSet;

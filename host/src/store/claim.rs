@@ -744,8 +744,7 @@ mod tests {
         // skipped; allow: both, though the job forbids overlap.
         assert_eq!(ids, ["b1", "s1", "a1", "a2"]);
         assert_eq!(picked.skipped, ["s2"]);
-        let details: serde_json::Value =
-            serde_json::from_str(&picked.history[0].details).unwrap();
+        let details: serde_json::Value = serde_json::from_str(&picked.history[0].details).unwrap();
         assert_eq!(
             details["detail"],
             "backfill --overlap skip: a run of this job is running"

@@ -141,9 +141,7 @@ pub struct ModuleRollback {
 /// The store. See the module docs; the scheduler's methods are in [`Scheduling`],
 /// those of events and alerts in [`Events`].
 #[async_trait]
-pub trait Store:
-    Scheduling + Events + Bulk + secrets::SecretStore + Send + Sync + 'static
-{
+pub trait Store: Scheduling + Events + Bulk + secrets::SecretStore + Send + Sync + 'static {
     fn dialect(&self) -> Dialect;
 
     /// Applies the migrations that have not run yet.

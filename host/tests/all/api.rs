@@ -1880,7 +1880,8 @@ async fn backfill_replay_and_cancel_answer_through_the_api_and_the_cli_with_a_se
         .await
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
-    let range = json!({ "from": "2023-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "overlap": "allow" });
+    let range =
+        json!({ "from": "2023-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "overlap": "allow" });
     // A change: the token is needed.
     assert_error(
         server
@@ -1947,20 +1948,24 @@ async fn backfill_replay_and_cancel_answer_through_the_api_and_the_cli_with_a_se
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["created"], 4);
     // The node runs them.
-    wait_until(Duration::from_secs(60), "the four backfill runs", || async {
-        server
-            .store
-            .history_list(&HistoryFilter {
-                job_key: Some("bf/api".into()),
-                status: Some(HistoryStatus::Success),
-                limit: 100,
-                ..HistoryFilter::default()
-            })
-            .await
-            .unwrap()
-            .len()
-            == 4
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the four backfill runs",
+        || async {
+            server
+                .store
+                .history_list(&HistoryFilter {
+                    job_key: Some("bf/api".into()),
+                    status: Some(HistoryStatus::Success),
+                    limit: 100,
+                    ..HistoryFilter::default()
+                })
+                .await
+                .unwrap()
+                .len()
+                == 4
+        },
+    )
     .await;
     // Through the CLI and this server: the same operations, the same JSON.
     let remote = |args: &[&str]| {
@@ -1968,18 +1973,41 @@ async fn backfill_replay_and_cancel_answer_through_the_api_and_the_cli_with_a_se
         all.extend_from_slice(args);
         cli(&server, &all)
     };
-    let replay = remote(&["history", "replay", "--job", "bf/*", "--since", "1h", "--status", "success"]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let replay = remote(&[
+        "history", "replay", "--job", "bf/*", "--since", "1h", "--status", "success",
+    ]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
     let replay: Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(replay["started"], 4, "{replay}");
-    let again = remote(&["history", "replay", "--job", "bf/*", "--since", "1h", "--status", "success"]);
+    let again = remote(&[
+        "history", "replay", "--job", "bf/*", "--since", "1h", "--status", "success",
+    ]);
     let again: Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!((again["started"].clone(), again["already_replayed"].clone()), (json!(0), json!(4)));
+    assert_eq!(
+        (again["started"].clone(), again["already_replayed"].clone()),
+        (json!(0), json!(4))
+    );
     let cancel = remote(&["fire", "cancel", "--job", "nothing/*"]);
-    assert!(cancel.status.success(), "{}", String::from_utf8_lossy(&cancel.stderr));
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
     let cancel: Value = serde_json::from_slice(&cancel.stdout).unwrap();
     assert_eq!(cancel["cancelled"], 0);
-    let far = remote(&["job", "backfill", "bf/api", "--from", "2020-01-01T00:00:00Z", "--to", "2099-01-01T00:00:00Z"]);
+    let far = remote(&[
+        "job",
+        "backfill",
+        "bf/api",
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--to",
+        "2099-01-01T00:00:00Z",
+    ]);
     assert_eq!(far.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&far.stderr).contains("in the future"));
     server.stop().await;

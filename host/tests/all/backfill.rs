@@ -229,9 +229,24 @@ async fn a_backfill_runs_each_past_time_on_its_own_clock_one_at_a_time(backend: 
     // A range ending in the future, or empty, is refused with the field.
     let now = store.now_ms().await.unwrap();
     for (from, to, field, says) in [
-        ("2026-03-07T00:00:00Z", "2099-01-01T00:00:00Z", "to", "in the future"),
-        ("2026-03-10T00:00:00Z", "2026-03-07T00:00:00Z", "to", "is not after from"),
-        ("yesterday", "2026-03-07T00:00:00Z", "from", "from \"yesterday\""),
+        (
+            "2026-03-07T00:00:00Z",
+            "2099-01-01T00:00:00Z",
+            "to",
+            "in the future",
+        ),
+        (
+            "2026-03-10T00:00:00Z",
+            "2026-03-07T00:00:00Z",
+            "to",
+            "is not after from",
+        ),
+        (
+            "yesterday",
+            "2026-03-07T00:00:00Z",
+            "from",
+            "from \"yesterday\"",
+        ),
     ] {
         let e = admin
             .job_backfill(
@@ -257,7 +272,13 @@ async fn a_backfill_runs_each_past_time_on_its_own_clock_one_at_a_time(backend: 
         .job_backfill(&operator(), "bf/clock", &range)
         .await
         .unwrap();
-    assert_eq!((done.body["created"].as_u64(), done.body["existing"].as_u64()), (Some(8), Some(0)));
+    assert_eq!(
+        (
+            done.body["created"].as_u64(),
+            done.body["existing"].as_u64()
+        ),
+        (Some(8), Some(0))
+    );
     wait_until(Duration::from_secs(60), "8 backfill runs", || async {
         runs(&store, "bf/clock").await.len() == 8
     })
@@ -312,8 +333,14 @@ async fn a_backfill_runs_each_past_time_on_its_own_clock_one_at_a_time(backend: 
     assert_eq!(summary["from"], "2026-03-07T00:00:00.000Z");
     assert_eq!(summary["to"], "2026-03-10T00:00:00.000Z");
     assert_eq!(summary["overlap"], "buffer");
-    assert_eq!((summary["count"].as_u64(), summary["created"].as_u64()), (Some(8), Some(8)));
-    assert!(rows[1..].iter().all(|(status, _)| *status == 422), "{rows:?}");
+    assert_eq!(
+        (summary["count"].as_u64(), summary["created"].as_u64()),
+        (Some(8), Some(8))
+    );
+    assert!(
+        rows[1..].iter().all(|(status, _)| *status == 422),
+        "{rows:?}"
+    );
     running.stop(env).await;
 }
 on_both!(a_backfill_runs_each_past_time_on_its_own_clock_one_at_a_time);
@@ -358,8 +385,12 @@ cron = "0 0 12 1 1 ?"
         .unwrap();
     wait_until(Duration::from_secs(60), "the backfill to end", || async {
         let h = history_of(store.as_ref(), "bf/slow").await;
-        h.iter().filter(|h| h.status == HistoryStatus::Success).count()
-            + h.iter().filter(|h| h.status == HistoryStatus::Skipped).count()
+        h.iter()
+            .filter(|h| h.status == HistoryStatus::Success)
+            .count()
+            + h.iter()
+                .filter(|h| h.status == HistoryStatus::Skipped)
+                .count()
             == 3
     })
     .await;
@@ -370,7 +401,10 @@ cron = "0 0 12 1 1 ?"
         .collect();
     assert_eq!(ran.len(), 1, "{history:?}");
     assert_eq!(ran[0].scheduled_ms, Some(ms("2024-01-01T12:00:00Z")));
-    for h in history.iter().filter(|h| h.status == HistoryStatus::Skipped) {
+    for h in history
+        .iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+    {
         assert_eq!(
             details(h)["detail"],
             "backfill --overlap skip: a run of this job is running"
@@ -427,7 +461,12 @@ cron = "0 0 12 1 1 ?"
     assert_eq!(replays.len(), 2);
     let mut replayed: Vec<(String, Option<i64>)> = replays
         .iter()
-        .map(|h| (details(h)["replay_of"].as_str().unwrap().to_string(), h.scheduled_ms))
+        .map(|h| {
+            (
+                details(h)["replay_of"].as_str().unwrap().to_string(),
+                h.scheduled_ms,
+            )
+        })
         .collect();
     let mut wanted: Vec<(String, Option<i64>)> = originals
         .iter()
@@ -440,7 +479,10 @@ cron = "0 0 12 1 1 ?"
     let second = admin.history_replay(&operator(), &request).await.unwrap();
     assert_eq!(second.body["started"], 0, "{}", second.body);
     assert_eq!(second.body["already_replayed"], 2);
-    assert!(runs(&store, "rp/fine").await.len() == 1, "successes are not replayed");
+    assert!(
+        runs(&store, "rp/fine").await.len() == 1,
+        "successes are not replayed"
+    );
     let metrics = running.metrics.encode();
     assert!(
         metrics.contains(
@@ -518,7 +560,11 @@ async fn a_bulk_cancel_and_a_group_pause_are_audited_with_their_counts(backend: 
         .filter(|h| h.status == HistoryStatus::Cancelled)
         .collect();
     assert_eq!(cancelled.len(), 3);
-    assert!(cancelled.iter().all(|h| details(h)["note"] == "wrong range"));
+    assert!(
+        cancelled
+            .iter()
+            .all(|h| details(h)["note"] == "wrong range")
+    );
     let rows = audited(&store, "fire.cancel").await;
     assert_eq!(rows[0].1["cancelled"], 3);
     assert_eq!(rows[0].1["filter"]["job"], "bf/*");
@@ -534,7 +580,11 @@ async fn a_bulk_cancel_and_a_group_pause_are_audited_with_their_counts(backend: 
         )
         .await
         .unwrap_err();
-    assert!(bad.to_string().contains("expected plain, backfill or replay"), "{bad}");
+    assert!(
+        bad.to_string()
+            .contains("expected plain, backfill or replay"),
+        "{bad}"
+    );
     let paused = audited(&store, "group.pause").await;
     assert_eq!(paused[0].1["jobs"], 1);
     running.stop(env).await;

@@ -873,7 +873,12 @@ async fn backfill_replay_and_cancel_from_the_command_line() {
     assert!(added.status.success(), "{}", stderr(&added));
 
     // Berlin leaves CET for CEST on 2026-03-29: 06:00 local is 05:00Z, then 04:00Z.
-    let range = ["--from", "2026-03-28T00:00:00Z", "--to", "2026-03-31T00:00:00Z"];
+    let range = [
+        "--from",
+        "2026-03-28T00:00:00Z",
+        "--to",
+        "2026-03-31T00:00:00Z",
+    ];
     let mut args = vec!["job", "backfill", "ops/report", "--dry-run", "--json"];
     args.extend_from_slice(&range);
     let dry = q(&args);
@@ -896,7 +901,10 @@ async fn backfill_replay_and_cancel_from_the_command_line() {
     let mut args = vec!["job", "backfill", "ops/report", "--dry-run"];
     args.extend_from_slice(&range);
     let text = String::from_utf8_lossy(&q(&args).stdout).into_owned();
-    assert!(text.starts_with("2026-03-28T05:00:00.000Z  ops/report:"), "{text}");
+    assert!(
+        text.starts_with("2026-03-28T05:00:00.000Z  ops/report:"),
+        "{text}"
+    );
     assert!(text.contains("3 fire time(s) of ops/report"), "{text}");
 
     // Errors: what is wrong and where, exit 2.
@@ -913,7 +921,11 @@ async fn backfill_replay_and_cancel_from_the_command_line() {
     args.extend_from_slice(&range);
     let bad = q(&args);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("invalid overlap \"forbid\""), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("invalid overlap \"forbid\""),
+        "{}",
+        stderr(&bad)
+    );
     let backwards = q(&[
         "job",
         "backfill",
@@ -924,7 +936,11 @@ async fn backfill_replay_and_cancel_from_the_command_line() {
         "2026-03-28T00:00:00Z",
     ]);
     assert_eq!(backwards.status.code(), Some(2));
-    assert!(stderr(&backwards).contains("is not after from"), "{}", stderr(&backwards));
+    assert!(
+        stderr(&backwards).contains("is not after from"),
+        "{}",
+        stderr(&backwards)
+    );
     let missing = q(&[
         "job",
         "backfill",
@@ -935,28 +951,53 @@ async fn backfill_replay_and_cancel_from_the_command_line() {
         "2026-03-31T00:00:00Z",
     ]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("no job \"ops/none\""), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("no job \"ops/none\""),
+        "{}",
+        stderr(&missing)
+    );
 
     // The backfill itself: three waiting fires (no server runs them here).
-    let mut args = vec!["job", "backfill", "ops/report", "--overlap", "allow", "--json"];
+    let mut args = vec![
+        "job",
+        "backfill",
+        "ops/report",
+        "--overlap",
+        "allow",
+        "--json",
+    ];
     args.extend_from_slice(&range);
     let made = q(&args);
     assert_eq!(made.status.code(), Some(0), "{}", stderr(&made));
     let made = stdout_json(&made);
-    assert_eq!((made["created"].as_u64(), made["existing"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (made["created"].as_u64(), made["existing"].as_u64()),
+        (Some(3), Some(0))
+    );
     // Again: every time has its fire already.
     let mut args = vec!["job", "backfill", "ops/report"];
     args.extend_from_slice(&range);
     let again = String::from_utf8_lossy(&q(&args).stdout).into_owned();
-    assert!(again.contains("0 fire(s) created, 3 time(s) had a fire already"), "{again}");
+    assert!(
+        again.contains("0 fire(s) created, 3 time(s) had a fire already"),
+        "{again}"
+    );
 
     // Nothing failed: a replay starts nothing.
-    let replay = q(&["history", "replay", "--job", "ops/*", "--since", "1h", "--json"]);
+    let replay = q(&[
+        "history", "replay", "--job", "ops/*", "--since", "1h", "--json",
+    ]);
     assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
     assert_eq!(stdout_json(&replay)["started"], 0);
-    let bad = q(&["history", "replay", "--job", "ops/*", "--since", "1h", "--status", "broke"]);
+    let bad = q(&[
+        "history", "replay", "--job", "ops/*", "--since", "1h", "--status", "broke",
+    ]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("status \"broke\""), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("status \"broke\""),
+        "{}",
+        stderr(&bad)
+    );
 
     // Cancel those scheduled before the 30th: two of the three.
     let cancel = q(&[
@@ -970,8 +1011,13 @@ async fn backfill_replay_and_cancel_from_the_command_line() {
         "wrong week",
     ]);
     assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
-    assert_eq!(String::from_utf8_lossy(&cancel.stdout).trim(), "cancelled 2 waiting fire(s)");
-    let rest = q(&["fire", "cancel", "--job", "ops/*", "--origin", "backfill", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&cancel.stdout).trim(),
+        "cancelled 2 waiting fire(s)"
+    );
+    let rest = q(&[
+        "fire", "cancel", "--job", "ops/*", "--origin", "backfill", "--json",
+    ]);
     assert_eq!(stdout_json(&rest)["cancelled"], 1);
 
     let store = quartzite::store::open(&db).await.unwrap();
@@ -1016,7 +1062,10 @@ async fn backfill_replay_and_cancel_from_the_command_line() {
     assert!(ours.iter().all(|(actor, ..)| actor == "os:dana"));
     let backfill = &ours[4].3;
     assert_eq!(backfill["overlap"], "allow");
-    assert_eq!((backfill["count"].as_u64(), backfill["created"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (backfill["count"].as_u64(), backfill["created"].as_u64()),
+        (Some(3), Some(3))
+    );
     let cancelled = &ours[8].3;
     assert_eq!(cancelled["cancelled"], 2);
     assert_eq!(cancelled["filter"]["before"], "2026-03-30T00:00:00.000Z");

@@ -2590,13 +2590,28 @@ async fn a_backfill_makes_each_time_once_and_buffers_its_fires_in_order(store: A
         FireOrigin::Backfill(BackfillOverlap::Buffer)
     );
     // While it runs, the next waits.
-    assert!(store.fire_acquire(&ahead("a")).await.unwrap().fires.is_empty());
+    assert!(
+        store
+            .fire_acquire(&ahead("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty()
+    );
     store
-        .fire_complete(&[done(&claimed[0], "a", HistoryStatus::Success, FireNext::Done)])
+        .fire_complete(&[done(
+            &claimed[0],
+            "a",
+            HistoryStatus::Success,
+            FireNext::Done,
+        )])
         .await
         .unwrap();
     let next = store.fire_acquire(&ahead("a")).await.unwrap().fires;
-    assert_eq!(next.iter().map(|f| f.scheduled_ms).collect::<Vec<_>>(), [1_000]);
+    assert_eq!(
+        next.iter().map(|f| f.scheduled_ms).collect::<Vec<_>>(),
+        [1_000]
+    );
 }
 conformance!(
     backfill_times,
@@ -2606,7 +2621,11 @@ conformance!(
 async fn a_skipping_backfill_records_the_times_it_cannot_run(store: Arc<dyn Store>) {
     idle_job(&store, "g/s").await;
     store
-        .fire_backfill(&backfill("g/s", &[1_000, 2_000, 3_000], BackfillOverlap::Skip))
+        .fire_backfill(&backfill(
+            "g/s",
+            &[1_000, 2_000, 3_000],
+            BackfillOverlap::Skip,
+        ))
         .await
         .unwrap();
     let claimed = store.fire_acquire(&ahead("a")).await.unwrap();
@@ -2638,7 +2657,11 @@ async fn a_bulk_cancel_deletes_only_the_waiting_fires_it_matches(store: Arc<dyn 
     idle_job(&store, "g/c").await;
     idle_job(&store, "h/x").await;
     store
-        .fire_backfill(&backfill("g/c", &[1_000, 2_000, 3_000], BackfillOverlap::Allow))
+        .fire_backfill(&backfill(
+            "g/c",
+            &[1_000, 2_000, 3_000],
+            BackfillOverlap::Allow,
+        ))
         .await
         .unwrap();
     // One of them is claimed: a cancel never touches it.
@@ -2773,7 +2796,10 @@ async fn a_replay_starts_a_failed_fire_once(store: Arc<dyn Store>) {
     let fires = store.fire_list().await.unwrap();
     assert_eq!(fires.len(), 1);
     assert_eq!(&fires[0].fire_id, replay_id);
-    assert_eq!((fires[0].scheduled_ms, fires[0].trigger_key.as_str()), (1_000, "g/r:at"));
+    assert_eq!(
+        (fires[0].scheduled_ms, fires[0].trigger_key.as_str()),
+        (1_000, "g/r:at")
+    );
     assert_eq!(
         fires[0].origin,
         FireOrigin::Replay {
@@ -2799,7 +2825,10 @@ async fn a_replay_starts_a_failed_fire_once(store: Arc<dyn Store>) {
         event_id: String::new(),
     };
     assert!(matches!(
-        store.fire_replay(std::slice::from_ref(&gone)).await.unwrap()[0],
+        store
+            .fire_replay(std::slice::from_ref(&gone))
+            .await
+            .unwrap()[0],
         Replayed::NotStarted(_)
     ));
     idle_job(&store, "g/gone").await;
