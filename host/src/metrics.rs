@@ -133,6 +133,8 @@ pub struct Metrics {
     misfires: IntCounter,
     skipped: IntCounter,
     deferred: IntCounterVec,
+    /// Started fires an operator made for other times: backfills, replays.
+    fires_by_origin: IntCounterVec,
     retries: IntCounter,
     lock_acquisitions: IntCounterVec,
     alerts: IntCounterVec,
@@ -289,6 +291,11 @@ impl Metrics {
                 "quartzite_fires_deferred_total",
                 "Due fires this node left queued because their job had its share of the node (scheduler.max_job_runs), by job.",
                 job_labels,
+            )),
+            fires_by_origin: register!(counter_vec(
+                "quartzite_fires_by_origin_total",
+                "Runs started on this node of fires an operator made for other times, by job and origin (backfill, replay). They are not in quartzite_fire_lag_seconds, whose fires run when due.",
+                &["job_key", "job_group", "origin"],
             )),
             retries: register!(counter(
                 "quartzite_retries_total",
@@ -514,6 +521,15 @@ impl Metrics {
                     .set((scheduled_ms - previous) as f64 / 1000.0);
             }
         }
+    }
+
+    /// A run of `job` started for a fire of `origin` (`backfill`, `replay`):
+    /// one label lookup, only for such fires. The jobs past the series bound
+    /// count together, as everywhere.
+    pub fn fire_of_origin(&self, job: &JobMetrics, origin: &str) {
+        self.fires_by_origin
+            .with_label_values(&[job.labels[0].as_str(), job.labels[1].as_str(), origin])
+            .inc();
     }
 
     /// An acquisition found `misfired` fires and skipped `skipped` others.

@@ -12,6 +12,7 @@
 //! what was wrong ([`error::ApiError`]).
 
 pub mod auth;
+mod bulk;
 mod dashboard;
 pub mod error;
 mod handlers;
@@ -143,6 +144,7 @@ impl ApiState {
 /// this table alone, and the OpenAPI test checks the document against it.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
     use axum::routing::{delete, post, put};
+    use bulk as b;
     use handlers as h;
     use signals as s;
     vec![
@@ -178,6 +180,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         ),
         (
             Method::POST,
+            "/api/v1/jobs/{group}/{name}/backfill",
+            post(b::job_backfill),
+        ),
+        (
+            Method::POST,
             "/api/v1/groups/{group}/pause",
             post(h::group_pause),
         ),
@@ -206,6 +213,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         ),
         (Method::GET, "/api/v1/history", get(h::history_list)),
         (Method::GET, "/api/v1/history/{id}", get(s::history_get)),
+        (
+            Method::POST,
+            "/api/v1/history/replay",
+            post(b::history_replay),
+        ),
         (Method::GET, "/api/v1/events", get(s::event_list)),
         (Method::POST, "/api/v1/events/{name}", post(s::event_emit)),
         (Method::GET, "/api/v1/secrets", get(h::secret_list)),
@@ -233,6 +245,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
             get(s::delivery_list),
         ),
         (Method::GET, "/api/v1/fires", get(h::fire_list)),
+        (Method::POST, "/api/v1/fires/cancel", post(b::fire_cancel)),
         // Deprecated: the old name of /api/v1/fires (see the glossary in ARCHITECTURE.md).
         (Method::GET, "/api/v1/executions", get(h::fire_list)),
         (Method::GET, "/api/v1/cluster/nodes", get(h::node_list)),

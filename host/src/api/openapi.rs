@@ -72,6 +72,9 @@ fn list_query() -> Vec<Value> {
 /// The document.
 pub fn document() -> Value {
     let job_spec = json!({ "$ref": "#/components/schemas/JobSpec" });
+    let backfill_body = json!({ "type": "object", "required": ["from", "to"], "properties": { "from": { "type": "string", "format": "date-time", "description": "Included." }, "to": { "type": "string", "format": "date-time", "description": "Excluded; at most now." }, "overlap": { "type": "string", "enum": ["allow", "buffer", "skip"], "description": "allow: side by side, whatever the job's policy; buffer (default): one at a time in scheduled order, waiting for any run of the job; skip: a time whose claim finds a run of the job running is recorded as skipped." }, "max": { "type": "integer", "description": "Refuse a range of more times (default 1000, at most 100000)." }, "dry_run": { "type": "boolean", "description": "List the times, create nothing." } } });
+    let replay_body = json!({ "type": "object", "required": ["job", "since"], "properties": { "job": { "type": "string", "description": "GROUP/NAME, GROUP/* or *." }, "status": { "type": "string", "description": "Comma-separated history statuses (default failed)." }, "since": { "type": "string", "description": "RFC 3339, or a duration before now (24h)." }, "until": { "type": "string", "description": "RFC 3339, or a duration before now." }, "limit": { "type": "integer", "description": "History rows read, 1 to 10000 (default 1000)." } } });
+    let cancel_body = json!({ "type": "object", "required": ["job"], "properties": { "job": { "type": "string", "description": "GROUP/NAME, GROUP/* or *." }, "trigger": { "type": "string", "description": "Only this trigger key." }, "before": { "type": "string", "description": "Only fires scheduled before: RFC 3339, or a duration before now." }, "origin": { "type": "string", "enum": ["plain", "backfill", "replay"] }, "reason": { "type": "string" } } });
     let pause_body = json!({ "type": "object", "properties": {
         "note": { "type": "string", "description": "Why (at most 500 bytes)." },
         "until": { "type": "string", "description": "When the job resumes by itself: RFC 3339, or a duration from now (e.g. 2h)." }
@@ -210,6 +213,7 @@ pub fn document() -> Value {
             "/api/v1/jobs/{group}/{name}/pause": { "post": optional_body(op("Pause a job; the optional body says why and until when.", job_path(), "200", "Object", true), pause_body.clone()) },
             "/api/v1/jobs/{group}/{name}/resume": { "post": op("Resume a job.", job_path(), "200", "Object", true) },
             "/api/v1/jobs/{group}/{name}/run-now": { "post": op("Fire a job now, once.", job_path(), "202", "Object", true) },
+            "/api/v1/jobs/{group}/{name}/backfill": { "post": with_body(op("Backfill: one fire per time the job's triggers would have fired at in [from, to) (cron with its time zone and DST, every, at), each seeing its scheduled time as scheduled-at and as its wall clock. 202 with how many were created (times a fire already has are not made twice); 200 with the times for a dry run. More times than max: 422 saying how many.", job_path(), "202", "Object", true), "application/json", backfill_body.clone()) },
             "/api/v1/groups/{group}/pause": { "post": optional_body(op("Pause every job of a group; the optional body says why and until when.", vec![param("group", "path", "The group.", string())], "200", "Object", true), pause_body) },
             "/api/v1/groups/{group}/resume": { "post": op("Resume every job of a group.", vec![param("group", "path", "The group.", string())], "200", "Object", true) },
             "/api/v1/triggers": { "get": op("Triggers with state and next fire.", vec![param("job", "query", "Only this job's triggers.", string())], "200", "Items", false) },
@@ -223,6 +227,7 @@ pub fn document() -> Value {
                 "post": op("Make jobs following NAME run the previous (or given) version from their next fire; newer versions are withdrawn until pushed again.", vec![param("name", "path", "The module name.", string()), param("to", "query", "Roll back to this version [default: the one before the current].", string())], "200", "Object", true)
             },
             "/api/v1/history": { "get": op("Run history, newest first, paged.", history, "200", "Page", false) },
+            "/api/v1/history/replay": { "post": with_body(op("Replay: run again, once each, the fires whose history rows match (the job's current definition, the original scheduled time as scheduled-at). A fire replayed before, or whose replay is what matched, is not started again: the answer counts started and already_replayed.", vec![], "202", "Object", true), "application/json", replay_body.clone()) },
             "/api/v1/history/{id}": { "get": op("One history entry (alerts link here).", vec![param("id", "path", "The entry's id.", string())], "200", "Object", false) },
             "/api/v1/events": { "get": op("Accepted events, newest first.", vec![param("name", "query", "Only events of this name.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/events/{name}": {
@@ -241,6 +246,7 @@ pub fn document() -> Value {
             "/api/v1/alerts/{name}/test": { "post": op("Send a sample alert to the rule's webhook now, recorded as a delivery.", vec![param("name", "path", "The rule's name.", string())], "200", "Object", true) },
             "/api/v1/alerts/deliveries": { "get": op("Alert deliveries, newest first.", vec![param("rule", "query", "Only this rule's.", string()), param("state", "query", "pending, sent or failed.", string()), param("limit", "query", "1 to 1000 (default 50).", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/fires": { "get": op("Fires in flight: claimed by a node or due and waiting.", vec![], "200", "Items", false) },
+            "/api/v1/fires/cancel": { "post": with_body(op("Bulk cancel: delete the waiting fires that match (never a claimed or running one), each recorded in history as cancelled with the reason; answers how many.", vec![], "200", "Object", true), "application/json", cancel_body.clone()) },
             "/api/v1/executions": { "get": deprecated(op("Deprecated: the old name of /api/v1/fires.", vec![], "200", "Items", false)) },
             "/api/v1/cluster/nodes": { "get": op("Nodes with their last check-in.", vec![param("dead_after_ms", "query", "Silent longer than this: dead.", json!({ "type": "integer" }))], "200", "Items", false) },
             "/api/v1/cluster/locks": { "get": op("Cluster locks held now.", vec![], "200", "Items", false) },

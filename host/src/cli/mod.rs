@@ -24,6 +24,7 @@ macro_rules! out {
     };
 }
 
+mod bulk;
 mod new;
 mod ops;
 mod preview;
@@ -121,9 +122,12 @@ pub enum Command {
     /// Work with jobs.
     #[command(subcommand)]
     Job(ops::JobCommand),
-    /// Read the run history.
+    /// Read the run history; replay failed fires.
     #[command(subcommand)]
     History(ops::HistoryCommand),
+    /// Work with waiting fires: cancel them by filter.
+    #[command(subcommand)]
+    Fire(bulk::FireCommand),
     /// See the nodes and locks of the cluster sharing this database.
     #[command(subcommand)]
     Cluster(ops::ClusterCommand),
@@ -414,6 +418,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Job(command) => ops::job(&conn, command, json).await,
         Command::History(command) => ops::history(&conn, command, json).await,
+        Command::Fire(command) => bulk::fire(&conn, command, json).await,
         Command::Cluster(command) => ops::cluster(&conn, command, json).await,
         Command::Event(command) => signals::event(&conn, command, json).await,
         Command::Secret(command) => secrets::secret(&conn, command, json).await,

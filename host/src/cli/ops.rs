@@ -119,7 +119,7 @@ pub(super) fn items(v: &Value) -> &[Value] {
 }
 
 /// The key of a job or trigger as it may appear in an API path.
-fn key_path(key: &str) -> Result<&str, CliError> {
+pub(super) fn key_path(key: &str) -> Result<&str, CliError> {
     let ok = key.split_once('/').is_some_and(|(g, n)| {
         !g.is_empty() && !n.is_empty() && !n.contains('/') && !key.contains(['?', '#', '%', ' '])
     });
@@ -165,6 +165,9 @@ pub enum JobCommand {
     Delete { key: String },
     /// Fire a job now, once.
     RunNow { key: String },
+    /// One fire per time the job's triggers would have fired at in a past
+    /// range, each seeing that time as scheduled-at and as its wall clock.
+    Backfill(super::bulk::BackfillArgs),
 }
 
 #[derive(Debug, Args)]
@@ -307,9 +310,11 @@ impl GrantArgs {
 }
 
 pub async fn job(conn: &Conn, command: JobCommand, json: bool) -> ExitCode {
-    if let JobCommand::Add(args) = command {
-        return finish(job_add(conn, args, json).await);
-    }
+    let command = match command {
+        JobCommand::Add(args) => return finish(job_add(conn, args, json).await),
+        JobCommand::Backfill(args) => return super::bulk::backfill(conn, args, json).await,
+        command => command,
+    };
     let target = match conn.open().await {
         Ok(t) => t,
         Err(e) => return fail(e.code, &e.message),
@@ -323,7 +328,9 @@ async fn job_command(
     json: bool,
 ) -> Result<ExitCode, CliError> {
     match command {
-        JobCommand::Add(_) => Err(CliError::new(EXIT_USAGE, "job add is handled above")),
+        JobCommand::Add(_) | JobCommand::Backfill(_) => {
+            Err(CliError::new(EXIT_USAGE, "handled by `job` above"))
+        }
         JobCommand::List => {
             let jobs = match target {
                 Target::Local { admin, .. } => admin.job_list().await?,
@@ -802,18 +809,24 @@ pub enum HistoryCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Run again, once each, the fires whose history rows match (failed ones
+    /// by default): the job as it is now, the original scheduled time.
+    Replay(super::bulk::ReplayArgs),
 }
 
 /// Most rows one `history list` prints; `--cursor` pages on.
 const HISTORY_MAX_LIMIT: i64 = 10_000;
 
 pub async fn history(conn: &Conn, command: HistoryCommand, json: bool) -> ExitCode {
-    let HistoryCommand::List {
-        job,
-        status,
-        limit,
-        cursor,
-    } = command;
+    let (job, status, limit, cursor) = match command {
+        HistoryCommand::List {
+            job,
+            status,
+            limit,
+            cursor,
+        } => (job, status, limit, cursor),
+        HistoryCommand::Replay(args) => return super::bulk::replay(conn, args, json).await,
+    };
     let parsed = match status.as_deref().map(|s| (s, HistoryStatus::parse(s))) {
         Some((s, None)) => {
             return fail(

@@ -126,13 +126,9 @@ pub struct AlertRule {
 impl AlertRule {
     /// Whether the rule covers `job_key`.
     pub fn covers(&self, job_key: &str) -> bool {
-        match self.job_pattern.as_deref() {
-            None | Some("*") => true,
-            Some(p) => match p.strip_suffix("/*") {
-                Some(group) => job_key.split_once('/').is_some_and(|(g, _)| g == group),
-                None => p == job_key,
-            },
-        }
+        self.job_pattern
+            .as_deref()
+            .is_none_or(|p| super::origin::job_pattern_covers(p, job_key))
     }
 }
 

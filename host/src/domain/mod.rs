@@ -12,9 +12,11 @@
 
 pub mod events;
 pub mod flow;
+pub mod origin;
 pub mod policy;
 pub mod trace;
 
+pub use origin::{BackfillOverlap, FireOrigin};
 pub use policy::{Backoff, MisfirePolicy, Overlap, ParseValueError, RetryPolicy, TriggerKind};
 
 use std::fmt;

@@ -92,6 +92,11 @@ pub struct RunRequest {
     /// `cancel-other`): its `cancelled()` turns true when one comes, and past
     /// the grace the run is stopped. `None`: only the node's state stops it.
     pub stop: Option<watch::Receiver<Option<StopRequest>>>,
+    /// What the guest's wall clock (WASI `wall-clock`) reads at the start of
+    /// the run, moving on with the run's own elapsed (monotonic) time; `None`:
+    /// the real clock. A backfill's fire sets its scheduled time, so a job
+    /// computing "yesterday" from the clock computes the backfilled day.
+    pub wall_clock_from: Option<SystemTime>,
 }
 
 /// A request to stop one run: the fire that superseded it, and when.
@@ -121,6 +126,33 @@ async fn stopped(stop: Option<watch::Receiver<Option<StopRequest>>>, grace: Dura
     match at {
         Some(at) => tokio::time::sleep_until((at + grace).into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A guest wall clock that starts at a given instant and advances with the
+/// host's monotonic clock from when the run's store was made.
+struct ShiftedWallClock {
+    from: Duration,
+    began: Instant,
+}
+
+impl ShiftedWallClock {
+    fn new(from: SystemTime) -> Self {
+        ShiftedWallClock {
+            // Before 1970 reads as 1970: the clock never goes negative.
+            from: from.duration_since(UNIX_EPOCH).unwrap_or_default(),
+            began: Instant::now(),
+        }
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for ShiftedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.from.saturating_add(self.began.elapsed())
     }
 }
 
@@ -155,6 +187,7 @@ impl RunRequest {
             grants: GrantsFrom::Source,
             trace: None,
             stop: None,
+            wall_clock_from: None,
         }
     }
 }
@@ -689,6 +722,9 @@ impl Runtime {
         wasi.stdout(log.stream(0)).stderr(log.stream(1));
         if let Some(run) = &request.trace {
             wasi.env("TRACEPARENT", run.traceparent());
+        }
+        if let Some(from) = request.wall_clock_from {
+            wasi.wall_clock(ShiftedWallClock::new(from));
         }
         let wasi = wasi.build();
         let redactor = grants.filter(|g| !g.secrets.is_empty()).map(|g| {

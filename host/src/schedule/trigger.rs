@@ -273,6 +273,57 @@ impl TriggerSpec {
     }
 }
 
+/// The fire times of a trigger in a range, for a backfill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backfill {
+    /// The times, oldest first, at most the `max` asked for.
+    pub times: Vec<i64>,
+    /// How many times the range holds in all, counted up to [`MAX_BACKFILL_COUNT`].
+    pub total: u64,
+    /// The range holds more than [`MAX_BACKFILL_COUNT`] times: `total` is that bound.
+    pub more: bool,
+}
+
+/// Most fire times a backfill counts before it stops counting.
+pub const MAX_BACKFILL_COUNT: u64 = 1_000_000;
+
+impl TriggerSpec {
+    /// The times this trigger would have fired at in `[from_ms, to_ms)`, by
+    /// the same rules as its plan: cron in its time zone (a wall time that
+    /// did not exist is no fire; a repeated one fires as the schedule says),
+    /// an interval from its anchor, a one-shot, all within the trigger's
+    /// start and end. At most `max` are kept; the rest are counted.
+    /// Triggers without a clock (`on-start`, `once`, `event`) have none.
+    ///
+    /// # Errors
+    ///
+    /// When the stored schedule cannot be computed.
+    pub fn times_in(&self, from_ms: i64, to_ms: i64, max: usize) -> Result<Backfill, SpecError> {
+        let compiled = self.compile()?;
+        let mut out = Backfill {
+            times: Vec::new(),
+            total: 0,
+            more: false,
+        };
+        self.events_after(&compiled, from_ms.saturating_sub(1), |e| match e {
+            Event::Fire(ms) if ms >= to_ms => false,
+            Event::Fire(ms) => {
+                if out.total >= MAX_BACKFILL_COUNT {
+                    out.more = true;
+                    return false;
+                }
+                out.total += 1;
+                if out.times.len() < max {
+                    out.times.push(ms);
+                }
+                true
+            }
+            Event::Gap { at_ms, .. } => at_ms < to_ms,
+        });
+        Ok(out)
+    }
+}
+
 /// Most events walked in one plan.
 const MAX_WALK: usize = 10_000;
 /// Most misfired fires and DST gaps recorded one by one in one plan; the rest are counted.
@@ -555,6 +606,91 @@ mod tests {
         assert_eq!(plan.next, Some(ms("2027-03-15T06:30:00Z")));
         // Declared just before the gap, its first event is the gap.
         assert_eq!(spec.first_due(jump - 10_000).unwrap(), Some(jump));
+    }
+
+    #[test]
+    fn a_backfill_range_has_the_schedules_times_across_both_dst_changes() {
+        let ny = |expr: &str| TriggerSpec {
+            kind: TriggerKind::Cron {
+                expr: expr.into(),
+                tz: "America/New_York".into(),
+            },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
+        };
+        // Spring: 02:30 does not exist on 2026-03-08 (EST to EDT at 07:00Z).
+        let spring = ny("0 30 1,2,3 * * ?")
+            .times_in(ms("2026-03-07T00:00:00Z"), ms("2026-03-10T00:00:00Z"), 100)
+            .unwrap();
+        let expected: Vec<i64> = [
+            "2026-03-07T06:30:00Z",
+            "2026-03-07T07:30:00Z",
+            "2026-03-07T08:30:00Z",
+            "2026-03-08T06:30:00Z",
+            "2026-03-08T07:30:00Z",
+            "2026-03-09T05:30:00Z",
+            "2026-03-09T06:30:00Z",
+            "2026-03-09T07:30:00Z",
+        ]
+        .map(ms)
+        .into();
+        assert_eq!(spring.times, expected);
+        assert_eq!((spring.total, spring.more), (8, false));
+        // Autumn: 01:30 happens twice on 2025-11-02 and fires once, at the
+        // second (standard time) one.
+        let autumn = ny("0 30 1 * * ?")
+            .times_in(ms("2025-11-01T00:00:00Z"), ms("2025-11-04T00:00:00Z"), 100)
+            .unwrap();
+        let expected: Vec<i64> = [
+            "2025-11-01T05:30:00Z",
+            "2025-11-02T06:30:00Z",
+            "2025-11-03T06:30:00Z",
+        ]
+        .map(ms)
+        .into();
+        assert_eq!(autumn.times, expected);
+        // [from, to): a time at `to` is not in the range, one at `from` is.
+        let edge = ny("0 30 1 * * ?")
+            .times_in(ms("2025-11-01T05:30:00Z"), ms("2025-11-02T06:30:00Z"), 100)
+            .unwrap();
+        assert_eq!(edge.times, [ms("2025-11-01T05:30:00Z")]);
+    }
+
+    #[test]
+    fn a_backfill_keeps_at_most_max_times_and_counts_the_rest() {
+        let every = TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms: 60_000,
+                repeat: None,
+            },
+            start_ms: Some(ms("2030-01-01T00:00:00Z")),
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
+        };
+        let day = every
+            .times_in(ms("2030-01-01T00:00:00Z"), ms("2030-01-02T00:00:00Z"), 10)
+            .unwrap();
+        assert_eq!(day.times.len(), 10);
+        assert_eq!(day.total, 1440);
+        assert_eq!(day.times[1], ms("2030-01-01T00:01:00Z"));
+        // A one-shot: its one time if in range; none before the anchor.
+        let at = TriggerSpec {
+            kind: TriggerKind::At(5_000),
+            start_ms: None,
+            ..every.clone()
+        };
+        assert_eq!(at.times_in(0, 10_000, 10).unwrap().times, [5_000]);
+        assert!(at.times_in(6_000, 10_000, 10).unwrap().times.is_empty());
+        assert!(
+            every
+                .times_in(0, ms("2029-12-31T00:00:00Z"), 10)
+                .unwrap()
+                .times
+                .is_empty()
+        );
     }
 
     #[test]

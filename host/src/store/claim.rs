@@ -22,6 +22,7 @@ use super::model::{
     TriggerRow,
 };
 use super::sched::{history_row, new_id};
+use crate::domain::FireOrigin;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A due trigger as the claim reads it.
@@ -270,6 +271,8 @@ pub(crate) struct Waiting {
     pub rate_key: Option<String>,
     /// Events folded into this fire past its first (debounce, singleton).
     pub coalesced: i64,
+    /// `fires.origin` as stored: `''` for all but backfills and replays.
+    pub origin: String,
 }
 
 /// The distinct flow keys among `candidates` (concurrency and rate keys in
@@ -316,7 +319,7 @@ pub(crate) fn guarded_jobs(candidates: &[Waiting], jobs: &HashMap<String, JobDef
     for c in candidates {
         if jobs
             .get(&c.job_key)
-            .is_some_and(|j| j.overlap != Overlap::Allow)
+            .is_some_and(|j| FireOrigin::overlap_of_stored(&c.origin, j.overlap) != Overlap::Allow)
             && !keys.contains(&c.job_key)
         {
             keys.push(c.job_key.clone());
@@ -391,8 +394,9 @@ pub(crate) fn pick_waiting(
     let newest: HashMap<String, String> = candidates
         .iter()
         .filter(|c| {
-            jobs.get(&c.job_key)
-                .is_some_and(|j| j.overlap == Overlap::CancelOther)
+            jobs.get(&c.job_key).is_some_and(|j| {
+                FireOrigin::overlap_of_stored(&c.origin, j.overlap) == Overlap::CancelOther
+            })
         })
         .map(|c| (c.job_key.clone(), c.fire_id.clone()))
         .collect();
@@ -403,15 +407,17 @@ pub(crate) fn pick_waiting(
         let Some(job) = jobs.get(&c.job_key) else {
             continue;
         };
+        // A backfill's fires follow its own overlap mode (see `FireOrigin::overlap`).
+        let overlap = FireOrigin::overlap_of_stored(&c.origin, job.overlap);
         let active = match guards.running.get(&c.job_key) {
-            _ if job.overlap == Overlap::Allow => false,
+            _ if overlap == Overlap::Allow => false,
             None => continue, // another node is claiming this job's fires
             Some(running) => *running || busy.contains(&c.job_key),
         };
-        if active && job.overlap == Overlap::Forbid {
+        if active && overlap == Overlap::Forbid {
             continue; // stays scheduled: blocked until the running fire ends
         }
-        if job.overlap == Overlap::CancelOther {
+        if overlap == Overlap::CancelOther {
             let newest = newest.get(&c.job_key).map(String::as_str);
             if newest != Some(c.fire_id.as_str()) {
                 out.history.push(history_row(
@@ -435,11 +441,14 @@ pub(crate) fn pick_waiting(
                 continue;
             }
         }
-        if active && job.overlap == Overlap::BufferOne && buffered.insert(c.job_key.clone()) {
+        if active && overlap == Overlap::BufferOne && buffered.insert(c.job_key.clone()) {
             continue; // the one fire that waits for the running one
         }
-        if active && matches!(job.overlap, Overlap::Skip | Overlap::BufferOne) {
-            let detail = if job.overlap == Overlap::Skip {
+        if active && matches!(overlap, Overlap::Skip | Overlap::BufferOne) {
+            let backfill = c.origin.starts_with("backfill:");
+            let detail = if backfill {
+                "backfill --overlap skip: a run of this job is running"
+            } else if overlap == Overlap::Skip {
                 "the previous fire of this job is still running"
             } else {
                 "a fire of this job is running and another is waiting (buffer-one keeps one)"
@@ -451,7 +460,11 @@ pub(crate) fn pick_waiting(
                 HistoryStatus::Skipped,
                 Some(c.scheduled_ms),
                 now,
-                serde_json::json!({ "reason": "overlap", "detail": detail }),
+                if backfill {
+                    serde_json::json!({ "reason": "overlap", "detail": detail, "origin": "backfill" })
+                } else {
+                    serde_json::json!({ "reason": "overlap", "detail": detail })
+                },
             ));
             out.skipped.push(c.fire_id);
             continue;
@@ -495,6 +508,7 @@ pub(crate) fn pick_waiting(
                     })
                 },
             ),
+            origin: FireOrigin::from_stored(&c.origin),
         });
     }
     let mut admitted: Vec<(String, i64)> = admitted_rates.into_iter().collect();
@@ -909,6 +923,7 @@ mod tests {
             concurrency_key: None,
             rate_key: None,
             coalesced: 0,
+            origin: String::new(),
         }
     }
 
@@ -917,6 +932,70 @@ mod tests {
             running: running.iter().map(|(k, r)| (k.to_string(), *r)).collect(),
             ..Guards::default()
         }
+    }
+
+    fn backfill(fire_id: &str, job_key: &str, mode: &str) -> Waiting {
+        Waiting {
+            origin: format!("backfill:{mode}"),
+            ..waiting(fire_id, job_key)
+        }
+    }
+
+    #[test]
+    fn a_backfills_fires_follow_its_overlap_mode_not_the_jobs_policy() {
+        // An `allow` job: its own fires are not guarded, a buffered backfill's are.
+        let all = jobs(&[
+            job("g/buffer", Overlap::Allow),
+            job("g/skip", Overlap::Allow),
+            job("g/allow", Overlap::Forbid),
+        ]);
+        let candidates = vec![
+            backfill("b1", "g/buffer", "buffer"),
+            backfill("b2", "g/buffer", "buffer"),
+            backfill("s1", "g/skip", "skip"),
+            backfill("s2", "g/skip", "skip"),
+            backfill("a1", "g/allow", "allow"),
+            backfill("a2", "g/allow", "allow"),
+        ];
+        assert_eq!(guarded_jobs(&candidates, &all), ["g/buffer", "g/skip"]);
+        // Nothing of the three runs yet.
+        let mut running = guards(&[("g/buffer", false), ("g/skip", false)]);
+        let picked = pick_waiting(
+            candidates,
+            &all,
+            &mut running,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        let ids: Vec<&str> = picked.claims.iter().map(|c| c.fire_id.as_str()).collect();
+        // buffer: the oldest, the next waits; skip: the oldest, the next is
+        // skipped; allow: both, though the job forbids overlap.
+        assert_eq!(ids, ["b1", "s1", "a1", "a2"]);
+        assert_eq!(picked.skipped, ["s2"]);
+        let details: serde_json::Value = serde_json::from_str(&picked.history[0].details).unwrap();
+        assert_eq!(
+            details["detail"],
+            "backfill --overlap skip: a run of this job is running"
+        );
+        assert_eq!(
+            picked.claims[0].origin,
+            FireOrigin::Backfill(crate::domain::BackfillOverlap::Buffer)
+        );
+
+        // A run of the job (any run) holds a buffered backfill back.
+        let mut running = guards(&[("g/buffer", true)]);
+        let picked = pick_waiting(
+            vec![backfill("b1", "g/buffer", "buffer")],
+            &all,
+            &mut running,
+            &[],
+            &mut JobRoom::unbounded(),
+            10,
+            T0,
+        );
+        assert!(picked.claims.is_empty() && picked.skipped.is_empty());
     }
 
     #[test]

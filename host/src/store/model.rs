@@ -7,7 +7,7 @@ use crate::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
 use serde::Serialize;
 
 pub use crate::domain::flow::Flow;
-pub use crate::domain::{Backoff, Overlap, RetryPolicy};
+pub use crate::domain::{BackfillOverlap, Backoff, FireOrigin, Overlap, RetryPolicy};
 
 /// A job as stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -225,6 +225,9 @@ pub struct FireClaim {
     pub held: bool,
     /// What flow control admitted the fire by, if its job has any.
     pub flow: Option<Box<ClaimFlow>>,
+    /// Where the fire came from (`fires.origin`): a backfill or a replay,
+    /// else [`FireOrigin::Plain`].
+    pub origin: FireOrigin,
 }
 
 /// The flow keys a claim admitted a fire by, and when (the database clock):
@@ -263,6 +266,7 @@ impl FireClaim {
             depth: 0,
             held,
             flow: None,
+            origin: FireOrigin::Plain,
         }
     }
 }

@@ -550,7 +550,7 @@ macro_rules! waiting_fires {
             $extra,
             " ORDER BY f.due_ms DESC LIMIT $5{skip_locked}) \
              SELECT f.fire_id, f.trigger_key, f.job_key, f.scheduled_ms, f.due_ms, f.attempt, f.recovering, f.fencing, f.event_id, \
-             f.depth, f.concurrency_key, f.rate_key, f.coalesced FROM fires f \
+             f.depth, f.concurrency_key, f.rate_key, f.coalesced, f.origin FROM fires f \
              WHERE f.fire_id IN (SELECT fire_id FROM o UNION SELECT fire_id FROM n) ORDER BY f.due_ms, f.priority DESC"
         )
     };
@@ -641,8 +641,8 @@ static FIRE_REQUEUE_RECOVERING: Sql = Sql::new(
 static FIRE_DELETE: Sql = Sql::new("DELETE FROM fires WHERE fire_id = $1");
 static FIRE_LIST: Sql = Sql::new(
     "SELECT fire_id, trigger_key, job_key, scheduled_ms, due_ms, attempt, recovering, fencing, event_id, depth, \
-     CAST(0 AS BIGINT) AS held FROM fires \
-     UNION ALL SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, 1, 0, fencing, '', 0, CAST(1 AS BIGINT) \
+     CAST(0 AS BIGINT) AS held, origin FROM fires \
+     UNION ALL SELECT fire_id, trigger_key, job_key, scheduled_ms, scheduled_ms, 1, 0, fencing, '', 0, CAST(1 AS BIGINT), '' \
      FROM held_claims ORDER BY 5",
 );
 static HISTORY_LIST: Sql = Sql::new(
@@ -1974,6 +1974,7 @@ where
                 depth: u32::try_from(row.try_get::<i64, _>("depth")?).unwrap_or(0),
                 held: row.try_get::<i64, _>("held")? != 0,
                 flow: None,
+                origin: FireOrigin::from_stored(&row.try_get::<String, _>("origin")?),
             });
         }
         Ok(out)

@@ -67,6 +67,8 @@ fn fragment(name: &str, dialect: Dialect) -> Option<&'static str> {
         ("json_texts_1", Postgres) => "SELECT json_array_elements_text(CAST($1 AS json))",
         ("json_texts_1_as_k", Sqlite) => "SELECT value AS k FROM json_each($1)",
         ("json_texts_1_as_k", Postgres) => "SELECT json_array_elements_text(CAST($1 AS json)) AS k",
+        ("json_texts_5", Sqlite) => "SELECT value FROM json_each($5)",
+        ("json_texts_5", Postgres) => "SELECT json_array_elements_text(CAST($5 AS json))",
         ("json_texts_6", Sqlite) => "SELECT value FROM json_each($6)",
         ("json_texts_6", Postgres) => "SELECT json_array_elements_text(CAST($6 AS json))",
         ("json_texts_7", Sqlite) => "SELECT value FROM json_each($7)",

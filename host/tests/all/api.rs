@@ -1866,3 +1866,150 @@ fn both_ways_open(server: &Server, args: &[&str]) -> (Value, Value) {
         run(vec!["--db", server.db_url.as_str()]),
     )
 }
+
+async fn backfill_replay_and_cancel_answer_through_the_api_and_the_cli_with_a_server(
+    backend: Backend,
+) {
+    let server = start(backend, Some(TOKEN)).await;
+    push_hello(&server).await;
+    let job = json!({ "key": "bf/api", "module": "hello", "cron": "0 0 6 1 1 ?" });
+    let created = server
+        .admin(reqwest::Method::POST, "/api/v1/jobs")
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let range =
+        json!({ "from": "2023-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "overlap": "allow" });
+    // A change: the token is needed.
+    assert_error(
+        server
+            .http
+            .post(server.url("/api/v1/jobs/bf/api/backfill"))
+            .json(&range)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Bearer",
+    )
+    .await;
+    // An unknown field is named.
+    assert_error(
+        server
+            .admin(reqwest::Method::POST, "/api/v1/jobs/bf/api/backfill")
+            .json(&json!({ "from": "2023-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "ovrlap": "skip" }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "ovrlap",
+    )
+    .await;
+    let mut dry = range.clone();
+    dry["dry_run"] = json!(true);
+    let (status, body) = json_of(
+        server
+            .admin(reqwest::Method::POST, "/api/v1/jobs/bf/api/backfill")
+            .json(&dry)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let times: Vec<&str> = body["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["scheduled_at"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2023-01-01T06:00:00.000Z",
+            "2024-01-01T06:00:00.000Z",
+            "2025-01-01T06:00:00.000Z",
+            "2026-01-01T06:00:00.000Z"
+        ]
+    );
+    let (status, body) = json_of(
+        server
+            .admin(reqwest::Method::POST, "/api/v1/jobs/bf/api/backfill")
+            .json(&range)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["created"], 4);
+    // The node runs them.
+    wait_until(
+        Duration::from_secs(60),
+        "the four backfill runs",
+        || async {
+            server
+                .store
+                .history_list(&HistoryFilter {
+                    job_key: Some("bf/api".into()),
+                    status: Some(HistoryStatus::Success),
+                    limit: 100,
+                    ..HistoryFilter::default()
+                })
+                .await
+                .unwrap()
+                .len()
+                == 4
+        },
+    )
+    .await;
+    // Through the CLI and this server: the same operations, the same JSON.
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", server.base.as_str(), "--token", TOKEN, "--json"];
+        all.extend_from_slice(args);
+        cli(&server, &all)
+    };
+    let replay = remote(&[
+        "history", "replay", "--job", "bf/*", "--since", "1h", "--status", "success",
+    ]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replay: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(replay["started"], 4, "{replay}");
+    let again = remote(&[
+        "history", "replay", "--job", "bf/*", "--since", "1h", "--status", "success",
+    ]);
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (again["started"].clone(), again["already_replayed"].clone()),
+        (json!(0), json!(4))
+    );
+    let cancel = remote(&["fire", "cancel", "--job", "nothing/*"]);
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    let cancel: Value = serde_json::from_slice(&cancel.stdout).unwrap();
+    assert_eq!(cancel["cancelled"], 0);
+    let far = remote(&[
+        "job",
+        "backfill",
+        "bf/api",
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--to",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert_eq!(far.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&far.stderr).contains("in the future"));
+    server.stop().await;
+}
+on_both!(backfill_replay_and_cancel_answer_through_the_api_and_the_cli_with_a_server);

@@ -840,3 +840,234 @@ fn run_once_takes_grants_as_job_add_does_with_secrets_from_the_environment() {
         "the value is never printed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_replay_and_cancel_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let db = format!("sqlite://{}", dir.path().join("q.db").display());
+    let hostile = wasm("guest_hostile");
+    let q = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_quartzite"))
+            .args(["--db", db.as_str()])
+            .args(args)
+            .env("QUARTZITE_CACHE_DIR", &cache)
+            .env("USER", "dana")
+            .env_remove("QUARTZITE_LOG")
+            .output()
+            .unwrap()
+    };
+    let added = q(&[
+        "job",
+        "add",
+        "ops/report",
+        "--module",
+        hostile.to_str().unwrap(),
+        "--data",
+        r#"{"op":"clock"}"#,
+        "--cron",
+        "0 0 6 * * ?",
+        "--tz",
+        "Europe/Berlin",
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
+
+    // Berlin leaves CET for CEST on 2026-03-29: 06:00 local is 05:00Z, then 04:00Z.
+    let range = [
+        "--from",
+        "2026-03-28T00:00:00Z",
+        "--to",
+        "2026-03-31T00:00:00Z",
+    ];
+    let mut args = vec!["job", "backfill", "ops/report", "--dry-run", "--json"];
+    args.extend_from_slice(&range);
+    let dry = q(&args);
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    let times: Vec<String> = stdout_json(&dry)["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["scheduled_at"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2026-03-28T05:00:00.000Z",
+            "2026-03-29T04:00:00.000Z",
+            "2026-03-30T04:00:00.000Z"
+        ]
+    );
+    // Text output of a dry run: one line per time, then the count.
+    let mut args = vec!["job", "backfill", "ops/report", "--dry-run"];
+    args.extend_from_slice(&range);
+    let text = String::from_utf8_lossy(&q(&args).stdout).into_owned();
+    assert!(
+        text.starts_with("2026-03-28T05:00:00.000Z  ops/report:"),
+        "{text}"
+    );
+    assert!(text.contains("3 fire time(s) of ops/report"), "{text}");
+
+    // Errors: what is wrong and where, exit 2.
+    let mut args = vec!["job", "backfill", "ops/report", "--max", "2"];
+    args.extend_from_slice(&range);
+    let over = q(&args);
+    assert_eq!(over.status.code(), Some(2));
+    assert!(
+        stderr(&over).contains("holds 3 fire times of ops/report, over the maximum of 2"),
+        "{}",
+        stderr(&over)
+    );
+    let mut args = vec!["job", "backfill", "ops/report", "--overlap", "forbid"];
+    args.extend_from_slice(&range);
+    let bad = q(&args);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("invalid overlap \"forbid\""),
+        "{}",
+        stderr(&bad)
+    );
+    let backwards = q(&[
+        "job",
+        "backfill",
+        "ops/report",
+        "--from",
+        "2026-03-31T00:00:00Z",
+        "--to",
+        "2026-03-28T00:00:00Z",
+    ]);
+    assert_eq!(backwards.status.code(), Some(2));
+    assert!(
+        stderr(&backwards).contains("is not after from"),
+        "{}",
+        stderr(&backwards)
+    );
+    let missing = q(&[
+        "job",
+        "backfill",
+        "ops/none",
+        "--from",
+        "2026-03-28T00:00:00Z",
+        "--to",
+        "2026-03-31T00:00:00Z",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("no job \"ops/none\""),
+        "{}",
+        stderr(&missing)
+    );
+
+    // The backfill itself: three waiting fires (no server runs them here).
+    let mut args = vec![
+        "job",
+        "backfill",
+        "ops/report",
+        "--overlap",
+        "allow",
+        "--json",
+    ];
+    args.extend_from_slice(&range);
+    let made = q(&args);
+    assert_eq!(made.status.code(), Some(0), "{}", stderr(&made));
+    let made = stdout_json(&made);
+    assert_eq!(
+        (made["created"].as_u64(), made["existing"].as_u64()),
+        (Some(3), Some(0))
+    );
+    // Again: every time has its fire already.
+    let mut args = vec!["job", "backfill", "ops/report"];
+    args.extend_from_slice(&range);
+    let again = String::from_utf8_lossy(&q(&args).stdout).into_owned();
+    assert!(
+        again.contains("0 fire(s) created, 3 time(s) had a fire already"),
+        "{again}"
+    );
+
+    // Nothing failed: a replay starts nothing.
+    let replay = q(&[
+        "history", "replay", "--job", "ops/*", "--since", "1h", "--json",
+    ]);
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    assert_eq!(stdout_json(&replay)["started"], 0);
+    let bad = q(&[
+        "history", "replay", "--job", "ops/*", "--since", "1h", "--status", "broke",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("status \"broke\""),
+        "{}",
+        stderr(&bad)
+    );
+
+    // Cancel those scheduled before the 30th: two of the three.
+    let cancel = q(&[
+        "fire",
+        "cancel",
+        "--job",
+        "ops/report",
+        "--before",
+        "2026-03-30T00:00:00Z",
+        "--reason",
+        "wrong week",
+    ]);
+    assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
+    assert_eq!(
+        String::from_utf8_lossy(&cancel.stdout).trim(),
+        "cancelled 2 waiting fire(s)"
+    );
+    let rest = q(&[
+        "fire", "cancel", "--job", "ops/*", "--origin", "backfill", "--json",
+    ]);
+    assert_eq!(stdout_json(&rest)["cancelled"], 1);
+
+    let store = quartzite::store::open(&db).await.unwrap();
+    assert!(store.fire_list().await.unwrap().is_empty());
+    let rows = store
+        .audit_list(&quartzite::store::model::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ours: Vec<(String, String, u16, Value)> = rows
+        .iter()
+        .rev()
+        .filter(|r| r.action != "job.update" && r.action != "module.push")
+        .map(|r| {
+            (
+                r.actor.clone(),
+                r.action.clone(),
+                r.status,
+                serde_json::from_str(&r.summary).unwrap(),
+            )
+        })
+        .collect();
+    let actions: Vec<(&str, u16)> = ours.iter().map(|(_, a, s, _)| (a.as_str(), *s)).collect();
+    // Dry runs are not audited; refusals are, with their status.
+    assert_eq!(
+        actions,
+        [
+            ("job.backfill", 422),
+            ("job.backfill", 422),
+            ("job.backfill", 422),
+            ("job.backfill", 404),
+            ("job.backfill", 202),
+            ("job.backfill", 202),
+            ("history.replay", 202),
+            ("history.replay", 422),
+            ("fire.cancel", 200),
+            ("fire.cancel", 200),
+        ]
+    );
+    assert!(ours.iter().all(|(actor, ..)| actor == "os:dana"));
+    let backfill = &ours[4].3;
+    assert_eq!(backfill["overlap"], "allow");
+    assert_eq!(
+        (backfill["count"].as_u64(), backfill["created"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let cancelled = &ours[8].3;
+    assert_eq!(cancelled["cancelled"], 2);
+    assert_eq!(cancelled["filter"]["before"], "2026-03-30T00:00:00.000Z");
+    assert_eq!(cancelled["reason"], "wrong week");
+}

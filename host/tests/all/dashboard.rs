@@ -722,6 +722,41 @@ async fn the_dashboard_shows_the_scheduler_and_acts_on_it_in_a_real_browser() {
         )
         .await;
 
+    // "Replay failed" on the history view: dash/flaky's failure runs again,
+    // once, however often it is clicked.
+    browser.type_into("#history-job", "dash/flaky").await;
+    for (click, says) in [
+        (
+            1,
+            "replayed 1 failed fire(s) of dash/flaky; 0 replayed before",
+        ),
+        (
+            2,
+            "replayed 0 failed fire(s) of dash/flaky; 1 replayed before",
+        ),
+    ] {
+        browser.click("#history-replay").await;
+        browser
+            .wait_for(
+                &format!("the answer to replay click {click}"),
+                "const m = document.querySelector('#message'); return !m.hidden && m.innerText.includes(arguments[0]);",
+                json!([says]),
+            )
+            .await;
+    }
+    let replayed = loop_until(&server, "/api/v1/history?job=dash/flaky", |page| {
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|h| h["details"]["origin"] == "replay")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        replayed["details"]["replay_of"], failed["fire_id"],
+        "{replayed}"
+    );
+
     // Charts: the bars add up to the executions the API counts, failures included,
     // and the lag chart has points.
     let total = |stats: &Value| -> i64 {

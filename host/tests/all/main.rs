@@ -9,6 +9,7 @@
 mod common;
 
 mod api;
+mod backfill;
 mod cli;
 mod cluster;
 mod config;

@@ -2634,3 +2634,318 @@ mod overlap_column_upgrade {
         crate::common::pg_drop(&schema).await;
     }
 }
+
+// ---- backfill, replay, bulk cancel ------------------------------------------
+
+use quartzite::store::bulk::{BackfillPut, FireCancel, HistorySelect, ReplayPut, Replayed};
+use quartzite::store::model::{BackfillOverlap, FireOrigin};
+use std::collections::HashSet;
+
+/// [`params`] claiming fires due within a second: a backfill's fires are due
+/// one millisecond apart from when it is made.
+fn ahead(node: &str) -> AcquireParams {
+    AcquireParams {
+        lookahead_ms: 1_000,
+        ..params(node)
+    }
+}
+
+/// A job whose one trigger fires far in the future: only the operator's
+/// fires run in these tests.
+async fn idle_job(store: &Arc<dyn Store>, key: &str) {
+    let (job, triggers) = at_job(key, 4_000_000_000_000, MisfirePolicy::FireNow);
+    store.job_put(&job, &triggers).await.unwrap();
+}
+
+fn backfill(key: &str, times: &[i64], mode: BackfillOverlap) -> BackfillPut {
+    BackfillPut {
+        job_key: key.into(),
+        times: times.iter().map(|t| (format!("{key}:at"), *t)).collect(),
+        origin: FireOrigin::Backfill(mode),
+    }
+}
+
+async fn a_backfill_makes_each_time_once_and_buffers_its_fires_in_order(store: Arc<dyn Store>) {
+    idle_job(&store, "g/b").await;
+    let put = backfill("g/b", &[3_000, 1_000, 2_000], BackfillOverlap::Buffer);
+    let made = store.fire_backfill(&put).await.unwrap();
+    assert_eq!((made.created, made.existing), (3, 0));
+    // Again: every time has its fire already.
+    let made = store.fire_backfill(&put).await.unwrap();
+    assert_eq!((made.created, made.existing), (0, 3));
+    let missing = store
+        .fire_backfill(&backfill("g/none", &[1_000], BackfillOverlap::Allow))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+
+    let mut fires = store.fire_list().await.unwrap();
+    fires.retain(|f| f.job_key == "g/b");
+    assert_eq!(fires.len(), 3);
+    // Due in the order given, one after the other.
+    let order: Vec<i64> = fires.iter().map(|f| f.scheduled_ms).collect();
+    assert_eq!(order, [3_000, 1_000, 2_000]);
+    assert!(fires.windows(2).all(|w| w[0].due_ms < w[1].due_ms));
+    assert!(
+        fires
+            .iter()
+            .all(|f| f.origin == FireOrigin::Backfill(BackfillOverlap::Buffer))
+    );
+
+    // The job allows overlap, the backfill buffers: one claimed, the first.
+    let claimed = store.fire_acquire(&ahead("a")).await.unwrap().fires;
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].scheduled_ms, 3_000);
+    assert_eq!(
+        claimed[0].origin,
+        FireOrigin::Backfill(BackfillOverlap::Buffer)
+    );
+    // While it runs, the next waits.
+    assert!(
+        store
+            .fire_acquire(&ahead("a"))
+            .await
+            .unwrap()
+            .fires
+            .is_empty()
+    );
+    store
+        .fire_complete(&[done(
+            &claimed[0],
+            "a",
+            HistoryStatus::Success,
+            FireNext::Done,
+        )])
+        .await
+        .unwrap();
+    let next = store.fire_acquire(&ahead("a")).await.unwrap().fires;
+    assert_eq!(
+        next.iter().map(|f| f.scheduled_ms).collect::<Vec<_>>(),
+        [1_000]
+    );
+}
+conformance!(
+    backfill_times,
+    a_backfill_makes_each_time_once_and_buffers_its_fires_in_order
+);
+
+async fn a_skipping_backfill_records_the_times_it_cannot_run(store: Arc<dyn Store>) {
+    idle_job(&store, "g/s").await;
+    store
+        .fire_backfill(&backfill(
+            "g/s",
+            &[1_000, 2_000, 3_000],
+            BackfillOverlap::Skip,
+        ))
+        .await
+        .unwrap();
+    let claimed = store.fire_acquire(&ahead("a")).await.unwrap();
+    assert_eq!(claimed.fires.len(), 1);
+    assert_eq!(claimed.fires[0].scheduled_ms, 1_000);
+    assert_eq!(claimed.skipped, 2);
+    let skipped: Vec<HistoryEntry> = history_of(&store, "g/s")
+        .await
+        .into_iter()
+        .filter(|h| h.status == HistoryStatus::Skipped)
+        .collect();
+    let mut times: Vec<i64> = skipped.iter().filter_map(|h| h.scheduled_ms).collect();
+    times.sort_unstable();
+    assert_eq!(times, [2_000, 3_000]);
+    let details: serde_json::Value = serde_json::from_str(&skipped[0].details).unwrap();
+    assert_eq!(
+        details["detail"],
+        "backfill --overlap skip: a run of this job is running"
+    );
+    let left: Vec<FireClaim> = store.fire_list().await.unwrap();
+    assert_eq!(left.len(), 1, "only the running fire is left");
+}
+conformance!(
+    backfill_skip,
+    a_skipping_backfill_records_the_times_it_cannot_run
+);
+
+async fn a_bulk_cancel_deletes_only_the_waiting_fires_it_matches(store: Arc<dyn Store>) {
+    idle_job(&store, "g/c").await;
+    idle_job(&store, "h/x").await;
+    store
+        .fire_backfill(&backfill(
+            "g/c",
+            &[1_000, 2_000, 3_000],
+            BackfillOverlap::Allow,
+        ))
+        .await
+        .unwrap();
+    // One of them is claimed: a cancel never touches it.
+    let one = AcquireParams {
+        max: 1,
+        ..ahead("a")
+    };
+    let claimed = store.fire_acquire(&one).await.unwrap().fires;
+    assert_eq!(claimed.len(), 1);
+    let running: HashSet<String> = claimed.iter().map(|f| f.fire_id.clone()).collect();
+    store
+        .fire_backfill(&backfill("h/x", &[1_000, 5_000], BackfillOverlap::Buffer))
+        .await
+        .unwrap();
+    store.fire_now("h/x").await.unwrap();
+
+    let cancel = |job: &str| FireCancel {
+        job_pattern: job.into(),
+        reason: "wrong data".into(),
+        ..FireCancel::default()
+    };
+    // By time: the fire of h/x scheduled before 2000.
+    let n = store
+        .fire_cancel(&FireCancel {
+            before_ms: Some(2_000),
+            ..cancel("h/x")
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // By origin: the run-now of h/x, not its backfill.
+    let n = store
+        .fire_cancel(&FireCancel {
+            origin: Some(String::new()),
+            ..cancel("h/*")
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // By trigger: the backfill time left.
+    let n = store
+        .fire_cancel(&FireCancel {
+            trigger_key: Some("h/x:at".into()),
+            ..cancel("h/x")
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // g/*: what of g/c is still waiting.
+    let waiting_g = 3 - claimed.len() as u64;
+    let n = store
+        .fire_cancel(&FireCancel {
+            origin: Some("backfill".into()),
+            ..cancel("g/*")
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, waiting_g);
+    let left: HashSet<String> = store
+        .fire_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.fire_id)
+        .collect();
+    assert_eq!(left, running, "the claimed fires are left, nothing else");
+    let history = history_of(&store, "g/c").await;
+    assert_eq!(history.len() as u64, waiting_g);
+    for h in &history {
+        assert_eq!(h.status, HistoryStatus::Cancelled);
+        let details: serde_json::Value = serde_json::from_str(&h.details).unwrap();
+        assert_eq!(details["reason"], "cancelled");
+        assert_eq!(details["note"], "wrong data");
+        assert_eq!(details["origin"], "backfill");
+    }
+    assert_eq!(history_of(&store, "h/x").await.len(), 3);
+    assert_eq!(store.fire_cancel(&cancel("*")).await.unwrap(), 0);
+}
+conformance!(
+    bulk_cancel,
+    a_bulk_cancel_deletes_only_the_waiting_fires_it_matches
+);
+
+async fn a_replay_starts_a_failed_fire_once(store: Arc<dyn Store>) {
+    idle_job(&store, "g/r").await;
+    store
+        .fire_backfill(&backfill("g/r", &[1_000], BackfillOverlap::Allow))
+        .await
+        .unwrap();
+    let fire = claim_first(&store, &ahead("a")).await;
+    store
+        .fire_complete(&[done(&fire, "a", HistoryStatus::Failed, FireNext::Done)])
+        .await
+        .unwrap();
+    let rows = store
+        .history_select(&HistorySelect {
+            job_pattern: "g/*".into(),
+            statuses: vec![HistoryStatus::Failed],
+            since_ms: 0,
+            until_ms: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let none = store
+        .history_select(&HistorySelect {
+            job_pattern: "g/r".into(),
+            statuses: vec![HistoryStatus::Success],
+            since_ms: 0,
+            until_ms: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let put = ReplayPut {
+        source_fire_id: fire.fire_id.clone(),
+        job_key: "g/r".into(),
+        trigger_key: "g/r:at".into(),
+        scheduled_ms: 1_000,
+        event_id: String::new(),
+    };
+    let first = store.fire_replay(std::slice::from_ref(&put)).await.unwrap();
+    let Replayed::Started(replay_id) = &first[0] else {
+        panic!("{first:?}");
+    };
+    assert_eq!(
+        store.fire_replay(std::slice::from_ref(&put)).await.unwrap(),
+        [Replayed::Already]
+    );
+    let fires = store.fire_list().await.unwrap();
+    assert_eq!(fires.len(), 1);
+    assert_eq!(&fires[0].fire_id, replay_id);
+    assert_eq!(
+        (fires[0].scheduled_ms, fires[0].trigger_key.as_str()),
+        (1_000, "g/r:at")
+    );
+    assert_eq!(
+        fires[0].origin,
+        FireOrigin::Replay {
+            of: fire.fire_id.clone()
+        }
+    );
+    // Once the replay ran, the fire is still replayed: nothing new.
+    let replay = claim_first(&store, &ahead("a")).await;
+    store
+        .fire_complete(&[done(&replay, "a", HistoryStatus::Failed, FireNext::Done)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fire_replay(&[put]).await.unwrap(),
+        [Replayed::Already]
+    );
+    // A job that is gone starts nothing and records nothing.
+    let gone = ReplayPut {
+        source_fire_id: "f-gone".into(),
+        job_key: "g/gone".into(),
+        trigger_key: "g/gone:at".into(),
+        scheduled_ms: 1_000,
+        event_id: String::new(),
+    };
+    assert!(matches!(
+        store
+            .fire_replay(std::slice::from_ref(&gone))
+            .await
+            .unwrap()[0],
+        Replayed::NotStarted(_)
+    ));
+    idle_job(&store, "g/gone").await;
+    assert!(matches!(
+        store.fire_replay(&[gone]).await.unwrap()[0],
+        Replayed::Started(_)
+    ));
+}
+conformance!(replay_once, a_replay_starts_a_failed_fire_once);

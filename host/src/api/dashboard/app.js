@@ -83,7 +83,7 @@ class ApiFailure extends Error {
   }
 }
 
-async function api(method, path) {
+async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   // The server takes changes only with a JSON content type (no cross-site form can send one).
   if (method !== "GET") headers["Content-Type"] = "application/json";
@@ -91,23 +91,25 @@ async function api(method, path) {
   if (t) headers.Authorization = `Bearer ${t}`;
   let response;
   try {
-    response = await fetch(path, { method, headers, cache: "no-store" });
+    const init = { method, headers, cache: "no-store" };
+    if (body !== undefined) init.body = JSON.stringify(body);
+    response = await fetch(path, init);
   } catch (e) {
     throw new ApiFailure(0, "unreachable", `the server did not answer (${e.message})`);
   }
   const text = await response.text();
-  let body = null;
+  let answer = null;
   try {
-    body = text ? JSON.parse(text) : null;
+    answer = text ? JSON.parse(text) : null;
   } catch (_) {
-    body = null;
+    answer = null;
   }
   if (!response.ok) {
-    const err = body && body.error;
+    const err = answer && answer.error;
     if (err && err.code) throw new ApiFailure(response.status, err.code, err.message || "");
     throw new ApiFailure(response.status, "http_error", text.slice(0, 200) || response.statusText);
   }
-  return body;
+  return answer;
 }
 
 function say(text, kind) {
@@ -126,6 +128,19 @@ async function act(key, action) {
     say(done, "ok");
   } catch (e) {
     say(`${action} ${key} refused: ${e}`, "error");
+  }
+  refresh();
+}
+
+// Replays the failed fires of the last day, of the job filtered on (or of
+// all): each fire runs again once, however often this is clicked.
+async function replayFailed() {
+  const job = $("#history-job").value.trim() || "*";
+  try {
+    const answer = await api("POST", "/api/v1/history/replay", { job, status: "failed", since: "24h" });
+    say(`replayed ${answer.started} failed fire(s) of ${job}; ${answer.already_replayed} replayed before`, "ok");
+  } catch (e) {
+    say(`replay of ${job} refused: ${e}`, "error");
   }
   refresh();
 }
@@ -464,6 +479,7 @@ function start() {
     hist.page = 0;
     refresh();
   });
+  $("#history-replay").addEventListener("click", replayFailed);
   $("#history-next").addEventListener("click", () => {
     if (!hist.next) return;
     hist.cursors[hist.page + 1] = hist.next;

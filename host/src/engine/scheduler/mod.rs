@@ -28,6 +28,7 @@ mod executor;
 use super::alerts::Alerter;
 use super::modules::ModuleResolver;
 use super::shares::JobShares;
+use crate::domain::FireOrigin;
 use crate::domain::trace::AttemptTrace;
 use crate::metrics::{JobMetrics, Metrics};
 use crate::runtime::StopRequest;
@@ -698,12 +699,19 @@ impl Scheduler {
         let lag_us = u64::try_from(started_us - fire.due_ms * 1000).unwrap_or(0);
         // A run-now's trigger is `JOB:manual` (the store's `fire_now`).
         let clock = fire.event_id.is_none() && !fire.trigger_key.ends_with(":manual");
-        self.metrics.fire_started(
-            job_metrics,
-            clock.then_some(fire.scheduled_ms),
-            Duration::from_micros(lag_us),
-            fire.attempt,
-        );
+        if fire.origin.is_plain() {
+            self.metrics.fire_started(
+                job_metrics,
+                clock.then_some(fire.scheduled_ms),
+                Duration::from_micros(lag_us),
+                fire.attempt,
+            );
+        } else {
+            // A backfill's or replay's fires wait for each other by design and
+            // their times are old ones: counted apart, out of the lag and
+            // interval of the job's own fires.
+            self.metrics.fire_of_origin(job_metrics, fire.origin.kind());
+        }
         let resolve = Step::start(trace);
         let job = match self.resolver.resolve(&fire.job.module).await {
             // Claimed as runnable, but the reference moved to a module for a
@@ -771,6 +779,9 @@ impl Scheduler {
             grants: GrantsFrom::Stored(fire.job.grants.clone()),
             trace: None,
             stop: None,
+            // A backfill's guest lives on its scheduled day (see `FireOrigin`).
+            wall_clock_from: matches!(fire.origin, FireOrigin::Backfill(_))
+                .then(|| to_system_time(fire.scheduled_ms)),
         };
         // A run of a `cancel-other` job can be asked to stop by a newer fire.
         let _stop_slot = (fire.job.overlap == Overlap::CancelOther).then(|| {
@@ -1270,6 +1281,17 @@ fn history_details(
         {
             // One run for this many events (the one it ran with is the last).
             details["coalesced"] = json!({ "by": c.mode(), "events": flow.coalesced + 1 });
+        }
+    }
+    match &fire.origin {
+        FireOrigin::Plain => {}
+        FireOrigin::Backfill(mode) => {
+            details["origin"] = json!("backfill");
+            details["backfill_overlap"] = json!(mode.as_str());
+        }
+        FireOrigin::Replay { of } => {
+            details["origin"] = json!("replay");
+            details["replay_of"] = json!(of);
         }
     }
     details

@@ -57,6 +57,11 @@ enum Op {
     /// Emits `times` events `name`, ignoring every error, and reports how many
     /// were accepted and refused and the first refusal.
     EmitFlood { name: String, times: u32 },
+    /// Reports what its wall clock (`SystemTime::now()`) and `scheduled-at`
+    /// read, in Unix milliseconds, and the UTC day the clock says it is.
+    Clock,
+    /// Fails (not retryable) with `message`.
+    Fail { message: String },
 }
 
 struct Hostile;
@@ -70,6 +75,19 @@ impl Job for Hostile {
         let op: Op = ctx.data()?;
         match op {
             Op::Ok => Ok(Outcome::none()),
+            Op::Clock => {
+                let ms = |t: std::time::SystemTime| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64)
+                };
+                let now = ms(std::time::SystemTime::now());
+                Outcome::details(&json!({
+                    "now_ms": now,
+                    "scheduled_ms": ms(ctx.scheduled_at()),
+                    "day": now / 86_400_000,
+                }))
+            }
+            Op::Fail { message } => Err(fatal(message)),
             Op::Loop => {
                 let mut x: u64 = 0;
                 loop {
