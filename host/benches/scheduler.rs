@@ -503,6 +503,7 @@ async fn events(backend: &str, n: usize) {
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
                     jitter_ms: 0,
+                    calendars: Vec::new(),
                 },
                 priority: 5,
             }],
@@ -639,6 +640,7 @@ fn every_job(
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -757,6 +759,7 @@ async fn flood(backend: &str, n: usize) {
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
                     jitter_ms: 0,
+                    calendars: Vec::new(),
                 },
                 priority: 5,
             })

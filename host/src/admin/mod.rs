@@ -16,6 +16,7 @@
 //! exit codes. It must never write to the store except through these
 //! operations' own checks.
 
+pub mod calendars;
 pub mod jobs;
 pub mod modules;
 pub mod secrets;

@@ -58,6 +58,14 @@ pub struct JobSpec {
     /// the next fire; the same delay for a fire on every node) [default: none].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
+    /// The exclusion calendars the trigger honours: a name or a list of names
+    /// of stored calendars (`quartzite calendar put`) [default: none].
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub calendar: Vec<String>,
     /// Re-run a fire interrupted by a node crash [default: false].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_recovery: Option<bool>,
@@ -70,6 +78,20 @@ pub struct JobSpec {
     /// What the job may do beyond its sandbox [default: nothing].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants: Option<crate::grants::Grants>,
+}
+
+/// A name or a list of names, as `calendar` takes them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    })
 }
 
 /// A field of a [`JobSpec`] that is wrong, and why.
@@ -199,6 +221,10 @@ impl JobSpec {
         if self.event.is_some() && self.jitter.is_some() {
             return Err(bad("jitter", "does not apply to event triggers"));
         }
+        if self.event.is_some() && !self.calendar.is_empty() {
+            return Err(bad("calendar", "does not apply to event triggers"));
+        }
+        crate::schedule::calendar::check_names(&self.calendar).map_err(|m| bad("calendar", m))?;
         let jitter = match &self.jitter {
             Some(j) => domain::parse_duration_within(j, Duration::ZERO, domain::MAX_PERIOD)
                 .map_err(|e| bad("jitter", e))?,
@@ -265,6 +291,7 @@ impl JobSpec {
                 end_ms: None,
                 misfire,
                 jitter_ms: u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX),
+                calendars: self.calendar.clone(),
             },
             priority: job.priority,
         };

@@ -12,6 +12,7 @@
 //! what was wrong ([`error::ApiError`]).
 
 pub mod auth;
+mod calendars;
 mod dashboard;
 pub mod error;
 mod handlers;
@@ -144,6 +145,7 @@ impl ApiState {
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
     use axum::routing::{delete, post, put};
     use handlers as h;
+    use calendars as c;
     use signals as s;
     vec![
         (Method::GET, "/metrics", get(h::metrics)),
@@ -214,6 +216,22 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
             Method::DELETE,
             "/api/v1/secrets/{name}",
             delete(h::secret_delete),
+        ),
+        (Method::GET, "/api/v1/calendars", get(c::calendar_list)),
+        (
+            Method::GET,
+            "/api/v1/calendars/{name}",
+            get(c::calendar_show),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/calendars/{name}",
+            put(c::calendar_put),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/calendars/{name}",
+            delete(c::calendar_delete),
         ),
         (Method::GET, "/api/v1/alerts", get(s::alert_list)),
         (Method::PUT, "/api/v1/alerts/{name}", put(s::alert_put)),

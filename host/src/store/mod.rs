@@ -6,6 +6,7 @@
 //! with a name, a version and a digest. Methods read noun-then-verb
 //! (`state_get`, `module_put`). Times come from the database clock.
 
+pub mod calendars;
 mod claim;
 mod common;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod secrets;
 mod sql;
 mod sqlite;
 
+pub use calendars::CalendarStore;
 pub use events::Events;
 pub use postgres::{ModuleEvent, ModuleWatch, PgStore};
 pub use sched::Scheduling;
@@ -139,7 +141,9 @@ pub struct ModuleRollback {
 /// The store. See the module docs; the scheduler's methods are in [`Scheduling`],
 /// those of events and alerts in [`Events`].
 #[async_trait]
-pub trait Store: Scheduling + Events + secrets::SecretStore + Send + Sync + 'static {
+pub trait Store:
+    Scheduling + Events + secrets::SecretStore + calendars::CalendarStore + Send + Sync + 'static
+{
     fn dialect(&self) -> Dialect;
 
     /// Applies the migrations that have not run yet.

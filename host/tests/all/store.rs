@@ -452,6 +452,7 @@ fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<T
             end_ms: None,
             misfire,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -973,6 +974,7 @@ async fn a_jittered_fire_is_due_after_its_time_and_recorded_at_it(store: Arc<dyn
         .find(|(_, t)| {
             let spec = TriggerSpec {
                 jitter_ms: 3_000,
+                calendars: Vec::new(),
                 ..t[0].spec.clone()
             };
             (300..2_000).contains(&spec.jitter_delay(&t[0].trigger_key, now, None))
@@ -1292,6 +1294,7 @@ async fn reconciling_a_job_keeps_unchanged_triggers_and_drops_removed_ones(store
             end_ms: None,
             misfire: MisfirePolicy::Skip,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -1392,6 +1395,7 @@ async fn on_start_fires_each_start_and_once_fires_once_per_module_version(store:
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -1732,6 +1736,7 @@ fn subscriber(key: &str, event: &str) -> (JobDef, Vec<TriggerPut>) {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
