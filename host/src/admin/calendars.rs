@@ -4,7 +4,7 @@
 
 use super::views::fmt_ms;
 use super::{Admin, AdminError, Caller, Done, Status};
-use crate::schedule::calendar::CalendarInput;
+pub use crate::schedule::calendar::CalendarInput;
 use crate::store::calendars::CalendarRow;
 use serde_json::{Value, json};
 

@@ -413,6 +413,29 @@ mod tests {
                 },
                 "tz",
             ),
+            (
+                JobSpec {
+                    calendar: vec!["no spaces".into()],
+                    ..spec()
+                },
+                "calendar",
+            ),
+            (
+                JobSpec {
+                    calendar: vec!["a".into(), "a".into()],
+                    ..spec()
+                },
+                "calendar",
+            ),
+            (
+                JobSpec {
+                    every: None,
+                    event: Some("order.created".into()),
+                    calendar: vec!["a".into()],
+                    ..spec()
+                },
+                "calendar",
+            ),
         ];
         for (spec, field) in cases {
             match spec.build("api") {
@@ -420,5 +443,26 @@ mod tests {
                 Ok(_) => panic!("{spec:?} was accepted"),
             }
         }
+    }
+
+    #[test]
+    fn calendar_takes_a_name_or_a_list_and_reaches_the_trigger() {
+        let one: JobSpec = serde_json::from_value(serde_json::json!({
+            "key": "g/n", "module": "hello", "every": "1s", "calendar": "holidays"
+        }))
+        .unwrap();
+        let (_, trigger) = one.build("api").unwrap();
+        assert_eq!(trigger.spec.calendars, ["holidays"]);
+        let many: JobSpec = serde_json::from_value(serde_json::json!({
+            "key": "g/n", "module": "hello", "every": "1s", "calendar": ["a", "b"]
+        }))
+        .unwrap();
+        assert_eq!(many.build("api").unwrap().1.spec.calendars, ["a", "b"]);
+        assert!(
+            serde_json::from_value::<JobSpec>(serde_json::json!({
+                "module": "hello", "calendar": 7
+            }))
+            .is_err()
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The routes of exclusion calendars: list, show, put, delete.
 
 use super::handlers::{Result, Shared, Who, answer, json_body, path, read_body};
-use crate::schedule::calendar::CalendarInput;
+use crate::admin::calendars::CalendarInput;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};

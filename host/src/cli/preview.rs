@@ -128,13 +128,13 @@ pub async fn run(conn: &super::ops::Conn, args: PreviewArgs) -> ExitCode {
     let mut steps = 0;
     while fires < count && !pending.is_empty() && steps < 100_000 {
         steps += 1;
-        let mut cursor = after;
+        let mut cursor = None;
         for e in pending.drain(..) {
             let Entry::Fire(t) = e else {
                 entries.push(e);
                 continue;
             };
-            cursor = t;
+            cursor = Some(t);
             let ms = t.timestamp_millis();
             let excluded = exclusion
                 .as_ref()
@@ -156,7 +156,7 @@ pub async fn run(conn: &super::ops::Conn, args: PreviewArgs) -> ExitCode {
                     });
                     in_a_row = 0;
                     // The next event after the stretch (at or after `until`).
-                    cursor = until - chrono::Duration::milliseconds(1);
+                    cursor = Some(until - chrono::Duration::milliseconds(1));
                 }
                 Some((calendar, _)) => {
                     entries.push(Entry::Excluded { at: t, calendar });
@@ -164,6 +164,8 @@ pub async fn run(conn: &super::ops::Conn, args: PreviewArgs) -> ExitCode {
                 }
             }
         }
+        // Gaps with no fire after them: the schedule has ended.
+        let Some(cursor) = cursor else { break };
         pending = next_events(cron.as_ref(), every.as_ref(), cursor);
     }
 

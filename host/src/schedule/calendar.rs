@@ -569,7 +569,7 @@ impl Rule {
                 } else {
                     tod >= *start || tod < *end
                 };
-                let end_at = match (in_window, invert) {
+                let end_at = match (in_window, *invert) {
                     (true, false) if start < end || tod < *end => at(date, *end),
                     (true, false) => at(tomorrow, *end),
                     (false, true) if tod < *start => at(date, *start),

@@ -110,14 +110,16 @@ pub(crate) fn recomputed(
     now: i64,
 ) -> (&'static str, Option<i64>, Option<String>) {
     let from = next_fire_ms.map_or(now, |next| next.min(now));
+    // In ERROR the trigger keeps its next fire, as the claim leaves it: once
+    // reset (a start resets ERROR triggers) it is planned, and judged, again.
     let exclusion = match exclusion_of(spec, calendars) {
         Ok(x) => x,
-        Err(e) => return ("ERROR", None, Some(e)),
+        Err(e) => return ("ERROR", next_fire_ms, Some(e)),
     };
     match spec.first_due_excluding(from, exclusion.as_deref()) {
         Ok(Some(next)) => ("WAITING", Some(next), None),
         Ok(None) => ("COMPLETE", None, None),
-        Err(e) => ("ERROR", None, Some(e.to_string())),
+        Err(e) => ("ERROR", next_fire_ms, Some(e.to_string())),
     }
 }
 
