@@ -35,7 +35,9 @@ pub async fn calendar_put(
 ) -> Result<Response> {
     let name = path(p)?;
     let input: CalendarInput = json_body(&headers, &read_body(body)?)?;
-    Ok(answer(state.admin.calendar_put(&caller, &name, &input).await))
+    Ok(answer(
+        state.admin.calendar_put(&caller, &name, &input).await,
+    ))
 }
 
 /// `DELETE /api/v1/calendars/{name}`: refused (409) while a trigger or

@@ -144,8 +144,8 @@ impl ApiState {
 /// this table alone, and the OpenAPI test checks the document against it.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
     use axum::routing::{delete, post, put};
-    use handlers as h;
     use calendars as c;
+    use handlers as h;
     use signals as s;
     vec![
         (Method::GET, "/metrics", get(h::metrics)),

@@ -1,9 +1,9 @@
 //! `quartzite calendar ...`: exclusion calendars on the database (`--db`) or
 //! through a server (`--server`), with the same JSON and exit codes.
 
+use super::EXIT_USAGE;
 use super::ops::{Conn, Target, cell, emit, finish, items, print_table};
 use super::remote::{Body, CliError, encode};
-use super::EXIT_USAGE;
 use crate::schedule::calendar::{CalendarDef, CalendarInput, CalendarSet, Exclusion};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub enum CalendarCommand {
     /// Add or replace an exclusion calendar. Its kind follows from the rule
     /// flag given (--date, --day, --window, --cron or --rrule).
-    Put(PutArgs),
+    Put(Box<PutArgs>),
     /// List calendars.
     List,
     /// Show a calendar and the triggers that use it.
@@ -223,7 +223,10 @@ pub async fn calendar(conn: &Conn, command: CalendarCommand, json: bool) -> Exit
                             ]
                         })
                         .collect();
-                    print_table(&["CALENDAR", "KIND", "TZ", "BASE", "EXCLUDES", "SOURCE"], &rows);
+                    print_table(
+                        &["CALENDAR", "KIND", "TZ", "BASE", "EXCLUDES", "SOURCE"],
+                        &rows,
+                    );
                 }))
             }
             CalendarCommand::Show { name } => {
@@ -232,7 +235,12 @@ pub async fn calendar(conn: &Conn, command: CalendarCommand, json: bool) -> Exit
                     Target::Remote(r) => r.get(&path_of(&name)).await?,
                 };
                 Ok(emit(json, &value, |v| {
-                    outln!("calendar {} ({}, {})", cell(&v["name"]), cell(&v["kind"]), cell(&v["tz"]));
+                    outln!(
+                        "calendar {} ({}, {})",
+                        cell(&v["name"]),
+                        cell(&v["kind"]),
+                        cell(&v["tz"])
+                    );
                     outln!("  excludes: {}", rule_text(v));
                     if let Some(base) = v["base"].as_str() {
                         outln!("  base:     {base}");
@@ -243,7 +251,11 @@ pub async fn calendar(conn: &Conn, command: CalendarCommand, json: bool) -> Exit
                         .collect();
                     outln!(
                         "  used by:  {}",
-                        if users.is_empty() { "-".to_string() } else { users.join(", ") }
+                        if users.is_empty() {
+                            "-".to_string()
+                        } else {
+                            users.join(", ")
+                        }
                     );
                 }))
             }
@@ -254,8 +266,12 @@ pub async fn calendar(conn: &Conn, command: CalendarCommand, json: bool) -> Exit
                         admin.calendar_put(caller, &args.name, &input).await?.body
                     }
                     Target::Remote(r) => {
-                        r.call(Method::PUT, &path_of(&args.name), Some(Body::Json(body_of(&input))))
-                            .await?
+                        r.call(
+                            Method::PUT,
+                            &path_of(&args.name),
+                            Some(Body::Json(body_of(&input))),
+                        )
+                        .await?
                     }
                 };
                 Ok(emit(json, &value, |v| {
@@ -268,7 +284,9 @@ pub async fn calendar(conn: &Conn, command: CalendarCommand, json: bool) -> Exit
             }
             CalendarCommand::Delete { name } => {
                 let value = match &target {
-                    Target::Local { admin, caller } => admin.calendar_delete(caller, &name).await?.body,
+                    Target::Local { admin, caller } => {
+                        admin.calendar_delete(caller, &name).await?.body
+                    }
                     Target::Remote(r) => r.call(Method::DELETE, &path_of(&name), None).await?,
                 };
                 Ok(emit(json, &value, |v| {

@@ -54,9 +54,19 @@ fn utc(t: DateTime<Utc>) -> String {
 /// calendar excludes, or a long excluded stretch passed over.
 enum Entry {
     Fire(DateTime<Utc>),
-    Gap { local: String, at: DateTime<Utc> },
-    Excluded { at: DateTime<Utc>, calendar: String },
-    Stretch { from: DateTime<Utc>, until: DateTime<Utc>, calendar: String },
+    Gap {
+        local: String,
+        at: DateTime<Utc>,
+    },
+    Excluded {
+        at: DateTime<Utc>,
+        calendar: String,
+    },
+    Stretch {
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        calendar: String,
+    },
 }
 
 /// Excluded times listed one by one in a row before the rest of their stretch
@@ -146,9 +156,7 @@ pub async fn run(conn: &super::ops::Conn, args: PreviewArgs) -> ExitCode {
                     in_a_row = 0;
                 }
                 Some((calendar, until)) if in_a_row >= LISTED_IN_A_ROW => {
-                    let until = until
-                        .and_then(DateTime::from_timestamp_millis)
-                        .unwrap_or(t);
+                    let until = until.and_then(DateTime::from_timestamp_millis).unwrap_or(t);
                     entries.push(Entry::Stretch {
                         from: t,
                         until,

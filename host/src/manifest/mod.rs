@@ -102,8 +102,19 @@ const MIN_DURATION: Duration = Duration::from_millis(1);
 
 const TOP_KEYS: &[&str] = &["module", "job", "alert", "calendar"];
 const CALENDAR_KEYS: &[&str] = &[
-    "name", "kind", "tz", "base", "description", "dates", "days", "window", "invert", "cron", "rrule",
-    "dtstart", "duration",
+    "name",
+    "kind",
+    "tz",
+    "base",
+    "description",
+    "dates",
+    "days",
+    "window",
+    "invert",
+    "cron",
+    "rrule",
+    "dtstart",
+    "duration",
 ];
 const ALERT_KEYS: &[&str] = &["name", "on", "job", "after", "webhook"];
 const MODULE_KEYS: &[&str] = &["name", "path", "version"];

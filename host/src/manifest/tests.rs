@@ -749,9 +749,13 @@ calendar = "holidays"
 "#,
     );
     assert_eq!(e.file, std::path::Path::new("jobs.toml"));
-    assert_eq!((e.line, e.field.as_str()), (8, "job[1].trigger[1].calendar"));
+    assert_eq!(
+        (e.line, e.field.as_str()),
+        (8, "job[1].trigger[1].calendar")
+    );
     assert!(
-        e.message.contains("trigger \"daily\" names calendar \"holidays\"")
+        e.message
+            .contains("trigger \"daily\" names calendar \"holidays\"")
             && e.message.contains("[[calendar]]"),
         "{e:?}"
     );
@@ -799,13 +803,25 @@ calendar = "a"
     assert!(got.contains(&(15, "calendar[3].kind")), "{all:#?}");
     assert!(got.contains(&(21, "calendar[4].kind")), "{all:#?}");
     assert!(got.contains(&(27, "calendar[5].colour")), "{all:#?}");
-    assert!(got.contains(&(34, "job[1].trigger[1].calendar")), "{all:#?}");
+    assert!(
+        got.contains(&(34, "job[1].trigger[1].calendar")),
+        "{all:#?}"
+    );
     let says = |field: &str, text: &str| {
         all.iter()
             .any(|e| e.field == field && e.message.contains(text))
     };
     assert!(says("calendar[1].base", "names base \"b\""), "{all:#?}");
-    assert!(says("calendar[2].dates", "\"2030-02-30\" is not a date"), "{all:#?}");
-    assert!(says("calendar[3].kind", "does not take \"cron\""), "{all:#?}");
-    assert!(says("job[1].trigger[1].calendar", "only applies to"), "{all:#?}");
+    assert!(
+        says("calendar[2].dates", "\"2030-02-30\" is not a date"),
+        "{all:#?}"
+    );
+    assert!(
+        says("calendar[3].kind", "does not take \"cron\""),
+        "{all:#?}"
+    );
+    assert!(
+        says("job[1].trigger[1].calendar", "only applies to"),
+        "{all:#?}"
+    );
 }

@@ -23,8 +23,8 @@
 //! step instead of walking each of its fire times.
 
 use chrono::{
-    DateTime, Datelike, Duration as ChronoDuration, NaiveDate, NaiveDateTime, NaiveTime,
-    TimeZone, Timelike, Utc, Weekday,
+    DateTime, Datelike, Duration as ChronoDuration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
+    Timelike, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -226,7 +226,10 @@ impl CalendarInput {
         if let Some(base) = &self.base {
             check_name(base).map_err(|e| bad("base", e.message))?;
             if base == name {
-                return Err(bad("base", format!("calendar {name:?} cannot be its own base")));
+                return Err(bad(
+                    "base",
+                    format!("calendar {name:?} cannot be its own base"),
+                ));
             }
         }
         let given: [(&str, bool); 8] = [
@@ -267,9 +270,8 @@ impl CalendarInput {
                 }
                 let mut dates = BTreeSet::new();
                 for t in &texts {
-                    let d = NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d").map_err(|_| {
-                        bad("dates", format!("{t:?} is not a date (YYYY-MM-DD)"))
-                    })?;
+                    let d = NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d")
+                        .map_err(|_| bad("dates", format!("{t:?} is not a date (YYYY-MM-DD)")))?;
                     dates.insert(d);
                 }
                 CalendarRule::Holiday {
@@ -292,9 +294,12 @@ impl CalendarInput {
                 CalendarRule::Weekly { days }
             }
             "daily" => {
-                let window = self
-                    .window
-                    .ok_or_else(|| bad("window", "a daily calendar needs a window, e.g. 22:00-06:00"))?;
+                let window = self.window.ok_or_else(|| {
+                    bad(
+                        "window",
+                        "a daily calendar needs a window, e.g. 22:00-06:00",
+                    )
+                })?;
                 let (start, end) = parse_window(&window).map_err(|m| bad("window", m))?;
                 CalendarRule::Daily {
                     start,
@@ -310,9 +315,12 @@ impl CalendarInput {
                 CalendarRule::Cron { cron: expr }
             }
             _ => {
-                let rule = self
-                    .rrule
-                    .ok_or_else(|| bad("rrule", "an rrule calendar needs a rule, e.g. FREQ=WEEKLY;BYDAY=MO"))?;
+                let rule = self.rrule.ok_or_else(|| {
+                    bad(
+                        "rrule",
+                        "an rrule calendar needs a rule, e.g. FREQ=WEEKLY;BYDAY=MO",
+                    )
+                })?;
                 let rule = rule.trim();
                 let rule = rule.strip_prefix("RRULE:").unwrap_or(rule).to_string();
                 let dtstart = match &self.dtstart {
@@ -397,7 +405,11 @@ fn local_ms(tz: Tz, local: NaiveDateTime) -> i64 {
     if let Some(at) = tz.from_local_datetime(&local).earliest() {
         return at.timestamp_millis();
     }
-    let mut t = local.with_second(0).unwrap_or(local).with_nanosecond(0).unwrap_or(local);
+    let mut t = local
+        .with_second(0)
+        .unwrap_or(local)
+        .with_nanosecond(0)
+        .unwrap_or(local);
     // A gap is at most a few hours: a minute at a time finds its end.
     for _ in 0..(26 * 60) {
         t += ChronoDuration::minutes(1);
@@ -423,7 +435,11 @@ const MAX_RRULE_WALK: usize = 1_000_000;
 /// The UTC offset of `tz` at `ms`, in seconds.
 fn offset_at(tz: Tz, ms: i64) -> i32 {
     use chrono::Offset;
-    instant(ms).with_timezone(&tz).offset().fix().local_minus_utc()
+    instant(ms)
+        .with_timezone(&tz)
+        .offset()
+        .fix()
+        .local_minus_utc()
 }
 
 /// `end`, or the instant the zone's offset changes if that comes first:
@@ -680,7 +696,10 @@ impl CalendarSet {
             let def = self.defs.get(n).ok_or_else(|| match out.last() {
                 Some(child) => bad(
                     "base",
-                    format!("calendar {:?} names base {n:?}, which does not exist", child.name),
+                    format!(
+                        "calendar {:?} names base {n:?}, which does not exist",
+                        child.name
+                    ),
                 ),
                 None => bad("calendar", format!("no calendar {n:?}")),
             })?;

@@ -286,34 +286,39 @@ impl TriggerSpec {
         // most MAX_WALK of them; a long outage of a frequent trigger jumps to
         // "now" instead of walking it all. The stored next event is a fire or a
         // DST gap (see below), so the walk starts just before it.
-        self.included_after(&compiled, next_fire_ms.saturating_sub(1), exclusion, |e| match e {
-            Event::Fire(ms) if ms > horizon_ms => {
-                next = Some(ms);
-                false
-            }
-            Event::Fire(ms) => {
-                if due.len() >= MAX_WALK {
-                    truncated = true;
-                    return false;
+        self.included_after(
+            &compiled,
+            next_fire_ms.saturating_sub(1),
+            exclusion,
+            |e| match e {
+                Event::Fire(ms) if ms > horizon_ms => {
+                    next = Some(ms);
+                    false
                 }
-                due.push(ms);
-                true
-            }
-            Event::Gap { at_ms, local } => {
-                if at_ms > horizon_ms {
-                    // A gap before the next fire is the trigger's next event:
-                    // it comes due when the clock jumps and is recorded then,
-                    // as a node running through it must (not only an outage
-                    // spanning it, which walks past it here).
-                    next = Some(at_ms);
-                    return false;
+                Event::Fire(ms) => {
+                    if due.len() >= MAX_WALK {
+                        truncated = true;
+                        return false;
+                    }
+                    due.push(ms);
+                    true
                 }
-                if gaps.len() < MAX_RECORDED {
-                    gaps.push((at_ms, local));
+                Event::Gap { at_ms, local } => {
+                    if at_ms > horizon_ms {
+                        // A gap before the next fire is the trigger's next event:
+                        // it comes due when the clock jumps and is recorded then,
+                        // as a node running through it must (not only an outage
+                        // spanning it, which walks past it here).
+                        next = Some(at_ms);
+                        return false;
+                    }
+                    if gaps.len() < MAX_RECORDED {
+                        gaps.push((at_ms, local));
+                    }
+                    true
                 }
-                true
-            }
-        })?;
+            },
+        )?;
         let mut uncounted = false;
         if truncated {
             // Resume from the horizon; what lies between is missed and only counted.

@@ -38,8 +38,11 @@ pub trait CalendarStore: Send + Sync {
     ///
     /// [`StoreError::Conflict`] when its base does not exist or the bases
     /// would form a cycle.
-    async fn calendar_put(&self, def: &CalendarDef, source: &str)
-    -> Result<Vec<String>, StoreError>;
+    async fn calendar_put(
+        &self,
+        def: &CalendarDef,
+        source: &str,
+    ) -> Result<Vec<String>, StoreError>;
     async fn calendar_get(&self, name: &str) -> Result<Option<CalendarRow>, StoreError>;
     /// Every calendar, by name.
     async fn calendar_list(&self) -> Result<Vec<CalendarRow>, StoreError>;
@@ -130,9 +133,8 @@ where
     for<'a> i64: Decode<'a, R::Database> + Type<R::Database>,
 {
     let text: String = r.try_get("definition")?;
-    let def: CalendarDef = serde_json::from_str(&text).map_err(|e| {
-        StoreError::Corrupt(format!("unreadable calendar definition: {e}"))
-    })?;
+    let def: CalendarDef = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(format!("unreadable calendar definition: {e}")))?;
     Ok(CalendarRow {
         def,
         source: r.try_get("source")?,
@@ -174,10 +176,8 @@ where
             .await?;
         let stored = calendar_set(texts)?;
         let unchanged = stored.get(&def.name) == Some(def);
-        let mut defs: Vec<CalendarDef> = stored
-            .into_defs()
-            .filter(|d| d.name != def.name)
-            .collect();
+        let mut defs: Vec<CalendarDef> =
+            stored.into_defs().filter(|d| d.name != def.name).collect();
         defs.push(def.clone());
         let set = CalendarSet::new(defs);
         set.chain(&def.name)
@@ -197,10 +197,9 @@ where
         }
         // The triggers it changes: those naming it or a calendar based on it.
         let affected = set.dependents(&def.name);
-        let triggers: Vec<TriggerColumns> =
-            sqlx::query_as(TRIGGERS_WITH_CALENDARS.on(DB::DIALECT))
-                .fetch_all(&mut *tx)
-                .await?;
+        let triggers: Vec<TriggerColumns> = sqlx::query_as(TRIGGERS_WITH_CALENDARS.on(DB::DIALECT))
+            .fetch_all(&mut *tx)
+            .await?;
         let mut recomputed_keys = Vec::new();
         for t in triggers {
             let t = t.into_row()?;
@@ -244,10 +243,9 @@ where
     async fn calendar_delete(&self, name: &str) -> Result<bool, StoreError> {
         let _writer = writer(self).await;
         let mut tx = self.pool().begin_with(DB::DIALECT.begin_write()).await?;
-        let triggers: Vec<TriggerColumns> =
-            sqlx::query_as(TRIGGERS_WITH_CALENDARS.on(DB::DIALECT))
-                .fetch_all(&mut *tx)
-                .await?;
+        let triggers: Vec<TriggerColumns> = sqlx::query_as(TRIGGERS_WITH_CALENDARS.on(DB::DIALECT))
+            .fetch_all(&mut *tx)
+            .await?;
         let mut users: Vec<String> = Vec::new();
         for t in triggers {
             let t = t.into_row()?;

@@ -934,9 +934,10 @@ where
                 .iter()
                 .any(|(_, ts)| ts.iter().any(|t| !t.spec.calendars.is_empty()));
             if with_calendars && calendar_set.is_none() {
-                let texts: Vec<String> = sqlx::query_scalar(super::calendars::CALENDAR_DEFINITIONS.on(DB::DIALECT))
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let texts: Vec<String> =
+                    sqlx::query_scalar(super::calendars::CALENDAR_DEFINITIONS.on(DB::DIALECT))
+                        .fetch_all(&mut *tx)
+                        .await?;
                 calendar_set = Some(super::calendars::calendar_set(texts)?);
             }
             let calendars = calendar_set.clone().unwrap_or_default();
@@ -958,25 +959,26 @@ where
                     // A trigger naming a calendar that is not stored is refused
                     // (the job with it): it would otherwise fire on days it
                     // was meant not to.
-                    let exclusion = super::calendars::exclusion_of(&spec, &calendars)
-                        .map_err(|e| {
+                    let exclusion =
+                        super::calendars::exclusion_of(&spec, &calendars).map_err(|e| {
                             StoreError::Conflict(format!("trigger {}: {e}", t.trigger_key))
                         })?;
-                    let (state, next, error) = match spec.first_due_excluding(now, exclusion.as_deref()) {
-                        Ok(Some(next)) => ("WAITING", Some(next), None),
-                        Ok(None)
-                            if matches!(
-                                spec.kind,
-                                TriggerKind::OnStart
-                                    | TriggerKind::Once
-                                    | TriggerKind::Event { .. }
-                            ) =>
-                        {
-                            ("WAITING", None, None)
-                        }
-                        Ok(None) => ("COMPLETE", None, None),
-                        Err(e) => ("ERROR", None, Some(e.to_string())),
-                    };
+                    let (state, next, error) =
+                        match spec.first_due_excluding(now, exclusion.as_deref()) {
+                            Ok(Some(next)) => ("WAITING", Some(next), None),
+                            Ok(None)
+                                if matches!(
+                                    spec.kind,
+                                    TriggerKind::OnStart
+                                        | TriggerKind::Once
+                                        | TriggerKind::Event { .. }
+                                ) =>
+                            {
+                                ("WAITING", None, None)
+                            }
+                            Ok(None) => ("COMPLETE", None, None),
+                            Err(e) => ("ERROR", None, Some(e.to_string())),
+                        };
                     rows.push((t, ScheduleColumns::from_spec(&spec), state, next, error));
                 }
             }

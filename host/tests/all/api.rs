@@ -1893,10 +1893,26 @@ async fn calendars_are_put_listed_shown_and_deleted_and_bad_input_is_named(backe
     // Bad input: each refusal names the field.
     for (body, field, says) in [
         (json!({ "kind": "monthly" }), "kind", "expected holiday"),
-        (json!({ "kind": "holiday", "dates": ["2030-13-01"] }), "dates", "not a date"),
-        (json!({ "kind": "daily", "window": "22:00" }), "window", "not a window"),
-        (json!({ "kind": "weekly", "days": ["MON"], "tz": "Nowhere/City" }), "tz", "IANA"),
-        (json!({ "kind": "rrule", "rrule": "FREQ=NEVER" }), "rrule", ""),
+        (
+            json!({ "kind": "holiday", "dates": ["2030-13-01"] }),
+            "dates",
+            "not a date",
+        ),
+        (
+            json!({ "kind": "daily", "window": "22:00" }),
+            "window",
+            "not a window",
+        ),
+        (
+            json!({ "kind": "weekly", "days": ["MON"], "tz": "Nowhere/City" }),
+            "tz",
+            "IANA",
+        ),
+        (
+            json!({ "kind": "rrule", "rrule": "FREQ=NEVER" }),
+            "rrule",
+            "",
+        ),
     ] {
         let (status, error) = json_of(put("bad", body.clone()).await.unwrap()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
@@ -1907,16 +1923,21 @@ async fn calendars_are_put_listed_shown_and_deleted_and_bad_input_is_named(backe
         );
     }
     assert_error(
-        put("bad", json!({ "kind": "weekly", "dayz": ["MON"] })).await.unwrap(),
+        put("bad", json!({ "kind": "weekly", "dayz": ["MON"] }))
+            .await
+            .unwrap(),
         StatusCode::BAD_REQUEST,
         "bad_request",
         "dayz",
     )
     .await;
     assert_error(
-        put("other", json!({ "kind": "weekly", "days": ["MON"], "base": "missing" }))
-            .await
-            .unwrap(),
+        put(
+            "other",
+            json!({ "kind": "weekly", "days": ["MON"], "base": "missing" }),
+        )
+        .await
+        .unwrap(),
         StatusCode::CONFLICT,
         "conflict",
         "base \"missing\"",
@@ -2024,14 +2045,30 @@ async fn the_cli_manages_calendars_both_ways_and_preview_marks_excluded_times() 
     let server = start(Backend::Sqlite, Some(TOKEN)).await;
     let (remote, local) = both_ways(
         &server,
-        &["calendar", "put", "weekend", "--day", "SAT,SUN", "--description", "no runs"],
+        &[
+            "calendar",
+            "put",
+            "weekend",
+            "--day",
+            "SAT,SUN",
+            "--description",
+            "no runs",
+        ],
     );
     assert_eq!(remote["name"], "weekend");
     assert_eq!(remote["days"], json!(["SAT", "SUN"]));
     assert_eq!(local["days"], remote["days"]);
     let (remote, local) = both_ways(
         &server,
-        &["calendar", "put", "xmas", "--date", "2030-12-25", "--base", "weekend"],
+        &[
+            "calendar",
+            "put",
+            "xmas",
+            "--date",
+            "2030-12-25",
+            "--base",
+            "weekend",
+        ],
     );
     assert_eq!(remote["base"], "weekend");
     assert_eq!(local["kind"], "holiday");
@@ -2047,9 +2084,15 @@ async fn the_cli_manages_calendars_both_ways_and_preview_marks_excluded_times() 
     assert_eq!(names(&local), names(&remote));
 
     // The table names the rule.
-    let text = cli(&server, &["--db", server.db_url.as_str(), "calendar", "list"]);
+    let text = cli(
+        &server,
+        &["--db", server.db_url.as_str(), "calendar", "list"],
+    );
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("SAT,SUN") && text.contains("2030-12-25"), "{text}");
+    assert!(
+        text.contains("SAT,SUN") && text.contains("2030-12-25"),
+        "{text}"
+    );
 
     // Bad input fails with usage (2) on both ways, saying what is wrong.
     for how in [
@@ -2060,7 +2103,15 @@ async fn the_cli_manages_calendars_both_ways_and_preview_marks_excluded_times() 
         args.extend(["calendar", "put", "bad", "--window", "25:00-01:00"]);
         assert_fails(&cli(&server, &args), 2, "not a time of day");
         let mut args = how.clone();
-        args.extend(["calendar", "put", "bad", "--day", "MON", "--cron", "* * * * * ?"]);
+        args.extend([
+            "calendar",
+            "put",
+            "bad",
+            "--day",
+            "MON",
+            "--cron",
+            "* * * * * ?",
+        ]);
         assert_fails(&cli(&server, &args), 2, "one rule");
     }
 
@@ -2086,7 +2137,11 @@ async fn the_cli_manages_calendars_both_ways_and_preview_marks_excluded_times() 
         cli(&server, &args)
     };
     let out = preview(true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let items: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         items,
@@ -2127,13 +2182,28 @@ async fn the_cli_manages_calendars_both_ways_and_preview_marks_excluded_times() 
     assert!(cli(&server, &push).status.success());
     let mut add = remote_args.to_vec();
     add.extend([
-        "job", "add", "c/daily", "--module", "hello", "--cron", "0 0 9 * * ?", "--calendar", "xmas",
+        "job",
+        "add",
+        "c/daily",
+        "--module",
+        "hello",
+        "--cron",
+        "0 0 9 * * ?",
+        "--calendar",
+        "xmas",
     ]);
     let added = cli(&server, &add);
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     let (remote, _) = both_ways(&server, &["trigger", "list", "--job", "c/daily"]);
     assert_eq!(remote[0]["calendars"], json!(["xmas"]), "{remote}");
-    let listed = cli(&server, &["--db", server.db_url.as_str(), "trigger", "list"]);
+    let listed = cli(
+        &server,
+        &["--db", server.db_url.as_str(), "trigger", "list"],
+    );
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains("calendar xmas"),
         "{}",
@@ -2148,12 +2218,22 @@ async fn the_cli_manages_calendars_both_ways_and_preview_marks_excluded_times() 
     job_delete.extend(["job", "delete", "c/daily"]);
     assert!(cli(&server, &job_delete).status.success());
     let (deleted, _) = {
-        let out = cli(&server, &[&remote_args[..], &["--json", "calendar", "delete", "xmas"]].concat());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = cli(
+            &server,
+            &[&remote_args[..], &["--json", "calendar", "delete", "xmas"]].concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (serde_json::from_slice::<Value>(&out.stdout).unwrap(), ())
     };
     assert_eq!(deleted["deleted"], true);
-    let gone = cli(&server, &["--db", server.db_url.as_str(), "calendar", "show", "xmas"]);
+    let gone = cli(
+        &server,
+        &["--db", server.db_url.as_str(), "calendar", "show", "xmas"],
+    );
     assert_fails(&gone, 1, "no calendar \"xmas\"");
     server.stop().await;
 }

@@ -2532,7 +2532,6 @@ mod overlap_column_upgrade {
 // ---- calendars ------------------------------------------------------------
 
 use quartzite::schedule::calendar::{CalendarDef, CalendarInput};
-use quartzite::store::CalendarStore;
 
 fn calendar(name: &str, input: CalendarInput) -> CalendarDef {
     input.into_def(name, 0).unwrap()
@@ -2672,7 +2671,10 @@ async fn calendars_are_checked_used_and_recomputed(store: Arc<dyn Store>) {
     let t = &store.trigger_list(Some("g/noon")).await.unwrap()[0];
     assert_eq!(t.state, TriggerState::Error);
     assert!(
-        t.error.as_deref().unwrap_or("").contains("exclude every fire time"),
+        t.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("exclude every fire time"),
         "{t:?}"
     );
     // Made sane again, the trigger waits again.
@@ -2689,7 +2691,10 @@ async fn calendars_are_checked_used_and_recomputed(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::Conflict(_)));
     assert!(err.to_string().contains("g/noon:noon"), "{err}");
     let err = store.calendar_delete("extra").await.unwrap_err();
-    assert!(err.to_string().contains("base of calendar(s) sundays"), "{err}");
+    assert!(
+        err.to_string().contains("base of calendar(s) sundays"),
+        "{err}"
+    );
     let names: Vec<String> = store
         .calendar_list()
         .await
@@ -2772,14 +2777,23 @@ async fn the_claim_creates_fires_only_at_included_times(store: Arc<dyn Store>) {
     ticks.dedup();
     assert!(ticks.len() >= 3, "{ticks:?}");
     assert!(
-        ticks.iter().all(|t| (t - start) % 1000 == 0 && t / 1000 % 2 == 1),
+        ticks
+            .iter()
+            .all(|t| (t - start) % 1000 == 0 && t / 1000 % 2 == 1),
         "only odd seconds: {ticks:?}"
     );
     assert!(acquired.fires.iter().any(|f| f.job_key == "g/plain"));
     assert_eq!(acquired.misfired, 0);
-    assert!(history_of(&store, "g/tick").await.is_empty(), "nothing recorded");
+    assert!(
+        history_of(&store, "g/tick").await.is_empty(),
+        "nothing recorded"
+    );
     let next = next_fire(&store, "g/tick").await.unwrap();
-    assert_eq!(next / 1000 % 2, 1, "the trigger waits on an included second");
+    assert_eq!(
+        next / 1000 % 2,
+        1,
+        "the trigger waits on an included second"
+    );
 }
 conformance!(
     calendar_claim,

@@ -300,7 +300,13 @@ fn a_trigger_skips_excluded_times_without_misfiring_them() {
     );
     let now = start + 5_000;
     let plan = spec
-        .plan_excluding(start + 1000, now, now, &MisfireLimits::default(), Some(&even))
+        .plan_excluding(
+            start + 1000,
+            now,
+            now,
+            &MisfireLimits::default(),
+            Some(&even),
+        )
         .unwrap();
     assert_eq!(plan.run, [start + 1000, start + 3000, start + 5000]);
     assert!(plan.misfired.is_empty() && plan.misfired_total == 0);
