@@ -755,7 +755,7 @@ calendar = "holidays"
     );
     assert!(
         e.message
-            .contains("trigger \"daily\" names calendar \"holidays\"")
+            .contains("trigger \"daily\" of job \"g/report\" names calendar \"holidays\"")
             && e.message.contains("[[calendar]]"),
         "{e:?}"
     );

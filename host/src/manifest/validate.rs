@@ -101,6 +101,8 @@ struct Validator<'a> {
     calendars: Vec<crate::schedule::calendar::CalendarDef>,
     /// Where each of `calendars` is, and its field path, for the chain check.
     calendar_at: Vec<(Range<usize>, String)>,
+    /// The key of the job whose triggers are being read, for their messages.
+    job_key: String,
 }
 
 /// What the cross-checks need to know about a `[[module]]`.
@@ -126,6 +128,7 @@ impl<'a> Validator<'a> {
             check_files: false,
             calendars: Vec::new(),
             calendar_at: Vec::new(),
+            job_key: String::new(),
         }
     }
 
@@ -607,6 +610,7 @@ impl<'a> Validator<'a> {
 
         let mut triggers: Vec<TriggerDecl> = Vec::new();
         let mut trigger_names: HashMap<String, usize> = HashMap::new();
+        self.job_key = format!("{group}/{name}");
         for (index, entry) in self.array_of_tables(t, "trigger").into_iter().enumerate() {
             let (trigger, name_span) = self.trigger(&entry, index + 1, &name);
             match trigger_names.get(&trigger.name) {

@@ -226,8 +226,9 @@ impl Validator<'_> {
                     v.span(),
                     &field,
                     format!(
-                        "trigger {trigger:?} names calendar {name:?}, which no [[calendar]] \
-                         in this manifest declares"
+                        "trigger {trigger:?} of job {:?} names calendar {name:?}, which no \
+                         [[calendar]] in this manifest declares",
+                        self.job_key
                     ),
                 );
             }
