@@ -825,3 +825,25 @@ calendar = "a"
         "{all:#?}"
     );
 }
+
+#[test]
+fn the_example_manifest_parses_with_its_calendars() {
+    let m = Manifest::parse(
+        include_str!("../../../example-jobs/jobs.toml"),
+        "example-jobs/jobs.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let report = m
+        .jobs
+        .iter()
+        .find(|j| j.key() == "examples/report")
+        .unwrap();
+    assert_eq!(report.triggers[0].calendars, ["holidays"]);
+    assert_eq!(
+        m.calendars
+            .iter()
+            .map(|c| (c.name.as_str(), c.base.as_deref()))
+            .collect::<Vec<_>>(),
+        [("weekend", None), ("holidays", Some("weekend"))]
+    );
+}
