@@ -106,6 +106,7 @@ async fn throughput(nodes: usize, fires: usize) -> f64 {
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
                     jitter_ms: 0,
+                    calendars: Vec::new(),
                 },
                 priority: 5,
             };

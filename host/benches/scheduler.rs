@@ -544,6 +544,7 @@ async fn keys(backend: &str, n: usize) {
                 end_ms: None,
                 misfire: MisfirePolicy::FireNow,
                 jitter_ms: 0,
+                calendars: Vec::new(),
             },
             priority: 5,
         };
@@ -599,6 +600,7 @@ async fn events(backend: &str, n: usize) {
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
                     jitter_ms: 0,
+                    calendars: Vec::new(),
                 },
                 priority: 5,
             }],
@@ -735,6 +737,7 @@ fn every_job(
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -853,6 +856,7 @@ async fn flood(backend: &str, n: usize) {
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
                     jitter_ms: 0,
+                    calendars: Vec::new(),
                 },
                 priority: 5,
             })

@@ -11,6 +11,8 @@
 //!
 //! The library sets no global allocator: the binary and the benches choose
 //! theirs (mimalloc).
+// The OpenAPI document is one `json!` literal, deeper than the default limit.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod api;

@@ -295,6 +295,10 @@ pub async fn start_with_keys(
                 (job, triggers)
             })
             .collect();
+        // Calendars first: the triggers naming them are checked against them.
+        for calendar in &m.calendars {
+            store.calendar_put(calendar, "manifest").await?;
+        }
         store.jobs_put(&jobs).await?;
         store.alert_rules_sync("manifest", &m.alerts).await?;
         delete_orphans(&store, &runtime, m).await?;

@@ -72,6 +72,7 @@ pub fn one_shot(i: usize, at_ms: i64) -> (JobDef, Vec<TriggerPut>) {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };

@@ -248,13 +248,39 @@ impl Admin {
         let mut times: Vec<(String, i64)> = Vec::new();
         let mut total: u64 = 0;
         let mut more = false;
+        // Times the triggers' calendars exclude are no fire times, as they
+        // were not when the schedule ran.
+        let calendars = if clocked.iter().any(|t| !t.spec.calendars.is_empty()) {
+            crate::schedule::calendar::CalendarSet::new(
+                self.store.calendar_list().await?.into_iter().map(|r| r.def),
+            )
+        } else {
+            crate::schedule::calendar::CalendarSet::new([])
+        };
+        let mut excluded: u64 = 0;
         for t in clocked {
-            let found = t.spec.times_in(from, to, cap).map_err(|e| {
+            let exclusion = (!t.spec.calendars.is_empty())
+                .then(|| calendars.exclusion(&t.spec.calendars))
+                .transpose()
+                .map_err(|e| {
+                    AdminError::Conflict(format!(
+                        "trigger {:?}: its calendars cannot be read: {e}",
+                        t.trigger_key
+                    ))
+                })?;
+            let mut found = t.spec.times_in(from, to, cap).map_err(|e| {
                 AdminError::Conflict(format!(
                     "trigger {:?}: its schedule cannot be computed: {e}",
                     t.trigger_key
                 ))
             })?;
+            if let Some(x) = &exclusion {
+                let before = found.times.len();
+                found.times.retain(|ms| x.excluded_by(*ms).is_none());
+                let dropped = (before - found.times.len()) as u64;
+                found.total = found.total.saturating_sub(dropped);
+                excluded += dropped;
+            }
             total += found.total;
             more |= found.more;
             times.extend(
@@ -288,6 +314,7 @@ impl Admin {
             "from": fmt_ms(Some(from)),
             "to": fmt_ms(Some(to)),
             "overlap": overlap.as_str(),
+            "excluded_by_calendars": excluded,
             "count": times.len(),
             "dry_run": request.dry_run,
             "times": listed,

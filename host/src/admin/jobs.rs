@@ -226,6 +226,7 @@ impl Admin {
                 spec.apply_hints(&info);
             }
             let (job, trigger) = spec.build(caller.surface)?;
+            self.check_calendars_exist(&trigger.spec.calendars).await?;
             // The grants are written with the job, in one statement.
             let job = job.with_grants(&spec.checked_grants()?);
             self.store.job_put(&job, &[trigger]).await?;

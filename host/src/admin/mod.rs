@@ -17,6 +17,7 @@
 //! operations' own checks.
 
 pub mod bulk;
+pub mod calendars;
 pub mod jobs;
 pub mod modules;
 pub mod secrets;

@@ -58,6 +58,14 @@ pub struct JobSpec {
     /// the next fire; the same delay for a fire on every node) [default: none].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
+    /// The exclusion calendars the trigger honours: a name or a list of names
+    /// of stored calendars (`quartzite calendar put`) [default: none].
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub calendar: Vec<String>,
     /// Re-run a fire interrupted by a node crash [default: false].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_recovery: Option<bool>,
@@ -85,6 +93,20 @@ pub struct JobSpec {
     /// (later ones replace its event): `true` or `{ "key": "..." }` [default: false].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub singleton: Option<crate::domain::flow::SingletonSpec>,
+}
+
+/// A name or a list of names, as `calendar` takes them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    })
 }
 
 /// A field of a [`JobSpec`] that is wrong, and why.
@@ -216,6 +238,10 @@ impl JobSpec {
         if self.event.is_some() && self.jitter.is_some() {
             return Err(bad("jitter", "does not apply to event triggers"));
         }
+        if self.event.is_some() && !self.calendar.is_empty() {
+            return Err(bad("calendar", "does not apply to event triggers"));
+        }
+        crate::schedule::calendar::check_names(&self.calendar).map_err(|m| bad("calendar", m))?;
         let jitter = match &self.jitter {
             Some(j) => domain::parse_duration_within(j, Duration::ZERO, domain::MAX_PERIOD)
                 .map_err(|e| bad("jitter", e))?,
@@ -299,6 +325,7 @@ impl JobSpec {
                 end_ms: None,
                 misfire,
                 jitter_ms: u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX),
+                calendars: self.calendar.clone(),
             },
             priority: job.priority,
         };
@@ -475,6 +502,29 @@ mod tests {
                 },
                 "tz",
             ),
+            (
+                JobSpec {
+                    calendar: vec!["no spaces".into()],
+                    ..spec()
+                },
+                "calendar",
+            ),
+            (
+                JobSpec {
+                    calendar: vec!["a".into(), "a".into()],
+                    ..spec()
+                },
+                "calendar",
+            ),
+            (
+                JobSpec {
+                    every: None,
+                    event: Some("order.created".into()),
+                    calendar: vec!["a".into()],
+                    ..spec()
+                },
+                "calendar",
+            ),
         ];
         for (spec, field) in cases {
             match spec.build("api") {
@@ -482,5 +532,26 @@ mod tests {
                 Ok(_) => panic!("{spec:?} was accepted"),
             }
         }
+    }
+
+    #[test]
+    fn calendar_takes_a_name_or_a_list_and_reaches_the_trigger() {
+        let one: JobSpec = serde_json::from_value(serde_json::json!({
+            "key": "g/n", "module": "hello", "every": "1s", "calendar": "holidays"
+        }))
+        .unwrap();
+        let (_, trigger) = one.build("api").unwrap();
+        assert_eq!(trigger.spec.calendars, ["holidays"]);
+        let many: JobSpec = serde_json::from_value(serde_json::json!({
+            "key": "g/n", "module": "hello", "every": "1s", "calendar": ["a", "b"]
+        }))
+        .unwrap();
+        assert_eq!(many.build("api").unwrap().1.spec.calendars, ["a", "b"]);
+        assert!(
+            serde_json::from_value::<JobSpec>(serde_json::json!({
+                "module": "hello", "calendar": 7
+            }))
+            .is_err()
+        );
     }
 }

@@ -79,6 +79,7 @@ pub fn trigger_view(t: &TriggerRow) -> Value {
         "schedule": t.describe(),
         "misfire": t.spec.misfire.as_str(),
         "jitter_ms": t.spec.jitter_ms,
+        "calendars": t.spec.calendars,
         "priority": t.priority,
         "state": t.state,
         "next_fire_ms": t.next_fire_ms,

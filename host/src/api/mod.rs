@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod bulk;
+mod calendars;
 mod dashboard;
 pub mod error;
 mod handlers;
@@ -145,6 +146,7 @@ impl ApiState {
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
     use axum::routing::{delete, post, put};
     use bulk as b;
+    use calendars as c;
     use handlers as h;
     use signals as s;
     vec![
@@ -226,6 +228,22 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
             Method::DELETE,
             "/api/v1/secrets/{name}",
             delete(h::secret_delete),
+        ),
+        (Method::GET, "/api/v1/calendars", get(c::calendar_list)),
+        (
+            Method::GET,
+            "/api/v1/calendars/{name}",
+            get(c::calendar_show),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/calendars/{name}",
+            put(c::calendar_put),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/calendars/{name}",
+            delete(c::calendar_delete),
         ),
         (Method::GET, "/api/v1/alerts", get(s::alert_list)),
         (Method::PUT, "/api/v1/alerts/{name}", put(s::alert_put)),

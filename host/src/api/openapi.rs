@@ -168,9 +168,30 @@ pub fn document() -> Value {
                         "debounce": { "description": "Event jobs: events of a key within the window run once, after the last, with its payload: a duration (\"5s\") or { window, key }.", "oneOf": [ { "type": "string", "example": "5s" }, { "type": "object", "required": ["window"], "properties": { "window": { "type": "string" }, "key": { "type": "string" } } } ] },
                         "singleton": { "description": "Event jobs: one fire per key at a time; an event while one runs is queued once (later ones replace its event): true or { key }.", "oneOf": [ { "type": "boolean" }, { "type": "object", "properties": { "key": { "type": "string" } } } ] },
                         "jitter": { "type": "string", "description": "Each fire up to this long after its time, e.g. 30s; never at or past the next fire." },
+                        "calendar": { "oneOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" } } ], "description": "Exclusion calendars (stored names) whose excluded times the trigger does not fire at." },
                         "requests_recovery": { "type": "boolean" },
                         "paused": { "type": "boolean" },
                         "grants": { "type": "object", "description": "What the job may do beyond its sandbox: http (URL patterns), emit (event name patterns), config (string map), secret (list of {name, url, header, format}), allow_private, http_limits." }
+                    }
+                },
+                "CalendarSpec": {
+                    "type": "object",
+                    "description": "An exclusion calendar: a kind and the fields of that kind. Times it excludes are not fire times of the triggers naming it.",
+                    "required": ["kind"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "kind": { "type": "string", "enum": ["holiday", "weekly", "daily", "cron", "rrule"] },
+                        "tz": { "type": "string", "description": "IANA zone the dates and times of day are read in (default UTC)." },
+                        "base": { "type": "string", "description": "Another calendar whose exclusions this one adds to its own." },
+                        "description": { "type": "string" },
+                        "dates": { "type": "array", "items": { "type": "string", "format": "date" }, "description": "holiday: whole local days." },
+                        "days": { "type": "array", "items": { "type": "string" }, "description": "weekly: MON ... SUN." },
+                        "window": { "type": "string", "example": "22:00-06:00", "description": "daily: [start, end) each day, may cross midnight." },
+                        "invert": { "type": "boolean", "description": "daily: exclude every time outside the window instead." },
+                        "cron": { "type": "string", "description": "cron: a Quartz expression; the seconds it matches are excluded." },
+                        "rrule": { "type": "string", "example": "FREQ=WEEKLY;BYDAY=MO", "description": "rrule: an RFC 5545 RRULE value." },
+                        "dtstart": { "type": "string", "example": "2030-01-01T09:00:00", "description": "rrule: first occurrence, local time (default: midnight of the day stored)." },
+                        "duration": { "type": "string", "example": "1h", "description": "rrule: how long each occurrence excludes (default 1s)." }
                     }
                 },
                 "Object": { "type": "object" },
@@ -237,6 +258,12 @@ pub fn document() -> Value {
             "/api/v1/secrets/{name}": {
                 "put": with_body(op("Store a new version of a secret, sealed with the server's key. Write-only: no call returns a value.", vec![param("name", "path", "The secret's name.", string())], "200", "Object", true), "application/json", json!({ "type": "object", "required": ["value"], "properties": { "value": { "type": "string" } } })),
                 "delete": op("Delete a secret.", vec![param("name", "path", "The secret's name.", string())], "200", "Object", true)
+            },
+            "/api/v1/calendars": { "get": op("Exclusion calendars.", vec![], "200", "Items", false) },
+            "/api/v1/calendars/{name}": {
+                "get": op("One calendar, with the triggers that use it (used_by).", vec![param("name", "path", "The calendar's name.", string())], "200", "Object", false),
+                "put": with_body(op("Add or replace an exclusion calendar. Triggers using it (or a calendar based on it) have their next fire recomputed (recomputed in the answer); a missing base or a cycle of bases is 409.", vec![param("name", "path", "The calendar's name.", string())], "200", "Object", true), "application/json", json!({ "$ref": "#/components/schemas/CalendarSpec" })),
+                "delete": op("Delete a calendar; 409 naming the triggers or calendars that still use it.", vec![param("name", "path", "The calendar's name.", string())], "200", "Object", true)
             },
             "/api/v1/alerts": { "get": op("Alert rules.", vec![], "200", "Items", false) },
             "/api/v1/alerts/{name}": {

@@ -25,6 +25,7 @@ macro_rules! out {
 }
 
 mod bulk;
+mod calendars;
 mod new;
 mod ops;
 mod preview;
@@ -137,6 +138,9 @@ pub enum Command {
     /// Alert rules and their deliveries to webhooks.
     #[command(subcommand)]
     Alert(signals::AlertCommand),
+    /// Exclusion calendars: times the triggers naming them do not fire at.
+    #[command(subcommand)]
+    Calendar(calendars::CalendarCommand),
     /// Secrets that grants inject into jobs' requests: set, list, delete.
     #[command(subcommand)]
     Secret(secrets::SecretCommand),
@@ -407,7 +411,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Module(command) => ops::module(&conn, command, json).await,
         Command::Trigger(TriggerCommand::Preview(mut args)) => {
             args.json |= json;
-            preview::run(args)
+            preview::run(&conn, args).await
         }
         Command::Trigger(command) => ops::trigger(&conn, command, json).await,
         Command::Serve(args) => serve::serve(cli.db.as_deref(), cli.cache_dir, args).await,
@@ -423,6 +427,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Event(command) => signals::event(&conn, command, json).await,
         Command::Secret(command) => secrets::secret(&conn, command, json).await,
         Command::Alert(command) => signals::alert(&conn, command, json).await,
+        Command::Calendar(command) => calendars::calendar(&conn, command, json).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

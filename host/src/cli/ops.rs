@@ -215,6 +215,10 @@ pub struct JobAddArgs {
     /// a fire on every node; never at or past the next fire) [default: none].
     #[arg(long)]
     pub jitter: Option<String>,
+    /// An exclusion calendar the trigger honours, by name (repeatable; store
+    /// it first with `quartzite calendar put`).
+    #[arg(long = "calendar", value_name = "NAME")]
+    pub calendar: Vec<String>,
     /// Re-run a fire interrupted by a node crash.
     #[arg(long)]
     pub requests_recovery: bool,
@@ -649,6 +653,7 @@ async fn job_add(conn: &Conn, args: JobAddArgs, json: bool) -> Result<ExitCode, 
         timeout: args.timeout.clone(),
         misfire: args.misfire.clone(),
         jitter: args.jitter.clone(),
+        calendar: args.calendar.clone(),
         requests_recovery: Some(args.requests_recovery),
         paused: None,
         pause_on_failure: args.pause_on_failure,

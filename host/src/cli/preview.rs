@@ -1,5 +1,7 @@
 //! `quartzite trigger preview`: the next fire times of a schedule, computed
-//! without a database, as UTC instants.
+//! without a database, as UTC instants. With `--calendar`, the calendars are
+//! read from the database or server, and each time they exclude is listed,
+//! marked with the calendar that excludes it.
 
 use crate::schedule::cron::{CronEvent, CronSchedule};
 use crate::schedule::interval::IntervalSchedule;
@@ -24,7 +26,11 @@ pub struct PreviewArgs {
     /// Compute from this instant (RFC 3339, e.g. `2030-03-10T00:00:00Z`) [default: now].
     #[arg(long, value_parser = parse_instant)]
     pub after: Option<DateTime<Utc>>,
-    /// How many fire times to print.
+    /// An exclusion calendar to honour, by name (repeatable): each time it
+    /// excludes is listed with the calendar's name instead of as a fire.
+    #[arg(long = "calendar", value_name = "NAME")]
+    pub calendars: Vec<String>,
+    /// How many fire times to print (excluded times are listed besides).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
     /// Print JSON instead of one instant per line (set from the global `--json`).
@@ -44,52 +50,134 @@ fn utc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// One line of the preview: a fire, or a wall time the zone skipped.
+/// One line of the preview: a fire, a wall time the zone skipped, a time a
+/// calendar excludes, or a long excluded stretch passed over.
 enum Entry {
     Fire(DateTime<Utc>),
-    Gap { local: String, at: DateTime<Utc> },
+    Gap {
+        local: String,
+        at: DateTime<Utc>,
+    },
+    Excluded {
+        at: DateTime<Utc>,
+        calendar: String,
+    },
+    Stretch {
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        calendar: String,
+    },
 }
 
-pub fn run(args: PreviewArgs) -> ExitCode {
-    let after = args.after.unwrap_or_else(Utc::now);
-    let count = args.count as usize;
-    let entries: Vec<Entry> = if let Some(expr) = &args.cron {
-        let schedule = match CronSchedule::parse(expr, &args.tz) {
-            Ok(s) => s,
-            Err(e) => return super::fail(super::EXIT_USAGE, &format!("--cron/--tz: {e}")),
-        };
-        let mut out = Vec::new();
-        let mut fires = 0;
+/// Excluded times listed one by one in a row before the rest of their stretch
+/// is passed over in one line.
+const LISTED_IN_A_ROW: usize = 20;
+
+/// The schedule's events after `after` up to and including its next fire:
+/// gaps first, then the fire; empty when it never fires again.
+fn next_events(
+    cron: Option<&CronSchedule>,
+    every: Option<&IntervalSchedule>,
+    after: DateTime<Utc>,
+) -> Vec<Entry> {
+    let mut out = Vec::new();
+    if let Some(schedule) = cron {
         for event in schedule.events_after(after) {
             match event {
                 CronEvent::Fire(t) => {
                     out.push(Entry::Fire(t));
-                    fires += 1;
+                    break;
                 }
                 CronEvent::DstGap { local, at } => out.push(Entry::Gap {
                     local: local.to_string(),
                     at,
                 }),
             }
-            if fires == count {
-                break;
-            }
         }
-        out
-    } else if let Some(every) = args.every {
-        let schedule = match IntervalSchedule::new(after, every, None) {
-            Ok(s) => s,
+    } else if let Some(t) = every.and_then(|s| s.next_after(after)) {
+        out.push(Entry::Fire(t));
+    }
+    out
+}
+
+pub async fn run(conn: &super::ops::Conn, args: PreviewArgs) -> ExitCode {
+    let after = args.after.unwrap_or_else(Utc::now);
+    let count = args.count as usize;
+    let exclusion = if args.calendars.is_empty() {
+        None
+    } else {
+        match super::calendars::exclusion(conn, &args.calendars).await {
+            Ok(x) => Some(x),
+            Err(e) => return super::ops::finish(Err(e)),
+        }
+    };
+    let (cron, every) = if let Some(expr) = &args.cron {
+        match CronSchedule::parse(expr, &args.tz) {
+            Ok(s) => (Some(s), None),
+            Err(e) => return super::fail(super::EXIT_USAGE, &format!("--cron/--tz: {e}")),
+        }
+    } else if let Some(period) = args.every {
+        match IntervalSchedule::new(after, period, None) {
+            Ok(s) => (None, Some(s)),
             Err(e) => return super::fail(super::EXIT_USAGE, &format!("--every: {e}")),
-        };
-        // An interval starting now fires now, then every period.
-        std::iter::successors(Some(after), |t| schedule.next_after(*t))
-            .take(count)
-            .map(Entry::Fire)
-            .collect()
+        }
     } else {
         return super::fail(super::EXIT_USAGE, "give --cron or --every");
     };
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut fires = 0;
+    let mut in_a_row = 0;
+    // An interval starting now fires now, then every period.
+    let mut pending: Vec<Entry> = if every.is_some() {
+        vec![Entry::Fire(after)]
+    } else {
+        next_events(cron.as_ref(), None, after)
+    };
+    // Every step passes at least one fire time; a calendar excluding all of
+    // them ends the preview after this many steps.
+    let mut steps = 0;
+    while fires < count && !pending.is_empty() && steps < 100_000 {
+        steps += 1;
+        let mut cursor = None;
+        for e in pending.drain(..) {
+            let Entry::Fire(t) = e else {
+                entries.push(e);
+                continue;
+            };
+            cursor = Some(t);
+            let ms = t.timestamp_millis();
+            let excluded = exclusion
+                .as_ref()
+                .and_then(|x| x.excluded_by(ms).map(|c| (c.to_string(), x.skip_to(ms))));
+            match excluded {
+                None => {
+                    entries.push(Entry::Fire(t));
+                    fires += 1;
+                    in_a_row = 0;
+                }
+                Some((calendar, until)) if in_a_row >= LISTED_IN_A_ROW => {
+                    let until = until.and_then(DateTime::from_timestamp_millis).unwrap_or(t);
+                    entries.push(Entry::Stretch {
+                        from: t,
+                        until,
+                        calendar,
+                    });
+                    in_a_row = 0;
+                    // The next event after the stretch (at or after `until`).
+                    cursor = Some(until - chrono::Duration::milliseconds(1));
+                }
+                Some((calendar, _)) => {
+                    entries.push(Entry::Excluded { at: t, calendar });
+                    in_a_row += 1;
+                }
+            }
+        }
+        // Gaps with no fire after them: the schedule has ended.
+        let Some(cursor) = cursor else { break };
+        pending = next_events(cron.as_ref(), every.as_ref(), cursor);
+    }
 
+    let zone = &args.tz;
     if args.json {
         let items: Vec<serde_json::Value> = entries
             .iter()
@@ -98,6 +186,14 @@ pub fn run(args: PreviewArgs) -> ExitCode {
                 Entry::Gap { local, at } => {
                     json!({ "skipped_at": utc(*at), "reason": "dst-gap", "local_time": local })
                 }
+                Entry::Excluded { at, calendar } => {
+                    json!({ "excluded_at": utc(*at), "calendar": calendar })
+                }
+                Entry::Stretch {
+                    from,
+                    until,
+                    calendar,
+                } => json!({ "excluded_from": utc(*from), "excluded_until": utc(*until), "calendar": calendar }),
             })
             .collect();
         outln!("{}", serde_json::Value::Array(items));
@@ -107,21 +203,33 @@ pub fn run(args: PreviewArgs) -> ExitCode {
                 Entry::Fire(t) => outln!("{}", utc(*t)),
                 Entry::Gap { local, at } => {
                     outln!(
-                        "# skipped: {local} does not exist in {} (dst-gap at {})",
-                        args.tz,
+                        "# skipped: {local} does not exist in {zone} (dst-gap at {})",
                         utc(*at)
                     );
                 }
+                Entry::Excluded { at, calendar } => {
+                    outln!("# excluded: {} by calendar {calendar}", utc(*at));
+                }
+                Entry::Stretch {
+                    from,
+                    until,
+                    calendar,
+                } => outln!(
+                    "# excluded: every time from {} until {} by calendar {calendar}",
+                    utc(*from),
+                    utc(*until)
+                ),
             }
         }
     }
-    if entries
-        .iter()
-        .filter(|e| matches!(e, Entry::Fire(_)))
-        .count()
-        < count
-    {
-        eprintln!("quartzite: the schedule has no further fire times (the search ends in 2099)");
+    if fires < count {
+        if steps >= 100_000 {
+            eprintln!("quartzite: the calendars exclude every time tried; stopped");
+        } else {
+            eprintln!(
+                "quartzite: the schedule has no further fire times (the search ends in 2099)"
+            );
+        }
     }
     ExitCode::SUCCESS
 }

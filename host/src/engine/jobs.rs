@@ -41,6 +41,7 @@ pub fn job_from_manifest(decl: &manifest::JobDecl) -> (JobDef, Vec<TriggerPut>) 
                 end_ms: t.end.map(|e| e.timestamp_millis()),
                 misfire: t.misfire,
                 jitter_ms: u64::try_from(t.jitter.as_millis()).unwrap_or(u64::MAX),
+                calendars: t.calendars.clone(),
             },
             priority: i64::from(t.priority.unwrap_or(decl.priority)),
         })

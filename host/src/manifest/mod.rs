@@ -104,7 +104,22 @@ pub const DEFAULT_TIME_ZONE: &str = "UTC";
 /// Shortest job timeout and shortest trigger period.
 const MIN_DURATION: Duration = Duration::from_millis(1);
 
-const TOP_KEYS: &[&str] = &["module", "job", "alert"];
+const TOP_KEYS: &[&str] = &["module", "job", "alert", "calendar"];
+const CALENDAR_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "tz",
+    "base",
+    "description",
+    "dates",
+    "days",
+    "window",
+    "invert",
+    "cron",
+    "rrule",
+    "dtstart",
+    "duration",
+];
 const ALERT_KEYS: &[&str] = &["name", "on", "job", "after", "webhook"];
 const MODULE_KEYS: &[&str] = &["name", "path", "version"];
 const JOB_KEYS: &[&str] = &[
@@ -131,7 +146,7 @@ const JOB_KEYS: &[&str] = &[
 const RETRY_KEYS: &[&str] = &["max_attempts", "backoff", "initial", "max", "jitter"];
 const TRIGGER_KEYS: &[&str] = &[
     "name", "cron", "tz", "every", "repeat", "at", "on", "event", "misfire", "start", "end",
-    "priority", "jitter",
+    "priority", "jitter", "calendar",
 ];
 /// The keys that say what kind of trigger a `[[job.trigger]]` is.
 const TRIGGER_KINDS: &[&str] = &["cron", "every", "at", "on", "event"];
@@ -151,6 +166,8 @@ pub struct Manifest {
     pub jobs: Vec<JobDecl>,
     /// The `[[alert]]` rules, in file order.
     pub alerts: Vec<AlertRule>,
+    /// The `[[calendar]]` exclusion calendars, in file order.
+    pub calendars: Vec<crate::schedule::calendar::CalendarDef>,
 }
 
 /// One `[[module]]`: a WebAssembly component file to push under a name.
@@ -235,6 +252,8 @@ pub struct TriggerDecl {
     /// Each fire is due up to this long after its time (never at or past
     /// the trigger's next fire), the same delay for a fire on every node.
     pub jitter: Duration,
+    /// The `[[calendar]]`s whose excluded times it does not fire at.
+    pub calendars: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------

@@ -162,6 +162,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 end: Some(ts("2030-12-31T23:00:00Z")),
                 priority: Some(9),
                 jitter: Duration::ZERO,
+                calendars: Vec::new(),
             },
             TriggerDecl {
                 name: "hello-2".into(),
@@ -174,6 +175,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 end: None,
                 priority: None,
                 jitter: Duration::ZERO,
+                calendars: Vec::new(),
             },
             TriggerDecl {
                 name: "hello-3".into(),
@@ -183,6 +185,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 end: None,
                 priority: None,
                 jitter: Duration::ZERO,
+                calendars: Vec::new(),
             },
             TriggerDecl {
                 name: "hello-4".into(),
@@ -192,6 +195,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 end: None,
                 priority: None,
                 jitter: Duration::ZERO,
+                calendars: Vec::new(),
             },
             TriggerDecl {
                 name: "hello-5".into(),
@@ -201,6 +205,7 @@ fn a_full_manifest_parses_to_the_expected_values() {
                 end: None,
                 priority: None,
                 jitter: Duration::ZERO,
+                calendars: Vec::new(),
             },
         ]
     );
@@ -782,4 +787,160 @@ event = "doc.saved"
         assert_eq!(error.field, field, "{extra}: {error:?}");
         assert!(error.message.contains(says), "{extra}: {error:?}");
     }
+}
+
+#[test]
+fn calendars_are_declared_and_attached_to_triggers() {
+    let m = Manifest::parse(
+        r#"
+[[calendar]]
+name = "weekend"
+kind = "weekly"
+days = ["SAT", "SUN"]
+
+[[calendar]]
+name = "holidays"
+kind = "holiday"
+tz = "Europe/Berlin"
+dates = ["2030-12-25", "2030-12-26"]
+base = "weekend"
+
+[[calendar]]
+name = "nights"
+kind = "daily"
+window = "22:00-06:00"
+
+[[job]]
+key = "g/report"
+module = "report"
+[[job.trigger]]
+cron = "0 0 9 * * ?"
+calendar = "holidays"
+[[job.trigger]]
+name = "night-tick"
+every = "1m"
+calendar = ["nights", "weekend"]
+"#,
+        "jobs.toml",
+    )
+    .unwrap();
+    let names: Vec<&str> = m.calendars.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["weekend", "holidays", "nights"]);
+    assert_eq!(m.calendars[1].tz, "Europe/Berlin");
+    assert_eq!(m.calendars[1].base.as_deref(), Some("weekend"));
+    assert_eq!(m.jobs[0].triggers[0].calendars, ["holidays"]);
+    assert_eq!(m.jobs[0].triggers[1].calendars, ["nights", "weekend"]);
+}
+
+#[test]
+fn calendar_errors_name_the_file_the_field_and_the_trigger() {
+    let e = single(
+        r#"
+[[job]]
+key = "g/report"
+module = "report"
+[[job.trigger]]
+name = "daily"
+cron = "0 0 9 * * ?"
+calendar = "holidays"
+"#,
+    );
+    assert_eq!(e.file, std::path::Path::new("jobs.toml"));
+    assert_eq!(
+        (e.line, e.field.as_str()),
+        (8, "job[1].trigger[1].calendar")
+    );
+    assert!(
+        e.message
+            .contains("trigger \"daily\" of job \"g/report\" names calendar \"holidays\"")
+            && e.message.contains("[[calendar]]"),
+        "{e:?}"
+    );
+
+    let all = errors(
+        r#"
+[[calendar]]
+name = "a"
+kind = "weekly"
+days = ["MON"]
+base = "b"
+
+[[calendar]]
+name = "b"
+kind = "holiday"
+dates = ["2030-02-30"]
+
+[[calendar]]
+name = "c"
+kind = "daily"
+window = "22:00-06:00"
+cron = "* * * * * ?"
+
+[[calendar]]
+name = "d"
+kind = "monthly"
+
+[[calendar]]
+name = "e"
+kind = "weekly"
+days = ["MON"]
+colour = "red"
+
+[[job]]
+key = "g/j"
+module = "m"
+[[job.trigger]]
+on = "start"
+calendar = "a"
+"#,
+    );
+    let got = located(&all);
+    assert!(got.contains(&(6, "calendar[1].base")), "{all:#?}");
+    assert!(got.contains(&(11, "calendar[2].dates")), "{all:#?}");
+    assert!(got.contains(&(15, "calendar[3].kind")), "{all:#?}");
+    assert!(got.contains(&(21, "calendar[4].kind")), "{all:#?}");
+    assert!(got.contains(&(27, "calendar[5].colour")), "{all:#?}");
+    assert!(
+        got.contains(&(34, "job[1].trigger[1].calendar")),
+        "{all:#?}"
+    );
+    let says = |field: &str, text: &str| {
+        all.iter()
+            .any(|e| e.field == field && e.message.contains(text))
+    };
+    assert!(says("calendar[1].base", "names base \"b\""), "{all:#?}");
+    assert!(
+        says("calendar[2].dates", "\"2030-02-30\" is not a date"),
+        "{all:#?}"
+    );
+    assert!(
+        says("calendar[3].kind", "does not take \"cron\""),
+        "{all:#?}"
+    );
+    assert!(
+        says("job[1].trigger[1].calendar", "only applies to"),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn the_example_manifest_parses_with_its_calendars() {
+    let m = Manifest::parse(
+        include_str!("../../../example-jobs/jobs.toml"),
+        "example-jobs/jobs.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let report = m
+        .jobs
+        .iter()
+        .find(|j| j.key() == "examples/report")
+        .unwrap();
+    assert_eq!(report.triggers[0].calendars, ["holidays"]);
+    assert_eq!(
+        m.calendars
+            .iter()
+            .map(|c| (c.name.as_str(), c.base.as_deref()))
+            .collect::<Vec<_>>(),
+        [("weekend", None), ("holidays", Some("weekend"))]
+    );
 }

@@ -42,6 +42,7 @@ pub(super) fn parse_with_base(
             modules,
             jobs,
             alerts,
+            calendars: validator.calendars,
         })
     } else {
         Err(validator.into_errors())
@@ -96,6 +97,12 @@ struct Validator<'a> {
     diagnostics: Diagnostics<'a, ManifestError>,
     /// Whether module paths are checked to name existing files.
     check_files: bool,
+    /// The `[[calendar]]`s, read before the jobs whose triggers name them.
+    calendars: Vec<crate::schedule::calendar::CalendarDef>,
+    /// Where each of `calendars` is, and its field path, for the chain check.
+    calendar_at: Vec<(Range<usize>, String)>,
+    /// The key of the job whose triggers are being read, for their messages.
+    job_key: String,
 }
 
 /// What the cross-checks need to know about a `[[module]]`.
@@ -119,6 +126,9 @@ impl<'a> Validator<'a> {
             file,
             diagnostics: Diagnostics::new(text),
             check_files: false,
+            calendars: Vec::new(),
+            calendar_at: Vec::new(),
+            job_key: String::new(),
         }
     }
 
@@ -160,6 +170,11 @@ impl<'a> Validator<'a> {
             modules_seen.extend(seen);
         }
 
+        for entry in self.array_of_tables(root, "calendar") {
+            self.calendar(&entry);
+        }
+        self.calendar_chains();
+
         let mut jobs = Vec::new();
         let mut jobs_seen = Vec::new();
         for entry in self.array_of_tables(root, "job") {
@@ -185,6 +200,76 @@ impl<'a> Validator<'a> {
 
         self.cross_check(&modules_seen, &jobs_seen);
         (modules, jobs, alerts)
+    }
+
+    // -- [[calendar]] --------------------------------------------------------
+
+    /// A `[[calendar]]`: its fields as the API takes them, checked by
+    /// `schedule::calendar`, errors placed at the key they concern.
+    fn calendar(&mut self, t: &Table<'_, '_>) {
+        self.check_keys(t, CALENDAR_KEYS);
+        let Some(name) = self
+            .required(t, "name")
+            .and_then(|v| self.string(v, &t.field("name")).map(str::to_owned))
+        else {
+            return;
+        };
+        let mut fields = serde_json::Map::new();
+        for key in CALENDAR_KEYS.iter().filter(|k| **k != "name") {
+            if let Some(v) = t.get(key) {
+                let value = self.json(v, &t.field(key));
+                fields.insert((*key).to_owned(), value);
+            }
+        }
+        let input: crate::schedule::calendar::CalendarInput =
+            match serde_json::from_value(serde_json::Value::Object(fields)) {
+                Ok(input) => input,
+                Err(e) => {
+                    // A value of the wrong type (`dates = "2030-01-01"`).
+                    self.error(t.span.clone(), &t.path, format!("calendar {name:?}: {e}"));
+                    return;
+                }
+            };
+        // An rrule without DTSTART starts the day the manifest is read.
+        let now = chrono::Utc::now().timestamp_millis();
+        match input.into_def(&name, now) {
+            Ok(def) => {
+                if self.calendars.iter().any(|c| c.name == def.name) {
+                    let span = t.get("name").map_or(t.span.clone(), |v| v.span());
+                    self.error(
+                        span,
+                        &t.field("name"),
+                        format!("duplicate calendar name {name:?}"),
+                    );
+                } else {
+                    let span = t.key_span("base").unwrap_or_else(|| t.span.clone());
+                    self.calendar_at.push((span, t.field("base")));
+                    self.calendars.push(def);
+                }
+            }
+            Err(e) => {
+                let key = if e.field == "kind" && t.get("kind").is_none() {
+                    "kind"
+                } else {
+                    e.field
+                };
+                let span = t.key_span(key).unwrap_or_else(|| t.span.clone());
+                self.error(span, &t.field(key), e.message);
+            }
+        }
+    }
+
+    /// After every `[[calendar]]` is read: each base names one, and bases
+    /// form no cycle.
+    fn calendar_chains(&mut self) {
+        let set = crate::schedule::calendar::CalendarSet::new(self.calendars.clone());
+        let names: Vec<String> = self.calendars.iter().map(|c| c.name.clone()).collect();
+        for (i, name) in names.iter().enumerate() {
+            if let Err(e) = set.chain(name) {
+                let (span, field) = self.calendar_at[i].clone();
+                self.error(span, &field, e.message);
+            }
+        }
     }
 
     // -- [[alert]] -----------------------------------------------------------
@@ -526,6 +611,7 @@ impl<'a> Validator<'a> {
 
         let mut triggers: Vec<TriggerDecl> = Vec::new();
         let mut trigger_names: HashMap<String, usize> = HashMap::new();
+        self.job_key = format!("{group}/{name}");
         for (index, entry) in self.array_of_tables(t, "trigger").into_iter().enumerate() {
             let (trigger, name_span) = self.trigger(&entry, index + 1, &name);
             match trigger_names.get(&trigger.name) {

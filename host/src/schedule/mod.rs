@@ -2,6 +2,7 @@
 //! intervals, one-shots. Pure computation: no clock reads, no I/O; callers pass
 //! the instant to compute from, so the store's database clock stays the only clock.
 
+pub mod calendar;
 pub mod cron;
 pub mod interval;
 pub mod trigger;

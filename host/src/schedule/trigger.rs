@@ -2,6 +2,7 @@
 //! create, which were missed (misfire policy), which wall times did not exist
 //! (DST gaps), and the next fire time. Pure: every instant comes in as an argument.
 
+use super::calendar::Exclusion;
 use super::cron::{CronEvent, CronSchedule};
 use super::interval::IntervalSchedule;
 use chrono::{DateTime, Utc};
@@ -20,6 +21,10 @@ pub struct TriggerSpec {
     /// many jobs on one schedule do not all start at once; see
     /// [`TriggerSpec::jitter_delay`].
     pub jitter_ms: u64,
+    /// The exclusion calendars the trigger honours (see `schedule::calendar`):
+    /// a scheduled time one of them excludes does not fire, and the trigger
+    /// moves to its next included time. Empty: none.
+    pub calendars: Vec<String>,
 }
 
 /// A trigger whose stored schedule can no longer be computed (e.g. a zone removed
@@ -60,7 +65,8 @@ impl TriggerSpec {
             return self.kind == declared.kind
                 && self.end_ms == declared.end_ms
                 && self.misfire == declared.misfire
-                && self.jitter_ms == declared.jitter_ms;
+                && self.jitter_ms == declared.jitter_ms
+                && self.calendars == declared.calendars;
         }
         self == declared
     }
@@ -152,6 +158,49 @@ impl TriggerSpec {
         }
     }
 
+    /// [`TriggerSpec::events_after`] without the fire times `exclusion`
+    /// excludes (and the DST gaps it excludes): each excluded fire makes the
+    /// walk jump past the excluded stretch around it, at most
+    /// [`MAX_EXCLUDED_JUMPS`] times, so a calendar excluding everything
+    /// cannot hold the claim.
+    fn included_after(
+        &self,
+        compiled: &Compiled,
+        after_ms: i64,
+        exclusion: Option<&Exclusion>,
+        mut f: impl FnMut(Event) -> bool,
+    ) -> Result<(), SpecError> {
+        let Some(exclusion) = exclusion else {
+            self.events_after(compiled, after_ms, f);
+            return Ok(());
+        };
+        let mut after = after_ms;
+        for _ in 0..MAX_EXCLUDED_JUMPS {
+            let mut jump = None;
+            self.events_after(compiled, after, |e| match e {
+                Event::Fire(ms) => match exclusion.skip_to(ms) {
+                    Some(to) => {
+                        jump = Some(to.max(ms + 1));
+                        false
+                    }
+                    None => f(Event::Fire(ms)),
+                },
+                Event::Gap { at_ms, .. } if exclusion.skip_to(at_ms).is_some() => true,
+                gap => f(gap),
+            });
+            match jump {
+                Some(to) => after = to - 1,
+                None => return Ok(()),
+            }
+        }
+        Err(SpecError(format!(
+            "its calendars ({}) exclude every fire time tried: gave up after skipping \
+             {MAX_EXCLUDED_JUMPS} excluded stretches from {}",
+            exclusion.names().join(", "),
+            instant(after_ms.saturating_add(1)).to_rfc3339()
+        )))
+    }
+
     /// The trigger's first event at or after `from_ms`: its first fire time, or
     /// the DST gap before it (recorded as skipped when it comes due, see
     /// [`TriggerSpec::plan`]); `None` if the trigger never fires.
@@ -160,19 +209,40 @@ impl TriggerSpec {
     ///
     /// When the stored schedule cannot be computed.
     pub fn first_due(&self, from_ms: i64) -> Result<Option<i64>, SpecError> {
+        self.first_due_excluding(from_ms, None)
+    }
+
+    /// [`TriggerSpec::first_due`], skipping what `exclusion` (the trigger's
+    /// calendars, resolved) excludes.
+    ///
+    /// # Errors
+    ///
+    /// When the stored schedule cannot be computed, or its calendars exclude
+    /// every time tried.
+    pub fn first_due_excluding(
+        &self,
+        from_ms: i64,
+        exclusion: Option<&Exclusion>,
+    ) -> Result<Option<i64>, SpecError> {
         if let TriggerKind::At(at) = self.kind {
             // A one-shot in the past is still its one fire: the misfire policy
-            // decides whether it runs late or is recorded as missed.
-            return Ok(self.end_ms.is_none_or(|end| at <= end).then_some(at));
+            // decides whether it runs late or is recorded as missed. One its
+            // calendar excludes never fires.
+            let excluded = exclusion.is_some_and(|x| x.excluded_by(at).is_some());
+            return Ok(self
+                .end_ms
+                .is_none_or(|end| at <= end)
+                .then_some(at)
+                .filter(|_| !excluded));
         }
         let compiled = self.compile()?;
         let mut first = None;
-        self.events_after(&compiled, from_ms - 1, |e| {
+        self.included_after(&compiled, from_ms - 1, exclusion, |e| {
             first = Some(match e {
                 Event::Fire(ms) | Event::Gap { at_ms: ms, .. } => ms,
             });
             false
-        });
+        })?;
         Ok(first)
     }
 
@@ -188,6 +258,25 @@ impl TriggerSpec {
         horizon_ms: i64,
         limits: &MisfireLimits,
     ) -> Result<Plan, SpecError> {
+        self.plan_excluding(next_fire_ms, now_ms, horizon_ms, limits, None)
+    }
+
+    /// [`TriggerSpec::plan`], where the times `exclusion` (the trigger's
+    /// calendars, resolved) excludes are neither run nor misfired: they are
+    /// not fire times at all, as in Quartz.
+    ///
+    /// # Errors
+    ///
+    /// When the stored schedule cannot be computed, or its calendars exclude
+    /// every time tried.
+    pub fn plan_excluding(
+        &self,
+        next_fire_ms: i64,
+        now_ms: i64,
+        horizon_ms: i64,
+        limits: &MisfireLimits,
+        exclusion: Option<&Exclusion>,
+    ) -> Result<Plan, SpecError> {
         let compiled = self.compile()?;
         let mut due = Vec::new();
         let mut gaps = Vec::new();
@@ -197,45 +286,50 @@ impl TriggerSpec {
         // most MAX_WALK of them; a long outage of a frequent trigger jumps to
         // "now" instead of walking it all. The stored next event is a fire or a
         // DST gap (see below), so the walk starts just before it.
-        self.events_after(&compiled, next_fire_ms.saturating_sub(1), |e| match e {
-            Event::Fire(ms) if ms > horizon_ms => {
-                next = Some(ms);
-                false
-            }
-            Event::Fire(ms) => {
-                if due.len() >= MAX_WALK {
-                    truncated = true;
-                    return false;
+        self.included_after(
+            &compiled,
+            next_fire_ms.saturating_sub(1),
+            exclusion,
+            |e| match e {
+                Event::Fire(ms) if ms > horizon_ms => {
+                    next = Some(ms);
+                    false
                 }
-                due.push(ms);
-                true
-            }
-            Event::Gap { at_ms, local } => {
-                if at_ms > horizon_ms {
-                    // A gap before the next fire is the trigger's next event:
-                    // it comes due when the clock jumps and is recorded then,
-                    // as a node running through it must (not only an outage
-                    // spanning it, which walks past it here).
-                    next = Some(at_ms);
-                    return false;
+                Event::Fire(ms) => {
+                    if due.len() >= MAX_WALK {
+                        truncated = true;
+                        return false;
+                    }
+                    due.push(ms);
+                    true
                 }
-                if gaps.len() < MAX_RECORDED {
-                    gaps.push((at_ms, local));
+                Event::Gap { at_ms, local } => {
+                    if at_ms > horizon_ms {
+                        // A gap before the next fire is the trigger's next event:
+                        // it comes due when the clock jumps and is recorded then,
+                        // as a node running through it must (not only an outage
+                        // spanning it, which walks past it here).
+                        next = Some(at_ms);
+                        return false;
+                    }
+                    if gaps.len() < MAX_RECORDED {
+                        gaps.push((at_ms, local));
+                    }
+                    true
                 }
-                true
-            }
-        });
+            },
+        )?;
         let mut uncounted = false;
         if truncated {
             // Resume from the horizon; what lies between is missed and only counted.
             let resume = horizon_ms.max(due.last().copied().unwrap_or(horizon_ms));
-            self.events_after(&compiled, resume, |e| match e {
+            self.included_after(&compiled, resume, exclusion, |e| match e {
                 Event::Fire(ms) => {
                     next = Some(ms);
                     false
                 }
                 Event::Gap { .. } => true,
-            });
+            })?;
             uncounted = true;
         }
         let threshold = now_ms - limits.threshold_ms;
@@ -324,6 +418,9 @@ impl TriggerSpec {
     }
 }
 
+/// Most excluded stretches a trigger's walk jumps over in one step: then the
+/// trigger goes to ERROR instead of holding the claim.
+pub const MAX_EXCLUDED_JUMPS: usize = 1_000;
 /// Most events walked in one plan.
 const MAX_WALK: usize = 10_000;
 /// Most misfired fires and DST gaps recorded one by one in one plan; the rest are counted.
@@ -382,6 +479,7 @@ mod tests {
             end_ms: None,
             misfire,
             jitter_ms: 0,
+            calendars: Vec::new(),
         }
     }
 
@@ -396,6 +494,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 30_000,
+            calendars: Vec::new(),
         };
         let delays: Vec<i64> = (0..200)
             .map(|i| spec.jitter_delay("g/j:every", i * 10_000, Some((i + 1) * 10_000)))
@@ -413,6 +512,7 @@ mod tests {
         assert!((0..=30_000).contains(&spec.jitter_delay("g/j:every", 7, None)));
         let none = TriggerSpec {
             jitter_ms: 0,
+            calendars: Vec::new(),
             ..spec.clone()
         };
         assert_eq!(none.jitter_delay("g/j:every", 7, None), 0);
@@ -434,6 +534,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         let stored = TriggerSpec {
             start_ms: Some(ms("2030-01-01T10:00:00Z")),
@@ -519,6 +620,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::Skip,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         let now = ms("2030-01-01T00:00:00Z");
         let plan = spec
@@ -540,6 +642,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         let next = ms("2027-03-13T07:30:00Z");
         let now = ms("2027-03-15T07:00:00Z");
@@ -569,6 +672,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         assert_eq!(at.first_due(0).unwrap(), Some(5_000));
         let plan = at
@@ -590,6 +694,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         let limits = MisfireLimits::default();
         let saturday = ms("2027-03-13T07:30:00Z");
@@ -619,6 +724,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         // Spring: 02:30 does not exist on 2026-03-08 (EST to EDT at 07:00Z).
         let spring = ny("0 30 1,2,3 * * ?")
@@ -669,6 +775,7 @@ mod tests {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         let day = every
             .times_in(ms("2030-01-01T00:00:00Z"), ms("2030-01-02T00:00:00Z"), 10)
@@ -704,6 +811,7 @@ mod tests {
             end_ms: Some(ms("2030-01-01T00:02:00Z")),
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         };
         assert_eq!(spec.first_due(0).unwrap(), Some(ms("2030-01-01T00:00:00Z")));
         let t = ms("2030-01-01T00:02:00Z");

@@ -35,6 +35,8 @@ pub(crate) struct DueTrigger {
     pub held_ms: Option<i64>,
     /// Whether a `fires` row already has the trigger's next time.
     pub taken: bool,
+    /// The trigger's calendars, resolved (`None`: it names none).
+    pub exclusion: Option<std::sync::Arc<crate::schedule::calendar::Exclusion>>,
 }
 
 /// A `fires` row to create for a due trigger.
@@ -101,7 +103,11 @@ pub(crate) fn plan_due(
         let Some(next_fire) = t.next_fire_ms else {
             continue;
         };
-        let plan = match t.spec.plan(next_fire, now, horizon, &p.misfire) {
+        let exclusion = d.exclusion.as_deref();
+        let plan = match t
+            .spec
+            .plan_excluding(next_fire, now, horizon, &p.misfire, exclusion)
+        {
             Ok(plan) => plan,
             Err(e) => {
                 out.errors.push((t.trigger_key.clone(), e.to_string()));
@@ -610,6 +616,7 @@ mod tests {
                     end_ms: None,
                     misfire,
                     jitter_ms: 0,
+                    calendars: Vec::new(),
                 },
                 priority: 5,
                 state: TriggerState::Waiting,
@@ -619,6 +626,7 @@ mod tests {
             wit_need: None,
             held_ms: None,
             taken: false,
+            exclusion: None,
         }
     }
 

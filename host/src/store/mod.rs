@@ -7,6 +7,7 @@
 //! (`state_get`, `module_put`). Times come from the database clock.
 
 pub mod bulk;
+pub mod calendars;
 mod claim;
 mod common;
 pub mod events;
@@ -18,6 +19,7 @@ mod sql;
 mod sqlite;
 
 pub use bulk::Bulk;
+pub use calendars::CalendarStore;
 pub use events::Events;
 pub use postgres::{ModuleEvent, ModuleWatch, PgStore};
 pub use sched::Scheduling;
@@ -141,7 +143,9 @@ pub struct ModuleRollback {
 /// The store. See the module docs; the scheduler's methods are in [`Scheduling`],
 /// those of events and alerts in [`Events`].
 #[async_trait]
-pub trait Store: Scheduling + Events + Bulk + secrets::SecretStore + Send + Sync + 'static {
+pub trait Store:
+    Scheduling + Events + Bulk + secrets::SecretStore + calendars::CalendarStore + Send + Sync + 'static
+{
     fn dialect(&self) -> Dialect;
 
     /// Applies the migrations that have not run yet.

@@ -182,9 +182,13 @@ impl TriggerRow {
     /// A short description of the schedule, for tables.
     pub fn describe(&self) -> String {
         let schedule = self.describe_kind();
-        match self.spec.jitter_ms {
+        let schedule = match self.spec.jitter_ms {
             0 => schedule,
             j => format!("{schedule}, jitter {j} ms"),
+        };
+        match self.spec.calendars.as_slice() {
+            [] => schedule,
+            names => format!("{schedule}, calendar {}", names.join(", ")),
         }
     }
 
@@ -662,6 +666,8 @@ pub(crate) struct ScheduleColumns {
     pub event: Option<String>,
     /// NULL (read as 0) for no jitter.
     pub jitter_ms: Option<i64>,
+    /// The calendar names as a JSON array; NULL for none.
+    pub calendars: Option<String>,
 }
 
 impl ScheduleColumns {
@@ -673,6 +679,8 @@ impl ScheduleColumns {
             end_ms: spec.end_ms,
             jitter_ms: (spec.jitter_ms > 0)
                 .then(|| i64::try_from(spec.jitter_ms).unwrap_or(i64::MAX)),
+            calendars: (!spec.calendars.is_empty())
+                .then(|| serde_json::Value::from(spec.calendars.clone()).to_string()),
             ..ScheduleColumns::default()
         };
         match &spec.kind {
@@ -717,6 +725,10 @@ impl ScheduleColumns {
                 .jitter_ms
                 .and_then(|j| u64::try_from(j).ok())
                 .unwrap_or(0),
+            calendars: match self.calendars {
+                None => Vec::new(),
+                Some(text) => serde_json::from_str(&text).ok()?,
+            },
         })
     }
 }

@@ -188,7 +188,7 @@ pub(crate) const JOB_COLUMNS: &str = "job_key, module, data, overlap, max_attemp
 
 /// The columns of a trigger row, as [`TriggerColumns`] reads them.
 pub(crate) const TRIGGER_COLUMNS: &str = "trigger_key, job_key, kind, cron, tz, period_ms, repeat_count, at_ms, misfire, \
-     start_ms, end_ms, priority, state, next_fire_ms, error, event_name, jitter_ms";
+     start_ms, end_ms, priority, state, next_fire_ms, error, event_name, jitter_ms, calendars";
 
 /// The columns of a task history row, as [`history_from_row`] reads them.
 pub(crate) const HISTORY_COLUMNS: &str = "id, fire_id, job_key, trigger_key, status, attempt, node_id, scheduled_ms, \
@@ -344,6 +344,7 @@ pub(crate) struct TriggerColumns {
     error: Option<String>,
     event_name: Option<String>,
     jitter_ms: Option<i64>,
+    calendars: Option<String>,
 }
 
 impl TriggerColumns {
@@ -362,6 +363,7 @@ impl TriggerColumns {
             end_ms: self.end_ms,
             event: self.event_name,
             jitter_ms: self.jitter_ms,
+            calendars: self.calendars,
         }
         .into_spec()
         .ok_or_else(|| {
@@ -439,7 +441,8 @@ static TRIGGERS_UPSERT: Sql = Sql::new(
      repeat_count = excluded.repeat_count, at_ms = excluded.at_ms, misfire = excluded.misfire, \
      start_ms = excluded.start_ms, end_ms = excluded.end_ms, priority = excluded.priority, \
      state = excluded.state, next_fire_ms = excluded.next_fire_ms, error = excluded.error, \
-     event_name = excluded.event_name, jitter_ms = excluded.jitter_ms, updated_at = excluded.updated_at",
+     event_name = excluded.event_name, jitter_ms = excluded.jitter_ms, calendars = excluded.calendars, \
+     updated_at = excluded.updated_at",
 );
 static JOB_GET: Sql = Sql::new("SELECT {job_columns} FROM jobs WHERE job_key = $1");
 static JOB_LIST: Sql = Sql::new("SELECT {job_columns} FROM jobs ORDER BY job_key");
@@ -495,7 +498,9 @@ static STARTUP_FIRE: Sql = Sql::new(
 // The claim (`fire_acquire`). Due triggers and their jobs come back in one
 // statement, as one row (see `json_rows`): per trigger its columns, the
 // contract rank its job needs, the time of the fire it holds (if any), and
-// whether a `fires` row already has its next time.
+// whether a `fires` row already has its next time. The calendars' definitions
+// come too, all of them, only when a due trigger names one: a claim of
+// triggers without calendars reads none.
 //
 // The due triggers are two windows of the index: the oldest `$2` and the
 // newest `$3` (see `claim::interleave_jobs`): under a backlog of one job, a
@@ -518,7 +523,9 @@ static DUE_TRIGGERS: Sql = Sql::new(
      SELECT CAST((SELECT {json_agg}({json_array}({json_array}({trigger_columns}), wit_need, held_scheduled_ms, taken) \
      ORDER BY next_fire_ms, priority DESC) FROM d) AS TEXT), \
      CAST((SELECT {json_agg}({json_array}({job_columns})) FROM jobs \
-     WHERE job_key IN (SELECT job_key FROM d)) AS TEXT)",
+     WHERE job_key IN (SELECT job_key FROM d)) AS TEXT), \
+     CAST((SELECT {json_agg}(definition) FROM calendars \
+     WHERE EXISTS (SELECT 1 FROM d WHERE d.calendars IS NOT NULL)) AS TEXT)",
 );
 static TRIGGER_ERROR: Sql = Sql::new(
     "UPDATE triggers SET state = 'ERROR', error = $1, updated_at = $2 WHERE trigger_key = $3",
@@ -1043,6 +1050,8 @@ where
         let now: i64 = sqlx::query_scalar(CLOCK.on(DB::DIALECT))
             .fetch_one(&mut *tx)
             .await?;
+        // Read once, when a trigger names a calendar.
+        let mut calendar_set: Option<crate::schedule::calendar::CalendarSet> = None;
         for chunk in jobs.chunks(500) {
             let mut qb = QueryBuilder::<DB>::new(JOBS_INSERT.on(DB::DIALECT));
             qb.push_values(chunk, |mut b, (job, _)| {
@@ -1109,6 +1118,17 @@ where
                 qb.build().execute(&mut *tx).await?;
             }
             let mut rows = Vec::new();
+            let with_calendars = chunk
+                .iter()
+                .any(|(_, ts)| ts.iter().any(|t| !t.spec.calendars.is_empty()));
+            if with_calendars && calendar_set.is_none() {
+                let texts: Vec<String> =
+                    sqlx::query_scalar(super::calendars::CALENDAR_DEFINITIONS.on(DB::DIALECT))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                calendar_set = Some(super::calendars::calendar_set(texts)?);
+            }
+            let calendars = calendar_set.clone().unwrap_or_default();
             for (_, triggers) in chunk {
                 for t in triggers {
                     let unchanged = existing.iter().any(|old| {
@@ -1124,21 +1144,29 @@ where
                         // An interval counts from when it was declared.
                         spec.start_ms = Some(now);
                     }
-                    let (state, next, error) = match spec.first_due(now) {
-                        Ok(Some(next)) => ("WAITING", Some(next), None),
-                        Ok(None)
-                            if matches!(
-                                spec.kind,
-                                TriggerKind::OnStart
-                                    | TriggerKind::Once
-                                    | TriggerKind::Event { .. }
-                            ) =>
-                        {
-                            ("WAITING", None, None)
-                        }
-                        Ok(None) => ("COMPLETE", None, None),
-                        Err(e) => ("ERROR", None, Some(e.to_string())),
-                    };
+                    // A trigger naming a calendar that is not stored is refused
+                    // (the job with it): it would otherwise fire on days it
+                    // was meant not to.
+                    let exclusion =
+                        super::calendars::exclusion_of(&spec, &calendars).map_err(|e| {
+                            StoreError::Conflict(format!("trigger {}: {e}", t.trigger_key))
+                        })?;
+                    let (state, next, error) =
+                        match spec.first_due_excluding(now, exclusion.as_deref()) {
+                            Ok(Some(next)) => ("WAITING", Some(next), None),
+                            Ok(None)
+                                if matches!(
+                                    spec.kind,
+                                    TriggerKind::OnStart
+                                        | TriggerKind::Once
+                                        | TriggerKind::Event { .. }
+                                ) =>
+                            {
+                                ("WAITING", None, None)
+                            }
+                            Ok(None) => ("COMPLETE", None, None),
+                            Err(e) => ("ERROR", None, Some(e.to_string())),
+                        };
                     rows.push((t, ScheduleColumns::from_spec(&spec), state, next, error));
                 }
             }
@@ -1162,6 +1190,7 @@ where
                         .push_bind(error.clone())
                         .push_bind(c.event.clone())
                         .push_bind(c.jitter_ms)
+                        .push_bind(c.calendars.clone())
                         .push_bind(now);
                 });
                 qb.push(TRIGGERS_UPSERT.on(DB::DIALECT));
@@ -1381,7 +1410,7 @@ where
         };
 
         // 1. Due triggers become fires (see `claim::plan_due`).
-        let (due, due_jobs): (Option<String>, Option<String>) =
+        let (due, due_jobs, calendars): (Option<String>, Option<String>, Option<String>) =
             sqlx::query_as(DUE_TRIGGERS.on(DB::DIALECT))
                 .bind(horizon)
                 .bind(windows(limit).0)
@@ -1390,15 +1419,26 @@ where
                 .await?;
         let due: Vec<(TriggerColumns, Option<i64>, Option<i64>, i64)> =
             json_rows(due, "due trigger")?;
+        let calendars = super::calendars::calendar_set(json_rows(calendars, "calendar")?)?;
+        // A trigger whose calendars cannot be resolved goes to ERROR with why.
+        let mut calendar_errors: Vec<(String, String)> = Vec::new();
         let due = due
             .into_iter()
-            .map(|(t, wit_need, held_ms, taken)| {
-                Ok(claim::DueTrigger {
-                    trigger: t.into_row()?,
+            .filter_map(|(t, wit_need, held_ms, taken)| {
+                let trigger = match t.into_row() {
+                    Ok(t) => t,
+                    Err(e) => return Some(Err(e)),
+                };
+                let exclusion = super::calendars::exclusion_of(&trigger.spec, &calendars)
+                    .map_err(|e| calendar_errors.push((trigger.trigger_key.clone(), e)))
+                    .ok()?;
+                Some(Ok(claim::DueTrigger {
+                    trigger,
                     wit_need,
                     held_ms,
                     taken: taken != 0,
-                })
+                    exclusion,
+                }))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let due = claim::interleave_jobs(due, |d| claim::group_of(&d.trigger.job_key, None));
@@ -1411,7 +1451,7 @@ where
         out.deferred = plan.deferred.into_iter().collect();
         let mut history = plan.history;
         out.misfired = plan.misfired;
-        for (trigger_key, error) in &plan.errors {
+        for (trigger_key, error) in calendar_errors.iter().chain(&plan.errors) {
             sqlx::query(TRIGGER_ERROR.on(DB::DIALECT))
                 .bind(error)
                 .bind(now)

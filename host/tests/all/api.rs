@@ -2013,3 +2013,374 @@ async fn backfill_replay_and_cancel_answer_through_the_api_and_the_cli_with_a_se
     server.stop().await;
 }
 on_both!(backfill_replay_and_cancel_answer_through_the_api_and_the_cli_with_a_server);
+
+async fn calendars_are_put_listed_shown_and_deleted_and_bad_input_is_named(backend: Backend) {
+    let server = start(backend, Some(TOKEN)).await;
+    let put = |name: &str, body: Value| {
+        server
+            .admin(reqwest::Method::PUT, &format!("/api/v1/calendars/{name}"))
+            .json(&body)
+            .send()
+    };
+    let (status, nights) = json_of(
+        put(
+            "nights",
+            json!({ "kind": "daily", "window": "22:00-06:00", "tz": "Europe/Berlin" }),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{nights}");
+    assert_eq!(nights["name"], "nights");
+    assert_eq!(nights["kind"], "daily");
+    assert_eq!(nights["start"], "22:00:00");
+    assert_eq!(nights["source"], "api");
+
+    // Bad input: each refusal names the field.
+    for (body, field, says) in [
+        (json!({ "kind": "monthly" }), "kind", "expected holiday"),
+        (
+            json!({ "kind": "holiday", "dates": ["2030-13-01"] }),
+            "dates",
+            "not a date",
+        ),
+        (
+            json!({ "kind": "daily", "window": "22:00" }),
+            "window",
+            "not a window",
+        ),
+        (
+            json!({ "kind": "weekly", "days": ["MON"], "tz": "Nowhere/City" }),
+            "tz",
+            "IANA",
+        ),
+        (
+            json!({ "kind": "rrule", "rrule": "FREQ=NEVER" }),
+            "rrule",
+            "",
+        ),
+    ] {
+        let (status, error) = json_of(put("bad", body.clone()).await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(error["error"]["field"], field, "{body}: {error}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(says),
+            "{error}"
+        );
+    }
+    assert_error(
+        put("bad", json!({ "kind": "weekly", "dayz": ["MON"] }))
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "dayz",
+    )
+    .await;
+    assert_error(
+        put(
+            "other",
+            json!({ "kind": "weekly", "days": ["MON"], "base": "missing" }),
+        )
+        .await
+        .unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+        "base \"missing\"",
+    )
+    .await;
+
+    // A job naming a calendar that is not stored is refused, naming it.
+    push_hello(&server).await;
+    assert_error(
+        server
+            .admin(reqwest::Method::POST, "/api/v1/jobs")
+            .json(&json!({ "key": "cal/job", "module": "hello", "cron": "0 0 * * * ?", "calendar": "holidays" }))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "no calendar \"holidays\"",
+    )
+    .await;
+    let (status, job) = json_of(
+        server
+            .admin(reqwest::Method::POST, "/api/v1/jobs")
+            .json(&json!({ "key": "cal/job", "module": "hello", "cron": "0 0 * * * ?", "calendar": ["nights"] }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["triggers"][0]["calendars"], json!(["nights"]));
+
+    let (_, list) = json_of(
+        server
+            .admin(reqwest::Method::GET, "/api/v1/calendars")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let (_, shown) = json_of(
+        server
+            .admin(reqwest::Method::GET, "/api/v1/calendars/nights")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(shown["used_by"], json!(["cal/job:cron"]), "{shown}");
+    assert_error(
+        server
+            .admin(reqwest::Method::GET, "/api/v1/calendars/none")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no calendar \"none\"",
+    )
+    .await;
+    // In use: refused, naming the trigger.
+    assert_error(
+        server
+            .admin(reqwest::Method::DELETE, "/api/v1/calendars/nights")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+        "cal/job:cron",
+    )
+    .await;
+    let deleted = server
+        .admin(reqwest::Method::DELETE, "/api/v1/jobs/cal/job")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let (status, gone) = json_of(
+        server
+            .admin(reqwest::Method::DELETE, "/api/v1/calendars/nights")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    assert_eq!(gone["deleted"], true);
+    // Changes need the token.
+    let anonymous = server
+        .http
+        .put(server.url("/api/v1/calendars/x"))
+        .json(&json!({ "kind": "weekly", "days": ["MON"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+on_both!(calendars_are_put_listed_shown_and_deleted_and_bad_input_is_named);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_calendars_both_ways_and_preview_marks_excluded_times() {
+    let server = start(Backend::Sqlite, Some(TOKEN)).await;
+    let (remote, local) = both_ways(
+        &server,
+        &[
+            "calendar",
+            "put",
+            "weekend",
+            "--day",
+            "SAT,SUN",
+            "--description",
+            "no runs",
+        ],
+    );
+    assert_eq!(remote["name"], "weekend");
+    assert_eq!(remote["days"], json!(["SAT", "SUN"]));
+    assert_eq!(local["days"], remote["days"]);
+    let (remote, local) = both_ways(
+        &server,
+        &[
+            "calendar",
+            "put",
+            "xmas",
+            "--date",
+            "2030-12-25",
+            "--base",
+            "weekend",
+        ],
+    );
+    assert_eq!(remote["base"], "weekend");
+    assert_eq!(local["kind"], "holiday");
+    let (remote, local) = both_ways(&server, &["calendar", "list"]);
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&remote), ["weekend", "xmas"]);
+    assert_eq!(names(&local), names(&remote));
+
+    // The table names the rule.
+    let text = cli(
+        &server,
+        &["--db", server.db_url.as_str(), "calendar", "list"],
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("SAT,SUN") && text.contains("2030-12-25"),
+        "{text}"
+    );
+
+    // Bad input fails with usage (2) on both ways, saying what is wrong.
+    for how in [
+        vec!["--server", server.base.as_str(), "--token", TOKEN],
+        vec!["--db", server.db_url.as_str()],
+    ] {
+        let mut args = how.clone();
+        args.extend(["calendar", "put", "bad", "--window", "25:00-01:00"]);
+        assert_fails(&cli(&server, &args), 2, "not a time of day");
+        let mut args = how.clone();
+        args.extend([
+            "calendar",
+            "put",
+            "bad",
+            "--day",
+            "MON",
+            "--cron",
+            "* * * * * ?",
+        ]);
+        assert_fails(&cli(&server, &args), 2, "one rule");
+    }
+
+    // Preview: times the calendars exclude are listed with the one excluding
+    // them. 2030-12-25 is a Wednesday, 12-28 and 12-29 the weekend.
+    let preview = |json: bool| {
+        let mut args = vec!["--db", server.db_url.as_str()];
+        if json {
+            args.push("--json");
+        }
+        args.extend([
+            "trigger",
+            "preview",
+            "--cron",
+            "0 0 9 * * ?",
+            "--after",
+            "2030-12-24T10:00:00Z",
+            "--count",
+            "3",
+            "--calendar",
+            "xmas",
+        ]);
+        cli(&server, &args)
+    };
+    let out = preview(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let items: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        items,
+        json!([
+            { "excluded_at": "2030-12-25T09:00:00.000Z", "calendar": "xmas" },
+            { "fire_at": "2030-12-26T09:00:00.000Z" },
+            { "fire_at": "2030-12-27T09:00:00.000Z" },
+            { "excluded_at": "2030-12-28T09:00:00.000Z", "calendar": "weekend" },
+            { "excluded_at": "2030-12-29T09:00:00.000Z", "calendar": "weekend" },
+            { "fire_at": "2030-12-30T09:00:00.000Z" },
+        ])
+    );
+    let text = String::from_utf8_lossy(&preview(false).stdout).to_string();
+    assert!(
+        text.contains("# excluded: 2030-12-25T09:00:00.000Z by calendar xmas"),
+        "{text}"
+    );
+    let unknown = cli(
+        &server,
+        &[
+            "--db",
+            server.db_url.as_str(),
+            "trigger",
+            "preview",
+            "--every",
+            "1h",
+            "--calendar",
+            "nope",
+        ],
+    );
+    assert_fails(&unknown, 1, "no calendar \"nope\"");
+
+    // A job added with a calendar shows it; deleting it is refused meanwhile.
+    let hello = wasm("hello");
+    let remote_args = ["--server", server.base.as_str(), "--token", TOKEN];
+    let mut push = remote_args.to_vec();
+    push.extend(["module", "push", hello.to_str().unwrap()]);
+    assert!(cli(&server, &push).status.success());
+    let mut add = remote_args.to_vec();
+    add.extend([
+        "job",
+        "add",
+        "c/daily",
+        "--module",
+        "hello",
+        "--cron",
+        "0 0 9 * * ?",
+        "--calendar",
+        "xmas",
+    ]);
+    let added = cli(&server, &add);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let (remote, _) = both_ways(&server, &["trigger", "list", "--job", "c/daily"]);
+    assert_eq!(remote[0]["calendars"], json!(["xmas"]), "{remote}");
+    let listed = cli(
+        &server,
+        &["--db", server.db_url.as_str(), "trigger", "list"],
+    );
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("calendar xmas"),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    let (shown, _) = both_ways(&server, &["calendar", "show", "xmas"]);
+    assert_eq!(shown["used_by"], json!(["c/daily:cron"]));
+    let mut delete = remote_args.to_vec();
+    delete.extend(["calendar", "delete", "xmas"]);
+    assert_fails(&cli(&server, &delete), 1, "c/daily:cron");
+    let mut job_delete = remote_args.to_vec();
+    job_delete.extend(["job", "delete", "c/daily"]);
+    assert!(cli(&server, &job_delete).status.success());
+    let (deleted, _) = {
+        let out = cli(
+            &server,
+            &[&remote_args[..], &["--json", "calendar", "delete", "xmas"]].concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (serde_json::from_slice::<Value>(&out.stdout).unwrap(), ())
+    };
+    assert_eq!(deleted["deleted"], true);
+    let gone = cli(
+        &server,
+        &["--db", server.db_url.as_str(), "calendar", "show", "xmas"],
+    );
+    assert_fails(&gone, 1, "no calendar \"xmas\"");
+    server.stop().await;
+}

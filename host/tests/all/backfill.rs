@@ -583,3 +583,57 @@ async fn a_bulk_cancel_and_a_group_pause_are_audited_with_their_counts(backend: 
     running.stop(env).await;
 }
 on_both!(a_bulk_cancel_and_a_group_pause_are_audited_with_their_counts);
+
+/// A backfill honours the trigger's calendars: a time the calendar excludes
+/// was no fire when the schedule ran, and is none now.
+async fn a_backfill_leaves_out_the_times_its_triggers_calendars_exclude(backend: Backend) {
+    let env = env(backend).await;
+    let running = run(
+        &env,
+        r#"
+[[calendar]]
+name = "sundays"
+kind = "weekly"
+days = ["SUN"]
+
+[[job]]
+key = "bf/weekday"
+module = "hostile"
+data = { op = "ok" }
+[[job.trigger]]
+cron = "0 0 6 1-3 1 ?"
+calendar = "sundays"
+"#,
+    )
+    .await;
+    // 2023-01-01 was a Sunday: of the three 06:00Z times, two remain.
+    let dry = running
+        .admin
+        .job_backfill(
+            &operator(),
+            "bf/weekday",
+            &BackfillRequest {
+                from: "2023-01-01T00:00:00Z".into(),
+                to: "2023-01-04T00:00:00Z".into(),
+                dry_run: true,
+                ..BackfillRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<i64> = dry.body["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| ms(t["scheduled_at"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [ms("2023-01-02T06:00:00Z"), ms("2023-01-03T06:00:00Z")],
+        "{}",
+        dry.body
+    );
+    assert_eq!(dry.body["excluded_by_calendars"], 1);
+    running.stop(env).await;
+}
+on_both!(a_backfill_leaves_out_the_times_its_triggers_calendars_exclude);

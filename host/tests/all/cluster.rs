@@ -331,6 +331,7 @@ fn every_job(key: &str, module: &str, period_ms: i64) -> (JobDef, Vec<TriggerPut
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -768,6 +769,7 @@ async fn nodes_with_clocks_minutes_off_fire_neither_early_nor_late() {
                     end_ms: None,
                     misfire: MisfirePolicy::FireNow,
                     jitter_ms: 0,
+                    calendars: Vec::new(),
                 },
                 priority: 5,
             };
@@ -841,6 +843,7 @@ impl Load {
                 end_ms,
                 misfire: MisfirePolicy::FireNow,
                 jitter_ms: 0,
+                calendars: Vec::new(),
             },
             priority: 5,
         };

@@ -297,6 +297,57 @@ misfire = "fire-now"
 }
 on_both!(a_graceful_stop_releases_unfinished_fires_and_the_next_start_runs_them);
 
+async fn a_job_runs_only_at_the_times_its_calendar_includes(backend: Backend) {
+    let env = env(backend).await;
+    // Every second, but the calendar excludes the even seconds.
+    let manifest = format!(
+        r#"
+[[module]]
+name = "hello"
+path = "{hello}"
+
+[[calendar]]
+name = "odd-only"
+kind = "cron"
+cron = "0/2 * * * * ?"
+
+[[job]]
+key = "t/odd"
+module = "hello"
+[[job.trigger]]
+name = "tick"
+cron = "* * * * * ?"
+calendar = "odd-only"
+"#,
+        hello = wasm("hello").display()
+    );
+    let node = run(&options(&env, &manifest, quick())).await;
+    let store = Arc::clone(&node.store);
+    wait_until(Duration::from_secs(60), "four runs of t/odd", || {
+        let store = Arc::clone(&store);
+        async move { history(&store, "t/odd").await.len() >= 4 }
+    })
+    .await;
+    node.stop().await;
+    let runs = history(&store, "t/odd").await;
+    assert!(
+        runs.iter().all(|h| h.status == HistoryStatus::Success),
+        "excluded times are neither run nor misfired: {runs:?}"
+    );
+    let seconds: Vec<i64> = runs
+        .iter()
+        .map(|h| h.scheduled_ms.unwrap() / 1000)
+        .collect();
+    assert!(
+        seconds.iter().all(|s| s % 2 == 1),
+        "only odd seconds ran: {seconds:?}"
+    );
+    let trigger = &store.trigger_list(Some("t/odd")).await.unwrap()[0];
+    assert_eq!(trigger.spec.calendars, ["odd-only"]);
+    assert_eq!(trigger.next_fire_ms.unwrap() / 1000 % 2, 1);
+}
+on_both!(a_job_runs_only_at_the_times_its_calendar_includes);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_start_names_the_problem_and_changes_nothing() {
     let env = env(Backend::Sqlite).await;

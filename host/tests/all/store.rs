@@ -452,6 +452,7 @@ fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<T
             end_ms: None,
             misfire,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -1084,6 +1085,7 @@ async fn a_jittered_fire_is_due_after_its_time_and_recorded_at_it(store: Arc<dyn
         .find(|(_, t)| {
             let spec = TriggerSpec {
                 jitter_ms: 3_000,
+                calendars: Vec::new(),
                 ..t[0].spec.clone()
             };
             (300..2_000).contains(&spec.jitter_delay(&t[0].trigger_key, now, None))
@@ -1403,6 +1405,7 @@ async fn reconciling_a_job_keeps_unchanged_triggers_and_drops_removed_ones(store
             end_ms: None,
             misfire: MisfirePolicy::Skip,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -1503,6 +1506,7 @@ async fn on_start_fires_each_start_and_once_fires_once_per_module_version(store:
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -1843,6 +1847,7 @@ fn subscriber(key: &str, event: &str) -> (JobDef, Vec<TriggerPut>) {
             end_ms: None,
             misfire: MisfirePolicy::FireNow,
             jitter_ms: 0,
+            calendars: Vec::new(),
         },
         priority: 5,
     };
@@ -2949,3 +2954,274 @@ async fn a_replay_starts_a_failed_fire_once(store: Arc<dyn Store>) {
     ));
 }
 conformance!(replay_once, a_replay_starts_a_failed_fire_once);
+
+// ---- calendars ------------------------------------------------------------
+
+use quartzite::schedule::calendar::{CalendarDef, CalendarInput};
+
+fn calendar(name: &str, input: CalendarInput) -> CalendarDef {
+    input.into_def(name, 0).unwrap()
+}
+
+fn weekly(days: &[&str], base: Option<&str>) -> CalendarInput {
+    CalendarInput {
+        kind: "weekly".into(),
+        days: Some(days.iter().map(|d| d.to_string()).collect()),
+        base: base.map(str::to_string),
+        ..CalendarInput::default()
+    }
+}
+
+fn holiday(dates: &[&str]) -> CalendarInput {
+    CalendarInput {
+        kind: "holiday".into(),
+        dates: Some(dates.iter().map(|d| d.to_string()).collect()),
+        ..CalendarInput::default()
+    }
+}
+
+fn ms_of(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// A job whose one trigger fires at noon UTC daily from 2040-01-01 (a Sunday).
+fn noon_job(key: &str, calendars: &[&str]) -> (JobDef, Vec<TriggerPut>) {
+    let job = JobDef::new(key, "hello");
+    let trigger = TriggerPut {
+        trigger_key: format!("{key}:noon"),
+        job_key: key.into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::Cron {
+                expr: "0 0 12 * * ?".into(),
+                tz: "UTC".into(),
+            },
+            start_ms: Some(ms_of("2040-01-01T00:00:00Z")),
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
+            calendars: calendars.iter().map(|c| c.to_string()).collect(),
+        },
+        priority: 5,
+    };
+    (job, vec![trigger])
+}
+
+async fn next_fire(store: &Arc<dyn Store>, job: &str) -> Option<i64> {
+    store.trigger_list(Some(job)).await.unwrap()[0].next_fire_ms
+}
+
+async fn calendars_are_checked_used_and_recomputed(store: Arc<dyn Store>) {
+    // A trigger naming a calendar that is not stored is refused with the job.
+    let (job, triggers) = noon_job("g/noon", &["sundays"]);
+    let err = store.job_put(&job, &triggers).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("g/noon:noon") && err.to_string().contains("\"sundays\""),
+        "{err}"
+    );
+    assert!(store.job_get("g/noon").await.unwrap().is_none());
+
+    // A missing base and a cycle of bases are refused.
+    let err = store
+        .calendar_put(&calendar("sundays", weekly(&["SUN"], Some("extra"))), "cli")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("base \"extra\""), "{err}");
+    store
+        .calendar_put(&calendar("extra", holiday(&["2040-01-02"])), "cli")
+        .await
+        .unwrap();
+    store
+        .calendar_put(&calendar("sundays", weekly(&["SUN"], Some("extra"))), "cli")
+        .await
+        .unwrap();
+    let cyclic = CalendarInput {
+        base: Some("sundays".into()),
+        ..holiday(&["2040-01-02"])
+    };
+    let err = store
+        .calendar_put(&calendar("extra", cyclic), "cli")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cycle: extra -> sundays -> extra"),
+        "{err}"
+    );
+
+    // Sunday the 1st (the calendar) and Monday the 2nd (its base) are skipped.
+    store.job_put(&job, &triggers).await.unwrap();
+    assert_eq!(
+        next_fire(&store, "g/noon").await,
+        Some(ms_of("2040-01-03T12:00:00Z"))
+    );
+    let listed = store.trigger_list(Some("g/noon")).await.unwrap();
+    assert_eq!(listed[0].spec.calendars, ["sundays"]);
+    assert!(listed[0].describe().contains("calendar sundays"));
+
+    // Changing the base moves the trigger at once.
+    let moved = store
+        .calendar_put(
+            &calendar("extra", holiday(&["2040-01-02", "2040-01-03"])),
+            "cli",
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, ["g/noon:noon"]);
+    assert_eq!(
+        next_fire(&store, "g/noon").await,
+        Some(ms_of("2040-01-04T12:00:00Z"))
+    );
+    // The same definition again moves nothing.
+    let again = store
+        .calendar_put(
+            &calendar("extra", holiday(&["2040-01-02", "2040-01-03"])),
+            "manifest",
+        )
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+
+    // A calendar excluding every day puts its triggers in ERROR, saying why.
+    store
+        .calendar_put(
+            &calendar(
+                "sundays",
+                weekly(&["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"], None),
+            ),
+            "cli",
+        )
+        .await
+        .unwrap();
+    let t = &store.trigger_list(Some("g/noon")).await.unwrap()[0];
+    assert_eq!(t.state, TriggerState::Error);
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("exclude every fire time"),
+        "{t:?}"
+    );
+    // Made sane again, the trigger waits again.
+    store
+        .calendar_put(&calendar("sundays", weekly(&["SUN"], Some("extra"))), "cli")
+        .await
+        .unwrap();
+    let t = &store.trigger_list(Some("g/noon")).await.unwrap()[0];
+    assert_eq!(t.state, TriggerState::Waiting);
+    assert_eq!(t.next_fire_ms, Some(ms_of("2040-01-04T12:00:00Z")));
+
+    // In use, neither calendar can be deleted; the refusal names the users.
+    let err = store.calendar_delete("sundays").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)));
+    assert!(err.to_string().contains("g/noon:noon"), "{err}");
+    let err = store.calendar_delete("extra").await.unwrap_err();
+    assert!(
+        err.to_string().contains("base of calendar(s) sundays"),
+        "{err}"
+    );
+    let names: Vec<String> = store
+        .calendar_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.def.name)
+        .collect();
+    assert_eq!(names, ["extra", "sundays"]);
+    let row = store.calendar_get("extra").await.unwrap().unwrap();
+    assert_eq!(row.source, "manifest");
+
+    // Unused, they go.
+    store.job_delete("g/noon").await.unwrap();
+    assert!(store.calendar_delete("sundays").await.unwrap());
+    assert!(store.calendar_delete("extra").await.unwrap());
+    assert!(!store.calendar_delete("extra").await.unwrap());
+    assert!(store.calendar_list().await.unwrap().is_empty());
+}
+conformance!(calendars, calendars_are_checked_used_and_recomputed);
+
+async fn the_claim_creates_fires_only_at_included_times(store: Arc<dyn Store>) {
+    let even = CalendarInput {
+        kind: "cron".into(),
+        cron: Some("0/2 * * * * ?".into()),
+        ..CalendarInput::default()
+    };
+    store
+        .calendar_put(&calendar("even", even), "cli")
+        .await
+        .unwrap();
+    // Every second from a whole second just ahead, within the lookahead.
+    let now = store.now_ms().await.unwrap();
+    let start = (now / 1000 + 2) * 1000;
+    let job = JobDef::new("g/tick", "hello");
+    let tick = TriggerPut {
+        trigger_key: "g/tick:every".into(),
+        job_key: "g/tick".into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::Every {
+                period_ms: 1000,
+                repeat: None,
+            },
+            start_ms: Some(start),
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
+            calendars: vec!["even".into()],
+        },
+        priority: 5,
+    };
+    store.job_put(&job, &[tick]).await.unwrap();
+    let first = next_fire(&store, "g/tick").await.unwrap();
+    assert_eq!(first / 1000 % 2, 1, "the first included second");
+    // A job without a calendar beside it is claimed as ever.
+    let (plain, plain_triggers) = at_job("g/plain", now, MisfirePolicy::FireNow);
+    store.job_put(&plain, &plain_triggers).await.unwrap();
+
+    let p = AcquireParams {
+        lookahead_ms: start - now + 8_000,
+        max: 100,
+        ..params("a")
+    };
+    let acquired = store.fire_acquire(&p).await.unwrap();
+    let mut ticks: Vec<i64> = acquired
+        .fires
+        .iter()
+        .filter(|f| f.job_key == "g/tick")
+        .map(|f| f.scheduled_ms)
+        .chain(
+            store
+                .fire_list()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|f| f.job_key == "g/tick")
+                .map(|f| f.scheduled_ms),
+        )
+        .collect();
+    ticks.sort();
+    ticks.dedup();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert!(
+        ticks
+            .iter()
+            .all(|t| (t - start) % 1000 == 0 && t / 1000 % 2 == 1),
+        "only odd seconds: {ticks:?}"
+    );
+    assert!(acquired.fires.iter().any(|f| f.job_key == "g/plain"));
+    assert_eq!(acquired.misfired, 0);
+    assert!(
+        history_of(&store, "g/tick").await.is_empty(),
+        "nothing recorded"
+    );
+    let next = next_fire(&store, "g/tick").await.unwrap();
+    assert_eq!(
+        next / 1000 % 2,
+        1,
+        "the trigger waits on an included second"
+    );
+}
+conformance!(
+    calendar_claim,
+    the_claim_creates_fires_only_at_included_times
+);

@@ -158,6 +158,7 @@ impl Validator<'_> {
             _ => None,
         };
 
+        let calendars = self.trigger_calendars(t, &name, matches!(kind_key, Some("on" | "event")));
         let misfire = self
             .parsed::<MisfirePolicy>(t, "misfire")
             .unwrap_or_default();
@@ -174,8 +175,65 @@ impl Validator<'_> {
             end,
             priority,
             jitter,
+            calendars,
         };
         (decl, name_span)
+    }
+
+    /// `calendar = "NAME"` or a list of names, each declared by a
+    /// `[[calendar]]` of this manifest.
+    fn trigger_calendars(
+        &mut self,
+        t: &Table<'_, '_>,
+        trigger: &str,
+        not_scheduled: bool,
+    ) -> Vec<String> {
+        let Some(v) = t.get("calendar") else {
+            return Vec::new();
+        };
+        let field = t.field("calendar");
+        if not_scheduled {
+            self.error(
+                v.span(),
+                &field,
+                "`calendar` only applies to `cron`, `every` and `at` triggers",
+            );
+            return Vec::new();
+        }
+        let names: Vec<String> = match v.get_ref() {
+            DeValue::String(s) => vec![s.to_string()],
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(s) = self.string(item, &format!("{field}[{}]", i + 1)) {
+                        out.push(s.to_owned());
+                    }
+                }
+                out
+            }
+            _ => {
+                self.type_error(v, &field, "a calendar name or a list of names");
+                return Vec::new();
+            }
+        };
+        if let Err(m) = crate::schedule::calendar::check_names(&names) {
+            self.error(v.span(), &field, m);
+            return Vec::new();
+        }
+        for name in &names {
+            if !self.calendars.iter().any(|c| &c.name == name) {
+                self.error(
+                    v.span(),
+                    &field,
+                    format!(
+                        "trigger {trigger:?} of job {:?} names calendar {name:?}, which no \
+                         [[calendar]] in this manifest declares",
+                        self.job_key
+                    ),
+                );
+            }
+        }
+        names
     }
 
     fn cron(&mut self, t: &Table<'_, '_>, tz_value: Option<&Value<'_>>) -> Option<TriggerKind> {
