@@ -15,6 +15,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS fires_coalescing ON fires (trigger_key, coales
     WHERE state = 'scheduled' AND coalesce_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS fires_by_concurrency_key ON fires (concurrency_key, state)
     WHERE concurrency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS fires_by_rate_key ON fires (rate_key) WHERE rate_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS flow_keys (
     flow_key   TEXT    NOT NULL PRIMARY KEY,
     starts     TEXT    NOT NULL DEFAULT '[]',

@@ -599,6 +599,11 @@ static FIRES_SUPERSEDE: Sql = Sql::new(
 static CANCEL_REQUESTS: Sql = Sql::new(
     "SELECT fire_id, cancel_requested FROM fires WHERE node_id = $1 AND cancel_requested IS NOT NULL AND state = 'acquired'",
 );
+static FLOW_KEYS_IDLE: Sql = Sql::new(
+    "DELETE FROM flow_keys WHERE updated_ms < {now} - $1 \
+     AND NOT EXISTS (SELECT 1 FROM fires f WHERE f.concurrency_key = flow_keys.flow_key) \
+     AND NOT EXISTS (SELECT 1 FROM fires f WHERE f.rate_key = flow_keys.flow_key)",
+);
 static FLOW_STARTS_SET: Sql = Sql::new("UPDATE flow_keys SET starts = v.column2, updated_ms = ");
 static NEXT_DUE: Sql = Sql::new(
     "SELECT MIN(t) AS next FROM (SELECT MIN(next_fire_ms) AS t FROM triggers WHERE state = 'WAITING' \
@@ -2091,6 +2096,13 @@ where
             .await?;
         let over = sqlx::query(HISTORY_OVER.on(DB::DIALECT))
             .bind(max_rows)
+            .execute(&mut *tx)
+            .await?;
+        // Flow keys no fire names and no claim touched for longer than the
+        // longest rate window: a key per account would otherwise keep a row
+        // per account forever. A key seen again gets a new row.
+        sqlx::query(FLOW_KEYS_IDLE.on(DB::DIALECT))
+            .bind(crate::domain::flow::RATE_PER_MAX_MS + 3_600_000)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

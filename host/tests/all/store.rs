@@ -3225,3 +3225,122 @@ conformance!(
     calendar_claim,
     the_claim_creates_fires_only_at_included_times
 );
+
+/// Ages every `flow_keys` row past the longest rate window.
+const AGE_FLOW_KEYS: &str = "UPDATE flow_keys SET updated_ms = 0";
+const COUNT_FLOW_KEYS: &str = "SELECT CAST(COUNT(*) AS BIGINT) FROM flow_keys";
+
+/// A rate key's row outlives its fires by the longest rate window, then upkeep
+/// (`history_cleanup`) deletes it; the row of a key a waiting fire names is
+/// kept however old. `age` ages every row; `rows` counts them.
+async fn idle_flow_keys_are_deleted_and_named_ones_kept<A, AF, C, CF>(
+    store: Arc<dyn Store>,
+    age: A,
+    rows: C,
+) where
+    A: Fn() -> AF,
+    AF: std::future::Future<Output = ()>,
+    C: Fn() -> CF,
+    CF: std::future::Future<Output = i64>,
+{
+    use quartzite::domain::flow::{Flow, KeyTemplate, Rate};
+    // A rate key: its row holds the key's admitted starts, touched by each
+    // claim that admits one.
+    let mut job = JobDef::new("g/keyed", "hello");
+    job.flow = Flow {
+        rate: Some(Rate {
+            key: KeyTemplate::parse("k-{{ job }}").unwrap(),
+            limit: 5,
+            per_ms: 1000,
+        }),
+        ..Flow::default()
+    };
+    store.job_put(&job, &[]).await.unwrap();
+    store.fire_now("g/keyed").await.unwrap();
+    let ran = claim_first(&store, &params("a")).await;
+    store
+        .fire_complete(&[done(&ran, "a", HistoryStatus::Success, FireNext::Done)])
+        .await
+        .unwrap();
+    assert_eq!(rows().await, 1, "the claim made the key's row");
+    // A fire waits with the key: its row stays, however old.
+    store.fire_now("g/keyed").await.unwrap();
+    age().await;
+    store
+        .history_cleanup(i64::MAX / 2, i64::MAX / 2)
+        .await
+        .unwrap();
+    assert_eq!(rows().await, 1, "a key a waiting fire names is kept");
+    let next = claim_first(&store, &params("a")).await;
+    store
+        .fire_complete(&[done(&next, "a", HistoryStatus::Success, FireNext::Done)])
+        .await
+        .unwrap();
+    // Claimed just now: recent, kept; aged with no fire naming it: deleted.
+    store
+        .history_cleanup(i64::MAX / 2, i64::MAX / 2)
+        .await
+        .unwrap();
+    assert_eq!(rows().await, 1, "a key claimed lately is kept");
+    age().await;
+    store
+        .history_cleanup(i64::MAX / 2, i64::MAX / 2)
+        .await
+        .unwrap();
+    assert_eq!(rows().await, 0, "an idle key's row is deleted");
+}
+
+mod flow_keys_cleanup {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let t = super::TestStore::sqlite().await;
+        let file = t._dir.as_ref().unwrap().path().join("quartzite.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        super::idle_flow_keys_are_deleted_and_named_ones_kept(
+            t.store.clone(),
+            || async {
+                sqlx::query(super::AGE_FLOW_KEYS)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            },
+            || async {
+                sqlx::query_scalar(super::COUNT_FLOW_KEYS)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            },
+        )
+        .await;
+        t.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        use std::str::FromStr;
+        let t = super::TestStore::postgres().await;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&crate::common::pg_url())
+            .unwrap()
+            .options([("search_path", t.schema.clone().unwrap().as_str())]);
+        let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+        super::idle_flow_keys_are_deleted_and_named_ones_kept(
+            t.store.clone(),
+            || async {
+                sqlx::query(super::AGE_FLOW_KEYS)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            },
+            || async {
+                sqlx::query_scalar(super::COUNT_FLOW_KEYS)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            },
+        )
+        .await;
+        t.finish().await;
+    }
+}
