@@ -814,6 +814,7 @@ fn windows(n: i64) -> (i64, i64) {
 async fn lock_guards<DB: Db>(
     tx: &mut sqlx::Transaction<'_, DB>,
     candidates: &[claim::Waiting],
+    reach: usize,
     jobs: &HashMap<String, JobDef>,
     guards: &mut claim::Guards,
     now: i64,
@@ -862,7 +863,7 @@ where
     }
     // Flow keys: the same, on their `flow_keys` rows. A key seen for the
     // first time has no row yet: it is created, then locked.
-    let keys: Vec<String> = claim::flow_keys(candidates)
+    let keys: Vec<String> = claim::flow_keys(&candidates[..reach])
         .into_iter()
         .filter(|k| guards.seen_keys.insert(k.clone()))
         .collect();
@@ -896,13 +897,13 @@ where
             locked.extend(lock(list(&new)).fetch_all(&mut **tx).await?);
         }
     }
+    let wanted: HashSet<&String> = candidates[..reach]
+        .iter()
+        .filter_map(|c| c.concurrency_key.as_ref())
+        .collect();
     let concurrency: Vec<String> = locked
         .iter()
-        .filter(|(k, _)| {
-            candidates
-                .iter()
-                .any(|c| c.concurrency_key.as_ref() == Some(k))
-        })
+        .filter(|(k, _)| wanted.contains(k))
         .map(|(k, _)| k.clone())
         .collect();
     for (key, starts) in locked {
@@ -1603,7 +1604,13 @@ where
                 &mut jobs,
             )
             .await?;
-            lock_guards(&mut tx, &candidates, &jobs, &mut guards, now).await?;
+            // Keys are locked for the candidates the pick can reach (twice its
+            // budget): a window of distinct keys would otherwise lock and count
+            // four times the keys the claim can take.
+            let reach = (p.max - claimed_so_far)
+                .saturating_mul(2)
+                .min(candidates.len());
+            lock_guards(&mut tx, &candidates, reach, &jobs, &mut guards, now).await?;
             // The claims so far (a second round adds the first one's).
             let joined: Vec<FireClaim>;
             let claimed: &[FireClaim] = if picked.claims.is_empty() {
