@@ -393,13 +393,6 @@ impl KeyTemplate {
         &self.text
     }
 
-    /// Whether rendering reads the fire's event.
-    pub fn reads_event(&self) -> bool {
-        self.parts
-            .iter()
-            .any(|p| matches!(p, Part::EventName | Part::EventKey | Part::Payload(_)))
-    }
-
     pub fn parse(text: &str) -> Result<KeyTemplate, String> {
         if text.is_empty() {
             return Err("a key template must not be empty".into());
@@ -586,8 +579,6 @@ mod tests {
             "order.placed o-17 billing/charge:on-order"
         );
         assert_eq!(t("shared-api").render(&i), "shared-api");
-        assert!(t("{{ event.payload.x }}").reads_event());
-        assert!(!t("{{ data.x }}").reads_event());
     }
 
     #[test]

@@ -202,11 +202,7 @@ where
         };
         // The backfill's fires are held to the job's flow control as its
         // trigger's own are (their keys rendered as a clock fire's).
-        let job = super::model::JobDef {
-            data,
-            flow: crate::domain::flow::Flow::from_column(flow.as_deref()),
-            ..super::model::JobDef::new(put.job_key.clone(), "")
-        };
+        let flow = crate::domain::flow::Flow::from_column(flow.as_deref());
         // A time held as a running `held_claims` row has its fire: a `fires`
         // row of the same time could not take its place on a retry.
         let held: Vec<(String, i64)> = sqlx::query_as(HELD_OF_JOB.on(DB::DIALECT))
@@ -236,7 +232,12 @@ where
                     .push_bind(0i64)
                     .push_bind(0i64)
                     .push_bind(origin.clone());
-                let (concurrency_key, rate_key) = job.flow_keys(trigger_key, None);
+                let (concurrency_key, rate_key) = flow.keys(&crate::domain::flow::KeyInput {
+                    job_key: &put.job_key,
+                    trigger_key,
+                    data: &data,
+                    event: None,
+                });
                 b.push_bind(concurrency_key).push_bind(rate_key);
             });
             // A time with a fire (waiting, claimed, or of an earlier backfill)
@@ -309,19 +310,20 @@ where
                 .fetch_optional(&mut *tx)
                 .await?;
             let (concurrency_key, rate_key) = match input {
-                Some((data, Some(flow), name, key, payload)) => super::model::JobDef {
-                    data,
-                    flow: crate::domain::flow::Flow::from_column(Some(&flow)),
-                    ..super::model::JobDef::new(put.job_key.clone(), "")
+                Some((data, Some(flow), name, key, payload)) => {
+                    crate::domain::flow::Flow::from_column(Some(&flow)).keys(
+                        &crate::domain::flow::KeyInput {
+                            job_key: &put.job_key,
+                            trigger_key: &put.trigger_key,
+                            data: &data,
+                            event: name.as_deref().map(|name| crate::domain::flow::EventInput {
+                                name,
+                                key: key.as_deref(),
+                                payload: payload.as_deref().unwrap_or("null"),
+                            }),
+                        },
+                    )
                 }
-                .flow_keys(
-                    &put.trigger_key,
-                    name.as_deref().map(|name| crate::domain::flow::EventInput {
-                        name,
-                        key: key.as_deref(),
-                        payload: payload.as_deref().unwrap_or("null"),
-                    }),
-                ),
                 _ => (None, None),
             };
             let created = sqlx::query(REPLAY_FIRE.on(DB::DIALECT))

@@ -397,8 +397,11 @@ pub(crate) fn pick_waiting(
     // candidates are skipped (candidates come oldest first).
     let mut buffered: HashSet<String> = HashSet::new();
     // The newest candidate of each `cancel-other` job: the older are skipped.
+    // (Only a job's own policy is ever `cancel-other`: none, no map.)
+    let any_cancel_other = jobs.values().any(|j| j.overlap == Overlap::CancelOther);
     let newest: HashMap<String, String> = candidates
         .iter()
+        .filter(|_| any_cancel_other)
         .filter(|c| {
             jobs.get(&c.job_key).is_some_and(|j| {
                 FireOrigin::overlap_of_stored(&c.origin, j.overlap) == Overlap::CancelOther

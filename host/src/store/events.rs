@@ -23,7 +23,7 @@
 
 use super::StoreError;
 use super::common::notify;
-use super::model::{HistoryEntry, HistoryStatus, JobDef, TriggerState};
+use super::model::{HistoryEntry, HistoryStatus, TriggerState};
 use super::sched::{history_from_row, history_row, insert_history, new_id, trigger_from_row};
 use super::sql::{Backend, Db, Sql, writer};
 use async_trait::async_trait;
@@ -722,27 +722,21 @@ where
                     let keys = match flow {
                         None => (None, None),
                         Some(flow) => {
-                            let job = JobDef {
-                                data: row
-                                    .try_get::<Option<String>, _>("job_data")?
-                                    .unwrap_or_default(),
-                                flow: crate::domain::flow::Flow::from_column(Some(&flow)),
-                                ..JobDef::new(t.job_key.clone(), "")
-                            };
-                            let event = crate::domain::flow::EventInput {
-                                name: &e.name,
-                                key: e.key.as_deref(),
-                                payload: &e.payload,
-                            };
-                            let keys = job.flow_keys(&t.trigger_key, Some(event));
+                            let flow = crate::domain::flow::Flow::from_column(Some(&flow));
+                            let data: Option<String> = row.try_get("job_data")?;
                             let input = crate::domain::flow::KeyInput {
-                                job_key: &job.job_key,
+                                job_key: &t.job_key,
                                 trigger_key: &t.trigger_key,
-                                data: &job.data,
-                                event: Some(event),
+                                data: data.as_deref().unwrap_or_default(),
+                                event: Some(crate::domain::flow::EventInput {
+                                    name: &e.name,
+                                    key: e.key.as_deref(),
+                                    payload: &e.payload,
+                                }),
                             };
+                            let keys = flow.keys(&input);
                             if let (Some(key), Some(c)) =
-                                (job.flow.coalesce_key(&input), &job.flow.coalesce)
+                                (flow.coalesce_key(&input), &flow.coalesce)
                             {
                                 folded.push(Folded {
                                     fire: EventFire {

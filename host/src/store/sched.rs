@@ -583,8 +583,6 @@ static LOAD_JOBS: Sql = Sql::new(
 static FLOW_LOCK: Sql = Sql::new(
     "SELECT flow_key, starts FROM flow_keys WHERE flow_key IN ({json_texts_1}) ORDER BY flow_key{skip_locked}",
 );
-static FLOW_KNOWN: Sql =
-    Sql::new("SELECT flow_key FROM flow_keys WHERE flow_key IN ({json_texts_1})");
 static FLOW_CREATE: Sql = Sql::new(
     "INSERT INTO flow_keys (flow_key, starts, updated_ms) SELECT k, '[]', $2 FROM ({json_texts_1_as_k}) x WHERE true ON CONFLICT DO NOTHING",
 );
@@ -861,8 +859,9 @@ where
             }
         }
     }
-    // Flow keys: the same, on their `flow_keys` rows. A key seen for the
-    // first time has no row yet: it is created, then locked.
+    // Flow keys: the same, on their `flow_keys` rows. A key not locked has
+    // no row yet or another node holds it: rows are created for those
+    // (`ON CONFLICT DO NOTHING` leaves a held one alone) and locked again.
     let keys: Vec<String> = claim::flow_keys(&candidates[..reach])
         .into_iter()
         .filter(|k| guards.seen_keys.insert(k.clone()))
@@ -881,21 +880,12 @@ where
             .filter(|k| !got.contains(k.as_str()))
             .cloned()
             .collect();
-        let known: HashSet<String> = sqlx::query_scalar::<DB, String>(FLOW_KNOWN.on(DB::DIALECT))
+        sqlx::query(FLOW_CREATE.on(DB::DIALECT))
             .bind(list(&rest))
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
-        let new: Vec<String> = rest.into_iter().filter(|k| !known.contains(k)).collect();
-        if !new.is_empty() {
-            sqlx::query(FLOW_CREATE.on(DB::DIALECT))
-                .bind(list(&new))
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            locked.extend(lock(list(&new)).fetch_all(&mut **tx).await?);
-        }
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        locked.extend(lock(list(&rest)).fetch_all(&mut **tx).await?);
     }
     let wanted: HashSet<&String> = candidates[..reach]
         .iter()
@@ -1380,12 +1370,12 @@ where
                     continue;
                 }
             }
-            let keys = JobDef {
-                data,
-                flow: Flow::from_column(flow.as_deref()),
-                ..JobDef::new(job_key.clone(), module)
-            }
-            .flow_keys(&trigger_key, None);
+            let keys = Flow::from_column(flow.as_deref()).keys(&crate::domain::flow::KeyInput {
+                job_key: &job_key,
+                trigger_key: &trigger_key,
+                data: &data,
+                event: None,
+            });
             let done = sqlx::query(STARTUP_FIRE.on(DB::DIALECT))
                 .bind(new_id())
                 .bind(&trigger_key)

@@ -1502,6 +1502,15 @@ async fn an_event_accepted_right_before_a_crash_runs_after_the_restart() {
     pg_drop(&schema).await;
 }
 
+/// Waits until a node has applied the manifest's job `key`.
+async fn wait_declared(store: &PgStore, key: &str) {
+    wait_until(Duration::from_secs(60), "the job to be declared", || {
+        let store = store.clone();
+        async move { store.job_get(key).await.ok().flatten().is_some() }
+    })
+    .await;
+}
+
 /// Issue 19's rate test: three nodes, 300 fires of one key at 10 per second.
 /// No second holds more than 10 admitted starts (the store admits each start
 /// in the claim, and history records when), every fire runs once, and the
@@ -1530,11 +1539,7 @@ async fn three_nodes_hold_a_rate_key_to_its_limit_and_run_every_fire() {
     for id in ["node-1", "node-2", "node-3"] {
         wait_alive(&store, id).await;
     }
-    wait_until(Duration::from_secs(60), "the job to be declared", || {
-        let store = store.clone();
-        async move { store.job_get("rate/sync").await.ok().flatten().is_some() }
-    })
-    .await;
+    wait_declared(&store, "rate/sync").await;
     for i in 0..300 {
         let outcome = store
             .event_emit(&quartzite::store::events::EventPut::operator(
@@ -1630,11 +1635,7 @@ async fn three_nodes_hold_each_concurrency_key_to_its_limit() {
     );
     let store = PgStore::connect(&url).await.unwrap();
     let nodes = three_nodes(dir.path(), &url, &store).await;
-    wait_until(Duration::from_secs(60), "the job to be declared", || {
-        let store = store.clone();
-        async move { store.job_get("keys/charge").await.ok().flatten().is_some() }
-    })
-    .await;
+    wait_declared(&store, "keys/charge").await;
     let mut account_of = std::collections::HashMap::new();
     for i in 0..30 {
         let account = ["a", "b", "c"][i % 3];

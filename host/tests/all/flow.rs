@@ -108,6 +108,22 @@ async fn waiting_reason(store: &Arc<dyn Store>, says: &str) -> String {
     seen.lock().unwrap().clone()
 }
 
+/// Waits until a fire (`fire`, or any) is claimed: running, or about to.
+async fn wait_claimed(store: &Arc<dyn Store>, fire: Option<&str>) {
+    wait_until(Duration::from_secs(30), "a fire to be claimed", || {
+        let store = Arc::clone(store);
+        async move {
+            store
+                .fire_running()
+                .await
+                .unwrap()
+                .iter()
+                .any(|f| f.state == "acquired" && fire.is_none_or(|id| f.fire_id == id))
+        }
+    })
+    .await;
+}
+
 fn manifest(jobs: &str) -> String {
     format!(
         r#"
@@ -324,22 +340,7 @@ event = "account.changed"
         serde_json::json!({ "account": "a", "n": 1 }),
     )
     .await;
-    wait_until(
-        Duration::from_secs(30),
-        "the first fire to be claimed",
-        || {
-            let store = Arc::clone(&node.store);
-            async move {
-                store
-                    .fire_running()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|f| f.state == "acquired")
-            }
-        },
-    )
-    .await;
+    wait_claimed(&node.store, None).await;
     let mut latest = String::new();
     for n in 2..=4 {
         latest = emit(
@@ -406,19 +407,7 @@ event = "deploy"
 "#;
     let node = run(&options(&env, &manifest(jobs), quick())).await;
     let first = emit_one(&node.store, "deploy").await;
-    wait_until(Duration::from_secs(30), "the first fire to run", || {
-        let store = Arc::clone(&node.store);
-        let first = first.clone();
-        async move {
-            store
-                .fire_running()
-                .await
-                .unwrap()
-                .iter()
-                .any(|f| f.fire_id == first && f.state == "acquired")
-        }
-    })
-    .await;
+    wait_claimed(&node.store, Some(&first)).await;
     let second = emit_one(&node.store, "deploy").await;
     let third = emit_one(&node.store, "deploy").await;
     wait_until(Duration::from_secs(30), "three history rows", || {
