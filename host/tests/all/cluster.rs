@@ -1582,20 +1582,11 @@ async fn three_nodes_hold_a_rate_key_to_its_limit_and_run_every_fire() {
             d["flow"]["admitted_ms"].as_i64().unwrap()
         })
         .collect();
-    admitted.sort_unstable();
-    let mut first = 0;
-    for last in 0..admitted.len() {
-        while admitted[last] - admitted[first] >= 1000 {
-            first += 1;
-        }
-        assert!(
-            last - first < 10,
-            "{} starts admitted between {} and {} ms: the limit is 10 per second",
-            last - first + 1,
-            admitted[first],
-            admitted[last]
-        );
-    }
+    let most = most_in_window(&mut admitted, 1000);
+    assert!(
+        most <= 10,
+        "{most} starts admitted within one second: the limit is 10 per second"
+    );
     assert!(
         admitted[299] - admitted[0] >= 29_000,
         "300 starts at 10 per second spread over only {} ms",
@@ -1670,18 +1661,12 @@ async fn three_nodes_hold_each_concurrency_key_to_its_limit() {
     assert_eq!(count(&history, HistoryStatus::Success, None), 30);
     assert_eq!(history.len(), 30, "one run per fire");
     for account in ["a", "b", "c"] {
-        let mut edges: Vec<(i64, i32)> = history
-            .iter()
-            .filter(|h| account_of[details(h)["event"]["id"].as_str().unwrap()] == account)
-            .flat_map(|h| [(h.started_ms + 20, 1), (h.ended_ms - 20, -1)])
-            .collect();
-        edges.sort_unstable();
-        let mut at_once = 0;
-        let mut most = 0;
-        for (_, d) in edges {
-            at_once += d;
-            most = most.max(at_once);
-        }
+        let most = most_at_once(
+            history
+                .iter()
+                .filter(|h| account_of[details(h)["event"]["id"].as_str().unwrap()] == account)
+                .map(|h| (h.started_ms + 20, h.ended_ms - 20)),
+        );
         assert!(
             most <= 2,
             "account {account} ran {most} at once: its limit is 2"

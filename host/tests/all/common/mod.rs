@@ -187,3 +187,34 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The most of `intervals` (start, end) open at one instant; one ending at
+/// the instant another starts does not overlap it.
+pub fn most_at_once(intervals: impl IntoIterator<Item = (i64, i64)>) -> usize {
+    let mut edges: Vec<(i64, i32)> = intervals
+        .into_iter()
+        .flat_map(|(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    edges.sort_unstable();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+/// The most of `times` within any window of `per_ms` (a time at `t` and one
+/// at `t + per_ms` are in different windows).
+pub fn most_in_window(times: &mut [i64], per_ms: i64) -> usize {
+    times.sort_unstable();
+    let mut most = 0;
+    let mut first = 0;
+    for last in 0..times.len() {
+        while times[last] - times[first] >= per_ms {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
