@@ -876,6 +876,7 @@ async fn flood(backend: &str, n: usize) {
             },
         );
         let (stop, rx) = tokio::sync::watch::channel(false);
+        let started_ms = store.now_ms().await.expect("clock");
         let start = Instant::now();
         let task = tokio::spawn(Arc::clone(&scheduler).run(rx));
         let flood_done = HistoryFilter {
@@ -893,6 +894,31 @@ async fn flood(backend: &str, n: usize) {
         let _ = task.await;
         let lags = lags_of(&store, Some("f/tick"), 10_000).await;
         let [p50, p99, max] = lag_cells(&lags);
+        if beside {
+            // Each run's lag in the order of its time: which runs were late.
+            let mut runs: Vec<(i64, i64)> = store
+                .history_list(&HistoryFilter {
+                    job_key: Some("f/tick".into()),
+                    limit: 10_000,
+                    ..HistoryFilter::default()
+                })
+                .await
+                .expect("history")
+                .iter()
+                .filter_map(|h| h.scheduled_ms.map(|s| (s, h.started_ms - s)))
+                .collect();
+            runs.sort_unstable();
+            let t0 = runs.first().map_or(0, |r| r.0);
+            let order: Vec<String> = runs
+                .iter()
+                .map(|(s, lag)| format!("+{}s:{lag}", (s - t0) / 1000))
+                .collect();
+            eprintln!(
+                "1 s job's runs (time since its first: lag ms; the node started {} ms after its first): {}",
+                started_ms - t0,
+                order.join(" ")
+            );
+        }
         println!(
             "| {} | {:.0} | {} | {p50} | {p99} | {max} |",
             if beside {

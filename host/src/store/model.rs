@@ -234,6 +234,28 @@ pub struct FireClaim {
     pub origin: FireOrigin,
 }
 
+/// One claim as the store knows it: which fire, where its row lives, and the
+/// fencing that tells this claim from a later one of the same fire (the fire
+/// handed back and claimed again, perhaps by the same node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub fire_id: String,
+    pub trigger_key: String,
+    pub held: bool,
+    pub fencing: i64,
+}
+
+impl From<&FireClaim> for ClaimRef {
+    fn from(f: &FireClaim) -> Self {
+        ClaimRef {
+            fire_id: f.fire_id.clone(),
+            trigger_key: f.trigger_key.clone(),
+            held: f.held,
+            fencing: f.fencing,
+        }
+    }
+}
+
 /// The flow keys a claim admitted a fire by, and when (the database clock):
 /// history records them, so an operator can check a limit against the runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -105,13 +105,13 @@ pub trait Scheduling: Send + Sync {
     ) -> Result<Vec<(String, String)>, StoreError>;
     /// Marks claims of `node_id` as started: their runs are about to begin. A
     /// claim never marked is handed back untouched when its node is lost.
-    /// `fires` are `(fire_id, trigger_key, held)` as in the claims. Returns the
-    /// ids of those marked: a claim handed back or taken over since is not,
-    /// and its fire must not run on this node, since another may run it.
+    /// Returns the ids of those marked: a claim handed back or taken over
+    /// since is not, and its fire must not run under it, since another claim
+    /// (of another node, or a later one of this node) may run it.
     async fn fire_mark_started(
         &self,
         node_id: &str,
-        fires: &[(String, String, bool)],
+        fires: &[ClaimRef],
     ) -> Result<Vec<String>, StoreError>;
     /// Recovers claimed fires whose lease expired or whose node has not checked in
     /// for `dead_after_ms`: re-queued with `recovering` when
@@ -540,7 +540,7 @@ static HELD_INSERT: Sql = Sql::new(
 );
 static FIRES_INSERT: Sql = Sql::new(
     "INSERT INTO fires (fire_id, trigger_key, job_key, scheduled_ms, due_ms, priority, attempt, state, recovering, fencing, node_id, \
-     lease_until_ms, concurrency_key, rate_key) ",
+     lease_until_ms, started, concurrency_key, rate_key) ",
 );
 /// The waiting fires a claim reads: two windows of the due index, the
 /// oldest `$2` and the newest `$5` (see `claim::interleave_jobs`), with
@@ -1510,6 +1510,9 @@ where
                         .push_bind(i64::from(claim))
                         .push_bind(claim.then(|| p.node_id.clone()))
                         .push_bind(claim.then_some(now + p.lease_ms))
+                        // Marked as the claim's other rows are: the node will
+                        // not mark it again (see `AcquireParams::started`).
+                        .push_bind(i64::from(claim && p.started))
                         .push_bind(f.concurrency_key.clone())
                         .push_bind(f.rate_key.clone());
                 });
@@ -1883,13 +1886,13 @@ where
     async fn fire_mark_started(
         &self,
         node_id: &str,
-        fires: &[(String, String, bool)],
+        fires: &[ClaimRef],
     ) -> Result<Vec<String>, StoreError> {
         let _writer = writer(self).await;
         let mut marked = Vec::with_capacity(fires.len());
         for held in [false, true] {
-            let part: Vec<&(String, String, bool)> = fires.iter().filter(|f| f.2 == held).collect();
-            for chunk in part.chunks(500) {
+            let part: Vec<&ClaimRef> = fires.iter().filter(|f| f.held == held).collect();
+            for chunk in part.chunks(400) {
                 let mut qb = QueryBuilder::<DB>::new(if held {
                     "UPDATE held_claims SET started = 1 WHERE node_id = "
                 } else {
@@ -1899,11 +1902,24 @@ where
                 if held {
                     // By key, as completions delete them: the table's only index.
                     qb.push(" AND trigger_key IN (");
-                    push_list(&mut qb, chunk.iter().map(|f| f.1.clone()));
+                    push_list(&mut qb, chunk.iter().map(|f| f.trigger_key.clone()));
                     qb.push(")");
                 }
                 qb.push(" AND fire_id IN (");
-                push_list(&mut qb, chunk.iter().map(|f| f.0.clone()));
+                push_list(&mut qb, chunk.iter().map(|f| f.fire_id.clone()));
+                // The claim itself, not just its fire: a claim handed back
+                // (its lease ran out while the database was away) and made
+                // again by this node has a new fencing, and only that claim's
+                // run may begin.
+                qb.push(") AND (fire_id, fencing) IN (VALUES ");
+                let mut list = qb.separated(", ");
+                for f in chunk {
+                    list.push("(");
+                    list.push_bind_unseparated(f.fire_id.clone());
+                    list.push_unseparated(", CAST(");
+                    list.push_bind_unseparated(f.fencing);
+                    list.push_unseparated(" AS BIGINT))");
+                }
                 qb.push(") RETURNING fire_id");
                 let ids: Vec<String> = qb.build_query_scalar().fetch_all(self.pool()).await?;
                 marked.extend(ids);

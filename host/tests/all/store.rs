@@ -437,8 +437,9 @@ async fn an_unknown_database_url_is_a_clear_error() {
 
 use quartzite::schedule::trigger::{MisfireLimits, MisfirePolicy, TriggerKind, TriggerSpec};
 use quartzite::store::model::{
-    AcquireParams, Completion, FireClaim, FireNext, HistoryEntry, HistoryFilter, HistoryStatus,
-    JobDef, JobRoom, NodeCheckIn, Overlap, PauseNote, TriggerPut, TriggerState, WitRange,
+    AcquireParams, ClaimRef, Completion, FireClaim, FireNext, HistoryEntry, HistoryFilter,
+    HistoryStatus, JobDef, JobRoom, NodeCheckIn, Overlap, PauseNote, TriggerPut, TriggerState,
+    WitRange,
 };
 
 fn at_job(store_key: &str, at_ms: i64, misfire: MisfirePolicy) -> (JobDef, Vec<TriggerPut>) {
@@ -749,18 +750,101 @@ conformance!(
     a_live_node_late_to_check_in_never_recovers_its_own_runs
 );
 
+async fn mark(store: &Arc<dyn Store>, node: &str, fire: &FireClaim) -> Vec<String> {
+    store
+        .fire_mark_started(node, &[ClaimRef::from(fire)])
+        .await
+        .unwrap()
+}
+
 async fn mark_started(store: &Arc<dyn Store>, node: &str, fire: &FireClaim) {
     assert_eq!(
-        store
-            .fire_mark_started(
-                node,
-                &[(fire.fire_id.clone(), fire.trigger_key.clone(), fire.held)]
-            )
-            .await
-            .unwrap(),
+        mark(store, node, fire).await,
         std::slice::from_ref(&fire.fire_id)
     );
 }
+
+/// A job of one `at` trigger at `now` whose jitter (`jitter_ms`) delays it by
+/// a time within `delays`: keys are tried until one's delay falls there.
+fn jittered_at_job(
+    prefix: &str,
+    now: i64,
+    jitter_ms: u64,
+    delays: std::ops::Range<i64>,
+) -> (JobDef, Vec<TriggerPut>, i64) {
+    let (job, mut triggers) = (0..)
+        .map(|i| at_job(&format!("{prefix}{i}"), now, MisfirePolicy::FireNow))
+        .find(|(_, t)| {
+            let spec = TriggerSpec {
+                jitter_ms,
+                ..t[0].spec.clone()
+            };
+            delays.contains(&spec.jitter_delay(&t[0].trigger_key, now, None))
+        })
+        .unwrap();
+    triggers[0].spec.jitter_ms = jitter_ms;
+    let delay = triggers[0]
+        .spec
+        .jitter_delay(&triggers[0].trigger_key, now, None);
+    (job, triggers, delay)
+}
+
+/// The database went away for longer than a lease: the node's claim ran out
+/// and was handed back, and the node claimed the fire again. The task of the
+/// first claim, still waiting for a worker, must not start the fire too: the
+/// second claim runs it, once.
+async fn a_claim_handed_back_and_made_again_by_its_node_runs_once(store: Arc<dyn Store>) {
+    let now = store.now_ms().await.unwrap();
+    // A `forbid` job's fire is a `fires` row; an `allow` job's a held claim.
+    for (key, overlap) in [
+        ("g/again-forbid", Overlap::Forbid),
+        ("g/again-allow", Overlap::Allow),
+    ] {
+        let (mut job, triggers) = at_job(key, now, MisfirePolicy::FireNow);
+        job.overlap = overlap;
+        store.job_put(&job, &triggers).await.unwrap();
+    }
+    let first = store
+        .fire_acquire(&AcquireParams {
+            lease_ms: -1,
+            ..params("a")
+        })
+        .await
+        .unwrap()
+        .fires;
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        store.fire_recover(60_000, Some("a")).await.unwrap(),
+        2,
+        "both leases ran out"
+    );
+    let second = store.fire_acquire(&params("a")).await.unwrap().fires;
+    assert_eq!(second.len(), 2, "the same node claims both again");
+    for old in &first {
+        let new = second.iter().find(|f| f.fire_id == old.fire_id).unwrap();
+        assert_ne!(new.fencing, old.fencing, "{}: a new claim", old.job_key);
+        assert!(
+            mark(&store, "a", old).await.is_empty(),
+            "{}: the first claim's run must not begin",
+            old.job_key
+        );
+        mark_started(&store, "a", new).await;
+        let stale = done(old, "a", HistoryStatus::Success, FireNext::Done);
+        let current = done(new, "a", HistoryStatus::Success, FireNext::Done);
+        assert_eq!(
+            store.fire_complete(&[stale, current]).await.unwrap(),
+            [false, true],
+            "{}: only the second claim ends the fire",
+            old.job_key
+        );
+        assert_eq!(history_of(&store, &old.job_key).await.len(), 1);
+    }
+    assert!(store.fire_list().await.unwrap().is_empty());
+}
+conformance!(
+    claimed_again,
+    a_claim_handed_back_and_made_again_by_its_node_runs_once
+);
 
 async fn a_lost_claim_whose_run_never_began_waits_again_untouched(store: Arc<dyn Store>) {
     let now = store.now_ms().await.unwrap();
@@ -819,6 +903,27 @@ async fn a_lost_claim_whose_run_never_began_waits_again_untouched(store: Arc<dyn
     store.fire_recover(60_000, None).await.unwrap();
     let lost = history_of(&store, "g/marked").await;
     assert_eq!(lost.len(), 1);
+    assert!(lost[0].details.contains("node-lost"), "{}", lost[0].details);
+    // The same for a fire created in the claim already claimed (an `allow`
+    // job's jittered fire, due within the look-ahead): it was marked too.
+    let now = store.now_ms().await.unwrap();
+    let (job, triggers, _) = jittered_at_job("g/marked-jitter", now, 3_000, 300..2_000);
+    store.job_put(&job, &triggers).await.unwrap();
+    let marked = store
+        .fire_acquire(&AcquireParams {
+            lease_ms: -1,
+            lookahead_ms: 5_000,
+            started: true,
+            ..params("dead")
+        })
+        .await
+        .unwrap()
+        .fires;
+    let fire = marked.iter().find(|f| f.job_key == job.job_key).unwrap();
+    assert!(!fire.held, "claimed as a `fires` row");
+    store.fire_recover(60_000, None).await.unwrap();
+    let lost = history_of(&store, &job.job_key).await;
+    assert_eq!(lost.len(), 1, "lost, it was started, not handed back unrun");
     assert!(lost[0].details.contains("node-lost"), "{}", lost[0].details);
 }
 conformance!(
@@ -1080,21 +1185,7 @@ async fn a_jittered_fire_is_due_after_its_time_and_recorded_at_it(store: Arc<dyn
     let now = store.now_ms().await.unwrap();
     // A key whose delay for this time is clearly ahead (the delay is derived
     // from the trigger and the time, and can be anything up to the jitter).
-    let (job, mut triggers) = (0..)
-        .map(|i| at_job(&format!("g/jitter{i}"), now, MisfirePolicy::FireNow))
-        .find(|(_, t)| {
-            let spec = TriggerSpec {
-                jitter_ms: 3_000,
-                calendars: Vec::new(),
-                ..t[0].spec.clone()
-            };
-            (300..2_000).contains(&spec.jitter_delay(&t[0].trigger_key, now, None))
-        })
-        .unwrap();
-    triggers[0].spec.jitter_ms = 3_000;
-    let delay = triggers[0]
-        .spec
-        .jitter_delay(&triggers[0].trigger_key, now, None);
+    let (job, triggers, delay) = jittered_at_job("g/jitter", now, 3_000, 300..2_000);
     store.job_put(&job, &triggers).await.unwrap();
     assert_eq!(
         store.trigger_list(Some(&job.job_key)).await.unwrap()[0]

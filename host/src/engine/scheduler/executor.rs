@@ -113,10 +113,9 @@ pub(super) struct StartMarks {
     queue: mpsc::UnboundedSender<StartAsk>,
 }
 
-/// A fire to mark, `(fire_id, trigger_key, held)`, and where to say whether
-/// it was marked.
+/// A claim to mark, and where to say whether it was marked.
 type StartAsk = (
-    (String, String, bool),
+    crate::store::model::ClaimRef,
     tokio::sync::oneshot::Sender<Result<bool, crate::store::StoreError>>,
 );
 
@@ -135,7 +134,7 @@ impl StartMarks {
                 };
                 for (fire, reply) in fires.iter().zip(replies) {
                     let _ = reply.send(match &result {
-                        Ok(_) => Ok(marked.contains(fire.0.as_str())),
+                        Ok(_) => Ok(marked.contains(fire.fire_id.as_str())),
                         Err(e) => Err(crate::store::StoreError::Unavailable(format!(
                             "marking the run started failed: {e}"
                         ))),
@@ -147,10 +146,11 @@ impl StartMarks {
     }
 
     /// Marks `fire` started; `false` when its claim is no longer this node's
-    /// (handed back or taken over since): the fire must not run here.
+    /// (handed back or taken over since, even if this node claimed the fire
+    /// again): the fire must not run under this claim.
     pub(super) async fn mark(&self, fire: &FireClaim) -> Result<bool, crate::store::StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let ask = (fire.fire_id.clone(), fire.trigger_key.clone(), fire.held);
+        let ask = crate::store::model::ClaimRef::from(fire);
         if self.queue.send((ask, reply)).is_err() {
             return Err(crate::store::StoreError::Conflict(
                 "the node is stopping".into(),

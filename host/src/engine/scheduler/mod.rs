@@ -64,8 +64,10 @@ pub struct Scheduler {
     config: SchedulerConfig,
     /// The contract version this node advertises and runs (see `max_wit`).
     wit: WitVersion,
-    /// Fires handed to a worker and not yet completed: the leases to renew.
-    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Fires handed to a worker and not yet completed, with the fencing of
+    /// their claims: the leases to renew. A fire handed back and claimed again
+    /// by this node is held by its newest claim only.
+    held: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Runs of `cancel-other` jobs on this node, by fire id: where a request
     /// to stop one is sent.
     stops: std::sync::Mutex<std::collections::HashMap<String, watch::Sender<Option<StopRequest>>>>,
@@ -292,7 +294,7 @@ impl Scheduler {
         });
     }
 
-    fn held_update(&self, change: impl FnOnce(&mut std::collections::HashSet<String>)) {
+    fn held_update(&self, change: impl FnOnce(&mut std::collections::HashMap<String, i64>)) {
         change(
             &mut self
                 .held
@@ -439,7 +441,7 @@ impl Scheduler {
                     break;
                 };
                 self.held_update(|held| {
-                    held.insert(fire.fire_id.clone());
+                    held.insert(fire.fire_id.clone(), fire.fencing);
                 });
                 let slots = self.shares.claimed(&fire.job_key);
                 let job_metrics = match &last_job {
@@ -896,7 +898,10 @@ impl Scheduler {
                     Ok(accepted) => {
                         self.held_update(|held| {
                             for c in &batch {
-                                held.remove(&c.fire_id);
+                                // A stale claim's end leaves a newer claim held.
+                                if held.get(&c.fire_id) == Some(&c.fencing) {
+                                    held.remove(&c.fire_id);
+                                }
                             }
                         });
                         let commit_us = committing.map(|t| t.elapsed().as_micros());
@@ -1121,7 +1126,7 @@ impl Scheduler {
                 .held
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
+                .keys()
                 .cloned()
                 .collect();
             if let Err(e) = self
