@@ -520,58 +520,80 @@ async fn keys(backend: &str, n: usize) {
         ("1,000 distinct keys", Some("acct-{{ event.payload.k }}")),
         ("one hot key", Some("hot")),
     ];
-    let mut base = 0.0;
-    for (label, key) in cases {
-        let (store, schema, _dir) = open(backend, "keys").await;
-        let flow = Flow {
-            concurrency: key.map(|k| Concurrency {
-                key: KeyTemplate::parse(k).expect("template"),
-                limit: quartzite::domain::flow::LIMIT_MAX,
-            }),
-            rate: None,
-            coalesce: None,
-        };
-        let job = JobDef {
-            flow,
-            ..JobDef::new("keys/job", "noop")
-        };
-        let trigger = TriggerPut {
-            trigger_key: "keys/job:event".into(),
-            job_key: "keys/job".into(),
-            spec: TriggerSpec {
-                kind: TriggerKind::Event { name: "k".into() },
-                start_ms: None,
-                end_ms: None,
-                misfire: MisfirePolicy::FireNow,
-                jitter_ms: 0,
-                calendars: Vec::new(),
-            },
-            priority: 5,
-        };
-        store
-            .jobs_put(&[(job, vec![trigger])])
-            .await
-            .expect("jobs_put");
-        for i in 0..n {
-            let payload = format!(r#"{{"k":{}}}"#, i % 1000);
-            let out = store
-                .event_emit(&EventPut::operator("k", &payload, None))
+    // The cases take turns, round after round, and the ratios are of medians:
+    // one case after another in a single pass moved by a third between runs
+    // on this machine, as the file system and caches drifted.
+    let rounds: usize = std::env::var("QUARTZITE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut acquire: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut complete: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 1..=rounds {
+        for (i, (label, key)) in cases.iter().enumerate() {
+            let (store, schema, _dir) = open(backend, "keys").await;
+            let flow = Flow {
+                concurrency: key.map(|k| Concurrency {
+                    key: KeyTemplate::parse(k).expect("template"),
+                    limit: quartzite::domain::flow::LIMIT_MAX,
+                }),
+                rate: None,
+                coalesce: None,
+            };
+            let job = JobDef {
+                flow,
+                ..JobDef::new("keys/job", "noop")
+            };
+            let trigger = TriggerPut {
+                trigger_key: "keys/job:event".into(),
+                job_key: "keys/job".into(),
+                spec: TriggerSpec {
+                    kind: TriggerKind::Event { name: "k".into() },
+                    start_ms: None,
+                    end_ms: None,
+                    misfire: MisfirePolicy::FireNow,
+                    jitter_ms: 0,
+                    calendars: Vec::new(),
+                },
+                priority: 5,
+            };
+            store
+                .jobs_put(&[(job, vec![trigger])])
                 .await
-                .expect("emit");
-            assert!(matches!(out, EmitOutcome::Accepted { .. }));
+                .expect("jobs_put");
+            for i in 0..n {
+                let payload = format!(r#"{{"k":{}}}"#, i % 1000);
+                let out = store
+                    .event_emit(&EventPut::operator("k", &payload, None))
+                    .await
+                    .expect("emit");
+                assert!(matches!(out, EmitOutcome::Accepted { .. }));
+            }
+            let c = claim_all(&store, n).await;
+            let per_fire = c.acquire.as_micros() as f64 / n as f64;
+            let done = c.complete.as_micros() as f64 / n as f64;
+            println!(
+                "| round {round}: {label} ({backend}) | acquire {per_fire:.1} us/fire, complete {done:.1} us/fire; {:.1} us of process CPU per fire |",
+                c.cpu * 1e6 / n as f64
+            );
+            acquire[i].push(per_fire);
+            complete[i].push(done);
+            drop_schema(schema).await;
         }
-        let c = claim_all(&store, n).await;
-        let per_fire = c.acquire.as_micros() as f64 / n as f64;
-        if key.is_none() {
-            base = per_fire;
-        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&acquire[0]);
+    for (i, (label, _)) in cases.iter().enumerate() {
+        let a = median(&acquire[i]);
         println!(
-            "| claim, {label} ({backend}) | acquire {per_fire:.1} us/fire ({:.2}x no keys), complete {:.1} us/fire; {:.1} us of process CPU per fire |",
-            per_fire / base,
-            c.complete.as_micros() as f64 / n as f64,
-            c.cpu * 1e6 / n as f64
+            "| median of {rounds}: {label} ({backend}) | acquire {a:.1} us/fire ({:.2}x no keys), complete {:.1} us/fire |",
+            a / base,
+            median(&complete[i])
         );
-        drop_schema(schema).await;
     }
 }
 
@@ -861,10 +883,7 @@ async fn flood(backend: &str, n: usize) {
                 priority: 5,
             })
             .collect();
-        store
-            .jobs_put(&[(job, triggers)])
-            .await
-            .expect("jobs_put");
+        store.jobs_put(&[(job, triggers)]).await.expect("jobs_put");
         let scheduler = Scheduler::new(
             Arc::clone(&store),
             Arc::clone(&rt),

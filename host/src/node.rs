@@ -302,6 +302,7 @@ pub async fn start_with_keys(
         store.jobs_put(&jobs).await?;
         store.alert_rules_sync("manifest", &m.alerts).await?;
         delete_orphans(&store, &runtime, m).await?;
+        delete_orphan_calendars(&store, m).await?;
     }
     let reset = store.trigger_reset_errors().await?;
     if reset > 0 {
@@ -366,6 +367,43 @@ async fn delete_orphans(
         }
     }
     Ok(())
+}
+
+/// Manifest calendars no longer in the manifest are deleted, as a declared
+/// thing that is no longer declared should be; one still named by a trigger
+/// (of a job kept or added outside the manifest) or by another calendar's
+/// `base` is kept, and reported with what uses it.
+async fn delete_orphan_calendars(store: &Arc<dyn Store>, m: &Manifest) -> Result<(), StoreError> {
+    let declared: std::collections::HashSet<&str> =
+        m.calendars.iter().map(|c| c.name.as_str()).collect();
+    let mut left: Vec<String> = store
+        .calendar_list()
+        .await?
+        .into_iter()
+        .filter(|row| row.source == "manifest" && !declared.contains(row.def.name.as_str()))
+        .map(|row| row.def.name)
+        .collect();
+    // A calendar that is another's `base` can go once that one has gone.
+    loop {
+        let tried = left.len();
+        let mut used = Vec::new();
+        for name in left {
+            match store.calendar_delete(&name).await {
+                Ok(_) => {
+                    tracing::info!(calendar = %name, "deleted calendar: no longer in the manifest")
+                }
+                Err(StoreError::Conflict(why)) => used.push((name, why)),
+                Err(e) => return Err(e),
+            }
+        }
+        if used.len() == tried {
+            for (name, why) in &used {
+                tracing::warn!(calendar = %name, "calendar is no longer in the manifest but is still used, so it is kept: {why}");
+            }
+            return Ok(());
+        }
+        left = used.into_iter().map(|(name, _)| name).collect();
+    }
 }
 
 /// Runs a started node until `stop` turns true.

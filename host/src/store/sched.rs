@@ -580,15 +580,18 @@ static LOAD_JOBS: Sql = Sql::new(
 // among its candidates (those another node holds are skipped this round),
 // creates the rows of keys seen for the first time, counts the running fires
 // of its concurrency keys and writes back its rate keys' admitted starts.
+// The keys' rows locked, read back as one row (see [`json_rows`]).
 static FLOW_LOCK: Sql = Sql::new(
-    "SELECT flow_key, starts FROM flow_keys WHERE flow_key IN ({json_texts_1}) ORDER BY flow_key{skip_locked}",
+    "WITH l AS MATERIALIZED (SELECT flow_key, starts FROM flow_keys WHERE flow_key IN ({json_texts_1}) \
+     ORDER BY flow_key{skip_locked}) \
+     SELECT CAST((SELECT {json_agg}({json_array}(flow_key, starts)) FROM l) AS TEXT)",
 );
 static FLOW_CREATE: Sql = Sql::new(
     "INSERT INTO flow_keys (flow_key, starts, updated_ms) SELECT k, '[]', $2 FROM ({json_texts_1_as_k}) x WHERE true ON CONFLICT DO NOTHING",
 );
 static FLOW_RUNNING: Sql = Sql::new(
-    "SELECT concurrency_key, COUNT(*) FROM fires WHERE state = 'acquired' AND concurrency_key IN ({json_texts_1}) \
-     GROUP BY concurrency_key",
+    "SELECT CAST((SELECT {json_agg}({json_array}(k, n)) FROM (SELECT concurrency_key AS k, COUNT(*) AS n FROM fires \
+     WHERE state = 'acquired' AND concurrency_key IN ({json_texts_1}) GROUP BY concurrency_key) c) AS TEXT)",
 );
 static FIRES_SUPERSEDE: Sql = Sql::new(
     "UPDATE fires SET cancel_requested = $1 WHERE job_key = $2 AND state = 'acquired' AND cancel_requested IS NULL \
@@ -870,9 +873,23 @@ where
         return Ok(());
     }
     let list = |keys: &[String]| serde_json::Value::from(keys.to_vec()).to_string();
-    let lock =
-        |keys: String| sqlx::query_as::<DB, (String, String)>(FLOW_LOCK.on(DB::DIALECT)).bind(keys);
-    let mut locked: Vec<(String, String)> = lock(list(&keys)).fetch_all(&mut **tx).await?;
+    async fn lock<DB: Db>(
+        tx: &mut sqlx::Transaction<'_, DB>,
+        keys: String,
+    ) -> Result<Vec<(String, String)>, StoreError>
+    where
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        DB::Arguments: IntoArguments<DB>,
+        usize: ColumnIndex<DB::Row>,
+        for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    {
+        let text: Option<String> = sqlx::query_scalar(FLOW_LOCK.on(DB::DIALECT))
+            .bind(keys)
+            .fetch_one(&mut **tx)
+            .await?;
+        json_rows(text, "flow key")
+    }
+    let mut locked = lock(tx, list(&keys)).await?;
     if locked.len() < keys.len() {
         let got: HashSet<&str> = locked.iter().map(|(k, _)| k.as_str()).collect();
         let rest: Vec<String> = keys
@@ -885,7 +902,7 @@ where
             .bind(now)
             .execute(&mut **tx)
             .await?;
-        locked.extend(lock(list(&rest)).fetch_all(&mut **tx).await?);
+        locked.extend(lock(tx, list(&rest)).await?);
     }
     let wanted: HashSet<&String> = candidates[..reach]
         .iter()
@@ -904,11 +921,11 @@ where
         guards.locked.insert(key);
     }
     if !concurrency.is_empty() {
-        let counts: Vec<(String, i64)> = sqlx::query_as(FLOW_RUNNING.on(DB::DIALECT))
+        let counts: Option<String> = sqlx::query_scalar(FLOW_RUNNING.on(DB::DIALECT))
             .bind(list(&concurrency))
-            .fetch_all(&mut **tx)
+            .fetch_one(&mut **tx)
             .await?;
-        for (key, n) in counts {
+        for (key, n) in json_rows::<(String, i64)>(counts, "running fires per key")? {
             guards
                 .key_running
                 .insert(key, u32::try_from(n).unwrap_or(u32::MAX));

@@ -348,6 +348,97 @@ calendar = "odd-only"
 }
 on_both!(a_job_runs_only_at_the_times_its_calendar_includes);
 
+async fn calendars_dropped_from_the_manifest_go_unless_still_used(backend: Backend) {
+    use quartzite::schedule::calendar::CalendarInput;
+    let env = env(backend).await;
+    let hello = wasm("hello");
+    let job = |key: &str, calendar: Option<&str>| {
+        format!(
+            "[[job]]\nkey = \"{key}\"\nmodule = \"hello\"\n[[job.trigger]]\ncron = \"0 0 3 * * ?\"\n{}",
+            calendar.map_or(String::new(), |c| format!("calendar = \"{c}\"\n"))
+        )
+    };
+    let module = format!(
+        "[[module]]\nname = \"hello\"\npath = \"{}\"\n",
+        hello.display()
+    );
+    let first = format!(
+        r#"{module}
+[[calendar]]
+name = "odd-only"
+kind = "cron"
+cron = "0/2 * * * * ?"
+
+[[calendar]]
+name = "weekends"
+kind = "weekly"
+days = ["SAT", "SUN"]
+
+[[calendar]]
+name = "gone-base"
+kind = "holiday"
+dates = ["2040-01-01"]
+
+[[calendar]]
+name = "chained"
+kind = "weekly"
+days = ["MON"]
+base = "gone-base"
+
+{}{}{}"#,
+        job("t/cal", Some("odd-only")),
+        job("t/gone", Some("weekends")),
+        job("t/chained", Some("chained")),
+    );
+    let node = run(&options(&env, &first, quick())).await;
+    let store = Arc::clone(&node.store);
+    // One the operator made, not the manifest: never the manifest's to delete.
+    let ops = CalendarInput {
+        kind: "holiday".into(),
+        dates: Some(vec!["2040-12-25".into()]),
+        ..CalendarInput::default()
+    }
+    .into_def("ops", 0)
+    .unwrap();
+    store.calendar_put(&ops, "api").await.unwrap();
+    node.stop().await;
+    let names = |store: Arc<dyn Store>| async move {
+        let mut names: Vec<String> = store
+            .calendar_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.def.name)
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(Arc::clone(&store)).await,
+        ["chained", "gone-base", "odd-only", "ops", "weekends"]
+    );
+    // No calendars now; t/gone is dropped too, but its module still runs, so
+    // the job is kept, and with it its trigger's use of `weekends`.
+    let second = format!("{module}\n{}{}", job("t/cal", None), job("t/chained", None));
+    let node = run(&options(&env, &second, quick())).await;
+    let store = Arc::clone(&node.store);
+    node.stop().await;
+    assert_eq!(
+        names(Arc::clone(&store)).await,
+        ["ops", "weekends"],
+        "unused manifest calendars are gone (a base after the calendar built on it)"
+    );
+    assert!(
+        store
+            .trigger_list(Some("t/gone"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.spec.calendars == ["weekends"])
+    );
+}
+on_both!(calendars_dropped_from_the_manifest_go_unless_still_used);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_start_names_the_problem_and_changes_nothing() {
     let env = env(Backend::Sqlite).await;
