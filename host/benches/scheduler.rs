@@ -530,7 +530,13 @@ async fn keys(backend: &str, n: usize) {
     let mut acquire: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut complete: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 1..=rounds {
-        for (i, (label, key)) in cases.iter().enumerate() {
+        // Every other round in reverse, so no case always runs first.
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            let (label, key) = cases[i];
             let (store, schema, _dir) = open(backend, "keys").await;
             let flow = Flow {
                 concurrency: key.map(|k| Concurrency {

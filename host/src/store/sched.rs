@@ -505,28 +505,47 @@ static STARTUP_FIRE: Sql = Sql::new(
 // The due triggers are two windows of the index: the oldest `$2` and the
 // newest `$3` (see `claim::interleave_jobs`): under a backlog of one job, a
 // trigger that has just come due is read at once instead of after the backlog.
-static DUE_TRIGGERS: Sql = Sql::new(
-    "WITH o AS MATERIALIZED (SELECT trigger_key FROM triggers \
-     WHERE state = 'WAITING' AND next_fire_ms <= $1 \
-     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
-     ORDER BY next_fire_ms, priority DESC LIMIT $2{skip_locked}), \
-     n AS MATERIALIZED (SELECT trigger_key FROM triggers \
-     WHERE state = 'WAITING' AND next_fire_ms <= $1 \
-     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) \
-     ORDER BY next_fire_ms DESC LIMIT $3{skip_locked}), \
-     d AS MATERIALIZED (SELECT {trigger_columns}, \
-     (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need, \
-     (SELECT h.scheduled_ms FROM held_claims h WHERE h.trigger_key = triggers.trigger_key) AS held_scheduled_ms, \
-     CASE WHEN EXISTS (SELECT 1 FROM fires f WHERE f.trigger_key = triggers.trigger_key AND f.scheduled_ms = triggers.next_fire_ms) \
-     THEN 1 ELSE 0 END AS taken FROM triggers \
-     WHERE trigger_key IN (SELECT trigger_key FROM o UNION SELECT trigger_key FROM n)) \
+/// One window of due triggers for [`DUE_TRIGGERS`], each row with what the
+/// claim decides on: the contract rank its job needs, the time of the fire it
+/// holds (if any), and whether its next fire exists already.
+macro_rules! due_window {
+    ($extra:literal, $order:literal, $limit:literal) => {
+        concat!(
+            "SELECT {trigger_columns}, \
+             (SELECT j.wit_need FROM jobs j WHERE j.job_key = triggers.job_key) AS wit_need, \
+             (SELECT h.scheduled_ms FROM held_claims h WHERE h.trigger_key = triggers.trigger_key) AS held_scheduled_ms, \
+             CASE WHEN EXISTS (SELECT 1 FROM fires f WHERE f.trigger_key = triggers.trigger_key AND f.scheduled_ms = triggers.next_fire_ms) \
+             THEN 1 ELSE 0 END AS taken FROM triggers \
+             WHERE state = 'WAITING' AND next_fire_ms <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_key = triggers.job_key AND j.paused = 1) ",
+            $extra,
+            " ORDER BY ",
+            $order,
+            " LIMIT ",
+            $limit,
+            "{skip_locked}"
+        )
+    };
+}
+static DUE_TRIGGERS: Sql = Sql::new(concat!(
+    "WITH o AS MATERIALIZED (",
+    due_window!("", "next_fire_ms, priority DESC", "$2"),
+    // The newest only when the oldest window is full: otherwise it holds
+    // every due trigger already.
+    "), n AS MATERIALIZED (",
+    due_window!(
+        "AND (SELECT COUNT(*) FROM o) >= $2 AND trigger_key NOT IN (SELECT trigger_key FROM o)",
+        "next_fire_ms DESC",
+        "$3"
+    ),
+    "), d AS MATERIALIZED (SELECT * FROM o UNION ALL SELECT * FROM n) \
      SELECT CAST((SELECT {json_agg}({json_array}({json_array}({trigger_columns}), wit_need, held_scheduled_ms, taken) \
      ORDER BY next_fire_ms, priority DESC) FROM d) AS TEXT), \
      CAST((SELECT {json_agg}({json_array}({job_columns})) FROM jobs \
      WHERE job_key IN (SELECT job_key FROM d)) AS TEXT), \
      CAST((SELECT {json_agg}(definition) FROM calendars \
-     WHERE EXISTS (SELECT 1 FROM d WHERE d.calendars IS NOT NULL)) AS TEXT)",
-);
+     WHERE EXISTS (SELECT 1 FROM d WHERE d.calendars IS NOT NULL)) AS TEXT)"
+));
 static TRIGGER_ERROR: Sql = Sql::new(
     "UPDATE triggers SET state = 'ERROR', error = $1, updated_at = $2 WHERE trigger_key = $3",
 );
@@ -589,6 +608,17 @@ static FLOW_LOCK: Sql = Sql::new(
 static FLOW_CREATE: Sql = Sql::new(
     "INSERT INTO flow_keys (flow_key, starts, updated_ms) SELECT k, '[]', $2 FROM ({json_texts_1_as_k}) x WHERE true ON CONFLICT DO NOTHING",
 );
+// SQLite has one writer, so nothing changes between a read and the next:
+// the keys' rows and their running fires come back in one statement.
+static FLOW_LOCK_COUNTED: Sql = Sql::new(
+    "SELECT CAST((SELECT {json_agg}({json_array}(k.flow_key, k.starts, COALESCE(r.n, 0))) FROM flow_keys k \
+     LEFT JOIN (SELECT concurrency_key AS ck, COUNT(*) AS n FROM fires WHERE state = 'acquired' \
+     AND concurrency_key IN ({json_texts_1}) GROUP BY concurrency_key) r ON r.ck = k.flow_key \
+     WHERE k.flow_key IN ({json_texts_1})) AS TEXT)",
+);
+// On PostgreSQL the count is read after the lock is held, in a statement of
+// its own: a statement's snapshot is taken before it locks, and would miss the
+// claims of the node that held the key a moment before.
 static FLOW_RUNNING: Sql = Sql::new(
     "SELECT CAST((SELECT {json_agg}({json_array}(k, n)) FROM (SELECT concurrency_key AS k, COUNT(*) AS n FROM fires \
      WHERE state = 'acquired' AND concurrency_key IN ({json_texts_1}) GROUP BY concurrency_key) c) AS TEXT)",
@@ -600,10 +630,11 @@ static FIRES_SUPERSEDE: Sql = Sql::new(
 static CANCEL_REQUESTS: Sql = Sql::new(
     "SELECT fire_id, cancel_requested FROM fires WHERE node_id = $1 AND cancel_requested IS NOT NULL AND state = 'acquired'",
 );
+// The fires are read once each way (no index by key: see migration 0023).
 static FLOW_KEYS_IDLE: Sql = Sql::new(
     "DELETE FROM flow_keys WHERE updated_ms < {now} - $1 \
-     AND NOT EXISTS (SELECT 1 FROM fires f WHERE f.concurrency_key = flow_keys.flow_key) \
-     AND NOT EXISTS (SELECT 1 FROM fires f WHERE f.rate_key = flow_keys.flow_key)",
+     AND flow_key NOT IN (SELECT concurrency_key FROM fires WHERE concurrency_key IS NOT NULL) \
+     AND flow_key NOT IN (SELECT rate_key FROM fires WHERE rate_key IS NOT NULL)",
 );
 static FLOW_STARTS_SET: Sql = Sql::new("UPDATE flow_keys SET starts = v.column2, updated_ms = ");
 static NEXT_DUE: Sql = Sql::new(
@@ -873,6 +904,53 @@ where
         return Ok(());
     }
     let list = |keys: &[String]| serde_json::Value::from(keys.to_vec()).to_string();
+    if DB::DIALECT == Dialect::Sqlite {
+        let mut rows: Vec<(String, String, i64)> = counted(tx, list(&keys)).await?;
+        if rows.len() < keys.len() {
+            // Keys seen for the first time: their rows are made, then read.
+            let got: HashSet<&str> = rows.iter().map(|(k, _, _)| k.as_str()).collect();
+            let rest: Vec<String> = keys
+                .iter()
+                .filter(|k| !got.contains(k.as_str()))
+                .cloned()
+                .collect();
+            sqlx::query(FLOW_CREATE.on(DB::DIALECT))
+                .bind(list(&rest))
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            rows.extend(counted(tx, list(&rest)).await?);
+        }
+        for (key, starts, running) in rows {
+            let starts: Vec<i64> = serde_json::from_str(&starts).unwrap_or_default();
+            if !starts.is_empty() {
+                guards.starts.insert(key.clone(), starts);
+            }
+            if running > 0 {
+                guards
+                    .key_running
+                    .insert(key.clone(), u32::try_from(running).unwrap_or(u32::MAX));
+            }
+            guards.locked.insert(key);
+        }
+        return Ok(());
+    }
+    async fn counted<DB: Db>(
+        tx: &mut sqlx::Transaction<'_, DB>,
+        keys: String,
+    ) -> Result<Vec<(String, String, i64)>, StoreError>
+    where
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        DB::Arguments: IntoArguments<DB>,
+        usize: ColumnIndex<DB::Row>,
+        for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    {
+        let text: Option<String> = sqlx::query_scalar(FLOW_LOCK_COUNTED.on(DB::DIALECT))
+            .bind(keys)
+            .fetch_one(&mut **tx)
+            .await?;
+        json_rows(text, "flow key")
+    }
     async fn lock<DB: Db>(
         tx: &mut sqlx::Transaction<'_, DB>,
         keys: String,
@@ -1614,12 +1692,13 @@ where
                 &mut jobs,
             )
             .await?;
-            // Keys are locked for the candidates the pick can reach (twice its
-            // budget): a window of distinct keys would otherwise lock and count
-            // four times the keys the claim can take.
-            let reach = (p.max - claimed_so_far)
-                .saturating_mul(2)
-                .min(candidates.len());
+            // Keys are locked for the candidates the pick can reach (its
+            // budget and a quarter more, for candidates it passes over): a
+            // window of distinct keys would otherwise lock and count four
+            // times the keys the claim can take. Candidates past the reach
+            // wait for the next claim.
+            let left = p.max - claimed_so_far;
+            let reach = left.saturating_add(left / 4 + 1).min(candidates.len());
             lock_guards(&mut tx, &candidates, reach, &jobs, &mut guards, now).await?;
             // The claims so far (a second round adds the first one's).
             let joined: Vec<FireClaim>;
