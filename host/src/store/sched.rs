@@ -502,9 +502,11 @@ static STARTUP_FIRE: Sql = Sql::new(
 // come too, all of them, only when a due trigger names one: a claim of
 // triggers without calendars reads none.
 //
-// The due triggers are two windows of the index: the oldest `$2` and the
-// newest `$3` (see `claim::interleave_jobs`): under a backlog of one job, a
-// trigger that has just come due is read at once instead of after the backlog.
+// The due triggers are two windows of the index: the oldest `$2` (the claim's
+// limit) and the newest `$3` of those due after them (see
+// `claim::interleave_jobs`; the claim takes its limit of both, round-robin by
+// job): under a backlog of one job, a trigger that has just come due is read
+// at once instead of after the backlog.
 /// One window of due triggers for [`DUE_TRIGGERS`], each row with what the
 /// claim decides on: the contract rank its job needs, the time of the fire it
 /// holds (if any), and whether its next fire exists already.
@@ -530,11 +532,11 @@ macro_rules! due_window {
 static DUE_TRIGGERS: Sql = Sql::new(concat!(
     "WITH o AS MATERIALIZED (",
     due_window!("", "next_fire_ms, priority DESC", "$2"),
-    // The newest only when the oldest window is full: otherwise it holds
-    // every due trigger already.
+    // The newest, of those due after the oldest window's last: none when
+    // that window holds every due trigger, or all are due at the same time.
     "), n AS MATERIALIZED (",
     due_window!(
-        "AND (SELECT COUNT(*) FROM o) >= $2 AND trigger_key NOT IN (SELECT trigger_key FROM o)",
+        "AND next_fire_ms > (SELECT MAX(next_fire_ms) FROM o)",
         "next_fire_ms DESC",
         "$3"
     ),
@@ -828,11 +830,9 @@ where
     Ok(moved)
 }
 
-/// Loads the jobs of `keys` not yet in `map` into it, each once, 200 per
-/// statement, each statement's rows as one (see [`json_rows`]).
-/// A claim's read of `n` due rows as its two windows (see `DUE_TRIGGERS`):
-/// the oldest and the newest, a quarter of them (at least one), so the read
-/// is no larger than it was with one window.
+/// A claim's read of `n` waiting fires as its two windows (see
+/// `WAITING_FIRES`): the oldest and the newest, a quarter of them (at least
+/// one), so the read is no larger than it was with one window.
 fn windows(n: i64) -> (i64, i64) {
     let newest = (n / 4).max(1);
     ((n - newest).max(1), newest)
@@ -1012,6 +1012,8 @@ where
     Ok(())
 }
 
+/// Loads the jobs of `keys` not yet in `map` into it, each once, 200 per
+/// statement, each statement's rows as one (see [`json_rows`]).
 async fn load_jobs<DB: Db>(
     tx: &mut sqlx::Transaction<'_, DB>,
     keys: impl Iterator<Item = String>,
@@ -1504,8 +1506,8 @@ where
         let (due, due_jobs, calendars): (Option<String>, Option<String>, Option<String>) =
             sqlx::query_as(DUE_TRIGGERS.on(DB::DIALECT))
                 .bind(horizon)
-                .bind(windows(limit).0)
-                .bind(windows(limit).1)
+                .bind(limit)
+                .bind((limit / 4).max(1))
                 .fetch_one(&mut *tx)
                 .await?;
         let due: Vec<(TriggerColumns, Option<i64>, Option<i64>, i64)> =
@@ -1532,7 +1534,10 @@ where
                 }))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let due = claim::interleave_jobs(due, |d| claim::group_of(&d.trigger.job_key, None));
+        // The claim's `limit`, taken round-robin by job from both windows:
+        // the rest stay due for the next claim, untouched.
+        let mut due = claim::interleave_jobs(due, |d| claim::group_of(&d.trigger.job_key, None));
+        due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let mut jobs: HashMap<String, JobDef> = HashMap::new();
         jobs_into(due_jobs, &mut jobs)?;
         // Each job's share of the node: fires of a job without room left stay
