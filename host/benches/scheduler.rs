@@ -511,9 +511,7 @@ async fn claim_all(store: &Arc<dyn Store>, n: usize) -> Claimed {
 /// fire is admitted, so the figure is the keys' cost, not a wait).
 async fn keys(backend: &str, n: usize) {
     use quartzite::domain::flow::{Concurrency, Flow, KeyTemplate};
-    use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
     use quartzite::store::events::{EmitOutcome, EventPut};
-    use quartzite::store::model::{JobDef, TriggerPut};
     println!("claim cost by concurrency keys on {backend}, N = {n} waiting fires");
     let cases: [(&str, Option<&str>); 3] = [
         ("no keys", None),
@@ -546,27 +544,9 @@ async fn keys(backend: &str, n: usize) {
                 rate: None,
                 coalesce: None,
             };
-            let job = JobDef {
-                flow,
-                ..JobDef::new("keys/job", "noop")
-            };
-            let trigger = TriggerPut {
-                trigger_key: "keys/job:event".into(),
-                job_key: "keys/job".into(),
-                spec: TriggerSpec {
-                    kind: TriggerKind::Event { name: "k".into() },
-                    start_ms: None,
-                    end_ms: None,
-                    misfire: MisfirePolicy::FireNow,
-                    jitter_ms: 0,
-                    calendars: Vec::new(),
-                },
-                priority: 5,
-            };
-            store
-                .jobs_put(&[(job, vec![trigger])])
-                .await
-                .expect("jobs_put");
+            let (mut job, triggers) = event_job("keys/job", "k");
+            job.flow = flow;
+            store.jobs_put(&[(job, triggers)]).await.expect("jobs_put");
             for i in 0..n {
                 let payload = format!(r#"{{"k":{}}}"#, i % 1000);
                 let out = store
@@ -607,33 +587,14 @@ async fn keys(backend: &str, n: usize) {
 /// transaction), what a repeated key costs, and the lag from acceptance to the
 /// subscriber's run at a steady 200 events/s with the scheduler running.
 async fn events(backend: &str, n: usize) {
-    use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
     use quartzite::store::events::{EmitOutcome, EventPut};
-    use quartzite::store::model::{JobDef, TriggerPut};
     println!("event benchmark on {backend}, N = {n}");
     let (store, schema, dir) = open(backend, "events").await;
     let rt = runtime(&store, dir.path().join("cache"));
     push_file(&store, &rt, &noop_path(), Some("noop"), Some("1"))
         .await
         .expect("push noop");
-    let subscriber = |key: &str, event: &str| {
-        (
-            JobDef::new(key, "noop"),
-            vec![TriggerPut {
-                trigger_key: format!("{key}:event"),
-                job_key: key.into(),
-                spec: TriggerSpec {
-                    kind: TriggerKind::Event { name: event.into() },
-                    start_ms: None,
-                    end_ms: None,
-                    misfire: MisfirePolicy::FireNow,
-                    jitter_ms: 0,
-                    calendars: Vec::new(),
-                },
-                priority: 5,
-            }],
-        )
-    };
+    let subscriber = event_job;
     store
         .jobs_put(&[
             subscriber("ev/one", "one"),
@@ -739,6 +700,34 @@ fn guest_path(name: &str) -> PathBuf {
 }
 
 /// A job of `module` with `data`, fired every `period_ms`.
+/// Job `key` of the noop module, run by each event `event` (trigger `KEY:event`).
+fn event_job(
+    key: &str,
+    event: &str,
+) -> (
+    quartzite::store::model::JobDef,
+    Vec<quartzite::store::model::TriggerPut>,
+) {
+    use quartzite::schedule::trigger::{MisfirePolicy, TriggerKind, TriggerSpec};
+    let trigger = quartzite::store::model::TriggerPut {
+        trigger_key: format!("{key}:event"),
+        job_key: key.into(),
+        spec: TriggerSpec {
+            kind: TriggerKind::Event { name: event.into() },
+            start_ms: None,
+            end_ms: None,
+            misfire: MisfirePolicy::FireNow,
+            jitter_ms: 0,
+            calendars: Vec::new(),
+        },
+        priority: 5,
+    };
+    (
+        quartzite::store::model::JobDef::new(key, "noop"),
+        vec![trigger],
+    )
+}
+
 fn every_job(
     key: &str,
     module: &str,

@@ -605,7 +605,7 @@ static LOAD_JOBS: Sql = Sql::new(
 static FLOW_LOCK: Sql = Sql::new(
     "WITH l AS MATERIALIZED (SELECT flow_key, starts FROM flow_keys WHERE flow_key IN ({json_texts_1}) \
      ORDER BY flow_key{skip_locked}) \
-     SELECT CAST((SELECT {json_agg}({json_array}(flow_key, starts)) FROM l) AS TEXT)",
+     SELECT CAST((SELECT {json_agg}({json_array}(flow_key, starts, 0)) FROM l) AS TEXT)",
 );
 static FLOW_CREATE: Sql = Sql::new(
     "INSERT INTO flow_keys (flow_key, starts, updated_ms) SELECT k, '[]', $2 FROM ({json_texts_1_as_k}) x WHERE true ON CONFLICT DO NOTHING",
@@ -904,72 +904,17 @@ where
         return Ok(());
     }
     let list = |keys: &[String]| serde_json::Value::from(keys.to_vec()).to_string();
-    if DB::DIALECT == Dialect::Sqlite {
-        let mut rows: Vec<(String, String, i64)> = counted(tx, list(&keys)).await?;
-        if rows.len() < keys.len() {
-            // Keys seen for the first time: their rows are made, then read.
-            let got: HashSet<&str> = rows.iter().map(|(k, _, _)| k.as_str()).collect();
-            let rest: Vec<String> = keys
-                .iter()
-                .filter(|k| !got.contains(k.as_str()))
-                .cloned()
-                .collect();
-            sqlx::query(FLOW_CREATE.on(DB::DIALECT))
-                .bind(list(&rest))
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            rows.extend(counted(tx, list(&rest)).await?);
-        }
-        for (key, starts, running) in rows {
-            let starts: Vec<i64> = serde_json::from_str(&starts).unwrap_or_default();
-            if !starts.is_empty() {
-                guards.starts.insert(key.clone(), starts);
-            }
-            if running > 0 {
-                guards
-                    .key_running
-                    .insert(key.clone(), u32::try_from(running).unwrap_or(u32::MAX));
-            }
-            guards.locked.insert(key);
-        }
-        return Ok(());
-    }
-    async fn counted<DB: Db>(
-        tx: &mut sqlx::Transaction<'_, DB>,
-        keys: String,
-    ) -> Result<Vec<(String, String, i64)>, StoreError>
-    where
-        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-        DB::Arguments: IntoArguments<DB>,
-        usize: ColumnIndex<DB::Row>,
-        for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    {
-        let text: Option<String> = sqlx::query_scalar(FLOW_LOCK_COUNTED.on(DB::DIALECT))
-            .bind(keys)
-            .fetch_one(&mut **tx)
-            .await?;
-        json_rows(text, "flow key")
-    }
-    async fn lock<DB: Db>(
-        tx: &mut sqlx::Transaction<'_, DB>,
-        keys: String,
-    ) -> Result<Vec<(String, String)>, StoreError>
-    where
-        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-        DB::Arguments: IntoArguments<DB>,
-        usize: ColumnIndex<DB::Row>,
-        for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    {
-        let text: Option<String> = sqlx::query_scalar(FLOW_LOCK.on(DB::DIALECT))
-            .bind(keys)
-            .fetch_one(&mut **tx)
-            .await?;
-        json_rows(text, "flow key")
-    }
-    let mut locked = lock(tx, list(&keys)).await?;
-    if locked.len() < keys.len() {
-        let got: HashSet<&str> = locked.iter().map(|(k, _)| k.as_str()).collect();
+    // SQLite counts the running fires in the same statement; PostgreSQL after
+    // the lock is held (see `FLOW_RUNNING`).
+    let counted = DB::DIALECT == Dialect::Sqlite;
+    let lock = if counted {
+        &FLOW_LOCK_COUNTED
+    } else {
+        &FLOW_LOCK
+    };
+    let mut rows = flow_rows(tx, lock, list(&keys)).await?;
+    if rows.len() < keys.len() {
+        let got: HashSet<&str> = rows.iter().map(|(k, _, _)| k.as_str()).collect();
         let rest: Vec<String> = keys
             .iter()
             .filter(|k| !got.contains(k.as_str()))
@@ -980,21 +925,25 @@ where
             .bind(now)
             .execute(&mut **tx)
             .await?;
-        locked.extend(lock(tx, list(&rest)).await?);
+        rows.extend(flow_rows(tx, lock, list(&rest)).await?);
     }
     let wanted: HashSet<&String> = candidates[..reach]
         .iter()
         .filter_map(|c| c.concurrency_key.as_ref())
         .collect();
-    let concurrency: Vec<String> = locked
-        .iter()
-        .filter(|(k, _)| wanted.contains(k))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for (key, starts) in locked {
+    let mut concurrency: Vec<String> = Vec::new();
+    for (key, starts, running) in rows {
         let starts: Vec<i64> = serde_json::from_str(&starts).unwrap_or_default();
         if !starts.is_empty() {
             guards.starts.insert(key.clone(), starts);
+        }
+        if running > 0 {
+            guards
+                .key_running
+                .insert(key.clone(), u32::try_from(running).unwrap_or(u32::MAX));
+        }
+        if !counted && wanted.contains(&key) {
+            concurrency.push(key.clone());
         }
         guards.locked.insert(key);
     }
@@ -1010,6 +959,26 @@ where
         }
     }
     Ok(())
+}
+
+/// The `flow_keys` rows of `keys` (a JSON array) that `lock` locks, as
+/// `(key, starts, running fires)`; `running` is 0 where `lock` does not count.
+async fn flow_rows<DB: Db>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    lock: &'static Sql,
+    keys: String,
+) -> Result<Vec<(String, String, i64)>, StoreError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    let text: Option<String> = sqlx::query_scalar(lock.on(DB::DIALECT))
+        .bind(keys)
+        .fetch_one(&mut **tx)
+        .await?;
+    json_rows(text, "flow key")
 }
 
 /// Loads the jobs of `keys` not yet in `map` into it, each once, 200 per
