@@ -48,6 +48,10 @@ use super::common::NOTIFY_CHANNEL as MODULES_CHANNEL;
 /// The payload (after the schema) announcing fires added by an event; a digest
 /// is 64 hex digits, so the two never mix.
 pub(crate) const FIRES_ADDED: &str = "fires";
+/// The payload of a claim that asked runs to stop (overlap `cancel-other`):
+/// the nodes running them read their requests at once, not at their next
+/// upkeep.
+pub(crate) const STOPS_ASKED: &str = "stops";
 
 #[async_trait::async_trait]
 impl super::sql::Backend for PgStore {
@@ -100,6 +104,9 @@ pub enum ModuleEvent {
     Pushed(String),
     /// Fires were added by another process (an event): worth claiming now.
     FiresAdded,
+    /// A claim asked runs to stop (a newer `cancel-other` fire): worth
+    /// reading this node's requests now.
+    StopsAsked,
     /// The connection was lost and is back: pushes in between were not seen.
     Missed,
 }
@@ -118,10 +125,10 @@ impl ModuleWatch {
             if let Some((schema, what)) = n.payload().split_once(' ')
                 && schema == self.schema
             {
-                return Ok(if what == FIRES_ADDED {
-                    ModuleEvent::FiresAdded
-                } else {
-                    ModuleEvent::Pushed(what.to_string())
+                return Ok(match what {
+                    FIRES_ADDED => ModuleEvent::FiresAdded,
+                    STOPS_ASKED => ModuleEvent::StopsAsked,
+                    digest => ModuleEvent::Pushed(digest.to_string()),
                 });
             }
         }

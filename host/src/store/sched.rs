@@ -1724,6 +1724,9 @@ where
             out.superseded
                 .extend(marked.into_iter().map(|fire_id| (fire_id, by.clone())));
         }
+        if !out.superseded.is_empty() {
+            super::common::notify(&mut tx, super::postgres::STOPS_ASKED).await?;
+        }
         history.extend(picked.history);
         for chunk in picked.skipped.chunks(200) {
             let mut qb = QueryBuilder::<DB>::new("DELETE FROM fires WHERE fire_id IN (");

@@ -1681,3 +1681,100 @@ async fn three_nodes_hold_each_concurrency_key_to_its_limit() {
     eprintln!("the fires ran on {ran_on:?}");
     pg_drop(&schema).await;
 }
+
+/// Issue 19's `cancel-other` across nodes: each node runs at most one fire of
+/// the job (`max_job_runs = 1`), so the node running the first fire cannot
+/// claim the second and another node's claim asks for the stop. The running
+/// node's guest sees `cancelled()` and returns, then the newer fire runs; the
+/// time from the second event to the first run's end is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_other_fire_claimed_on_another_node_stops_the_running_one() {
+    let _load = load_share(HEAVY).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, schema) = pg_schema("qz_cluster_cancel").await;
+    write_manifest(
+        dir.path(),
+        &format!(
+            "{}\n[[job]]\nkey = \"flow/deploy\"\nmodule = \"hostile\"\ndata = {{ op = \"loop-until-cancelled\" }}\n\
+             overlap = \"cancel-other\"\ntimeout = \"2s\"\n[[job.trigger]]\nevent = \"deploy\"\n",
+            module_decl("hostile", "guest_hostile")
+        ),
+    );
+    let store = PgStore::connect(&url).await.unwrap();
+    let envs = [("QUARTZITE_SCHEDULER_MAX_JOB_RUNS", "1")];
+    let nodes =
+        ["node-1", "node-2", "node-3"].map(|id| node_with(dir.path(), &url, id, &[], &envs));
+    for id in ["node-1", "node-2", "node-3"] {
+        wait_alive(&store, id).await;
+    }
+    wait_declared(&store, "flow/deploy").await;
+    let emit = |store: PgStore| async move {
+        match store
+            .event_emit(&quartzite::store::events::EventPut::operator(
+                "deploy", "{}", None,
+            ))
+            .await
+            .unwrap()
+        {
+            quartzite::store::events::EmitOutcome::Accepted { fires, .. } if fires.len() == 1 => {
+                fires[0].fire_id.clone()
+            }
+            other => panic!("emit: {other:?}"),
+        }
+    };
+    let first = emit(store.clone()).await;
+    wait_until(
+        Duration::from_secs(60),
+        "the first fire to be claimed",
+        || {
+            let store = store.clone();
+            let first = first.clone();
+            async move {
+                store
+                    .fire_running()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|f| f.fire_id == first && f.state == "acquired")
+            }
+        },
+    )
+    .await;
+    // Give the run time to start in the guest.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked_ms = chrono::Utc::now().timestamp_millis();
+    let second = emit(store.clone()).await;
+    wait_until(Duration::from_secs(60), "both fires to end", || {
+        let store = store.clone();
+        async move { history_of(&store, "flow/deploy").await.len() >= 2 }
+    })
+    .await;
+    for n in nodes {
+        stop(n);
+    }
+    let history = history_of(&store, "flow/deploy").await;
+    assert_eq!(history.len(), 2, "{history:#?}");
+    let of = |fire: &str| {
+        history
+            .iter()
+            .find(|h| h.fire_id.as_deref() == Some(fire))
+            .unwrap_or_else(|| panic!("no history row of {fire}: {history:#?}"))
+    };
+    // The guest saw `cancelled()` and returned: a run that completes is
+    // recorded as completed (README, "cancel-other"), not as superseded.
+    let stopped = of(&first);
+    assert_eq!(stopped.status, HistoryStatus::Success, "{stopped:?}");
+    let outcome = &details(stopped)["outcome"];
+    assert_eq!(outcome["details"]["stopped"], "cancelled", "{outcome}");
+    let newest = of(&second);
+    // It runs until its timeout tells the guest to stop, then returns.
+    assert_eq!(newest.status, HistoryStatus::Success, "{newest:?}");
+    assert!(newest.started_ms >= stopped.ended_ms, "{history:#?}");
+    eprintln!(
+        "the run on {:?} ended {} ms after the second event; the second ran on {:?}",
+        stopped.node_id,
+        stopped.ended_ms - asked_ms,
+        newest.node_id
+    );
+    pg_drop(&schema).await;
+}

@@ -270,6 +270,27 @@ impl Scheduler {
         );
     }
 
+    /// Stops the runs of this node that a newer `cancel-other` fire claimed
+    /// elsewhere supersedes (read only while such runs go on).
+    async fn read_stop_requests(&self) {
+        let watching = !self
+            .stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty();
+        if !watching {
+            return;
+        }
+        match self.store.fire_cancel_requests(&self.node_id).await {
+            Ok(requests) => {
+                for (fire_id, by) in requests {
+                    self.stop_run(&fire_id, &by);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading requests to stop runs failed"),
+        }
+    }
+
     /// Asks this node's run of `fire_id`, if it has one, to stop: `by`
     /// superseded it (overlap `cancel-other`). A second request changes nothing.
     fn stop_run(&self, fire_id: &str, by: &str) {
@@ -429,7 +450,8 @@ impl Scheduler {
                 }
             };
             // Runs a newer `cancel-other` fire supersedes: stopped at once here
-            // (those of other nodes are stopped by their upkeep).
+            // (other nodes read theirs when the claim's notice reaches them,
+            // or at their next upkeep).
             for (fire_id, by) in &acquired.superseded {
                 self.stop_run(fire_id, by);
             }
@@ -1060,6 +1082,8 @@ impl Scheduler {
                             }
                             // An event's fires, added by another process.
                             Ok(ModuleEvent::FiresAdded) => self.wake.notify_one(),
+                            // A claim on another node asked runs to stop.
+                            Ok(ModuleEvent::StopsAsked) => self.read_stop_requests().await,
                             Ok(ModuleEvent::Missed) => self.resolver.forget(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "module feed lost; reconnecting");
@@ -1136,23 +1160,9 @@ impl Scheduler {
             {
                 tracing::warn!(error = %e, "renewing leases failed");
             }
-            // Runs of this node that a newer `cancel-other` fire elsewhere
-            // supersedes (read only while such runs go on).
-            let watching = !self
-                .stops
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_empty();
-            if watching {
-                match self.store.fire_cancel_requests(&self.node_id).await {
-                    Ok(requests) => {
-                        for (fire_id, by) in requests {
-                            self.stop_run(&fire_id, &by);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reading requests to stop runs failed"),
-                }
-            }
+            // Where no feed announces requests to stop runs (or one was
+            // missed), they are read here.
+            self.read_stop_requests().await;
             // Pauses given an end (`job pause --until`) end here, on any node.
             match self.store.jobs_resume_due().await {
                 Ok(resumed) if !resumed.is_empty() => {
