@@ -601,12 +601,12 @@ static LOAD_JOBS: Sql = Sql::new(
 // among its candidates (those another node holds are skipped this round),
 // creates the rows of keys seen for the first time, counts the running fires
 // of its concurrency keys and writes back its rate keys' admitted starts.
-// The keys' rows locked, read back as one row (see [`json_rows`]).
-static FLOW_LOCK: Sql = Sql::new(
-    "WITH l AS MATERIALIZED (SELECT flow_key, starts FROM flow_keys WHERE flow_key IN ({json_texts_1}) \
-     ORDER BY flow_key{skip_locked}) \
-     SELECT CAST((SELECT {json_agg}({json_array}(flow_key, starts, 0)) FROM l) AS TEXT)",
-);
+// The keys' rows locked and their running fires counted, read back as one
+// row (see [`json_rows`]). On PostgreSQL the count must be read after the
+// lock is held (a statement reads as of before its locks, and would miss the
+// claims of the node that held a key a moment before): a function of the
+// schema does both in one call (migration 0024).
+static FLOW_LOCK: Sql = Sql::new("SELECT flow_keys_lock(CAST($1 AS TEXT))");
 static FLOW_CREATE: Sql = Sql::new(
     "INSERT INTO flow_keys (flow_key, starts, updated_ms) SELECT k, '[]', $2 FROM ({json_texts_1_as_k}) x WHERE true ON CONFLICT DO NOTHING",
 );
@@ -617,13 +617,6 @@ static FLOW_LOCK_COUNTED: Sql = Sql::new(
      LEFT JOIN (SELECT concurrency_key AS ck, COUNT(*) AS n FROM fires WHERE state = 'acquired' \
      AND concurrency_key IN ({json_texts_1}) GROUP BY concurrency_key) r ON r.ck = k.flow_key \
      WHERE k.flow_key IN ({json_texts_1})) AS TEXT)",
-);
-// On PostgreSQL the count is read after the lock is held, in a statement of
-// its own: a statement's snapshot is taken before it locks, and would miss the
-// claims of the node that held the key a moment before.
-static FLOW_RUNNING: Sql = Sql::new(
-    "SELECT CAST((SELECT {json_agg}({json_array}(k, n)) FROM (SELECT concurrency_key AS k, COUNT(*) AS n FROM fires \
-     WHERE state = 'acquired' AND concurrency_key IN ({json_texts_1}) GROUP BY concurrency_key) c) AS TEXT)",
 );
 static FIRES_SUPERSEDE: Sql = Sql::new(
     "UPDATE fires SET cancel_requested = $1 WHERE job_key = $2 AND state = 'acquired' AND cancel_requested IS NULL \
@@ -904,13 +897,9 @@ where
         return Ok(());
     }
     let list = |keys: &[String]| serde_json::Value::from(keys.to_vec()).to_string();
-    // SQLite counts the running fires in the same statement; PostgreSQL after
-    // the lock is held (see `FLOW_RUNNING`).
-    let counted = DB::DIALECT == Dialect::Sqlite;
-    let lock = if counted {
-        &FLOW_LOCK_COUNTED
-    } else {
-        &FLOW_LOCK
+    let lock = match DB::DIALECT {
+        Dialect::Sqlite => &FLOW_LOCK_COUNTED,
+        Dialect::Postgres => &FLOW_LOCK,
     };
     let mut rows = flow_rows(tx, lock, list(&keys)).await?;
     if rows.len() < keys.len() {
@@ -927,11 +916,6 @@ where
             .await?;
         rows.extend(flow_rows(tx, lock, list(&rest)).await?);
     }
-    let wanted: HashSet<&String> = candidates[..reach]
-        .iter()
-        .filter_map(|c| c.concurrency_key.as_ref())
-        .collect();
-    let mut concurrency: Vec<String> = Vec::new();
     for (key, starts, running) in rows {
         let starts: Vec<i64> = serde_json::from_str(&starts).unwrap_or_default();
         if !starts.is_empty() {
@@ -942,27 +926,13 @@ where
                 .key_running
                 .insert(key.clone(), u32::try_from(running).unwrap_or(u32::MAX));
         }
-        if !counted && wanted.contains(&key) {
-            concurrency.push(key.clone());
-        }
         guards.locked.insert(key);
-    }
-    if !concurrency.is_empty() {
-        let counts: Option<String> = sqlx::query_scalar(FLOW_RUNNING.on(DB::DIALECT))
-            .bind(list(&concurrency))
-            .fetch_one(&mut **tx)
-            .await?;
-        for (key, n) in json_rows::<(String, i64)>(counts, "running fires per key")? {
-            guards
-                .key_running
-                .insert(key, u32::try_from(n).unwrap_or(u32::MAX));
-        }
     }
     Ok(())
 }
 
 /// The `flow_keys` rows of `keys` (a JSON array) that `lock` locks, as
-/// `(key, starts, running fires)`; `running` is 0 where `lock` does not count.
+/// `(key, starts, running fires)`.
 async fn flow_rows<DB: Db>(
     tx: &mut sqlx::Transaction<'_, DB>,
     lock: &'static Sql,
