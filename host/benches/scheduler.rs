@@ -432,14 +432,10 @@ struct Claimed {
     cpu: f64,
 }
 
-/// Claims and completes `n` fires due now, in batches of 256, as one node
-/// with room for every job would.
-async fn claim_all(store: &Arc<dyn Store>, n: usize) -> Claimed {
+/// What a node with room for every job claims with: up to 256 fires due now.
+fn probe_params() -> quartzite::store::model::AcquireParams {
     use quartzite::schedule::trigger::MisfireLimits;
-    use quartzite::store::model::{
-        AcquireParams, Completion, FireNext, HistoryEntry, HistoryStatus,
-    };
-    let params = AcquireParams {
+    quartzite::store::model::AcquireParams {
         node_id: "probe".into(),
         lookahead_ms: 100,
         max: 256,
@@ -454,48 +450,65 @@ async fn claim_all(store: &Arc<dyn Store>, n: usize) -> Claimed {
         ),
         started: true,
         room: quartzite::store::model::JobRoom::unbounded(),
-    };
+    }
+}
+
+/// One claim with `params` and the completion of what it claimed: the time
+/// each took and the fires claimed.
+async fn claim_batch(
+    store: &Arc<dyn Store>,
+    params: &quartzite::store::model::AcquireParams,
+) -> (Duration, Duration, usize) {
+    use quartzite::store::model::{Completion, FireNext, HistoryEntry, HistoryStatus};
+    let t = Instant::now();
+    let acquired = store.fire_acquire(params).await.expect("acquire");
+    let t_acq = t.elapsed();
+    let batch: Vec<Completion> = acquired
+        .fires
+        .iter()
+        .map(|f| Completion {
+            fire_id: f.fire_id.clone(),
+            node_id: "probe".into(),
+            fencing: f.fencing,
+            held: f.held,
+            next: FireNext::Done,
+            new_data: None,
+            history: HistoryEntry {
+                id: quartzite::store::sched::new_id(),
+                fire_id: Some(f.fire_id.clone()),
+                job_key: f.job_key.clone(),
+                trigger_key: Some(f.trigger_key.clone()),
+                status: HistoryStatus::Success,
+                attempt: 1,
+                node_id: Some("probe".into()),
+                scheduled_ms: Some(f.scheduled_ms),
+                started_ms: acquired.now_ms,
+                ended_ms: acquired.now_ms,
+                duration_ms: 0,
+                details: r#"{"outcome":{"kind":"completed","details":null},"attempt":1,"recovering":false,"node":"probe","logs":[],"logs_dropped":0,"module":{"digest":"0000000000000000000000000000000000000000000000000000000000000000","wit_version":"1.0.0"}}"#.into(),
+            },
+        })
+        .collect();
+    let t = Instant::now();
+    if !batch.is_empty() {
+        store.fire_complete(&batch).await.expect("complete");
+    }
+    (t_acq, t.elapsed(), batch.len())
+}
+
+/// Claims and completes `n` fires due now, in batches of 256, as one node
+/// with room for every job would.
+async fn claim_all(store: &Arc<dyn Store>, n: usize) -> Claimed {
+    let params = probe_params();
     let (mut t_acq, mut t_comp, mut done) = (Duration::ZERO, Duration::ZERO, 0);
     let start = Instant::now();
     let cpu0 = cpu_seconds();
     while done < n {
-        let t = Instant::now();
-        let acquired = store.fire_acquire(&params).await.expect("acquire");
-        t_acq += t.elapsed();
-        assert!(
-            !acquired.fires.is_empty(),
-            "nothing claimed with {done} of {n} done"
-        );
-        let batch: Vec<Completion> = acquired
-            .fires
-            .iter()
-            .map(|f| Completion {
-                fire_id: f.fire_id.clone(),
-                node_id: "probe".into(),
-                fencing: f.fencing,
-                held: f.held,
-                next: FireNext::Done,
-                new_data: None,
-                history: HistoryEntry {
-                    id: quartzite::store::sched::new_id(),
-                    fire_id: Some(f.fire_id.clone()),
-                    job_key: f.job_key.clone(),
-                    trigger_key: Some(f.trigger_key.clone()),
-                    status: HistoryStatus::Success,
-                    attempt: 1,
-                    node_id: Some("probe".into()),
-                    scheduled_ms: Some(f.scheduled_ms),
-                    started_ms: acquired.now_ms,
-                    ended_ms: acquired.now_ms,
-                    duration_ms: 0,
-                    details: r#"{"outcome":{"kind":"completed","details":null},"attempt":1,"recovering":false,"node":"probe","logs":[],"logs_dropped":0,"module":{"digest":"0000000000000000000000000000000000000000000000000000000000000000","wit_version":"1.0.0"}}"#.into(),
-                },
-            })
-            .collect();
-        let t = Instant::now();
-        store.fire_complete(&batch).await.expect("complete");
-        t_comp += t.elapsed();
-        done += batch.len();
+        let (a, c, claimed) = claim_batch(store, &params).await;
+        assert!(claimed > 0, "nothing claimed with {done} of {n} done");
+        t_acq += a;
+        t_comp += c;
+        done += claimed;
     }
     Claimed {
         acquire: t_acq,
@@ -518,9 +531,11 @@ async fn keys(backend: &str, n: usize) {
         ("1,000 distinct keys", Some("acct-{{ event.payload.k }}")),
         ("one hot key", Some("hot")),
     ];
-    // The cases take turns, round after round, and the ratios are of medians:
-    // one case after another in a single pass moved by a third between runs
-    // on this machine, as the file system and caches drifted.
+    // Each round fills one store per case, then claims from them in turn, one
+    // batch each (the case that goes first moving on every turn), so the
+    // server's and the machine's drift over the round falls on every case
+    // alike: whole cases one after the other moved by a third between runs on
+    // this machine. Ratios are of the rounds' medians.
     let rounds: usize = std::env::var("QUARTZITE_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -528,14 +543,10 @@ async fn keys(backend: &str, n: usize) {
     let mut acquire: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut complete: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 1..=rounds {
-        // Every other round in reverse, so no case always runs first.
-        let mut order: Vec<usize> = (0..cases.len()).collect();
-        if round % 2 == 0 {
-            order.reverse();
-        }
-        for i in order {
-            let (label, key) = cases[i];
-            let (store, schema, _dir) = open(backend, "keys").await;
+        let mut stores = Vec::new();
+        for (c, (_, key)) in cases.iter().enumerate() {
+            // A store of its own per case (the tag names the schema).
+            let (store, schema, dir) = open(backend, &format!("keys{c}")).await;
             let flow = Flow {
                 concurrency: key.map(|k| Concurrency {
                     key: KeyTemplate::parse(k).expect("template"),
@@ -555,15 +566,41 @@ async fn keys(backend: &str, n: usize) {
                     .expect("emit");
                 assert!(matches!(out, EmitOutcome::Accepted { .. }));
             }
-            let c = claim_all(&store, n).await;
-            let per_fire = c.acquire.as_micros() as f64 / n as f64;
-            let done = c.complete.as_micros() as f64 / n as f64;
+            stores.push((store, schema, dir));
+        }
+        let params = probe_params();
+        let mut left = vec![n; cases.len()];
+        let mut took = vec![(Duration::ZERO, Duration::ZERO); cases.len()];
+        let mut turn = 0;
+        while left.iter().any(|&l| l > 0) {
+            for j in 0..cases.len() {
+                let i = (turn + j) % cases.len();
+                if left[i] == 0 {
+                    continue;
+                }
+                let (a, c, claimed) = claim_batch(&stores[i].0, &params).await;
+                assert!(
+                    claimed > 0,
+                    "{}: nothing claimed with {} left",
+                    cases[i].0,
+                    left[i]
+                );
+                took[i].0 += a;
+                took[i].1 += c;
+                left[i] = left[i].saturating_sub(claimed);
+            }
+            turn += 1;
+        }
+        for (i, (label, _)) in cases.iter().enumerate() {
+            let per_fire = took[i].0.as_micros() as f64 / n as f64;
+            let done = took[i].1.as_micros() as f64 / n as f64;
             println!(
-                "| round {round}: {label} ({backend}) | acquire {per_fire:.1} us/fire, complete {done:.1} us/fire; {:.1} us of process CPU per fire |",
-                c.cpu * 1e6 / n as f64
+                "| round {round}: {label} ({backend}) | acquire {per_fire:.1} us/fire, complete {done:.1} us/fire |"
             );
             acquire[i].push(per_fire);
             complete[i].push(done);
+        }
+        for (_, schema, _) in stores {
             drop_schema(schema).await;
         }
     }
