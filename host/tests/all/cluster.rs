@@ -688,7 +688,30 @@ async fn a_node_paused_past_its_lease_cannot_complete_the_fire_taken_over() {
     let b = node(dir.path(), &url, "node-b");
     wait_alive(&store, "node-b").await;
     signal(&a, "-STOP");
-    wait_for_takeover(&store).await;
+    // Recovery hands the fire back as `recovering`; node-a must stay stopped
+    // until node-b has claimed it, or node-a, resumed, may claim it again
+    // itself (as it may: it is alive again) and the test would not see a
+    // takeover at all.
+    wait_until(
+        Duration::from_secs(60),
+        "node-b to claim the recovered fire",
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .fire_running()
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|f| {
+                        f.recovering
+                            && f.state == "acquired"
+                            && f.node_id.as_deref() == Some("node-b")
+                    })
+            }
+        },
+    )
+    .await;
     signal(&a, "-CONT");
     // node-a's run goes on where it was and ends; its completion is refused.
     let log_a = dir.path().join("node-a.log");
