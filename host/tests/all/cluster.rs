@@ -96,20 +96,11 @@ async fn wait_alive(store: &PgStore, node: &str) {
 /// Waits until a fire has been handed to recovery (`recovering`): another node
 /// took it over from the one that stopped answering.
 async fn wait_for_takeover(store: &PgStore) {
-    wait_until(
+    wait_for_fire(
+        store,
         Duration::from_secs(60),
         "node-b to take the fire over",
-        || {
-            let store = store.clone();
-            async move {
-                store
-                    .fire_list()
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|f| f.recovering)
-            }
-        },
+        |f| f.recovering,
     )
     .await;
 }
@@ -692,24 +683,11 @@ async fn a_node_paused_past_its_lease_cannot_complete_the_fire_taken_over() {
     // until node-b has claimed it, or node-a, resumed, may claim it again
     // itself (as it may: it is alive again) and the test would not see a
     // takeover at all.
-    wait_until(
+    wait_for_fire(
+        &store,
         Duration::from_secs(60),
         "node-b to claim the recovered fire",
-        || {
-            let store = store.clone();
-            async move {
-                store
-                    .fire_running()
-                    .await
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|f| {
-                        f.recovering
-                            && f.state == "acquired"
-                            && f.node_id.as_deref() == Some("node-b")
-                    })
-            }
-        },
+        |f| f.recovering && f.state == "acquired" && f.node_id.as_deref() == Some("node-b"),
     )
     .await;
     signal(&a, "-CONT");
@@ -1731,42 +1709,18 @@ async fn a_cancel_other_fire_claimed_on_another_node_stops_the_running_one() {
         wait_alive(&store, id).await;
     }
     wait_declared(&store, "flow/deploy").await;
-    let emit = |store: PgStore| async move {
-        match store
-            .event_emit(&quartzite::store::events::EventPut::operator(
-                "deploy", "{}", None,
-            ))
-            .await
-            .unwrap()
-        {
-            quartzite::store::events::EmitOutcome::Accepted { fires, .. } if fires.len() == 1 => {
-                fires[0].fire_id.clone()
-            }
-            other => panic!("emit: {other:?}"),
-        }
-    };
-    let first = emit(store.clone()).await;
-    wait_until(
+    let first = emit_one(&store, "deploy").await;
+    wait_for_fire(
+        &store,
         Duration::from_secs(60),
         "the first fire to be claimed",
-        || {
-            let store = store.clone();
-            let first = first.clone();
-            async move {
-                store
-                    .fire_running()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|f| f.fire_id == first && f.state == "acquired")
-            }
-        },
+        |f| f.fire_id == first && f.state == "acquired",
     )
     .await;
     // Give the run time to start in the guest.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let asked_ms = chrono::Utc::now().timestamp_millis();
-    let second = emit(store.clone()).await;
+    let second = emit_one(&store, "deploy").await;
     wait_until(Duration::from_secs(60), "both fires to end", || {
         let store = store.clone();
         async move { history_of(&store, "flow/deploy").await.len() >= 2 }

@@ -79,17 +79,12 @@ async fn waiting_reason(store: &Arc<dyn Store>, says: &str) -> String {
 
 /// Waits until a fire (`fire`, or any) is claimed: running, or about to.
 async fn wait_claimed(store: &Arc<dyn Store>, fire: Option<&str>) {
-    wait_until(Duration::from_secs(30), "a fire to be claimed", || {
-        let store = Arc::clone(store);
-        async move {
-            store
-                .fire_running()
-                .await
-                .unwrap()
-                .iter()
-                .any(|f| f.state == "acquired" && fire.is_none_or(|id| f.fire_id == id))
-        }
-    })
+    wait_for_fire(
+        store.as_ref(),
+        Duration::from_secs(30),
+        "a fire to be claimed",
+        |f| f.state == "acquired" && fire.is_none_or(|id| f.fire_id == id),
+    )
     .await;
 }
 
@@ -345,20 +340,6 @@ event = "account.changed"
 }
 on_both!(a_singleton_queues_one_fire_with_the_latest_event_while_one_runs);
 
-/// Emits `name` and returns the id of the one fire it started.
-async fn emit_one(store: &Arc<dyn Store>, name: &str) -> String {
-    match store
-        .event_emit(&EventPut::operator(name, "{}", None))
-        .await
-        .unwrap()
-    {
-        quartzite::store::events::EmitOutcome::Accepted { fires, .. } if fires.len() == 1 => {
-            fires[0].fire_id.clone()
-        }
-        other => panic!("emit {name}: {other:?}"),
-    }
-}
-
 async fn a_cancel_other_fire_stops_the_running_one_then_runs(backend: Backend) {
     let _load = load_share(LOADED).await;
     let env = env(backend).await;
@@ -375,10 +356,10 @@ timeout = "2s"
 event = "deploy"
 "#;
     let node = run(&options(&env, &manifest(jobs), quick())).await;
-    let first = emit_one(&node.store, "deploy").await;
+    let first = emit_one(node.store.as_ref(), "deploy").await;
     wait_claimed(&node.store, Some(&first)).await;
-    let second = emit_one(&node.store, "deploy").await;
-    let third = emit_one(&node.store, "deploy").await;
+    let second = emit_one(node.store.as_ref(), "deploy").await;
+    let third = emit_one(node.store.as_ref(), "deploy").await;
     wait_until(Duration::from_secs(30), "three history rows", || {
         let store = Arc::clone(&node.store);
         async move { history(&store, "flow/deploy").await.len() >= 3 }

@@ -133,6 +133,46 @@ where
     }
 }
 
+/// Waits until a fire in flight (claimed or waiting) satisfies `wanted`.
+pub async fn wait_for_fire<S>(
+    store: &S,
+    limit: Duration,
+    what: &str,
+    wanted: impl Fn(&quartzite::store::model::FireRow) -> bool,
+) where
+    S: quartzite::store::Store + ?Sized,
+{
+    let wanted = &wanted;
+    wait_until(limit, what, || async move {
+        store
+            .fire_running()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(wanted)
+    })
+    .await;
+}
+
+/// Emits `name` as the operator and returns the id of the one fire it started.
+pub async fn emit_one<S>(store: &S, name: &str) -> String
+where
+    S: quartzite::store::Events + ?Sized,
+{
+    match store
+        .event_emit(&quartzite::store::events::EventPut::operator(
+            name, "{}", None,
+        ))
+        .await
+        .expect("emit")
+    {
+        quartzite::store::events::EmitOutcome::Accepted { fires, .. } if fires.len() == 1 => {
+            fires[0].fire_id.clone()
+        }
+        other => panic!("emit {name}: {other:?}"),
+    }
+}
+
 /// A job's history, newest first.
 pub async fn history_of<S>(store: &S, job: &str) -> Vec<quartzite::store::model::HistoryEntry>
 where
